@@ -1,0 +1,490 @@
+#!/usr/bin/env python3
+"""qscale oracle wrapper: SMALLER real-tool checkpoints + golden dumps of what real vLLM loads.
+
+This file does not re-implement the generator. It imports the shared driver
+(``make_real_ckpts.py``; path from $QS_ORACLE_DRIVER, default ``<repo>/../shared/oracle/
+make_real_ckpts.py``) as a module, swaps in smaller model configs and a smaller vocabulary, points
+the driver's ``__file__`` at this wrapper (the driver re-runs ``sys.executable __file__ llmc1 ...``
+in subprocesses, so those also get the small configs), and dispatches to the driver's commands.
+
+Driver commands (run with the python of the venv in brackets, see oracle/README.md):
+    base [names]                       [venv]           tiny BF16 models -> $QS_CKPT_ROOT/base
+    llmc [SCHEMES] [--models a,b]      [venv]           llm-compressor (+ the DeepSeek NEG case)
+    quark [job-substr]                 [venv-quark]     AMD Quark
+    modelopt [CFGS] [--models a,b]     [venv-modelopt]  NVIDIA ModelOpt
+    linear_oracle CKPT [prefix]        [venv-vllm*]     one MergedColumnParallelLinear (in_proj_qkvz)
+    tvshim SITE_PACKAGES               [any]            torchvision CPU import shim
+    dump CKPT [substr]                 [any]            quantization_config + tensor table
+Commands added/extended here:
+    oracle CKPT                        [venv-vllm*]  driver's oracle + init-value capture + error capture
+          QS_ORACLE_OUT=x.safetensors: loaded params; also writes x.init.safetensors (params right
+          after construction, numel <= 4096) and x.status.json ({"load": "ok"|"error", ...}).
+    oracle_all [substr..]              [venv-vllm*]  oracle (one subprocess per ckpt) for every
+          checkpoint under $QS_CKPT_ROOT/{base,llmc,quark,modelopt}; raw dumps -> $QS_ORACLE_RAW
+    golden [substr..]                  [venv-vllm*]  raw dumps -> tests/fixtures/vllm_golden/*.json
+          ($QS_GOLDEN_SUFFIX, e.g. "@vllm-0.19.1", is appended to the file name)
+    linear_golden CKPT NAME            [venv-vllm*]  unit-level oracle (in_proj_qkvz only) -> golden
+    fixtures                           [any]         copy the selected checkpoints to tests/fixtures/real
+    gptoss_mxfp4                       [venv]        gpt_oss checkpoint in transformers' own mxfp4 format
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parent.parent
+DRIVER = Path(os.environ.get("QS_ORACLE_DRIVER", REPO / ".." / "shared" / "oracle" / "make_real_ckpts.py")).resolve()
+RAW = Path(os.environ.get("QS_ORACLE_RAW", "/work/oracle-work/oracle-raw"))
+GOLDEN_DIR = REPO / "tests" / "fixtures" / "vllm_golden"
+FIXTURE_DIR = REPO / "tests" / "fixtures" / "real"
+SMALL_VOCAB = 256
+INIT_MAX_NUMEL = 4096      # params up to this size are snapshotted right after construction
+VALUES_MAX_NUMEL = 64      # golden "values"/"init_values" only for params this small
+
+_spec = importlib.util.spec_from_file_location("make_real_ckpts", DRIVER)
+drv = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(drv)
+drv.__file__ = str(HERE)          # driver subprocesses (llmc1/quark1/modelopt1) re-run THIS file
+drv.VOCAB = SMALL_VOCAB           # read at call time by write_tiny_tokenizer / calib_dataset
+
+
+# --------------------------------------------------------------------------- smaller configs
+def small_configs():
+    """Like the driver's tiny_configs(), but 2 decoder layers, 4 experts (top-2), vocab 256 and
+    a minimal vision tower. Every Linear in/out feature (and every merged shard) stays a
+    multiple of 128: W4A16 group 128 and vLLM's FP8 block 128 need it."""
+    from transformers import AutoConfig
+
+    V = SMALL_VOCAB
+    cfgs = {}
+    # GDN: key_dim = 2*64 = 128, value_dim = 2*64 = 128 -> in_proj_qkvz shards [128,128,128,128]
+    # full attention: 2 q heads (q_proj has the output gate: 2*2*64 = 256 rows), 2 kv heads (k: 128)
+    lin = dict(linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=64,
+               linear_value_head_dim=64, linear_conv_kernel_dim=4)
+    cfgs["qwen3_next"] = AutoConfig.for_model(
+        "qwen3_next", vocab_size=V, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=64, **lin,
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=128,
+        shared_expert_intermediate_size=128, decoder_sparse_step=1, mlp_only_layers=[],
+        full_attention_interval=2, max_position_embeddings=256, tie_word_embeddings=False,
+    )
+    text = dict(
+        vocab_size=V, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=64, **lin,
+        num_experts=4, num_experts_per_tok=2, moe_intermediate_size=128,
+        shared_expert_intermediate_size=128, full_attention_interval=2,
+        max_position_embeddings=256, tie_word_embeddings=False,
+    )
+    cfgs["qwen3_5_moe_text"] = AutoConfig.for_model("qwen3_5_moe_text", **text)
+    cfgs["qwen3_5_moe"] = AutoConfig.for_model(
+        "qwen3_5_moe", text_config=text,
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=128, num_position_embeddings=16, patch_size=8,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        tie_word_embeddings=False,
+    )
+    cfgs["qwen2_moe"] = AutoConfig.for_model(
+        "qwen2_moe", vocab_size=V, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=128, shared_expert_intermediate_size=128,
+        max_position_embeddings=256, tie_word_embeddings=False,
+    )
+    # q_lora_rank set -> vLLM builds fused_qkv_a_proj = [q_a_proj 128, kv_a_proj_with_mqa 256]
+    cfgs["deepseek_v2"] = AutoConfig.for_model(
+        "deepseek_v2", vocab_size=V, hidden_size=128, intermediate_size=128,
+        moe_intermediate_size=128, num_hidden_layers=2, first_k_dense_replace=1,
+        num_attention_heads=4, num_key_value_heads=4, n_routed_experts=4, n_shared_experts=1,
+        num_experts_per_tok=2, n_group=1, topk_group=1, q_lora_rank=128, kv_lora_rank=128,
+        qk_rope_head_dim=128, qk_nope_head_dim=32, v_head_dim=32, max_position_embeddings=256,
+        tie_word_embeddings=False,
+    )
+    # head_dim 32 with 4 q/kv heads: q,k,v,o all 128x128 (keeps the BF16 base under ~1.2 MB)
+    cfgs["gpt_oss"] = AutoConfig.for_model(
+        "gpt_oss", vocab_size=V, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, head_dim=32, num_local_experts=4,
+        num_experts_per_tok=2, sliding_window=64, max_position_embeddings=256,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False,
+    )
+    return cfgs
+
+
+drv.tiny_configs = small_configs
+
+
+# --------------------------------------------------------------------------- oracle extension
+def _stem(out):
+    return str(out).removesuffix(".safetensors").removesuffix(".loaded")
+
+
+def _status_path(out):
+    return Path(_stem(out) + ".status.json")
+
+
+def _init_path(out):
+    return Path(_stem(out) + ".init.safetensors")
+
+
+def _sentinel_empty():
+    """During model construction, make torch.empty deterministic: floats -> NaN, ints -> max.
+    Then a slot that vLLM never writes shows up as NaN/max instead of arbitrary memory."""
+    import contextlib
+    import torch
+
+    @contextlib.contextmanager
+    def cm():
+        orig = torch.empty
+
+        def empty(*a, **k):
+            t = orig(*a, **k)
+            try:
+                if t.is_floating_point():
+                    t.fill_(float("nan"))
+                elif t.dtype != torch.bool and not t.is_complex():
+                    t.fill_(torch.iinfo(t.dtype).max)
+            except Exception:
+                pass
+            return t
+
+        torch.empty = empty
+        try:
+            yield
+        finally:
+            torch.empty = orig
+
+    return cm()
+
+
+def _safe_register_kernels():
+    orig = drv._register_cpu_emulation_kernels
+
+    def reg():
+        try:
+            orig()
+        except Exception as e:  # older vLLM: other module layout
+            print(f"[oracle] _register_cpu_emulation_kernels skipped: {type(e).__name__}: {e}")
+
+    drv._register_cpu_emulation_kernels = reg
+
+
+def _install_old_vllm_shims():
+    """Module-path differences in older vLLM releases the driver imports from."""
+    import types
+    try:
+        import vllm.utils.torch_utils  # noqa: F401
+    except Exception:
+        from vllm.model_executor.model_loader.utils import set_default_torch_dtype
+        m = types.ModuleType("vllm.utils.torch_utils")
+        m.set_default_torch_dtype = set_default_torch_dtype
+        sys.modules["vllm.utils.torch_utils"] = m
+
+
+def run_oracle(args):
+    """Driver's oracle, plus: snapshot of small params right after construction (before load),
+    and a status file telling at which stage an exception happened."""
+    import torch
+
+    out = os.environ.get("QS_ORACLE_OUT")
+    state = {"stage": "import"}
+
+    def write_status(**kw):
+        if out:
+            _status_path(out).write_text(json.dumps(dict(stage=state["stage"], **kw), indent=1))
+
+    try:
+        import vllm
+        _install_old_vllm_shims()
+        _safe_register_kernels()
+        import vllm.model_executor.model_loader as ml
+        import vllm.model_executor.model_loader.utils as mlu
+
+        orig_init = mlu.initialize_model
+
+        def initialize_model(*a, **k):
+            state["stage"] = "construct"
+            with _sentinel_empty():
+                m = orig_init(*a, **k)
+            state["stage"] = "constructed"
+            return m
+
+        mlu.initialize_model = initialize_model
+        orig_get = ml.get_model_loader
+
+        def get_model_loader(*a, **k):
+            loader = orig_get(*a, **k)
+            orig_lw = loader.load_weights
+
+            def load_weights(model, *la, **lk):
+                if out:
+                    from safetensors.torch import save_file
+                    snap = {n: p.data.detach().clone().contiguous()
+                            for n, p in model.named_parameters() if p.numel() <= INIT_MAX_NUMEL}
+                    save_file(snap, str(_init_path(out)))
+                state["stage"] = "load"
+                r = orig_lw(model, *la, **lk)
+                state["stage"] = "loaded"
+                return r
+
+            loader.load_weights = load_weights
+            return loader
+
+        ml.get_model_loader = get_model_loader
+        state["stage"] = "config"
+        drv.run_oracle(args)
+    except BaseException as e:
+        import traceback
+        traceback.print_exc()
+        write_status(load="error", error=f"{type(e).__name__}: {e}",
+                     vllm_version=_vllm_version())
+        sys.exit(1)
+    write_status(load="ok", vllm_version=_vllm_version())
+
+
+def _vllm_version():
+    try:
+        import vllm
+        return vllm.__version__
+    except Exception:
+        return None
+
+
+KINDS = ("base", "llmc", "quark", "modelopt")
+
+
+def all_ckpts(subs=None):
+    root = Path(os.environ.get("QS_CKPT_ROOT", "./oracle-work/ckpts"))
+    res = []
+    for kind in KINDS:
+        for d in sorted((root / kind).glob("*")):
+            if (d / "config.json").exists() and any(d.glob("*.safetensors")):
+                tag = f"{kind}-{d.name}"
+                if subs and not any(s in tag for s in subs):
+                    continue
+                res.append((tag, d))
+    return res
+
+
+def run_oracle_all(args):
+    RAW.mkdir(parents=True, exist_ok=True)
+    suffix = os.environ.get("QS_GOLDEN_SUFFIX", "")
+    summary = []
+    for tag, d in all_ckpts(args):
+        out = RAW / f"{tag}{suffix}.loaded.safetensors"
+        for p in (out, _init_path(out), _status_path(out)):
+            p.unlink(missing_ok=True)
+        t0 = time.time()
+        log = RAW / f"{tag}{suffix}.log"
+        with open(log, "w") as f:
+            try:
+                rc = subprocess.run([sys.executable, str(HERE), "oracle", str(d)], stdout=f,
+                                    stderr=subprocess.STDOUT, timeout=600,
+                                    env=dict(os.environ, QS_ORACLE_OUT=str(out))).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        st = json.loads(_status_path(out).read_text()) if _status_path(out).exists() else {}
+        proc = ""
+        for line in log.read_text(errors="replace").splitlines():
+            if "process_weights_after_loading FAILED" in line:
+                proc = " | process: " + line.split("FAILED:", 1)[-1].strip()[:120]
+        line = (f"{tag:50s} rc={rc} {time.time()-t0:5.1f}s load={st.get('load', '?')} "
+                f"{(st.get('error') or '')[:200]}{proc}")
+        print(line, flush=True)
+        summary.append(line)
+    (RAW / f"summary{suffix}.txt").write_text("\n".join(summary) + "\n")
+
+
+def _tensor_entry(t, init=None):
+    import torch
+
+    flat = t.detach().contiguous().reshape(-1)
+    raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+    e = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+         "sha256": hashlib.sha256(raw).hexdigest()}
+
+    def vals(x):
+        x = x.detach().reshape(-1)
+        if x.is_floating_point():
+            return [_jf(v) for v in x.double().tolist()]
+        return x.tolist()
+
+    if t.numel() <= VALUES_MAX_NUMEL:
+        e["values"] = vals(t)
+        if init is not None and init.numel() == t.numel():
+            e["init_values"] = vals(init)
+    return e
+
+
+def _jf(v):
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def write_golden(tag, loaded_path, status, init_path=None, name=None, extra=None):
+    from safetensors.torch import load_file
+
+    ckpt = tag.replace("-", "/", 1)
+    g = {"vllm_version": status.get("vllm_version"), "checkpoint": ckpt,
+         "load": status.get("load", "error")}
+    if g["load"] != "ok":
+        g["error"] = status.get("error", "unknown (no status written)")
+        g["stage"] = status.get("stage")
+    if extra:
+        g.update(extra)
+    params = {}
+    if g["load"] == "ok" and loaded_path and Path(loaded_path).exists():
+        loaded = load_file(str(loaded_path))
+        init = load_file(str(init_path)) if init_path and Path(init_path).exists() else {}
+        for n in sorted(loaded):
+            params[n] = _tensor_entry(loaded[n], init.get(n))
+    g["params"] = params
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    p = GOLDEN_DIR / f"{name or tag}.json"
+    p.write_text(json.dumps(g, indent=1) + "\n")
+    return p
+
+
+def run_golden(args):
+    suffix = os.environ.get("QS_GOLDEN_SUFFIX", "")
+    for st_path in sorted(RAW.glob(f"*{suffix}.status.json")):
+        tag = st_path.name[: -len(f"{suffix}.status.json")]
+        if "@" in tag and not suffix:
+            continue
+        if args and not any(s in tag for s in args):
+            continue
+        st = json.loads(st_path.read_text())
+        out = RAW / f"{tag}{suffix}.loaded.safetensors"
+        p = write_golden(tag, out, st, _init_path(out), name=f"{tag}{suffix}")
+        print(f"[golden] {p.name}: load={st.get('load')} ({p.stat().st_size} B)")
+
+
+def run_linear_golden(args):
+    """Unit-level oracle for older vLLM: feed in_proj_qkv/in_proj_z of CKPT through ONE
+    MergedColumnParallelLinear via the driver's linear_oracle, capture the layer's params
+    (construction + after load) and write a golden named NAME."""
+    import torch
+    import vllm
+    _install_old_vllm_shims()
+    _safe_register_kernels()
+    from vllm.model_executor.layers import linear as vl
+
+    captured = {}
+    orig_cls = vl.MergedColumnParallelLinear
+
+    class Capturing(orig_cls):
+        def __init__(self, *a, **k):
+            with _sentinel_empty():
+                super().__init__(*a, **k)
+            captured["layer"] = self
+            captured["init"] = {n: p.data.detach().clone() for n, p in self.named_parameters()}
+
+    vl.MergedColumnParallelLinear = Capturing
+    ckpt, name = args[0], args[1]
+    prefix = args[2] if len(args) > 2 else "model.language_model.layers.0.linear_attn"
+    status = {"vllm_version": vllm.__version__}
+    try:
+        drv.run_linear_oracle([ckpt, prefix])
+        status["load"] = "ok"
+    except BaseException as e:
+        import traceback
+        traceback.print_exc()
+        status.update(load="error", error=f"{type(e).__name__}: {e}", stage="linear_oracle")
+    from safetensors.torch import save_file
+    RAW.mkdir(parents=True, exist_ok=True)
+    loaded = RAW / f"{name}.loaded.safetensors"
+    init = RAW / f"{name}.init.safetensors"
+    if "layer" in captured:
+        pre = prefix.replace("model.language_model.", "language_model.model.") + ".in_proj_qkvz."
+        save_file({pre + n: p.data.contiguous() for n, p in captured["layer"].named_parameters()},
+                  str(loaded))
+        save_file({pre + n: t.contiguous() for n, t in captured["init"].items()}, str(init))
+    p = write_golden(Path(ckpt).parent.name + "-" + Path(ckpt).name, loaded, status, init,
+                     name=name, extra={"oracle": "linear_oracle (one MergedColumnParallelLinear "
+                                       "in_proj_qkvz fed in_proj_qkv as shard (0,1,2) and "
+                                       "in_proj_z as shard 3)"})
+    print(f"[linear_golden] {p}")
+
+
+# --------------------------------------------------------------------------- fixtures
+FIXTURES = [
+    "llmc/qwen3_5_moe-FP8", "llmc/qwen3_5_moe-FP8_DYNAMIC", "llmc/qwen3_5_moe-FP8_BLOCK",
+    "llmc/qwen3_5_moe-W4A16", "llmc/qwen3_5_moe-NVFP4", "llmc/qwen3_5_moe-MXFP4",
+    "llmc/qwen3_next-FP8", "llmc/deepseek_v2-FP8", "llmc/deepseek_v2-FP8-NEG-mixed-fused_qkv_a",
+    "llmc/qwen2_moe-W4A16", "llmc/gpt_oss-W4A16", "base/gpt_oss", "base/gpt_oss-mxfp4",
+    "quark/qwen3_5_moe-MXFP4-f2f", "quark/qwen3_5_moe-MXFP4-la-f2f", "quark/qwen3_5_moe-FP8-la-f2f",
+    "modelopt/qwen3_5_moe_text-FP8", "modelopt/qwen3_5_moe_text-NVFP4", "modelopt/qwen3_next-NVFP4",
+]
+KEEP = ("config.json", "hf_quant_config.json", "quantization_config.json", "recipe.yaml")
+
+
+def run_fixtures(args):
+    root = Path(os.environ.get("QS_CKPT_ROOT", "./oracle-work/ckpts"))
+    total = 0
+    for rel in args or FIXTURES:
+        src = root / rel
+        if not src.exists():
+            print(f"[fixtures] MISSING {rel}")
+            continue
+        dst = FIXTURE_DIR / rel.replace("/", "-", 1)
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        for f in sorted(src.iterdir()):
+            if f.name in KEEP or f.name.endswith(".safetensors") or f.name.endswith(".safetensors.index.json"):
+                shutil.copy2(f, dst / f.name)
+        size = sum(f.stat().st_size for f in dst.iterdir())
+        total += size
+        print(f"[fixtures] {dst.name:48s} {size/1e6:6.3f} MB {'OVER 1.2MB' if size > 1.2e6 else ''}")
+    print(f"[fixtures] total {total/1e6:.2f} MB")
+
+
+# --------------------------------------------------------------------------- gpt-oss mxfp4
+def run_gptoss_mxfp4(args):
+    """gpt_oss in the *native* gpt-oss mxfp4 layout (quant_method: mxfp4, *_blocks/*_scales),
+    written by transformers' own Mxfp4 quantizer (Mxfp4Config(dequantize=False)), if it runs on
+    CPU. Falls back to transformers' own converter functions if the quantizer refuses."""
+    import torch
+    from transformers import AutoModelForCausalLM, Mxfp4Config
+
+    src = drv.BASE / "gpt_oss"
+    out = drv.BASE / "gpt_oss-mxfp4"
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16,
+                                                 quantization_config=Mxfp4Config())
+    model.save_pretrained(out)
+    print(f"[gptoss_mxfp4] OK -> {out}")
+
+
+# --------------------------------------------------------------------------- main
+def main():
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "base"
+    args = sys.argv[2:]
+    local = {"oracle": run_oracle, "oracle_all": run_oracle_all, "golden": run_golden,
+             "linear_golden": run_linear_golden, "fixtures": run_fixtures,
+             "gptoss_mxfp4": run_gptoss_mxfp4}
+    if cmd in local:
+        return local[cmd](args)
+    if cmd == "base":
+        return drv.build_base(args or None)
+    if cmd == "dump":
+        return drv.dump(Path(args[0]), args[1:] or None)
+    if cmd == "linear_oracle":
+        _install_old_vllm_shims()
+        _safe_register_kernels()
+    fn = getattr(drv, f"run_{cmd}", None)
+    if fn is None:
+        sys.exit(f"unknown command {cmd}")
+    return fn(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The typer app; main() maps QscaleError to an `error:`/`hint:` pair and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from qscale import __version__
+from qscale.cli import check, inspect, rule
+from qscale.errors import QscaleError
+
+app = typer.Typer(
+    name="qscale",
+    help="Will this quantized checkpoint load correctly in vLLM or SGLang? Checks it without a"
+    " GPU, from safetensors headers and scale values.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("check")(check.check_cmd)
+app.command("inspect")(inspect.inspect_cmd)
+app.command("rule")(rule.rule_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qscale {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+) -> None:
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+
+
+def _debugging(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("QSCALE_DEBUG") == "1"
+
+
+def main() -> None:
+    """Console-script entry point."""
+    debug = _debugging(sys.argv)
+    try:
+        app()
+    except QscaleError as exc:
+        if debug:
+            raise
+        code = f"{exc.code} " if exc.code else ""
+        typer.echo(f"error: {code}{exc.message}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        typer.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        typer.echo("hint: rerun with --debug and report the traceback", err=True)
+        sys.exit(2)

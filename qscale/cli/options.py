@@ -1,0 +1,51 @@
+"""Shared Annotated options, so every command spells them the same way."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class OutputFormat(str, Enum):
+    """Report formats."""
+
+    console = "console"
+    json = "json"
+
+
+class FailOn(str, Enum):
+    """Lowest severity that makes `check` exit 1."""
+
+    error = "error"
+    warning = "warning"
+    info = "info"
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Checkpoint folder, a single .safetensors file, or org/name.", show_default=False
+    ),
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the report to FILE instead of stdout.")
+]
+
+
+def split_codes(values: list[str] | None) -> list[str]:
+    """`--select QS2,QS301 --select QS4` -> ["QS2", "QS301", "QS4"]."""
+    return [c.strip() for v in values or [] for c in v.split(",") if c.strip()]
+
+
+def emit(text: str, output: Path | None) -> None:
+    """Print to stdout, or write atomically to a file."""
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)

@@ -1,0 +1,111 @@
+"""Quantization formats, keyed by ``quant_method``; resolve_quantization() assigns every module
+its scheme.
+
+Where the config lives follows vLLM: ``config.json:quantization_config`` (root or
+``text_config``) first, else ModelOpt's ``hf_quant_config.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qscale.checkpoint import Checkpoint
+from qscale.errors import ConfigError, UnknownFormat
+from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
+from qscale.formats._api import QuantFormat, Resolution
+from qscale.modules import ModuleInfo, ModuleKind, group_modules
+from qscale.schemes import QuantScheme, TensorSpec
+
+Parser = Callable[..., QuantFormat]
+
+FORMATS: Mapping[str, Parser] = {
+    compressed_tensors.METHOD: compressed_tensors.parse,
+    fp8.METHOD: fp8.parse,
+    quark.METHOD: quark.parse,
+    mxfp4.METHOD: mxfp4.parse,
+    modelopt.METHOD: modelopt.parse,
+}
+#: Spellings engines accept for the same parser.
+ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4"}
+
+
+def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
+    """Parse the checkpoint's quantization config; None for an unquantized checkpoint."""
+    qc = ckpt.config.quantization_config
+    key = "config.json"
+    if qc is None and "hf_quant_config.json" in ckpt.extra_configs:
+        qc, key = ckpt.extra_configs["hf_quant_config.json"], "hf_quant_config.json"
+        return modelopt.parse(qc, config_key=key)
+    if qc is None:
+        return None
+    method = qc.get("quant_method")
+    if not isinstance(method, str):
+        raise ConfigError(f"{key}: quantization_config has no `quant_method`")
+    method = ALIASES.get(method.lower(), method.lower())
+    parser = FORMATS.get(method)
+    if parser is None:
+        raise UnknownFormat(
+            f"{key}: quant_method {method!r} is not modelled by qscale",
+            hint=f"supported: {', '.join(sorted(FORMATS))}",
+        )
+    return parser(qc, config_key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleQuant:
+    """One module with its resolved scheme and logical weight shape."""
+
+    module: ModuleInfo
+    resolution: Resolution
+    logical_shape: tuple[int, int] | None  #: (out, in) per expert for fused experts
+
+    @property
+    def scheme(self) -> QuantScheme | None:
+        """The scheme, or None when unquantized."""
+        return self.resolution.scheme
+
+
+@dataclass(frozen=True, slots=True)
+class QuantMap:
+    """Every module of a checkpoint with its resolved quantization."""
+
+    format: QuantFormat | None
+    modules: Mapping[str, ModuleQuant]
+
+    def quantized(self) -> list[ModuleQuant]:
+        """Modules with a scheme."""
+        return [m for m in self.modules.values() if m.scheme is not None]
+
+
+def logical_shape(
+    module: ModuleInfo, spec: TensorSpec | None, values: Mapping[str, Any]
+) -> tuple[int, int] | None:
+    """(out, in) of a module's weight, from ``weight_shape`` when stored, else the weight."""
+    ws = values.get(module.tensor_name("weight_shape"))
+    if ws is not None and ws.size == 2:
+        return int(ws[0]), int(ws[1])
+    lead = 1 if module.kind == ModuleKind.FUSED_EXPERTS else 0
+    if spec is not None and spec.logical is not None and spec.param in module.tensors:
+        return spec.logical(module.tensors[spec.param].shape[lead:])
+    w = module.tensors.get("weight")
+    if w is not None and len(w.shape) == 2 + lead and w.dtype in ("BF16", "F16", "F32"):
+        return w.shape[lead], w.shape[lead + 1]
+    return None
+
+
+def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
+    """Assign each module its scheme (only Linear and fused-expert modules can be quantized)."""
+    fmt = detect_format(ckpt)
+    out: dict[str, ModuleQuant] = {}
+    for name, module in group_modules(ckpt).items():
+        if module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
+            res = Resolution(None, f"{module.kind.value} module")
+        elif fmt is None:
+            res = Resolution(None, "no quantization config")
+        else:
+            res = fmt.resolve(module)
+        spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
+        out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
+    return QuantMap(fmt, out)

@@ -1,0 +1,77 @@
+"""The interface every format parser implements, and the matching helpers they share."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+from qscale.errors import ConfigError
+from qscale.modules import ModuleInfo
+from qscale.schemes import QuantScheme
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The scheme a format assigns to one module, and why."""
+
+    scheme: QuantScheme | None  #: None: the module stays unquantized
+    reason: str  #: e.g. "ignored by `re:.*mlp.gate$`", "config_groups.group_0 (target `Linear`)"
+
+
+class QuantFormat(Protocol):
+    """A parsed quantization config that resolves each module's scheme."""
+
+    @property
+    def method(self) -> str:
+        """The ``quant_method`` it parses."""
+        ...
+
+    @property
+    def config_key(self) -> str:
+        """Where the config came from ("config.json" or "hf_quant_config.json")."""
+        ...
+
+    def resolve(self, module: ModuleInfo) -> Resolution:
+        """The scheme of one module (only Linear and fused-expert modules are asked)."""
+        ...
+
+
+@lru_cache(maxsize=512)
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"invalid regular expression `{pattern}` ({exc})") from None
+
+
+def equal_or_regex(name: str, pattern: str) -> bool:
+    """compressed-tensors / vLLM matching: exact name, or ``re:`` + ``re.match`` (anchored)."""
+    if pattern.startswith("re:"):
+        return _compile(pattern[3:]).match(name) is not None
+    return name == pattern
+
+
+def first_match(name: str, patterns: Iterable[str]) -> str | None:
+    """The first pattern that matches ``name`` exactly or as a ``re:`` regex."""
+    return next((p for p in patterns if equal_or_regex(name, p)), None)
+
+
+def wildcard(name: str, pattern: str) -> bool:
+    """vLLM's ModelOpt matching (``is_layer_excluded``): fnmatch wildcards, else substring,
+    also with the ``language_model.`` component removed from the name."""
+    names = (name, name.replace("language_model.", "", 1))
+    if any(c in pattern for c in "*?["):
+        return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+    return any(pattern in n for n in names)
+
+
+def require_list(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
+    """A list of strings at ``obj[key]`` (missing means empty)."""
+    value = obj.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: `{key}` must be a list of strings")
+    return value

@@ -1,0 +1,81 @@
+"""ModuleInfo and group_modules(): tensors grouped into the modules that own them.
+
+A tensor ``a.b.c.param`` belongs to module ``a.b.c``. The module's kind (linear, embedding,
+conv, fused experts, other) is read off its stored tensors, the way a quantizer decides which
+modules its ``Linear`` targets cover.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from qscale.safetensors_io import TensorInfo
+
+#: Module names whose 2-D ``weight`` is an embedding table, not a Linear.
+EMBEDDING_NAMES = frozenset(
+    {"embed_tokens", "wte", "word_embeddings", "embeddings", "embedding", "tok_embeddings", "wpe"}
+)
+#: Parameters that hold a (possibly packed) Linear weight.
+WEIGHT_PARAMS = ("weight", "weight_packed")
+#: Fused 3-D expert parameters (transformers v5, gpt-oss): ``experts.<param>``.
+FUSED_EXPERT_PARAMS = frozenset(
+    {"gate_up_proj", "down_proj", "gate_up_proj_blocks", "down_proj_blocks"}
+)
+
+
+class ModuleKind(str, Enum):
+    """What kind of module a group of tensors belongs to."""
+
+    LINEAR = "linear"
+    EMBEDDING = "embedding"
+    CONV = "conv"
+    FUSED_EXPERTS = "fused_experts"
+    OTHER = "other"  #: norms, biases-only, gates' vectors, A_log, sinks, ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleInfo:
+    """A module and the tensors stored under it, keyed by parameter name."""
+
+    name: str
+    kind: ModuleKind
+    tensors: Mapping[str, TensorInfo]
+
+    @property
+    def leaf(self) -> str:
+        """Last component of the name, e.g. ``q_proj``."""
+        return self.name.rsplit(".", 1)[-1]
+
+    def tensor_name(self, param: str) -> str:
+        """Full tensor name of one of its parameters."""
+        return f"{self.name}.{param}" if self.name else param
+
+
+def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
+    leaf = name.rsplit(".", 1)[-1]
+    if FUSED_EXPERT_PARAMS & params.keys() and leaf == "experts":
+        return ModuleKind.FUSED_EXPERTS
+    weight = next((params[p] for p in WEIGHT_PARAMS if p in params), None)
+    if weight is None:
+        return ModuleKind.OTHER
+    if leaf in EMBEDDING_NAMES:
+        return ModuleKind.EMBEDDING
+    if len(weight.shape) == 3 or "conv" in leaf:
+        return ModuleKind.CONV
+    if len(weight.shape) == 2:
+        return ModuleKind.LINEAR
+    return ModuleKind.OTHER
+
+
+def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
+    """Group tensors by owning module, in name order."""
+    grouped: dict[str, dict[str, TensorInfo]] = {}
+    for t in tensors:
+        module, _, param = t.name.rpartition(".")
+        grouped.setdefault(module, {})[param] = t
+    return {
+        name: ModuleInfo(name, _kind(name, params), params)
+        for name, params in sorted(grouped.items())
+    }

@@ -1,0 +1,79 @@
+"""ALL_RULES (ordered by code), REMOVED codes, and rule selection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from qscale.errors import UsageError
+from qscale.rules import (
+    qs001_unreadable_header,
+    qs002_broken_data_layout,
+    qs003_tensor_size_mismatch,
+    qs004_unknown_dtype,
+    qs005_duplicate_tensor,
+    qs006_index_missing_file,
+    qs007_index_tensor_mismatch,
+    qs008_unindexed_file,
+    qs009_path_outside_checkpoint,
+    qs101_invalid_quantization_config,
+    qs102_unsupported_quant_method,
+    qs201_missing_quantization_tensor,
+    qs202_module_stored_unquantized,
+    qs203_unexpected_quantization_tensor,
+    qs301_tensor_dtype_mismatch,
+    qs302_tensor_shape_mismatch,
+)
+from qscale.rules._api import Rule
+
+ALL_RULES: tuple[Rule, ...] = (
+    qs001_unreadable_header.RULE,
+    qs002_broken_data_layout.RULE,
+    qs003_tensor_size_mismatch.RULE,
+    qs004_unknown_dtype.RULE,
+    qs005_duplicate_tensor.RULE,
+    qs006_index_missing_file.RULE,
+    qs007_index_tensor_mismatch.RULE,
+    qs008_unindexed_file.RULE,
+    qs009_path_outside_checkpoint.RULE,
+    qs101_invalid_quantization_config.RULE,
+    qs102_unsupported_quant_method.RULE,
+    qs201_missing_quantization_tensor.RULE,
+    qs202_module_stored_unquantized.RULE,
+    qs203_unexpected_quantization_tensor.RULE,
+    qs301_tensor_dtype_mismatch.RULE,
+    qs302_tensor_shape_mismatch.RULE,
+)
+#: Codes that existed once; never reuse them.
+REMOVED: dict[str, str] = {}
+
+BY_CODE = {r.code: r for r in ALL_RULES}
+
+
+def get(code: str) -> Rule:
+    """The rule with this code (case-insensitive) or kebab-case name."""
+    key = code.upper()
+    if key in BY_CODE:
+        return BY_CODE[key]
+    for r in ALL_RULES:
+        if r.name == code.lower():
+            return r
+    if key in REMOVED:
+        raise UsageError(f"rule {key} was removed: {REMOVED[key]}")
+    raise UsageError(f"no rule {code!r}", hint="list them with `qscale rule --all`")
+
+
+def _matches(rule: Rule, prefixes: Iterable[str]) -> bool:
+    return any(rule.code.startswith(p.upper()) or rule.name == p.lower() for p in prefixes)
+
+
+def select(select: Sequence[str] = (), ignore: Sequence[str] = ()) -> tuple[Rule, ...]:
+    """Rules with a check, chosen by code, code prefix or name (ruff's --select/--ignore)."""
+    for p in (*select, *ignore):
+        if not any(_matches(r, [p]) for r in ALL_RULES):
+            raise UsageError(
+                f"--select/--ignore: {p!r} names no rule", hint="list them with `qscale rule --all`"
+            )
+    chosen = [r for r in ALL_RULES if r.check is not None]
+    if select:
+        chosen = [r for r in chosen if _matches(r, select)]
+    return tuple(r for r in chosen if not _matches(r, ignore))

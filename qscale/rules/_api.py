@@ -1,0 +1,83 @@
+"""Rule, Context and helpers: the only module rule files import."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from qscale.checkpoint import Checkpoint
+from qscale.findings import Applicability, Finding, Fix, Location, Severity
+from qscale.formats import ModuleQuant, QuantMap
+
+__all__ = [
+    "Applicability",
+    "Context",
+    "Finding",
+    "Fix",
+    "Location",
+    "ModuleQuant",
+    "Rule",
+    "Severity",
+    "fmt_shape",
+]
+
+REQUIRED_HEADINGS = ("## What it checks", "## Why it matters", "## Example", "## Fix")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a rule may look at."""
+
+    checkpoint: Checkpoint
+    quant: QuantMap
+
+    def file_of(self, tensor: str) -> str | None:
+        """The file a tensor is stored in."""
+        t = self.checkpoint.tensors.get(tensor)
+        return t.file if t else None
+
+    def at(self, tensor: str) -> Location:
+        """Location of a checkpoint tensor."""
+        return Location(file=self.file_of(tensor), tensor=tensor)
+
+
+Check = Callable[[Context], Iterator[Finding]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A rule: code, kebab-case name naming the defect, severity, docs, and its check.
+
+    Input rules (``QS0xx``) have no check: the reader raises them as errors, since qscale
+    cannot judge a checkpoint whose files it cannot trust. They are listed for their docs.
+    """
+
+    code: str
+    name: str
+    severity: Severity
+    doc: str
+    check: Check | None = None
+    reads_values: bool = False
+    fixable: Applicability | None = None
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def summary(self) -> str:
+        """First line of the docs."""
+        return self.doc.strip().splitlines()[0]
+
+    def finding(
+        self,
+        message: str,
+        location: Location,
+        *,
+        fix: Fix | None = None,
+        severity: Severity | None = None,
+    ) -> Finding:
+        """A finding of this rule."""
+        return Finding(self.code, severity or self.severity, message, location, fix, self.name)
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    """``(256, 1)``-style shape text, ``()`` for scalars."""
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

@@ -1,0 +1,47 @@
+"""A module the quantization config quantizes is stored unquantized.
+
+## What it checks
+Finds modules whose resolved scheme is quantized while the checkpoint holds a plain
+BF16/F16/F32 `weight` and no quantization tensor for them — typically a module the quantizer
+skipped (a shared expert, `linear_attn`, an MTP layer) without adding it to the config's
+ignore/exclude list.
+
+## Why it matters
+The engine builds the module quantized from the config and then meets a float weight:
+vLLM fails with a shape or dtype error, or (ModelOpt NVFP4) with "weight_scale … was never
+loaded (still NaN)"; where shapes happen to agree, raw float bytes are read as FP8 codes.
+
+## Example
+`model.layers.0.mlp.shared_expert.gate_proj` is stored as BF16 but resolves to MXFP4
+(`global_quant_config`)
+
+## Fix
+Add the module to the ignore/exclude list (what the quantizer meant), or quantize it.
+"""
+
+from collections.abc import Iterator
+
+from qscale.rules._api import Context, Finding, Rule, Severity
+from qscale.rules._structure import stored_unquantized
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report quantized-by-config modules that hold only a float weight."""
+    for mq in ctx.quant.modules.values():
+        if stored_unquantized(mq):
+            assert mq.scheme is not None
+            w = mq.module.tensors["weight"]
+            yield RULE.finding(
+                f"`{mq.module.name}` is stored as {w.dtype} but resolves to {mq.scheme.label}"
+                f" ({mq.resolution.reason})",
+                ctx.at(w.name),
+            )
+
+
+RULE = Rule(
+    code="QS202",
+    name="module-stored-unquantized",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+)

@@ -1,0 +1,57 @@
+"""A quantization tensor on a module whose resolved scheme does not produce it.
+
+## What it checks
+Reports scale, packed-weight and zero-point tensors stored on a module that the config leaves
+unquantized (ignored, excluded, or not a Linear layer such as `linear_attn.conv1d`), and
+tensors a quantized module carries that its scheme does not write (e.g. `weight_scale_inv`
+under a per-tensor scheme).
+
+## Why it matters
+The engine registers parameters from the config, not from the files. vLLM ≥ 0.20-era loaders
+raise `There is no module or parameter named …`; older ones skip the tensor silently, so
+the module runs with whatever the other tensors mean on their own (FP8 codes read as BF16).
+A Quark export that quantizes `linear_attn.conv1d` is refused this way.
+
+## Example
+`model.layers.0.linear_attn.conv1d.weight_scale` on a conv module (not quantized by vLLM)
+
+## Fix
+Exclude the module from quantization and re-export, or dequantize it (`qscale fix`, later).
+"""
+
+from collections.abc import Iterator
+
+from qscale.rules._api import Context, Finding, Rule, Severity
+from qscale.rules._structure import BENIGN, QUANT_PARAMS, stored_unquantized
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report quantization tensors the resolved scheme does not account for."""
+    for mq in ctx.quant.modules.values():
+        if stored_unquantized(mq):
+            continue
+        scheme = mq.scheme
+        if scheme is not None and not scheme.tensors:
+            continue  # scheme not modelled tensor by tensor
+        wanted = {s.param for s in scheme.tensors} if scheme else set()
+        for param, t in mq.module.tensors.items():
+            if param in wanted or param in BENIGN:
+                continue
+            if scheme is None and param not in QUANT_PARAMS:
+                continue
+            if scheme is not None and param == "weight":
+                what = f"{scheme.label} stores its weight as `{scheme.weight_spec.param}`"
+            elif scheme is not None:
+                what = f"{scheme.label} does not write `{param}`"
+            else:
+                what = f"the module is not quantized ({mq.resolution.reason})"
+            yield RULE.finding(f"`{t.name}` is unexpected: {what}", ctx.at(t.name))
+
+
+RULE = Rule(
+    code="QS203",
+    name="unexpected-quantization-tensor",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+)

@@ -1,0 +1,52 @@
+"""A weight or scale whose shape does not fit the module's scheme and weight shape.
+
+## What it checks
+From each quantized module's logical weight shape (out, in) — read from `weight_shape` when
+stored, else unpacked from the weight — computes the shape each tensor of the scheme must have:
+`()` or `(1,)` per tensor, `(out, 1)` per channel, `(out, ceil(in/g))` per group,
+`(ceil(out/bn), ceil(in/bk))` per block, `(out, in/2)` for packed FP4, and compares.
+
+## Why it matters
+A per-tensor slot that receives a vector trips vLLM's `assert loaded_weight.shape[0] == 1`; a
+group or block scale grid of the wrong size fails the kernel's shape asserts or, where it is
+copied into a larger parameter, leaves rows of scales unset. Group/block metadata that
+disagrees with the tensors (a stale config) shows up here too.
+
+## Example
+`model.layers.0.linear_attn.in_proj_qkv.weight_scale` has shape (3,), expected () or (1,) for
+FP8 per-tensor
+
+## Fix
+Reshape where the values are right (`[]` ↔ `[1]`, `[N]` ↔ `[N, 1]`); otherwise re-export.
+"""
+
+from collections.abc import Iterator
+
+from qscale.rules._api import Context, Finding, Rule, Severity, fmt_shape
+from qscale.rules._structure import accepted_shapes, present
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report tensors whose shape is not among the accepted ones."""
+    for p in present(ctx):
+        if p.tensor.dtype not in p.spec.dtypes:
+            continue  # QS301 already reports it; its shape is meaningless
+        shapes = accepted_shapes(p.mq, p.spec)
+        if shapes is None or p.tensor.shape in shapes:
+            continue
+        assert p.mq.scheme is not None
+        expected = " or ".join(fmt_shape(s) for s in shapes)
+        yield RULE.finding(
+            f"`{p.tensor.name}` has shape {fmt_shape(p.tensor.shape)}, expected {expected}"
+            f" for {p.mq.scheme.label} with weight {fmt_shape(p.mq.logical_shape or ())}",
+            ctx.at(p.tensor.name),
+        )
+
+
+RULE = Rule(
+    code="QS302",
+    name="tensor-shape-mismatch",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+)

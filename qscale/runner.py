@@ -1,0 +1,51 @@
+"""check(checkpoint, options) -> Report; rule selection; a crashing rule does not stop the rest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qscale import rules
+from qscale.checkpoint import Checkpoint
+from qscale.findings import Finding, Report, Severity
+from qscale.formats import QuantMap, resolve_quantization
+from qscale.rules._api import Context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOptions:
+    """What to check."""
+
+    select: Sequence[str] = ()
+    ignore: Sequence[str] = ()
+
+
+def run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Report:
+    """Run the selected rules over an already resolved checkpoint."""
+    ctx = Context(ckpt, quant)
+    findings: list[Finding] = []
+    crashed: list[tuple[str, str]] = []
+    for rule in rules.select(options.select, options.ignore):
+        assert rule.check is not None
+        try:
+            findings.extend(rule.check(ctx))
+        except Exception as exc:  # a rule bug must not hide the other rules' findings
+            log.debug("rule %s crashed", rule.code, exc_info=True)
+            crashed.append((rule.code, f"{type(exc).__name__}: {exc}"))
+    findings.sort(key=Finding.sort_key)
+    summary = {
+        "modules": len(quant.modules),
+        "quantized_modules": len(quant.quantized()),
+        "tensors": len(ckpt.tensors),
+        "files": len(ckpt.files),
+        **{s.label: sum(f.severity == s for f in findings) for s in Severity},
+    }
+    return Report(ckpt.source, tuple(findings), crashed=tuple(crashed), summary=summary)
+
+
+def check(ckpt: Checkpoint, options: CheckOptions | None = None) -> Report:
+    """Resolve every module's quantization and run the rules."""
+    return run_rules(ckpt, resolve_quantization(ckpt), options or CheckOptions())

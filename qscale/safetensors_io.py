@@ -1,0 +1,258 @@
+"""Parse safetensors headers strictly, and decode small tensors without torch.
+
+The safetensors layout is: 8 bytes little-endian header length ``N``, ``N`` bytes of JSON
+(``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``), then the
+data buffer. Offsets are relative to the start of the buffer. This module checks every rule of
+that layout and says precisely which one a file breaks, which the safetensors library itself
+does only in generic terms. Values are decoded with numpy; torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+
+from qscale.errors import HeaderError
+
+#: Largest header the format allows (the reference implementation refuses more than 100 MB).
+MAX_HEADER_BYTES = 100_000_000
+
+
+class DType(NamedTuple):
+    """A safetensors dtype: its name, size in bits, and whether its values are floats."""
+
+    name: str
+    bits: int
+    is_float: bool
+
+
+DTYPES: Mapping[str, DType] = {
+    d.name: d
+    for d in (
+        DType("BOOL", 8, False),
+        DType("U8", 8, False),
+        DType("I8", 8, False),
+        DType("U16", 16, False),
+        DType("I16", 16, False),
+        DType("U32", 32, False),
+        DType("I32", 32, False),
+        DType("U64", 64, False),
+        DType("I64", 64, False),
+        DType("F16", 16, True),
+        DType("BF16", 16, True),
+        DType("F32", 32, True),
+        DType("F64", 64, True),
+        DType("F8_E4M3", 8, True),
+        DType("F8_E5M2", 8, True),
+        DType("F8_E8M0", 8, True),
+        DType("F4", 4, True),
+        DType("F6_E2M3", 6, True),
+        DType("F6_E3M2", 6, True),
+    )
+}
+
+
+class TensorInfo(NamedTuple):
+    """One tensor as a header describes it (a NamedTuple: checkpoints hold 10^5 of these)."""
+
+    name: str
+    dtype: str  #: safetensors code, e.g. "F8_E4M3"
+    shape: tuple[int, ...]
+    file: str  #: file name relative to the checkpoint folder
+    begin: int  #: absolute byte offset in the file
+    end: int  #: absolute end offset (exclusive)
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data."""
+        return self.end - self.begin
+
+
+@dataclass(frozen=True, slots=True)
+class FileHeader:
+    """The parsed header of one safetensors file."""
+
+    file: str
+    size: int
+    data_start: int  #: absolute offset of the data buffer (8 + header length)
+    tensors: tuple[TensorInfo, ...]
+    metadata: Mapping[str, str]
+
+
+def _fail(file: str, problem: str, code: str) -> HeaderError:
+    return HeaderError(f"{file}: {problem}", code=code)
+
+
+def parse_header(raw: bytes, *, file: str, file_size: int) -> FileHeader:
+    """Parse and validate a header; ``raw`` holds at least the first ``8 + N`` bytes.
+
+    Raises:
+        HeaderError: with the code of the rule the file breaks (QS001–QS004).
+    """
+    if file_size < 8 or len(raw) < 8:
+        raise _fail(file, f"file is {file_size} bytes, too short for a safetensors header", "QS001")
+    n = int.from_bytes(raw[:8], "little")
+    if n > MAX_HEADER_BYTES or 8 + n > file_size:
+        raise _fail(
+            file,
+            f"header length {n} exceeds the file size of {file_size} bytes (truncated?)",
+            "QS001",
+        )
+    try:
+        obj = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
+    if not isinstance(obj, dict):
+        raise _fail(file, "header is not a JSON object", "QS001")
+    data_start = 8 + n
+    metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _fail(file, "`__metadata__` is not an object", "QS001")
+    tensors = [_parse_entry(file, name, entry, data_start) for name, entry in obj.items()]
+    _check_layout(file, tensors, data_start, file_size)
+    return FileHeader(file, file_size, data_start, tuple(tensors), metadata)
+
+
+def _parse_entry(file: str, name: str, entry: Any, data_start: int) -> TensorInfo:
+    try:
+        dtype = entry["dtype"]
+        shape = tuple(entry["shape"])
+        begin, end = entry["data_offsets"]
+    except (TypeError, KeyError, ValueError):
+        raise _fail(file, f"tensor `{name}` has a malformed header entry", "QS001") from None
+    if (
+        not all(type(d) is int and d >= 0 for d in shape)
+        or type(begin) is not int
+        or (type(end) is not int)
+    ):
+        raise _fail(file, f"tensor `{name}` has a non-integer shape or offset", "QS001")
+    dt = DTYPES.get(dtype)
+    if dt is None:
+        raise _fail(file, f"tensor `{name}` has unknown dtype {dtype!r}", "QS004")
+    expected = (math.prod(shape) * dt.bits + 7) // 8
+    if end - begin != expected:
+        raise _fail(
+            file,
+            f"tensor `{name}` holds {end - begin} bytes but {dtype}{list(shape)} needs {expected}",
+            "QS003",
+        )
+    return TensorInfo(name, dtype, shape, file, data_start + begin, data_start + end)
+
+
+def _check_layout(file: str, tensors: list[TensorInfo], data_start: int, size: int) -> None:
+    """Offsets must tile the data buffer exactly: in bounds, no gap, no overlap."""
+    pos = data_start
+    for t in sorted(tensors, key=lambda t: (t.begin, t.end)):
+        if t.begin < pos:
+            raise _fail(file, f"tensor `{t.name}` overlaps the tensor before it", "QS002")
+        if t.begin > pos:
+            raise _fail(
+                file,
+                f"{t.begin - pos} unclaimed bytes before tensor `{t.name}` (offset gap)",
+                "QS002",
+            )
+        if t.end > size:
+            raise _fail(
+                file,
+                f"tensor `{t.name}` ends at byte {t.end}, past the end of the file ({size} bytes;"
+                " truncated?)",
+                "QS002",
+            )
+        pos = t.end
+    if pos != size:
+        raise _fail(file, f"{size - pos} bytes after the last tensor are claimed by none", "QS002")
+
+
+def read_header(fh: BinaryIO, *, file: str, file_size: int) -> FileHeader:
+    """Read and parse the header from an open file positioned anywhere."""
+    fh.seek(0)
+    head = fh.read(8)
+    if len(head) < 8:
+        return parse_header(head, file=file, file_size=file_size)
+    n = int.from_bytes(head, "little")
+    if n > MAX_HEADER_BYTES or 8 + n > file_size:
+        return parse_header(head, file=file, file_size=file_size)
+    return parse_header(head + fh.read(n), file=file, file_size=file_size)
+
+
+# --------------------------------------------------------------------------- values
+
+_NUMPY = {
+    "BOOL": np.bool_,
+    "U8": np.uint8,
+    "I8": np.int8,
+    "U16": np.uint16,
+    "I16": np.int16,
+    "U32": np.uint32,
+    "I32": np.int32,
+    "U64": np.uint64,
+    "I64": np.int64,
+    "F16": np.float16,
+    "F32": np.float32,
+    "F64": np.float64,
+}
+
+
+def _e4m3fn_table() -> np.ndarray:
+    out = np.empty(256, dtype=np.float64)
+    for b in range(256):
+        sign = -1.0 if b & 0x80 else 1.0
+        exp, man = (b >> 3) & 0xF, b & 0x7
+        if exp == 0xF and man == 0x7:
+            out[b] = np.nan
+        elif exp == 0:
+            out[b] = sign * (man / 8) * 2.0**-6
+        else:
+            out[b] = sign * (1 + man / 8) * 2.0 ** (exp - 7)
+    return out
+
+
+_E4M3 = _e4m3fn_table()
+
+
+def decode(dtype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+    """Decode raw little-endian bytes into a float64 (or integer) numpy array.
+
+    BF16, FP8 (E4M3FN, E5M2) and E8M0 are widened to float64; integers keep their type.
+    E8M0 values are the exponent bytes (bias 127); 0xFF is NaN, as in the OCP MX spec.
+    """
+    if dtype in _NUMPY:
+        return np.frombuffer(raw, dtype=np.dtype(_NUMPY[dtype]).newbyteorder("<")).reshape(shape)
+    b = np.frombuffer(raw, dtype=np.uint8)
+    if dtype == "BF16":
+        u16 = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return u16.view(np.float32).astype(np.float64).reshape(shape)
+    if dtype == "F8_E4M3":
+        return _E4M3[b].reshape(shape)
+    if dtype == "F8_E5M2":
+        as_f16 = (b.astype(np.uint16) << 8).view(np.float16)
+        return as_f16.astype(np.float64).reshape(shape)
+    if dtype == "F8_E8M0":
+        vals = np.ldexp(1.0, b.astype(np.int32) - 127)
+        vals[b == 0xFF] = np.nan
+        return vals.reshape(shape)
+    raise HeaderError(f"cannot decode values of dtype {dtype}", code="QS004")
+
+
+def read_tensors(fh: BinaryIO, tensors: Iterable[TensorInfo]) -> dict[str, np.ndarray]:
+    """Read and decode several tensors of one open file, in file order."""
+    out: dict[str, np.ndarray] = {}
+    for t in sorted(tensors, key=lambda t: t.begin):
+        fh.seek(t.begin)
+        raw = fh.read(t.nbytes)
+        if len(raw) != t.nbytes:
+            raise HeaderError(
+                f"{t.file}: tensor `{t.name}` is cut short (truncated file)", code="QS002"
+            )
+        out[t.name] = decode(t.dtype, t.shape, raw)
+    return out
