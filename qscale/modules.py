@@ -60,8 +60,8 @@ def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
     weight = next((params[p] for p in WEIGHT_PARAMS if p in params), None)
     if weight is None:
         return ModuleKind.OTHER
-    if leaf in EMBEDDING_NAMES:
-        return ModuleKind.EMBEDDING
+    if leaf in EMBEDDING_NAMES or leaf.endswith("_embed") or leaf.startswith("embed_"):
+        return ModuleKind.EMBEDDING  # embed_tokens, pos_embed (vision), embed_positions
     if len(weight.shape) == 3 or "conv" in leaf:
         return ModuleKind.CONV
     if len(weight.shape) == 2:

@@ -17,6 +17,7 @@ from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats._api import Resolution, require_list, wildcard
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
+    E8M0,
     FLOAT_SCALE,
     FP8,
     U8,
@@ -32,7 +33,7 @@ from qscale.schemes import (
 )
 
 METHOD = "modelopt"
-ALGOS = ("FP8", "NVFP4", "W4A16_NVFP4", "MIXED_PRECISION")
+ALGOS = ("FP8", "NVFP4", "W4A16_NVFP4", "MXFP4", "MIXED_PRECISION")
 
 
 def scheme_for_algo(algo: str, group_size: int = 16) -> QuantScheme:
@@ -61,6 +62,18 @@ def scheme_for_algo(algo: str, group_size: int = 16) -> QuantScheme:
         if act is not None:
             specs.append(TensorSpec("input_scale", FLOAT_SCALE, per_tensor))
         return QuantScheme(METHOD, "NVFP4" if act else "NVFP4 (weight-only)", w, act, tuple(specs))
+    if algo == "MXFP4":  # exported by ModelOpt; vLLM's ModelOpt loader refuses it
+        mx = QuantArgs("float", 4, Strategy.GROUP, group_size=32, scale_format="e8m0")
+        return QuantScheme(
+            METHOD,
+            "MXFP4",
+            mx,
+            None,
+            (
+                TensorSpec("weight", U8, packed_in(2), unpacked(2)),
+                TensorSpec("weight_scale", E8M0, groups(32)),
+            ),
+        )
     raise UnknownFormat(
         f"ModelOpt quant_algo {algo!r} is not modelled",
         hint=f"qscale models ModelOpt {', '.join(ALGOS)}",

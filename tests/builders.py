@@ -1,0 +1,345 @@
+"""Build tiny, valid, real safetensors checkpoints, then break exactly one thing.
+
+    ckpt = qwen3_5_moe("ct-fp8").drop("layers.0.mlp.experts.0.up_proj.input_scale").write(tmp_path)
+
+Tensors are written with safetensors' own torch writer; scales get real, distinct values so
+value-reading rules see realistic data. Dimensions are multiples of 128 where a scheme needs
+it (group 128, block 128), like the real-tool fixtures.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+Tensors = dict[str, torch.Tensor]
+SchemeFn = Callable[[str, int, int, torch.Generator], Tensors]
+
+H = 128  # hidden size
+E = 2  # routed experts
+I_MOE = 128  # moe_intermediate_size
+NK, NV, HK, HV = 2, 4, 64, 64  # GDN heads and head dims -> key_dim 128, value_dim 256
+
+
+def _w(out: int, inp: int, g: torch.Generator) -> torch.Tensor:
+    return (torch.randn(out, inp, generator=g) * 0.02).to(torch.bfloat16)
+
+
+def _scale(g: torch.Generator, shape: tuple[int, ...] = (1,)) -> torch.Tensor:
+    return (torch.rand(shape, generator=g) * 1e-3 + 1e-4).to(torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- schemes
+
+
+def bf16(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {f"{name}.weight": _w(out, inp, g)}
+
+
+def ct_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _scale(g),
+        f"{name}.input_scale": _scale(g),
+    }
+
+
+def ct_fp8_dynamic(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _scale(g, (out, 1)),
+    }
+
+
+def ct_fp8_block(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _scale(g, (-(-out // 128), -(-inp // 128))),
+    }
+
+
+def ct_w4a16(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight_packed": torch.randint(-(2**31), 2**31 - 1, (out, inp // 8),
+                                               generator=g, dtype=torch.int32),
+        f"{name}.weight_scale": _scale(g, (out, inp // 128)),
+        f"{name}.weight_shape": torch.tensor([out, inp], dtype=torch.int64),
+    }
+
+
+def ct_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight_packed": torch.randint(0, 255, (out, inp // 2), generator=g,
+                                               dtype=torch.uint8),
+        f"{name}.weight_scale": _scale(g, (out, inp // 16)).to(torch.float8_e4m3fn),
+        f"{name}.weight_global_scale": torch.tensor([30208.0]),
+        f"{name}.input_global_scale": torch.tensor([652.0]),
+    }
+
+
+def ct_mxfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight_packed": torch.randint(0, 255, (out, inp // 2), generator=g,
+                                               dtype=torch.uint8),
+        f"{name}.weight_scale": torch.randint(115, 125, (out, inp // 32), generator=g,
+                                              dtype=torch.uint8),
+    }
+
+
+def modelopt_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _scale(g, ()).float(),
+        f"{name}.input_scale": _scale(g, ()).float(),
+    }
+
+
+def modelopt_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight": torch.randint(0, 255, (out, inp // 2), generator=g, dtype=torch.uint8),
+        f"{name}.weight_scale": _scale(g, (out, inp // 16)).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale_2": torch.tensor(3.5e-5),
+        f"{name}.input_scale": torch.tensor(1.6e-3),
+    }
+
+
+def quark_mxfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    t = ct_mxfp4(name, out, inp, g)
+    return {f"{name}.weight": t[f"{name}.weight_packed"], f"{name}.weight_scale":
+            t[f"{name}.weight_scale"]}
+
+
+def fp8_block_inv(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale_inv": _scale(g, (-(-out // 128), -(-inp // 128))).float(),
+    }
+
+
+def _ct_config(weights: dict[str, Any], inputs: dict[str, Any] | None, fmt: str,
+               ignore: list[str]) -> dict[str, Any]:
+    return {
+        "quant_method": "compressed-tensors",
+        "format": fmt,
+        "quantization_status": "compressed",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
+                                      "input_activations": inputs}},
+        "ignore": ignore,
+    }
+
+
+_F8 = {"num_bits": 8, "type": "float", "symmetric": True}
+CT_IGNORE = ["lm_head", "re:.*mlp.gate$", "re:.*shared_expert_gate$", "re:.*in_proj_a$",
+             "re:.*in_proj_b$"]
+
+
+def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]]]]:
+    return {
+        "bf16": (bf16, lambda ig: {}),
+        "ct-fp8": (ct_fp8, lambda ig: _ct_config(
+            {**_F8, "strategy": "tensor"}, {**_F8, "strategy": "tensor", "dynamic": False},
+            "float-quantized", ig)),
+        "ct-fp8-dynamic": (ct_fp8_dynamic, lambda ig: _ct_config(
+            {**_F8, "strategy": "channel"}, {**_F8, "strategy": "token", "dynamic": True},
+            "float-quantized", ig)),
+        "ct-fp8-block": (ct_fp8_block, lambda ig: _ct_config(
+            {**_F8, "strategy": "block", "block_structure": [128, 128]},
+            {**_F8, "strategy": "group", "group_size": 128, "dynamic": True},
+            "float-quantized", ig)),
+        "ct-w4a16": (ct_w4a16, lambda ig: _ct_config(
+            {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+             "group_size": 128}, None, "pack-quantized", ig)),
+        "ct-nvfp4": (ct_nvfp4, lambda ig: _ct_config(
+            {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16},
+            {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16,
+             "dynamic": "local"}, "nvfp4-pack-quantized", ig)),
+        "ct-mxfp4": (ct_mxfp4, lambda ig: _ct_config(
+            {"num_bits": 4, "type": "float", "strategy": "group", "group_size": 32}, None,
+            "mxfp4-pack-quantized", ig)),
+        "fp8-block": (fp8_block_inv, lambda ig: {
+            "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
+            "modules_to_not_convert": ig}),
+        "modelopt-fp8": (modelopt_fp8, lambda ig: {}),
+        "modelopt-nvfp4": (modelopt_nvfp4, lambda ig: {}),
+        "quark-mxfp4": (quark_mxfp4, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {"weight": {"dtype": "fp4", "qscheme": "per_group",
+                                               "group_size": 32, "scale_format": "e8m0",
+                                               "is_dynamic": False},
+                                    "input_tensors": None},
+            "layer_quant_config": {}, "exclude": ig}),
+    }
+
+
+SCHEMES = tuple(_schemes())
+
+
+# --------------------------------------------------------------------------- the builder
+
+
+@dataclass
+class Built:
+    """A checkpoint in memory: config files and tensors, before writing."""
+
+    config: dict[str, Any]
+    tensors: Tensors
+    extra_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _match(self, pattern: str) -> list[str]:
+        found = [n for n in self.tensors if re.search(pattern, n)]
+        assert found, f"no tensor matches {pattern!r}"
+        return found
+
+    def drop(self, pattern: str) -> Built:
+        """Remove every tensor whose name matches the regex."""
+        for n in self._match(pattern):
+            del self.tensors[n]
+        return self
+
+    def retype(self, pattern: str, dtype: torch.dtype) -> Built:
+        """Change the dtype of matching tensors."""
+        for n in self._match(pattern):
+            self.tensors[n] = self.tensors[n].float().to(dtype)
+        return self
+
+    def reshape(self, name: str, shape: tuple[int, ...]) -> Built:
+        """Give one tensor another shape (values repeated or cut to fit)."""
+        t = self.tensors[name].flatten()
+        n = 1
+        for d in shape:
+            n *= d
+        self.tensors[name] = t.repeat(n // max(t.numel(), 1) + 1)[:n].reshape(shape).clone()
+        return self
+
+    def set_value(self, name: str, value: float | list[float]) -> Built:
+        """Overwrite one tensor's values, keeping its dtype and shape."""
+        t = self.tensors[name]
+        self.tensors[name] = torch.full_like(t.float(), 0).add(torch.tensor(value)).to(t.dtype)
+        return self
+
+    def add(self, name: str, tensor: torch.Tensor) -> Built:
+        """Add one tensor."""
+        self.tensors[name] = tensor
+        return self
+
+    def set_config(self, pointer: str, value: Any) -> Built:
+        """Set a config.json value by JSON pointer, e.g. ``/quantization_config/ignore``."""
+        parts = pointer.strip("/").split("/")
+        node = self.config
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+        return self
+
+    def write(self, root: Path, *, shards: int = 1, name: str = "ckpt") -> Path:
+        """Write config.json, the safetensors file(s) and, when sharded, the index."""
+        out = root / name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(self.config, indent=1))
+        for fname, obj in self.extra_files.items():
+            (out / fname).write_text(json.dumps(obj, indent=1))
+        names = sorted(self.tensors)
+        if shards == 1:
+            save_file({n: self.tensors[n].contiguous() for n in names},
+                      str(out / "model.safetensors"))
+            return out
+        weight_map = {}
+        for i in range(shards):
+            fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+            part = names[i::shards]
+            save_file({n: self.tensors[n].contiguous() for n in part}, str(out / fname))
+            weight_map.update(dict.fromkeys(part, fname))
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+        return out
+
+
+def _text_config() -> dict[str, Any]:
+    return {
+        "model_type": "qwen3_5_moe_text", "hidden_size": H, "num_hidden_layers": 2,
+        "layer_types": ["linear_attention", "full_attention"], "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 64, "linear_num_key_heads": NK,
+        "linear_num_value_heads": NV, "linear_key_head_dim": HK, "linear_value_head_dim": HV,
+        "linear_conv_kernel_dim": 4, "num_experts": E, "num_experts_per_tok": 1,
+        "moe_intermediate_size": I_MOE, "shared_expert_intermediate_size": I_MOE,
+        "vocab_size": 256, "full_attention_interval": 2,
+    }
+
+
+def qwen3_5_moe(scheme: str = "ct-fp8", *, seed: int = 0, shared_expert: str | None = None,
+                ignore: list[str] | None = None) -> Built:
+    """A 2-layer Qwen3.5-MoE (VL class, ``model.language_model.`` prefix): layer 0 linear
+    attention (split in_proj_qkv/z/b/a), layer 1 full attention; 2 experts + a shared expert.
+
+    ``shared_expert`` overrides the shared expert's scheme (e.g. "bf16", as AMD's MXFP4
+    checkpoints keep it); the config's ignore list is extended to match unless ``ignore`` is
+    given explicitly.
+    """
+    fn, make_cfg = _schemes()[scheme]
+    g = torch.Generator().manual_seed(seed)
+    p = "model.language_model.layers"
+    key_dim, value_dim = NK * HK, NV * HV
+    linear: list[tuple[str, int, int, bool]] = [  # name, out, in, quantized?
+        (f"{p}.0.linear_attn.in_proj_qkv", 2 * key_dim + value_dim, H, True),
+        (f"{p}.0.linear_attn.in_proj_z", value_dim, H, True),
+        (f"{p}.0.linear_attn.in_proj_b", NV, H, False),
+        (f"{p}.0.linear_attn.in_proj_a", NV, H, False),
+        (f"{p}.0.linear_attn.out_proj", H, value_dim, True),
+        (f"{p}.1.self_attn.q_proj", 2 * 2 * 64, H, True),
+        (f"{p}.1.self_attn.k_proj", 128, H, True),
+        (f"{p}.1.self_attn.v_proj", 128, H, True),
+        (f"{p}.1.self_attn.o_proj", H, 2 * 64, True),
+    ]
+    se_quant = shared_expert is None
+    for layer in (0, 1):
+        mlp = f"{p}.{layer}.mlp"
+        for e in range(E):
+            linear += [(f"{mlp}.experts.{e}.gate_proj", I_MOE, H, True),
+                       (f"{mlp}.experts.{e}.up_proj", I_MOE, H, True),
+                       (f"{mlp}.experts.{e}.down_proj", H, I_MOE, True)]
+        linear += [(f"{mlp}.shared_expert.gate_proj", I_MOE, H, se_quant),
+                   (f"{mlp}.shared_expert.up_proj", I_MOE, H, se_quant),
+                   (f"{mlp}.shared_expert.down_proj", H, I_MOE, se_quant),
+                   (f"{mlp}.shared_expert_gate", 1, H, False),
+                   (f"{mlp}.gate", E, H, False)]
+    tensors: Tensors = {}
+    for name, out, inp, quantized in linear:
+        tensors.update((fn if quantized else bf16)(name, out, inp, g))
+    for layer in (0, 1):
+        tensors[f"{p}.{layer}.input_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors[f"{p}.0.linear_attn.conv1d.weight"] = torch.randn(
+        2 * key_dim + value_dim, 1, 4, generator=g).to(torch.bfloat16)
+    tensors[f"{p}.0.linear_attn.A_log"] = torch.zeros(NV)
+    tensors[f"{p}.0.linear_attn.dt_bias"] = torch.ones(NV, dtype=torch.bfloat16)
+    tensors["model.language_model.embed_tokens.weight"] = _w(256, H, g)
+    tensors["model.language_model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["lm_head.weight"] = _w(256, H, g)
+    ig = list(CT_IGNORE) if ignore is None else list(ignore)
+    if ignore is None and scheme.startswith("fp8"):
+        ig = ["lm_head"] + [n for n, *_, q in linear if not q]
+    if ignore is None and not se_quant:
+        ig.append("re:.*shared_expert\\..*")
+    config: dict[str, Any] = {
+        "architectures": ["Qwen3_5MoeForConditionalGeneration"],
+        "model_type": "qwen3_5_moe",
+        "text_config": _text_config(),
+        "tie_word_embeddings": False,
+    }
+    qc = make_cfg(ig)
+    extra: dict[str, dict[str, Any]] = {}
+    if scheme.startswith("modelopt"):
+        algo = "FP8" if scheme == "modelopt-fp8" else "NVFP4"
+        excl = [n for n, *_, q in linear if not q] + ["lm_head"]
+        extra["hf_quant_config.json"] = {"producer": {"name": "modelopt"}, "quantization": {
+            "quant_algo": algo, "group_size": 16, "exclude_modules": excl}}
+    elif qc:
+        config["quantization_config"] = qc
+    return Built(copy.deepcopy(config), tensors, extra)

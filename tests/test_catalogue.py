@@ -1,0 +1,52 @@
+"""The rule registry is consistent: unique sorted codes, module names, docs, tests."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+from qscale import rules
+from qscale.rules._api import REQUIRED_HEADINGS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_codes_unique_sorted_and_not_removed():
+    codes = [r.code for r in rules.ALL_RULES]
+    assert codes == sorted(set(codes))
+    assert not set(codes) & set(rules.REMOVED)
+
+
+def test_names_are_kebab_case_and_unique():
+    names = [r.name for r in rules.ALL_RULES]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", n) for n in names)
+
+
+def test_module_file_names_match_code_and_name():
+    for r in rules.ALL_RULES:
+        mod = f"qscale.rules.{r.code.lower()}_{r.name.replace('-', '_')}"
+        assert importlib.import_module(mod).RULE is r
+
+
+def test_docstrings_have_required_headings():
+    for r in rules.ALL_RULES:
+        for heading in REQUIRED_HEADINGS:
+            assert heading in r.doc, (r.code, heading)
+
+
+def test_every_checking_rule_has_a_test_module():
+    for r in rules.ALL_RULES:
+        if r.check is not None:
+            name = f"test_{r.code.lower()}_{r.name.replace('-', '_')}.py"
+            assert (ROOT / "tests" / "rules" / name).is_file(), name
+
+
+def test_generated_docs_are_current():
+    from qscale.docs import render_rule_docs
+
+    for path, text in render_rule_docs().items():
+        on_disk = ROOT / "docs" / "rules" / path
+        assert on_disk.is_file() and on_disk.read_text() == text, (
+            f"docs/rules/{path} is stale: run `python -m qscale.docs`")

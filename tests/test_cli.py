@@ -1,0 +1,110 @@
+"""End-to-end CLI behaviour: exit codes, formats, selection, and the header-only promise."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from builders import qwen3_5_moe
+
+P = "model.language_model.layers"
+
+
+def qscale(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qscale", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    return qwen3_5_moe("ct-fp8").write(tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    return qwen3_5_moe("ct-fp8").drop(rf"{P}\.1\.self_attn\.o_proj\.input_scale").write(
+        tmp_path_factory.mktemp("broken"))
+
+
+def test_clean_checkpoint_exits_0(clean):
+    r = qscale("check", str(clean))
+    assert r.returncode == 0, r.stderr
+    assert "no findings" in r.stdout
+
+
+def test_findings_exit_1_and_name_the_tensor(broken):
+    r = qscale("check", str(broken))
+    assert r.returncode == 1
+    assert f"{P}.1.self_attn.o_proj.input_scale" in r.stdout
+    assert "QS201" in r.stdout
+
+
+def test_json_report_is_versioned_and_complete(broken):
+    r = qscale("check", str(broken), "--format", "json")
+    assert r.returncode == 1
+    data = json.loads(r.stdout)
+    assert data["schema_version"] == 1
+    [f] = data["findings"]
+    assert f["code"] == "QS201" and f["severity"] == "error"
+    assert f["location"] == {"file": "model.safetensors",
+                             "tensor": f"{P}.1.self_attn.o_proj.input_scale"}
+    assert data["summary"]["error"] == 1 and data["summary"]["quantized_modules"] == 25
+
+
+def test_ignore_and_fail_on(broken, tmp_path):
+    assert qscale("check", str(broken), "--ignore", "QS2").returncode == 0
+    assert qscale("check", str(broken), "--select", "QS3").returncode == 0
+    out = tmp_path / "r.json"
+    r = qscale("check", str(broken), "-f", "json", "-o", str(out))
+    assert r.returncode == 1 and r.stdout == ""
+    assert json.loads(out.read_text())["findings"]
+
+
+def test_unknown_rule_code_is_a_usage_error(clean):
+    r = qscale("check", str(clean), "--select", "QS999")
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: --select/--ignore: 'QS999' names no rule")
+
+
+def test_single_safetensors_file_uses_the_config_beside_it(broken):
+    r = qscale("check", str(broken / "model.safetensors"))
+    assert r.returncode == 1 and "QS201" in r.stdout
+
+
+def test_inspect_names_schemes_and_filters(clean):
+    r = qscale("inspect", str(clean), "-k", "in_proj", "-f", "json")
+    assert r.returncode == 0
+    mods = {m["name"]: m for m in json.loads(r.stdout)["modules"]}
+    assert mods[f"{P}.0.linear_attn.in_proj_qkv"]["scheme"] == "FP8 per-tensor, static act"
+    assert mods[f"{P}.0.linear_attn.in_proj_b"]["scheme"] is None
+    assert mods[f"{P}.0.linear_attn.in_proj_b"]["reason"] == "ignored by `re:.*in_proj_b$`"
+
+
+def test_rule_docs(tmp_path):
+    r = qscale("rule", "QS201")
+    assert r.returncode == 0 and "## Why it matters" in r.stdout
+    assert qscale("rule", "missing-quantization-tensor").stdout == r.stdout
+    listing = qscale("rule", "--all").stdout
+    assert listing.count("\n") >= 16 and "QS302" in listing
+
+
+def test_header_only_check_does_not_import_torch(broken):
+    code = (
+        "import sys\n"
+        "from qscale.cli import app\n"
+        f"try:\n    app(['check', {str(broken)!r}, '-f', 'json'])\n"
+        "except SystemExit as e:\n    assert e.code == 1, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'compressed_tensors' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom qscale.cli import app\ntry:\n    app(['--help'])\n"
+            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
