@@ -1,5 +1,6 @@
 import pytest
 from builders import qwen3_5_moe
+
 from rules.helpers import run
 
 P = "model.language_model.layers"

@@ -1,4 +1,5 @@
 from builders import qwen3_5_moe
+
 from rules.helpers import run
 
 P = "model.language_model.layers"
