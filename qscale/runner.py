@@ -8,9 +8,13 @@ from dataclasses import dataclass
 
 from qscale import rules
 from qscale.checkpoint import Checkpoint
-from qscale.findings import Finding, Report, Severity
+from qscale.engines import parse_engine
+from qscale.errors import UnknownFormat
+from qscale.findings import Finding, Location, Report, Severity
 from qscale.formats import QuantMap, resolve_quantization
+from qscale.loader import plan_load
 from qscale.rules._api import Context
+from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +25,28 @@ class CheckOptions:
 
     select: Sequence[str] = ()
     ignore: Sequence[str] = ()
+    engine: str | None = None  #: e.g. "vllm==0.19.1"; None: the newest vLLM profile
 
 
 def run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Report:
     """Run the selected rules over an already resolved checkpoint."""
-    ctx = Context(ckpt, quant)
-    findings: list[Finding] = []
+    spec = parse_engine(options.engine)
+    plan, why = None, ""
+    try:
+        plan = plan_load(ckpt, spec, quant)
+    except UnknownFormat as exc:
+        why = exc.message
+    ctx = Context(ckpt, quant, plan)
+    findings: list[Finding] = [
+        ENGINE_NOTE.finding(n, Location()) for n in (plan.notes if plan else ())
+    ]
     crashed: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
     for rule in rules.select(options.select, options.ignore):
         assert rule.check is not None
+        if rule.needs_plan and plan is None:
+            skipped.append((rule.code, why))
+            continue
         try:
             findings.extend(rule.check(ctx))
         except Exception as exc:  # a rule bug must not hide the other rules' findings
@@ -43,7 +60,14 @@ def run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repor
         "files": len(ckpt.files),
         **{s.label: sum(f.severity == s for f in findings) for s in Severity},
     }
-    return Report(ckpt.source, tuple(findings), crashed=tuple(crashed), summary=summary)
+    return Report(
+        ckpt.source,
+        tuple(findings),
+        skipped=tuple(skipped),
+        crashed=tuple(crashed),
+        engine=spec.label,
+        summary=summary,
+    )
 
 
 def check(ckpt: Checkpoint, options: CheckOptions | None = None) -> Report:

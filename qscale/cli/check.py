@@ -9,6 +9,7 @@ import typer
 
 from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import (
+    EngineOpt,
     FailOn,
     FormatOpt,
     ModelArg,
@@ -24,6 +25,7 @@ from qscale.runner import CheckOptions, check
 
 def check_cmd(
     model: ModelArg,
+    engine: EngineOpt = None,
     fmt: FormatOpt = OutputFormat.console,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this severity.")
@@ -43,12 +45,12 @@ def check_cmd(
 
     Examples:
 
-      qscale check ./Qwen3.5-35B-A3B-FP8
+      qscale check ./Qwen3.5-35B-A3B-FP8 --engine vllm==0.19.1
 
       qscale check model.safetensors --format json --fail-on warning
     """
     ckpt = read_checkpoint(model)
-    report = check(ckpt, CheckOptions(split_codes(select), split_codes(ignore)))
+    report = check(ckpt, CheckOptions(split_codes(select), split_codes(ignore), engine))
     color = output is None and fmt == OutputFormat.console and sys.stdout.isatty()
     emit(render(report, fmt.value, color=color), output)
     if report.crashed:

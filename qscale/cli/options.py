@@ -30,6 +30,15 @@ ModelArg = Annotated[
         help="Checkpoint folder, a single .safetensors file, or org/name.", show_default=False
     ),
 ]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        "-e",
+        help="Target engine and version, e.g. vllm==0.19.1 or"
+        " sglang==0.5.12 (default: the newest vLLM qscale models).",
+    ),
+]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the report to FILE instead of stdout.")

@@ -15,6 +15,7 @@ from qscale.rules import (
     qs007_index_tensor_mismatch,
     qs008_unindexed_file,
     qs009_path_outside_checkpoint,
+    qs010_engine_version_not_modelled,
     qs101_invalid_quantization_config,
     qs102_unsupported_quant_method,
     qs201_missing_quantization_tensor,
@@ -22,6 +23,7 @@ from qscale.rules import (
     qs203_unexpected_quantization_tensor,
     qs301_tensor_dtype_mismatch,
     qs302_tensor_shape_mismatch,
+    qs401_unfilled_scale_slot,
 )
 from qscale.rules._api import Rule
 
@@ -35,6 +37,7 @@ ALL_RULES: tuple[Rule, ...] = (
     qs007_index_tensor_mismatch.RULE,
     qs008_unindexed_file.RULE,
     qs009_path_outside_checkpoint.RULE,
+    qs010_engine_version_not_modelled.RULE,
     qs101_invalid_quantization_config.RULE,
     qs102_unsupported_quant_method.RULE,
     qs201_missing_quantization_tensor.RULE,
@@ -42,6 +45,7 @@ ALL_RULES: tuple[Rule, ...] = (
     qs203_unexpected_quantization_tensor.RULE,
     qs301_tensor_dtype_mismatch.RULE,
     qs302_tensor_shape_mismatch.RULE,
+    qs401_unfilled_scale_slot.RULE,
 )
 #: Codes that existed once; never reuse them.
 REMOVED: dict[str, str] = {}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from qscale.checkpoint import Checkpoint
 from qscale.findings import Applicability, Finding, Fix, Location, Severity
 from qscale.formats import ModuleQuant, QuantMap
+from qscale.loader import LoadPlan
 
 __all__ = [
     "Applicability",
@@ -30,6 +31,7 @@ class Context:
 
     checkpoint: Checkpoint
     quant: QuantMap
+    plan: LoadPlan | None = None  #: None when the architecture has no family
 
     def file_of(self, tensor: str) -> str | None:
         """The file a tensor is stored in."""
@@ -58,6 +60,7 @@ class Rule:
     doc: str
     check: Check | None = None
     reads_values: bool = False
+    needs_plan: bool = False  #: skipped (with a reason) when there is no load plan
     fixable: Applicability | None = None
     tags: tuple[str, ...] = field(default=())
 

@@ -1,0 +1,20 @@
+"""Model families as data, keyed by ``config.architectures[0]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from qscale.families import deepseek, glm, gpt_oss, llama, qwen
+from qscale.families._api import ExpertNames, Family, ShardId, Stacked
+
+ALL_FAMILIES: tuple[Family, ...] = (
+    *qwen.FAMILIES,
+    deepseek.DEEPSEEK_V2,
+    llama.LLAMA,
+    gpt_oss.GPT_OSS,
+    glm.GLM4_MOE,
+)
+
+FAMILIES: Mapping[str, Family] = {a: f for f in ALL_FAMILIES for a in f.architectures}
+
+__all__ = ["ALL_FAMILIES", "FAMILIES", "ExpertNames", "Family", "ShardId", "Stacked"]

@@ -1,0 +1,74 @@
+"""Stacked, ExpertNames, Family: model families as data, in vLLM's own vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qscale.errors import ConfigError
+
+ShardId = int | str | tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stacked:
+    """One ``stacked_params_mapping`` entry: checkpoint ``weight`` loads into ``param``."""
+
+    param: str  #: engine name fragment, e.g. ".qkv_proj"
+    weight: str  #: checkpoint name fragment, e.g. ".q_proj"
+    shard: ShardId  #: "q"/"k"/"v", an int, or a tuple of ints (Qwen3.5 in_proj_qkv)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertNames:
+    """Per-expert checkpoint names mapped onto fused ``w13``/``w2`` parameters."""
+
+    gate: str = "gate_proj"
+    down: str = "down_proj"
+    up: str = "up_proj"
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """What the engine fuses, renames and skips for one model family."""
+
+    name: str
+    architectures: tuple[str, ...]
+    stacked: tuple[Stacked, ...]
+    #: fused leaf -> partition sizes, as products of text-config fields ("a*b" or "2*a*b")
+    partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: checkpoint prefix -> engine prefix, first match wins
+    prefix_map: tuple[tuple[str, str], ...] = ()
+    #: checkpoint names the engine skips (draft/MTP layers load only into the draft model)
+    skip_prefixes: tuple[str, ...] = ()
+    experts: ExpertNames | None = None
+    shared_expert: str | None = None  #: ".shared_expert." (Qwen) or ".shared_experts." (DeepSeek)
+    #: fused leaves that exist only when a config field is set, e.g. DeepSeek fused_qkv_a_proj
+    requires: Mapping[str, str] = field(default_factory=dict)
+
+    def partition_sizes(self, leaf: str, text: Mapping[str, Any]) -> tuple[int, ...] | None:
+        """Sizes of the fused parameter's partitions from the config, if the family says."""
+        exprs = self.partitions.get(leaf)
+        if exprs is None:
+            return None
+        return tuple(_eval(e, text, f"{self.name}.{leaf}") for e in exprs)
+
+
+def _eval(expr: str, text: Mapping[str, Any], where: str) -> int:
+    total = 0
+    for term in expr.split("+"):
+        value = 1
+        for factor in term.split("*"):
+            f = factor.strip()
+            if f.isdigit():
+                value *= int(f)
+                continue
+            v = text.get(f)
+            if not isinstance(v, int):
+                raise ConfigError(
+                    f"config.json: `{f}` (needed for {where}) is missing or not an integer"
+                )
+            value *= v
+        total += value
+    return total

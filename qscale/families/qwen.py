@@ -1,0 +1,74 @@
+"""Qwen2-MoE, Qwen3-MoE, Qwen3-Next and Qwen3.5 (dense and MoE; text-only and VL classes).
+
+Source: vLLM ``qwen2_moe.py``, ``qwen3_moe.py``, ``qwen3_next.py``, ``qwen3_5.py``
+(``hf_to_vllm_mapper`` / ``stacked_params_mapping``); see docs/engine-loader-facts §2.2–2.3.
+"""
+
+from typing import Any
+
+from qscale.families._api import ExpertNames, Family, Stacked
+
+QKV = (
+    Stacked(".qkv_proj", ".q_proj", "q"),
+    Stacked(".qkv_proj", ".k_proj", "k"),
+    Stacked(".qkv_proj", ".v_proj", "v"),
+)
+GATE_UP = (Stacked(".gate_up_proj", ".gate_proj", 0), Stacked(".gate_up_proj", ".up_proj", 1))
+#: Qwen3.5 GDN: in_proj_qkv fills three partitions at once (tuple shard id)
+GDN = (
+    Stacked(".in_proj_qkvz", ".in_proj_qkv", (0, 1, 2)),
+    Stacked(".in_proj_qkvz", ".in_proj_z", 3),
+    Stacked(".in_proj_ba", ".in_proj_b", 0),
+    Stacked(".in_proj_ba", ".in_proj_a", 1),
+)
+
+KEY_DIM = "linear_num_key_heads*linear_key_head_dim"
+VALUE_DIM = "linear_num_value_heads*linear_value_head_dim"
+
+QWEN2_MOE = Family(
+    name="qwen2_moe",
+    architectures=("Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"),
+    stacked=QKV + GATE_UP,
+    experts=ExpertNames(),
+    shared_expert=".shared_expert.",
+)
+
+QWEN3_NEXT = Family(
+    name="qwen3_next",
+    architectures=("Qwen3NextForCausalLM",),
+    stacked=QKV + GATE_UP,  # in_proj_qkvz / in_proj_ba are fused on disk: one slot each
+    skip_prefixes=("mtp.",),
+    experts=ExpertNames(),
+    shared_expert=".shared_expert.",
+)
+
+_QWEN3_5: dict[str, Any] = {
+    "stacked": QKV + GATE_UP + GDN,
+    "partitions": {
+        "in_proj_qkvz": (KEY_DIM, KEY_DIM, VALUE_DIM, VALUE_DIM),
+        "in_proj_ba": ("linear_num_value_heads", "linear_num_value_heads"),
+    },
+    "skip_prefixes": ("mtp.",),
+    "experts": ExpertNames(),
+    "shared_expert": ".shared_expert.",
+}
+
+QWEN3_5_TEXT = Family(
+    name="qwen3_5",
+    architectures=("Qwen3_5ForCausalLM", "Qwen3_5MoeForCausalLM"),
+    prefix_map=(("model.language_model.", "model."),),
+    **_QWEN3_5,
+)
+
+QWEN3_5_VL = Family(
+    name="qwen3_5_vl",
+    architectures=("Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration"),
+    prefix_map=(
+        ("model.language_model.", "language_model.model."),
+        ("lm_head.", "language_model.lm_head."),
+        ("model.visual.", "visual."),
+    ),
+    **_QWEN3_5,
+)
+
+FAMILIES = (QWEN2_MOE, QWEN3_NEXT, QWEN3_5_TEXT, QWEN3_5_VL)

@@ -1,0 +1,247 @@
+"""ShardSlot, MergedParam, LoadPlan; plan_load() — the engine simulation (pure).
+
+For every checkpoint tensor: the engine parameter it loads into and the shard id it carries
+(the family's stacked mapping, in the engine's own substring semantics); for every merged
+parameter: its partitions and, for per-tensor scales, the value each slot holds after loading
+under the selected engine profile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from qscale.checkpoint import Checkpoint
+from qscale.engines import EngineSpec, TupleScale, parse_engine
+from qscale.errors import UnknownFormat
+from qscale.families import FAMILIES, Family, ShardId
+from qscale.formats import QuantMap, resolve_quantization
+from qscale.schemes import per_tensor
+
+#: Slot values: a float, or None for memory the engine never wrote (torch.empty).
+Slot = float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSlot:
+    """One checkpoint tensor feeding one engine parameter."""
+
+    source: str  #: checkpoint tensor name
+    shard_id: ShardId | None  #: vLLM convention: "q"/"k"/"v", int, tuple, or None (whole)
+    expert: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergedParam:
+    """One engine parameter and what loads into it."""
+
+    name: str  #: engine parameter name
+    sources: tuple[ShardSlot, ...]
+    partitions: tuple[int, ...] | None = None  #: output sizes of the merged layer
+    slots: tuple[Slot, ...] | None = None  #: per-tensor scales: value per partition
+    errors: tuple[str, ...] = ()  #: what makes the engine refuse this parameter
+
+    @property
+    def leaf(self) -> str:
+        """``weight_scale``, ``input_scale``, …"""
+        return self.name.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """Output of plan_load."""
+
+    engine: EngineSpec
+    family: Family
+    params: Mapping[str, MergedParam]
+    skipped: tuple[str, ...] = ()  #: tensors the engine skips on purpose (e.g. mtp.*)
+    notes: tuple[str, ...] = field(default=())
+
+    def param(self, name: str) -> MergedParam:
+        """A parameter by its engine name."""
+        return self.params[name]
+
+
+def expand_shard_id(shard_id: ShardId | None, n_partitions: int) -> tuple[int, ...]:
+    """The partition slots a shard id addresses: "q"/"k"/"v" -> 0/1/2, an int -> itself, a
+    tuple -> each index, None -> every partition. For loader authors handling tuple ids."""
+    if shard_id is None:
+        return tuple(range(n_partitions))
+    if isinstance(shard_id, tuple):
+        return shard_id
+    if isinstance(shard_id, str):
+        return ({"q": 0, "k": 1, "v": 2}[shard_id],)
+    return (shard_id,)
+
+
+def family_for(ckpt: Checkpoint) -> Family:
+    """The family of the checkpoint's architecture."""
+    arch = ckpt.config.architecture
+    fam = FAMILIES.get(arch or "")
+    if fam is None:
+        raise UnknownFormat(
+            f"config.json: architecture {arch!r} has no qscale family",
+            hint=f"known: {', '.join(sorted(FAMILIES))}",
+            code="QS103",
+        )
+    return fam
+
+
+def engine_name(fam: Family, name: str) -> str:
+    """Apply the family's prefix renames."""
+    for old, new in fam.prefix_map:
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
+def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot]:
+    """The engine parameter a checkpoint tensor loads into, and its shard."""
+    eng = engine_name(fam, name)
+    ex = fam.experts
+    if ex is not None and ".experts." in eng:
+        head, _, tail = eng.partition(".experts.")
+        idx, _, rest = tail.partition(".")
+        proj, _, param = rest.partition(".")
+        if idx.isdigit() and param:
+            shard = {ex.gate: "w1", ex.up: "w3", ex.down: "w2"}.get(proj)
+            if shard is not None:
+                fused = "w2_" if shard == "w2" else "w13_"
+                return (
+                    f"{head}.{spec.profile.expert_prefix}{fused}{param}",
+                    ShardSlot(name, shard, int(idx)),
+                )
+    dot = "." if spec.profile.dotted_stacked else ""
+    for st in fam.stacked:
+        if st.weight + dot in eng:
+            return eng.replace(st.weight + dot, st.param + dot), ShardSlot(name, st.shard)
+    return eng, ShardSlot(name, None)
+
+
+def plan_load(
+    ckpt: Checkpoint, engine: str | EngineSpec | None = None, quant: QuantMap | None = None
+) -> LoadPlan:
+    """Predict what the engine's weight loader builds from this checkpoint."""
+    spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
+    fam = family_for(ckpt)
+    quant = quant or resolve_quantization(ckpt)
+    groups: dict[str, list[ShardSlot]] = {}
+    skipped = []
+    for name in ckpt.tensors:
+        if any(name.startswith(p) for p in fam.skip_prefixes):
+            skipped.append(name)
+            continue
+        pname, slot = map_tensor(fam, spec, name)
+        groups.setdefault(pname, []).append(slot)
+    params = {p: _build(ckpt, quant, fam, spec, p, tuple(s)) for p, s in sorted(groups.items())}
+    notes = (
+        ()
+        if spec.exact
+        else (
+            f"{spec.label} is outside the versions qscale has read; modelled as"
+            f" {spec.engine} {spec.profile.range_label}",
+        )
+    )
+    return LoadPlan(spec, fam, params, tuple(skipped), notes)
+
+
+def _partitions(
+    ckpt: Checkpoint, fam: Family, pname: str, sources: Sequence[ShardSlot]
+) -> tuple[int, ...] | None:
+    module = pname.rsplit(".", 1)[0]
+    leaf = module.rsplit(".", 1)[-1]
+    sizes = fam.partition_sizes(leaf, ckpt.config.text)
+    if sizes is not None:
+        return sizes
+    if all(s.shard_id is None for s in sources) or any(s.expert is not None for s in sources):
+        return None
+    order = sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0])
+    rows = []
+    for s in order:
+        w = ckpt.tensors.get(s.source.rsplit(".", 1)[0] + ".weight") or ckpt.tensors.get(
+            s.source.rsplit(".", 1)[0] + ".weight_packed"
+        )
+        rows.append(w.shape[0] if w is not None and w.shape else 0)
+    return tuple(rows)
+
+
+def _is_per_tensor(quant: QuantMap, source: str) -> bool:
+    module, _, param = source.rpartition(".")
+    mq = quant.modules.get(module)
+    sp = mq.scheme.spec(param) if mq and mq.scheme else None
+    return sp is not None and sp.shapes is per_tensor
+
+
+def _scalar(ckpt: Checkpoint, source: str) -> tuple[float | None, int]:
+    v = ckpt.value(source)
+    if v is None:
+        return None, ckpt.tensors[source].numel
+    return (float(v.reshape(-1)[0]) if v.size else None), int(v.size)
+
+
+def _build(
+    ckpt: Checkpoint,
+    quant: QuantMap,
+    fam: Family,
+    spec: EngineSpec,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+) -> MergedParam:
+    parts = _partitions(ckpt, fam, pname, sources)
+    if not sources or not _is_per_tensor(quant, sources[0].source):
+        return MergedParam(pname, sources, parts)
+    if sources[0].expert is not None:
+        return _expert_slots(ckpt, pname, sources, parts)
+    n = len(parts) if parts else 1
+    prof = spec.profile
+    init = (
+        prof.fp8_input_scale_init
+        if pname.endswith("input_scale")
+        else (prof.fp8_weight_scale_init if pname.endswith("weight_scale") else None)
+    )
+    slots: list[Slot] = [init] * n
+    errors: list[str] = []
+    for s in sources:
+        value, numel = _scalar(ckpt, s.source)
+        idx = expand_shard_id(s.shard_id, n)
+        if numel > 1 and (prof.vector_scale == "assert" or numel != len(idx)):
+            errors.append(
+                f"`{s.source}` has {numel} elements; the engine's per-tensor slot"
+                " takes one (vLLM: `assert loaded_weight.shape[0] == 1`)"
+            )
+            continue
+        if isinstance(s.shard_id, tuple):
+            if prof.tuple_scale == TupleScale.UNSUPPORTED:
+                errors.append(
+                    f"`{s.source}` carries shard id {s.shard_id}; {spec.label}"
+                    " has no tuple shard ids"
+                )
+                continue
+            if prof.tuple_scale == TupleScale.FIRST_SLOT:
+                idx = (0,)
+        for i in idx:
+            if i < n:
+                slots[i] = value
+    return MergedParam(pname, sources, parts, tuple(slots), tuple(errors))
+
+
+def _expert_slots(
+    ckpt: Checkpoint, pname: str, sources: tuple[ShardSlot, ...], parts: tuple[int, ...] | None
+) -> MergedParam:
+    """Fused-MoE per-tensor scales start at 1.0: w13 weight scales are [E, 2] (w1, w3),
+    w2 and input scales are [E] (w1 and w3 share one input-scale slot)."""
+    n_exp = max(s.expert or 0 for s in sources) + 1
+    cols = 2 if "w13_" in pname and pname.endswith("weight_scale") else 1
+    slots: list[Slot] = [1.0] * (n_exp * cols)
+    for s in sources:
+        value, _ = _scalar(ckpt, s.source)
+        assert s.expert is not None
+        col = 1 if (cols == 2 and s.shard_id == "w3") else 0
+        slots[s.expert * cols + col] = value
+    return MergedParam(pname, sources, parts, tuple(slots))
+
+
+def is_sentinel(v: Slot) -> bool:
+    """An FP8 slot the loader never wrote."""
+    return v is not None and v <= -3.0e38 and math.isfinite(v)

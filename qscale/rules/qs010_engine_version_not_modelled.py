@@ -1,0 +1,22 @@
+"""The engine version asked for is outside the versions qscale has read.
+
+## What it checks
+Looks `--engine NAME==VERSION` up in qscale's engine profiles (version ranges whose loader
+source was read). A version outside every range is modelled by the nearest profile.
+
+## Why it matters
+Loader behaviour changes between releases (vLLM 0.20.0 changed how tuple shard ids fill scale
+slots). For a release qscale has not read, its verdict is an extrapolation; this note says so.
+
+## Example
+`vllm==0.40.0 is outside the versions qscale has read; modelled as vllm >=0.20,<0.34`
+
+## Fix
+None needed; update qscale when a newer release is supported.
+"""
+
+from qscale.rules._api import Rule, Severity
+
+RULE = Rule(
+    code="QS010", name="engine-version-not-modelled", severity=Severity.INFO, doc=__doc__ or ""
+)

@@ -1,0 +1,116 @@
+"""The load plan: mapping, tuple expansion, version-exact slot values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from builders import qwen3_5_moe
+
+from qscale import read_checkpoint
+from qscale.engines import parse_engine
+from qscale.engines.profiles import FP8_SENTINEL
+from qscale.errors import UnknownEngine
+from qscale.loader import expand_shard_id, plan_load
+
+P = "model.language_model.layers.0.linear_attn"
+QKVZ = "language_model.model.layers.0.linear_attn.in_proj_qkvz"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_expand_shard_id():
+    assert expand_shard_id((0, 1, 2), 4) == (0, 1, 2)
+    assert expand_shard_id("k", 3) == (1,)
+    assert expand_shard_id(3, 4) == (3,)
+    assert expand_shard_id(None, 2) == (0, 1)
+
+
+@pytest.fixture(scope="module")
+def fp8(tmp_path_factory):
+    return read_checkpoint(qwen3_5_moe("ct-fp8").write(tmp_path_factory.mktemp("fp8")))
+
+
+def _val(ckpt, name):
+    return float(ckpt.value(name)[0])
+
+
+def test_version_exact_slots(fp8):
+    s_qkv = _val(fp8, f"{P}.in_proj_qkv.weight_scale")
+    s_z = _val(fp8, f"{P}.in_proj_z.weight_scale")
+    old = plan_load(fp8, "vllm==0.19.1").param(f"{QKVZ}.weight_scale")
+    new = plan_load(fp8, "vllm==0.20.0").param(f"{QKVZ}.weight_scale")
+    assert old.slots == (s_qkv, FP8_SENTINEL, FP8_SENTINEL, s_z)
+    assert new.slots == (s_qkv, s_qkv, s_qkv, s_z)
+    assert old.partitions == (128, 128, 256, 256)  # key_dim, key_dim, value_dim, value_dim
+
+
+def test_stacked_mapping_and_experts(fp8):
+    plan = plan_load(fp8, "vllm==0.20.0")
+    qkv = plan.param("language_model.model.layers.1.self_attn.qkv_proj.weight_scale")
+    assert [s.shard_id for s in qkv.sources] == ["k", "q", "v"]
+    w13 = plan.param("language_model.model.layers.0.mlp.experts.w13_weight_scale")
+    assert len(w13.slots) == 4 and all(v is not None and v > 0 for v in w13.slots)
+    assert "lm_head.weight" not in plan.params
+    assert "language_model.lm_head.weight" in plan.params
+
+
+def test_vllm_older_than_tuple_support_refuses(fp8):
+    p = plan_load(fp8, "vllm==0.17.0").param(f"{QKVZ}.weight_scale")
+    assert p.errors and "no tuple shard ids" in p.errors[0]
+
+
+def test_vector_scale_on_tuple_shard_is_predicted_as_a_refusal(tmp_path):
+    ckpt = read_checkpoint(qwen3_5_moe("ct-fp8").reshape(f"{P}.in_proj_qkv.weight_scale", (3,))
+                           .write(tmp_path))
+    p = plan_load(ckpt, "vllm==0.33.0").param(f"{QKVZ}.weight_scale")
+    assert p.errors and "assert loaded_weight.shape[0] == 1" in p.errors[0]
+    s = plan_load(ckpt, "sglang==0.5.12").param(f"{QKVZ}.weight_scale")
+    assert not s.errors  # SGLang splits a [3] scale over the three partitions
+
+
+def test_unknown_engine_and_version_mapping():
+    with pytest.raises(UnknownEngine):
+        parse_engine("trtllm==1.0")
+    assert not parse_engine("vllm==0.50.0").exact
+    assert parse_engine("vllm==0.19.1").exact
+
+
+# ---------------------------------------------------------------- real vLLM, real checkpoints
+
+GOLDENS = sorted((FIXTURES / "vllm_golden").glob("*.json"))
+
+
+def _golden_cases():
+    for g in GOLDENS:
+        data = json.loads(g.read_text())
+        tool, _, name = data["checkpoint"].partition("/")
+        ckpt_dir = FIXTURES / "real" / f"{tool}-{name}"
+        if data.get("load") == "ok" and ckpt_dir.is_dir():
+            yield pytest.param(data, ckpt_dir, id=g.stem)
+
+
+def _same(predicted, actual, init):
+    if predicted is None:  # never written: vLLM still holds its initial value
+        return init is not None and (actual == init or (math.isnan(actual) and math.isnan(init)))
+    return math.isclose(actual, predicted, rel_tol=0, abs_tol=0) or actual == pytest.approx(
+        predicted, rel=1e-7)
+
+
+@pytest.mark.parametrize(("golden", "ckpt_dir"), list(_golden_cases()))
+def test_predicted_slots_equal_real_vllm(golden, ckpt_dir):
+    plan = plan_load(read_checkpoint(ckpt_dir), f"vllm=={golden['vllm_version']}")
+    compared = 0
+    for name, p in plan.params.items():
+        if p.slots is None or p.errors:
+            continue
+        real = golden["params"].get(name)
+        assert real is not None, f"vLLM has no parameter {name}"
+        values = real.get("values")
+        init = real.get("init_values") or [None] * len(values)
+        assert len(values) == len(p.slots), name
+        for pv, av, iv in zip(p.slots, values, init, strict=True):
+            assert _same(pv, av, iv), (name, p.slots, values)
+        compared += 1
+    assert compared > 0
