@@ -13,8 +13,9 @@ P = "model.language_model.layers"
 
 
 def qscale(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "qscale", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,11 @@ def clean(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
-    return qwen3_5_moe("ct-fp8").drop(rf"{P}\.1\.self_attn\.o_proj\.input_scale").write(
-        tmp_path_factory.mktemp("broken"))
+    return (
+        qwen3_5_moe("ct-fp8")
+        .drop(rf"{P}\.1\.self_attn\.o_proj\.input_scale")
+        .write(tmp_path_factory.mktemp("broken"))
+    )
 
 
 def test_clean_checkpoint_exits_0(clean):
@@ -48,8 +52,10 @@ def test_json_report_is_versioned_and_complete(broken):
     assert data["schema_version"] == 1
     [f] = data["findings"]
     assert f["code"] == "QS201" and f["severity"] == "error"
-    assert f["location"] == {"file": "model.safetensors",
-                             "tensor": f"{P}.1.self_attn.o_proj.input_scale"}
+    assert f["location"] == {
+        "file": "model.safetensors",
+        "tensor": f"{P}.1.self_attn.o_proj.input_scale",
+    }
     assert data["summary"]["error"] == 1 and data["summary"]["quantized_modules"] == 25
 
 
@@ -104,7 +110,37 @@ def test_header_only_check_does_not_import_torch(broken):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom qscale.cli import app\ntry:\n    app(['--help'])\n"
-            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules\n")
+    code = (
+        "import sys\nfrom qscale.cli import app\ntry:\n    app(['--help'])\n"
+        "except SystemExit:\n    pass\nassert 'torch' not in sys.modules\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+EXAMPLE = "examples/qwen3_5_moe-fp8-llmcompressor"
+
+
+def test_readme_example_reports_the_vllm_0_19_1_slot_bug_and_not_on_0_20():
+    r = qscale("check", EXAMPLE, "--engine", "vllm==0.19.1", "-f", "json")
+    assert r.returncode == 1, r.stderr
+    data = json.loads(r.stdout)
+    assert data["engine"] == "vllm==0.19.1"
+    params = sorted(f["location"]["param"] for f in data["findings"])
+    qkvz = "language_model.model.layers.0.linear_attn.in_proj_qkvz"
+    assert params == [f"{qkvz}.input_scale", f"{qkvz}.weight_scale"]
+    assert all(f["code"] == "QS401" for f in data["findings"])
+    assert qscale("check", EXAMPLE, "--engine", "vllm==0.20.0").returncode == 0
+
+
+def test_plan_json_shows_version_exact_slots():
+    r = qscale("plan", EXAMPLE, "--engine", "vllm==0.19.1", "-p", "in_proj_qkvz", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    [layer] = [
+        p
+        for p in json.loads(r.stdout)["params"]
+        if p["name"].endswith("layers.0.linear_attn.in_proj_qkvz")
+    ]
+    ws = layer["slots"]["weight_scale"]
+    assert ws[1] == ws[2] == -3.4028234663852886e38 and ws[0] > 0 and ws[3] > 0
+    assert layer["partitions"] == [128, 128, 128, 128]
