@@ -220,13 +220,20 @@ def _list_files(root: Path) -> tuple[list[str], tuple[str, dict[str, str]] | Non
 
 
 def _read_weight_map(root: Path, index_file: str) -> dict[str, str]:
-    obj = _read_json(root / index_file)
+    try:
+        obj = _read_json(root / index_file)
+    except ConfigError as exc:  # the index is not a config: its rule is QS006
+        raise ShardIndexError(exc.message, code="QS006") from None
     wm = obj.get("weight_map")
     if not isinstance(wm, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in wm.items()
     ):
         raise ShardIndexError(
             f"{index_file}: `weight_map` is missing or not a name→file map", code="QS006"
+        )
+    if not wm:
+        raise ShardIndexError(
+            f"{index_file}: `weight_map` is empty (engines would load no file)", code="QS006"
         )
     return wm
 

@@ -10,6 +10,8 @@ then the module class (``Linear``).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from qscale.schemes import (
     U8,
     QuantArgs,
     QuantScheme,
+    ShapeRule,
     Strategy,
     TensorSpec,
     full,
@@ -69,10 +72,141 @@ _ARG_KEYS = frozenset(
     }
 )
 _DYNAMIC_OK = (Strategy.TOKEN, Strategy.TENSOR, Strategy.TENSOR_GROUP, Strategy.GROUP)
+#: The names ``getattr(torch, name)`` resolves to a ``torch.dtype`` (compressed-tensors'
+#: ``TorchDtype`` accepts ``"torch.<name>"`` or ``"<name>"``), as of torch 2.13.
+TORCH_DTYPES = frozenset(
+    {
+        *("bool", "bit", "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2"),
+        *("uint8", "uint16", "uint32", "uint64", *(f"uint{n}" for n in range(1, 8))),
+        *("int8", "int16", "int32", "int64", *(f"int{n}" for n in range(1, 8))),
+        *("short", "int", "long", "half", "float", "double", "bfloat16"),
+        *("float16", "float32", "float64", "float4_e2m1fn_x2", "float8_e8m0fnu"),
+        *("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz"),
+        *("complex32", "complex64", "complex128", "cfloat", "cdouble", "chalf"),
+        *("qint8", "quint8", "qint32", "quint4x2", "quint2x4"),
+    }
+)
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+_INT_TEXT = re.compile(r"[+-]?\d+(_\d+)*(\.0*)?")
+_ACTORDER = ("weight", "static")
 
 
-def parse_args(raw: Any, where: str) -> QuantArgs:  # noqa: C901 - mirrors one pydantic validator
-    """Parse and validate one ``QuantizationArgs`` object, as compressed-tensors does."""
+def _lax_int(value: Any, field: str, where: str) -> int:
+    """An ``int`` field as pydantic's lax mode reads it: ints, bools, integral floats, and
+    strings holding an integer."""
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
+        return int(float(value.strip().replace("_", "")))
+    raise ConfigError(f"{where}: `{field}` must be an integer, got {value!r}")
+
+
+def _lax_bool(value: Any, field: str, where: str) -> bool:
+    """A ``bool`` field as pydantic's lax mode reads it (0/1, "true"/"no"/...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ConfigError(f"{where}: `{field}` must be a boolean, got {value!r}")
+
+
+def torch_dtype_name(value: Any, field: str, where: str) -> str | None:
+    """A ``TorchDtype`` field (``scale_dtype``, ``zp_dtype``): None or a torch dtype name."""
+    if value is None:
+        return None
+    name = value.removeprefix("torch.") if isinstance(value, str) else None
+    if name not in TORCH_DTYPES:
+        raise ConfigError(f"{where}: `{field}` is not a torch dtype: {value!r}")
+    return name
+
+
+def _check_plain_fields(raw: Mapping[str, Any], where: str) -> None:
+    """Fields qscale does not use, validated as pydantic types them."""
+    for key in ("scale_dtype", "zp_dtype"):
+        torch_dtype_name(raw.get(key), key, where)
+    observer = raw.get("observer")
+    if observer is not None and not isinstance(observer, str):
+        raise ConfigError(f"{where}: `observer` must be a string, got {observer!r}")
+    if "observer_kwargs" in raw and not isinstance(raw["observer_kwargs"], dict):
+        raise ConfigError(f"{where}: `observer_kwargs` must be an object")
+    actorder = raw.get("actorder")
+    if actorder is True or (isinstance(actorder, str) and actorder.lower() in ("group", "dynamic")):
+        raise ConfigError(
+            f"{where}: actorder={actorder!r} (group/dynamic activation ordering)"
+            " is no longer supported by compressed-tensors or vLLM"
+        )
+    if isinstance(actorder, str) and actorder not in _ACTORDER:
+        raise ConfigError(f"{where}: unknown actorder {actorder!r} (valid: weight, static)")
+    if actorder is not None and not isinstance(actorder, str):
+        _lax_bool(actorder, "actorder", where)
+
+
+def _group_size(raw: Mapping[str, Any], where: str) -> int | None:
+    value = raw.get("group_size")
+    if value is None:
+        return None
+    if isinstance(value, str):  # compressed-tensors compares it with -1 before coercing
+        raise ConfigError(f"{where}: invalid group_size {value!r}")
+    group_size = _lax_int(value, "group_size", where)
+    if group_size < -1:
+        raise ConfigError(f"{where}: invalid group_size {group_size}")
+    return group_size
+
+
+def _block(raw: Mapping[str, Any], where: str) -> tuple[int, int] | None:
+    value = raw.get("block_structure")
+    if value is None:
+        return None
+    block: Any = value
+    if isinstance(value, str):  # backward-compatible "128x128"
+        try:
+            block = [int(x) for x in value.split("x")]
+        except ValueError:
+            block = None
+    if (
+        not isinstance(block, list | tuple)
+        or len(block) != 2
+        or not all(isinstance(b, int) and b > 0 for b in block)
+    ):
+        raise ConfigError(f"{where}: block_structure must be [rows, cols], got {value!r}")
+    return int(block[0]), int(block[1])
+
+
+def _dynamic(raw: Mapping[str, Any], where: str) -> bool | str:
+    value = raw.get("dynamic", False)
+    if isinstance(value, str):
+        if value.lower() != "local":
+            raise ConfigError(f'{where}: dynamic must be true, false or "local", got {value!r}')
+        return "local"
+    return _lax_bool(value, "dynamic", where)
+
+
+def _strategy(raw: Mapping[str, Any], group_size: int | None, where: str) -> Strategy:
+    value = raw.get("strategy")
+    if value is None:  # inferred from group_size
+        if group_size is None:
+            return Strategy.TENSOR
+        if group_size > 0:
+            return Strategy.GROUP
+        if group_size == -1:
+            return Strategy.CHANNEL
+        raise ConfigError(f"{where}: invalid group size {group_size}")
+    try:
+        return Strategy(value.lower() if isinstance(value, str) else value)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: unknown strategy {value!r}", hint=f"valid: {[s.value for s in Strategy]}"
+        ) from None
+
+
+def parse_args(raw: Any, where: str) -> QuantArgs:
+    """Parse and validate one ``QuantizationArgs`` object, as compressed-tensors does (vLLM
+    calls ``QuantizationArgs.model_validate`` on every ``weights`` / ``input_activations``)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected an object")
     extra = set(raw) - _ARG_KEYS
@@ -80,50 +214,41 @@ def parse_args(raw: Any, where: str) -> QuantArgs:  # noqa: C901 - mirrors one p
         raise ConfigError(
             f"{where}: unknown field(s) {sorted(extra)}", hint=f"valid fields: {sorted(_ARG_KEYS)}"
         )
-    qtype = str(raw.get("type", "int")).lower()
-    if qtype not in ("int", "float"):
+    qtype = raw.get("type", "int")
+    if not isinstance(qtype, str) or qtype.lower() not in ("int", "float"):
         raise ConfigError(f"{where}: `type` must be int or float, got {qtype!r}")
-    num_bits = raw.get("num_bits", 8)
-    group_size = raw.get("group_size")
-    if group_size is not None and (type(group_size) is not int or group_size < -1):
-        raise ConfigError(f"{where}: invalid group_size {group_size!r}")
-    block = raw.get("block_structure")
-    if isinstance(block, str):
-        block = [int(x) for x in block.split("x")]
-    if block is not None and (
-        not isinstance(block, list)
-        or len(block) != 2
-        or not all(type(b) is int and b > 0 for b in block)
-    ):
-        raise ConfigError(f"{where}: block_structure must be [rows, cols], got {block!r}")
-    dynamic = raw.get("dynamic", False)
-    if isinstance(dynamic, str):
-        dynamic = dynamic.lower()
-        if dynamic != "local":
-            raise ConfigError(f'{where}: dynamic must be true, false or "local"')
-    actorder = raw.get("actorder")
-    if actorder is True or (isinstance(actorder, str) and actorder.lower() in ("group", "dynamic")):
-        raise ConfigError(
-            f"{where}: actorder={actorder!r} (group/dynamic activation ordering)"
-            " is no longer supported by compressed-tensors or vLLM"
-        )
-    strategy_raw = raw.get("strategy")
-    try:
-        strategy = Strategy(strategy_raw.lower()) if isinstance(strategy_raw, str) else None
-    except ValueError:
-        raise ConfigError(
-            f"{where}: unknown strategy {strategy_raw!r}",
-            hint=f"valid: {[s.value for s in Strategy]}",
-        ) from None
-    if strategy is None:
-        if group_size is None:
-            strategy = Strategy.TENSOR
-        elif group_size > 0:
-            strategy = Strategy.GROUP
-        elif group_size == -1:
-            strategy = Strategy.CHANNEL
-        else:
-            raise ConfigError(f"{where}: invalid group size {group_size}")
+    qtype = qtype.lower()
+    num_bits = _lax_int(raw.get("num_bits", 8), "num_bits", where)
+    symmetric = _lax_bool(raw.get("symmetric", True), "symmetric", where)
+    group_size = _group_size(raw, where)
+    block = _block(raw, where)
+    dynamic = _dynamic(raw, where)
+    _check_plain_fields(raw, where)
+    strategy = _strategy(raw, group_size, where)
+    _check_combination(strategy, group_size, block, dynamic, where)
+    if qtype == "float" and num_bits not in (4, 6, 8) and raw.get("zp_dtype") is None:
+        # QuantizationArgs.pytorch_dtype() raises NotImplementedError for other float widths
+        raise ConfigError(f"{where}: float quantization supports 4, 6 or 8 bits, not {num_bits}")
+    grouped = strategy in (Strategy.GROUP, Strategy.TENSOR_GROUP)
+    return QuantArgs(
+        type=qtype,
+        num_bits=num_bits,
+        strategy=strategy,
+        group_size=group_size if grouped else None,
+        block=block,
+        symmetric=symmetric,
+        dynamic=dynamic,
+    )
+
+
+def _check_combination(
+    strategy: Strategy,
+    group_size: int | None,
+    block: tuple[int, int] | None,
+    dynamic: bool | str,
+    where: str,
+) -> None:
+    """The cross-field rules of ``QuantizationArgs.validate_model_after``."""
     if strategy == Strategy.TOKEN and not dynamic:
         raise ConfigError(f"{where}: static token quantization is not possible (set dynamic)")
     grouped = strategy in (Strategy.GROUP, Strategy.TENSOR_GROUP)
@@ -140,36 +265,63 @@ def parse_args(raw: Any, where: str) -> QuantArgs:  # noqa: C901 - mirrors one p
         )
     if dynamic == "local" and strategy != Strategy.TENSOR_GROUP:
         raise ConfigError(f'{where}: dynamic "local" needs strategy tensor_group')
-    return QuantArgs(
-        type=qtype,
-        num_bits=int(num_bits),
-        strategy=strategy,
-        group_size=group_size if grouped else None,
-        block=(block[0], block[1]) if block else None,
-        symmetric=bool(raw.get("symmetric", True)),
-        dynamic=dynamic,
+
+
+def infer_format(w: QuantArgs, inputs: QuantArgs | None, *, scale_dtype: str | None = None) -> str:
+    """The compressor compressed-tensors picks when a config names none: the first of
+    ``COMPRESSION_FORMAT_PRIORITY`` whose ``can_compress`` accepts the scheme
+    (``scale_dtype``: the weights' torch dtype name, which tells MXFP8 from FP8)."""
+    if w.type == "float":
+        if w.group_size == 32 and w.num_bits in (4, 6):
+            return f"mxfp{w.num_bits}-pack-quantized"
+        if w.group_size == 32 and w.num_bits == 8 and scale_dtype == "uint8":
+            return "mxfp8-quantized"
+        if w.group_size == 16 and w.num_bits == 4:
+            return "nvfp4-pack-quantized"
+    if inputs is not None:
+        return "float-quantized" if w.type == "float" else "int-quantized"
+    if w.type == "int" and 1 <= w.num_bits <= 8:
+        return "pack-quantized"
+    return "naive-quantized"
+
+
+def _packed_int32(bits: int) -> ShapeRule:
+    """``weight_packed``: ``32 // bits`` values per int32 (older compressed-tensors, and the
+    only layout for 2, 4 and 8 bits), or dense cross-word packing, ``ceil(in * bits / 32)``
+    words (compressed-tensors >= 0.20 for 3, 5, 6 and 7 bits)."""
+    per_int = 32 // bits
+    return lambda o, i: tuple(
+        dict.fromkeys(((o, math.ceil(i / per_int)), (o, math.ceil(i * bits / 32))))
     )
 
 
-def infer_format(w: QuantArgs, inputs: QuantArgs | None) -> str:
-    """The compressor compressed-tensors picks when a config names none."""
-    if w.type == "float" and w.num_bits == 4:
-        if w.strategy == Strategy.TENSOR_GROUP and w.group_size == 16:
-            return "nvfp4-pack-quantized"
-        return "mxfp4-pack-quantized"
-    if w.type == "int" and w.num_bits in (4, 8) and inputs is None:
-        return "pack-quantized"
-    return "float-quantized" if w.type == "float" else "int-quantized"
+def _packed_zero_point(w: QuantArgs) -> tuple[TensorSpec, ...]:
+    """pack-quantized packs the zero points of group and channel strategies along the output
+    dimension into int32 (``pack_to_int32(zp, packed_dim=0)``; vLLM's WNA16 registers them so);
+    other strategies keep the unpacked int8 zero point."""
+    rule = scale_rule(w)
+    if w.strategy not in (Strategy.GROUP, Strategy.CHANNEL):
+        return (TensorSpec("weight_zero_point", frozenset({"I8", "I32"}), rule),)
+    bits = w.num_bits
+    return (
+        TensorSpec(
+            "weight_zero_point",
+            frozenset({"I32"}),
+            lambda o, i: tuple(
+                dict.fromkeys((math.ceil(o * bits / 32), s[1]) for s in rule(o, i) if len(s) == 2)
+            ),
+        ),
+    )
 
 
 def tensor_specs(fmt: str, w: QuantArgs, inputs: QuantArgs | None) -> tuple[TensorSpec, ...]:
     """The tensors compressed-tensors' compressor for ``fmt`` writes for one Linear."""
+    # Every compressor writes a zero point for asymmetric weights (FP4 ones in FP8 or U8).
+    zp_dtypes = {"I8", "I32", "F32", "BF16"} | ({"F8_E4M3", "U8"} if w.type == "float" else set())
     zp = (
         ()
         if w.symmetric
-        else (
-            TensorSpec("weight_zero_point", frozenset({"I8", "I32", "F32", "BF16"}), scale_rule(w)),
-        )
+        else (TensorSpec("weight_zero_point", frozenset(zp_dtypes), scale_rule(w)),)
     )
     match fmt:
         case "float-quantized" | "int-quantized" | "naive-quantized":
@@ -181,14 +333,19 @@ def tensor_specs(fmt: str, w: QuantArgs, inputs: QuantArgs | None) -> tuple[Tens
                 *input_scale_specs(inputs),
             )
         case "pack-quantized":
+            if not 1 <= w.num_bits <= 8:  # pack_to_int32 refuses; no engine kernel either
+                raise ConfigError(f"pack-quantized packs 1 to 8 bit integers, not {w.num_bits}")
             per_int = 32 // w.num_bits
             return (
                 TensorSpec(
-                    "weight_packed", frozenset({"I32"}), packed_in(per_int), unpacked(per_int)
+                    "weight_packed",
+                    frozenset({"I32"}),
+                    _packed_int32(w.num_bits),
+                    unpacked(per_int),
                 ),
                 TensorSpec("weight_scale", FLOAT_SCALE, scale_rule(w)),
                 TensorSpec("weight_shape", frozenset({"I64", "I32"}), shape_vector),
-                *zp,
+                *(_packed_zero_point(w) if zp else ()),
                 *input_scale_specs(inputs),
             )
         case "nvfp4-pack-quantized":
@@ -197,6 +354,7 @@ def tensor_specs(fmt: str, w: QuantArgs, inputs: QuantArgs | None) -> tuple[Tens
                 TensorSpec("weight_packed", U8, packed_in(2), unpacked(2)),
                 TensorSpec("weight_scale", FP8, groups(gs)),
                 TensorSpec("weight_global_scale", FLOAT_SCALE, per_tensor),
+                *zp,
             ]
             if inputs is not None:
                 specs.append(TensorSpec("input_global_scale", FLOAT_SCALE, per_tensor))
@@ -205,11 +363,13 @@ def tensor_specs(fmt: str, w: QuantArgs, inputs: QuantArgs | None) -> tuple[Tens
             return (
                 TensorSpec("weight_packed", U8, packed_in(2), unpacked(2)),
                 TensorSpec("weight_scale", E8M0, groups(32)),
+                *zp,
             )
         case "mxfp8-quantized":
             return (
                 TensorSpec("weight", FP8, full, unpacked()),
                 TensorSpec("weight_scale", E8M0, groups(32)),
+                *zp,
             )
     return ()  # dense, sparse and marlin formats: not modelled tensor by tensor
 
@@ -273,6 +433,21 @@ class CompressedTensorsConfig:
         return Resolution(None, "matched by no config group")
 
 
+def _patterns(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
+    """``targets`` / ``ignore``: names or ``re:`` regexes, compiled here so that a bad one is
+    reported with the key it sits under."""
+    patterns = require_list(obj, key, where)
+    for p in patterns:
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as exc:
+                raise ConfigError(
+                    f"{where}: `{key}` has an invalid regular expression `{p}` ({exc})"
+                ) from None
+    return patterns
+
+
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> CompressedTensorsConfig:
     """Parse a compressed-tensors ``quantization_config``."""
     where = f"{config_key}: quantization_config"
@@ -282,7 +457,9 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Compress
             f"{where}: unknown format {global_format!r}",
             hint=f"compressed-tensors formats: {', '.join(FORMATS)}",
         )
-    raw_groups = qc.get("config_groups") or {}
+    raw_groups = qc.get("config_groups")
+    if raw_groups is None:
+        raw_groups = {}
     if not isinstance(raw_groups, dict):
         raise ConfigError(f"{where}: `config_groups` must be an object")
     parsed = []
@@ -290,7 +467,7 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Compress
         gw = f"{where}.config_groups.{name}"
         if not isinstance(g, dict):
             raise ConfigError(f"{gw}: expected an object")
-        targets = tuple(require_list(g, "targets", gw))
+        targets = tuple(_patterns(g, "targets", gw))
         if g.get("weights") is None:
             continue  # activation-only groups carry no weight tensors
         w = parse_args(g["weights"], f"{gw}.weights")
@@ -298,17 +475,20 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Compress
         inputs = parse_args(ia, f"{gw}.input_activations") if ia is not None else None
         fmt = g.get("format") or global_format
         if fmt in (None, "mixed-precision"):
-            fmt = infer_format(w, inputs)
+            sd = torch_dtype_name(g["weights"].get("scale_dtype"), "scale_dtype", gw)
+            fmt = infer_format(w, inputs, scale_dtype=sd)
         if fmt not in FORMATS:
             raise ConfigError(f"{gw}: unknown format {fmt!r}")
-        scheme = QuantScheme(
-            f"{METHOD}/{fmt}", _label(fmt, w, inputs), w, inputs, tensor_specs(fmt, w, inputs)
-        )
+        try:
+            specs = tensor_specs(fmt, w, inputs)
+        except ConfigError as exc:
+            raise ConfigError(f"{gw}: {exc.message}") from None
+        scheme = QuantScheme(f"{METHOD}/{fmt}", _label(fmt, w, inputs), w, inputs, specs)
         parsed.append(_Group(name, targets, scheme))
     kv = qc.get("kv_cache_scheme")
     return CompressedTensorsConfig(
         groups=tuple(parsed),
-        ignore=tuple(require_list(qc, "ignore", where)),
+        ignore=tuple(_patterns(qc, "ignore", where)),
         global_format=global_format,
         kv_cache=parse_args(kv, f"{where}.kv_cache_scheme") if kv else None,
         config_key=config_key,
