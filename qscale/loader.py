@@ -180,6 +180,35 @@ def _scalar(ckpt: Checkpoint, source: str) -> tuple[float | None, int]:
     return (float(v.reshape(-1)[0]) if v.size else None), int(v.size)
 
 
+def _scheme_conflicts(quant: QuantMap, pname: str, sources: tuple[ShardSlot, ...]) -> list[str]:
+    """vLLM resolves one scheme per fused layer from its shards (``should_ignore_layer`` and
+    ``find_matched_target`` over ``packed_modules_mapping``)."""
+    if len(sources) < 2 or sources[0].expert is not None:
+        return []
+    if pname.rsplit(".", 1)[-1] not in ("weight", "weight_packed"):
+        return []
+    modules = [quant.modules.get(s.source.rpartition(".")[0]) for s in sources]
+    labels = {m.scheme.label if m and m.scheme else None for m in modules}
+    if len(labels) < 2:
+        return []
+    layer = pname.rpartition(".")[0]
+    shards = ", ".join(
+        f"`{s.source.rpartition('.')[0].rsplit('.', 1)[-1]}`:"
+        f" {m.scheme.label if m and m.scheme else 'unquantized'}"
+        for s, m in zip(sources, modules, strict=True)
+    )
+    if None in labels:
+        return [
+            f"some but not all shards of `{layer}` are quantized ({shards}); vLLM refuses:"
+            ' "Found different quantization schemes for the shards of … vLLM requires all'
+            ' to use the same scheme."'
+        ]
+    return [
+        f"the shards of `{layer}` resolve to different schemes ({shards}); vLLM builds the"
+        " fused layer with the first shard's scheme and loads the others wrongly"
+    ]
+
+
 def _build(
     ckpt: Checkpoint,
     quant: QuantMap,
@@ -189,8 +218,9 @@ def _build(
     sources: tuple[ShardSlot, ...],
 ) -> MergedParam:
     parts = _partitions(ckpt, fam, pname, sources)
-    if not sources or not _is_per_tensor(quant, sources[0].source):
-        return MergedParam(pname, sources, parts)
+    conflicts = _scheme_conflicts(quant, pname, sources)
+    if conflicts or not sources or not _is_per_tensor(quant, sources[0].source):
+        return MergedParam(pname, sources, parts, errors=tuple(conflicts))
     if sources[0].expert is not None:
         return _expert_slots(ckpt, pname, sources, parts)
     n = len(parts) if parts else 1

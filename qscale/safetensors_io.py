@@ -9,10 +9,13 @@ does only in generic terms. Values are decoded with numpy; torch is never import
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import itemgetter, sub
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
@@ -55,6 +58,8 @@ DTYPES: Mapping[str, DType] = {
         DType("F6_E3M2", 6, True),
     )
 }
+
+_BITS: dict[str, int] = {name: d.bits for name, d in DTYPES.items()}
 
 
 class TensorInfo(NamedTuple):
@@ -102,25 +107,110 @@ def parse_header(raw: bytes, *, file: str, file_size: int) -> FileHeader:
     if file_size < 8 or len(raw) < 8:
         raise _fail(file, f"file is {file_size} bytes, too short for a safetensors header", "QS001")
     n = int.from_bytes(raw[:8], "little")
+    _check_length(file, n, file_size)
+    return _parse_body(raw[8 : 8 + n], 8 + n, file=file, file_size=file_size)
+
+
+def _check_length(file: str, n: int, file_size: int) -> None:
     if n > MAX_HEADER_BYTES or 8 + n > file_size:
         raise _fail(
             file,
             f"header length {n} exceeds the file size of {file_size} bytes (truncated?)",
             "QS001",
         )
+
+
+def _parse_body(body: bytes, data_start: int, *, file: str, file_size: int) -> FileHeader:
+    """Parse the header JSON ``body``; its length field was checked, and says the data buffer
+    starts at ``data_start``."""
+    # The header allocates ~5 container objects per tensor, none in a reference cycle: pause
+    # the cyclic GC, which would otherwise rescan every TensorInfo kept so far many times.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        obj = json.loads(raw[8 : 8 + n])
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
-    if not isinstance(obj, dict):
-        raise _fail(file, "header is not a JSON object", "QS001")
-    data_start = 8 + n
-    metadata = obj.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise _fail(file, "`__metadata__` is not an object", "QS001")
-    tensors = [_parse_entry(file, name, entry, data_start) for name, entry in obj.items()]
-    _check_layout(file, tensors, data_start, file_size)
+        try:
+            obj = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
+        if not isinstance(obj, dict):
+            raise _fail(file, "header is not a JSON object", "QS001")
+        metadata = obj.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict):
+            raise _fail(file, "`__metadata__` is not an object", "QS001")
+        tensors = _parse_fast(file, obj, data_start, file_size)
+        if tensors is None:  # something is off: the per-tensor path says precisely what
+            tensors = [_parse_entry(file, name, entry, data_start) for name, entry in obj.items()]
+            _check_layout(file, tensors, data_start, file_size)
+        del obj
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return FileHeader(file, file_size, data_start, tuple(tensors), metadata)
+
+
+_get_dtype = itemgetter("dtype")
+_get_shape = itemgetter("shape")
+_get_offsets = itemgetter("data_offsets")
+_first = itemgetter(0)
+_second = itemgetter(1)
+_INT: frozenset[type] = frozenset((int,))
+_LIST: frozenset[type] = frozenset((list,))
+_TWO: frozenset[int] = frozenset((2,))
+
+
+def _parse_fast(
+    file: str, obj: dict[str, Any], data_start: int, size: int
+) -> list[TensorInfo] | None:
+    """All of :func:`_parse_entry` and :func:`_check_layout` in bulk, column by column.
+
+    Returns the tensors of a header that passes every check, else None; the caller then runs
+    the per-tensor checks, which raise the first error in header order. Every check below is
+    the same predicate as there, so a header accepted here is accepted there, with equal
+    ``TensorInfo``s; a header refused here gets the per-tensor path, and its exact error.
+    """
+    entries = list(obj.values())
+    try:
+        dtypes = list(map(_get_dtype, entries))
+        shapes = list(map(tuple, map(_get_shape, entries)))
+        offsets = list(map(_get_offsets, entries))
+        # data_offsets: JSON lists of exactly two ints; shape: ints >= 0 (bool is refused).
+        if not (set(map(type, offsets)) <= _LIST and set(map(len, offsets)) <= _TWO):
+            return None
+        begins = list(map(_first, offsets))
+        ends = list(map(_second, offsets))
+        dims = list(chain.from_iterable(shapes))
+        if not (
+            set(map(type, dims)) <= _INT
+            and set(map(type, begins)) <= _INT
+            and set(map(type, ends)) <= _INT
+            and min(dims, default=0) >= 0
+        ):
+            return None
+        bits = list(map(_BITS.__getitem__, dtypes))  # KeyError: unknown dtype
+    except (TypeError, KeyError, ValueError):
+        return None
+    # QS003: bytes held == bytes the dtype and shape need.
+    needed = [(n * b + 7) >> 3 for n, b in zip(map(math.prod, shapes), bits, strict=True)]
+    if needed != list(map(sub, ends, begins)):
+        return None
+    begins = [b + data_start for b in begins]
+    ends = [e + data_start for e in ends]
+    # QS002: the offsets tile [data_start, size). Writers list tensors in offset order, so
+    # check that order first; else sort the (begin, end) pairs as _check_layout does. The
+    # sizes are >= 0 (checked above), so a tiling chain also keeps every end <= size.
+    if not _tiles(begins, ends, data_start, size):
+        pairs = sorted(zip(begins, ends, strict=True))
+        if not _tiles([p[0] for p in pairs], [p[1] for p in pairs], data_start, size):
+            return None
+    new = tuple.__new__
+    return [new(TensorInfo, t) for t in zip(obj, dtypes, shapes, repeat(file), begins, ends)]
+
+
+def _tiles(begins: list[int], ends: list[int], data_start: int, size: int) -> bool:
+    """Whether consecutive [begin, end) spans, in this order, cover [data_start, size)."""
+    if not begins:
+        return data_start == size
+    return begins[0] == data_start and ends[-1] == size and begins[1:] == ends[:-1]
 
 
 def _parse_entry(file: str, name: str, entry: Any, data_start: int) -> TensorInfo:
@@ -182,7 +272,7 @@ def read_header(fh: BinaryIO, *, file: str, file_size: int) -> FileHeader:
     n = int.from_bytes(head, "little")
     if n > MAX_HEADER_BYTES or 8 + n > file_size:
         return parse_header(head, file=file, file_size=file_size)
-    return parse_header(head + fh.read(n), file=file, file_size=file_size)
+    return _parse_body(fh.read(n), 8 + n, file=file, file_size=file_size)
 
 
 # --------------------------------------------------------------------------- values

@@ -37,8 +37,9 @@ class EngineSpec:
     @property
     def label(self) -> str:
         """``vllm==0.19.1``."""
-        v = ".".join(map(str, self.version)) if self.version else self.profile.newest_label
-        return f"{self.engine}=={v}"
+        if self.version is None:
+            return f"{self.engine}{self.profile.range_label}"
+        return f"{self.engine}=={'.'.join(map(str, self.version))}"
 
 
 def resolve(engine: str, version: Version | None) -> EngineSpec:

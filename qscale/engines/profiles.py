@@ -53,11 +53,6 @@ class EngineProfile:
             return f">={lo}"
         return f">={lo},<{'.'.join(map(str, self.high))}"
 
-    @property
-    def newest_label(self) -> str:
-        """Version label used when the user names no version."""
-        return "latest"
-
 
 PROFILES: tuple[EngineProfile, ...] = (
     EngineProfile(

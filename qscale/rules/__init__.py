@@ -24,6 +24,7 @@ from qscale.rules import (
     qs301_tensor_dtype_mismatch,
     qs302_tensor_shape_mismatch,
     qs401_unfilled_scale_slot,
+    qs402_engine_refuses_load,
 )
 from qscale.rules._api import Rule
 
@@ -46,6 +47,7 @@ ALL_RULES: tuple[Rule, ...] = (
     qs301_tensor_dtype_mismatch.RULE,
     qs302_tensor_shape_mismatch.RULE,
     qs401_unfilled_scale_slot.RULE,
+    qs402_engine_refuses_load.RULE,
 )
 #: Codes that existed once; never reuse them.
 REMOVED: dict[str, str] = {}

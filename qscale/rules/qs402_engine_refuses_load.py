@@ -1,0 +1,49 @@
+"""The selected engine version refuses to load a merged parameter built from this checkpoint.
+
+## What it checks
+Runs the load plan for `--engine` and reports every merged parameter the engine's loader would
+refuse: shards of one fused layer (q/k/v, gate/up, Qwen3.5 `in_proj_qkv`+`in_proj_z`,
+DeepSeek `q_a_proj`+`kv_a_proj_with_mqa`) that are partly quantized and partly not, or that
+resolve to different schemes; a per-tensor scale with more than one element where the
+engine's slot takes one; a tuple shard id on an engine version without tuple support.
+
+## Why it matters
+These fail at start-up on the GPU host, after the weights were downloaded and the engine
+initialised — or, for shards with different schemes under compressed-tensors, load silently
+with the first shard's scheme. Finding them first saves the deployment attempt.
+
+## Example
+`some but not all shards of model.layers.0.self_attn.fused_qkv_a_proj are quantized
+(q_a_proj: FP8 per-tensor, static act, kv_a_proj_with_mqa: unquantized)`
+
+## Fix
+Quantize or ignore all shards of a fused layer together; re-export vector scales as one
+scalar per shard.
+"""
+
+from collections.abc import Iterator
+
+from qscale.rules._api import Context, Finding, Location, Rule, Severity
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report the plan's load errors, one finding per cause."""
+    assert ctx.plan is not None
+    for p in ctx.plan.params.values():
+        src = p.sources[0].source
+        for err in p.errors:
+            yield RULE.finding(
+                f"{ctx.plan.engine.label}: {err}",
+                Location(file=ctx.file_of(src), tensor=src, param=p.name),
+            )
+
+
+RULE = Rule(
+    code="QS402",
+    name="engine-refuses-load",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+    needs_plan=True,
+    reads_values=True,
+)
