@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import itemgetter, sub
+from operator import add, itemgetter, mul, sub
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
@@ -60,6 +60,8 @@ DTYPES: Mapping[str, DType] = {
 }
 
 _BITS: dict[str, int] = {name: d.bits for name, d in DTYPES.items()}
+#: Bytes per element of the dtypes that fill whole bytes (all but F4 and F6).
+_WHOLE_BYTES: dict[str, int] = {n: b >> 3 for n, b in _BITS.items() if b % 8 == 0}
 
 
 class TensorInfo(NamedTuple):
@@ -151,8 +153,6 @@ def _parse_body(body: bytes, data_start: int, *, file: str, file_size: int) -> F
 _get_dtype = itemgetter("dtype")
 _get_shape = itemgetter("shape")
 _get_offsets = itemgetter("data_offsets")
-_first = itemgetter(0)
-_second = itemgetter(1)
 _INT: frozenset[type] = frozenset((int,))
 _LIST: frozenset[type] = frozenset((list,))
 _TWO: frozenset[int] = frozenset((2,))
@@ -161,49 +161,54 @@ _TWO: frozenset[int] = frozenset((2,))
 def _parse_fast(
     file: str, obj: dict[str, Any], data_start: int, size: int
 ) -> list[TensorInfo] | None:
-    """All of :func:`_parse_entry` and :func:`_check_layout` in bulk, column by column.
+    """All of :func:`_parse_entry` and :func:`_check_layout`, column by column in C loops.
 
     Returns the tensors of a header that passes every check, else None; the caller then runs
-    the per-tensor checks, which raise the first error in header order. Every check below is
-    the same predicate as there, so a header accepted here is accepted there, with equal
-    ``TensorInfo``s; a header refused here gets the per-tensor path, and its exact error.
+    the per-tensor checks, which raise the first error in header order. Each check here is the
+    same predicate as there, so a header accepted here is accepted there, with equal
+    ``TensorInfo``s, and a header refused here gets the per-tensor path and its exact error.
     """
-    entries = list(obj.values())
+    entries = obj.values()
     try:
         dtypes = list(map(_get_dtype, entries))
         shapes = list(map(tuple, map(_get_shape, entries)))
         offsets = list(map(_get_offsets, entries))
-        # data_offsets: JSON lists of exactly two ints; shape: ints >= 0 (bool is refused).
+        # data_offsets: JSON lists of two ints; shape: ints >= 0 (type() refuses bool).
         if not (set(map(type, offsets)) <= _LIST and set(map(len, offsets)) <= _TWO):
             return None
-        begins = list(map(_first, offsets))
-        ends = list(map(_second, offsets))
-        dims = list(chain.from_iterable(shapes))
+        flat = list(chain.from_iterable(offsets))
         if not (
-            set(map(type, dims)) <= _INT
-            and set(map(type, begins)) <= _INT
-            and set(map(type, ends)) <= _INT
-            and min(dims, default=0) >= 0
+            set(map(type, flat)) <= _INT
+            and set(map(type, chain.from_iterable(shapes))) <= _INT
+            and min(chain.from_iterable(shapes), default=0) >= 0
         ):
             return None
-        bits = list(map(_BITS.__getitem__, dtypes))  # KeyError: unknown dtype
+        kinds = set(dtypes)  # TypeError: unhashable dtype
     except (TypeError, KeyError, ValueError):
         return None
-    # QS003: bytes held == bytes the dtype and shape need.
-    needed = [(n * b + 7) >> 3 for n, b in zip(map(math.prod, shapes), bits, strict=True)]
+    # QS004: known dtypes; QS003: bytes held == bytes the dtype and shape need.
+    if kinds <= _WHOLE_BYTES.keys():
+        needed = list(map(mul, map(math.prod, shapes), map(_WHOLE_BYTES.__getitem__, dtypes)))
+    elif kinds <= _BITS.keys():
+        needed = [
+            (n * _BITS[d] + 7) >> 3 for n, d in zip(map(math.prod, shapes), dtypes, strict=True)
+        ]
+    else:
+        return None
+    begins, ends = flat[0::2], flat[1::2]
     if needed != list(map(sub, ends, begins)):
         return None
-    begins = [b + data_start for b in begins]
-    ends = [e + data_start for e in ends]
-    # QS002: the offsets tile [data_start, size). Writers list tensors in offset order, so
-    # check that order first; else sort the (begin, end) pairs as _check_layout does. The
-    # sizes are >= 0 (checked above), so a tiling chain also keeps every end <= size.
+    begins = list(map(add, begins, repeat(data_start)))
+    ends = list(map(add, ends, repeat(data_start)))
+    # QS002: the spans tile [data_start, size). Writers list tensors in offset order, so try
+    # that order first, else sort the (begin, end) pairs as _check_layout does. Sizes are >= 0
+    # (checked above), so a tiling chain also keeps every end <= size.
     if not _tiles(begins, ends, data_start, size):
         pairs = sorted(zip(begins, ends, strict=True))
         if not _tiles([p[0] for p in pairs], [p[1] for p in pairs], data_start, size):
             return None
-    new = tuple.__new__
-    return [new(TensorInfo, t) for t in zip(obj, dtypes, shapes, repeat(file), begins, ends)]
+    fields = zip(obj, dtypes, shapes, repeat(file), begins, ends)
+    return list(map(tuple.__new__, repeat(TensorInfo), fields))
 
 
 def _tiles(begins: list[int], ends: list[int], data_start: int, size: int) -> bool:
@@ -226,7 +231,7 @@ def _parse_entry(file: str, name: str, entry: Any, data_start: int) -> TensorInf
         or (type(end) is not int)
     ):
         raise _fail(file, f"tensor `{name}` has a non-integer shape or offset", "QS001")
-    dt = DTYPES.get(dtype)
+    dt = DTYPES.get(dtype) if isinstance(dtype, str) else None
     if dt is None:
         raise _fail(file, f"tensor `{name}` has unknown dtype {dtype!r}", "QS004")
     expected = (math.prod(shape) * dt.bits + 7) // 8
@@ -293,6 +298,10 @@ _NUMPY = {
 }
 
 
+#: The little-endian numpy dtypes of ``_NUMPY``, built once (``decode`` runs per tensor).
+_NUMPY_LE: dict[str, np.dtype[Any]] = {k: np.dtype(v).newbyteorder("<") for k, v in _NUMPY.items()}
+
+
 def _e4m3fn_table() -> np.ndarray:
     out = np.empty(256, dtype=np.float64)
     for b in range(256):
@@ -316,8 +325,10 @@ def decode(dtype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
     BF16, FP8 (E4M3FN, E5M2) and E8M0 are widened to float64; integers keep their type.
     E8M0 values are the exponent bytes (bias 127); 0xFF is NaN, as in the OCP MX spec.
     """
-    if dtype in _NUMPY:
-        return np.frombuffer(raw, dtype=np.dtype(_NUMPY[dtype]).newbyteorder("<")).reshape(shape)
+    le = _NUMPY_LE.get(dtype)
+    if le is not None:
+        arr = np.frombuffer(raw, dtype=le).reshape(shape)
+        return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
     b = np.frombuffer(raw, dtype=np.uint8)
     if dtype == "BF16":
         u16 = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16

@@ -58,17 +58,11 @@ def test_every_bit_pattern_matches_torch(code: str) -> None:
     assert np.array_equal(np.signbit(got[real]), np.signbit(as_f64(t)[real]))
 
 
-NATIVE_FLOAT = pytest.mark.xfail(
-    reason="qscale/safetensors_io.py decode: F16/F32/F64 come back in their own numpy dtype,"
-    " not float64 as its docstring says (owned by another engineer)",
-    strict=True,
-)
 
 
 @pytest.mark.parametrize(
     "code",
-    ["BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", pytest.param("F16", marks=NATIVE_FLOAT),
-     pytest.param("F32", marks=NATIVE_FLOAT)],
+    ["BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F16", "F32"],
 )  # fmt: skip
 def test_floats_are_widened_to_float64(code: str) -> None:
     assert decode(code, (2,), bytes(2 * TORCH[code].itemsize)).dtype == np.float64

@@ -1,0 +1,479 @@
+"""Benchmark qscale's header read on a full-scale sparse Qwen3.5-397B-A17B-FP8 layout.
+
+    /work/venv/bin/python bench/bench_read.py [--dir DIR] [--repeat 5] [--rebuild]
+
+The first run builds the layout from the real ``config.json`` (about 188k tensors in 94
+files, about 400 GB of *logical* size) into ``--dir``: every file gets its real header, is
+then extended to its full size with ``ftruncate`` (no data written, so it takes almost no
+disk), and only the ``weight_scale_inv`` tensors get real bytes (small random positive F32),
+so that reading scales reads real data. Later runs reuse the layout.
+
+Measured, best of ``--repeat`` after one untimed pass that warms the page cache:
+
+a. floor: per file open, read 8 bytes, read the header, ``json.loads`` it; nothing else;
+b. ``qscale.checkpoint.read_checkpoint(dir)``: every header parsed and validated, the index
+   cross-checked, small tensors decoded;
+c. deep: (b) plus ``Checkpoint.read_values`` of every ``weight_scale_inv``;
+d. peak RSS of (b) in a fresh interpreter (``ru_maxrss``); it also asserts that (b) did not
+   import torch.
+
+Results are printed and written to ``bench/out/result.json``. This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_CONFIG = Path("/work/shared/realworld/qwen3.5-397b-a17b-fp8/config.json")
+DEFAULT_DIR = HERE / "out" / "qwen3.5-397b-fp8"
+RESULT = HERE / "out" / "result.json"
+STAMP = ".bench_layout.json"  #: written last; a layout is reused only if its stamp matches
+LAYOUT_VERSION = 1
+
+BITS = {"F8_E4M3": 8, "BF16": 16, "F32": 32}
+
+Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape
+
+TARGET_RATIO = 1.5
+TARGET_SECONDS = 2.0
+TARGET_RSS_MB = 500.0
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    return (math.prod(shape) * BITS[dtype] + 7) // 8
+
+
+class _Builder:
+    """Collects the tensors of the HF checkpoint, deciding BF16 vs block FP8 per Linear."""
+
+    def __init__(self, qc: dict[str, Any]) -> None:
+        self.block = qc["weight_block_size"]
+        self.keep = set(qc.get("modules_to_not_convert") or ())
+        self.tensors: list[Tensor] = []
+
+    def add(self, name: str, dtype: str, *shape: int) -> None:
+        self.tensors.append((name, dtype, tuple(shape)))
+
+    def linear(self, module: str, out: int, inp: int, *, bias: bool = False) -> None:
+        """A Linear layer: block FP8 + ``weight_scale_inv`` unless the config keeps it BF16."""
+        if module in self.keep:
+            self.add(f"{module}.weight", "BF16", out, inp)
+        else:
+            bo, bi = self.block
+            self.add(f"{module}.weight", "F8_E4M3", out, inp)
+            self.add(f"{module}.weight_scale_inv", "F32", -(-out // bo), -(-inp // bi))
+        if bias:
+            self.add(f"{module}.bias", "BF16", out)
+
+    def norm(self, module: str, dim: int, *, bias: bool = False) -> None:
+        self.add(f"{module}.weight", "BF16", dim)
+        if bias:
+            self.add(f"{module}.bias", "BF16", dim)
+
+
+def _full_attention(b: _Builder, p: str, tc: dict[str, Any]) -> None:
+    h, nh, nkv, hd = (tc["hidden_size"], tc["num_attention_heads"], tc["num_key_value_heads"],
+                      tc["head_dim"])
+    gate = 2 if tc.get("attn_output_gate") else 1  # q_proj also yields the output gate
+    b.linear(f"{p}.self_attn.q_proj", gate * nh * hd, h)
+    b.linear(f"{p}.self_attn.k_proj", nkv * hd, h)
+    b.linear(f"{p}.self_attn.v_proj", nkv * hd, h)
+    b.linear(f"{p}.self_attn.o_proj", h, nh * hd)
+    b.norm(f"{p}.self_attn.q_norm", hd)
+    b.norm(f"{p}.self_attn.k_norm", hd)
+
+
+def _linear_attention(b: _Builder, p: str, tc: dict[str, Any]) -> None:
+    h = tc["hidden_size"]
+    nk, dk = tc["linear_num_key_heads"], tc["linear_key_head_dim"]
+    nv, dv = tc["linear_num_value_heads"], tc["linear_value_head_dim"]
+    key_dim, value_dim = nk * dk, nv * dv
+    conv_dim = 2 * key_dim + value_dim
+    a = f"{p}.linear_attn"
+    b.linear(f"{a}.in_proj_qkv", conv_dim, h)
+    b.linear(f"{a}.in_proj_z", value_dim, h)
+    b.linear(f"{a}.in_proj_b", nv, h)
+    b.linear(f"{a}.in_proj_a", nv, h)
+    b.linear(f"{a}.out_proj", h, value_dim)
+    b.add(f"{a}.conv1d.weight", "BF16", conv_dim, 1, tc["linear_conv_kernel_dim"])
+    b.add(f"{a}.A_log", "F32", nv)
+    b.add(f"{a}.dt_bias", "BF16", nv)
+    b.norm(f"{a}.norm", dv)
+
+
+def _moe(b: _Builder, p: str, tc: dict[str, Any]) -> None:
+    h, inter, shared = (tc["hidden_size"], tc["moe_intermediate_size"],
+                        tc["shared_expert_intermediate_size"])
+    m = f"{p}.mlp"
+    for e in range(tc["num_experts"]):
+        b.linear(f"{m}.experts.{e}.gate_proj", inter, h)
+        b.linear(f"{m}.experts.{e}.up_proj", inter, h)
+        b.linear(f"{m}.experts.{e}.down_proj", h, inter)
+    b.linear(f"{m}.shared_expert.gate_proj", shared, h)
+    b.linear(f"{m}.shared_expert.up_proj", shared, h)
+    b.linear(f"{m}.shared_expert.down_proj", h, shared)
+    b.linear(f"{m}.shared_expert_gate", 1, h)
+    b.linear(f"{m}.gate", tc["num_experts"], h)
+
+
+def _decoder_layer(b: _Builder, p: str, kind: str, tc: dict[str, Any]) -> None:
+    h = tc["hidden_size"]
+    b.norm(f"{p}.input_layernorm", h)
+    b.norm(f"{p}.post_attention_layernorm", h)
+    (_linear_attention if kind == "linear_attention" else _full_attention)(b, p, tc)
+    _moe(b, p, tc)
+
+
+def _visual(b: _Builder, vc: dict[str, Any]) -> None:
+    v, inter, out = vc["hidden_size"], vc["intermediate_size"], vc["out_hidden_size"]
+    merged = v * vc["spatial_merge_size"] ** 2
+    ps, tps = vc["patch_size"], vc["temporal_patch_size"]
+    b.add("model.visual.patch_embed.proj.weight", "BF16", v, vc["in_channels"], tps, ps, ps)
+    b.add("model.visual.patch_embed.proj.bias", "BF16", v)
+    b.add("model.visual.pos_embed.weight", "BF16", vc["num_position_embeddings"], v)
+    for i in range(vc["depth"]):
+        p = f"model.visual.blocks.{i}"
+        b.norm(f"{p}.norm1", v, bias=True)
+        b.norm(f"{p}.norm2", v, bias=True)
+        b.linear(f"{p}.attn.qkv", 3 * v, v, bias=True)
+        b.linear(f"{p}.attn.proj", v, v, bias=True)
+        b.linear(f"{p}.mlp.linear_fc1", inter, v, bias=True)
+        b.linear(f"{p}.mlp.linear_fc2", v, inter, bias=True)
+    b.norm("model.visual.merger.norm", v, bias=True)
+    b.linear("model.visual.merger.linear_fc1", merged, merged, bias=True)
+    b.linear("model.visual.merger.linear_fc2", out, merged, bias=True)
+
+
+def build_tensors(config: dict[str, Any]) -> list[Tensor]:
+    """Every tensor of the HF checkpoint, with its real name, dtype and shape."""
+    tc, qc = config["text_config"], config["quantization_config"]
+    assert qc["quant_method"] == "fp8" and qc["weight_block_size"] == [128, 128], qc
+    b = _Builder(qc)
+    lm = "model.language_model"
+    b.add(f"{lm}.embed_tokens.weight", "BF16", tc["vocab_size"], tc["hidden_size"])
+    for i, kind in enumerate(tc["layer_types"]):
+        _decoder_layer(b, f"{lm}.layers.{i}", kind, tc)
+    b.norm(f"{lm}.norm", tc["hidden_size"])
+    b.linear("lm_head", tc["vocab_size"], tc["hidden_size"])
+    h = tc["hidden_size"]
+    b.linear("mtp.fc", h, 2 * h)
+    b.norm("mtp.pre_fc_norm_embedding", h)
+    b.norm("mtp.pre_fc_norm_hidden", h)
+    b.norm("mtp.norm", h)
+    for i in range(tc.get("mtp_num_hidden_layers", 0)):
+        _decoder_layer(b, f"mtp.layers.{i}", "full_attention", tc)
+    if "vision_config" in config:
+        _visual(b, config["vision_config"])
+    names = [t[0] for t in b.tensors]
+    assert len(set(names)) == len(names), "duplicate tensor names"
+    return b.tensors
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key: layers.2 before layers.10, as a real export writes them."""
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
+
+
+def shard(tensors: list[Tensor], n_files: int) -> list[list[Tensor]]:
+    """Split tensors, in name order, into ``n_files`` files of about equal logical size."""
+    ordered = sorted(tensors, key=lambda t: _natural(t[0]))
+    total = sum(_nbytes(d, s) for _, d, s in ordered)
+    shards: list[list[Tensor]] = [[] for _ in range(n_files)]
+    pos = 0
+    for t in ordered:
+        shards[min(n_files - 1, pos * n_files // total)].append(t)
+        pos += _nbytes(t[1], t[2])
+    return [s for s in shards if s]
+
+
+def _header(tensors: list[Tensor]) -> tuple[bytes, list[tuple[str, int, int]]]:
+    """The 8-byte length + JSON header (sorted by name, contiguous offsets, padded to 8 bytes
+    with spaces as safetensors does), and (name, begin, end) of each tensor in the buffer."""
+    obj: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    spans = []
+    pos = 0
+    for name, dtype, shape in sorted(tensors):
+        n = _nbytes(dtype, shape)
+        obj[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + n]}
+        spans.append((name, pos, pos + n))
+        pos += n
+    raw = json.dumps(obj, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw, spans
+
+
+def write_layout(out: Path, config_path: Path, n_files: int, seed: int) -> dict[str, Any]:
+    config = json.loads(config_path.read_text())
+    shards = shard(build_tensors(config), n_files)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copyfile(config_path, out / "config.json")
+    rng = np.random.default_rng(seed)
+    weight_map: dict[str, str] = {}
+    total = 0
+    n = len(shards)
+    for i, tensors in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
+        head, spans = _header(tensors)
+        dtypes = {name: (d, s) for name, d, s in tensors}
+        fd = os.open(out / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, head)
+            os.ftruncate(fd, len(head) + spans[-1][2])  # full logical size, all holes
+            for name, begin, end in spans:
+                if name.endswith(".weight_scale_inv"):
+                    count = (end - begin) // 4
+                    vals = rng.uniform(1e-4, 2e-3, count).astype("<f4")
+                    os.pwrite(fd, vals.tobytes(), len(head) + begin)
+        finally:
+            os.close(fd)
+        for name, *_ in spans:
+            weight_map[name] = fname
+        total += sum(_nbytes(*dtypes[name]) for name, *_ in spans)
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
+    stamp = {"version": LAYOUT_VERSION, "files": n, "tensors": len(weight_map),
+             "total_size": total, "n_files_arg": n_files, "seed": seed,
+             "config": str(config_path)}
+    (out / STAMP).write_text(json.dumps(stamp, indent=2))
+    return stamp
+
+
+def ensure_layout(out: Path, config_path: Path, n_files: int, seed: int,
+                  rebuild: bool) -> dict[str, Any]:
+    stamp_path = out / STAMP
+    if not rebuild and stamp_path.is_file():
+        stamp: dict[str, Any] = json.loads(stamp_path.read_text())
+        if (stamp.get("version"), stamp.get("n_files_arg"), stamp.get("seed")) == (
+            LAYOUT_VERSION, n_files, seed
+        ):
+            print(f"reusing layout in {out}")
+            return stamp
+    print(f"building layout in {out} ...", flush=True)
+    t0 = time.perf_counter()
+    stamp = write_layout(out, config_path, n_files, seed)
+    print(f"built in {time.perf_counter() - t0:.1f} s")
+    return stamp
+
+
+def disk_usage(out: Path) -> tuple[int, int]:
+    """(bytes really allocated on disk, logical bytes) of the layout folder."""
+    real = logical = 0
+    for p in out.iterdir():
+        st = p.stat()
+        real += st.st_blocks * 512
+        logical += st.st_size
+    return real, logical
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def floor_read(d: str) -> int:
+    """The minimum any header reader must do: open, 8 bytes, header bytes, json.loads."""
+    count = 0
+    for name in sorted(n for n in os.listdir(d) if n.endswith(".safetensors")):
+        with open(os.path.join(d, name), "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            count += len(json.loads(fh.read(n)))
+    return count
+
+
+def qscale_read(d: str) -> int:
+    from qscale.checkpoint import read_checkpoint
+
+    return len(read_checkpoint(d).tensors)
+
+
+def qscale_deep(d: str) -> int:
+    from qscale.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(d)
+    names = [n for n in ckpt.tensors if n.endswith(".weight_scale_inv")]
+    return len(ckpt.read_values(names))
+
+
+def floor_read_nogc(d: str) -> int:
+    """The floor with the cyclic GC paused (qscale pauses it while it parses a header)."""
+    gc.disable()
+    try:
+        return floor_read(d)
+    finally:
+        gc.enable()
+
+
+class Timing(NamedTuple):
+    best: float  #: best wall-clock time, s
+    runs: list[float]  #: every timed wall-clock run, s
+    cpu: float  #: best process CPU time, s (less sensitive to other load on the machine)
+    result: int
+
+
+def best_of(fn: Callable[[str], int], d: str, repeat: int) -> Timing:
+    result = fn(d)  # untimed: warms the page cache and the imports
+    times, cpus = [], []
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn(d)
+        times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return Timing(min(times), times, min(cpus), result)
+
+
+RSS_CODE = """
+import json, resource, sys
+from qscale.checkpoint import read_checkpoint
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ckpt = read_checkpoint(sys.argv[1])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
+           if line.startswith("VmHWM:"))
+print(json.dumps({"base_kb": base, "peak_kb": peak, "hwm_kb": hwm, "tensors": len(ckpt.tensors),
+                  "values": len(ckpt.values), "torch": "torch" in sys.modules}))
+"""
+
+
+#: Linux carries a process's ru_maxrss over exec (from the mm it replaces, which for a vfork
+#: child is the parent's), so the measuring interpreter is started by a small launcher, not by
+#: this process, which has grown by then; VmHWM (/proc) cross-checks the figure.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+def fresh_rss(d: str) -> dict[str, Any]:
+    cmd = [sys.executable, "-c", LAUNCHER, sys.executable, "-c", RSS_CODE, d]
+    env = dict(os.environ)  # qscale importable even when not installed; PYTHONPATH first
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), str(REPO)) if p)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd="/", env=env)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def sanity(d: str, stamp: dict[str, Any]) -> dict[str, int]:
+    """Check, once and untimed, that the layout reads back as intended."""
+    from qscale.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(d)
+    assert len(ckpt.tensors) == stamp["tensors"], (len(ckpt.tensors), stamp["tensors"])
+    scales = [n for n in ckpt.tensors if n.endswith(".weight_scale_inv")]
+    sample = scales[:: max(1, len(scales) // 2000)]
+    for name, v in ckpt.read_values(sample).items():
+        assert v.shape == ckpt.tensors[name].shape and bool(np.all(v > 0)), name
+    return {"files": len(ckpt.files), "tensors": len(ckpt.tensors), "scales": len(scales),
+            "small_values": len(ckpt.values)}
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem, 1),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform()}
+
+
+def _fmt(times: list[float]) -> str:
+    return " ".join(f"{t:.3f}" for t in times)
+
+
+def main(argv: Iterator[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="layout folder (cached)")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    ap.add_argument("--repeat", "-n", type=int, default=5, help="timed runs; best is kept")
+    ap.add_argument("--files", type=int, default=94, help="number of safetensors files")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the layout")
+    ap.add_argument("--no-deep", action="store_true", help="skip the deep (c) measure")
+    ap.add_argument("--result", type=Path, default=RESULT)
+    args = ap.parse_args(list(argv) if argv is not None else None)
+
+    stamp = ensure_layout(args.dir, args.config, args.files, args.seed, args.rebuild)
+    real, logical = disk_usage(args.dir)
+    print(f"layout: {stamp['files']} files, {stamp['tensors']} tensors, "
+          f"{logical / 1e9:.1f} GB logical, {real / 1e6:.1f} MB on disk (du)")
+    assert real < 0.01 * logical, "sparse files take real disk space"
+    d = str(args.dir)
+    info = sanity(d, stamp)
+
+    a = best_of(floor_read, d, args.repeat)
+    print(f"(a) floor   best {a.best:.3f} s  cpu {a.cpu:.3f} s  [{_fmt(a.runs)}]")
+    a0 = best_of(floor_read_nogc, d, args.repeat)
+    print(f"    floor, GC paused: best {a0.best:.3f} s  cpu {a0.cpu:.3f} s  [{_fmt(a0.runs)}]")
+    b = best_of(qscale_read, d, args.repeat)
+    print(f"(b) qscale  best {b.best:.3f} s  cpu {b.cpu:.3f} s  [{_fmt(b.runs)}]"
+          f"   b/a = {b.best / a.best:.2f}  (vs GC-paused floor {b.best / a0.best:.2f})")
+    c = None
+    if not args.no_deep:
+        c = best_of(qscale_deep, d, args.repeat)
+        print(f"(c) deep    best {c.best:.3f} s  cpu {c.cpu:.3f} s  [{_fmt(c.runs)}]"
+              f"   c/a = {c.best / a.best:.2f}   ({c.result} weight_scale_inv read)")
+    rss = fresh_rss(d)
+    rss_mb = rss["peak_kb"] / 1024
+    print(f"(d) peak RSS of (b) in a fresh interpreter: {rss_mb:.0f} MB "
+          f"(VmHWM {rss['hwm_kb'] / 1024:.0f} MB; interpreter + imports: "
+          f"{rss['base_kb'] / 1024:.0f} MB); torch imported: {rss['torch']}")
+    print(f"counts: {info['files']} files, {info['tensors']} tensors, {info['scales']} "
+          f"weight_scale_inv, {info['small_values']} small tensors decoded")
+
+    checks = {
+        f"b/a <= {TARGET_RATIO}": b.best / a.best <= TARGET_RATIO,
+        f"b < {TARGET_SECONDS} s": b.best < TARGET_SECONDS,
+        f"RSS < {TARGET_RSS_MB:.0f} MB": rss_mb < TARGET_RSS_MB,
+        "torch not imported": not rss["torch"] and "torch" not in sys.modules,
+    }
+    for what, ok in checks.items():
+        print(f"  [{'ok' if ok else 'MISSED'}] {what}")
+
+    result = {
+        "machine": _machine(),
+        "layout": {**info, "logical_bytes": logical, "disk_bytes": real, "dir": d},
+        "repeat": args.repeat,
+        "floor_s": a.best, "floor_cpu_s": a.cpu, "floor_runs_s": a.runs,
+        "floor_gc_paused_s": a0.best, "floor_gc_paused_cpu_s": a0.cpu,
+        "qscale_s": b.best, "qscale_cpu_s": b.cpu, "qscale_runs_s": b.runs,
+        "ratio_b_a": b.best / a.best, "ratio_b_a_cpu": b.cpu / a.cpu,
+        "deep_s": c.best if c else None, "deep_cpu_s": c.cpu if c else None,
+        "deep_runs_s": c.runs if c else None,
+        "ratio_c_a": c.best / a.best if c else None,
+        "rss_peak_mb": rss_mb, "rss_vmhwm_mb": rss["hwm_kb"] / 1024,
+        "rss_base_mb": rss["base_kb"] / 1024,
+        "torch_imported": rss["torch"],
+        "targets": checks,
+    }
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.result}")
+    assert not rss["torch"], "read_checkpoint imported torch"
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
