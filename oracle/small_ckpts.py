@@ -66,9 +66,11 @@ def small_configs():
 
     V = SMALL_VOCAB
     cfgs = {}
-    # GDN: key_dim = 2*64 = 128, value_dim = 2*64 = 128 -> in_proj_qkvz shards [128,128,128,128]
-    # full attention: 2 q heads (q_proj has the output gate: 2*2*64 = 256 rows), 2 kv heads (k: 128)
-    lin = dict(linear_num_key_heads=2, linear_num_value_heads=2, linear_key_head_dim=64,
+    # GDN: key_dim = 2*64 = 128, value_dim = 4*64 = 256 -> in_proj_qkvz shards [128,128,256,256]
+    # (value_dim != key_dim on purpose, so a slot/offset mix-up shows); in_proj_qkv 512 rows,
+    # in_proj_z 256 rows. Full attention: 2 q heads (q_proj has the output gate: 2*2*64 = 256
+    # rows), 2 kv heads (k: 128).
+    lin = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=64,
                linear_value_head_dim=64, linear_conv_kernel_dim=4)
     cfgs["qwen3_next"] = AutoConfig.for_model(
         "qwen3_next", vocab_size=V, hidden_size=128, intermediate_size=128, num_hidden_layers=2,
@@ -187,6 +189,21 @@ def _install_old_vllm_shims():
         if cur is None or type(cur).__name__ == "UnspecifiedPlatform":
             from vllm.platforms.cpu import CpuPlatform
             P._current_platform = CpuPlatform()
+        # CpuPlatform has no device capability, so compressed-tensors would pick the W8A16-FP8
+        # scheme (which, e.g. in 0.19/0.20, creates input_scale with torch.empty instead of
+        # float32-min). Pretend every scheme is supported so the GPU scheme (W8A8-FP8) is built.
+        try:
+            from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors \
+                import CompressedTensorsConfig
+            CompressedTensorsConfig._check_scheme_supported = staticmethod(
+                lambda min_capability, error=True, match_exact=False: True)
+        except Exception as e:
+            print(f"[oracle] could not patch _check_scheme_supported: {e}")
+        try:  # same for Quark ("No quark compatible scheme was found" otherwise)
+            from vllm.model_executor.layers.quantization.quark.quark import QuarkConfig
+            QuarkConfig._check_scheme_supported = lambda self, *a, **k: True
+        except Exception as e:
+            print(f"[oracle] could not patch QuarkConfig._check_scheme_supported: {e}")
     try:
         import vllm.utils.torch_utils  # noqa: F401
     except Exception:
@@ -281,33 +298,111 @@ def all_ckpts(subs=None):
     return res
 
 
-def run_oracle_all(args):
+# Without these, vLLM's create_engine_config spends ~80 s waiting on Hugging Face Hub
+# look-ups that cannot succeed offline (config 0.4 s with them).
+_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _oracle_one(tag, d, suffix):
+    out = RAW / f"{tag}{suffix}.loaded.safetensors"
+    for p in (out, _init_path(out), _status_path(out)):
+        p.unlink(missing_ok=True)
+    t0 = time.time()
+    log = RAW / f"{tag}{suffix}.log"
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run([sys.executable, str(HERE), "oracle", str(d)], stdout=f,
+                                stderr=subprocess.STDOUT, timeout=900,
+                                env=dict(_OFFLINE, **os.environ, QS_ORACLE_OUT=str(out))).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    st = json.loads(_status_path(out).read_text()) if _status_path(out).exists() else {}
+    proc = ""
+    for line in log.read_text(errors="replace").splitlines():
+        if "process_weights_after_loading FAILED" in line:
+            proc = " | process: " + line.split("FAILED:", 1)[-1].strip()[:120]
+    line = (f"{tag:50s} rc={rc} {time.time()-t0:5.1f}s load={st.get('load', '?')} "
+            f"{(st.get('error') or '')[:200]}{proc}").replace("\n", " ")
+    print(line, flush=True)
+    return line
+
+
+def _oracle_forked(tag, d, suffix):
+    """Like _oracle_one, but in a child forked from this (already vLLM-importing) process:
+    the ~15-60 s import is paid once instead of per checkpoint."""
+    out = RAW / f"{tag}{suffix}.loaded.safetensors"
+    for p in (out, _init_path(out), _status_path(out)):
+        p.unlink(missing_ok=True)
+    t0 = time.time()
+    log = RAW / f"{tag}{suffix}.log"
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            fd = os.open(str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1); os.dup2(fd, 2)
+            os.environ["QS_ORACLE_OUT"] = str(out)
+            run_oracle([str(d)])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            code = 1
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            os._exit(code)
+    rc = "timeout"
+    while time.time() - t0 < 900:
+        r, status = os.waitpid(pid, os.WNOHANG)
+        if r:
+            rc = os.waitstatus_to_exitcode(status)
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    return _summarize(tag, out, log, rc, t0)
+
+
+def _summarize(tag, out, log, rc, t0):
+    st = json.loads(_status_path(out).read_text()) if _status_path(out).exists() else {}
+    proc = ""
+    for line in log.read_text(errors="replace").splitlines():
+        if "process_weights_after_loading FAILED" in line:
+            proc = " | process: " + line.split("FAILED:", 1)[-1].strip()[:120]
+    line = (f"{tag:50s} rc={rc} {time.time()-t0:5.1f}s load={st.get('load', '?')} "
+            f"{(st.get('error') or '')[:200]}{proc}").replace("\n", " ")
+    print(line, flush=True)
+    return line
+
+
+def run_oracle_fork(args):
+    """oracle_all, sequential, one fork per checkpoint (vLLM imported once in the parent)."""
+    for k, v in _OFFLINE.items():
+        os.environ.setdefault(k, v)
+    import torch  # noqa: F401
+    import vllm  # noqa: F401
+    _install_old_vllm_shims()
+    import vllm.engine.arg_utils  # noqa: F401
+    import vllm.model_executor.model_loader.utils  # noqa: F401
     RAW.mkdir(parents=True, exist_ok=True)
     suffix = os.environ.get("QS_GOLDEN_SUFFIX", "")
-    summary = []
-    for tag, d in all_ckpts(args):
-        out = RAW / f"{tag}{suffix}.loaded.safetensors"
-        for p in (out, _init_path(out), _status_path(out)):
-            p.unlink(missing_ok=True)
-        t0 = time.time()
-        log = RAW / f"{tag}{suffix}.log"
-        with open(log, "w") as f:
-            try:
-                rc = subprocess.run([sys.executable, str(HERE), "oracle", str(d)], stdout=f,
-                                    stderr=subprocess.STDOUT, timeout=600,
-                                    env=dict(os.environ, QS_ORACLE_OUT=str(out))).returncode
-            except subprocess.TimeoutExpired:
-                rc = "timeout"
-        st = json.loads(_status_path(out).read_text()) if _status_path(out).exists() else {}
-        proc = ""
-        for line in log.read_text(errors="replace").splitlines():
-            if "process_weights_after_loading FAILED" in line:
-                proc = " | process: " + line.split("FAILED:", 1)[-1].strip()[:120]
-        line = (f"{tag:50s} rc={rc} {time.time()-t0:5.1f}s load={st.get('load', '?')} "
-                f"{(st.get('error') or '')[:200]}{proc}")
-        print(line, flush=True)
-        summary.append(line)
-    (RAW / f"summary{suffix}.txt").write_text("\n".join(summary) + "\n")
+    summary = [_oracle_forked(t, d, suffix) for t, d in all_ckpts(args)]
+    with open(RAW / f"summary{suffix}.txt", "a") as f:
+        f.write("\n".join(summary) + "\n")
+
+
+def run_oracle_all(args):
+    """One subprocess per checkpoint ($QS_ORACLE_JOBS in parallel, default 1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    RAW.mkdir(parents=True, exist_ok=True)
+    suffix = os.environ.get("QS_GOLDEN_SUFFIX", "")
+    jobs = int(os.environ.get("QS_ORACLE_JOBS", "1"))
+    with ThreadPoolExecutor(jobs) as ex:
+        summary = list(ex.map(lambda td: _oracle_one(td[0], td[1], suffix), all_ckpts(args)))
+    with open(RAW / f"summary{suffix}.txt", "a") as f:
+        f.write("\n".join(summary) + "\n")
 
 
 def _tensor_entry(t, init=None):
@@ -479,7 +574,7 @@ def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else "base"
     args = sys.argv[2:]
     local = {"oracle": run_oracle, "oracle_all": run_oracle_all, "golden": run_golden,
-             "linear_golden": run_linear_golden, "fixtures": run_fixtures,
+             "oracle_fork": run_oracle_fork, "linear_golden": run_linear_golden, "fixtures": run_fixtures,
              "gptoss_mxfp4": run_gptoss_mxfp4}
     if cmd in local:
         return local[cmd](args)

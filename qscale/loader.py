@@ -222,7 +222,7 @@ def _build(
     if conflicts or not sources or not _is_per_tensor(quant, sources[0].source):
         return MergedParam(pname, sources, parts, errors=tuple(conflicts))
     if sources[0].expert is not None:
-        return _expert_slots(ckpt, pname, sources, parts)
+        return _expert_slots(ckpt, quant, pname, sources, parts)
     n = len(parts) if parts else 1
     prof = spec.profile
     init = (
@@ -257,12 +257,19 @@ def _build(
 
 
 def _expert_slots(
-    ckpt: Checkpoint, pname: str, sources: tuple[ShardSlot, ...], parts: tuple[int, ...] | None
+    ckpt: Checkpoint,
+    quant: QuantMap,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+    parts: tuple[int, ...] | None,
 ) -> MergedParam:
-    """Fused-MoE per-tensor scales start at 1.0: w13 weight scales are [E, 2] (w1, w3),
-    w2 and input scales are [E] (w1 and w3 share one input-scale slot)."""
+    """Fused-MoE per-tensor scales start at 1.0. w13 scales are [E, 2] (w1, w3) — except FP8
+    input scales, where w1 and w3 share one [E] slot; w2 scales are [E]."""
     n_exp = max(s.expert or 0 for s in sources) + 1
-    cols = 2 if "w13_" in pname and pname.endswith("weight_scale") else 1
+    mq = quant.modules.get(sources[0].source.rpartition(".")[0])
+    fp8 = mq is not None and mq.scheme is not None and mq.scheme.weights.num_bits == 8
+    shared_input = pname.endswith("input_scale") and fp8
+    cols = 2 if "w13_" in pname and not shared_input else 1
     slots: list[Slot] = [1.0] * (n_exp * cols)
     for s in sources:
         value, _ = _scalar(ckpt, s.source)

@@ -143,4 +143,4 @@ def test_plan_json_shows_version_exact_slots():
     ]
     ws = layer["slots"]["weight_scale"]
     assert ws[1] == ws[2] == -3.4028234663852886e38 and ws[0] > 0 and ws[3] > 0
-    assert layer["partitions"] == [128, 128, 128, 128]
+    assert layer["partitions"] == [128, 128, 256, 256]

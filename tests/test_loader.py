@@ -62,8 +62,9 @@ def test_vllm_older_than_tuple_support_refuses(fp8):
 
 
 def test_vector_scale_on_tuple_shard_is_predicted_as_a_refusal(tmp_path):
-    ckpt = read_checkpoint(qwen3_5_moe("ct-fp8").reshape(f"{P}.in_proj_qkv.weight_scale", (3,))
-                           .write(tmp_path))
+    ckpt = read_checkpoint(
+        qwen3_5_moe("ct-fp8").reshape(f"{P}.in_proj_qkv.weight_scale", (3,)).write(tmp_path)
+    )
     p = plan_load(ckpt, "vllm==0.33.0").param(f"{QKVZ}.weight_scale")
     assert p.errors and "assert loaded_weight.shape[0] == 1" in p.errors[0]
     s = plan_load(ckpt, "sglang==0.5.12").param(f"{QKVZ}.weight_scale")
@@ -95,13 +96,13 @@ def _same(predicted, actual, init):
     if predicted is None:  # never written: vLLM still holds its initial value
         return init is not None and (actual == init or (math.isnan(actual) and math.isnan(init)))
     return math.isclose(actual, predicted, rel_tol=0, abs_tol=0) or actual == pytest.approx(
-        predicted, rel=1e-7)
+        predicted, rel=1e-7
+    )
 
 
 @pytest.mark.parametrize(("golden", "ckpt_dir"), list(_golden_cases()))
 def test_predicted_slots_equal_real_vllm(golden, ckpt_dir):
     plan = plan_load(read_checkpoint(ckpt_dir), f"vllm=={golden['vllm_version']}")
-    compared = 0
     for name, p in plan.params.items():
         if p.slots is None or p.errors:
             continue
@@ -112,5 +113,21 @@ def test_predicted_slots_equal_real_vllm(golden, ckpt_dir):
         assert len(values) == len(p.slots), name
         for pv, av, iv in zip(p.slots, values, init, strict=True):
             assert _same(pv, av, iv), (name, p.slots, values)
-        compared += 1
-    assert compared > 0
+
+
+@pytest.mark.parametrize("version", ["0.19.1", "0.20.0", "0.32.0"])
+def test_seed_checkpoint_in_proj_qkvz_slots_equal_real_vllm(version):
+    """The llm-compressor FP8 Qwen3.5-MoE checkpoint, slot by slot, against real vLLM."""
+    suffix = "" if version == "0.32.0" else f"@vllm-{version}"
+    golden = json.loads(
+        (FIXTURES / "vllm_golden" / f"llmc-qwen3_5_moe-FP8{suffix}.json").read_text()
+    )
+    assert golden["vllm_version"] == version and golden["load"] == "ok"
+    plan = plan_load(
+        read_checkpoint(FIXTURES / "real" / "llmc-qwen3_5_moe-FP8"), f"vllm=={version}"
+    )
+    for leaf in ("weight_scale", "input_scale"):
+        real = golden["params"][f"{QKVZ}.{leaf}"]["values"]
+        assert list(plan.param(f"{QKVZ}.{leaf}").slots) == real
+    broken = plan.param(f"{QKVZ}.weight_scale").slots
+    assert (broken[1] == FP8_SENTINEL) is (version == "0.19.1")

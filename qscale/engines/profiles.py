@@ -63,7 +63,7 @@ PROFILES: tuple[EngineProfile, ...] = (
         False,
         "assert",
         FP8_SENTINEL,
-        None,
+        FP8_SENTINEL,
         references=("vLLM PR #35289",),
     ),
     EngineProfile(
@@ -74,20 +74,36 @@ PROFILES: tuple[EngineProfile, ...] = (
         False,
         "assert",
         FP8_SENTINEL,
-        None,
+        FP8_SENTINEL,
         references=("vLLM PR #38517", "vLLM issue #38197"),
     ),
-    # Newest release whose loader was read: 0.33.0. Later versions map here with an info note.
     EngineProfile(
         "vllm",
         (0, 20),
+        (0, 22),
+        TupleScale.ALL_SLOTS,
+        False,
+        "assert",
+        FP8_SENTINEL,
+        FP8_SENTINEL,
+        references=("vLLM PR #38517",),
+    ),
+    # Fused-MoE parameters moved under `experts.routed_experts.` (RoutedExperts) somewhere
+    # between 0.21.0 (seen: `experts.w13_*`) and 0.32.0 (seen in real loads); the exact release
+    # is not pinned. Newest release read: 0.33.0; later versions map here with an info note.
+    EngineProfile(
+        "vllm",
+        (0, 22),
         (0, 34),
         TupleScale.ALL_SLOTS,
         False,
         "assert",
         FP8_SENTINEL,
-        None,
+        FP8_SENTINEL,
+        expert_prefix="experts.routed_experts.",
         references=("vLLM PR #38517",),
     ),
-    EngineProfile("sglang", (0,), (0, 5, 24), TupleScale.SPLIT, True, "split", FP8_SENTINEL, None),
+    EngineProfile(
+        "sglang", (0,), (0, 5, 24), TupleScale.SPLIT, True, "split", FP8_SENTINEL, FP8_SENTINEL
+    ),
 )
