@@ -46,6 +46,12 @@ class Family:
     shared_expert: str | None = None  #: ".shared_expert." (Qwen) or ".shared_experts." (DeepSeek)
     #: fused leaves that exist only when a config field is set, e.g. DeepSeek fused_qkv_a_proj
     requires: Mapping[str, str] = field(default_factory=dict)
+    #: module-name suffixes the engine builds with ``quant_config=None`` (router gates)
+    never_quantized: tuple[str, ...] = ()
+
+    def builds_unquantized(self, module: str) -> str | None:
+        """The suffix by which the engine builds this module unquantized, if any."""
+        return next((s for s in self.never_quantized if module.endswith(s)), None)
 
     def partition_sizes(self, leaf: str, text: Mapping[str, Any]) -> tuple[int, ...] | None:
         """Sizes of the fused parameter's partitions from the config, if the family says."""

@@ -19,4 +19,5 @@ DEEPSEEK_V2 = Family(
     requires={"fused_qkv_a_proj": "q_lora_rank"},
     experts=ExpertNames(),
     shared_expert=".shared_experts.",
+    never_quantized=(".mlp.gate",),  # ReplicatedLinear(..., quant_config=None)
 )

@@ -14,4 +14,5 @@ GLM4_MOE = Family(
     ),
     experts=ExpertNames(),
     shared_expert=".shared_experts.",
+    never_quantized=(".mlp.gate",),
 )

@@ -10,4 +10,5 @@ GPT_OSS = Family(
     name="gpt_oss",
     architectures=("GptOssForCausalLM",),
     stacked=QKV,
+    never_quantized=(".mlp.router",),  # a plain torch.nn.Linear
 )

@@ -25,7 +25,11 @@ GDN = (
 KEY_DIM = "linear_num_key_heads*linear_key_head_dim"
 VALUE_DIM = "linear_num_value_heads*linear_value_head_dim"
 
+#: vLLM builds MoE routers and the shared-expert gate as ReplicatedLinear(quant_config=None)
+ROUTERS = (".mlp.gate", ".shared_expert_gate")
+
 QWEN2_MOE = Family(
+    never_quantized=ROUTERS,
     name="qwen2_moe",
     architectures=("Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"),
     stacked=QKV + GATE_UP,
@@ -34,6 +38,7 @@ QWEN2_MOE = Family(
 )
 
 QWEN3_NEXT = Family(
+    never_quantized=ROUTERS,
     name="qwen3_next",
     architectures=("Qwen3NextForCausalLM",),
     stacked=QKV + GATE_UP,  # in_proj_qkvz / in_proj_ba are fused on disk: one slot each
@@ -51,6 +56,7 @@ _QWEN3_5: dict[str, Any] = {
     "skip_prefixes": ("mtp.",),
     "experts": ExpertNames(),
     "shared_expert": ".shared_expert.",
+    "never_quantized": ROUTERS,
 }
 
 QWEN3_5_TEXT = Family(

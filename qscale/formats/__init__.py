@@ -13,6 +13,7 @@ from typing import Any
 
 from qscale.checkpoint import Checkpoint
 from qscale.errors import ConfigError, UnknownFormat
+from qscale.families import FAMILIES
 from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -98,6 +99,7 @@ def logical_shape(
 def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
     """Assign each module its scheme (only Linear and fused-expert modules can be quantized)."""
     fmt = detect_format(ckpt)
+    family = FAMILIES.get(ckpt.config.architecture or "")
     out: dict[str, ModuleQuant] = {}
     for name, module in group_modules(ckpt).items():
         if module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
@@ -106,6 +108,9 @@ def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
             res = Resolution(None, "no quantization config")
         else:
             res = fmt.resolve(module)
+            why = family.builds_unquantized(name) if family and res.scheme else None
+            if why is not None:
+                res = Resolution(None, f"the engine builds `*{why}` unquantized")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
