@@ -57,6 +57,7 @@ class LoadPlan:
     params: Mapping[str, MergedParam]
     skipped: tuple[str, ...] = ()  #: tensors the engine skips on purpose (e.g. mtp.*)
     notes: tuple[str, ...] = field(default=())
+    refusals: tuple[str, ...] = ()  #: whole-checkpoint reasons the engine refuses to load
 
     def param(self, name: str) -> MergedParam:
         """A parameter by its engine name."""
@@ -143,7 +144,19 @@ def plan_load(
             f" {spec.engine} {spec.profile.range_label}",
         )
     )
-    return LoadPlan(spec, fam, params, tuple(skipped), notes)
+    return LoadPlan(spec, fam, params, tuple(skipped), notes, _refusals(spec, quant))
+
+
+def _refusals(spec: EngineSpec, quant: QuantMap) -> tuple[str, ...]:
+    algos = spec.profile.modelopt_algos
+    fmt = quant.format
+    algo = getattr(fmt, "algo", None)
+    if fmt is None or fmt.method != "modelopt" or algos is None or algo in algos:
+        return ()
+    return (
+        f"{spec.engine}'s ModelOpt loader does not support quant_algo {algo}"
+        f" (it supports {', '.join(sorted(algos))})",
+    )
 
 
 def _partitions(

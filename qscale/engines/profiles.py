@@ -14,6 +14,19 @@ from enum import Enum
 
 INF_VERSION = (10**6,)
 FP8_SENTINEL = -3.4028234663852886e38  #: torch.finfo(torch.float32).min
+#: vLLM's ModelOpt loader: "ModelOpt currently only supports: ..." (seen refusing MXFP4 in real
+#: vLLM 0.19.1, 0.20.0 and 0.32.0)
+VLLM_MODELOPT_ALGOS = frozenset(
+    {
+        "FP8",
+        "FP8_PER_CHANNEL_PER_TOKEN",
+        "FP8_PB_WO",
+        "NVFP4",
+        "W4A16_NVFP4",
+        "MXFP8",
+        "MIXED_PRECISION",
+    }
+)
 
 
 class TupleScale(str, Enum):
@@ -43,6 +56,8 @@ class EngineProfile:
     fp8_input_scale_init: float | None
     #: prefix of fused-MoE parameters under ``mlp.experts``
     expert_prefix: str = "experts."
+    #: ModelOpt ``quant_algo`` values the engine loads (None: not modelled)
+    modelopt_algos: frozenset[str] | None = VLLM_MODELOPT_ALGOS
     references: tuple[str, ...] = ()
 
     @property
@@ -104,6 +119,14 @@ PROFILES: tuple[EngineProfile, ...] = (
         references=("vLLM PR #38517",),
     ),
     EngineProfile(
-        "sglang", (0,), (0, 5, 24), TupleScale.SPLIT, True, "split", FP8_SENTINEL, FP8_SENTINEL
+        "sglang",
+        (0,),
+        (0, 5, 24),
+        TupleScale.SPLIT,
+        True,
+        "split",
+        FP8_SENTINEL,
+        FP8_SENTINEL,
+        modelopt_algos=None,
     ),
 )

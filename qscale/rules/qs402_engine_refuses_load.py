@@ -29,6 +29,12 @@ from qscale.rules._api import Context, Finding, Location, Rule, Severity
 def check(ctx: Context) -> Iterator[Finding]:
     """Report the plan's load errors, one finding per cause."""
     assert ctx.plan is not None
+    qf = ctx.quant.format
+    for reason in ctx.plan.refusals:
+        yield RULE.finding(
+            f"{ctx.plan.engine.label}: {reason}",
+            Location(file=qf.config_key if qf else None, key="/quant_algo"),
+        )
     for p in ctx.plan.params.values():
         src = p.sources[0].source
         for err in p.errors:

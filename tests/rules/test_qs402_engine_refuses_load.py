@@ -45,3 +45,19 @@ def test_near_miss_uniformly_quantized(tmp_path, engine):
 def test_near_miss_sglang_splits_a_vector_scale(tmp_path):
     qkv = "model.language_model.layers.0.linear_attn.in_proj_qkv.weight_scale"
     assert run(qwen3_5_moe("ct-fp8").reshape(qkv, (3,)), tmp_path, "sglang==0.5.12") == []
+
+
+def _modelopt(algo):
+    b = qwen3_5_moe("modelopt-nvfp4")
+    b.extra_files["hf_quant_config.json"]["quantization"]["quant_algo"] = algo
+    return b
+
+
+def test_modelopt_algorithm_vllm_does_not_load(tmp_path):
+    [f] = run(_modelopt("MXFP4"), tmp_path)
+    assert "does not support quant_algo MXFP4" in f.message
+    assert f.location.file == "hf_quant_config.json"
+
+
+def test_near_miss_modelopt_nvfp4(tmp_path):
+    assert run(_modelopt("NVFP4"), tmp_path) == []
