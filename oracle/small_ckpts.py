@@ -316,15 +316,7 @@ def _oracle_one(tag, d, suffix):
                                 env=dict(_OFFLINE, **os.environ, QS_ORACLE_OUT=str(out))).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
-    st = json.loads(_status_path(out).read_text()) if _status_path(out).exists() else {}
-    proc = ""
-    for line in log.read_text(errors="replace").splitlines():
-        if "process_weights_after_loading FAILED" in line:
-            proc = " | process: " + line.split("FAILED:", 1)[-1].strip()[:120]
-    line = (f"{tag:50s} rc={rc} {time.time()-t0:5.1f}s load={st.get('load', '?')} "
-            f"{(st.get('error') or '')[:200]}{proc}").replace("\n", " ")
-    print(line, flush=True)
-    return line
+    return _summarize(tag, out, log, rc, t0)
 
 
 def _oracle_forked(tag, d, suffix):
