@@ -8,15 +8,16 @@ under the selected engine profile.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, TupleScale, parse_engine
+from qscale.engines.profiles import FP8_SENTINEL
 from qscale.errors import UnknownFormat
 from qscale.families import FAMILIES, Family, ShardId
 from qscale.formats import QuantMap, resolve_quantization
+from qscale.formats.modelopt import ModelOptConfig
 from qscale.schemes import per_tensor
 
 #: Slot values: a float, or None for memory the engine never wrote (torch.empty).
@@ -150,11 +151,10 @@ def plan_load(
 def _refusals(spec: EngineSpec, quant: QuantMap) -> tuple[str, ...]:
     algos = spec.profile.modelopt_algos
     fmt = quant.format
-    algo = getattr(fmt, "algo", None)
-    if fmt is None or fmt.method != "modelopt" or algos is None or algo in algos:
+    if not isinstance(fmt, ModelOptConfig) or algos is None or fmt.algo in algos:
         return ()
     return (
-        f"{spec.engine}'s ModelOpt loader does not support quant_algo {algo}"
+        f"{spec.engine}'s ModelOpt loader does not support quant_algo {fmt.algo}"
         f" (it supports {', '.join(sorted(algos))})",
     )
 
@@ -293,5 +293,5 @@ def _expert_slots(
 
 
 def is_sentinel(v: Slot) -> bool:
-    """An FP8 slot the loader never wrote."""
-    return v is not None and v <= -3.0e38 and math.isfinite(v)
+    """An FP8 slot the loader never wrote (still vLLM's ``FP8_SCALE_SENTINEL``)."""
+    return v == FP8_SENTINEL

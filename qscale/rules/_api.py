@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from qscale.checkpoint import Checkpoint
 from qscale.findings import Applicability, Finding, Fix, Location, Severity
 from qscale.formats import ModuleQuant, QuantMap
-from qscale.loader import LoadPlan
+from qscale.loader import LoadPlan, MergedParam
 
 __all__ = [
     "Applicability",
@@ -41,6 +41,11 @@ class Context:
     def at(self, tensor: str) -> Location:
         """Location of a checkpoint tensor."""
         return Location(file=self.file_of(tensor), tensor=tensor)
+
+    def at_param(self, param: MergedParam) -> Location:
+        """Location of an engine parameter, at the first checkpoint tensor feeding it."""
+        src = param.sources[0].source
+        return Location(file=self.file_of(src), tensor=src, param=param.name)
 
 
 Check = Callable[[Context], Iterator[Finding]]

@@ -25,7 +25,7 @@ version loads it into every row (`qscale fix`, safe; coming).
 from collections.abc import Iterator
 
 from qscale.loader import is_sentinel
-from qscale.rules._api import Context, Finding, Location, Rule, Severity
+from qscale.rules._api import Context, Finding, Rule, Severity
 
 
 def _fmt(v: float | None) -> str:
@@ -43,11 +43,10 @@ def check(ctx: Context) -> Iterator[Finding]:
         if not empty or len(empty) == len(p.slots):
             continue  # all empty: the tensors are missing, which QS201 reports
         table = ", ".join(_fmt(v) for v in p.slots)
-        src = p.sources[0].source
         yield RULE.finding(
             f"`{p.name}` slots after loading on {ctx.plan.engine.label}: [{table}];"
             f" partition(s) {', '.join(map(str, empty))} never written",
-            Location(file=ctx.file_of(src), tensor=src, param=p.name),
+            ctx.at_param(p),
         )
 
 

@@ -36,11 +36,10 @@ def check(ctx: Context) -> Iterator[Finding]:
             Location(file=qf.config_key if qf else None, key="/quant_algo"),
         )
     for p in ctx.plan.params.values():
-        src = p.sources[0].source
         for err in p.errors:
             yield RULE.finding(
                 f"{ctx.plan.engine.label}: {err}",
-                Location(file=ctx.file_of(src), tensor=src, param=p.name),
+                ctx.at_param(p),
             )
 
 
