@@ -144,3 +144,13 @@ def test_plan_json_shows_version_exact_slots():
     ws = layer["slots"]["weight_scale"]
     assert ws[1] == ws[2] == -3.4028234663852886e38 and ws[0] > 0 and ws[3] > 0
     assert layer["partitions"] == [128, 128, 256, 256]
+
+
+def test_engine_version_outside_modelled_ranges_is_an_info_note(clean):
+    r = qscale("check", str(clean), "--engine", "vllm==0.50.0", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    [f] = json.loads(r.stdout)["findings"]
+    assert f["code"] == "QS010" and f["severity"] == "info"
+    assert "vllm==0.50.0 is outside the versions qscale has read" in f["message"]
+    near = qscale("check", str(clean), "--engine", "vllm==0.33.0", "-f", "json")
+    assert json.loads(near.stdout)["findings"] == []
