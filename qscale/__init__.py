@@ -1,6 +1,8 @@
 """qscale: will this quantized checkpoint load correctly in vLLM or SGLang?
 
-Public API: read_checkpoint, resolve_quantization, check, and the report model.
+Public API: read_checkpoint, resolve_quantization, check, the report model, and for loader
+authors the load plan (plan_load, expand_shard_id, LoadPlan, MergedParam) and the simulated
+processing after load (process).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from qscale.checkpoint import Checkpoint, ModelConfig, read_checkpoint
 from qscale.errors import QscaleError
 from qscale.findings import Applicability, Finding, Fix, Location, Report, Severity
 from qscale.formats import ModuleQuant, QuantMap, resolve_quantization
+from qscale.loader import LoadPlan, MergedParam, ShardSlot, expand_shard_id, plan_load
+from qscale.processing import Processed, process
 from qscale.runner import CheckOptions, check
 from qscale.schemes import QuantArgs, QuantScheme, TensorSpec
 
@@ -20,18 +24,25 @@ __all__ = [
     "Checkpoint",
     "Finding",
     "Fix",
+    "LoadPlan",
     "Location",
+    "MergedParam",
     "ModelConfig",
     "ModuleQuant",
+    "Processed",
     "QscaleError",
     "QuantArgs",
     "QuantMap",
     "QuantScheme",
     "Report",
     "Severity",
+    "ShardSlot",
     "TensorSpec",
     "__version__",
     "check",
+    "expand_shard_id",
+    "plan_load",
+    "process",
     "read_checkpoint",
     "resolve_quantization",
 ]

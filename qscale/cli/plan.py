@@ -11,6 +11,7 @@ import typer
 from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
 from qscale.loader import LoadPlan, MergedParam, Slot, is_sentinel, plan_load
+from qscale.processing import Processed, process
 
 
 def _slot_json(v: Slot) -> float | str:
@@ -25,18 +26,43 @@ def _slot_text(v: Slot) -> str:
     return f"{v:.4g}" + (" (sentinel)" if is_sentinel(v) else "")
 
 
+def _processed_json(done: Processed) -> dict[str, Any]:
+    return {
+        "step": done.step.value,
+        "scale": None
+        if done.result is None and done.param.sources[0].expert is not None
+        else _slot_json(done.result),
+        "partitions": [
+            {"effect": o.effect.value, "used": _slot_json(o.used), "ratio": o.ratio}
+            for o in done.partitions
+        ],
+    }
+
+
 def plan_dict(plan: LoadPlan, params: list[MergedParam]) -> dict[str, Any]:
-    """The plan as JSON-ready data: scale slots grouped under their merged layer."""
+    """The plan as JSON-ready data: scale slots grouped under their merged layer, and what
+    processing after load makes of them."""
+    processed = {d.param.name: d for d in process(plan)}
     layers: dict[str, dict[str, Any]] = {}
     for p in params:
         module, _, leaf = p.name.rpartition(".")
         entry = layers.setdefault(
-            module, {"name": module, "partitions": None, "slots": {}, "sources": {}, "errors": []}
+            module,
+            {
+                "name": module,
+                "partitions": None,
+                "slots": {},
+                "after_processing": {},
+                "sources": {},
+                "errors": [],
+            },
         )
         if p.partitions is not None:
             entry["partitions"] = list(p.partitions)
         if p.slots is not None:
             entry["slots"][leaf] = [_slot_json(v) for v in p.slots]
+        if p.name in processed:
+            entry["after_processing"][leaf] = _processed_json(processed[p.name])
         entry["sources"][leaf] = [
             {
                 "tensor": s.source,
@@ -76,6 +102,7 @@ def plan_cmd(
     """
     plan = plan_load(read_checkpoint(model), engine)
     params = [p for p in plan.params.values() if param is None or param in p.name]
+    processed = {d.param.name: d for d in process(plan)}
     if fmt == OutputFormat.json:
         emit(json.dumps(plan_dict(plan, params), indent=2) + "\n", output)
         return
@@ -91,6 +118,10 @@ def plan_cmd(
         lines.append(f"{p.name}{parts}")
         if p.slots is not None:
             lines.append("    slots: [" + ", ".join(_slot_text(v) for v in p.slots) + "]")
+        done = processed.get(p.name)
+        if done is not None and any(o.effect.value != "exact" for o in done.partitions):
+            effects = ", ".join(f"{o.index}: {o.effect.value}" for o in done.partitions[:8])
+            lines.append(f"    after processing ({done.step.value}): {effects}")
         lines.extend(f"    <- {s.source} shard {s.shard_id!r}" for s in p.sources[:8])
         lines.extend(f"    error: {e}" for e in p.errors)
     emit("\n".join(lines) + "\n", output)

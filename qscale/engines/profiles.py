@@ -9,11 +9,13 @@ vLLM ``MergedColumnParallelLinear.weight_loader_v2`` and friends, per release:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 INF_VERSION = (10**6,)
 FP8_SENTINEL = -3.4028234663852886e38  #: torch.finfo(torch.float32).min
+FP8_E4M3_MIN = -448.0  #: torch.finfo(torch.float8_e4m3fn).min
 #: vLLM's ModelOpt loader: "ModelOpt currently only supports: ..." (seen refusing MXFP4 in real
 #: vLLM 0.19.1, 0.20.0 and 0.32.0)
 VLLM_MODELOPT_ALGOS = frozenset(
@@ -27,6 +29,48 @@ VLLM_MODELOPT_ALGOS = frozenset(
         "MIXED_PRECISION",
     }
 )
+
+
+class PostLoad(str, Enum):
+    """How ``process_weights_after_loading`` collapses a per-tensor scale's slots."""
+
+    #: FP8 weights: each partition dequantized with its slot, requantized with the max
+    #: (skipped, "fused on disk", when the last slot is still the sentinel)
+    REQUANTIZE_MAX = "requantize-max"
+    ACT_MAX = "activation-max"  #: activations quantized with the max: coarser, still correct
+    ACT_MAX_DIVISOR = "activation-max-divisor"  #: the same for a divisor (1 / max)
+    WEIGHT_MAX = "weight-max"  #: weights used with the max multiplier, no requantization
+    WEIGHT_MAX_DIVISOR = "weight-max-divisor"  #: weights used with 1 / max, no requantization
+    WEIGHT_FIRST_COLUMN = "weight-first-column"  #: fused MoE w13: w1's column serves w3 too
+
+    @property
+    def requantizes(self) -> bool:
+        """Whether partitions that differ from the common scale stay correct (lossy)."""
+        return self in (PostLoad.REQUANTIZE_MAX, PostLoad.ACT_MAX, PostLoad.ACT_MAX_DIVISOR)
+
+    @property
+    def divisor(self) -> bool:
+        """Whether the stored scale divides (compressed-tensors NVFP4 global scales)."""
+        return self in (PostLoad.ACT_MAX_DIVISOR, PostLoad.WEIGHT_MAX_DIVISOR)
+
+
+#: vLLM 0.18–0.33 ``process_weights_after_loading``, by engine parameter leaf (facts §4):
+#: w8a8_utils.requantize_with_max_scale (CT W8A8-FP8, Fp8Config, Quark FP8, ModelOpt FP8 when
+#: the slots differ); ``input_scale.max()``; CT NVFP4 ``1 / weight_global_scale.max()``;
+#: ModelOpt NVFP4 ``weight_scale_2.max()``; fused-MoE ``w13_*[:, 0]`` with a warning
+#: ("w1_weight_scale_2 must match w3_weight_scale_2").
+VLLM_POST_LOAD: dict[str, PostLoad] = {
+    "weight_scale": PostLoad.REQUANTIZE_MAX,
+    "input_scale": PostLoad.ACT_MAX,
+    "weight_global_scale": PostLoad.WEIGHT_MAX_DIVISOR,
+    "input_global_scale": PostLoad.ACT_MAX_DIVISOR,
+    "weight_scale_2": PostLoad.WEIGHT_MAX,
+    "w13_weight_scale": PostLoad.REQUANTIZE_MAX,  # per expert: max(w1, w3)
+    "w13_input_scale": PostLoad.ACT_MAX,  # per layer: max over experts
+    "w2_input_scale": PostLoad.ACT_MAX,
+    "w13_weight_global_scale": PostLoad.WEIGHT_FIRST_COLUMN,
+    "w13_weight_scale_2": PostLoad.WEIGHT_FIRST_COLUMN,
+}
 
 
 class TupleScale(str, Enum):
@@ -58,6 +102,8 @@ class EngineProfile:
     expert_prefix: str = "experts."
     #: ModelOpt ``quant_algo`` values the engine loads (None: not modelled)
     modelopt_algos: frozenset[str] | None = VLLM_MODELOPT_ALGOS
+    #: ``process_weights_after_loading`` per scale leaf (None: not modelled)
+    post_load: Mapping[str, PostLoad] | None = field(default_factory=lambda: VLLM_POST_LOAD)
     references: tuple[str, ...] = ()
 
     @property
@@ -128,5 +174,6 @@ PROFILES: tuple[EngineProfile, ...] = (
         FP8_SENTINEL,
         FP8_SENTINEL,
         modelopt_algos=None,
+        post_load=None,
     ),
 )

@@ -25,6 +25,7 @@ from qscale.rules import (
     qs302_tensor_shape_mismatch,
     qs401_unfilled_scale_slot,
     qs402_engine_refuses_load,
+    qs403_fused_scale_mismatch,
 )
 from qscale.rules._api import Rule
 
@@ -48,6 +49,7 @@ ALL_RULES: tuple[Rule, ...] = (
     qs302_tensor_shape_mismatch.RULE,
     qs401_unfilled_scale_slot.RULE,
     qs402_engine_refuses_load.RULE,
+    qs403_fused_scale_mismatch.RULE,
 )
 #: Codes that existed once; never reuse them.
 REMOVED: dict[str, str] = {}

@@ -14,11 +14,22 @@ def run(tmp_path, engine, scheme="ct-fp8"):
 @pytest.mark.parametrize("engine", ["vllm==0.18.0", "vllm==0.19.0", "vllm==0.19.1"])
 def test_tuple_shard_per_tensor_scale_on_affected_vllm(tmp_path, engine):
     findings = run(tmp_path, engine)
-    assert {f.location.param for f in findings} == {f"{QKVZ}.weight_scale",
-                                                   f"{QKVZ}.input_scale"}
-    ws = next(f for f in findings if f.location.param.endswith("weight_scale"))
+    # the input_scale slots are unfilled too, but processing takes their max, which ignores
+    # -3.4e38: only the weight scale reaches the weights
+    [ws] = findings
+    assert ws.location.param == f"{QKVZ}.weight_scale"
     assert "-3.4e+38, -3.4e+38" in ws.message and "partition(s) 1, 2 never written" in ws.message
+    assert "dequantized with −3.4e38" in ws.message
     assert ws.location.tensor.endswith("in_proj_qkv.weight_scale")
+    assert ws.fix is not None and ws.fix.applicability.value == "safe"
+
+
+def test_nvfp4_global_scale_slots_from_uninitialised_memory(tmp_path):
+    findings = run(tmp_path, "vllm==0.19.1", scheme="ct-nvfp4")
+    assert {f.location.param for f in findings} == {
+        f"{QKVZ}.weight_global_scale", f"{QKVZ}.input_global_scale"}
+    assert all("uninitialized" in f.message and "arbitrary" in f.message for f in findings)
+    assert all(f.fix is not None and f.fix.applicability.value == "manual" for f in findings)
 
 
 @pytest.mark.parametrize("engine", ["vllm==0.20.0", "vllm==0.33.0", "sglang==0.5.12"])

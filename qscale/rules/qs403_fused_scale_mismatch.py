@@ -1,0 +1,100 @@
+"""Shards of a fused parameter carry different global scales, and the engine keeps only one.
+
+## What it checks
+Simulates the engine's processing after load (`process_weights_after_loading`) over the scale
+slots of every merged parameter and reports partitions that end up dequantized with another
+partition's scale, without requantization:
+
+- NVFP4 global scales (compressed-tensors `weight_global_scale`, a divisor; ModelOpt
+  `weight_scale_2`, a multiplier) that differ across the shards of a fused layer — q/k/v,
+  gate/up, Qwen3.5 `in_proj_qkv` + `in_proj_z`, `in_proj_b` + `in_proj_a`: vLLM takes the
+  maximum and does not rescale the FP8 block scales;
+- fused-MoE `w13` global scales whose w1 and w3 columns differ: vLLM uses column 0 for both.
+
+The message gives the ratio by which each affected partition's weights come out scaled.
+A relative difference of 1% or more is an error; a smaller one a warning.
+
+## Why it matters
+vLLM logs one warning ("the weight global scale is different for parallel layers …") and
+loads. Every weight of the smaller shard is then off by the same factor, a silent accuracy
+loss: on the real llm-compressor NVFP4 Qwen3.5-MoE fixture, `in_proj_qkv`'s values come out
+×0.91 because `in_proj_z` has a larger global scale.
+
+## Example
+`language_model.model.layers.0.linear_attn.in_proj_qkvz.weight_global_scale`: partitions 0, 1, 2
+dequantized ×0.914 (−8.6%): global scales [1.05e+04, …, 9.62e+03] collapse to one
+
+## Fix
+Unify the global scales of the fused shards and rescale their block scales to match
+(`qscale fix --unsafe-fixes`; the FP8 rounding of the rescaled block scales is reported), or
+re-export with a quantizer that fuses global scales for this architecture.
+"""
+
+from collections.abc import Iterator
+
+from qscale.processing import Effect, Processed, process
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+
+#: relative deviation at or above which a wrong scale is an error rather than a warning
+ERROR_DEVIATION = 0.01
+
+
+def _describe(done: Processed) -> tuple[str, float]:
+    wrong = [o for o in done.partitions if o.effect == Effect.WRONG_SCALE]
+    by_ratio: dict[float | None, list[int]] = {}
+    for o in wrong:
+        by_ratio.setdefault(o.ratio, []).append(o.index)
+    parts, worst = [], 0.0
+    for ratio, idx in by_ratio.items():
+        where = ", ".join(map(str, idx[:8])) + (" …" if len(idx) > 8 else "")
+        label = "expert column(s)" if done.param.sources[0].expert is not None else "partition(s)"
+        if ratio is None:
+            parts.append(f"{label} {where} are used with another shard's scale (own never loaded)")
+            worst = max(worst, 1.0)
+            continue
+        dev = ratio - 1.0
+        worst = max(worst, abs(dev))
+        parts.append(f"{label} {where} dequantized ×{ratio:.4g} ({dev:+.2%})")
+    return "; ".join(parts), worst
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report partitions processing leaves with another partition's scale."""
+    assert ctx.plan is not None
+    for done in process(ctx.plan):
+        if not any(o.effect == Effect.WRONG_SCALE for o in done.partitions):
+            continue
+        text, worst = _describe(done)
+        if worst == 0.0:
+            continue
+        severity = Severity.ERROR if worst >= ERROR_DEVIATION else Severity.WARNING
+        how = (
+            "w1's column is used for w3"
+            if done.step.value == "weight-first-column"
+            else "the engine keeps the maximum and does not rescale the block scales"
+        )
+        yield RULE.finding(
+            f"`{done.param.name}` on {ctx.plan.engine.label}: {text}; the shards' scales differ"
+            f" and {how}",
+            ctx.at_param(done.param),
+            fix=FIX,
+            severity=severity,
+        )
+
+
+FIX = Fix(
+    "unify the fused shards' global scales and rescale their block scales"
+    " (qscale fix --unsafe-fixes)",
+    Applicability.UNSAFE,
+)
+
+RULE = Rule(
+    code="QS403",
+    name="fused-scale-mismatch",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+    needs_plan=True,
+    reads_values=True,
+    fixable=Applicability.UNSAFE,
+)
