@@ -147,10 +147,12 @@ def step_for(plan: LoadPlan, param: MergedParam) -> PostLoad | None:
 
 
 def process(plan: LoadPlan) -> Iterator[Processed]:
-    """Every per-tensor scale parameter of the plan, after processing."""
+    """Every per-tensor scale parameter of the plan, after processing (layers the engine
+    refuses to load are left out: they never get that far)."""
+    refused = {p.name.rpartition(".")[0] for p in plan.params.values() if p.errors}
     for p in plan.params.values():
         step = step_for(plan, p)
-        if step is None or p.errors:
+        if step is None or p.name.rpartition(".")[0] in refused:
             continue
         done = process_param(p, step)
         if done is not None:

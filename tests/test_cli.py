@@ -128,7 +128,8 @@ def test_readme_example_reports_the_vllm_0_19_1_slot_bug_and_not_on_0_20():
     assert data["engine"] == "vllm==0.19.1"
     params = sorted(f["location"]["param"] for f in data["findings"])
     qkvz = "language_model.model.layers.0.linear_attn.in_proj_qkvz"
-    assert params == [f"{qkvz}.input_scale", f"{qkvz}.weight_scale"]
+    # the input_scale slots are unfilled too, but the max over them ignores -3.4e38
+    assert params == [f"{qkvz}.weight_scale"]
     assert all(f["code"] == "QS401" for f in data["findings"])
     assert qscale("check", EXAMPLE, "--engine", "vllm==0.20.0").returncode == 0
 

@@ -102,6 +102,11 @@ class EngineProfile:
     expert_prefix: str = "experts."
     #: ModelOpt ``quant_algo`` values the engine loads (None: not modelled)
     modelopt_algos: frozenset[str] | None = VLLM_MODELOPT_ALGOS
+    #: quant methods whose config the engine applies to ``lm_head`` (``ParallelLMHead``) and to
+    #: embeddings (``VocabParallelEmbedding``); any other method builds them unquantized.
+    #: None: not modelled. Read from each release's ``get_quant_method``.
+    quantized_lm_head: frozenset[str] | None = frozenset()
+    quantized_embedding: frozenset[str] | None = frozenset()
     #: ``process_weights_after_loading`` per scale leaf (None: not modelled)
     post_load: Mapping[str, PostLoad] | None = field(default_factory=lambda: VLLM_POST_LOAD)
     references: tuple[str, ...] = ()
@@ -147,6 +152,7 @@ PROFILES: tuple[EngineProfile, ...] = (
         "assert",
         FP8_SENTINEL,
         FP8_SENTINEL,
+        quantized_lm_head=frozenset({"compressed-tensors"}),  # seen in 0.20.0
         references=("vLLM PR #38517",),
     ),
     # Fused-MoE parameters moved under `experts.routed_experts.` (RoutedExperts) somewhere
@@ -162,6 +168,9 @@ PROFILES: tuple[EngineProfile, ...] = (
         FP8_SENTINEL,
         FP8_SENTINEL,
         expert_prefix="experts.routed_experts.",
+        # seen in 0.32.0: ModelOpt lm_head; CT embeddings (weight-only INT group/channel only)
+        quantized_lm_head=frozenset({"compressed-tensors", "modelopt"}),
+        quantized_embedding=frozenset({"compressed-tensors"}),
         references=("vLLM PR #38517",),
     ),
     EngineProfile(
@@ -174,6 +183,8 @@ PROFILES: tuple[EngineProfile, ...] = (
         FP8_SENTINEL,
         FP8_SENTINEL,
         modelopt_algos=None,
+        quantized_lm_head=None,
+        quantized_embedding=None,
         post_load=None,
     ),
 )

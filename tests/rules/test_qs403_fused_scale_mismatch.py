@@ -11,7 +11,8 @@ P = "model.language_model.layers"
 
 
 def run(path, engine="vllm==0.20.0"):
-    return list(check(read_checkpoint(path), CheckOptions(select=["QS403"], engine=engine)).findings)
+    report = check(read_checkpoint(path), CheckOptions(select=["QS403"], engine=engine))
+    return list(report.findings)
 
 
 def test_nvfp4_global_scales_differ_across_in_proj_qkv_and_z(tmp_path):

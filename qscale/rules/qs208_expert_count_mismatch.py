@@ -1,0 +1,101 @@
+"""The routed experts on disk do not match the expert count or size in `config.json`.
+
+## What it checks
+For every MoE layer: the experts stored (per-expert `experts.{e}.…` tensors or the leading
+dimension of fused 3-D `experts.gate_up_proj`) against the config's expert count
+(`num_experts`, `n_routed_experts` or `num_local_experts`) — indices must be exactly
+0 … N−1 — and each expert's gate/up/down shape against `moe_intermediate_size`.
+
+## Why it matters
+The engine builds every MoE layer with the config's count and size. Extra experts fail the
+load ("no module or parameter named …experts.128…" or an index error); missing ones leave
+their slices of the fused weights uninitialised and the router still sends tokens there.
+REAP-pruned trunks and full-width MTP heads are the usual sources.
+
+## Example
+`model.layers.1.mlp.experts`: 2 experts stored (0–1), config `num_experts` = 4
+
+## Fix
+Make `config.json` agree with the tensors (after pruning, update `num_experts` and the router
+shape), or re-export the checkpoint.
+"""
+
+import re
+from collections.abc import Iterator
+
+from qscale.modules import ModuleKind
+from qscale.rules._api import Applicability, Context, Finding, Fix, ModuleQuant, Rule, Severity
+
+COUNT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts")
+EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)$")
+
+
+def _config_count(ctx: Context) -> tuple[str, int] | None:
+    for key in COUNT_KEYS:
+        v = ctx.checkpoint.config.get(key)
+        if isinstance(v, int) and v > 0:
+            return key, v
+    return None
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report MoE layers whose stored experts disagree with the config."""
+    cfg = _config_count(ctx)
+    inter = ctx.checkpoint.config.get("moe_intermediate_size")
+    layers: dict[str, set[int]] = {}
+    first: dict[str, str] = {}
+    for name, mq in ctx.quant.modules.items():
+        m = EXPERT.match(name)
+        if m is not None:
+            layers.setdefault(m.group(1), set()).add(int(m.group(2)))
+            first.setdefault(m.group(1), next(iter(mq.module.tensors.values())).name)
+            yield from _size(ctx, mq, m.group(3), inter)
+        elif mq.module.kind == ModuleKind.FUSED_EXPERTS:
+            n = next(iter(mq.module.tensors.values())).shape[0]
+            layers[name] = set(range(n))
+            first[name] = next(iter(mq.module.tensors.values())).name
+    if cfg is None:
+        return
+    key, want = cfg
+    for layer, idx in sorted(layers.items()):
+        if idx == set(range(want)):
+            continue
+        span = f"{min(idx)}–{max(idx)}" if idx else "none"
+        gaps = sorted(set(range(max(idx) + 1)) - idx)[:5] if idx else []
+        extra = f", missing {', '.join(map(str, gaps))}" if gaps else ""
+        yield RULE.finding(
+            f"`{layer}`: {len(idx)} experts stored ({span}{extra}), config `{key}` = {want}",
+            ctx.at(first[layer]),
+            fix=FIX,
+        )
+
+
+def _size(ctx: Context, mq: ModuleQuant, proj: str, inter: object) -> Iterator[Finding]:
+    fam = ctx.plan.family if ctx.plan else None
+    if not isinstance(inter, int) or mq.logical_shape is None or fam is None or not fam.experts:
+        return
+    out, inp = mq.logical_shape
+    names = fam.experts
+    got = out if proj in (names.gate, names.up) else inp if proj == names.down else None
+    if got is None or got == inter:
+        return
+    first = next(iter(mq.module.tensors.values())).name
+    yield RULE.finding(
+        f"`{mq.module.name}` is {out}×{inp}; config `moe_intermediate_size` = {inter}",
+        ctx.at(first),
+        fix=FIX,
+    )
+
+
+FIX = Fix(
+    "make config.json's expert count and size agree with the stored experts",
+    Applicability.MANUAL,
+)
+
+RULE = Rule(
+    code="QS208",
+    name="expert-count-mismatch",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+)

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+from builders import qwen3_5_moe
+
+from qscale import CheckOptions, check, read_checkpoint
+from rules.helpers import run
+
+REAL = Path(__file__).parents[1] / "fixtures" / "real"
+P = r"model\.language_model\.layers"
+
+
+def test_config_names_more_experts_than_stored(tmp_path):
+    findings = run(qwen3_5_moe("ct-fp8").set_config("/text_config/num_experts", 4), tmp_path,
+                   "QS208")
+    assert len(findings) == 2  # both MoE layers
+    assert "2 experts stored (0–1), config `num_experts` = 4" in findings[0].message
+
+
+def test_a_pruned_expert_in_the_middle(tmp_path):
+    built = qwen3_5_moe("bf16").drop(rf"{P}\.0\.mlp\.experts\.0\.")
+    [f] = run(built, tmp_path, "QS208")
+    assert "layers.0.mlp.experts" in f.location.tensor
+    assert "1 experts stored (1–1, missing 0)" in f.message
+
+
+def test_expert_size_disagrees_with_config(tmp_path):
+    built = qwen3_5_moe("bf16").set_config("/text_config/moe_intermediate_size", 256)
+    findings = run(built, tmp_path, "QS208")
+    assert findings and all("moe_intermediate_size` = 256" in f.message for f in findings)
+
+
+@pytest.mark.parametrize("scheme", ["bf16", "ct-w4a16", "ct-nvfp4", "quark-mxfp4"])
+def test_near_miss_matching(tmp_path, scheme):
+    assert run(qwen3_5_moe(scheme), tmp_path, "QS208") == []
+
+
+@pytest.mark.parametrize("fixture", ["base-gpt_oss", "llmc-deepseek_v2-FP8",
+                                     "llmc-qwen2_moe-W4A16", "llmc-qwen3_next-FP8"])
+def test_near_miss_real_checkpoints(fixture):
+    report = check(read_checkpoint(REAL / fixture), CheckOptions(select=["QS208"]))
+    assert report.findings == ()
