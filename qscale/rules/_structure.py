@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from qscale.families import FAMILIES
 from qscale.formats import ModuleQuant
 from qscale.modules import ModuleKind
 from qscale.rules._api import Context
@@ -56,6 +57,41 @@ class Present:
     mq: ModuleQuant
     spec: TensorSpec
     tensor: TensorInfo
+
+
+#: Scale spellings producers use for the same tensor (failure class 8): stored -> expected.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "weight_scale_inv": ("weight_scale",),  # DeepSeek-style block FP8 vs compressed-tensors
+    "weight_scale": ("weight_scale_inv",),
+    "scale_weight": ("weight_scale", "weight_scale_inv"),  # ComfyUI-style exports
+    "weight_quantizer.scale": ("weight_scale",),  # Quark hf_format quantizer state
+    "input_quantizer.scale": ("input_scale",),
+}
+
+
+def misnamed(mq: ModuleQuant, tensors: Mapping[str, TensorInfo]) -> dict[str, str]:
+    """Expected tensor name -> stored tensor name, for scheme tensors stored under another
+    producer's spelling (``weight_scale_inv`` where the format reads ``weight_scale``)."""
+    if mq.scheme is None:
+        return {}
+    out: dict[str, str] = {}
+    for spec in mq.scheme.tensors:
+        if spec.param in mq.module.tensors:
+            continue
+        for stored, expected in ALIASES.items():
+            name = mq.module.tensor_name(stored)
+            if spec.param in expected and name in tensors:
+                out[mq.module.tensor_name(spec.param)] = name
+    return out
+
+
+def draft_prefixes(ctx: Context) -> tuple[str, ...]:
+    """Name prefixes of draft (MTP) layers: the main model skips them, the draft model loads
+    them with the same quantization config (QS207 judges them)."""
+    if ctx.plan is not None:
+        return ctx.plan.family.skip_prefixes
+    fam = FAMILIES.get(ctx.checkpoint.config.architecture or "")
+    return fam.skip_prefixes if fam else ()
 
 
 def stored_unquantized(mq: ModuleQuant) -> bool:

@@ -22,16 +22,19 @@ Re-export with calibration, or declare dynamic activations in the config when th
 from collections.abc import Iterator
 
 from qscale.rules._api import Context, Finding, Location, Rule, Severity
-from qscale.rules._structure import checked_modules
+from qscale.rules._structure import checked_modules, misnamed
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report each absent tensor of every checked module."""
     for mq in checked_modules(ctx):
         assert mq.scheme is not None
+        renamed = misnamed(mq, ctx.checkpoint.tensors)  # QS209's
         for spec in mq.scheme.tensors:
             if spec.param not in mq.module.tensors:
                 name = mq.module.tensor_name(spec.param)
+                if name in renamed:
+                    continue
                 some = next(iter(mq.module.tensors.values()))
                 yield RULE.finding(
                     f"`{name}` is missing; `{mq.module.name}` is {mq.scheme.label}"

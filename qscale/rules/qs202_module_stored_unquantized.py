@@ -3,8 +3,8 @@
 ## What it checks
 Finds modules whose resolved scheme is quantized while the checkpoint holds a plain
 BF16/F16/F32 `weight` and no quantization tensor for them — typically a module the quantizer
-skipped (a shared expert, `linear_attn`, an MTP layer) without adding it to the config's
-ignore/exclude list.
+skipped (a shared expert, `linear_attn`) without adding it to the config's ignore/exclude
+list. MTP draft layers are QS207's.
 
 ## Why it matters
 The engine builds the module quantized from the config and then meets a float weight:
@@ -22,12 +22,15 @@ Add the module to the ignore/exclude list (what the quantizer meant), or quantiz
 from collections.abc import Iterator
 
 from qscale.rules._api import Context, Finding, Rule, Severity
-from qscale.rules._structure import stored_unquantized
+from qscale.rules._structure import draft_prefixes, stored_unquantized
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report quantized-by-config modules that hold only a float weight."""
+    drafts = draft_prefixes(ctx)
     for mq in ctx.quant.modules.values():
+        if drafts and mq.module.name.startswith(drafts):
+            continue  # MTP layers load only with speculative decoding: QS207's
         if stored_unquantized(mq):
             assert mq.scheme is not None
             w = mq.module.tensors["weight"]

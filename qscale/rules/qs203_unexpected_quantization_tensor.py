@@ -22,7 +22,7 @@ Exclude the module from quantization and re-export, or dequantize it (`qscale fi
 from collections.abc import Iterator
 
 from qscale.rules._api import Context, Finding, Rule, Severity
-from qscale.rules._structure import BENIGN, QUANT_PARAMS, stored_unquantized
+from qscale.rules._structure import BENIGN, QUANT_PARAMS, misnamed, stored_unquantized
 
 
 def check(ctx: Context) -> Iterator[Finding]:
@@ -34,8 +34,9 @@ def check(ctx: Context) -> Iterator[Finding]:
         if scheme is not None and not scheme.tensors:
             continue  # scheme not modelled tensor by tensor
         wanted = {s.param for s in scheme.tensors} if scheme else set()
+        renamed = set(misnamed(mq, ctx.checkpoint.tensors).values())  # QS209's
         for param, t in mq.module.tensors.items():
-            if param in wanted or param in BENIGN:
+            if param in wanted or param in BENIGN or t.name in renamed:
                 continue
             if scheme is None and param not in QUANT_PARAMS:
                 continue

@@ -1,0 +1,69 @@
+"""MTP / draft layers are stored in one precision but the config builds them in another.
+
+## What it checks
+Modules under the family's draft prefixes (Qwen3.5 / Qwen3-Next `mtp.`), which the main model
+skips and the MTP draft model loads with the **same** quantization config: a module stored in
+BF16 that the config quantizes (it is missing from `ignore`/`exclude`), or a module stored
+quantized that the config leaves unquantized.
+
+## Why it matters
+Without speculative decoding nothing happens. With `--speculative-config '{"method": "mtp"}'`
+the draft model is built from the config, and the load fails on the missing scale tensors, or
+loads FP8 codes as BF16 and accepts almost no draft tokens — a throughput regression that looks
+like a speculative-decoding problem. Quantizers often skip MTP layers (they are not part of the
+`ForCausalLM` forward pass they calibrate) but forget to add them to the ignore list.
+
+## Example
+`mtp.layers.0.mlp.experts.0.gate_proj` is stored as BF16 but resolves to FP8 per-tensor, static
+act (config_groups.group_0 (target `Linear`)); the MTP draft model would build it quantized
+
+## Fix
+Add the MTP layers to the ignore list (`re:^mtp\\..*`), or quantize them like the main model.
+"""
+
+from collections.abc import Iterator
+
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+from qscale.rules._structure import QUANT_PARAMS, draft_prefixes, stored_unquantized
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report draft-layer modules whose stored precision disagrees with the config."""
+    prefixes = draft_prefixes(ctx)
+    if not prefixes:
+        return
+    for name, mq in ctx.quant.modules.items():
+        if not name.startswith(prefixes):
+            continue
+        first = next(iter(mq.module.tensors.values())).name
+        if stored_unquantized(mq):
+            assert mq.scheme is not None
+            w = mq.module.tensors["weight"]
+            yield RULE.finding(
+                f"`{name}` is stored as {w.dtype} but resolves to {mq.scheme.label}"
+                f" ({mq.resolution.reason}); the MTP draft model would build it quantized",
+                ctx.at(first),
+                fix=FIX,
+            )
+        elif mq.scheme is None and (quant := sorted(QUANT_PARAMS & mq.module.tensors.keys())):
+            yield RULE.finding(
+                f"`{name}` is stored quantized ({', '.join(quant)})"
+                f" but the config leaves it unquantized ({mq.resolution.reason}); the MTP draft"
+                " model would build it in BF16",
+                ctx.at(first),
+                fix=FIX,
+            )
+
+
+FIX = Fix(
+    "add the MTP layers to the ignore list (qscale fix), or quantize them like the main model",
+    Applicability.SAFE,
+)
+
+RULE = Rule(
+    code="QS207",
+    name="draft-layer-quantization-mismatch",
+    severity=Severity.WARNING,
+    doc=__doc__ or "",
+    check=check,
+)
