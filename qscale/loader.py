@@ -50,6 +50,15 @@ class MergedParam:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A whole-checkpoint reason the engine refuses to load, and the config key behind it."""
+
+    reason: str
+    file: str  #: the config file holding the cause
+    key: str  #: JSON pointer, e.g. /architectures
+
+
+@dataclass(frozen=True, slots=True)
 class LoadPlan:
     """Output of plan_load."""
 
@@ -58,7 +67,7 @@ class LoadPlan:
     params: Mapping[str, MergedParam]
     skipped: tuple[str, ...] = ()  #: tensors the engine skips on purpose (e.g. mtp.*)
     notes: tuple[str, ...] = field(default=())
-    refusals: tuple[str, ...] = ()  #: whole-checkpoint reasons the engine refuses to load
+    refusals: tuple[Refusal, ...] = ()  #: whole-checkpoint reasons the engine refuses to load
 
     def param(self, name: str) -> MergedParam:
         """A parameter by its engine name."""
@@ -145,18 +154,24 @@ def plan_load(
             f" {spec.engine} {spec.profile.range_label}",
         )
     )
-    return LoadPlan(spec, fam, params, tuple(skipped), notes, _refusals(spec, quant))
+    return LoadPlan(spec, fam, params, tuple(skipped), notes, _refusals(ckpt, spec, quant))
 
 
-def _refusals(spec: EngineSpec, quant: QuantMap) -> tuple[str, ...]:
+def _refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[Refusal, ...]:
+    out = []
+    arch = ckpt.config.architecture or ""
+    broken = spec.profile.unsupported_architectures.get(arch)
+    if broken is not None:
+        out.append(Refusal(f"cannot build {arch}: {broken}", "config.json", "/architectures"))
     algos = spec.profile.modelopt_algos
     fmt = quant.format
-    if not isinstance(fmt, ModelOptConfig) or algos is None or fmt.algo in algos:
-        return ()
-    return (
-        f"{spec.engine}'s ModelOpt loader does not support quant_algo {fmt.algo}"
-        f" (it supports {', '.join(sorted(algos))})",
-    )
+    if isinstance(fmt, ModelOptConfig) and algos is not None and fmt.algo not in algos:
+        reason = (
+            f"{spec.engine}'s ModelOpt loader does not support quant_algo {fmt.algo}"
+            f" (it supports {', '.join(sorted(algos))})"
+        )
+        out.append(Refusal(reason, fmt.config_key, "/quant_algo"))
+    return tuple(out)
 
 
 def _partitions(

@@ -54,6 +54,13 @@ class PostLoad(str, Enum):
         return self in (PostLoad.ACT_MAX_DIVISOR, PostLoad.WEIGHT_MAX_DIVISOR)
 
 
+#: The text-only Qwen3.5-MoE class: real vLLM 0.19.1 and 0.20.0 fail before loading any weight
+#: (seen on every real text-only checkpoint of the oracle set; 0.32.0 loads them).
+QWEN3_5_TEXT_BROKEN = {
+    "Qwen3_5MoeForCausalLM": "AttributeError: 'Qwen3_5MoeTextConfig' object has no attribute"
+    " 'vision_config' (the text-only class reads the multimodal config)"
+}
+
 #: vLLM 0.18–0.33 ``process_weights_after_loading``, by engine parameter leaf (facts §4):
 #: w8a8_utils.requantize_with_max_scale (CT W8A8-FP8, Fp8Config, Quark FP8, ModelOpt FP8 when
 #: the slots differ); ``input_scale.max()``; CT NVFP4 ``1 / weight_global_scale.max()``;
@@ -107,6 +114,8 @@ class EngineProfile:
     #: None: not modelled. Read from each release's ``get_quant_method``.
     quantized_lm_head: frozenset[str] | None = frozenset()
     quantized_embedding: frozenset[str] | None = frozenset()
+    #: architectures the release cannot build, with the engine's own error
+    unsupported_architectures: Mapping[str, str] = field(default_factory=dict)
     #: ``process_weights_after_loading`` per scale leaf (None: not modelled)
     post_load: Mapping[str, PostLoad] | None = field(default_factory=lambda: VLLM_POST_LOAD)
     references: tuple[str, ...] = ()
@@ -141,6 +150,7 @@ PROFILES: tuple[EngineProfile, ...] = (
         "assert",
         FP8_SENTINEL,
         FP8_SENTINEL,
+        unsupported_architectures=QWEN3_5_TEXT_BROKEN,
         references=("vLLM PR #38517", "vLLM issue #38197"),
     ),
     EngineProfile(
@@ -153,6 +163,7 @@ PROFILES: tuple[EngineProfile, ...] = (
         FP8_SENTINEL,
         FP8_SENTINEL,
         quantized_lm_head=frozenset({"compressed-tensors"}),  # seen in 0.20.0
+        unsupported_architectures=QWEN3_5_TEXT_BROKEN,  # seen in 0.20.0; 0.21 not run
         references=("vLLM PR #38517",),
     ),
     # Fused-MoE parameters moved under `experts.routed_experts.` (RoutedExperts) somewhere

@@ -5,7 +5,9 @@ Runs the load plan for `--engine` and reports every merged parameter the engine'
 refuse: shards of one fused layer (q/k/v, gate/up, Qwen3.5 `in_proj_qkv`+`in_proj_z`,
 DeepSeek `q_a_proj`+`kv_a_proj_with_mqa`) that are partly quantized and partly not, or that
 resolve to different schemes; a per-tensor scale with more than one element where the
-engine's slot takes one; a tuple shard id on an engine version without tuple support.
+engine's slot takes one; a tuple shard id on an engine version without tuple support; a
+ModelOpt `quant_algo` the engine's ModelOpt loader rejects; an architecture the release cannot
+build (vLLM 0.19.1 and 0.20.0 fail on the text-only `Qwen3_5MoeForCausalLM` class).
 
 ## Why it matters
 These fail at start-up on the GPU host, after the weights were downloaded and the engine
@@ -29,11 +31,10 @@ from qscale.rules._api import Context, Finding, Location, Rule, Severity
 def check(ctx: Context) -> Iterator[Finding]:
     """Report the plan's load errors, one finding per cause."""
     assert ctx.plan is not None
-    qf = ctx.quant.format
-    for reason in ctx.plan.refusals:
+    for refusal in ctx.plan.refusals:
         yield RULE.finding(
-            f"{ctx.plan.engine.label}: {reason}",
-            Location(file=qf.config_key if qf else None, key="/quant_algo"),
+            f"{ctx.plan.engine.label}: {refusal.reason}",
+            Location(file=refusal.file, key=refusal.key),
         )
     for p in ctx.plan.params.values():
         for err in p.errors:

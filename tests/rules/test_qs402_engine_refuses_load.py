@@ -61,3 +61,15 @@ def test_modelopt_algorithm_vllm_does_not_load(tmp_path):
 
 def test_near_miss_modelopt_nvfp4(tmp_path):
     assert run(_modelopt("NVFP4"), tmp_path) == []
+
+
+@pytest.mark.parametrize(("engine", "refused"), [("vllm==0.19.1", True), ("vllm==0.20.0", True),
+                                                  ("vllm==0.33.0", False)])
+def test_text_only_qwen3_5_class_on_vllm_before_0_22(tmp_path, engine, refused):
+    # real vLLM 0.19.1 and 0.20.0 raised this on every text-only real-tool checkpoint
+    built = qwen3_5_moe("ct-fp8-dynamic").set_config("/architectures", ["Qwen3_5MoeForCausalLM"])
+    findings = run(built, tmp_path, engine)
+    assert bool(findings) == refused
+    if refused:
+        [f] = findings
+        assert f.location.key == "/architectures" and "vision_config" in f.message
