@@ -8,7 +8,8 @@ under the selected engine profile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from qscale.checkpoint import Checkpoint
@@ -100,16 +101,35 @@ def family_for(ckpt: Checkpoint) -> Family:
 
 
 def engine_name(fam: Family, name: str) -> str:
-    """Apply the family's prefix renames."""
+    """Apply the family's substring and prefix renames (the order of vLLM's WeightsMapper)."""
+    for old, new in fam.substr_map:
+        if old in name:
+            name = name.replace(old, new, 1)
     for old, new in fam.prefix_map:
         if name.startswith(old):
             return new + name[len(old) :]
     return name
 
 
+def _suffixed(fam: Family, spec: EngineSpec, name: str) -> str | None:
+    """The suffix rename of a fused-on-disk tensor (gpt-oss ``experts.gate_up_proj`` ->
+    ``experts.w13_weight``), placed under the profile's fused-MoE prefix."""
+    for old, new in fam.suffix_map:
+        if name.endswith(old):
+            name = name[: -len(old)] + new
+            head, sep, tail = name.rpartition(".experts.")
+            if sep and tail.startswith(("w13_", "w2_")):
+                return f"{head}.{spec.profile.expert_prefix}{tail}"
+            return name
+    return None
+
+
 def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot]:
     """The engine parameter a checkpoint tensor loads into, and its shard."""
     eng = engine_name(fam, name)
+    renamed = _suffixed(fam, spec, eng)
+    if renamed is not None:
+        return renamed, ShardSlot(name, None)
     ex = fam.experts
     if ex is not None and ".experts." in eng:
         head, _, tail = eng.partition(".experts.")
@@ -305,6 +325,15 @@ def _expert_slots(
         col = 1 if (cols == 2 and s.shard_id == "w3") else 0
         slots[s.expert * cols + col] = value
     return MergedParam(pname, sources, parts, tuple(slots))
+
+
+def unfilled_params(plan: LoadPlan, engine_params: Iterable[str]) -> list[str]:
+    """Engine parameters (e.g. a loaded model's ``named_parameters()``) that no checkpoint
+    tensor fills, leaving out the ones the engine owns (KV-cache scales, act-order indices)."""
+    owned = [re.compile(p) for p in plan.engine.profile.engine_owned]
+    return sorted(
+        p for p in engine_params if p not in plan.params and not any(o.search(p) for o in owned)
+    )
 
 
 def is_sentinel(v: Slot) -> bool:

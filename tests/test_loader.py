@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from builders import qwen3_5_moe
 
-from qscale import read_checkpoint
+from qscale import CheckOptions, check, read_checkpoint
 from qscale.engines import parse_engine
 from qscale.engines.profiles import FP8_SENTINEL
 from qscale.errors import UnknownEngine
-from qscale.loader import expand_shard_id, plan_load
+from qscale.loader import expand_shard_id, plan_load, unfilled_params
 
 P = "model.language_model.layers.0.linear_attn"
 QKVZ = "language_model.model.layers.0.linear_attn.in_proj_qkvz"
@@ -136,7 +136,20 @@ def test_seed_checkpoint_in_proj_qkvz_slots_equal_real_vllm(version):
 @pytest.mark.parametrize(("golden", "ckpt_dir"), list(_golden_cases()))
 def test_every_predicted_parameter_exists_in_real_vllm(golden, ckpt_dir):
     """No checkpoint tensor is mapped to a parameter name real vLLM does not have."""
-    if ckpt_dir.name.endswith("gpt_oss") or "gpt_oss-" in ckpt_dir.name:
-        pytest.skip("gpt-oss suffix renames (experts, attn, embedding) are not modelled yet")
     plan = plan_load(read_checkpoint(ckpt_dir), f"vllm=={golden['vllm_version']}")
     assert sorted(set(plan.params) - set(golden["params"])) == []
+
+
+@pytest.mark.parametrize(("golden", "ckpt_dir"), list(_golden_cases()))
+def test_every_real_vllm_parameter_is_filled_or_engine_owned(golden, ckpt_dir):
+    """The other direction: what real vLLM held that no checkpoint tensor fed is either a
+    parameter the engine owns, or a tensor missing from the checkpoint that QS201 reports."""
+    ckpt = read_checkpoint(ckpt_dir)
+    plan = plan_load(ckpt, f"vllm=={golden['vllm_version']}")
+    unfilled = unfilled_params(plan, golden["params"])
+    if not unfilled:
+        return
+    report = check(ckpt, CheckOptions(select=["QS201"], engine=f"vllm=={golden['vllm_version']}"))
+    missing_layers = {f.location.tensor.rsplit(".", 2)[0] for f in report.findings}
+    assert all(p.endswith("input_scale") for p in unfilled), unfilled
+    assert missing_layers, "unfilled engine parameters but no QS201 finding"

@@ -54,6 +54,15 @@ class PostLoad(str, Enum):
         return self in (PostLoad.ACT_MAX_DIVISOR, PostLoad.WEIGHT_MAX_DIVISOR)
 
 
+#: Parameters vLLM creates and fills itself, never from a checkpoint tensor of that name:
+#: attention KV-cache quantization parameters (``Attention.k_scale`` …; checkpoint spellings are
+#: remapped onto them, see QS701) and GPTQ/Marlin act-order indices. Regexes on the full name.
+VLLM_ENGINE_OWNED = (
+    r"\.attn\.(q|k|v)_(scale|zero_point)$",
+    r"\.attn\.prob_scale$",
+    r"g_idx(_sort_indices)?$",
+)
+
 #: The text-only Qwen3.5-MoE class: real vLLM 0.19.1 and 0.20.0 fail before loading any weight
 #: (seen on every real text-only checkpoint of the oracle set; 0.32.0 loads them).
 QWEN3_5_TEXT_BROKEN = {
@@ -114,6 +123,8 @@ class EngineProfile:
     #: None: not modelled. Read from each release's ``get_quant_method``.
     quantized_lm_head: frozenset[str] | None = frozenset()
     quantized_embedding: frozenset[str] | None = frozenset()
+    #: parameters the engine owns (regexes): not expected from the checkpoint
+    engine_owned: tuple[str, ...] = VLLM_ENGINE_OWNED
     #: architectures the release cannot build, with the engine's own error
     unsupported_architectures: Mapping[str, str] = field(default_factory=dict)
     #: ``process_weights_after_loading`` per scale leaf (None: not modelled)

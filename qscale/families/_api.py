@@ -40,6 +40,11 @@ class Family:
     partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: checkpoint prefix -> engine prefix, first match wins
     prefix_map: tuple[tuple[str, str], ...] = ()
+    #: substring renames applied before everything else (vLLM ``orig_to_new_substr``)
+    substr_map: tuple[tuple[str, str], ...] = ()
+    #: suffix renames of fused 3-D expert tensors and similar (vLLM ``orig_to_new_suffix``);
+    #: per-expert names (``experts.<i>.…``) go through the expert mapping instead
+    suffix_map: tuple[tuple[str, str], ...] = ()
     #: checkpoint names the engine skips (draft/MTP layers load only into the draft model)
     skip_prefixes: tuple[str, ...] = ()
     experts: ExpertNames | None = None
