@@ -1,0 +1,82 @@
+"""GitHub Actions workflow commands: one ``::error``/``::warning``/``::notice`` line a finding.
+
+    ::error file=ckpt/model.safetensors,title=QS401 unfilled-scale-slot::`…` slots after …
+
+GitHub turns each line of a step's output into an annotation on the run (and on the file, when
+the checkpoint is in the repository). Values are escaped as the Actions runner expects: ``%``,
+CR and LF everywhere, and also ``:`` and ``,`` in properties.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+
+from qscale.baseline import fingerprint
+from qscale.findings import Finding, Report, Severity
+from qscale.report.sarif import checkpoint_folder
+
+_COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def escape_data(text: str) -> str:
+    """Escape a command's message."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """Escape a command property's value (``file=``, ``title=``)."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(name: str, message: str, **props: str | None) -> str:
+    """One workflow command line, e.g. ``::error file=a,title=b::message``."""
+    given = ",".join(f"{k}={escape_property(v)}" for k, v in props.items() if v)
+    return f"::{name}{' ' + given if given else ''}::{escape_data(message)}"
+
+
+def render(report: Report) -> str:
+    """One annotation per finding, stale baseline entry and crashed rule, then a summary line."""
+    folder = checkpoint_folder(report.source)
+    lines = [
+        command(
+            _COMMAND[f.severity],
+            _message(f),
+            file=_file(folder, f),
+            title=f"{f.code} {f.name}".strip(),
+        )
+        for f in report.findings
+    ]
+    lines += [
+        command(
+            "notice",
+            f"baseline entry {fingerprint(f)} matches no finding: {f.message}",
+            file=_file(folder, f),
+            title=f"stale baseline entry {f.code} {f.name}".strip(),
+        )
+        for f in report.stale
+    ]
+    lines += [command("error", err, title=f"{code} crashed") for code, err in report.crashed]
+    counts = ", ".join(f"{report.count(s)} {s.label}" for s in reversed(Severity))
+    tail = ""
+    if "suppressed" in report.summary:
+        tail = f"; {report.summary['suppressed']} suppressed, {len(report.stale)} stale (baseline)"
+    lines.append(f"qscale: {report.source}: {counts}{tail}")
+    return "\n".join(lines) + "\n"
+
+
+def _file(folder: str, f: Finding) -> str | None:
+    if f.location.file is None:
+        return None
+    return (PurePath(folder) / f.location.file).as_posix()
+
+
+def _message(f: Finding) -> str:
+    loc = f.location
+    extra = [
+        f"{what}: {value}"
+        for what, value in (("tensor", loc.tensor), ("param", loc.param), ("key", loc.key))
+        if value and value not in f.message
+    ]
+    if f.fix is not None:
+        extra.append(f"fix ({f.fix.applicability.value}): {f.fix.title}")
+    return "\n".join((f.message, *extra))
