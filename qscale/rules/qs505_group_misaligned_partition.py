@@ -1,0 +1,52 @@
+"""A group-quantized layer whose per-rank input cuts through a quantization group.
+
+## What it checks
+For group-quantized weights — NVFP4 (group 16), MXFP4 and AMD Quark OCP-MX (32), W4A16 / int4
+(the config's `group_size`, typically 128) — the input of every row-parallel layer per TP rank,
+and the routed experts' intermediate size per MoE-TP rank (the down projection's input), must be
+a multiple of the group size. For vLLM ≥ 0.33 and Qwen3-Next / Qwen3.5, a Quark OCP-MX shared
+expert whose TP slice breaks the group is replicated under expert parallel or sequence-parallel
+MoE, and refused otherwise.
+
+## Why it matters
+The engines refuse at start-up: "OCP MX linear layer … has an input size per partition of 64,
+which must be divisible by the OCP MX group size 32.", ModelOpt NVFP4 "Unsupported model when
+in features size is not multiple of 16", W4A16 "The input size is not aligned with the quantized
+weight shape. This can be caused by too large tensor parallel size." Some kernels fail only at
+the first request instead.
+
+## Example
+`vllm>=0.22,<0.34: `language_model.model.layers.1.self_attn.o_proj`: input per rank 64 at TP=2
+is not a multiple of the W4A16 g128 group size 128, ...; TP that works: 1`
+
+## Fix
+Manual: deploy with a TP the message lists, or enable expert parallel for the experts.
+"""
+
+from collections.abc import Iterator
+
+from qscale.constraints import layout_problems, location
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report the layout's group-size problems."""
+    assert ctx.plan is not None
+    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
+        if p.code == RULE.code:
+            yield RULE.finding(
+                f"{ctx.plan.engine.label}: {p.message}",
+                location(p, ctx.checkpoint),
+                fix=Fix(p.fix, Applicability.MANUAL),
+                severity=p.severity,
+            )
+
+
+RULE = Rule(
+    code="QS505",
+    name="group-misaligned-partition",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+    needs_plan=True,
+)

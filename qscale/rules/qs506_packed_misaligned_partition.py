@@ -1,0 +1,49 @@
+"""A packed weight or zero point whose per-rank slice starts inside a packed element.
+
+## What it checks
+Packed formats store several values per element: int4 `weight_packed` 8 per int32 and FP4 2
+per byte along the input dimension; asymmetric pack-quantized zero points 32 / bits per int32
+along the output dimension. For the requested TP (and MoE TP for the experts), the input per
+rank of row-parallel layers must be a multiple of the input pack factor, and every per-rank
+output partition of a column-parallel layer must be a multiple of the zero-point pack factor.
+
+## Why it matters
+The loader narrows packed parameters by `shard_size // packed_factor`: a slice that does not
+start on an element boundary takes the neighbouring rank's values (docs/engine-loader-facts
+§3.4, item 6), silently for zero points, or fails the kernel's shape checks.
+
+## Example
+`vllm>=0.22,<0.34: `language_model.model.layers.1.self_attn.o_proj`: input per rank 4 at TP=32
+is not a multiple of the 8 values packed per int32: ...; TP that works: 1, 2, 4, 8, 16`
+
+## Fix
+Manual: deploy with a TP the message lists.
+"""
+
+from collections.abc import Iterator
+
+from qscale.constraints import layout_problems, location
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    """Report the layout's packing problems."""
+    assert ctx.plan is not None
+    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
+        if p.code == RULE.code:
+            yield RULE.finding(
+                f"{ctx.plan.engine.label}: {p.message}",
+                location(p, ctx.checkpoint),
+                fix=Fix(p.fix, Applicability.MANUAL),
+                severity=p.severity,
+            )
+
+
+RULE = Rule(
+    code="QS506",
+    name="packed-misaligned-partition",
+    severity=Severity.ERROR,
+    doc=__doc__ or "",
+    check=check,
+    needs_plan=True,
+)

@@ -1,0 +1,201 @@
+"""read_shapes(): every engine layer as the engine shards it over tensor parallel.
+
+One entry per distinct layer shape and scheme (a 512-expert, 60-layer checkpoint reads as a
+few dozen entries), so that qscale.constraints can check a layout in microseconds. Which
+engine layers split their output (column), their input (row) or nothing (replicated) follows
+the engines' model files (docs/engine-loader-facts §2, §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from qscale.checkpoint import Checkpoint
+from qscale.formats import ModuleQuant, QuantMap
+from qscale.loader import LoadPlan
+from qscale.modules import ModuleKind
+from qscale.schemes import QuantScheme
+
+#: Engine leaves that split their input over TP (RowParallelLinear).
+ROW_LEAVES = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2"})
+#: Engine leaves built as ReplicatedLinear (routers, DeepSeek's MLA A-projections).
+REPLICATED_LEAVES = frozenset(
+    {"gate", "shared_expert_gate", "router", "fused_qkv_a_proj", "q_a_proj", "kv_a_proj_with_mqa"}
+)
+#: Engine prefixes qscale does not shard-check: vocab-parallel layers pad, the vision tower
+#: has its own parallel layout.
+SKIPPED = ("visual.", "vision_tower.", "vision_model.")
+SKIPPED_LEAVES = frozenset({"lm_head", "embed_tokens"})
+
+
+class Split(str, Enum):
+    """How the engine shards a layer over TP."""
+
+    COLUMN = "column"
+    ROW = "row"
+    QKV = "qkv"
+    REPLICATED = "replicated"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerShape:
+    """One engine layer (and every other layer of the same shape and scheme)."""
+
+    name: str  #: engine module name of the first such layer
+    tensor: str  #: a checkpoint weight feeding it
+    split: Split
+    parts: tuple[int, ...]  #: output partitions, full size
+    inp: int
+    scheme: QuantScheme | None
+    shared_expert: bool
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertShape:
+    """The routed experts of one MoE layer (and of every layer alike)."""
+
+    name: str
+    tensor: str
+    experts: int
+    inter: int  #: moe_intermediate_size
+    scheme: QuantScheme | None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Shapes:
+    """What the sharding checks look at."""
+
+    family: str
+    heads: int | None
+    kv_heads: int | None
+    gdn_heads: tuple[int, int] | None  #: (key heads, value heads) of Gated DeltaNet layers
+    layers: tuple[LayerShape, ...]
+    experts: tuple[ExpertShape, ...]
+    heads_param: str | None  #: an attention layer, for locations
+
+
+# --------------------------------------------------------------------------- reading
+
+
+_CACHE: dict[int, tuple[LoadPlan, Shapes]] = {}
+
+
+def read_shapes(ckpt: Checkpoint, quant: QuantMap, plan: LoadPlan) -> Shapes:
+    """The checkpoint's layers as the engine shards them (cached per plan)."""
+    hit = _CACHE.get(id(plan))
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    text = ckpt.config.text
+    layers = _layers(quant, plan)
+    shapes = Shapes(
+        family=plan.family.name,
+        heads=_int(text, "num_attention_heads"),
+        kv_heads=_int(text, "num_key_value_heads") or _int(text, "num_attention_heads"),
+        gdn_heads=_gdn(text),
+        layers=layers,
+        experts=_experts(quant, text, plan.family.skip_prefixes),
+        heads_param=next((x.name for x in layers if x.split == Split.QKV), None),
+    )
+    _CACHE.clear()  # one checkpoint at a time; keeps memory bounded
+    _CACHE[id(plan)] = (plan, shapes)
+    return shapes
+
+
+def _int(text: Mapping[str, Any], key: str) -> int | None:
+    v = text.get(key)
+    return v if isinstance(v, int) and v > 0 else None
+
+
+def _gdn(text: Mapping[str, Any]) -> tuple[int, int] | None:
+    nk, nv = _int(text, "linear_num_key_heads"), _int(text, "linear_num_value_heads")
+    return (nk, nv) if nk and nv else None
+
+
+def _split(module: str, parts: tuple[int, ...]) -> Split:
+    leaf = module.rsplit(".", 1)[-1]
+    if leaf in REPLICATED_LEAVES:
+        return Split.REPLICATED
+    if leaf in ROW_LEAVES:
+        return Split.ROW
+    return Split.QKV if leaf == "qkv_proj" and len(parts) == 3 else Split.COLUMN
+
+
+def _layers(quant: QuantMap, plan: LoadPlan) -> tuple[LayerShape, ...]:
+    shared = plan.family.shared_expert or "\0"
+    seen: dict[tuple[object, ...], LayerShape] = {}
+    for p in plan.params.values():
+        module = p.name.rpartition(".")[0]
+        leaf = module.rsplit(".", 1)[-1]
+        if p.leaf not in ("weight", "weight_packed") or p.sources[0].expert is not None:
+            continue
+        if module.startswith(SKIPPED) or leaf in SKIPPED_LEAVES or ".experts" in module:
+            continue
+        src = p.sources[0].source
+        mq = quant.modules.get(src.rpartition(".")[0])
+        if mq is None or mq.logical_shape is None:
+            continue
+        parts = p.partitions or (mq.logical_shape[0],)
+        layer = LayerShape(
+            module, src, _split(module, parts), parts, mq.logical_shape[1], mq.scheme,
+            shared in module + ".",
+        )
+        key = (layer.split, parts, layer.inp, _scheme_key(mq.scheme), layer.shared_expert, leaf)
+        prev = seen.get(key)
+        seen[key] = layer if prev is None else _more(prev)
+    return tuple(seen.values())
+
+
+def _more(s: LayerShape) -> LayerShape:
+    return LayerShape(s.name, s.tensor, s.split, s.parts, s.inp, s.scheme, s.shared_expert,
+                      s.count + 1)
+
+
+def _scheme_key(s: QuantScheme | None) -> object:
+    return None if s is None else (s.format, s.label, s.weights)
+
+
+def _experts(
+    quant: QuantMap, text: Mapping[str, Any], skip: tuple[str, ...]
+) -> tuple[ExpertShape, ...]:
+    n = next((v for k in ("num_experts", "n_routed_experts", "num_local_experts")
+              if (v := _int(text, k))), None)
+    inter = _int(text, "moe_intermediate_size") or _int(text, "intermediate_size")
+    if n is None or inter is None:
+        return ()
+    seen: dict[str, ExpertShape] = {}
+    for name, mq in quant.modules.items():
+        head, sep, _ = name.partition(".experts")
+        if not sep or head in seen or name.startswith(skip) or not is_expert(mq):
+            continue
+        seen[head] = ExpertShape(f"{head}.experts", _weight_of(mq), n, inter, mq.scheme)
+    merged: dict[object, ExpertShape] = {}
+    for e in seen.values():
+        key = _scheme_key(e.scheme)
+        prev = merged.get(key)
+        merged[key] = e if prev is None else ExpertShape(
+            prev.name, prev.tensor, n, inter, prev.scheme, prev.count + 1)
+    return tuple(merged.values())
+
+
+def is_expert(mq: ModuleQuant) -> bool:
+    """``….experts.<e>.<proj>`` per expert, or a fused ``….experts`` module."""
+    tail = mq.module.name.partition(".experts")[2]
+    if not tail:
+        return mq.module.kind == ModuleKind.FUSED_EXPERTS
+    bits = tail.split(".")
+    return len(bits) >= 3 and bits[0] == "" and bits[1].isdigit()
+
+
+def _weight_of(mq: ModuleQuant) -> str:
+    """The module's weight tensor (``weight``, ``weight_packed``, …), else its first tensor."""
+    t = mq.module.tensors
+    spec = mq.scheme.weight_spec.param if mq.scheme and mq.scheme.tensors else "weight"
+    key = next((k for k in (spec, "weight", "weight_packed") if k in t), next(iter(t)))
+    return t[key].name
+
+
