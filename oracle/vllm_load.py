@@ -1,0 +1,71 @@
+"""Load one checkpoint in real vLLM (an oracle venv) and return what its parameters held.
+
+Used by the opt-in tests (marker ``oracle``) that prove `qscale fix` outputs on real vLLM:
+
+    status, params = load_in_vllm(Path("ckpt-fixed"), "0.19.1", tmp_path)
+
+It runs ``small_ckpts.py oracle CKPT`` with the venv's python (vLLM's own config, model class,
+and weight loader on this CPU; see README.md), which saves every parameter right after
+``load_weights`` — before ``process_weights_after_loading``, where scale slots are still
+per partition — into ``<out_dir>/loaded.safetensors``. Returns the status dict the oracle wrote
+(``{"load": "ok" | "error", "error": ..., "vllm_version": ...}``) and the loaded tensors
+(``{}`` when the load failed). Venvs: ``$QS_ORACLE_WORK`` (default ``/work/oracle-work``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WORK = Path(os.environ.get("QS_ORACLE_WORK", "/work/oracle-work"))
+#: vLLM version -> (venv folder, runs a CUDA wheel on the CPU)
+VENVS = {
+    "0.19.1": ("venv-vllm0191", True),
+    "0.20.0": ("venv-vllm0200", True),
+    "0.32.0": ("venv-vllm", False),
+}
+_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def venv_python(version: str) -> Path | None:
+    """The python of the venv holding this vLLM version, if it is installed."""
+    folder, _ = VENVS[version]
+    py = WORK / folder / "bin" / "python"
+    return py if py.is_file() else None
+
+
+def load_in_vllm(
+    ckpt: Path, version: str, out_dir: Path, *, timeout: int = 900
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load ``ckpt`` with real vLLM ``version``; (status, parameters after load_weights)."""
+    py = venv_python(version)
+    if py is None:
+        raise FileNotFoundError(f"no venv for vLLM {version} under {WORK}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "loaded.safetensors"
+    env = {**_OFFLINE, **os.environ, "QS_ORACLE_OUT": str(out)}
+    if VENVS[version][1]:
+        env["VLLM_TARGET_DEVICE"] = "cpu"
+    log = out_dir / "oracle.log"
+    with open(log, "w") as fh:
+        subprocess.run(
+            [str(py), str(HERE / "small_ckpts.py"), "oracle", str(ckpt)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+    status_path = out_dir / "loaded.status.json"
+    status = json.loads(status_path.read_text()) if status_path.exists() else {"load": "error"}
+    status.setdefault("error", log.read_text(errors="replace")[-2000:])
+    params: dict[str, Any] = {}
+    if status.get("load") == "ok" and out.exists():
+        from safetensors.torch import load_file
+
+        params = load_file(str(out))
+    return status, params
