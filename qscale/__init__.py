@@ -1,6 +1,6 @@
 """qscale: will this quantized checkpoint load correctly in vLLM or SGLang?
 
-Public API: read_checkpoint, resolve_quantization, check, the report model, and for loader
+Public API: read_checkpoint, resolve_quantization, check, fix, the report model, and for loader
 authors the load plan (plan_load, expand_shard_id, LoadPlan, MergedParam) and the simulated
 processing after load (process).
 """
@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from qscale.checkpoint import Checkpoint, ModelConfig, read_checkpoint
 from qscale.errors import QscaleError
 from qscale.findings import Applicability, Finding, Fix, Location, Report, Severity
+from qscale.fix import FixResult, fix
 from qscale.formats import ModuleQuant, QuantMap, resolve_quantization
 from qscale.loader import LoadPlan, MergedParam, ShardSlot, expand_shard_id, plan_load
 from qscale.processing import Processed, process
@@ -24,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "Finding",
     "Fix",
+    "FixResult",
     "LoadPlan",
     "Location",
     "MergedParam",
@@ -41,6 +43,7 @@ __all__ = [
     "__version__",
     "check",
     "expand_shard_id",
+    "fix",
     "plan_load",
     "process",
     "read_checkpoint",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qscale import __version__, rules
+from qscale._files import write_text_atomic
 from qscale.errors import BaselineError
 from qscale.findings import Finding, Location, Report, Severity
 
@@ -80,12 +81,9 @@ def render_baseline(baseline: Baseline) -> str:
 def write_baseline(report: Report, path: Path) -> int:
     """Write ``report``'s findings to ``path`` as a baseline (atomically); return their count."""
     baseline = build_baseline(report)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(render_baseline(baseline), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, render_baseline(baseline))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BaselineError(
             f"{path}: cannot write the baseline: {exc.strerror or exc}",
             hint="pass a path in an existing, writable folder",

@@ -8,6 +8,11 @@ that ``qscale rule QS003`` explains them like any other rule.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # qscale.guard imports torch; this module must not
+    from qscale.guard import GuardReport
+
 
 class QscaleError(Exception):
     """Base class: qscale could not finish (exit code 2)."""
@@ -70,3 +75,58 @@ class UnknownEngine(QscaleError, LookupError):
 
 class UsageError(QscaleError, ValueError):
     """Options that contradict each other or name nothing."""
+
+
+class BaselineError(QscaleError, ValueError):
+    """A ``--baseline`` file is missing, unreadable, or not a qscale baseline."""
+
+    default_hint = "regenerate it with `qscale check PATH --write-baseline FILE`"
+
+
+class LoadGuardError(QscaleError, RuntimeError):
+    """A loaded model holds scale values its kernels cannot use (``qscale.guard``)."""
+
+    default_hint = (
+        "do not serve this model; run `qscale check CHECKPOINT --engine vllm==VERSION` to see"
+        " which checkpoint tensors feed these scales and which engine versions load them"
+    )
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, report: GuardReport | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report  #: everything the guard found
+
+
+class NumericsError(QscaleError, ValueError):
+    """Tensors ``qscale fix`` must requantize or dequantize do not fit the format."""
+
+    default_hint = (
+        "run `qscale check` on the checkpoint: the tensors named above are missing, misshapen"
+        " or hold non-finite values, so this unsafe fix cannot be applied"
+    )
+
+
+class HubError(QscaleError, ConnectionError):
+    """The Hugging Face Hub (or the endpoint ``HF_ENDPOINT`` names) could not be read."""
+
+    default_hint = (
+        "check the network and HF_ENDPOINT; with HF_HUB_OFFLINE=1 qscale reads a repo from the"
+        " local Hugging Face cache"
+    )
+
+
+class HubNotFound(HubError, FileNotFoundError):
+    """A Hub repo or revision does not exist (or is private and no valid token was sent)."""
+
+    default_hint = (
+        "check the repo id and revision; for a private repo run `hf auth login` or set HF_TOKEN"
+    )
+
+
+class HubAccessDenied(HubError, PermissionError):
+    """A Hub repo exists but the token in use may not read it (gated, or not permitted)."""
+
+    default_hint = (
+        "request access on the repo's Hub page, then run `hf auth login` or set HF_TOKEN"
+    )

@@ -86,6 +86,7 @@ class Report:
     crashed: tuple[tuple[str, str], ...] = ()  #: (code, error)
     engine: str | None = None
     summary: dict[str, int] = field(default_factory=dict)
+    stale: tuple[Finding, ...] = ()  #: baseline entries that matched no finding (qscale.baseline)
 
     def count(self, severity: Severity) -> int:
         """Findings of exactly this severity."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qscale import rules
 from qscale.checkpoint import Checkpoint
@@ -12,6 +12,8 @@ from qscale.engines import parse_engine
 from qscale.errors import UnknownFormat
 from qscale.findings import Finding, Location, Report, Severity
 from qscale.formats import QuantMap, resolve_quantization
+from qscale.layout import Deployment
+from qscale.layout import resolve as resolve_layout
 from qscale.loader import plan_load
 from qscale.rules._api import Context
 from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
@@ -26,17 +28,20 @@ class CheckOptions:
     select: Sequence[str] = ()
     ignore: Sequence[str] = ()
     engine: str | None = None  #: e.g. "vllm==0.19.1"; None: the newest vLLM profile
+    #: the layout and MoE options the checkpoint will be served with (qscale.layout)
+    deployment: Deployment = field(default_factory=Deployment)
 
 
 def run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Report:
     """Run the selected rules over an already resolved checkpoint."""
     spec = parse_engine(options.engine)
+    resolve_layout(options.deployment, spec)  # contradictory layout options: UsageError
     plan, why = None, ""
     try:
         plan = plan_load(ckpt, spec, quant)
     except UnknownFormat as exc:
         why = exc.message
-    ctx = Context(ckpt, quant, plan)
+    ctx = Context(ckpt, quant, plan, deployment=options.deployment)
     findings: list[Finding] = [
         ENGINE_NOTE.finding(n, Location()) for n in (plan.notes if plan else ())
     ]

@@ -35,6 +35,23 @@ class Strategy(str, Enum):
     ATTN_HEAD = "attn_head"
 
 
+#: Tensors that hold quantization scales (multipliers or divisors), in every format's spelling.
+SCALE_PARAMS = frozenset(
+    {
+        "weight_scale",
+        "weight_scale_inv",
+        "weight_scale_2",
+        "weight_global_scale",
+        "input_scale",
+        "input_global_scale",
+    }
+)
+#: KV-cache and attention output scales, which engines remap onto their attention layers.
+KV_SCALE_PARAMS = frozenset(
+    {"k_scale", "v_scale", "q_scale", "kv_scale", "prob_scale", "output_scale"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class QuantArgs:
     """Quantization of one operand (weights or input activations)."""

@@ -50,3 +50,19 @@ def test_generated_docs_are_current():
         on_disk = ROOT / "docs" / "rules" / path
         assert on_disk.is_file() and on_disk.read_text() == text, (
             f"docs/rules/{path} is stale: run `python -m qscale.docs`")
+
+
+def test_every_checking_rule_finding_carries_a_fix(tmp_path):
+    """JSON findings carry code, severity, location, message and fix (issue #4)."""
+    from builders import qwen3_5_moe
+
+    from qscale import CheckOptions, check, read_checkpoint
+
+    built = (qwen3_5_moe("ct-fp8")
+             .drop(r"layers\.1\.self_attn\.o_proj\.input_scale")
+             .add("model.language_model.layers.1.self_attn.o_proj.weight_zero_point",
+                  __import__("torch").zeros(1)))
+    report = check(read_checkpoint(built.write(tmp_path)),
+                   CheckOptions(engine="vllm==0.19.1"))
+    assert {"QS201", "QS203", "QS401"} <= {f.code for f in report.findings}
+    assert all(f.fix is not None and f.fix.title for f in report.findings)

@@ -9,7 +9,7 @@ import sys
 import typer
 
 from qscale import __version__
-from qscale.cli import check, inspect, plan, rule
+from qscale.cli import check, fix, inspect, layouts, plan, rule
 from qscale.errors import QscaleError
 
 app = typer.Typer(
@@ -24,7 +24,9 @@ app = typer.Typer(
 app.command("check")(check.check_cmd)
 app.command("inspect")(inspect.inspect_cmd)
 app.command("plan")(plan.plan_cmd)
+app.command("layouts")(layouts.layouts_cmd)
 app.command("rule")(rule.rule_cmd)
+app.command("fix")(fix.fix_cmd)
 
 
 def _version(value: bool) -> None:

@@ -7,18 +7,25 @@ from typing import Annotated
 
 import typer
 
+from qscale import baseline as baselines
 from qscale.checkpoint import read_checkpoint
+from qscale.cli import layouts as layout_opts
 from qscale.cli.options import (
+    BaselineOpt,
+    CheckFormat,
+    CheckFormatOpt,
     EngineOpt,
     FailOn,
-    FormatOpt,
     ModelArg,
-    OutputFormat,
     OutputOpt,
+    WriteBaselineOpt,
     emit,
     split_codes,
 )
+from qscale.errors import UsageError
 from qscale.findings import Severity
+from qscale.layout import Platform
+from qscale.progress import read_progress
 from qscale.report import render
 from qscale.runner import CheckOptions, check
 
@@ -26,7 +33,7 @@ from qscale.runner import CheckOptions, check
 def check_cmd(
     model: ModelArg,
     engine: EngineOpt = None,
-    fmt: FormatOpt = OutputFormat.console,
+    fmt: CheckFormatOpt = CheckFormat.console,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", help="Exit 1 on findings at or above this severity.")
     ] = FailOn.error,
@@ -40,6 +47,18 @@ def check_cmd(
         list[str] | None, typer.Option("--ignore", help="Skip these rule codes, prefixes or names.")
     ] = None,
     output: OutputOpt = None,
+    baseline: BaselineOpt = None,
+    write_baseline: WriteBaselineOpt = None,
+    tp: layout_opts.TpOpt = 1,
+    dp: layout_opts.DpOpt = 1,
+    ep: layout_opts.EpOpt = None,
+    enable_expert_parallel: layout_opts.EnableEpOpt = False,
+    sequence_parallel_moe: layout_opts.SpMoeOpt = None,
+    a2a_backend: layout_opts.A2aOpt = None,
+    disable_shared_experts_fusion: layout_opts.DisableFusionOpt = False,
+    enforce_shared_experts_fusion: layout_opts.EnforceFusionOpt = False,
+    enable_cuda_shared_expert_fusion: layout_opts.CudaFusionOpt = False,
+    platform: layout_opts.PlatformOpt = Platform.CUDA,
 ) -> None:
     """Check a quantized checkpoint. Exit 0: clean; 1: findings; 2: could not finish.
 
@@ -48,11 +67,45 @@ def check_cmd(
       qscale check ./Qwen3.5-35B-A3B-FP8 --engine vllm==0.19.1
 
       qscale check model.safetensors --format json --fail-on warning
+
+      qscale check ./ckpt -f sarif -o qscale.sarif --baseline baseline.json
+
+      qscale check ./ckpt --engine sglang==0.5.12 --tp 2 --ep 2 --platform rocm-aiter
     """
-    ckpt = read_checkpoint(model)
-    report = check(ckpt, CheckOptions(split_codes(select), split_codes(ignore), engine))
-    color = output is None and fmt == OutputFormat.console and sys.stdout.isatty()
+    if baseline is not None and write_baseline is not None:
+        raise UsageError(
+            "give --baseline or --write-baseline, not both",
+            hint="to refresh a baseline, rerun with --write-baseline FILE alone",
+        )
+    deployment = layout_opts.deployment_from(
+        tp=tp,
+        dp=dp,
+        ep=ep,
+        enable_expert_parallel=enable_expert_parallel,
+        sequence_parallel_moe=sequence_parallel_moe,
+        a2a_backend=a2a_backend,
+        disable_fusion=disable_shared_experts_fusion,
+        enforce_fusion=enforce_shared_experts_fusion,
+        cuda_fusion=enable_cuda_shared_expert_fusion,
+        platform=platform,
+    )
+    accepted = baselines.read_baseline(baseline) if baseline is not None else None
+    with read_progress(fmt == CheckFormat.console) as progress:
+        ckpt = read_checkpoint(model, progress=progress)
+    report = check(
+        ckpt,
+        CheckOptions(split_codes(select), split_codes(ignore), engine, deployment=deployment),
+    )
+    if accepted is not None:
+        ran = baselines.checked_codes(report, split_codes(select), split_codes(ignore))
+        report = baselines.apply_baseline(report, accepted, checked=ran)
+    if write_baseline is not None:
+        n = baselines.write_baseline(report, write_baseline)
+        typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
+    color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
     emit(render(report, fmt.value, color=color), output)
     if report.crashed:
         raise typer.Exit(2)
+    if write_baseline is not None:
+        raise typer.Exit(0)
     raise typer.Exit(1 if report.fails(Severity.parse(fail_on.value)) else 0)

@@ -10,6 +10,7 @@ import typer
 from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
 from qscale.formats import ModuleQuant, resolve_quantization
+from qscale.progress import read_progress
 from qscale.rules._api import fmt_shape
 
 
@@ -53,7 +54,8 @@ def inspect_cmd(
     output: OutputOpt = None,
 ) -> None:
     """List modules, their quantization schemes and tensors."""
-    ckpt = read_checkpoint(model)
+    with read_progress(fmt == OutputFormat.console) as progress:
+        ckpt = read_checkpoint(model, progress=progress)
     qmap = resolve_quantization(ckpt)
     mods = [
         m

@@ -8,12 +8,24 @@ from typing import Annotated
 
 import typer
 
+from qscale._files import write_text_atomic
+from qscale.errors import UsageError
+
 
 class OutputFormat(str, Enum):
     """Report formats."""
 
     console = "console"
     json = "json"
+
+
+class CheckFormat(str, Enum):
+    """Formats of `qscale check`: the report formats plus the CI ones."""
+
+    console = "console"
+    json = "json"
+    sarif = "sarif"
+    github = "github"
 
 
 class FailOn(str, Enum):
@@ -40,6 +52,29 @@ EngineOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+CheckFormatOpt = Annotated[
+    CheckFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format: console, json, sarif (SARIF 2.1.0 for code scanning) or github"
+        " (GitHub Actions annotations).",
+    ),
+]
+BaselineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--baseline",
+        help="Drop the findings recorded in this baseline file from the report and exit code.",
+    ),
+]
+WriteBaselineOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--write-baseline",
+        help="Record the current findings in FILE as accepted, and exit 0 (2 if a rule crashed).",
+    ),
+]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the report to FILE instead of stdout.")
 ]
@@ -55,6 +90,10 @@ def emit(text: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    try:
+        write_text_atomic(output, text)
+    except OSError as exc:
+        raise UsageError(
+            f"--output: cannot write {output}: {exc.strerror or exc}",
+            hint="pass a path in an existing, writable folder",
+        ) from exc

@@ -12,6 +12,7 @@ from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
 from qscale.loader import LoadPlan, MergedParam, Slot, is_sentinel, plan_load
 from qscale.processing import Processed, process
+from qscale.progress import read_progress
 
 
 def _slot_json(v: Slot) -> float | str:
@@ -100,7 +101,9 @@ def plan_cmd(
 
     Example: qscale plan ./ckpt --engine vllm==0.19.1 --param in_proj_qkvz
     """
-    plan = plan_load(read_checkpoint(model), engine)
+    with read_progress(fmt == OutputFormat.console) as progress:
+        ckpt = read_checkpoint(model, progress=progress)
+    plan = plan_load(ckpt, engine)
     params = [p for p in plan.params.values() if param is None or param in p.name]
     processed = {d.param.name: d for d in process(plan)}
     if fmt == OutputFormat.json:

@@ -22,19 +22,10 @@ from qscale.fix.model import Change, Computed, Refusal, RenameTensor, TensorData
 from qscale.fix.tensors import TensorSource, widen_to_f32
 from qscale.formats import ModuleQuant
 from qscale.rules._structure import accepted_shapes, misnamed
-from qscale.schemes import Strategy, TensorSpec
+from qscale.schemes import SCALE_PARAMS, Strategy, TensorSpec
 
 NAME = "scale-format"
-SCALES = frozenset(
-    {
-        "weight_scale",
-        "weight_scale_inv",
-        "weight_scale_2",
-        "weight_global_scale",
-        "input_scale",
-        "input_global_scale",
-    }
-)
+SCALES = SCALE_PARAMS
 RENAMES = {"weight_scale": "weight_scale_inv", "weight_scale_inv": "weight_scale"}
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from qscale.findings import Report
-from qscale.report import console, json_report
+from qscale.report import console, github, json_report, sarif
 
-RENDERERS = {"console": console.render, "json": json_report.render}
+RENDERERS = {
+    "console": console.render,
+    "json": json_report.render,
+    "sarif": sarif.render,
+    "github": github.render,
+}
 
 
 def render(report: Report, fmt: str, *, color: bool = False, width: int = 100) -> str:

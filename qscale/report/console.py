@@ -46,5 +46,10 @@ def render(report: Report, *, color: bool = False, width: int = 100) -> str:
             f" {s.get('quantized_modules', 0)}/{s['modules']} modules quantized"
         )
     head = "no findings" if not report.findings else counts
+    if "suppressed" in s:  # a --baseline was applied
+        head += f" ({s['suppressed']} suppressed by the baseline)"
     con.print(Text(f"{report.source}: {head}{scope}", style="bold"))
+    for f in report.stale:
+        where = f.location.tensor or f.location.param or f.location.key or f.location.file or ""
+        con.print(Text(f"info: stale baseline entry {f.code} {where}: matches no finding", "cyan"))
     return buf.getvalue()

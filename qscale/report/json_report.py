@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from qscale import __version__
+from qscale.baseline import fingerprint
 from qscale.findings import Finding, Report
 
 SCHEMA_VERSION = 1
@@ -19,6 +20,7 @@ def finding_dict(f: Finding) -> dict[str, Any]:
         "severity": f.severity.label,
         "message": f.message,
         "location": f.location.as_dict(),
+        "fingerprint": fingerprint(f),
     }
     if f.fix is not None:
         out["fix"] = {"title": f.fix.title, "applicability": f.fix.applicability.value}
@@ -35,6 +37,7 @@ def report_dict(report: Report) -> dict[str, Any]:
         "findings": [finding_dict(f) for f in report.findings],
         "crashed": [{"code": c, "error": e} for c, e in report.crashed],
         "summary": dict(report.summary),
+        "stale_baseline": [finding_dict(f) for f in report.stale],
     }
 
 

@@ -34,7 +34,15 @@ from qscale.rules import (
     qs401_unfilled_scale_slot,
     qs402_engine_refuses_load,
     qs403_fused_scale_mismatch,
+    qs501_indivisible_partition,
+    qs502_uneven_expert_split,
+    qs503_fp8_block_misaligned_partition,
+    qs504_fp8_block_partial_tile,
+    qs505_group_misaligned_partition,
+    qs506_packed_misaligned_partition,
+    qs601_shared_expert_format_mismatch,
     qs701_kv_cache_scales_missing,
+    qs801_engine_bug_advisory,
 )
 from qscale.rules._api import Rule
 
@@ -67,7 +75,15 @@ ALL_RULES: tuple[Rule, ...] = (
     qs401_unfilled_scale_slot.RULE,
     qs402_engine_refuses_load.RULE,
     qs403_fused_scale_mismatch.RULE,
+    qs501_indivisible_partition.RULE,
+    qs502_uneven_expert_split.RULE,
+    qs503_fp8_block_misaligned_partition.RULE,
+    qs504_fp8_block_partial_tile.RULE,
+    qs505_group_misaligned_partition.RULE,
+    qs506_packed_misaligned_partition.RULE,
+    qs601_shared_expert_format_mismatch.RULE,
     qs701_kv_cache_scales_missing.RULE,
+    qs801_engine_bug_advisory.RULE,
 )
 #: Codes that existed once; never reuse them.
 REMOVED: dict[str, str] = {}

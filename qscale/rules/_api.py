@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from qscale.checkpoint import Checkpoint
 from qscale.findings import Applicability, Finding, Fix, Location, Severity
 from qscale.formats import ModuleQuant, QuantMap
+from qscale.layout import Deployment
 from qscale.loader import LoadPlan, MergedParam
 
 __all__ = [
@@ -32,6 +33,8 @@ class Context:
     checkpoint: Checkpoint
     quant: QuantMap
     plan: LoadPlan | None = None  #: None when the architecture has no family
+    #: the layout and MoE options (--tp, --ep, --a2a-backend, …); default: one GPU
+    deployment: Deployment = field(default_factory=Deployment)
 
     def file_of(self, tensor: str) -> str | None:
         """The file a tensor is stored in."""
@@ -68,6 +71,8 @@ class Rule:
     needs_plan: bool = False  #: skipped (with a reason) when there is no load plan
     fixable: Applicability | None = None
     tags: tuple[str, ...] = field(default=())
+    #: the remedy a finding carries when the check gives none of its own
+    default_fix: Fix | None = None
 
     @property
     def summary(self) -> str:
@@ -83,7 +88,14 @@ class Rule:
         severity: Severity | None = None,
     ) -> Finding:
         """A finding of this rule."""
-        return Finding(self.code, severity or self.severity, message, location, fix, self.name)
+        return Finding(
+            self.code,
+            severity or self.severity,
+            message,
+            location,
+            fix or self.default_fix,
+            self.name,
+        )
 
 
 def fmt_shape(shape: tuple[int, ...]) -> str:

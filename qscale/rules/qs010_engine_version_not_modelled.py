@@ -15,8 +15,16 @@ slots). For a release qscale has not read, its verdict is an extrapolation; this
 None needed; update qscale when a newer release is supported.
 """
 
-from qscale.rules._api import Rule, Severity
+from qscale.rules._api import Applicability, Fix, Rule, Severity
 
 RULE = Rule(
-    code="QS010", name="engine-version-not-modelled", severity=Severity.INFO, doc=__doc__ or ""
+    default_fix=Fix(
+        "pass a version inside the ranges qscale has read (`qscale check --engine "
+        "vllm==X`), or check the release notes of this one for loader changes",
+        Applicability.MANUAL,
+    ),
+    code="QS010",
+    name="engine-version-not-modelled",
+    severity=Severity.INFO,
+    doc=__doc__ or "",
 )

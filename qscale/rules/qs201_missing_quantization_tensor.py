@@ -21,7 +21,7 @@ Re-export with calibration, or declare dynamic activations in the config when th
 
 from collections.abc import Iterator
 
-from qscale.rules._api import Context, Finding, Location, Rule, Severity
+from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
 from qscale.rules._structure import checked_modules, misnamed
 
 
@@ -44,6 +44,11 @@ def check(ctx: Context) -> Iterator[Finding]:
 
 
 RULE = Rule(
+    default_fix=Fix(
+        "re-export the module with every tensor its scheme needs (recalibrate for missing"
+        " static input scales), or switch the scheme to dynamic activations",
+        Applicability.MANUAL,
+    ),
     code="QS201",
     name="missing-quantization-tensor",
     severity=Severity.ERROR,

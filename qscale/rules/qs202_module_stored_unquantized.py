@@ -21,7 +21,7 @@ Add the module to the ignore/exclude list (what the quantizer meant), or quantiz
 
 from collections.abc import Iterator
 
-from qscale.rules._api import Context, Finding, Rule, Severity
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 from qscale.rules._structure import draft_prefixes, stored_unquantized
 
 
@@ -38,8 +38,15 @@ def check(ctx: Context) -> Iterator[Finding]:
                 f"`{mq.module.name}` is stored as {w.dtype} but resolves to {mq.scheme.label}"
                 f" ({mq.resolution.reason})",
                 ctx.at(w.name),
+                fix=FIX,
             )
 
+
+FIX = Fix(
+    "add the module, with the other shards of its fused layer, to the ignore/exclude list"
+    " (qscale fix)",
+    Applicability.SAFE,
+)
 
 RULE = Rule(
     code="QS202",
@@ -47,4 +54,5 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    fixable=Applicability.SAFE,
 )

@@ -21,7 +21,7 @@ Exclude the module from quantization and re-export, or dequantize it (`qscale fi
 
 from collections.abc import Iterator
 
-from qscale.rules._api import Context, Finding, Rule, Severity
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 from qscale.rules._structure import BENIGN, QUANT_PARAMS, misnamed, stored_unquantized
 
 
@@ -50,6 +50,11 @@ def check(ctx: Context) -> Iterator[Finding]:
 
 
 RULE = Rule(
+    default_fix=Fix(
+        "make the quantization config describe how the module is stored (scheme, ignore "
+        "list), or drop the stray tensor",
+        Applicability.MANUAL,
+    ),
     code="QS203",
     name="unexpected-quantization-tensor",
     severity=Severity.ERROR,

@@ -31,7 +31,7 @@ modules by their exact Hugging Face names (`qscale fix` rewrites the list).
 """
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from qscale.families import FAMILIES, Family
 from qscale.formats._api import equal_or_regex, wildcard
@@ -40,7 +40,6 @@ from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
 from qscale.loader import engine_name
-from qscale.modules import ModuleKind
 from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
 
 Matcher = Callable[[str, str], bool]
@@ -67,26 +66,31 @@ def check(ctx: Context) -> Iterator[Finding]:
         return
     key, entries, match = found
     fam = ctx.plan.family if ctx.plan else FAMILIES.get(ctx.checkpoint.config.architecture or "")
-    names = [n for n, mq in ctx.quant.modules.items() if mq.module.kind != ModuleKind.OTHER]
+    names = list(ctx.quant.modules)  # every module: an exclude may name a conv or a norm
+    known = set(names)
     fmt = ctx.quant.format
     at = Location(file=fmt.config_key if fmt else None, key=f"/quantization_config/{key}")
     for entry in entries:
-        hits = [n for n in names if match(n, entry)]
+        if match is not wildcard and not entry.startswith("re:"):
+            hits = [entry] if entry in known else []  # exact names: a set lookup
+        else:
+            hits = [n for n in names if match(n, entry)]
         if entry.startswith("re:") and fam is not None and hits:
-            engine_hits = [n for n in names if match(engine_name(fam, n), entry)]
+            engine_hits = [n for n in hits if match(engine_name(fam, n), entry)]
             lost = [n for n in hits if n not in engine_hits]
             if lost:
                 yield RULE.finding(
                     f"`{entry}` skips {len(hits)} module(s) under the checkpoint's names but"
-                    f" {len(engine_hits)} under vLLM's, which `re:` entries are matched against:"
-                    f" `{engine_name(fam, lost[0])}` (checkpoint `{lost[0]}`) is built quantized",
+                    f" {len(engine_hits)} of them under vLLM's, which `re:` entries are matched"
+                    f" against: `{engine_name(fam, lost[0])}` (checkpoint `{lost[0]}`) is built"
+                    " quantized",
                     at,
                     fix=FIX,
                 )
             continue
         if hits or entry.startswith("re:"):
             continue
-        shards = _shards(fam, entry, names) if fam else []
+        shards = _shards(fam, entry, known) if fam else []
         close = shards or _drifted(entry, names) or difflib.get_close_matches(entry, names, n=2)
         label = "the engine fuses it from" if shards else "closest:"
         hint = f"; {label} {', '.join(f'`{c}`' for c in close)}" if close else ""
@@ -110,7 +114,7 @@ def _drifted(entry: str, names: Sequence[str]) -> list[str]:
     return []
 
 
-def _shards(fam: Family, entry: str, names: Sequence[str]) -> list[str]:
+def _shards(fam: Family, entry: str, names: Collection[str]) -> list[str]:
     """The checkpoint modules a fused engine name (``…qkv_proj``) is built from."""
     out = []
     for st in fam.stacked:

@@ -19,7 +19,7 @@ Safe where only the container differs (e.g. a BF16 scale for an F32 slot); other
 
 from collections.abc import Iterator
 
-from qscale.rules._api import Context, Finding, Rule, Severity
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 from qscale.rules._structure import present
 
 
@@ -32,8 +32,13 @@ def check(ctx: Context) -> Iterator[Finding]:
                 f"`{p.tensor.name}` is {p.tensor.dtype}, expected"
                 f" {' or '.join(sorted(p.spec.dtypes))} for {p.mq.scheme.label}",
                 ctx.at(p.tensor.name),
+                fix=WIDEN if "F32" in p.spec.dtypes and p.tensor.dtype in WIDENED else None,
             )
 
+
+#: float dtypes that F32 holds exactly (F64 only when its values fit; `qscale fix` checks)
+WIDENED = ("BF16", "F16", "F64")
+WIDEN = Fix("store the scale as F32 with the same values (qscale fix)", Applicability.SAFE)
 
 RULE = Rule(
     code="QS301",
@@ -41,4 +46,5 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    fixable=Applicability.SAFE,
 )

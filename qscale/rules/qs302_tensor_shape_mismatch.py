@@ -22,7 +22,7 @@ Reshape where the values are right (`[]` ↔ `[1]`, `[N]` ↔ `[N, 1]`); otherwi
 
 from collections.abc import Iterator
 
-from qscale.rules._api import Context, Finding, Rule, Severity, fmt_shape
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity, fmt_shape
 from qscale.rules._structure import accepted_shapes, present
 
 
@@ -40,8 +40,17 @@ def check(ctx: Context) -> Iterator[Finding]:
             f"`{p.tensor.name}` has shape {fmt_shape(p.tensor.shape)}, expected {expected}"
             f" for {p.mq.scheme.label} with weight {fmt_shape(p.mq.logical_shape or ())}",
             ctx.at(p.tensor.name),
+            fix=RESHAPE if _unit_dims_only(p.tensor.shape, shapes) else None,
         )
 
+
+def _unit_dims_only(shape: tuple[int, ...], accepted: tuple[tuple[int, ...], ...]) -> bool:
+    """Whether an accepted shape holds the same values, differing only by size-1 dimensions."""
+    core = [d for d in shape if d != 1]
+    return any([d for d in s if d != 1] == core for s in accepted)
+
+
+RESHAPE = Fix("re-declare the shape; the values stay as stored (qscale fix)", Applicability.SAFE)
 
 RULE = Rule(
     code="QS302",
@@ -49,4 +58,5 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    fixable=Applicability.SAFE,
 )

@@ -25,24 +25,10 @@ import math
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+from qscale.schemes import KV_SCALE_PARAMS, SCALE_PARAMS
 
 #: Parameter names that hold scales (multipliers or divisors); all must be finite and > 0.
-SCALE_PARAMS = frozenset(
-    {
-        "weight_scale",
-        "weight_scale_inv",
-        "weight_scale_2",
-        "weight_global_scale",
-        "input_scale",
-        "input_global_scale",
-        "k_scale",
-        "v_scale",
-        "q_scale",
-        "kv_scale",
-        "prob_scale",
-        "output_scale",
-    }
-)
+SCALES = SCALE_PARAMS | KV_SCALE_PARAMS
 #: |value| at or above this is a float32 sentinel (FLT_MAX = 3.4028e38), not a scale.
 SENTINEL_MAGNITUDE = 1e38
 
@@ -64,7 +50,7 @@ def _problem(v: float) -> str | None:
 def check(ctx: Context) -> Iterator[Finding]:
     """Report decoded scale tensors with a non-finite, non-positive or sentinel value."""
     for name, arr in ctx.checkpoint.values.items():
-        if name.rpartition(".")[2] not in SCALE_PARAMS or arr.dtype.kind != "f":
+        if name.rpartition(".")[2] not in SCALES or arr.dtype.kind != "f":
             continue
         flat = arr.reshape(-1)
         bad = [(i, p) for i, v in enumerate(flat.tolist()) if (p := _problem(float(v)))]

@@ -25,7 +25,7 @@ scalar per shard.
 
 from collections.abc import Iterator
 
-from qscale.rules._api import Context, Finding, Location, Rule, Severity
+from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
 
 
 def check(ctx: Context) -> Iterator[Finding]:
@@ -45,6 +45,11 @@ def check(ctx: Context) -> Iterator[Finding]:
 
 
 RULE = Rule(
+    default_fix=Fix(
+        "quantize or ignore all shards of a fused layer together, store per-tensor scales"
+        " as one scalar per shard, or target an engine version that loads this",
+        Applicability.MANUAL,
+    ),
     code="QS402",
     name="engine-refuses-load",
     severity=Severity.ERROR,

@@ -13,7 +13,7 @@ def test_regex_anchored_on_the_hugging_face_prefix(tmp_path):
     built = qwen3_5_moe("ct-mxfp4", shared_expert="bf16", ignore=[*CT_IGNORE, HF_ANCHORED])
     [f] = run(built, tmp_path, "QS204")
     assert f.severity == Severity.ERROR and f.location.key == "/quantization_config/ignore"
-    assert "skips 6 module(s) under the checkpoint's names but 0 under vLLM's" in f.message
+    assert "skips 6 module(s) under the checkpoint's names but 0 of them under vLLM's" in f.message
     assert "`language_model.model.layers.0.mlp.shared_expert." in f.message
 
 
