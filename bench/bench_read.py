@@ -15,7 +15,9 @@ b. ``qscale.checkpoint.read_checkpoint(dir)``: every header parsed and validated
    cross-checked, small tensors decoded;
 c. deep: (b) plus ``Checkpoint.read_values`` of every ``weight_scale_inv``;
 d. peak RSS of (b) in a fresh interpreter (``ru_maxrss``); it also asserts that (b) did not
-   import torch.
+   import torch;
+e. the check path end to end: (b), then ``resolve_quantization`` and ``plan_load`` (the vLLM
+   default profile), the work every ``qscale check`` does before its rules run.
 
 Results are printed and written to ``bench/out/result.json``. This is a benchmark, not a test.
 """
@@ -315,6 +317,16 @@ def qscale_deep(d: str) -> int:
     return len(ckpt.read_values(names))
 
 
+def qscale_plan(d: str) -> int:
+    """(e): read, resolve every module's quantization, plan the engine's load."""
+    from qscale.checkpoint import read_checkpoint
+    from qscale.formats import resolve_quantization
+    from qscale.loader import plan_load
+
+    ckpt = read_checkpoint(d)
+    return len(plan_load(ckpt, None, resolve_quantization(ckpt)).params)
+
+
 def floor_read_nogc(d: str) -> int:
     """The floor with the cyclic GC paused (qscale pauses it while it parses a header)."""
     gc.disable()
@@ -412,6 +424,7 @@ def main(argv: Iterator[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the layout")
     ap.add_argument("--no-deep", action="store_true", help="skip the deep (c) measure")
+    ap.add_argument("--no-plan", action="store_true", help="skip the check-path (e) measure")
     ap.add_argument("--result", type=Path, default=RESULT)
     args = ap.parse_args(list(argv) if argv is not None else None)
 
@@ -429,12 +442,18 @@ def main(argv: Iterator[str] | None = None) -> int:
     print(f"    floor, GC paused: best {a0.best:.3f} s  cpu {a0.cpu:.3f} s  [{_fmt(a0.runs)}]")
     b = best_of(qscale_read, d, args.repeat)
     print(f"(b) qscale  best {b.best:.3f} s  cpu {b.cpu:.3f} s  [{_fmt(b.runs)}]"
-          f"   b/a = {b.best / a.best:.2f}  (vs GC-paused floor {b.best / a0.best:.2f})")
+          f"   b/a = {b.best / a.best:.2f}  cpu b/a = {b.cpu / a.cpu:.2f}"
+          f"  (vs GC-paused floor {b.best / a0.best:.2f})")
     c = None
     if not args.no_deep:
         c = best_of(qscale_deep, d, args.repeat)
         print(f"(c) deep    best {c.best:.3f} s  cpu {c.cpu:.3f} s  [{_fmt(c.runs)}]"
               f"   c/a = {c.best / a.best:.2f}   ({c.result} weight_scale_inv read)")
+    e = None
+    if not args.no_plan:
+        e = best_of(qscale_plan, d, args.repeat)
+        print(f"(e) read+resolve+plan  best {e.best:.3f} s  cpu {e.cpu:.3f} s  [{_fmt(e.runs)}]"
+              f"   read share {b.best / e.best:.0%}   ({e.result} engine params)")
     rss = fresh_rss(d)
     rss_mb = rss["peak_kb"] / 1024
     print(f"(d) peak RSS of (b) in a fresh interpreter: {rss_mb:.0f} MB "
@@ -463,6 +482,8 @@ def main(argv: Iterator[str] | None = None) -> int:
         "deep_s": c.best if c else None, "deep_cpu_s": c.cpu if c else None,
         "deep_runs_s": c.runs if c else None,
         "ratio_c_a": c.best / a.best if c else None,
+        "plan_s": e.best if e else None, "plan_cpu_s": e.cpu if e else None,
+        "plan_runs_s": e.runs if e else None,
         "rss_peak_mb": rss_mb, "rss_vmhwm_mb": rss["hwm_kb"] / 1024,
         "rss_base_mb": rss["base_kb"] / 1024,
         "torch_imported": rss["torch"],

@@ -4,7 +4,9 @@ The safetensors layout is: 8 bytes little-endian header length ``N``, ``N`` byte
 (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``), then the
 data buffer. Offsets are relative to the start of the buffer. This module checks every rule of
 that layout and says precisely which one a file breaks, which the safetensors library itself
-does only in generic terms. Values are decoded with numpy; torch is never imported here.
+does only in generic terms. Headers in the compact layout writers emit are cut into columns by
+:mod:`qscale.safetensors_scan`; any other header, valid or not, goes through ``json.loads``.
+Values are decoded with numpy; torch is never imported here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import add, itemgetter, mul, sub
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from qscale.errors import HeaderError
+from qscale.safetensors_scan import HeaderScan, scan_header
 
 #: Largest header the format allows (the reference implementation refuses more than 100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -130,24 +133,67 @@ def _parse_body(body: bytes, data_start: int, *, file: str, file_size: int) -> F
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        try:
-            obj = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
-        if not isinstance(obj, dict):
-            raise _fail(file, "header is not a JSON object", "QS001")
-        metadata = obj.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict):
-            raise _fail(file, "`__metadata__` is not an object", "QS001")
-        tensors = _parse_fast(file, obj, data_start, file_size)
-        if tensors is None:  # something is off: the per-tensor path says precisely what
-            tensors = [_parse_entry(file, name, entry, data_start) for name, entry in obj.items()]
-            _check_layout(file, tensors, data_start, file_size)
-        del obj
+        scan = scan_header(body, _BITS)  # the usual compact layout, without json.loads
+        tensors: Sequence[TensorInfo] | None = None
+        if scan is not None:
+            tensors = _parse_scan(file, scan, data_start, file_size)
+        if scan is not None and tensors is not None:
+            metadata = scan.metadata
+        else:
+            metadata, tensors = _parse_json(body, data_start, file=file, file_size=file_size)
     finally:
         if gc_was_enabled:
             gc.enable()
     return FileHeader(file, file_size, data_start, tuple(tensors), metadata)
+
+
+def _parse_json(
+    body: bytes, data_start: int, *, file: str, file_size: int
+) -> tuple[dict[str, Any], list[TensorInfo]]:
+    """Any valid header, with ``json.loads``; the error of an invalid one."""
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
+    if not isinstance(obj, dict):
+        raise _fail(file, "header is not a JSON object", "QS001")
+    metadata = obj.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _fail(file, "`__metadata__` is not an object", "QS001")
+    tensors = _parse_fast(file, obj, data_start, file_size)
+    if tensors is None:  # something is off: the per-tensor path says precisely what
+        tensors = [_parse_entry(file, name, entry, data_start) for name, entry in obj.items()]
+        _check_layout(file, tensors, data_start, file_size)
+    return metadata, tensors
+
+
+def _parse_scan(
+    file: str, scan: HeaderScan, data_start: int, size: int
+) -> tuple[TensorInfo, ...] | None:
+    """The tensors of a scanned header that passes every check of :func:`_parse_entry` and
+    :func:`_check_layout` (the same predicates, on whole columns), else None."""
+    begins, ends = scan.begins, scan.ends
+    if not np.array_equal(ends - begins, scan.needed):  # QS003
+        return None
+    if not _tiles_array(begins, ends, size - data_start):  # QS002, in header order
+        order = np.lexsort((ends, begins))
+        if not _tiles_array(begins[order], ends[order], size - data_start):
+            return None
+    fields = zip(
+        scan.names,
+        scan.dtypes,
+        scan.shapes,
+        repeat(file),
+        (begins + data_start).tolist(),
+        (ends + data_start).tolist(),
+        strict=False,  # repeat(file) is endless; the other columns have one item per tensor
+    )
+    return tuple(map(tuple.__new__, repeat(TensorInfo), fields))
+
+
+def _tiles_array(begins: np.ndarray, ends: np.ndarray, size: int) -> bool:
+    """Whether consecutive [begin, end) spans, in this order, cover [0, size)."""
+    return int(begins[0]) == 0 and int(ends[-1]) == size and np.array_equal(begins[1:], ends[:-1])
 
 
 _get_dtype = itemgetter("dtype")

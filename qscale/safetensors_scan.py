@@ -1,0 +1,207 @@
+"""Scan safetensors headers in the compact layout writers emit, without json.loads.
+
+``json.loads`` builds a dict, two lists and several ints per tensor, only for qscale to take
+them apart again; on a 190k-tensor checkpoint that costs more than everything else in a read.
+Writers (the safetensors library and every tool built on it) emit one compact layout, so the
+header can be cut into columns with a few whole-array numpy operations instead.
+
+A scan accepts only text it can prove means what ``json.loads`` would return, and returns None
+for anything else: escapes, non-ASCII text, control characters, whitespace, another key order,
+duplicate names. The caller then takes the ``json.loads`` path, which accepts every valid
+header and names the precise fault of an invalid one. A scan never raises for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import numpy as np
+
+#: An entry is ``"NAME":{"dtype":"D","shape":[S],"data_offsets":[B,E]}``: ten quotes. The
+#: fixed text after quotes 1, 5 and 8, read as little-endian 8-byte words at these offsets.
+_FIXED = (
+    (1, b'":{"dtype":"', (0, 4)),
+    (5, b'","shape":[', (0, 3)),
+    (8, b'"data_offsets":[', (0, 8)),
+)
+_WORD_QUOTES = np.array([c for c, _, ats in _FIXED for _ in ats])
+_WORD_OFFSETS = np.array([a for _, _, ats in _FIXED for a in ats])
+_WORDS = np.array(
+    [int.from_bytes(text[a : a + 8], "little") for _, text, ats in _FIXED for a in ats], np.uint64
+)
+_DTYPE_AT, _SHAPE_AT, _OFFSETS_AT = 1, 11, 16  #: from quotes 4, 5 and 8 to the text after them
+_MAX_DTYPE, _MAX_SHAPE = 8, 32  #: longer texts take the json.loads path
+_MAX_DIGITS = 18  #: every 18-digit decimal fits an int64
+#: _MASKS[k] keeps the first k bytes of a word; _SHAPE_MASKS[k] the first k of four words.
+_MASKS = np.array([(1 << 8 * k) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
+_SHAPE_MASKS = _MASKS[np.clip(np.arange(_MAX_SHAPE + 1)[:, None] - [0, 8, 16, 24], 0, 8)]
+_SHAPE_WORDS = np.array([0, 8, 16, 24])
+_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                  0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD], np.uint64)  # fmt: skip
+_DIGITS_ONLY = bytes(c if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_SPACE, _QUOTE, _COMMA, _CLOSE_LIST, _CLOSE_OBJECT = 0x20, 0x22, 0x2C, 0x5D, 0x7D
+#: after the shape `],`; after the offsets `]}` then `,` (or `}` closing the header)
+_ENDINGS = np.array([_CLOSE_LIST, _COMMA, _CLOSE_LIST, _CLOSE_OBJECT, _COMMA], np.uint8)
+
+
+class HeaderScan(NamedTuple):
+    """The columns of a header in the compact layout, in header order."""
+
+    metadata: dict[str, Any]
+    names: list[str]
+    dtypes: list[str]
+    shapes: list[tuple[int, ...]]
+    needed: np.ndarray  #: int64: the bytes each dtype and shape need
+    begins: np.ndarray  #: int64: data_offsets as written, relative to the data buffer
+    ends: np.ndarray
+
+
+def scan_header(body: bytes, bits: Mapping[str, int]) -> HeaderScan | None:
+    """Cut a compact header into columns, or None if it is not in the compact layout.
+
+    The layout is ``{"__metadata__":{...},"NAME":{"dtype":"D","shape":[..],"data_offsets":
+    [B,E]},...}`` then spaces: ASCII, no whitespace, no escape, tensors in any order,
+    ``__metadata__`` optional but first. ``bits`` gives the size of each known dtype.
+
+    With no backslash in the text every ``"`` delimits a string, so each tensor has ten
+    quotes; the fixed text between them is compared as 8-byte words, the dtype and shape
+    texts are parsed once per distinct pair, and the offsets with one C parse per file.
+    """
+    first = _metadata(body)
+    if first is None or not body.isascii() or b"\\" in body or len(body) < 64:
+        return None  # escapes and non-ASCII names need json.loads
+    u = np.frombuffer(body, np.uint8)
+    if u.min() < _SPACE:  # a control character is invalid in JSON strings
+        return None
+    metadata, start = first
+    quotes = np.flatnonzero(u == _QUOTE)
+    quotes = quotes[np.searchsorted(quotes, start) :]
+    n, rest = divmod(len(quotes), 10)
+    end = body.rfind(b"}") + 1  # then only the spaces that pad the header
+    if rest or not n or quotes[0] != start or body.count(b" ", end) != len(body) - end:
+        return None
+    q = quotes.reshape(n, 10)
+    words = np.ndarray((len(u) - 7,), "<u8", body, 0, (1,))  # words[i]: bytes i..i+7
+    try:
+        tails = _check_layout(u, words, q, end)
+    except IndexError:  # a quote too near the end of the header for its fixed text
+        return None
+    specs = None if tails is None else _scan_specs(body, words, q, bits)
+    offsets = None if tails is None else _scan_offsets(u, q[:, 8] + _OFFSETS_AT, tails)
+    if specs is None or offsets is None:
+        return None
+    text = body.decode("ascii")
+    names = list(map(text.__getitem__, map(slice, (q[:, 0] + 1).tolist(), q[:, 1].tolist())))
+    unique = set(names)
+    if len(unique) != n or "__metadata__" in unique:  # json.loads keeps the last duplicate
+        return None
+    return HeaderScan(metadata, names, *specs, offsets[0::2], offsets[1::2])
+
+
+def _metadata(body: bytes) -> tuple[dict[str, Any], int] | None:
+    """The metadata, and the offset of the quote opening the first tensor name."""
+    if not body.startswith(b'{"__metadata__":'):
+        return ({}, 1) if body.startswith(b'{"') else None
+    end = body.find(b'},"', 16)
+    try:  # a `},"` inside a string or a nested object leaves text json.loads refuses
+        metadata = json.loads(body[16 : end + 1]) if end > 0 else None
+    except ValueError:
+        return None
+    return (metadata, end + 2) if type(metadata) is dict else None
+
+
+def _check_layout(u: np.ndarray, words: np.ndarray, q: np.ndarray, end: int) -> np.ndarray | None:
+    """The offset of the ``]`` after each tensor's data_offsets, if the fixed text is in place.
+
+    The fixed text holds quotes exactly where ``q`` has them, so column c of ``q`` is quote c
+    of every entry, and the text between them is as :data:`_FIXED` says.
+    """
+    if not np.all(words[q[:, _WORD_QUOTES] + _WORD_OFFSETS] == _WORDS):
+        return None
+    tails = np.append(q[1:, 0], end) - 3
+    shape_ends = q[:, 8] - 2
+    at = np.stack((shape_ends, shape_ends + 1, tails, tails + 1, tails + 2), axis=1)
+    expected = np.tile(_ENDINGS, (len(q), 1))
+    expected[-1, -1] = _CLOSE_OBJECT  # the last entry closes the header
+    return tails if np.array_equal(u[at], expected) else None
+
+
+def _scan_specs(
+    body: bytes, words: np.ndarray, q: np.ndarray, bits: Mapping[str, int]
+) -> tuple[list[str], list[tuple[int, ...]], np.ndarray] | None:
+    """Per tensor: dtype, shape, bytes needed; each distinct (dtype, shape text) parsed once."""
+    dtype_at, shape_at = q[:, 4] + _DTYPE_AT, q[:, 5] + _SHAPE_AT
+    dtype_len, shape_len = q[:, 5] - dtype_at, q[:, 8] - 2 - shape_at
+    if dtype_len.min() < 1 or dtype_len.max() > _MAX_DTYPE or shape_len.max() > _MAX_SHAPE:
+        return None
+    key = np.empty((len(q), 5), np.uint64)  # dtype text, then shape text, zero-padded
+    key[:, 0] = words[dtype_at] & _MASKS[dtype_len]
+    shape_words = np.minimum(shape_at[:, None] + _SHAPE_WORDS, len(words) - 1)
+    key[:, 1:] = words[shape_words] & _SHAPE_MASKS[shape_len]
+    _, first, inverse = np.unique((key * _HASH).sum(axis=1), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if not np.array_equal(key, key[first[inverse]]):  # a hash collision: not worth handling
+        return None
+    dtypes, shapes, needed = [], [], []
+    for i in first.tolist():
+        dtype_text = body[dtype_at[i] : dtype_at[i] + dtype_len[i]]
+        spec = _spec(dtype_text, body[shape_at[i] - 1 : shape_at[i] + shape_len[i] + 1])
+        if spec is None or spec[0] not in bits:
+            return None
+        size = (math.prod(spec[1]) * bits[spec[0]] + 7) >> 3
+        if size >= 2**62:
+            return None
+        dtypes.append(spec[0])
+        shapes.append(spec[1])
+        needed.append(size)
+    picks = inverse.tolist()
+    return (
+        list(map(dtypes.__getitem__, picks)),
+        list(map(shapes.__getitem__, picks)),
+        np.array(needed, np.int64)[inverse],
+    )
+
+
+@lru_cache(maxsize=4096)
+def _spec(dtype_text: bytes, shape_text: bytes) -> tuple[str, tuple[int, ...]] | None:
+    """The dtype and the shape a JSON list of integers >= 0 gives, else None."""
+    try:
+        dims = json.loads(shape_text)
+    except ValueError:
+        return None
+    if type(dims) is not list or not all(type(d) is int and d >= 0 for d in dims):
+        return None
+    return dtype_text.decode("ascii"), tuple(dims)
+
+
+def _scan_offsets(u: np.ndarray, starts: np.ndarray, tails: np.ndarray) -> np.ndarray | None:
+    """``B0, E0, B1, E1, ...``, if each text ``B,E`` from ``starts`` to ``tails`` holds two
+    JSON integers below 10**18 (``u[tails]`` is the ``]`` after each)."""
+    lengths = tails + 1 - starts  # `B,E]`
+    width = int(lengths.max())
+    if lengths.min() < 4 or width > 2 * _MAX_DIGITS + 2:
+        return None
+    padded = np.concatenate((u, np.zeros(width, np.uint8)))  # rows near the end stay inside
+    rows = np.lib.stride_tricks.as_strided(padded, (len(u), width), (1, 1))[starts]
+    rows = np.where(np.arange(width) < lengths[:, None], rows, _SPACE)
+    comma = np.argmax(rows == _COMMA, axis=1)  # the first comma of each row
+    after = rows[np.arange(len(rows)), comma + 1]
+    # `B,E]`: `]` last (checked by the caller), the first comma splits B from E, every other
+    # byte is a digit, and B and E have 1 to 18 digits and no leading zero.
+    size_b, size_e = comma, lengths - 2 - comma
+    ok = (
+        np.array_equal(np.count_nonzero(np.subtract(rows, 0x30) < 10, axis=1), lengths - 2)
+        and size_b.min() >= 1
+        and size_e.min() >= 1
+        and max(int(size_b.max()), int(size_e.max())) <= _MAX_DIGITS
+        and not np.any((rows[:, 0] == 0x30) & (size_b > 1))
+        and not np.any((after == 0x30) & (size_e > 1))
+    )
+    if not ok:
+        return None
+    values = np.fromstring(rows.tobytes().translate(_DIGITS_ONLY), dtype=np.int64, sep=" ")
+    return values if len(values) == 2 * len(starts) else None
