@@ -63,8 +63,9 @@ class Baseline:
 
 
 def build_baseline(report: Report) -> Baseline:
-    """Every finding of ``report``, accepted."""
-    return Baseline({fingerprint(f): f for f in report.findings})
+    """Every finding of ``report``, accepted (without its fix: a baseline records what was
+    accepted, not how it could be remedied)."""
+    return Baseline({fingerprint(f): replace(f, fix=None) for f in report.findings})
 
 
 def render_baseline(baseline: Baseline) -> str:
