@@ -26,30 +26,14 @@ Manual: deploy with one of the TP values the message lists, or (for the experts)
 parallel so each rank holds whole experts. `qscale layouts PATH` lists every TP × EP that loads.
 """
 
-from collections.abc import Iterator
-
-from qscale.constraints import layout_problems, location
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-
-
-def check(ctx: Context) -> Iterator[Finding]:
-    """Report the layout's divisibility problems."""
-    assert ctx.plan is not None
-    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
-        if p.code == RULE.code:
-            yield RULE.finding(
-                f"{ctx.plan.engine.label}: {p.message}",
-                location(p, ctx.checkpoint),
-                fix=Fix(p.fix, Applicability.MANUAL),
-                severity=p.severity,
-            )
-
+from qscale.rules._api import Rule, Severity
+from qscale.rules._layout import check_for
 
 RULE = Rule(
     code="QS501",
     name="indivisible-partition",
     severity=Severity.ERROR,
     doc=__doc__ or "",
-    check=check,
+    check=check_for("QS501"),
     needs_plan=True,
 )

@@ -19,30 +19,14 @@ evenly over EP=8; SGLang asserts num_experts % moe_ep_size == 0; EP that works: 
 Manual: deploy with an EP size the message lists.
 """
 
-from collections.abc import Iterator
-
-from qscale.constraints import layout_problems, location
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-
-
-def check(ctx: Context) -> Iterator[Finding]:
-    """Report the layout's expert-split problems."""
-    assert ctx.plan is not None
-    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
-        if p.code == RULE.code:
-            yield RULE.finding(
-                f"{ctx.plan.engine.label}: {p.message}",
-                location(p, ctx.checkpoint),
-                fix=Fix(p.fix, Applicability.MANUAL),
-                severity=p.severity,
-            )
-
+from qscale.rules._api import Rule, Severity
+from qscale.rules._layout import check_for
 
 RULE = Rule(
     code="QS502",
     name="uneven-expert-split",
     severity=Severity.ERROR,
     doc=__doc__ or "",
-    check=check,
+    check=check_for("QS502"),
     needs_plan=True,
 )

@@ -28,30 +28,14 @@ Manual: deploy with a TP the message lists; for the experts, enable expert paral
 then holds whole experts). `qscale layouts PATH` lists every TP × EP that loads.
 """
 
-from collections.abc import Iterator
-
-from qscale.constraints import layout_problems, location
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-
-
-def check(ctx: Context) -> Iterator[Finding]:
-    """Report the layout's FP8 block problems."""
-    assert ctx.plan is not None
-    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
-        if p.code == RULE.code:
-            yield RULE.finding(
-                f"{ctx.plan.engine.label}: {p.message}",
-                location(p, ctx.checkpoint),
-                fix=Fix(p.fix, Applicability.MANUAL),
-                severity=p.severity,
-            )
-
+from qscale.rules._api import Rule, Severity
+from qscale.rules._layout import check_for
 
 RULE = Rule(
     code="QS503",
     name="fp8-block-misaligned-partition",
     severity=Severity.ERROR,
     doc=__doc__ or "",
-    check=check,
+    check=check_for("QS503"),
     needs_plan=True,
 )

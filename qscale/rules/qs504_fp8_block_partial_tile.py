@@ -21,30 +21,14 @@ but a partial block before the last partition of a merged layer, ... is refused 
 None needed at TP=1; pick TPs that keep whole blocks per rank (`qscale layouts PATH`).
 """
 
-from collections.abc import Iterator
-
-from qscale.constraints import layout_problems, location
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-
-
-def check(ctx: Context) -> Iterator[Finding]:
-    """Report block-FP8 layers with a partial last block."""
-    assert ctx.plan is not None
-    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
-        if p.code == RULE.code:
-            yield RULE.finding(
-                f"{ctx.plan.engine.label}: {p.message}",
-                location(p, ctx.checkpoint),
-                fix=Fix(p.fix, Applicability.MANUAL),
-                severity=p.severity,
-            )
-
+from qscale.rules._api import Rule, Severity
+from qscale.rules._layout import check_for
 
 RULE = Rule(
     code="QS504",
     name="fp8-block-partial-tile",
     severity=Severity.INFO,
     doc=__doc__ or "",
-    check=check,
+    check=check_for("QS504"),
     needs_plan=True,
 )

@@ -23,30 +23,14 @@ is not a multiple of the W4A16 g128 group size 128, ...; TP that works: 1`
 Manual: deploy with a TP the message lists, or enable expert parallel for the experts.
 """
 
-from collections.abc import Iterator
-
-from qscale.constraints import layout_problems, location
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-
-
-def check(ctx: Context) -> Iterator[Finding]:
-    """Report the layout's group-size problems."""
-    assert ctx.plan is not None
-    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
-        if p.code == RULE.code:
-            yield RULE.finding(
-                f"{ctx.plan.engine.label}: {p.message}",
-                location(p, ctx.checkpoint),
-                fix=Fix(p.fix, Applicability.MANUAL),
-                severity=p.severity,
-            )
-
+from qscale.rules._api import Rule, Severity
+from qscale.rules._layout import check_for
 
 RULE = Rule(
     code="QS505",
     name="group-misaligned-partition",
     severity=Severity.ERROR,
     doc=__doc__ or "",
-    check=check,
+    check=check_for("QS505"),
     needs_plan=True,
 )

@@ -20,30 +20,14 @@ is not a multiple of the 8 values packed per int32: ...; TP that works: 1, 2, 4,
 Manual: deploy with a TP the message lists.
 """
 
-from collections.abc import Iterator
-
-from qscale.constraints import layout_problems, location
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-
-
-def check(ctx: Context) -> Iterator[Finding]:
-    """Report the layout's packing problems."""
-    assert ctx.plan is not None
-    for p in layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment):
-        if p.code == RULE.code:
-            yield RULE.finding(
-                f"{ctx.plan.engine.label}: {p.message}",
-                location(p, ctx.checkpoint),
-                fix=Fix(p.fix, Applicability.MANUAL),
-                severity=p.severity,
-            )
-
+from qscale.rules._api import Rule, Severity
+from qscale.rules._layout import check_for
 
 RULE = Rule(
     code="QS506",
     name="packed-misaligned-partition",
     severity=Severity.ERROR,
     doc=__doc__ or "",
-    check=check,
+    check=check_for("QS506"),
     needs_plan=True,
 )
