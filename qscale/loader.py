@@ -8,6 +8,7 @@ under the selected engine profile.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ class MergedParam:
     partitions: tuple[int, ...] | None = None  #: output sizes of the merged layer
     slots: tuple[Slot, ...] | None = None  #: per-tensor scales: value per partition
     errors: tuple[str, ...] = ()  #: what makes the engine refuse this parameter
+    #: per-tensor scales the loader keeps fewer of than there are shards (SGLang's DeepSeek
+    #: concatenation keeps the first 0-d scale): each shard's own value, in partition order
+    shard_values: tuple[Slot, ...] | None = None
 
     @property
     def leaf(self) -> str:
@@ -155,7 +159,7 @@ def plan_load(
 ) -> LoadPlan:
     """Predict what the engine's weight loader builds from this checkpoint."""
     spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
-    fam = family_for(ckpt)
+    fam = family_for(ckpt).for_engine(spec.engine)
     quant = quant or resolve_quantization(ckpt)
     groups: dict[str, list[ShardSlot]] = {}
     skipped = []
@@ -267,6 +271,8 @@ def _build(
 ) -> MergedParam:
     parts = _partitions(ckpt, fam, pname, sources)
     conflicts = _scheme_conflicts(quant, pname, sources)
+    if not conflicts and pname.rpartition(".")[0].rpartition(".")[2] in fam.concatenated:
+        return _concatenated(ckpt, quant, spec, pname, sources, parts)
     if conflicts or not sources or not _is_per_tensor(quant, sources[0].source):
         return MergedParam(pname, sources, parts, errors=tuple(conflicts))
     if sources[0].expert is not None:
@@ -302,6 +308,68 @@ def _build(
             if i < n:
                 slots[i] = value
     return MergedParam(pname, sources, parts, tuple(slots), tuple(errors))
+
+
+#: leaves whose tensors do not grow with the output rows: concatenating two of them gives a
+#: tensor the fused parameter has no room for (compressed-tensors ``weight_shape`` is ``[2]``)
+_NOT_ROW_LEAVES = ("weight_shape",)
+
+
+def _concatenated(
+    ckpt: Checkpoint,
+    quant: QuantMap,
+    spec: EngineSpec,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+    parts: tuple[int, ...] | None,
+) -> MergedParam:
+    """A parameter loaded whole from the concatenation of its shards' tensors (SGLang DeepSeek
+    ``fused_qkv_a_proj_with_mqa``, a ``ReplicatedLinear``: one per-tensor slot, and a loader
+    that asserts the loaded shape equals the parameter's)."""
+    order = tuple(sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0]))
+    leaf = pname.rpartition(".")[2]
+    shapes = [ckpt.tensors[s.source].shape for s in order]
+    names = " and ".join(f"`{s.source}` {list(sh)}" for s, sh in zip(order, shapes, strict=True))
+    if len(order) < 2:
+        return MergedParam(pname, order, parts)  # held back, never loaded: QS205's case
+    if leaf in _NOT_ROW_LEAVES:
+        total = sum(sh[0] if sh else 1 for sh in shapes)
+        return MergedParam(
+            pname,
+            order,
+            parts,
+            errors=(
+                f"{spec.engine} concatenates {names} into a [{total}] tensor for `{pname}`,"
+                f" and its ReplicatedLinear loader asserts the shape equals the parameter's"
+                f" {list(shapes[0])}",
+            ),
+        )
+    if not _is_per_tensor(quant, order[0].source):
+        return MergedParam(pname, order, parts)  # row-wise tensors concatenate cleanly
+    if all(sh == () for sh in shapes):
+        values = tuple(_scalar(ckpt, s.source)[0] for s in order)
+        return MergedParam(pname, order, parts, slots=values[:1], shard_values=values)
+    if any(sh == () for sh in shapes):
+        return MergedParam(
+            pname,
+            order,
+            parts,
+            errors=(
+                f"{spec.engine} concatenates {names} for `{pname}`; torch.cat cannot join a 0-d"
+                " tensor with a 1-d one",
+            ),
+        )
+    total = sum(math.prod(sh) for sh in shapes)
+    return MergedParam(
+        pname,
+        order,
+        parts,
+        errors=(
+            f"{spec.engine} concatenates {names} into [{total}] for the one-slot `{pname}` [1],"
+            " and its ReplicatedLinear loader asserts equal shapes (it loads two 0-d scales,"
+            " and then keeps the first alone; per-channel scales concatenate cleanly)",
+        ),
+    )
 
 
 def _expert_slots(

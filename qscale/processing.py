@@ -14,7 +14,9 @@ left unfilled is harmless or ruins the layer. The step per scale name is profile
 - NVFP4 global scales (compressed-tensors divisors, ModelOpt multipliers): the maximum, with no
   requantization of the block scales — a partition whose global scale differs is dequantized
   wrongly by the ratio;
-- fused-MoE ``w13`` global scales ``[E, 2]``: w1's column serves w3 too.
+- fused-MoE ``w13`` global scales ``[E, 2]``: w1's column serves w3 too;
+- SGLang DeepSeek ``fused_qkv_a_proj_with_mqa``: the loader already kept ``q_a_proj``'s 0-d
+  scale for both shards (``MergedParam.shard_values`` holds each shard's own).
 """
 
 from __future__ import annotations
@@ -140,8 +142,27 @@ def process_param(param: MergedParam, step: PostLoad) -> Processed | None:
     return Processed(param, step, top, tuple(outs))
 
 
+def _first_shard(param: MergedParam) -> Processed | None:
+    """A parameter whose loader kept one shard's scale for every shard (``shard_values``)."""
+    own, slots = param.shard_values, param.slots
+    if own is None or not slots or len(own) < 2:
+        return None
+    act = param.leaf.endswith("input_scale")
+    step = PostLoad.ACT_FIRST_SHARD if act else PostLoad.WEIGHT_FIRST_SHARD
+    kept = slots[0]
+    return Processed(
+        param, step, kept, tuple(_outcome(i, v, kept, step) for i, v in enumerate(own))
+    )
+
+
 def step_for(plan: LoadPlan, param: MergedParam) -> PostLoad | None:
     """The profile's processing step for this parameter's scale leaf, if modelled."""
+    if param.shard_values is not None:
+        return (
+            PostLoad.ACT_FIRST_SHARD
+            if param.leaf.endswith("input_scale")
+            else (PostLoad.WEIGHT_FIRST_SHARD)
+        )
     table = plan.engine.profile.post_load
     return None if table is None else table.get(param.leaf)
 
@@ -154,6 +175,6 @@ def process(plan: LoadPlan) -> Iterator[Processed]:
         step = step_for(plan, p)
         if step is None or p.name.rpartition(".")[0] in refused:
             continue
-        done = process_param(p, step)
+        done = _first_shard(p) if p.shard_values is not None else process_param(p, step)
         if done is not None:
             yield done

@@ -23,7 +23,15 @@ from qscale.schemes import QuantScheme
 ROW_LEAVES = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2"})
 #: Engine leaves built as ReplicatedLinear (routers, DeepSeek's MLA A-projections).
 REPLICATED_LEAVES = frozenset(
-    {"gate", "shared_expert_gate", "router", "fused_qkv_a_proj", "q_a_proj", "kv_a_proj_with_mqa"}
+    {
+        "gate",
+        "shared_expert_gate",
+        "router",
+        "fused_qkv_a_proj",
+        "fused_qkv_a_proj_with_mqa",  # SGLang's name for it
+        "q_a_proj",
+        "kv_a_proj_with_mqa",
+    }
 )
 #: Engine prefixes qscale does not shard-check: vocab-parallel layers pad, the vision tower
 #: has its own parallel layout.

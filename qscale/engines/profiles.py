@@ -42,11 +42,21 @@ class PostLoad(str, Enum):
     WEIGHT_MAX = "weight-max"  #: weights used with the max multiplier, no requantization
     WEIGHT_MAX_DIVISOR = "weight-max-divisor"  #: weights used with 1 / max, no requantization
     WEIGHT_FIRST_COLUMN = "weight-first-column"  #: fused MoE w13: w1's column serves w3 too
+    #: loading already kept one scale for all shards: the loader concatenates the shards and,
+    #: for 0-d scales, loads the first shard's alone (SGLang DeepSeek
+    #: ``fused_qkv_a_proj_with_mqa``); weights are used with it, not requantized
+    WEIGHT_FIRST_SHARD = "weight-first-shard"
+    ACT_FIRST_SHARD = "activation-first-shard"  #: the same for static input scales
 
     @property
     def requantizes(self) -> bool:
         """Whether partitions that differ from the common scale stay correct (lossy)."""
-        return self in (PostLoad.REQUANTIZE_MAX, PostLoad.ACT_MAX, PostLoad.ACT_MAX_DIVISOR)
+        return self in (
+            PostLoad.REQUANTIZE_MAX,
+            PostLoad.ACT_MAX,
+            PostLoad.ACT_MAX_DIVISOR,
+            PostLoad.ACT_FIRST_SHARD,  # one input, quantized and dequantized with one scale
+        )
 
     @property
     def divisor(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qscale.errors import ConfigError
@@ -53,6 +53,17 @@ class Family:
     requires: Mapping[str, str] = field(default_factory=dict)
     #: module-name suffixes the engine builds with ``quant_config=None`` (router gates)
     never_quantized: tuple[str, ...] = ()
+    #: fused leaves the engine builds by concatenating the shards' tensors and loading the
+    #: result whole (SGLang DeepSeek ``fused_qkv_a_proj_with_mqa``), not shard by shard into
+    #: per-partition slots; 0-d per-tensor scales then keep the first shard's value only
+    concatenated: tuple[str, ...] = ()
+    #: engine name -> the fields that differ in that engine's loader (its own vocabulary)
+    engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_engine(self, engine: str) -> Family:
+        """This family as ``engine``'s loader sees it (its overrides applied)."""
+        changes = self.engines.get(engine)
+        return replace(self, engines={}, **changes) if changes else self
 
     def builds_unquantized(self, module: str) -> str | None:
         """The suffix by which the engine builds this module unquantized, if any."""

@@ -1,17 +1,22 @@
 """DeepSeek-V2/V3: MLA ``fused_qkv_a_proj`` only when ``q_lora_rank`` is set.
 
-Source: vLLM ``deepseek_v2.py`` (``DeepseekV2Model.load_weights``, a classic list even in
-v0.33); docs/engine-loader-facts §2.2.
+Sources: vLLM ``deepseek_v2.py`` (``DeepseekV2Model.load_weights``, a classic list even in
+v0.33); docs/engine-loader-facts §2.2. SGLang (facts §2.5;
+``models/deepseek_common/deepseek_weight_loader.py``, ``DeepseekV2WeightLoaderMixin``): no
+stacked entry for the A projections; ``q_a_proj`` and ``kv_a_proj_with_mqa`` are held back
+until both arrived, concatenated along dim 0 and loaded whole into the ``ReplicatedLinear``
+``fused_qkv_a_proj_with_mqa``; when both tensors are 0-d, the ``q_a_proj`` one is loaded alone.
 """
 
 from qscale.families._api import ExpertNames, Family, Stacked
+
+_GATE_UP = (Stacked("gate_up_proj", "gate_proj", 0), Stacked("gate_up_proj", "up_proj", 1))
 
 DEEPSEEK_V2 = Family(
     name="deepseek_v2",
     architectures=("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"),
     stacked=(
-        Stacked("gate_up_proj", "gate_proj", 0),
-        Stacked("gate_up_proj", "up_proj", 1),
+        *_GATE_UP,
         Stacked("fused_qkv_a_proj", "q_a_proj", 0),
         Stacked("fused_qkv_a_proj", "kv_a_proj_with_mqa", 1),
     ),
@@ -20,4 +25,18 @@ DEEPSEEK_V2 = Family(
     experts=ExpertNames(),
     shared_expert=".shared_experts.",
     never_quantized=(".mlp.gate",),  # ReplicatedLinear(..., quant_config=None)
+    engines={
+        "sglang": {
+            "stacked": (
+                *_GATE_UP,
+                Stacked("fused_qkv_a_proj_with_mqa", "q_a_proj", 0),
+                Stacked("fused_qkv_a_proj_with_mqa", "kv_a_proj_with_mqa", 1),
+            ),
+            "partitions": {
+                "fused_qkv_a_proj_with_mqa": ("q_lora_rank", "kv_lora_rank+qk_rope_head_dim")
+            },
+            "requires": {"fused_qkv_a_proj_with_mqa": "q_lora_rank"},
+            "concatenated": ("fused_qkv_a_proj_with_mqa",),
+        }
+    },
 )

@@ -7,7 +7,10 @@ DeepSeek `q_a_proj`+`kv_a_proj_with_mqa`) that are partly quantized and partly n
 resolve to different schemes; a per-tensor scale with more than one element where the
 engine's slot takes one; a tuple shard id on an engine version without tuple support; a
 ModelOpt `quant_algo` the engine's ModelOpt loader rejects; an architecture the release cannot
-build (vLLM 0.19.1 and 0.20.0 fail on the text-only `Qwen3_5MoeForCausalLM` class).
+build (vLLM 0.19.1 and 0.20.0 fail on the text-only `Qwen3_5MoeForCausalLM` class); on SGLang,
+DeepSeek `q_a_proj` + `kv_a_proj_with_mqa` tensors that cannot be concatenated into its
+`ReplicatedLinear` `fused_qkv_a_proj_with_mqa` (1-element per-tensor scales become a
+2-element tensor for a 1-slot parameter; compressed-tensors `weight_shape`).
 
 ## Why it matters
 These fail at start-up on the GPU host, after the weights were downloaded and the engine

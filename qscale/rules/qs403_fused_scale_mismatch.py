@@ -9,7 +9,12 @@ partition's scale, without requantization:
   `weight_scale_2`, a multiplier) that differ across the shards of a fused layer — q/k/v,
   gate/up, Qwen3.5 `in_proj_qkv` + `in_proj_z`, `in_proj_b` + `in_proj_a`: vLLM takes the
   maximum and does not rescale the FP8 block scales;
-- fused-MoE `w13` global scales whose w1 and w3 columns differ: vLLM uses column 0 for both.
+- fused-MoE `w13` global scales whose w1 and w3 columns differ: vLLM uses column 0 for both;
+- on SGLang, DeepSeek `q_a_proj` + `kv_a_proj_with_mqa` FP8 per-tensor scales stored as 0-d
+  scalars (ModelOpt, Quark): SGLang concatenates the two shards into its `ReplicatedLinear`
+  `fused_qkv_a_proj_with_mqa` and, for two 0-d scales, loads `q_a_proj`'s alone, so
+  `kv_a_proj_with_mqa`'s weights are dequantized with `q_a_proj`'s scale (1-element scales
+  make SGLang refuse the load instead: QS402).
 
 The message gives the ratio by which each affected partition's weights come out scaled.
 A relative difference of 1% or more is an error; a smaller one a warning.
@@ -32,6 +37,7 @@ re-export with a quantizer that fuses global scales for this architecture.
 
 from collections.abc import Iterator
 
+from qscale.engines.profiles import PostLoad
 from qscale.processing import Effect, Processed, process
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
@@ -68,16 +74,12 @@ def check(ctx: Context) -> Iterator[Finding]:
         if worst == 0.0:
             continue
         severity = Severity.ERROR if worst >= ERROR_DEVIATION else Severity.WARNING
-        how = (
-            "w1's column is used for w3"
-            if done.step.value == "weight-first-column"
-            else "the engine keeps the maximum and does not rescale the block scales"
-        )
+        how, fix = _HOW.get(done.step, (_MAX, FIX))
         yield RULE.finding(
             f"`{done.param.name}` on {ctx.plan.engine.label}: {text}; the shards' scales differ"
             f" and {how}",
             ctx.at_param(done.param),
-            fix=FIX,
+            fix=fix,
             severity=severity,
         )
 
@@ -87,6 +89,19 @@ FIX = Fix(
     " (qscale fix --unsafe-fixes)",
     Applicability.UNSAFE,
 )
+_MAX = "the engine keeps the maximum and does not rescale the block scales"
+_HOW = {
+    PostLoad.WEIGHT_FIRST_COLUMN: ("w1's column is used for w3", FIX),
+    PostLoad.WEIGHT_FIRST_SHARD: (
+        "the engine loads the concatenated shards with the first shard's 0-d scale alone",
+        Fix(
+            "re-export the fused shards with one common per-tensor weight scale (requantize"
+            " the FP8 weights of the shard with the smaller scale to the larger one), or"
+            " with per-channel weight scales, which are concatenated row by row",
+            Applicability.MANUAL,
+        ),
+    ),
+}
 
 RULE = Rule(
     code="QS403",
