@@ -117,3 +117,29 @@ def test_seed_003_mxfp4_shared_experts_load_in_vllm(tmp_path, source, packed):
                 assert reported["max_abs"] == pytest.approx(float(err.max()), rel=1e-9)
                 rmse = math.sqrt(float((err**2).mean()))
                 assert reported["rmse"] == pytest.approx(rmse, rel=1e-9)
+
+
+DS = "model.layers.0.self_attn"
+
+
+def test_sglang_deepseek_fix_still_loads_in_vllm(tmp_path):
+    """The llm-compressor FP8 DeepSeek-V2 fixed for SGLang (per-channel A-projection weight
+    scales, 0-d input scales) loads in real vLLM 0.32.0 with fp8 × scale unchanged."""
+    _need("0.32.0")
+    source = REAL / "llmc-deepseek_v2-FP8"
+    out = tmp_path / "fixed"
+    assert fix(source, out, engine="sglang==0.5.23").status == Status.FIXED
+    status, params = load_in_vllm(out, "0.32.0", tmp_path / "vllm")
+    assert status["load"] == "ok", status
+    src = load_file(str(source / "model.safetensors"))
+    q, kv = f"{DS}.q_a_proj", f"{DS}.kv_a_proj_with_mqa"
+    scale = params[f"{DS}.fused_qkv_a_proj.weight_scale"]
+    weight = params[f"{DS}.fused_qkv_a_proj.weight"]
+    s_q, s_kv = src[f"{q}.weight_scale"].float(), src[f"{kv}.weight_scale"].float()
+    n_q = src[f"{q}.weight"].shape[0]
+    assert torch.equal(scale[:n_q].float(), s_q.expand(n_q, 1))
+    assert torch.equal(scale[n_q:].float(), s_kv.expand(scale.shape[0] - n_q, 1))
+    original = torch.cat([src[f"{q}.weight"].float() * s_q, src[f"{kv}.weight"].float() * s_kv])
+    assert torch.equal(weight.float() * scale.float(), original)
+    loaded_in = params[f"{DS}.fused_qkv_a_proj.input_scale"].float().reshape(-1)
+    assert torch.equal(loaded_in.max().reshape(1), src[f"{q}.input_scale"].float().reshape(1))

@@ -134,3 +134,50 @@ def test_llm_compressor_deepseek_on_sglang(name: str, refused_leaf: str | None) 
         assert errors == []
     else:
         assert any(f"fused_qkv_a_proj_with_mqa.{refused_leaf}" in e for e in errors), errors
+
+
+# --------------------------------------------------------------------------- qscale fix
+
+
+def test_fix_makes_the_llm_compressor_export_load_on_sglang(tmp_path: Path) -> None:
+    from qscale.fix import Status, fix
+
+    out = tmp_path / "fixed"
+    assert fix(FIXTURE, out, engine=SGLANG).status == Status.FIXED
+    before, after = load_file(FIXTURE / "model.safetensors"), load_file(out / "model.safetensors")
+    for m in ("q_a_proj", "kv_a_proj_with_mqa"):
+        ws = after[f"{ATTN}.{m}.weight_scale"]
+        assert ws.shape == (after[f"{ATTN}.{m}.weight"].shape[0], 1)
+        assert torch.equal(ws, before[f"{ATTN}.{m}.weight_scale"].expand_as(ws))
+        assert after[f"{ATTN}.{m}.input_scale"].shape == ()
+        assert torch.equal(after[f"{ATTN}.{m}.input_scale"].reshape(1),
+                           before[f"{ATTN}.{m}.input_scale"])
+    for engine in (SGLANG, "vllm==0.19.1", "vllm==0.20.0"):
+        report = check(read_checkpoint(out), CheckOptions(engine=engine))
+        assert [f.code for f in report.findings if f.severity.label == "error"] == [], engine
+
+
+def test_fix_of_different_input_scales_is_unsafe(tmp_path: Path) -> None:
+    from qscale.fix import Status, fix
+
+    path = _copy(tmp_path, values={f"{ATTN}.kv_a_proj_with_mqa.input_scale": 0.02})
+    assert fix(path, tmp_path / "safe", engine=SGLANG).status != Status.FIXED
+    assert not (tmp_path / "safe").exists()
+    assert fix(path, tmp_path / "unsafe", engine=SGLANG, unsafe=True).status == Status.FIXED
+    after = load_file(tmp_path / "unsafe" / "model.safetensors")
+    big = torch.tensor(0.02, dtype=torch.bfloat16)
+    assert torch.equal(after[f"{ATTN}.q_a_proj.input_scale"], big)
+    assert torch.equal(after[f"{ATTN}.kv_a_proj_with_mqa.input_scale"], big)
+
+
+def test_fix_rewrites_scalar_scales_per_channel(tmp_path: Path) -> None:
+    """0-d weight scales (QS403 on SGLang) get the same per-channel rewrite: exact."""
+    from qscale.fix import Status, fix
+
+    path = _copy(tmp_path, _scalar_scales())
+    out = tmp_path / "fixed"
+    assert fix(path, out, engine=SGLANG).status == Status.FIXED
+    report = check(read_checkpoint(out), CheckOptions(engine=SGLANG))
+    assert [f.code for f in report.findings if f.severity.label == "error"] == []
+    after = load_file(out / "model.safetensors")
+    assert after[f"{ATTN}.kv_a_proj_with_mqa.weight_scale"].shape[1:] == (1,)

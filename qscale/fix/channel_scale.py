@@ -1,4 +1,4 @@
-"""Per-tensor FP8 weight scales of a tuple-shard fused layer, rewritten per channel (seed 002).
+"""Per-tensor FP8 weight scales of a fused layer, rewritten per channel (seed 002; SGLang DeepSeek).
 
 vLLM 0.18.0–0.19.1 load the per-tensor scale of Qwen3.5's ``in_proj_qkv`` (tuple shard id
 ``(0, 1, 2)``) into slot 0 of ``in_proj_qkvz.weight_scale`` only (QS401). A per-channel scale
@@ -8,6 +8,11 @@ version with tuple shard ids handles. So every shard of the fused layer (``in_pr
 ``[out, 1]`` tensor of the same dtype — the same bytes, so each row dequantizes exactly as the
 partition did — and a compressed-tensors config group with the channel weight strategy (the
 original input activations kept) is added for those modules.
+
+The same rewrite serves SGLang's DeepSeek ``fused_qkv_a_proj_with_mqa``, which concatenates the
+``q_a_proj`` and ``kv_a_proj_with_mqa`` tensors: 1-element per-tensor scales cannot be loaded
+that way (QS402), and 0-d ones keep ``q_a_proj``'s alone (QS403); ``[out, 1]`` scales
+concatenate row by row into the parameter's ``[q_lora_rank + kv_lora_rank + rope, 1]``.
 
 The group's targets are anchored ``re:`` patterns naming the engine's fused module and the
 checkpoint's shard modules. vLLM (0.19: name, class, fused name; 0.20+: name, fused name,
@@ -52,6 +57,13 @@ _REFUSE = {
 }
 
 
+def concatenated(ctx: FixContext, p: MergedParam) -> bool:
+    """Whether the engine loads ``p`` from its shards concatenated (SGLang DeepSeek
+    ``fused_qkv_a_proj_with_mqa``), where per-channel scales join row by row."""
+    assert ctx.plan is not None
+    return p.name.rpartition(".")[0].rpartition(".")[2] in ctx.plan.family.concatenated
+
+
 def _anchored(name: str) -> str:
     return "re:" + re.escape(name) + "$"
 
@@ -85,10 +97,12 @@ def plan(ctx: FixContext) -> Iterator[Change | Refusal]:
         return
     fmt = ctx.quant.format
     by_group: dict[str, list[tuple[Finding, MergedParam, list[ModuleQuant]]]] = {}
-    for f in ctx.findings("QS401"):
+    for f in ctx.findings("QS401", "QS402", "QS403"):
         p = ctx.plan.params.get(f.location.param or "")
         if p is None or p.leaf != "weight_scale":
             continue
+        if f.code != "QS401" and not concatenated(ctx, p):
+            continue  # other refusals and NVFP4 global scales are not per-tensor FP8 scales
         if not isinstance(fmt, CompressedTensorsConfig):
             why = next((v for k, v in _REFUSE.items() if isinstance(fmt, k)), None)
             method = fmt.method if fmt else "no quantization config"

@@ -22,6 +22,7 @@ from qscale.fix import (
     global_scale,
     ignore_names,
     index,
+    scalar_input,
     scale_format,
     shared_expert,
 )
@@ -44,6 +45,7 @@ from qscale.runner import CheckOptions, run_rules
 #: Every fixer, in priority order (an earlier fixer wins a conflict over the same tensor).
 FIXERS: tuple[Fixer, ...] = (
     channel_scale.plan,
+    scalar_input.plan,
     scale_format.plan,
     ignore_names.plan,
     shared_expert.plan,

@@ -23,7 +23,9 @@ with the first shard's scheme. Finding them first saves the deployment attempt.
 
 ## Fix
 Quantize or ignore all shards of a fused layer together; re-export vector scales as one
-scalar per shard.
+scalar per shard. For SGLang's DeepSeek concatenation, `qscale fix --engine sglang==…` stores
+the A-projections' weight scales per channel (same values, exact) and their input scales as
+0-d scalars (unsafe when the two differ: both get the larger).
 """
 
 from collections.abc import Iterator
@@ -39,12 +41,22 @@ def check(ctx: Context) -> Iterator[Finding]:
             f"{ctx.plan.engine.label}: {refusal.reason}",
             Location(file=refusal.file, key=refusal.key),
         )
+    concatenated = ctx.plan.family.concatenated
     for p in ctx.plan.params.values():
+        joined = p.name.rpartition(".")[0].rpartition(".")[2] in concatenated
         for err in p.errors:
             yield RULE.finding(
                 f"{ctx.plan.engine.label}: {err}",
                 ctx.at_param(p),
+                fix=CONCAT_FIX if joined and p.leaf in ("weight_scale", "input_scale") else None,
             )
+
+
+CONCAT_FIX = Fix(
+    "store the shards' per-tensor weight scales per channel and their input scales as 0-d"
+    " scalars (qscale fix; unsafe when the input scales differ)",
+    Applicability.SAFE,
+)
 
 
 RULE = Rule(

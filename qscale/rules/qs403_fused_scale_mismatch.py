@@ -32,7 +32,9 @@ dequantized ×0.914 (−8.6%): global scales [1.05e+04, …, 9.62e+03] collapse 
 ## Fix
 Unify the global scales of the fused shards and rescale their block scales to match
 (`qscale fix --unsafe-fixes`; the FP8 rounding of the rescaled block scales is reported), or
-re-export with a quantizer that fuses global scales for this architecture.
+re-export with a quantizer that fuses global scales for this architecture. For SGLang's
+DeepSeek A-projections, `qscale fix` stores the FP8 weight scales per channel with the same
+values (exact; compressed-tensors configs), which SGLang concatenates row by row.
 """
 
 from collections.abc import Iterator
@@ -95,10 +97,9 @@ _HOW = {
     PostLoad.WEIGHT_FIRST_SHARD: (
         "the engine loads the concatenated shards with the first shard's 0-d scale alone",
         Fix(
-            "re-export the fused shards with one common per-tensor weight scale (requantize"
-            " the FP8 weights of the shard with the smaller scale to the larger one), or"
-            " with per-channel weight scales, which are concatenated row by row",
-            Applicability.MANUAL,
+            "store the shards' weight scales per channel with identical values, which the"
+            " engine concatenates row by row (qscale fix, compressed-tensors configs)",
+            Applicability.SAFE,
         ),
     ),
 }
