@@ -6,6 +6,8 @@ v0.33); docs/engine-loader-facts §2.2. SGLang (facts §2.5;
 stacked entry for the A projections; ``q_a_proj`` and ``kv_a_proj_with_mqa`` are held back
 until both arrived, concatenated along dim 0 and loaded whole into the ``ReplicatedLinear``
 ``fused_qkv_a_proj_with_mqa``; when both tensors are 0-d, the ``q_a_proj`` one is loaded alone.
+SGLang added this fusion in PR #5619 (April 2025); qscale's single SGLang profile applies it to
+every version, so releases older than that are modelled with it too.
 """
 
 from qscale.families._api import ExpertNames, Family, Stacked
