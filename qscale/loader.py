@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, TupleScale, parse_engine
-from qscale.engines.profiles import FP8_SENTINEL
+from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
 from qscale.errors import UnknownFormat
 from qscale.families import FAMILIES, Family, ShardId
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats.modelopt import ModelOptConfig
-from qscale.schemes import per_tensor
+from qscale.schemes import QuantScheme, per_tensor
 
 #: Slot values: a float, or None for memory the engine never wrote (torch.empty).
 Slot = float | None
@@ -59,8 +59,10 @@ class Refusal:
     """A whole-checkpoint reason the engine refuses to load, and the config key behind it."""
 
     reason: str
-    file: str  #: the config file holding the cause
-    key: str  #: JSON pointer, e.g. /architectures
+    file: str  #: the config file holding the cause (or the safetensors file of ``tensor``)
+    key: str | None  #: JSON pointer, e.g. /architectures (None: the cause is a tensor)
+    tensor: str | None = None  #: the checkpoint tensor behind it, when there is one
+    fix: str | None = None  #: the remedy, when QS402's general one does not fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,9 @@ class LoadPlan:
     skipped: tuple[str, ...] = ()  #: tensors the engine skips on purpose (e.g. mtp.*)
     notes: tuple[str, ...] = field(default=())
     refusals: tuple[Refusal, ...] = ()  #: whole-checkpoint reasons the engine refuses to load
+    #: checkpoint tensors the engine's loader passes over without a word, leaving the fused
+    #: parameters they were meant for unwritten (profile data: ``expert_loaders``)
+    dropped: tuple[str, ...] = ()
 
     def param(self, name: str) -> MergedParam:
         """A parameter by its engine name."""
@@ -164,11 +169,15 @@ def plan_load(
     groups: dict[str, list[ShardSlot]] = {}
     skipped = []
     for name in ckpt.tensors:
-        if any(name.startswith(p) for p in fam.skip_prefixes):
+        if name.startswith(fam.skip_prefixes):  # a tuple: any of them
             skipped.append(name)
             continue
         pname, slot = map_tensor(fam, spec, name)
-        groups.setdefault(pname, []).append(slot)
+        slots = groups.get(pname)
+        if slots is None:
+            groups[pname] = [slot]
+        else:
+            slots.append(slot)
     params = {p: _build(ckpt, quant, fam, spec, p, tuple(s)) for p, s in sorted(groups.items())}
     notes = (
         ()
@@ -178,7 +187,9 @@ def plan_load(
             f" {spec.engine} {spec.profile.range_label}",
         )
     )
-    return LoadPlan(spec, fam, params, tuple(skipped), notes, _refusals(ckpt, spec, quant))
+    refusals = _refusals(ckpt, spec, quant)
+    dropped = () if refusals else _expert_loader_drops(ckpt, spec, quant)
+    return LoadPlan(spec, fam, params, tuple(skipped), notes, refusals, dropped)
 
 
 def _refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[Refusal, ...]:
@@ -195,7 +206,136 @@ def _refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[Refu
             f" (it supports {', '.join(sorted(algos))})"
         )
         out.append(Refusal(reason, fmt.config_key, "/quant_algo"))
+    out.extend(_expert_loader_refusals(ckpt, spec, quant))
     return tuple(out)
+
+
+def _moe_method(method: str | None, scheme: QuantScheme | None) -> str | None:
+    """The vLLM fused-MoE method class experts of this scheme get (vLLM 0.32.0
+    ``CompressedTensorsMoEMethod.get_moe_method``, ``Fp8Config``), or None where not modelled."""
+    if scheme is None:
+        return "UnquantizedFusedMoEMethod"
+    if method == "fp8":
+        return "Fp8MoEMethod"
+    if method != "compressed-tensors":
+        return None
+    w, a = scheme.weights, scheme.inputs
+    fmt = scheme.format.rpartition("/")[2]
+    a_kind = None if a is None else f"{a.type}{a.num_bits}"
+    if fmt == "mxfp4-pack-quantized":
+        return f"CompressedTensorsW4A{8 if a_kind == 'float8' else 4}Mxfp4MoEMethod"
+    if fmt == "mxfp8-quantized":
+        return "CompressedTensorsW8A8Mxfp8MoEMethod"
+    if fmt == "nvfp4-pack-quantized":
+        return "CompressedTensorsW4A4Nvfp4MoEMethod"
+    if w.type == "int" and a is None:
+        return "CompressedTensorsWNA16MoEMethod"
+    by_kind = {
+        ("float8", "float8"): "CompressedTensorsW8A8Fp8MoEMethod",
+        ("int8", "int8"): "CompressedTensorsW8A8Int8MoEMethod",
+        ("int4", "float8"): "CompressedTensorsW4A8Fp8MoEMethod",
+        ("int4", "int8"): "CompressedTensorsW4A8Int8MoEMethod",
+    }
+    return by_kind.get((f"{w.type}{w.num_bits}", a_kind or ""))
+
+
+def _unplaced_expert_tensor(
+    loader: ExpertLoader, fam: Family, spec: EngineSpec, quant: QuantMap, name: str
+) -> str | None:
+    """A per-expert tensor the class's own expert loader looks up under a name no parameter
+    has: how it gets there, in words, else None."""
+    eng = engine_name(fam, name)
+    head, sep, tail = eng.partition(".experts.")
+    if not sep or not tail.partition(".")[0].isdigit():
+        return None
+    for old, new in loader.renames:
+        if eng.endswith(old):
+            eng = eng[: -len(old)] + new
+    branch = next((does for frag, does in loader.lookups if frag in eng), None)
+    if branch is None:
+        return None  # not renamed onto an expert branch: the loader skips it (not a refusal)
+    leaf = eng.rpartition(".")[2]
+    if leaf not in loader.streamed:
+        return (
+            f"reads experts fused per layer only: it renames per-expert `{name}` to `{eng}`"
+            f" and {branch}"
+        )
+    fmt = quant.format
+    mq = quant.modules.get(name.rpartition(".")[0])
+    scheme = mq.scheme if mq is not None else None
+    moe = _moe_method(fmt.method if fmt is not None else None, scheme)
+    if moe is None:
+        return None  # which parameters the experts' MoE method builds is not modelled
+    kind = leaf.partition("_")[2]  # weight, bias, weight_scale, weight_packed
+    if kind == "bias":
+        built = moe in loader.bias_methods
+    else:
+        built = scheme.spec(kind) is not None if scheme is not None else kind == "weight"
+    if built:
+        return None
+    fused = f"{head}.{spec.profile.expert_prefix}{leaf}"
+    what = "expert biases" if kind == "bias" else f"`{fused}`"
+    return (
+        f"streams per-expert `{name}` (renamed `{eng}`) into `{fused}` only when the experts"
+        f" have that parameter, and {moe} builds no {what}; it then {branch}"
+    )
+
+
+def _expert_loader_drops(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[str, ...]:
+    """Per-expert tensors a model class's own expert loader neither renames onto one of its
+    branches nor streams: its loop skips names it has no parameter for (seen in real vLLM
+    0.32.0 on llm-compressor's W4A16 gpt-oss export: ``gate_proj``/``up_proj`` and
+    ``down_proj.weight_packed`` skipped, ``w13_weight_packed``/``w2_weight_packed`` unwritten)."""
+    arch = ckpt.config.architecture or ""
+    loader = spec.profile.expert_loaders.get(arch)
+    fam = FAMILIES.get(arch)
+    method = quant.format.method if quant.format is not None else None
+    if loader is None or fam is None or method in loader.other_methods:
+        return ()
+    fam = fam.for_engine(spec.engine)
+    out = []
+    for name in sorted(ckpt.tensors):
+        eng = engine_name(fam, name)
+        _head, sep, tail = eng.partition(".experts.")
+        if not sep or not tail.partition(".")[0].isdigit():
+            continue
+        for old, new in loader.renames:
+            if eng.endswith(old):
+                eng = eng[: -len(old)] + new
+        if any(frag in eng for frag, _ in loader.lookups):
+            continue  # a branch takes it (or refuses it: _expert_loader_refusals)
+        if eng.rpartition(".")[2] in loader.streamed:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def _expert_loader_refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> list[Refusal]:
+    """Per-expert tensors (``experts.<i>.down_proj.bias``) that a model class's own expert
+    loader renames onto its fused-expert branches and then cannot find (profile data:
+    ``EngineProfile.expert_loaders``)."""
+    arch = ckpt.config.architecture or ""
+    loader = spec.profile.expert_loaders.get(arch)
+    fam = FAMILIES.get(arch)
+    method = quant.format.method if quant.format is not None else None
+    if loader is None or fam is None or method in loader.other_methods:
+        return []
+    fam = fam.for_engine(spec.engine)
+    hits = [
+        (name, hit)
+        for name in sorted(ckpt.tensors)
+        if (hit := _unplaced_expert_tensor(loader, fam, spec, quant, name)) is not None
+    ]
+    if not hits:
+        return []
+    name, how = hits[0]
+    more = f"; {len(hits) - 1} more per-expert tensor(s) like it" if len(hits) > 1 else ""
+    reason = f"{loader.function} {how}{more}"
+    fix = (
+        "store the routed experts fused per layer (`mlp.experts.gate_up_proj`,"
+        " `mlp.experts.down_proj` and their biases), the layout this loader reads"
+    )
+    return [Refusal(reason, ckpt.tensors[name].file, None, tensor=name, fix=fix)]
 
 
 def _partitions(

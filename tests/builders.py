@@ -343,3 +343,48 @@ def qwen3_5_moe(scheme: str = "ct-fp8", *, seed: int = 0, shared_expert: str | N
     elif qc:
         config["quantization_config"] = qc
     return Built(copy.deepcopy(config), tensors, extra)
+
+
+def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
+    """A 2-layer gpt-oss (``GptOssForCausalLM``) in llm-compressor's per-expert layout: every
+    Linear, routed experts included (``mlp.experts.<i>.{gate,up,down}_proj``), quantized with
+    ``scheme`` and carrying its bias; the router, sinks, norms, embeddings and head stay BF16.
+    2 experts, hidden and intermediate size 128, 4 heads of 32 (as the real-tool fixtures,
+    which have 4 experts)."""
+    if scheme.startswith(("modelopt", "quark")):
+        raise ValueError(f"gpt_oss() builds compressed-tensors, fp8 or bf16 schemes, not {scheme}")
+    fn, make_cfg = _schemes()[scheme]
+    g = torch.Generator().manual_seed(seed)
+    n_exp, inter, heads, head_dim = 2, 128, 4, 32
+    tensors: Tensors = {}
+    for layer in (0, 1):
+        p = f"model.layers.{layer}"
+        linear = [(f"{p}.self_attn.{x}_proj", heads * head_dim, H) for x in "qkv"]
+        linear.append((f"{p}.self_attn.o_proj", H, heads * head_dim))
+        for e in range(n_exp):
+            linear += [(f"{p}.mlp.experts.{e}.gate_proj", inter, H),
+                       (f"{p}.mlp.experts.{e}.up_proj", inter, H),
+                       (f"{p}.mlp.experts.{e}.down_proj", H, inter)]
+        for name, out, inp in linear:
+            tensors.update(fn(name, out, inp, g))
+            tensors[f"{name}.bias"] = torch.zeros(out, dtype=torch.bfloat16)
+        tensors[f"{p}.mlp.router.weight"] = _w(n_exp, H, g)
+        tensors[f"{p}.mlp.router.bias"] = torch.zeros(n_exp, dtype=torch.bfloat16)
+        tensors[f"{p}.self_attn.sinks"] = torch.zeros(heads, dtype=torch.bfloat16)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["model.embed_tokens.weight"] = _w(256, H, g)
+    tensors["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["lm_head.weight"] = _w(256, H, g)
+    config: dict[str, Any] = {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": H,
+        "intermediate_size": inter, "num_hidden_layers": 2, "num_attention_heads": heads,
+        "num_key_value_heads": heads, "head_dim": head_dim, "num_local_experts": n_exp,
+        "num_experts_per_tok": 2, "attention_bias": True, "vocab_size": 256,
+        "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
+        "tie_word_embeddings": False,
+    }
+    qc = make_cfg(["re:.*mlp.router$", "lm_head"])
+    if qc:
+        config["quantization_config"] = qc
+    return Built(config, tensors)

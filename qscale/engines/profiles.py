@@ -10,7 +10,7 @@ vLLM ``MergedColumnParallelLinear.weight_loader_v2`` and friends, per release:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 INF_VERSION = (10**6,)
@@ -99,6 +99,88 @@ VLLM_POST_LOAD: dict[str, PostLoad] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ExpertLoader:
+    """A model class's own ``load_weights`` for MoE experts it expects fused per layer, as it
+    treats per-expert checkpoint tensors (``….experts.<i>.<proj>.<leaf>``, the layout
+    llm-compressor writes after linearizing the experts)."""
+
+    function: str  #: the engine function that loads them, for messages
+    #: suffix renames the class applies to every tensor name, in order, every one that matches
+    renames: tuple[tuple[str, str], ...]
+    #: branches for tensors fused over experts, first match wins: a renamed name containing
+    #: the fragment goes there, and what the branch then does to a per-expert tensor
+    lookups: tuple[tuple[str, str], ...]
+    #: renamed leaves (``w2_bias``) first loaded expert by expert into the fused parameter of
+    #: that leaf (``experts.routed_experts.w2_bias``), when the experts' MoE method built one
+    streamed: frozenset[str] = frozenset()
+    #: MoE methods (vLLM class names) that build the fused ``w13_bias``/``w2_bias`` parameters
+    bias_methods: frozenset[str] = frozenset()
+    #: ``quant_method`` values the class loads through other functions (not modelled here)
+    other_methods: frozenset[str] = frozenset()
+
+
+#: vLLM ``GptOssForCausalLM.hf_to_vllm_mapper.orig_to_new_suffix`` entries that can end a
+#: per-expert name (the same in 0.19.1, 0.20.0 and 0.32.0)
+GPT_OSS_EXPERT_RENAMES = (
+    (".gate_up_proj.weight", ".w13_weight"),
+    (".gate_up_proj.weight_scale", ".w13_weight_scale"),
+    (".gate_up_proj.bias", ".w13_bias"),
+    (".gate_up_proj.input_scale", ".w13_input_scale"),
+    (".down_proj.weight", ".w2_weight"),
+    (".down_proj.weight_scale", ".w2_weight_scale"),
+    (".down_proj.bias", ".w2_bias"),
+    (".down_proj.input_scale", ".w2_input_scale"),
+)
+_STACKED = "slices it as a tensor stacked over experts, which it is not (IndexError)"
+_NO_PARAM = "looks that name up as a parameter, which does not exist (KeyError)"
+#: ``GptOssModel._load_weights_other``'s branches for fused expert tensors (0.19.1, 0.20.0,
+#: 0.32.0): the weight, scale and ``w13_bias`` branches slice ``weight[:, …]`` as [experts, …]
+#: before anything else, the ``w2_bias`` branch goes straight to ``params_dict[name]`` (without
+#: expert parallelism; with it the slicing passes and a later step fails). Seen: ``KeyError:
+#: 'layers.0.mlp.experts.0.w2_bias'`` (0.19.1, 0.20.0, 0.32.0) and, for an export without
+#: biases, ``IndexError: too many indices for tensor of dimension 2`` (0.19.1).
+#: ``load_weights`` sends ``mxfp4`` and ``quark`` checkpoints elsewhere.
+_GPT_OSS_OTHER = ExpertLoader(
+    function="GptOssModel._load_weights_other",
+    renames=GPT_OSS_EXPERT_RENAMES,
+    lookups=(
+        (".w13_weight", _STACKED),
+        (".w2_weight", _STACKED),
+        (".w13_bias", _STACKED),
+        (".w2_bias", _NO_PARAM),
+    ),
+    other_methods=frozenset({"mxfp4", "gpt_oss_mxfp4", "quark"}),
+)
+#: seen in real vLLM 0.19.1 and 0.20.0: every llm-compressor per-expert gpt-oss export fails
+#: with ``KeyError: 'layers.0.mlp.experts.0.w2_bias'`` (W4A16 included)
+GPT_OSS_FUSED_ONLY = {"GptOssForCausalLM": _GPT_OSS_OTHER}
+#: vLLM 0.32.0 first tries ``_try_load_streamed_expert`` (vLLM PR #52209) for the leaves of
+#: ``_GPT_OSS_STREAMED_EXPERT_SUFFIX_TO_SHARD``; expert biases exist only under the MoE methods
+#: that register them when ``has_bias`` (0.32.0 source). Seen in 0.32.0: W4A16 loads;
+#: FP8/FP8_DYNAMIC/FP8_BLOCK/MXFP4 fail with ``KeyError: 'layers.0.mlp.experts.0.w2_bias'``;
+#: NVFP4 fails the same way once the MoE backend check that this CPU fails is bypassed.
+GPT_OSS_STREAMED = {
+    "GptOssForCausalLM": replace(
+        _GPT_OSS_OTHER,
+        streamed=frozenset(
+            f"{w}_{leaf}"
+            for w in ("w13", "w2")
+            for leaf in ("weight", "bias", "weight_scale", "weight_packed")
+        ),
+        bias_methods=frozenset(
+            {
+                "UnquantizedFusedMoEMethod",
+                "CompressedTensorsWNA16MoEMethod",
+                "CompressedTensorsW8A8Int8MoEMethod",
+                "CompressedTensorsW4A8Int8MoEMethod",
+                "Fp8MoEMethod",
+            }
+        ),
+    )
+}
+
+
 class TupleScale(str, Enum):
     """What a tuple shard id does to a per-tensor scale."""
 
@@ -137,6 +219,9 @@ class EngineProfile:
     engine_owned: tuple[str, ...] = VLLM_ENGINE_OWNED
     #: architectures the release cannot build, with the engine's own error
     unsupported_architectures: Mapping[str, str] = field(default_factory=dict)
+    #: architectures whose own expert loader refuses per-expert tensors it cannot place
+    #: (keyed like ``unsupported_architectures``; absent: not modelled)
+    expert_loaders: Mapping[str, ExpertLoader] = field(default_factory=dict)
     #: ``process_weights_after_loading`` per scale leaf (None: not modelled)
     post_load: Mapping[str, PostLoad] | None = field(default_factory=lambda: VLLM_POST_LOAD)
     references: tuple[str, ...] = ()
@@ -172,6 +257,7 @@ PROFILES: tuple[EngineProfile, ...] = (
         FP8_SENTINEL,
         FP8_SENTINEL,
         unsupported_architectures=QWEN3_5_TEXT_BROKEN,
+        expert_loaders=GPT_OSS_FUSED_ONLY,  # seen in 0.19.1
         references=("vLLM PR #38517", "vLLM issue #38197"),
     ),
     EngineProfile(
@@ -185,6 +271,7 @@ PROFILES: tuple[EngineProfile, ...] = (
         FP8_SENTINEL,
         quantized_lm_head=frozenset({"compressed-tensors"}),  # seen in 0.20.0
         unsupported_architectures=QWEN3_5_TEXT_BROKEN,  # seen in 0.20.0; 0.21 not run
+        expert_loaders=GPT_OSS_FUSED_ONLY,  # seen in 0.20.0; 0.21 not run
         references=("vLLM PR #38517",),
     ),
     # Fused-MoE parameters moved under `experts.routed_experts.` (RoutedExperts) somewhere
@@ -203,6 +290,8 @@ PROFILES: tuple[EngineProfile, ...] = (
         # seen in 0.32.0: ModelOpt lm_head; CT embeddings (weight-only INT group/channel only)
         quantized_lm_head=frozenset({"compressed-tensors", "modelopt"}),
         quantized_embedding=frozenset({"compressed-tensors"}),
+        # seen in 0.32.0; the release that added the streamed path (PR #52209) is not pinned
+        expert_loaders=GPT_OSS_STREAMED,
         references=("vLLM PR #38517",),
     ),
     EngineProfile(

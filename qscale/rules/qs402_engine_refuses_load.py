@@ -10,7 +10,13 @@ ModelOpt `quant_algo` the engine's ModelOpt loader rejects; an architecture the 
 build (vLLM 0.19.1 and 0.20.0 fail on the text-only `Qwen3_5MoeForCausalLM` class); on SGLang,
 DeepSeek `q_a_proj` + `kv_a_proj_with_mqa` tensors that cannot be concatenated into its
 `ReplicatedLinear` `fused_qkv_a_proj_with_mqa` (1-element per-tensor scales become a
-2-element tensor for a 1-slot parameter; compressed-tensors `weight_shape`).
+2-element tensor for a 1-slot parameter; compressed-tensors `weight_shape`); gpt-oss experts
+stored one by one (`experts.<i>.down_proj.bias`, llm-compressor's layout), which vLLM's gpt-oss
+loader (`_load_weights_other`) renames onto its fused-expert branches and cannot place. 0.19.1
+and 0.20.0 (modelled for 0.18–0.21) read experts fused per layer only: every such export fails,
+W4A16 included. 0.32.0 (modelled for 0.22–0.33) streams them into the fused expert parameters,
+but the FP8, MXFP4 and NVFP4 MoE methods build no expert biases, so the per-expert bias is
+looked up under its own name (KeyError).
 
 ## Why it matters
 These fail at start-up on the GPU host, after the weights were downloaded and the engine
@@ -25,7 +31,8 @@ with the first shard's scheme. Finding them first saves the deployment attempt.
 Quantize or ignore all shards of a fused layer together; re-export vector scales as one
 scalar per shard. For SGLang's DeepSeek concatenation, `qscale fix --engine sglang==…` stores
 the A-projections' weight scales per channel (same values, exact) and their input scales as
-0-d scalars (unsafe when the two differ: both get the larger).
+0-d scalars (unsafe when the two differ: both get the larger). Store gpt-oss experts fused
+per layer, as the original checkpoint does.
 """
 
 from collections.abc import Iterator
@@ -39,7 +46,8 @@ def check(ctx: Context) -> Iterator[Finding]:
     for refusal in ctx.plan.refusals:
         yield RULE.finding(
             f"{ctx.plan.engine.label}: {refusal.reason}",
-            Location(file=refusal.file, key=refusal.key),
+            Location(file=refusal.file, tensor=refusal.tensor, key=refusal.key),
+            fix=Fix(refusal.fix, Applicability.MANUAL) if refusal.fix else None,
         )
     concatenated = ctx.plan.family.concatenated
     for p in ctx.plan.params.values():
