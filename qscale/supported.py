@@ -17,7 +17,7 @@ from qscale.errors import UsageError
 from qscale.findings import Severity
 from qscale.formats import resolve_quantization
 from qscale.layout import Deployment, resolve
-from qscale.loader import plan_load
+from qscale.loader import LoadPlan, plan_load
 from qscale.sharding import Shapes, read_shapes
 
 
@@ -48,6 +48,9 @@ class LayoutTable:
     tps: tuple[int, ...]
     eps: tuple[int, ...]
     cells: tuple[Cell, ...]
+    #: why the engine refuses this checkpoint in every layout (the load plan's refusals and
+    #: load errors, QS402) or loads it wrongly in every layout (QS404): no cell loads then
+    refused: tuple[str, ...] = ()
 
     def cell(self, tp: int, ep: int) -> Cell:
         """The cell of one combination."""
@@ -77,14 +80,27 @@ def supported_layouts(
         raise UsageError("--max-tp and --max-ep start at 1")
     spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
     quant = resolve_quantization(ckpt)
-    shapes = read_shapes(ckpt, quant, plan_load(ckpt, spec, quant))
+    plan = plan_load(ckpt, spec, quant)
+    shapes = read_shapes(ckpt, quant, plan)
     n_exp = shapes.experts[0].experts if shapes.experts else None
     tps = sizes_up_to(max_tp, shapes.heads)
     eps = sizes_up_to(max_ep, n_exp) if n_exp else (1,)
     cells = [
         _cell(shapes, spec, base or Deployment(), tp, ep) for tp in tps for ep in eps
     ]
-    return LayoutTable(spec.label, spec.engine, tps, eps, tuple(cells))
+    return LayoutTable(spec.label, spec.engine, tps, eps, tuple(cells), _everywhere(plan))
+
+
+def _everywhere(plan: LoadPlan) -> tuple[str, ...]:
+    """What fails whatever the layout: refusals, parameter load errors, skipped weights."""
+    out = [r.reason for r in plan.refusals]
+    out += [f"`{p.name}`: {e}" for p in plan.params.values() for e in p.errors]
+    if plan.dropped:
+        out.append(
+            f"the loader skips {len(plan.dropped)} checkpoint tensor(s) such as"
+            f" `{plan.dropped[0]}` without loading them (QS404)"
+        )
+    return tuple(out)
 
 
 def _cell(shapes: Shapes, spec: EngineSpec, base: Deployment, tp: int, ep: int) -> Cell:

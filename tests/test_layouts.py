@@ -129,6 +129,24 @@ def test_layouts_cli_console(run_cli):
     assert "error QS503" in r.stdout
 
 
+def test_layouts_say_when_no_layout_can_load(run_cli):
+    """A checkpoint the engine refuses whatever the layout (gpt-oss per-expert export on vLLM
+    0.20.0, QS402) has no loading cell; the near miss on 0.32.0 loads but skips weights (QS404)."""
+    ckpt = str(REAL / "llmc-gpt_oss-W4A16")
+    for engine, text in (("vllm==0.20.0", "w2_bias"), ("vllm==0.32.0", "QS404")):
+        r = run_cli("layouts", ckpt, "--engine", engine, "--max-tp", "2", "--max-ep", "2",
+                    "--format", "json")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert data["refused"] and any(text in why for why in data["refused"])
+        assert not any(c["loads"] for c in data["cells"])
+    clean = supported_layouts(read_checkpoint(REAL / "base-gpt_oss"), "vllm==0.32.0",
+                              max_tp=1, max_ep=1)
+    assert clean.refused == () and clean.cell(1, 1).loads
+    r = run_cli("layouts", ckpt, "--engine", "vllm==0.20.0", "--max-tp", "1", "--max-ep", "1")
+    assert "refused in every layout" in r.stdout and r.stdout.splitlines()[2].split() == ["1", "x"]
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_read", ROOT / "bench" / "bench_read.py")
     assert spec and spec.loader

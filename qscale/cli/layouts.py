@@ -79,9 +79,16 @@ def render_table(t: LayoutTable, source: str) -> str:
         row = []
         for ep in t.eps:
             c = t.cell(tp, ep)
-            sym = "-" if c.deployment is None else mark[c.loads] + ("!" if c.warnings else "")
+            loads = c.loads and not t.refused
+            sym = "-" if c.deployment is None else mark[loads] + ("!" if c.warnings else "")
             row.append(f"{sym:>6}")
         lines.append(f"{tp:>5} " + "".join(row))
+    if t.refused:
+        n = len(t.refused)
+        lines.append(f"refused in every layout ({n} cause(s); qscale check says more):")
+        lines += [f"  {why}" for why in t.refused[:5]]
+        if len(t.refused) > 5:
+            lines.append(f"  … and {len(t.refused) - 5} more")
     for c in t.cells:
         if c.deployment is not None and (c.errors or c.warnings):
             lines.append(f"TP={c.tp} EP={c.ep}: {c.layout}")
@@ -94,12 +101,12 @@ def _problem(p: Problem) -> dict[str, Any]:
     return {"code": p.code, "message": p.message, "tensor": p.tensor, "param": p.param}
 
 
-def _cell(c: Cell) -> dict[str, Any]:
+def _cell(c: Cell, refused: bool) -> dict[str, Any]:
     return {
         "tp": c.tp,
         "ep": c.ep,
         "runs": c.deployment is not None,
-        "loads": c.loads,
+        "loads": c.loads and not refused,
         "layout": c.layout or None,
         "why_not": c.why_not or None,
         "errors": [_problem(p) for p in c.errors],
@@ -114,7 +121,8 @@ def table_dict(t: LayoutTable) -> dict[str, Any]:
         "engine": t.engine,
         "tp": list(t.tps),
         "ep": list(t.eps),
-        "cells": [_cell(c) for c in t.cells],
+        "refused": list(t.refused),
+        "cells": [_cell(c, bool(t.refused)) for c in t.cells],
     }
 
 
