@@ -2,22 +2,26 @@
 
 A checkpoint is read header-first: every safetensors file is opened once, its header parsed
 and validated, and its small tensors (scales, global scales, ``weight_shape``) decoded in the
-same pass. Nothing else of the weights is read, and no pickle file is ever opened. A Hub repo
+same pass. Nothing else of the weights is read, and no pickle file is ever opened. The shard
+index is matched against the headers without ``json.loads`` when its text allows that proof
+(:func:`_read_folder`), and read with ``json.loads`` otherwise. A Hub repo
 id (``org/name[@revision]``) is read the same way through HTTP range requests (``qscale.hub``).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import accumulate, chain, pairwise
 from operator import attrgetter, eq
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -25,10 +29,12 @@ from qscale.errors import (
     CheckpointNotFound,
     ConfigError,
     HeaderError,
+    QscaleError,
     ShardIndexError,
     UnsafePathError,
 )
 from qscale.safetensors_io import FileHeader, TensorInfo, read_header, read_tensors
+from qscale.safetensors_scan import IndexLayout, index_lists_runs, scan_index
 
 if TYPE_CHECKING:
     from qscale.progress import ReadProgress
@@ -167,34 +173,140 @@ def read_checkpoint(
     if path.is_file():
         if not path.name.endswith(".safetensors"):
             raise CheckpointNotFound(f"{path}: not a .safetensors file")
-        root, files, index = path.parent, [path.name], None
-    elif path.is_dir():
-        root = path
-        files, index = _list_files(root)
-    elif REPO_SPEC.fullmatch(str(source)) and not _NOT_A_REPO.fullmatch(str(source)):
+        with _gc_paused():
+            return _read_local(str(source), path.parent, [path.name], None, progress)
+    if path.is_dir():
+        with _gc_paused():
+            return _read_folder(str(source), path, progress)
+    if REPO_SPEC.fullmatch(str(source)) and not _NOT_A_REPO.fullmatch(str(source)):
         from qscale.hub import read_hub_checkpoint  # imports huggingface_hub: only when needed
 
         return read_hub_checkpoint(str(source), progress=progress)
-    else:
-        raise CheckpointNotFound(f"{source}: no such file or folder")
+    raise CheckpointNotFound(f"{source}: no such file or folder")
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC during a read. A read allocates ~5 objects per tensor, none in a
+    reference cycle, and the GC would rescan every ``TensorInfo`` kept so far many times."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Parts(NamedTuple):
+    """What reading a checkpoint's files gives, before the index is checked."""
+
+    config: ModelConfig
+    extra: dict[str, JSON]
+    headers: list[FileHeader]
+    values: dict[str, np.ndarray]
+    tensors: dict[str, TensorInfo]
+
+
+def _read_parts(root: Path, files: list[str], progress: ReadProgress | None) -> _Parts:
     config = _read_config(root)
     extra = {n: _read_json(root / n) for n in QUANT_CONFIG_FILES if (root / n).is_file()}
     if progress is not None:
         progress.start(len(files), remote=False)
     headers, values = _read_files(root, files, progress)
-    tensors = _collect_tensors(headers)
-    if index is not None:
-        _check_index_tensors(index[0], index[1], tensors)
+    return _Parts(config, extra, headers, values, _collect_tensors(headers))
+
+
+def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) -> Checkpoint:
     return Checkpoint(
-        source=str(source),
+        source=source,
         root=root,
-        config=config,
-        extra_configs=extra,
-        files=tuple(headers),
-        tensors=tensors,
-        values=values,
-        index_file=index[0] if index else None,
+        config=parts.config,
+        extra_configs=parts.extra,
+        files=tuple(parts.headers),
+        tensors=parts.tensors,
+        values=parts.values,
+        index_file=index_file,
     )
+
+
+def _read_local(
+    source: str,
+    root: Path,
+    files: list[str],
+    index: tuple[str, dict[str, str]] | None,
+    progress: ReadProgress | None,
+) -> Checkpoint:
+    """Read ``files`` of ``root``, then check them against the index :func:`_list_files`
+    returned."""
+    parts = _read_parts(root, files, progress)
+    if index is not None:
+        _check_index_tensors(index[0], index[1], parts.tensors)
+    return _checkpoint(source, root, parts, index[0] if index else None)
+
+
+def _read_folder(source: str, root: Path, progress: ReadProgress | None) -> Checkpoint:
+    """A checkpoint folder. When its index is in a layout :func:`scan_index` can locate, the
+    folder's ``.safetensors`` files are read first and the index is then matched against their
+    headers without ``json.loads``. Whatever that cannot prove, and every error met on the way,
+    goes to the ``json.loads`` path (:func:`_list_files`, then the files), which runs the same
+    checks in the same order as always and so raises the error the input deserves."""
+    fast = _scan_folder_index(root)
+    if fast is not None:
+        index_file, raw, layout, present = fast
+        try:
+            parts = _read_parts(root, present, progress)
+        except QscaleError:
+            progress = None  # read again below, for the error the json.loads path gives
+        else:
+            if _index_agrees(raw, layout, parts):
+                return _checkpoint(source, root, parts, index_file)
+            files, index = _list_files(root)  # an index error, or an index in another order
+            if files == present and index is not None:
+                _check_index_tensors(index[0], index[1], parts.tensors)
+                return _checkpoint(source, root, parts, index_file)
+            progress = None  # the index lists other files: read those
+    files, index = _list_files(root)
+    return _read_local(source, root, files, index, progress)
+
+
+def _scan_folder_index(root: Path) -> tuple[str, bytes, IndexLayout, list[str]] | None:
+    """The index's name and bytes, where its weight_map is, and the folder's
+    ``.safetensors`` files, if the index is in a layout :func:`scan_index` can locate."""
+    indexes, present = _folder_entries(root, None)
+    if not indexes or not present:
+        return None
+    index_file = _pick_index(indexes)
+    try:
+        raw = (root / index_file).read_bytes()
+    except OSError:
+        return None
+    layout = scan_index(raw)
+    if layout is None or not all((root / n).is_file() for n in present):
+        return None  # is_file: never open a FIFO or a folder named *.safetensors
+    return index_file, raw, layout, present
+
+
+def _index_agrees(raw: bytes, layout: IndexLayout, parts: _Parts) -> bool:
+    """Whether the index's weight_map is exactly {name: file} of the tensors read, and so
+    names just the files read (each file holds a tensor). Tried in the files' order, as
+    most writers list the tensors, then in sorted order, as transformers writes the index."""
+    headers = parts.headers
+    if not all(h.tensors for h in headers):  # a file with no tensor is not indexed
+        return False
+    names = list(parts.tensors)  # in the files' order, each file's tensors in a row
+    counts = [len(h.tensors) for h in headers]
+    ends = list(accumulate(counts))
+    runs = [(h.file, names[e - c : e]) for h, c, e in zip(headers, counts, ends, strict=True)]
+    if index_lists_runs(raw, layout, runs):
+        return True
+    # sorted order: the runs of consecutive names that one file holds
+    order = sorted(range(len(names)), key=names.__getitem__)
+    file_of = np.repeat(np.arange(len(headers)), counts)[order]
+    cuts = [0, *(np.flatnonzero(file_of[1:] != file_of[:-1]) + 1).tolist(), len(names)]
+    ordered = list(map(names.__getitem__, order))
+    runs = [(headers[file_of[a]].file, ordered[a:b]) for a, b in pairwise(cuts)]
+    return index_lists_runs(raw, layout, runs)
 
 
 def _read_json(path: Path) -> JSON:
@@ -224,6 +336,25 @@ def _inside(root: Path, target: Path) -> bool:
     return False
 
 
+def _folder_entries(root: Path, listing: Mapping[str, int] | None) -> tuple[list[str], list[str]]:
+    """The index files and the ``.safetensors`` files of the folder (or of ``listing``),
+    sorted; a local file that links outside the folder is refused."""
+    names = [p.name for p in root.iterdir()] if listing is None else list(listing)
+    indexes = sorted(n for n in names if n.endswith(INDEX_SUFFIX))
+    present = sorted(n for n in names if n.endswith(".safetensors"))
+    for name in present if listing is None else ():
+        # a folder's own entry that is no link is inside it: resolve only links
+        if (root / name).is_symlink() and not _inside(root, root / name):
+            raise UnsafePathError(
+                f"{name}: link points outside the checkpoint folder", code="QS009"
+            )
+    return indexes, present
+
+
+def _pick_index(indexes: list[str]) -> str:
+    return "model" + INDEX_SUFFIX if "model" + INDEX_SUFFIX in indexes else indexes[0]
+
+
 def _list_files(
     root: Path, listing: Mapping[str, int] | None = None
 ) -> tuple[list[str], tuple[str, dict[str, str]] | None]:
@@ -232,14 +363,7 @@ def _list_files(
     ``listing`` (file name -> size) stands for the folder's entries when the files are remote
     (a Hub repo); the index is then read from ``root``, where it was downloaded.
     """
-    names = [p.name for p in root.iterdir()] if listing is None else list(listing)
-    indexes = sorted(n for n in names if n.endswith(INDEX_SUFFIX))
-    present = sorted(n for n in names if n.endswith(".safetensors"))
-    for name in present if listing is None else ():
-        if not _inside(root, root / name):
-            raise UnsafePathError(
-                f"{name}: link points outside the checkpoint folder", code="QS009"
-            )
+    indexes, present = _folder_entries(root, listing)
     if not indexes:
         if not present:
             raise CheckpointNotFound(
@@ -247,7 +371,7 @@ def _list_files(
                 hint="qscale reads safetensors only; convert .bin/.pt checkpoints first",
             )
         return present, None
-    index_file = "model" + INDEX_SUFFIX if "model" + INDEX_SUFFIX in indexes else indexes[0]
+    index_file = _pick_index(indexes)
     weight_map = _read_weight_map(root, index_file)
     listed = sorted(set(weight_map.values()))
     for name in listed:
@@ -313,11 +437,9 @@ def _read_files(
     headers: list[FileHeader] = []
     values: dict[str, np.ndarray] = {}
     for name in files:
-        path = root / name
         try:
-            size = path.stat().st_size
-            with open(path, "rb") as fh:
-                header = read_header(fh, file=name, file_size=size)
+            with open(root / name, "rb") as fh:
+                header = read_header(fh, file=name, file_size=os.fstat(fh.fileno()).st_size)
                 small = small_tensors(header)
                 values.update(read_tensors(fh, small))
         except OSError as exc:

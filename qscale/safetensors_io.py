@@ -175,17 +175,22 @@ def _parse_scan(
     begins, ends = scan.begins, scan.ends
     if not np.array_equal(ends - begins, scan.needed):  # QS003
         return None
-    if not _tiles_array(begins, ends, size - data_start):  # QS002, in header order
+    if _tiles_array(begins, ends, size - data_start):  # QS002, in header order
+        # each tensor begins where the one before it ends: both share one int object
+        bounds = (np.append(begins, ends[-1:]) + data_start).tolist()
+        starts, stops = bounds[:-1], bounds[1:]
+    else:
         order = np.lexsort((ends, begins))
         if not _tiles_array(begins[order], ends[order], size - data_start):
             return None
+        starts, stops = (begins + data_start).tolist(), (ends + data_start).tolist()
     fields = zip(
         scan.names,
         scan.dtypes,
         scan.shapes,
         repeat(file),
-        (begins + data_start).tolist(),
-        (ends + data_start).tolist(),
+        starts,
+        stops,
         strict=False,  # repeat(file) is endless; the other columns have one item per tensor
     )
     return tuple(map(tuple.__new__, repeat(TensorInfo), fields))

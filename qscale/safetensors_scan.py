@@ -9,13 +9,20 @@ A scan accepts only text it can prove means what ``json.loads`` would return, an
 for anything else: escapes, non-ASCII text, control characters, whitespace, another key order,
 duplicate names. The caller then takes the ``json.loads`` path, which accepts every valid
 header and names the precise fault of an invalid one. A scan never raises for bad input.
+
+The shard index (``model.safetensors.index.json``: 21 MB and 189k entries for the largest
+checkpoints) is matched the same way: :func:`scan_index` locates its ``weight_map`` and
+:func:`index_lists_runs` compares it with the names the headers hold, joined into a few long
+strings. They accept only an index whose ``json.loads`` result they can prove, and return
+None or False otherwise, so that the caller takes the ``json.loads`` path.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -158,12 +165,12 @@ def _scan_specs(
         dtypes.append(spec[0])
         shapes.append(spec[1])
         needed.append(size)
-    picks = inverse.tolist()
-    return (
-        list(map(dtypes.__getitem__, picks)),
-        list(map(shapes.__getitem__, picks)),
-        np.array(needed, np.int64)[inverse],
-    )
+    # one object per distinct spec, picked for every tensor by numpy's C loop
+    distinct = np.empty((2, len(dtypes)), object)
+    for i, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
+        distinct[0, i], distinct[1, i] = dtype, shape
+    picked = distinct[:, inverse]
+    return picked[0].tolist(), picked[1].tolist(), np.array(needed, np.int64)[inverse]
 
 
 @lru_cache(maxsize=4096)
@@ -205,3 +212,113 @@ def _scan_offsets(u: np.ndarray, starts: np.ndarray, tails: np.ndarray) -> np.nd
         return None
     values = np.fromstring(rows.tobytes().translate(_DIGITS_ONLY), dtype=np.int64, sep=" ")
     return values if len(values) == 2 * len(starts) else None
+
+
+# --------------------------------------------------------------------------- the shard index
+
+#: JSON whitespace around `:` (between a name and its file) and `,` (between two entries).
+_KV = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*")
+_PAIR = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
+_WEIGHT_MAP = re.compile(rb'"weight_map"[ \t\n\r]*:[ \t\n\r]*\{[ \t\n\r]*"')
+_MAP_CLOSE = re.compile(rb'"[ \t\n\r]*\}')
+#: Stands for the weight_map while the rest of the index is parsed. It is an escape, and an
+#: index scanned here holds no backslash, so no other value in it can equal this one.
+_STAND_IN, _STAND_IN_VALUE = b'"\\u0000"', "\x00"
+
+
+class IndexLayout(NamedTuple):
+    """Where the ``weight_map`` object of an index is, and how its entries are joined."""
+
+    open: int  #: offset of the `{` that opens the weight_map
+    first: int  #: offset of the quote that opens its first name
+    kv: bytes  #: the text between a name's closing quote and its file's opening quote
+    pair: bytes  #: the text between two entries, as after the first (b"" if none follows)
+
+
+def scan_index(raw: bytes) -> IndexLayout | None:
+    """Locate the ``weight_map`` of an index (its UTF-8 bytes) with no backslash, else None.
+
+    Without a backslash every ``"`` delimits a string, so a ``"weight_map"`` after an even
+    number of quotes is a string, and one followed by ``: {`` is an object key. That it is the
+    top-level key (the last one, which ``json.loads`` keeps) is proved when the rest of the
+    text is parsed with the map replaced (:func:`_rest_holds_map`).
+    """
+    if b"\\" in raw:
+        return None
+    for m in _WEIGHT_MAP.finditer(raw):
+        if raw.count(b'"', 0, m.start()) % 2 == 0:
+            break
+    else:
+        return None
+    first = m.end() - 1
+    name_end = raw.find(b'"', first + 1)
+    file_start = raw.find(b'"', name_end + 1)
+    file_end = raw.find(b'"', file_start + 1)
+    if name_end < 0 or file_start < 0 or file_end < 0:
+        return None
+    kv = raw[name_end + 1 : file_start]
+    after = raw.find(b'"', file_end + 1)
+    pair = raw[file_end + 1 : after] if after >= 0 else b""
+    if not _KV.fullmatch(kv):
+        return None
+    brace = raw.rfind(b"{", m.start(), first)
+    return IndexLayout(brace, first, kv, pair if _PAIR.fullmatch(pair) else b"")
+
+
+def index_lists_runs(
+    raw: bytes, layout: IndexLayout, runs: Sequence[tuple[str, Sequence[str]]]
+) -> bool:
+    """Whether ``json.loads`` of the index gives a ``weight_map`` of ``{name: file}`` for
+    each ``(file, names)`` of ``runs``, in this order and nothing else. The names must be
+    distinct (a checkpoint's tensor names are): a name the text lists twice, json.loads keeps
+    once.
+
+    Each run is compared as one joined string, so the index is never cut into 10^5 strings.
+    Names and files must be plain (no quote, backslash or control character): only then does
+    the text mean what it spells.
+    """
+    if not runs or not all(names for _, names in runs):
+        return False
+    if not layout.pair and (len(runs) > 1 or len(runs[0][1]) > 1):  # it has a single entry
+        return False
+    if not all(map(_plain, {file for file, _ in runs})):
+        return False
+    kv = '"' + layout.kv.decode("ascii") + '"'  # JSON whitespace and `:` or `,`: ASCII
+    between = '"' + layout.pair.decode("ascii") + '"'
+    between_bytes = between.encode("ascii")
+    pos = layout.first + 1
+    for i, (file, names) in enumerate(runs):
+        if i:
+            if not raw.startswith(between_bytes, pos):
+                return False
+            pos += len(between_bytes)
+        if not _plain("".join(names)):  # first: a lone surrogate cannot be encoded
+            return False
+        tail = kv + file
+        run = ((tail + between).join(names) + tail).encode()  # the index is UTF-8
+        if not raw.startswith(run, pos):
+            return False
+        pos += len(run)
+    end = _MAP_CLOSE.match(raw, pos)
+    return end is not None and _rest_holds_map(raw, layout.open, end.end())
+
+
+def _plain(text: str) -> bool:
+    """Whether a JSON string holding this text, unescaped, means itself: no quote, backslash
+    or control character. Non-ASCII text that is not printable (a lone surrogate, which UTF-8
+    cannot encode, among others) is refused too; that only costs the ``json.loads`` path."""
+    if '"' in text or "\\" in text:
+        return False
+    if not text.isascii():
+        return text.isprintable()
+    return not text or int(np.frombuffer(text.encode("ascii"), np.uint8).min()) >= _SPACE
+
+
+def _rest_holds_map(raw: bytes, start: int, end: int) -> bool:
+    """Whether the index, with ``raw[start:end]`` (a JSON object, proved by the caller)
+    replaced, is UTF-8 and valid JSON whose top-level ``weight_map`` is that object."""
+    try:  # decoded as the json.loads path reads it: strict UTF-8, a BOM kept (and refused)
+        obj = json.loads((raw[:start] + _STAND_IN + raw[end:]).decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return type(obj) is dict and obj.get("weight_map") == _STAND_IN_VALUE
