@@ -17,7 +17,13 @@ c. deep: (b) plus ``Checkpoint.read_values`` of every ``weight_scale_inv``;
 d. peak RSS of (b) in a fresh interpreter (``ru_maxrss``); it also asserts that (b) did not
    import torch;
 e. the check path end to end: (b), then ``resolve_quantization`` and ``plan_load`` (the vLLM
-   default profile), the work every ``qscale check`` does before its rules run.
+   default profile), the work every ``qscale check`` does before its rules run;
+f. (b) on the same files (hard links) with the index written with sorted keys, as
+   transformers' ``save_pretrained`` writes it (the layout's own index lists the tensors in
+   the files' order);
+g. ``qscale.check()`` right after (b), for ``vllm==0.20.0``: resolve, plan and every rule, which
+   is what ``qscale check`` adds to the read; process CPU time of the check alone, each run on a
+   checkpoint read just before it (untimed), as the CLI runs it.
 
 Results are printed and written to ``bench/out/result.json``. This is a benchmark, not a test.
 """
@@ -280,6 +286,22 @@ def ensure_layout(out: Path, config_path: Path, n_files: int, seed: int,
     return stamp
 
 
+def sorted_index_twin(d: Path) -> Path:
+    """A folder next to ``d`` with hard links to its files and the index rewritten with
+    ``sort_keys=True`` and ``indent=2``, as transformers writes it; rebuilt on every run."""
+    twin = d.with_name(d.name + "-sorted-index")
+    if twin.exists():
+        shutil.rmtree(twin)
+    twin.mkdir()
+    index = "model.safetensors.index.json"
+    for p in d.iterdir():
+        if p.name.endswith(".safetensors") or p.name == "config.json":
+            os.link(p, twin / p.name)
+    doc = json.loads((d / index).read_text())
+    (twin / index).write_text(json.dumps(doc, indent=2, sort_keys=True))
+    return twin
+
+
 def disk_usage(out: Path) -> tuple[int, int]:
     """(bytes really allocated on disk, logical bytes) of the layout folder."""
     real = logical = 0
@@ -325,6 +347,30 @@ def qscale_plan(d: str) -> int:
 
     ckpt = read_checkpoint(d)
     return len(plan_load(ckpt, None, resolve_quantization(ckpt)).params)
+
+
+#: the engine the end-to-end check (g) runs for
+CHECK_ENGINE = "vllm==0.20.0"
+
+
+def measure_check(d: str, repeat: int) -> Timing:
+    """(g): ``check()`` on a checkpoint read just before it (the read untimed), best of
+    ``repeat`` after one untimed run; the result is the number of findings. A fresh read each
+    time leaves the interpreter as the CLI has it (the objects of the read not yet collected)."""
+    from qscale.checkpoint import read_checkpoint
+    from qscale.runner import CheckOptions, check
+
+    options = CheckOptions(engine=CHECK_ENGINE)
+    result = len(check(read_checkpoint(d), options).findings)  # untimed: imports, first use
+    times, cpus = [], []
+    for _ in range(repeat):
+        ckpt = read_checkpoint(d)
+        c0, t0 = time.process_time(), time.perf_counter()
+        check(ckpt, options)
+        times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        del ckpt
+    return Timing(min(times), times, min(cpus), result)
 
 
 def floor_read_nogc(d: str) -> int:
@@ -425,6 +471,10 @@ def main(argv: Iterator[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the layout")
     ap.add_argument("--no-deep", action="store_true", help="skip the deep (c) measure")
     ap.add_argument("--no-plan", action="store_true", help="skip the check-path (e) measure")
+    ap.add_argument("--no-sorted", action="store_true",
+                    help="skip the sorted-index (f) measure")
+    ap.add_argument("--no-check", action="store_true",
+                    help="skip the end-to-end check (g) measure")
     ap.add_argument("--result", type=Path, default=RESULT)
     args = ap.parse_args(list(argv) if argv is not None else None)
 
@@ -454,6 +504,19 @@ def main(argv: Iterator[str] | None = None) -> int:
         e = best_of(qscale_plan, d, args.repeat)
         print(f"(e) read+resolve+plan  best {e.best:.3f} s  cpu {e.cpu:.3f} s  [{_fmt(e.runs)}]"
               f"   read share {b.best / e.best:.0%}   ({e.result} engine params)")
+    f = None
+    if not args.no_sorted:
+        twin = sorted_index_twin(args.dir)
+        f = best_of(qscale_read, str(twin), args.repeat)
+        assert f.result == b.result, (f.result, b.result)
+        print(f"(f) qscale, sorted index  best {f.best:.3f} s  cpu {f.cpu:.3f} s  "
+              f"[{_fmt(f.runs)}]   f/a = {f.best / a.best:.2f}  cpu f/a = {f.cpu / a.cpu:.2f}")
+        shutil.rmtree(twin)
+    g = None
+    if not args.no_check:
+        g = measure_check(d, args.repeat)
+        print(f"(g) check() after the read ({CHECK_ENGINE})  cpu {g.cpu:.3f} s  "
+              f"wall {g.best:.3f} s  [{_fmt(g.runs)}]   ({g.result} findings)")
     rss = fresh_rss(d)
     rss_mb = rss["peak_kb"] / 1024
     print(f"(d) peak RSS of (b) in a fresh interpreter: {rss_mb:.0f} MB "
@@ -484,6 +547,10 @@ def main(argv: Iterator[str] | None = None) -> int:
         "ratio_c_a": c.best / a.best if c else None,
         "plan_s": e.best if e else None, "plan_cpu_s": e.cpu if e else None,
         "plan_runs_s": e.runs if e else None,
+        "sorted_index_s": f.best if f else None, "sorted_index_cpu_s": f.cpu if f else None,
+        "ratio_f_a": f.best / a.best if f else None,
+        "check_s": g.cpu if g else None, "check_wall_s": g.best if g else None,
+        "check_runs_s": g.runs if g else None,
         "rss_peak_mb": rss_mb, "rss_vmhwm_mb": rss["hwm_kb"] / 1024,
         "rss_base_mb": rss["base_kb"] / 1024,
         "torch_imported": rss["torch"],

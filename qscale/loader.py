@@ -136,7 +136,7 @@ def _suffixed(fam: Family, spec: EngineSpec, name: str) -> str | None:
 def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot]:
     """The engine parameter a checkpoint tensor loads into, and its shard."""
     eng = engine_name(fam, name)
-    renamed = _suffixed(fam, spec, eng)
+    renamed = _suffixed(fam, spec, eng) if fam.suffix_map else None
     if renamed is not None:
         return renamed, ShardSlot(name, None)
     ex = fam.experts

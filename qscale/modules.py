@@ -54,10 +54,10 @@ class ModuleInfo:
 
 
 def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
-    leaf = name.rsplit(".", 1)[-1]
-    if FUSED_EXPERT_PARAMS & params.keys() and leaf == "experts":
+    leaf = name.rpartition(".")[2]
+    if leaf == "experts" and not FUSED_EXPERT_PARAMS.isdisjoint(params):
         return ModuleKind.FUSED_EXPERTS
-    weight = next((params[p] for p in WEIGHT_PARAMS if p in params), None)
+    weight = params.get("weight") or params.get("weight_packed")  # WEIGHT_PARAMS, in order
     if weight is None:
         return ModuleKind.OTHER
     if leaf in EMBEDDING_NAMES or leaf.endswith("_embed") or leaf.startswith("embed_"):
@@ -72,10 +72,15 @@ def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
 def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
     """Group tensors by owning module, in name order."""
     grouped: dict[str, dict[str, TensorInfo]] = {}
+    last: str | None = None
+    params: dict[str, TensorInfo] = {}
     for t in tensors:
         module, _, param = t.name.rpartition(".")
-        grouped.setdefault(module, {})[param] = t
-    return {
-        name: ModuleInfo(name, _kind(name, params), params)
-        for name, params in sorted(grouped.items())
-    }
+        if module != last:  # a module's tensors are usually stored next to each other
+            last, params = module, grouped.setdefault(module, {})
+        params[param] = t
+    out: dict[str, ModuleInfo] = {}
+    for name in sorted(grouped):
+        params = grouped[name]
+        out[name] = ModuleInfo(name, _kind(name, params), params)
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 #: Float dtypes engines accept for scales (they convert on load).
@@ -109,6 +109,11 @@ class QuantScheme:
     weights: QuantArgs
     inputs: QuantArgs | None
     tensors: tuple[TensorSpec, ...]
+    #: the ``param`` of each of its tensors (derived from ``tensors``)
+    params: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozenset(t.param for t in self.tensors))
 
     @property
     def weight_spec(self) -> TensorSpec:

@@ -388,3 +388,48 @@ def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
     if qc:
         config["quantization_config"] = qc
     return Built(config, tensors)
+
+
+def gpt_oss_mxfp4(*, seed: int = 0) -> Built:
+    """A 2-layer gpt-oss as OpenAI publishes it (``quant_method: mxfp4``): each layer's
+    experts fused in one module, ``{gate_up,down}_proj_blocks`` (U8, ``[E, out, in/32, 16]``)
+    with ``*_scales`` (U8 E8M0, ``[E, out, in/32]``) and BF16 ``*_bias``; attention, router,
+    sinks, norms, embeddings and head BF16. 2 experts, hidden and intermediate size 128."""
+    g = torch.Generator().manual_seed(seed)
+    n_exp, inter, heads, head_dim = 2, 128, 4, 32
+    tensors: Tensors = {}
+    for layer in (0, 1):
+        p = f"model.layers.{layer}"
+        for x in "qkvo":
+            out, inp = (H, heads * head_dim) if x == "o" else (heads * head_dim, H)
+            tensors[f"{p}.self_attn.{x}_proj.weight"] = _w(out, inp, g)
+            tensors[f"{p}.self_attn.{x}_proj.bias"] = torch.zeros(out, dtype=torch.bfloat16)
+        for proj, out, inp in (("gate_up_proj", 2 * inter, H), ("down_proj", H, inter)):
+            ex = f"{p}.mlp.experts.{proj}"
+            tensors[f"{ex}_blocks"] = torch.randint(
+                0, 256, (n_exp, out, inp // 32, 16), generator=g, dtype=torch.uint8)
+            tensors[f"{ex}_scales"] = torch.randint(
+                120, 130, (n_exp, out, inp // 32), generator=g, dtype=torch.uint8)
+            tensors[f"{ex}_bias"] = torch.zeros(n_exp, out, dtype=torch.bfloat16)
+        tensors[f"{p}.mlp.router.weight"] = _w(n_exp, H, g)
+        tensors[f"{p}.mlp.router.bias"] = torch.zeros(n_exp, dtype=torch.bfloat16)
+        tensors[f"{p}.self_attn.sinks"] = torch.zeros(heads, dtype=torch.bfloat16)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["model.embed_tokens.weight"] = _w(256, H, g)
+    tensors["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["lm_head.weight"] = _w(256, H, g)
+    config: dict[str, Any] = {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": H,
+        "intermediate_size": inter, "num_hidden_layers": 2, "num_attention_heads": heads,
+        "num_key_value_heads": heads, "head_dim": head_dim, "num_local_experts": n_exp,
+        "num_experts_per_tok": 2, "attention_bias": True, "vocab_size": 256,
+        "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
+        "tie_word_embeddings": False,
+        "quantization_config": {
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                       "model.embed_tokens", "lm_head"],
+        },
+    }
+    return Built(config, tensors)

@@ -84,7 +84,9 @@ def logical_shape(
     module: ModuleInfo, spec: TensorSpec | None, values: Mapping[str, Any]
 ) -> tuple[int, int] | None:
     """(out, in) of a module's weight, from ``weight_shape`` when stored, else the weight."""
-    ws = values.get(module.tensor_name("weight_shape"))
+    ws = None
+    if "weight_shape" in module.tensors:  # values are decoded from stored tensors only
+        ws = values.get(module.tensor_name("weight_shape"))
     if ws is not None and ws.size == 2:
         return int(ws[0]), int(ws[1])
     lead = 1 if module.kind == ModuleKind.FUSED_EXPERTS else 0
@@ -100,17 +102,22 @@ def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
     """Assign each module its scheme (only Linear and fused-expert modules can be quantized)."""
     fmt = detect_format(ckpt)
     family = FAMILIES.get(ckpt.config.architecture or "")
+    never = family.never_quantized if family else ()
+    #: the resolutions that do not depend on the module's name, made once (they are frozen)
+    fixed = {kind: Resolution(None, f"{kind.value} module") for kind in ModuleKind}
+    for kind in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
+        fixed[kind] = Resolution(None, "no quantization config")
     out: dict[str, ModuleQuant] = {}
     for name, module in group_modules(ckpt).items():
-        if module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
-            res = Resolution(None, f"{module.kind.value} module")
-        elif fmt is None:
-            res = Resolution(None, "no quantization config")
+        if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
+            res = fixed[module.kind]
         else:
             res = fmt.resolve(module)
-            why = family.builds_unquantized(name) if family and res.scheme else None
-            if why is not None:
-                res = Resolution(None, f"the engine builds `*{why}` unquantized")
+            # endswith(never) first: a cheap test that rules out almost every module
+            if family is not None and res.scheme is not None and name.endswith(never):
+                why = family.builds_unquantized(name)
+                if why is not None:
+                    res = Resolution(None, f"the engine builds `*{why}` unquantized")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)

@@ -9,7 +9,7 @@ names unquantized modules exactly (``is_layer_skipped``, exact mode).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qscale.errors import ConfigError
@@ -30,6 +30,7 @@ from qscale.schemes import (
 )
 
 METHOD = "fp8"
+_NOT_CONVERTED = Resolution(None, "listed in modules_to_not_convert")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,18 @@ class Fp8Config:
     ignored: frozenset[str]
     config_key: str = "config.json"
     method: str = METHOD
+    #: the resolution of every Linear it quantizes, made once (a large MoE has 10^5)
+    quantized: Resolution = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        resolution = Resolution(self.scheme, "quant_method fp8 (all Linear layers)")
+        object.__setattr__(self, "quantized", resolution)
 
     def resolve(self, module: ModuleInfo) -> Resolution:
         """Every Linear is FP8 unless listed."""
         if module.name in self.ignored:
-            return Resolution(None, "listed in modules_to_not_convert")
-        return Resolution(self.scheme, "quant_method fp8 (all Linear layers)")
+            return _NOT_CONVERTED
+        return self.quantized
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Fp8Config:

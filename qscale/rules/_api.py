@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from qscale.checkpoint import Checkpoint
 from qscale.findings import Applicability, Finding, Fix, Location, Severity
@@ -25,6 +26,8 @@ __all__ = [
 
 REQUIRED_HEADINGS = ("## What it checks", "## Why it matters", "## Example", "## Fix")
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class Context:
@@ -35,6 +38,20 @@ class Context:
     plan: LoadPlan | None = None  #: None when the architecture has no family
     #: the layout and MoE options (--tp, --ep, --a2a-backend, …); default: one GPU
     deployment: Deployment = field(default_factory=Deployment)
+    #: facts several rules derive from the same inputs, computed once per check (`shared`)
+    _facts: dict[Callable[[Context], object], object] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def shared(self, compute: Callable[[Context], T]) -> T:
+        """``compute(self)``, computed when a rule first asks and reused by the others.
+
+        ``compute`` must be a module-level function of the context alone: its result is
+        keyed by the function and lives as long as this context (one check).
+        """
+        if compute not in self._facts:
+            self._facts[compute] = compute(self)
+        return cast(T, self._facts[compute])
 
     def file_of(self, tensor: str) -> str | None:
         """The file a tensor is stored in."""

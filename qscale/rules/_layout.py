@@ -8,17 +8,15 @@ from collections.abc import Callable, Iterator
 from qscale.constraints import Problem, layout_problems, location
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule
 
-#: the last context's problems; holding the context keeps identity comparison sound
-_last: tuple[Context, list[Problem]] | None = None
-
 
 def problems(ctx: Context) -> list[Problem]:
-    """The deployment's layout problems for this context (cached for the last context)."""
-    global _last
+    """The deployment's layout problems for this context (computed once per check)."""
+    return ctx.shared(_problems)
+
+
+def _problems(ctx: Context) -> list[Problem]:
     assert ctx.plan is not None
-    if _last is None or _last[0] is not ctx:
-        _last = (ctx, layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment))
-    return _last[1]
+    return layout_problems(ctx.checkpoint, ctx.quant, ctx.plan, ctx.deployment)
 
 
 def check_for(code: str) -> Callable[[Context], Iterator[Finding]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from qscale.families import FAMILIES
 from qscale.formats import ModuleQuant
@@ -50,9 +51,8 @@ QUANT_PARAMS = frozenset(
 FLOAT_WEIGHTS = frozenset({"BF16", "F16", "F32"})
 
 
-@dataclass(frozen=True, slots=True)
-class Present:
-    """A spec and the tensor stored for it."""
+class Present(NamedTuple):
+    """A spec and the tensor stored for it (a NamedTuple: a check makes one per tensor)."""
 
     mq: ModuleQuant
     spec: TensorSpec
@@ -108,21 +108,66 @@ def stored_unquantized(mq: ModuleQuant) -> bool:
     return not (QUANT_PARAMS & mq.module.tensors.keys())
 
 
-def checked_modules(ctx: Context) -> Iterator[ModuleQuant]:
-    """Quantized modules whose scheme lists its tensors and which are not stored unquantized."""
+@dataclass(frozen=True, slots=True)
+class Structure:
+    """The structural facts of one check, in module order: computed once and read by QS201,
+    QS202, QS203, QS209, QS301 and QS302, which used to walk every module and tensor each."""
+
+    #: modules the config quantizes that hold a plain float weight and no quant tensor
+    stored_unquantized: tuple[ModuleQuant, ...]
+    #: quantized modules whose scheme lists its tensors and which are not stored unquantized
+    checked: tuple[ModuleQuant, ...]
+    #: every (spec, stored tensor) pair of the checked modules
+    present: tuple[Present, ...]
+    #: every (module, spec) of the checked modules with no tensor stored under the spec's name
+    absent: tuple[tuple[ModuleQuant, TensorSpec], ...]
+    #: module name -> its `misnamed` tensors (expected -> stored), for modules that have any
+    misnamed: Mapping[str, Mapping[str, str]]
+
+
+def structure(ctx: Context) -> Structure:
+    """The structural facts of this check (computed by the first rule that asks)."""
+    return ctx.shared(_structure)
+
+
+def _structure(ctx: Context) -> Structure:
+    tensors = ctx.checkpoint.tensors
+    unquantized: list[ModuleQuant] = []
+    checked: list[ModuleQuant] = []
+    pairs: list[Present] = []
+    absent: list[tuple[ModuleQuant, TensorSpec]] = []
+    renamed: dict[str, Mapping[str, str]] = {}
     for mq in ctx.quant.modules.values():
-        if mq.scheme is not None and mq.scheme.tensors and not stored_unquantized(mq):
-            yield mq
+        scheme = mq.scheme
+        if scheme is None or not scheme.tensors:
+            continue  # none of the facts applies to it
+        stored = mq.module.tensors
+        w = stored.get("weight")  # stored_unquantized needs a float weight: a cheap sieve
+        if w is not None and w.dtype in FLOAT_WEIGHTS and stored_unquantized(mq):
+            unquantized.append(mq)
+        else:
+            checked.append(mq)
+            for spec in scheme.tensors:
+                t = stored.get(spec.param)
+                if t is not None:
+                    pairs.append(Present(mq, spec, t))
+                else:
+                    absent.append((mq, spec))
+        if not (stored.keys() >= scheme.params):  # misnamed needs an absent one
+            found = misnamed(mq, tensors)
+            if found:
+                renamed[mq.module.name] = found
+    return Structure(tuple(unquantized), tuple(checked), tuple(pairs), tuple(absent), renamed)
 
 
-def present(ctx: Context) -> Iterator[Present]:
+def checked_modules(ctx: Context) -> tuple[ModuleQuant, ...]:
+    """Quantized modules whose scheme lists its tensors and which are not stored unquantized."""
+    return structure(ctx).checked
+
+
+def present(ctx: Context) -> tuple[Present, ...]:
     """Every (spec, stored tensor) pair of the checked modules."""
-    for mq in checked_modules(ctx):
-        assert mq.scheme is not None
-        for spec in mq.scheme.tensors:
-            t = mq.module.tensors.get(spec.param)
-            if t is not None:
-                yield Present(mq, spec, t)
+    return structure(ctx).present
 
 
 def accepted_shapes(mq: ModuleQuant, spec: TensorSpec) -> Shapes | None:
@@ -130,20 +175,47 @@ def accepted_shapes(mq: ModuleQuant, spec: TensorSpec) -> Shapes | None:
 
     For fused experts the shapes are per expert; the leading expert dimension is added here.
     """
-    assert mq.scheme is not None
+    scheme = mq.scheme
+    assert scheme is not None
+    fused = mq.module.kind == ModuleKind.FUSED_EXPERTS
     logical = mq.logical_shape
-    own = spec.logical is not None and spec is not mq.scheme.weight_spec
+    own = spec.logical is not None and spec is not scheme.weight_spec
     ref = spec.ref or (spec.param if own else None)
     if ref is not None:
-        ref_spec, stored = mq.scheme.spec(ref), mq.module.tensors.get(ref)
+        ref_spec, stored = scheme.spec(ref), mq.module.tensors.get(ref)
         if ref_spec is None or ref_spec.logical is None or stored is None:
             return None
-        lead = 1 if mq.module.kind == ModuleKind.FUSED_EXPERTS else 0
+        lead = 1 if fused else 0
         logical = ref_spec.logical(stored.shape[lead:])
     if logical is None:
         return None
     shapes = spec.accepted(*logical)
-    if mq.module.kind == ModuleKind.FUSED_EXPERTS:
+    if fused:
         n_exp = next(iter(mq.module.tensors.values())).shape[0]
         shapes = tuple((n_exp, *s) for s in shapes)
     return shapes
+
+
+class AcceptedShapes:
+    """`accepted_shapes` for every tensor of a check, computed once per (spec, logical shape)
+    where those two alone decide it: the 10^5 experts of a large MoE share a handful."""
+
+    def __init__(self) -> None:
+        #: (id of the spec, logical shape) -> accepted shapes; the specs outlive the check
+        self._known: dict[tuple[int, tuple[int, int] | None], Shapes | None] = {}
+
+    def __call__(self, mq: ModuleQuant, spec: TensorSpec) -> Shapes | None:
+        """``accepted_shapes(mq, spec)``."""
+        scheme = mq.scheme
+        assert scheme is not None
+        sized_by_module = (  # the conditions under which `accepted_shapes` reads nothing else
+            not spec.ref
+            and (spec.logical is None or spec is scheme.weight_spec)  # no reference tensor
+            and mq.module.kind != ModuleKind.FUSED_EXPERTS  # no expert dimension
+        )
+        if not sized_by_module:
+            return accepted_shapes(mq, spec)
+        key = (id(spec), mq.logical_shape)
+        if key not in self._known:
+            self._known[key] = accepted_shapes(mq, spec)
+        return self._known[key]

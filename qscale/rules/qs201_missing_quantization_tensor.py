@@ -22,25 +22,23 @@ Re-export with calibration, or declare dynamic activations in the config when th
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
-from qscale.rules._structure import checked_modules, misnamed
+from qscale.rules._structure import structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report each absent tensor of every checked module."""
-    for mq in checked_modules(ctx):
+    facts = structure(ctx)
+    for mq, spec in facts.absent:
         assert mq.scheme is not None
-        renamed = misnamed(mq, ctx.checkpoint.tensors)  # QS209's
-        for spec in mq.scheme.tensors:
-            if spec.param not in mq.module.tensors:
-                name = mq.module.tensor_name(spec.param)
-                if name in renamed:
-                    continue
-                some = next(iter(mq.module.tensors.values()))
-                yield RULE.finding(
-                    f"`{name}` is missing; `{mq.module.name}` is {mq.scheme.label}"
-                    f" ({mq.resolution.reason})",
-                    Location(file=some.file, tensor=name),
-                )
+        name = mq.module.tensor_name(spec.param)
+        if name in facts.misnamed.get(mq.module.name, {}):
+            continue  # QS209's
+        some = next(iter(mq.module.tensors.values()))
+        yield RULE.finding(
+            f"`{name}` is missing; `{mq.module.name}` is {mq.scheme.label}"
+            f" ({mq.resolution.reason})",
+            Location(file=some.file, tensor=name),
+        )
 
 
 RULE = Rule(

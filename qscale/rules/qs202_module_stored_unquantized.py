@@ -22,24 +22,23 @@ Add the module to the ignore/exclude list (what the quantizer meant), or quantiz
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import draft_prefixes, stored_unquantized
+from qscale.rules._structure import draft_prefixes, structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report quantized-by-config modules that hold only a float weight."""
     drafts = draft_prefixes(ctx)
-    for mq in ctx.quant.modules.values():
+    for mq in structure(ctx).stored_unquantized:
         if drafts and mq.module.name.startswith(drafts):
             continue  # MTP layers load only with speculative decoding: QS207's
-        if stored_unquantized(mq):
-            assert mq.scheme is not None
-            w = mq.module.tensors["weight"]
-            yield RULE.finding(
-                f"`{mq.module.name}` is stored as {w.dtype} but resolves to {mq.scheme.label}"
-                f" ({mq.resolution.reason})",
-                ctx.at(w.name),
-                fix=FIX,
-            )
+        assert mq.scheme is not None
+        w = mq.module.tensors["weight"]
+        yield RULE.finding(
+            f"`{mq.module.name}` is stored as {w.dtype} but resolves to {mq.scheme.label}"
+            f" ({mq.resolution.reason})",
+            ctx.at(w.name),
+            fix=FIX,
+        )
 
 
 FIX = Fix(

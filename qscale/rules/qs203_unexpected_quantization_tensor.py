@@ -22,19 +22,24 @@ Exclude the module from quantization and re-export, or dequantize it (`qscale fi
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import BENIGN, QUANT_PARAMS, misnamed, stored_unquantized
+from qscale.rules._structure import BENIGN, QUANT_PARAMS, structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report quantization tensors the resolved scheme does not account for."""
+    facts = structure(ctx)
+    skip = {mq.module.name for mq in facts.stored_unquantized}
     for mq in ctx.quant.modules.values():
-        if stored_unquantized(mq):
+        if mq.module.name in skip:
             continue
         scheme = mq.scheme
         if scheme is not None and not scheme.tensors:
             continue  # scheme not modelled tensor by tensor
-        wanted = {s.param for s in scheme.tensors} if scheme else set()
-        renamed = set(misnamed(mq, ctx.checkpoint.tensors).values())  # QS209's
+        stored = mq.module.tensors.keys()
+        if (stored <= scheme.params) if scheme else stored.isdisjoint(QUANT_PARAMS):
+            continue  # nothing to report (most modules): spares the walk below
+        wanted = scheme.params if scheme else frozenset()
+        renamed = facts.misnamed.get(mq.module.name, {}).values()  # QS209's
         for param, t in mq.module.tensors.items():
             if param in wanted or param in BENIGN or t.name in renamed:
                 continue

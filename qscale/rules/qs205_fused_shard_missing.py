@@ -77,9 +77,13 @@ def _experts(ctx: Context) -> Iterator[Finding]:
             continue
         layer = p.name.rpartition(".")[0]
         where.setdefault(layer, p)
+        experts = have.setdefault(layer, {})
         for s in p.sources:
             if s.expert is not None and isinstance(s.shard_id, str):
-                have.setdefault(layer, {}).setdefault(s.expert, set()).add(s.shard_id)
+                shards = experts.get(s.expert)
+                if shards is None:
+                    experts[s.expert] = shards = set()
+                shards.add(s.shard_id)
     names = {"w1": fam.experts.gate, "w3": fam.experts.up, "w2": fam.experts.down}
     for layer, experts in sorted(have.items()):
         for e, shards in sorted(experts.items()):

@@ -68,7 +68,8 @@ def check(ctx: Context) -> Iterator[Finding]:
     """Report quantized heads/embeddings the engine builds unquantized."""
     spec = ctx.plan.engine if ctx.plan else parse_engine(None)
     for mq in ctx.quant.modules.values():
-        if not (_is_head(mq) or mq.module.kind == ModuleKind.EMBEDDING):
+        head = mq.module.name.endswith("lm_head") and _is_head(mq)  # endswith: a cheap sieve
+        if not (head or mq.module.kind == ModuleKind.EMBEDDING):
             continue
         what = _stored_quantized(mq)
         if what is None or _engine_quantizes(ctx, spec, mq) is not False:

@@ -23,6 +23,7 @@ shape), or re-export the checkpoint.
 import re
 from collections.abc import Iterator
 
+from qscale.families import ExpertNames
 from qscale.modules import ModuleKind
 from qscale.rules._api import Applicability, Context, Finding, Fix, ModuleQuant, Rule, Severity
 
@@ -42,14 +43,22 @@ def check(ctx: Context) -> Iterator[Finding]:
     """Report MoE layers whose stored experts disagree with the config."""
     cfg = _config_count(ctx)
     inter = ctx.checkpoint.config.get("moe_intermediate_size")
+    names = ctx.plan.family.experts if ctx.plan else None
     layers: dict[str, set[int]] = {}
     first: dict[str, str] = {}
     for name, mq in ctx.quant.modules.items():
-        m = EXPERT.match(name)
+        m = EXPERT.match(name) if ".experts." in name else None  # the test spares the regex
         if m is not None:
-            layers.setdefault(m.group(1), set()).add(int(m.group(2)))
-            first.setdefault(m.group(1), next(iter(mq.module.tensors.values())).name)
-            yield from _size(ctx, mq, m.group(3), inter)
+            layer, idx, proj = m.groups()
+            stored = layers.get(layer)
+            if stored is None:
+                layers[layer] = stored = set()
+                first[layer] = next(iter(mq.module.tensors.values())).name
+            stored.add(int(idx))
+            if names is not None and isinstance(inter, int):
+                wrong = _size(ctx, mq, proj, inter, names)
+                if wrong is not None:
+                    yield wrong
         elif mq.module.kind == ModuleKind.FUSED_EXPERTS:
             n = next(iter(mq.module.tensors.values())).shape[0]
             layers[name] = set(range(n))
@@ -70,17 +79,18 @@ def check(ctx: Context) -> Iterator[Finding]:
         )
 
 
-def _size(ctx: Context, mq: ModuleQuant, proj: str, inter: object) -> Iterator[Finding]:
-    fam = ctx.plan.family if ctx.plan else None
-    if not isinstance(inter, int) or mq.logical_shape is None or fam is None or not fam.experts:
-        return
+def _size(
+    ctx: Context, mq: ModuleQuant, proj: str, inter: int, names: ExpertNames
+) -> Finding | None:
+    """The finding for an expert whose size disagrees with ``moe_intermediate_size``."""
+    if mq.logical_shape is None:
+        return None
     out, inp = mq.logical_shape
-    names = fam.experts
     got = out if proj in (names.gate, names.up) else inp if proj == names.down else None
     if got is None or got == inter:
-        return
+        return None
     first = next(iter(mq.module.tensors.values())).name
-    yield RULE.finding(
+    return RULE.finding(
         f"`{mq.module.name}` is {out}×{inp}; config `moe_intermediate_size` = {inter}",
         ctx.at(first),
         fix=FIX,

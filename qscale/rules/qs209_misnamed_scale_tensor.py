@@ -25,14 +25,14 @@ convention too: `_inv` names are not always reciprocals.
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import misnamed
+from qscale.rules._structure import structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report scheme tensors stored under another spelling."""
-    tensors = ctx.checkpoint.tensors
-    for mq in ctx.quant.modules.values():
-        for expected, stored in misnamed(mq, tensors).items():
+    for module, renamed in structure(ctx).misnamed.items():
+        mq = ctx.quant.modules[module]
+        for expected, stored in renamed.items():
             assert mq.scheme is not None
             yield RULE.finding(
                 f"`{expected}` is stored as `{stored}`; {mq.scheme.label}"

@@ -23,11 +23,12 @@ Reshape where the values are right (`[]` ↔ `[1]`, `[N]` ↔ `[N, 1]`); otherwi
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity, fmt_shape
-from qscale.rules._structure import accepted_shapes, present
+from qscale.rules._structure import AcceptedShapes, present
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report tensors whose shape is not among the accepted ones."""
+    accepted_shapes = AcceptedShapes()
     for p in present(ctx):
         if p.tensor.dtype not in p.spec.dtypes:
             continue  # QS301 already reports it; its shape is meaningless
