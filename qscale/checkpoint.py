@@ -10,13 +10,11 @@ id (``org/name[@revision]``) is read the same way through HTTP range requests (`
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, pairwise
 from operator import attrgetter, eq
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
+from qscale._gc import gc_paused
 from qscale.errors import (
     CheckpointNotFound,
     ConfigError,
@@ -173,29 +172,16 @@ def read_checkpoint(
     if path.is_file():
         if not path.name.endswith(".safetensors"):
             raise CheckpointNotFound(f"{path}: not a .safetensors file")
-        with _gc_paused():
+        with gc_paused():
             return _read_local(str(source), path.parent, [path.name], None, progress)
     if path.is_dir():
-        with _gc_paused():
+        with gc_paused():
             return _read_folder(str(source), path, progress)
     if REPO_SPEC.fullmatch(str(source)) and not _NOT_A_REPO.fullmatch(str(source)):
         from qscale.hub import read_hub_checkpoint  # imports huggingface_hub: only when needed
 
         return read_hub_checkpoint(str(source), progress=progress)
     raise CheckpointNotFound(f"{source}: no such file or folder")
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a read. A read allocates ~5 objects per tensor, none in a
-    reference cycle, and the GC would rescan every ``TensorInfo`` kept so far many times."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class _Parts(NamedTuple):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from qscale import rules
+from qscale._gc import gc_paused
 from qscale.checkpoint import Checkpoint
 from qscale.engines import parse_engine
 from qscale.errors import UnknownFormat
@@ -34,23 +33,9 @@ class CheckOptions:
     deployment: Deployment = field(default_factory=Deployment)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a check. Resolving, planning and the rules allocate a few
-    objects per tensor and module (10^5-10^6 on a large MoE checkpoint), none in a reference cycle,
-    and every collection would rescan them and the checkpoint again (bench/README.md)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Report:
     """Run the selected rules over an already resolved checkpoint."""
-    with _gc_paused():
+    with gc_paused():
         return _run_rules(ckpt, quant, options)
 
 
@@ -98,5 +83,5 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
 
 def check(ckpt: Checkpoint, options: CheckOptions | None = None) -> Report:
     """Resolve every module's quantization and run the rules."""
-    with _gc_paused():
+    with gc_paused():
         return run_rules(ckpt, resolve_quantization(ckpt), options or CheckOptions())
