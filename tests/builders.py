@@ -345,6 +345,34 @@ def qwen3_5_moe(scheme: str = "ct-fp8", *, seed: int = 0, shared_expert: str | N
     return Built(copy.deepcopy(config), tensors, extra)
 
 
+GPT_OSS_EXPERTS, GPT_OSS_INTER, GPT_OSS_HEADS, GPT_OSS_HEAD_DIM = 2, 128, 4, 32
+
+
+def _gpt_oss_layer_rest(tensors: Tensors, p: str, g: torch.Generator) -> None:
+    """A gpt-oss layer's router, sinks and norms (BF16 in every published layout)."""
+    tensors[f"{p}.mlp.router.weight"] = _w(GPT_OSS_EXPERTS, H, g)
+    tensors[f"{p}.mlp.router.bias"] = torch.zeros(GPT_OSS_EXPERTS, dtype=torch.bfloat16)
+    tensors[f"{p}.self_attn.sinks"] = torch.zeros(GPT_OSS_HEADS, dtype=torch.bfloat16)
+    for norm in ("input_layernorm", "post_attention_layernorm"):
+        tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+
+
+def _gpt_oss_rest(tensors: Tensors, g: torch.Generator) -> dict[str, Any]:
+    """Embeddings, final norm and head; the config of the 2-layer gpt-oss builders."""
+    tensors["model.embed_tokens.weight"] = _w(256, H, g)
+    tensors["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["lm_head.weight"] = _w(256, H, g)
+    heads = GPT_OSS_HEADS
+    return {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": H,
+        "intermediate_size": GPT_OSS_INTER, "num_hidden_layers": 2, "num_attention_heads": heads,
+        "num_key_value_heads": heads, "head_dim": GPT_OSS_HEAD_DIM,
+        "num_local_experts": GPT_OSS_EXPERTS, "num_experts_per_tok": 2, "attention_bias": True,
+        "vocab_size": 256, "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 64, "tie_word_embeddings": False,
+    }
+
+
 def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
     """A 2-layer gpt-oss (``GptOssForCausalLM``) in llm-compressor's per-expert layout: every
     Linear, routed experts included (``mlp.experts.<i>.{gate,up,down}_proj``), quantized with
@@ -355,7 +383,7 @@ def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
         raise ValueError(f"gpt_oss() builds compressed-tensors, fp8 or bf16 schemes, not {scheme}")
     fn, make_cfg = _schemes()[scheme]
     g = torch.Generator().manual_seed(seed)
-    n_exp, inter, heads, head_dim = 2, 128, 4, 32
+    n_exp, inter, heads, head_dim = GPT_OSS_EXPERTS, GPT_OSS_INTER, GPT_OSS_HEADS, GPT_OSS_HEAD_DIM
     tensors: Tensors = {}
     for layer in (0, 1):
         p = f"model.layers.{layer}"
@@ -368,22 +396,8 @@ def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
         for name, out, inp in linear:
             tensors.update(fn(name, out, inp, g))
             tensors[f"{name}.bias"] = torch.zeros(out, dtype=torch.bfloat16)
-        tensors[f"{p}.mlp.router.weight"] = _w(n_exp, H, g)
-        tensors[f"{p}.mlp.router.bias"] = torch.zeros(n_exp, dtype=torch.bfloat16)
-        tensors[f"{p}.self_attn.sinks"] = torch.zeros(heads, dtype=torch.bfloat16)
-        for norm in ("input_layernorm", "post_attention_layernorm"):
-            tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
-    tensors["model.embed_tokens.weight"] = _w(256, H, g)
-    tensors["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
-    tensors["lm_head.weight"] = _w(256, H, g)
-    config: dict[str, Any] = {
-        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": H,
-        "intermediate_size": inter, "num_hidden_layers": 2, "num_attention_heads": heads,
-        "num_key_value_heads": heads, "head_dim": head_dim, "num_local_experts": n_exp,
-        "num_experts_per_tok": 2, "attention_bias": True, "vocab_size": 256,
-        "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
-        "tie_word_embeddings": False,
-    }
+        _gpt_oss_layer_rest(tensors, p, g)
+    config = _gpt_oss_rest(tensors, g)
     qc = make_cfg(["re:.*mlp.router$", "lm_head"])
     if qc:
         config["quantization_config"] = qc
@@ -396,7 +410,7 @@ def gpt_oss_mxfp4(*, seed: int = 0) -> Built:
     with ``*_scales`` (U8 E8M0, ``[E, out, in/32]``) and BF16 ``*_bias``; attention, router,
     sinks, norms, embeddings and head BF16. 2 experts, hidden and intermediate size 128."""
     g = torch.Generator().manual_seed(seed)
-    n_exp, inter, heads, head_dim = 2, 128, 4, 32
+    n_exp, inter, heads, head_dim = GPT_OSS_EXPERTS, GPT_OSS_INTER, GPT_OSS_HEADS, GPT_OSS_HEAD_DIM
     tensors: Tensors = {}
     for layer in (0, 1):
         p = f"model.layers.{layer}"
@@ -411,25 +425,11 @@ def gpt_oss_mxfp4(*, seed: int = 0) -> Built:
             tensors[f"{ex}_scales"] = torch.randint(
                 120, 130, (n_exp, out, inp // 32), generator=g, dtype=torch.uint8)
             tensors[f"{ex}_bias"] = torch.zeros(n_exp, out, dtype=torch.bfloat16)
-        tensors[f"{p}.mlp.router.weight"] = _w(n_exp, H, g)
-        tensors[f"{p}.mlp.router.bias"] = torch.zeros(n_exp, dtype=torch.bfloat16)
-        tensors[f"{p}.self_attn.sinks"] = torch.zeros(heads, dtype=torch.bfloat16)
-        for norm in ("input_layernorm", "post_attention_layernorm"):
-            tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
-    tensors["model.embed_tokens.weight"] = _w(256, H, g)
-    tensors["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
-    tensors["lm_head.weight"] = _w(256, H, g)
-    config: dict[str, Any] = {
-        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": H,
-        "intermediate_size": inter, "num_hidden_layers": 2, "num_attention_heads": heads,
-        "num_key_value_heads": heads, "head_dim": head_dim, "num_local_experts": n_exp,
-        "num_experts_per_tok": 2, "attention_bias": True, "vocab_size": 256,
-        "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 64,
-        "tie_word_embeddings": False,
-        "quantization_config": {
-            "quant_method": "mxfp4",
-            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
-                                       "model.embed_tokens", "lm_head"],
-        },
+        _gpt_oss_layer_rest(tensors, p, g)
+    config = _gpt_oss_rest(tensors, g)
+    config["quantization_config"] = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                   "model.embed_tokens", "lm_head"],
     }
     return Built(config, tensors)
