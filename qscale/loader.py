@@ -239,18 +239,38 @@ def _moe_method(method: str | None, scheme: QuantScheme | None) -> str | None:
     return by_kind.get((f"{w.type}{w.num_bits}", a_kind or ""))
 
 
-def _unplaced_expert_tensor(
-    loader: ExpertLoader, fam: Family, spec: EngineSpec, quant: QuantMap, name: str
-) -> str | None:
-    """A per-expert tensor the class's own expert loader looks up under a name no parameter
-    has: how it gets there, in words, else None."""
-    eng = engine_name(fam, name)
-    head, sep, tail = eng.partition(".experts.")
-    if not sep or not tail.partition(".")[0].isdigit():
+def _per_expert_names(
+    ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap
+) -> tuple[ExpertLoader, list[tuple[str, str]]] | None:
+    """The model class's own expert loader, and every per-expert tensor (``….experts.<i>.…``)
+    with the name that loader renames it to; None when the profile has no such loader for this
+    architecture or the checkpoint goes elsewhere."""
+    arch = ckpt.config.architecture or ""
+    loader = spec.profile.expert_loaders.get(arch)
+    fam = FAMILIES.get(arch)
+    method = quant.format.method if quant.format is not None else None
+    if loader is None or fam is None or method in loader.other_methods:
         return None
-    for old, new in loader.renames:
-        if eng.endswith(old):
-            eng = eng[: -len(old)] + new
+    fam = fam.for_engine(spec.engine)
+    out = []
+    for name in sorted(ckpt.tensors):
+        eng = engine_name(fam, name)
+        _head, sep, tail = eng.partition(".experts.")
+        if not sep or not tail.partition(".")[0].isdigit():
+            continue
+        for old, new in loader.renames:
+            if eng.endswith(old):
+                eng = eng[: -len(old)] + new
+        out.append((name, eng))
+    return loader, out
+
+
+def _unplaced_expert_tensor(
+    loader: ExpertLoader, spec: EngineSpec, quant: QuantMap, name: str, eng: str
+) -> str | None:
+    """A per-expert tensor (renamed ``eng`` by the class) that its expert loader looks up under
+    a name no parameter has: how it gets there, in words, else None."""
+    head = eng.partition(".experts.")[0]
     branch = next((does for frag, does in loader.lookups if frag in eng), None)
     if branch is None:
         return None  # not renamed onto an expert branch: the loader skips it (not a refusal)
@@ -286,45 +306,31 @@ def _expert_loader_drops(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) ->
     branches nor streams: its loop skips names it has no parameter for (seen in real vLLM
     0.32.0 on llm-compressor's W4A16 gpt-oss export: ``gate_proj``/``up_proj`` and
     ``down_proj.weight_packed`` skipped, ``w13_weight_packed``/``w2_weight_packed`` unwritten)."""
-    arch = ckpt.config.architecture or ""
-    loader = spec.profile.expert_loaders.get(arch)
-    fam = FAMILIES.get(arch)
-    method = quant.format.method if quant.format is not None else None
-    if loader is None or fam is None or method in loader.other_methods:
+    found = _per_expert_names(ckpt, spec, quant)
+    if found is None:
         return ()
-    fam = fam.for_engine(spec.engine)
-    out = []
-    for name in sorted(ckpt.tensors):
-        eng = engine_name(fam, name)
-        _head, sep, tail = eng.partition(".experts.")
-        if not sep or not tail.partition(".")[0].isdigit():
-            continue
-        for old, new in loader.renames:
-            if eng.endswith(old):
-                eng = eng[: -len(old)] + new
-        if any(frag in eng for frag, _ in loader.lookups):
-            continue  # a branch takes it (or refuses it: _expert_loader_refusals)
-        if eng.rpartition(".")[2] in loader.streamed:
-            continue
-        out.append(name)
-    return tuple(out)
+    loader, names = found
+    return tuple(
+        name
+        for name, eng in names
+        # a branch takes it (or refuses it: _expert_loader_refusals), or it is streamed
+        if not any(frag in eng for frag, _ in loader.lookups)
+        and eng.rpartition(".")[2] not in loader.streamed
+    )
 
 
 def _expert_loader_refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> list[Refusal]:
     """Per-expert tensors (``experts.<i>.down_proj.bias``) that a model class's own expert
     loader renames onto its fused-expert branches and then cannot find (profile data:
     ``EngineProfile.expert_loaders``)."""
-    arch = ckpt.config.architecture or ""
-    loader = spec.profile.expert_loaders.get(arch)
-    fam = FAMILIES.get(arch)
-    method = quant.format.method if quant.format is not None else None
-    if loader is None or fam is None or method in loader.other_methods:
+    found = _per_expert_names(ckpt, spec, quant)
+    if found is None:
         return []
-    fam = fam.for_engine(spec.engine)
+    loader, names = found
     hits = [
         (name, hit)
-        for name in sorted(ckpt.tensors)
-        if (hit := _unplaced_expert_tensor(loader, fam, spec, quant, name)) is not None
+        for name, eng in names
+        if (hit := _unplaced_expert_tensor(loader, spec, quant, name, eng)) is not None
     ]
     if not hits:
         return []
