@@ -342,8 +342,8 @@ def qscale_deep(d: str) -> int:
 def qscale_plan(d: str) -> int:
     """(e): read, resolve every module's quantization, plan the engine's load."""
     from qscale.checkpoint import read_checkpoint
+    from qscale.engines.loader import plan_load
     from qscale.formats import resolve_quantization
-    from qscale.loader import plan_load
 
     ckpt = read_checkpoint(d)
     return len(plan_load(ckpt, None, resolve_quantization(ckpt)).params)

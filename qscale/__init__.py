@@ -10,12 +10,12 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from qscale.checkpoint import Checkpoint, ModelConfig, read_checkpoint
+from qscale.engines.loader import LoadPlan, MergedParam, ShardSlot, expand_shard_id, plan_load
+from qscale.engines.processing import Processed, process
 from qscale.errors import QscaleError
 from qscale.findings import Applicability, Finding, Fix, Location, Report, Severity
 from qscale.fix import FixResult, fix
 from qscale.formats import ModuleQuant, QuantMap, resolve_quantization
-from qscale.loader import LoadPlan, MergedParam, ShardSlot, expand_shard_id, plan_load
-from qscale.processing import Processed, process
 from qscale.runner import CheckOptions, check
 from qscale.schemes import QuantArgs, QuantScheme, TensorSpec
 

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from qscale.checkpoint import Checkpoint
+from qscale.engines.loader import LoadPlan
 from qscale.findings import Location, Severity
 from qscale.formats import QuantMap
 from qscale.layout import Deployment, Layout, resolve
-from qscale.loader import LoadPlan
 from qscale.schemes import QuantScheme, Strategy
 from qscale.sharding import ExpertShape, LayerShape, Shapes, Split, read_shapes
 

@@ -25,9 +25,9 @@ from enum import Enum
 
 import torch
 
+from qscale.engines.loader import LoadPlan, MergedParam
 from qscale.engines.profiles import FP8_SENTINEL
 from qscale.errors import LoadGuardError
-from qscale.loader import LoadPlan, MergedParam
 
 __all__ = ["SCALE_LEAVES", "GuardIssue", "GuardReport", "LoadGuardError", "Problem", "check_loaded"]
 
@@ -141,8 +141,8 @@ def check_loaded(
     Args:
         params: the engine's model (parameters and buffers) or a name -> tensor mapping, in the
             engine's own parameter names.
-        plan: ``qscale.loader.plan_load(checkpoint, "vllm==X")`` for the running engine; when
-            given, every per-tensor scale slot must equal the plan's value (exactly, after
+        plan: ``qscale.engines.loader.plan_load(checkpoint, "vllm==X")`` for the running engine;
+            when given, every per-tensor scale slot must equal the plan's value (exactly, after
             rounding the plan's value to the parameter's dtype) and every planned parameter
             must exist.
         raise_on_error: raise instead of returning a report with issues.

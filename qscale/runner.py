@@ -10,12 +10,12 @@ from qscale import rules
 from qscale._gc import gc_paused
 from qscale.checkpoint import Checkpoint
 from qscale.engines import parse_engine
+from qscale.engines.loader import plan_load
 from qscale.errors import UnknownFormat
 from qscale.findings import Finding, Location, Report, Severity
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.layout import Deployment
 from qscale.layout import resolve as resolve_layout
-from qscale.loader import plan_load
 from qscale.rules._api import Context
 from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
 

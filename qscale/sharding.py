@@ -14,9 +14,9 @@ from enum import Enum
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
-from qscale.families import Family
+from qscale.engines.families import Family
+from qscale.engines.loader import LoadPlan
 from qscale.formats import ModuleQuant, QuantMap
-from qscale.loader import LoadPlan
 from qscale.modules import ModuleKind
 from qscale.schemes import QuantScheme
 

@@ -14,7 +14,7 @@ from enum import Enum
 from qscale.advisories import Gate, fusion_rule
 from qscale.checkpoint import ModelConfig
 from qscale.engines import EngineSpec
-from qscale.families import Family
+from qscale.engines.families import Family
 from qscale.formats import ModuleQuant, QuantMap
 from qscale.formats.quark import QuarkConfig
 from qscale.layout import Layout, Platform

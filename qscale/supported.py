@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from qscale.checkpoint import Checkpoint
 from qscale.constraints import Problem, problems
 from qscale.engines import EngineSpec, parse_engine
+from qscale.engines.loader import LoadPlan, plan_load
 from qscale.errors import UsageError
 from qscale.findings import Severity
 from qscale.formats import resolve_quantization
 from qscale.layout import Deployment, resolve
-from qscale.loader import LoadPlan, plan_load
 from qscale.sharding import Shapes, read_shapes
 
 

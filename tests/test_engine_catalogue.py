@@ -14,10 +14,10 @@ from builders import bf16, dense
 from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
 from qscale.engines import catalogue, parse_engine
 from qscale.engines.extract import SourceTree, extract_vllm
+from qscale.engines.families import FAMILIES
 from qscale.engines.generate import build
+from qscale.engines.loader import family_for, plan_load
 from qscale.errors import UnknownFormat
-from qscale.families import FAMILIES
-from qscale.loader import family_for, plan_load
 
 V33 = parse_engine("vllm==0.33.0")
 
@@ -318,3 +318,43 @@ def test_vision_tower_stays_quantized_under_other_methods(tmp_path):
     assert fam.child_unquantized("vision_tower.encoder.blocks.0.wqkv", "modelopt") is None
     assert fam.child_unquantized("language_model.model.layers.0.mlp.down_proj",
                                  "compressed-tensors") is None
+
+
+def test_changes_per_release_follow_from_the_ranges():
+    cat = catalogue.load("vllm")
+    assert cat is not None
+    found = catalogue.changes("vllm")
+    assert [c.release for c in found] == list(cat.releases[1:])
+    for prev, c in zip(cat.releases, found, strict=False):
+        for arch in c.added:
+            assert catalogue.lookup(parse_engine(f"vllm=={prev}"), arch) is None
+            assert catalogue.lookup(parse_engine(f"vllm=={c.release}"), arch) is not None
+        for arch in c.changed:
+            old = catalogue.lookup(parse_engine(f"vllm=={prev}"), arch)
+            new = catalogue.lookup(parse_engine(f"vllm=={c.release}"), arch)
+            assert old is not None and new is not None and old.facts != new.facts
+
+
+@pytest.mark.parametrize(("arch", "code", "words"), [
+    # in transformers, not in vLLM's registry: vLLM's Transformers backend takes it
+    ("AXK2ForCausalLM", "QS103", "Transformers backend"),
+    # listed in vLLM's own _TRANSFORMERS_SUPPORTED_MODELS
+    ("HunYuanMoEV1ForCausalLM", "QS103", "Transformers backend"),
+    # vLLM's _PREVIOUSLY_SUPPORTED_MODELS: its own sentence
+    ("ArcticForCausalLM", "QS105", "was supported in vLLM until v0.28.0"),
+    ("BartForConditionalGeneration", "QS105", "install the plugin"),
+])
+def test_architectures_outside_the_native_registry(tmp_path, arch, code, words):
+    ckpt = read_checkpoint(dense(arch).write(tmp_path))
+    with pytest.raises(UnknownFormat) as exc:
+        family_for(ckpt, V33)
+    assert exc.value.code == code and words in exc.value.message
+
+
+def test_remote_code_config_goes_to_the_transformers_backend(tmp_path):
+    auto_map = {"AutoConfig": "configuration_x.XConfig",
+                "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+    built = dense("MyOwnForCausalLM", config={"auto_map": auto_map})
+    with pytest.raises(UnknownFormat) as exc:
+        family_for(read_checkpoint(built.write(tmp_path)), V33)
+    assert exc.value.code == "QS103" and "auto_map" in exc.value.message

@@ -11,9 +11,9 @@ import torch
 from builders import qwen3_5_moe
 
 from qscale import QscaleError, read_checkpoint
+from qscale.engines.loader import LoadPlan, plan_load
 from qscale.engines.profiles import FP8_SENTINEL
 from qscale.guard import LoadGuardError, Problem, check_loaded
-from qscale.loader import LoadPlan, plan_load
 
 QKVZ = "language_model.model.layers.0.linear_attn.in_proj_qkvz"
 W13 = "language_model.model.layers.0.mlp.experts.w13_weight_scale"

@@ -12,10 +12,10 @@ import pytest
 from qscale import read_checkpoint
 from qscale.constraints import problems
 from qscale.engines import parse_engine
+from qscale.engines.loader import plan_load
 from qscale.errors import UsageError
 from qscale.formats import resolve_quantization
 from qscale.layout import Deployment, find_backend, resolve
-from qscale.loader import plan_load
 from qscale.sharding import read_shapes
 from qscale.supported import supported_layouts
 

@@ -11,9 +11,9 @@ from builders import qwen3_5_moe
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.engines import parse_engine
+from qscale.engines.loader import expand_shard_id, plan_load, unfilled_params
 from qscale.engines.profiles import FP8_SENTINEL
 from qscale.errors import UnknownEngine
-from qscale.loader import expand_shard_id, plan_load, unfilled_params
 
 P = "model.language_model.layers.0.linear_attn"
 QKVZ = "language_model.model.layers.0.linear_attn.in_proj_qkvz"

@@ -7,9 +7,9 @@ from builders import qwen3_5_moe
 from typer.testing import CliRunner
 
 from qscale.cli import app
+from qscale.engines.loader import MergedParam, ShardSlot
+from qscale.engines.processing import Effect, process_param
 from qscale.engines.profiles import FP8_SENTINEL, PostLoad
-from qscale.loader import MergedParam, ShardSlot
-from qscale.processing import Effect, process_param
 
 S = FP8_SENTINEL
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qscale import CheckOptions, check, plan_load, read_checkpoint
-from qscale.processing import Effect, process
+from qscale.engines.processing import Effect, process
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real" / "llmc-deepseek_v2-FP8"
 SGLANG = "sglang==0.5.23"

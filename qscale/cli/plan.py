@@ -10,8 +10,8 @@ import typer
 
 from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
-from qscale.loader import LoadPlan, MergedParam, Slot, is_sentinel, plan_load
-from qscale.processing import Processed, process
+from qscale.engines.loader import LoadPlan, MergedParam, Slot, is_sentinel, plan_load
+from qscale.engines.processing import Processed, process
 from qscale.progress import read_progress
 
 

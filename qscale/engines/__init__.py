@@ -1,7 +1,17 @@
-"""Engine profiles per version range, as data; parse ``--engine NAME==VERSION``.
+"""The engine side of qscale: what an engine release does with a checkpoint, as data, and the
+simulation that applies it. Its modules, in the order a check uses them:
 
-A new engine release that changes no loader behaviour needs nothing here: versions map to the
-profile whose range holds them. One that changes behaviour is a new profile row.
+1. this module: ``--engine NAME==VERSION`` -> :class:`EngineSpec` (the profile row of that
+   version, :mod:`.profiles`: tuple shard ids, scale sentinels, post-load processing, …);
+2. :mod:`.catalogue`: which architectures the release serves and how its loader names
+   tensors (generated data, ``data/<engine>.json``), with the hand-written overrides of
+   :mod:`.families` -> the :class:`~qscale.engines.families.Family` to plan with;
+3. :mod:`.loader`: every checkpoint tensor into its merged parameter and scale slot;
+4. :mod:`.processing`: what ``process_weights_after_loading`` makes of the slots.
+
+:mod:`.extract` and :mod:`.generate` write the catalogue from released wheels; the check path
+never imports them. A new engine release that changes no loader behaviour is a regenerated
+catalogue; one that changes behaviour is a new profile row.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from an engine: the check path stays offline and fast.
 ``qscale/engines/data/<engine>.json`` holds, per architecture, the releases over which its
 loader facts stay the same (``[first, last, facts-id]``) and the facts themselves
 (:mod:`qscale.engines.extract` says what they are). :func:`family` turns one architecture's
-facts into a :class:`~qscale.families.Family`, the load plan's input; the hand-written
-families in :mod:`qscale.families` are the overrides (small, cited, checked against real
+facts into a :class:`~qscale.engines.families.Family`, the load plan's input; the hand-written
+families in :mod:`qscale.engines.families` are the overrides (small, cited, checked against real
 vLLM) and take precedence where they exist.
 """
 
@@ -20,8 +20,8 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from qscale.engines.families import FAMILIES, ExpertNames, Family, Stacked
 from qscale.errors import UnknownFormat
-from qscale.families import FAMILIES, ExpertNames, Family, Stacked
 
 if TYPE_CHECKING:
     from qscale.checkpoint import Checkpoint
@@ -60,8 +60,10 @@ class Catalogue:
     releases: tuple[str, ...]
     ranges: Mapping[str, tuple[tuple[str, str, str], ...]]
     facts: Mapping[str, Mapping[str, Any]]
-    #: release -> {"transformers": version, "map": {model_type: causal-LM class}}
-    causal_lm: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: release -> {"transformers": version, "map": {model_type: causal-LM class},
+    #: "classes": [transformers model classes], "previously": {arch: last release},
+    #: "plugin": {arch: url}}
+    per_release: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def release_for(self, version: Version | None) -> str | None:
         """The newest release read at or before ``version`` (None: before the first)."""
@@ -91,7 +93,44 @@ def load(engine: str) -> Catalogue | None:
     ranges = {a: tuple((r[0], r[1], r[2]) for r in rows)
               for a, rows in raw["architectures"].items()}
     return Catalogue(raw["engine"], tuple(raw["releases"]), ranges, raw["facts"],
-                     raw.get("causal_lm", {}))
+                     raw.get("per_release", {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one release changed in the catalogue against the release before it."""
+
+    release: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]  #: architectures whose loader facts differ
+
+
+def changes(engine: str) -> tuple[Change, ...]:
+    """Per release after the first: the architectures it added, removed or loads differently
+    (derived from the ranges; the releases at which some model's loading changed are those
+    with anything in them)."""
+    cat = load(engine)
+    if cat is None:
+        return ()
+    out = []
+    for prev, cur in zip(cat.releases, cat.releases[1:], strict=False):
+        before = {a: f for a in cat.ranges if (f := _fid_at(cat, prev, a))}
+        after = {a: f for a in cat.ranges if (f := _fid_at(cat, cur, a))}
+        out.append(Change(
+            cur,
+            tuple(sorted(after.keys() - before.keys())),
+            tuple(sorted(before.keys() - after.keys())),
+            tuple(sorted(a for a in after.keys() & before.keys() if after[a] != before[a])),
+        ))
+    return tuple(out)
+
+
+def _fid_at(cat: Catalogue, release: str, arch: str) -> str | None:
+    for first, last, fid in cat.ranges.get(arch, ()):
+        if _ver(first) <= _ver(release) <= _ver(last):
+            return fid
+    return None
 
 
 def served(spec: EngineSpec) -> bool:
@@ -109,10 +148,8 @@ def lookup(spec: EngineSpec, arch: str) -> Architecture | None:
     release = cat.release_for(spec.version)
     if release is None:
         return None
-    for first, last, fid in cat.ranges.get(arch, ()):
-        if _ver(first) <= _ver(release) <= _ver(last):
-            return _architecture(cat, arch, release, cat.facts[fid])
-    return None
+    fid = _fid_at(cat, release, arch)
+    return _architecture(cat, arch, release, cat.facts[fid]) if fid is not None else None
 
 
 def architectures(spec: EngineSpec) -> tuple[Architecture, ...]:
@@ -188,10 +225,8 @@ _FUSED_ON_DISK = frozenset({"experts", "w13", "in_proj", "c_attn", "query_key_va
 
 
 def _facts_at(cat: Catalogue, release: str, arch: str) -> Mapping[str, Any] | None:
-    for first, last, fid in cat.ranges.get(arch, ()):
-        if _ver(first) <= _ver(release) <= _ver(last):
-            return cat.facts[fid]
-    return None
+    fid = _fid_at(cat, release, arch)
+    return cat.facts[fid] if fid is not None else None
 
 
 def _config_key(lm: Mapping[str, Any]) -> str | None:
@@ -229,7 +264,7 @@ def inner_architecture(spec: EngineSpec, arch: Architecture, raw: Mapping[str, A
         return archs[0]
     cat = load(spec.engine)
     release = cat.release_for(spec.version) if cat else None
-    mapping = cat.causal_lm.get(release or "", {}).get("map", {}) if cat else {}
+    mapping = cat.per_release.get(release or "", {}).get("map", {}) if cat else {}
     mt = sub.get("model_type")
     return mapping.get(mt) if isinstance(mt, str) else None
 
@@ -282,6 +317,7 @@ def _compose(outer: Family, inner: Family, at: str) -> Family:
         prefix_map=outer.prefix_map + tuple((at + o, at + n) for o, n in inner.prefix_map),
         substr_map=outer.substr_map + inner.substr_map,
         regex_map=outer.regex_map + inner.regex_map,
+        code_renames=outer.code_renames + inner.code_renames,
         suffix_map=outer.suffix_map + inner.suffix_map,
         skip_prefixes=outer.skip_prefixes + tuple(at + p for p in inner.skip_prefixes),
         skip_substrings=outer.skip_substrings + inner.skip_substrings,
@@ -339,6 +375,7 @@ def _family_from(name: str, facts: Mapping[str, Any]) -> Family:
         prefix_map=tuple(renames["prefix"]),
         substr_map=tuple(renames["substr"]),
         regex_map=tuple(renames["regex"]),
+        code_renames=tuple((r[0], r[1], r[2]) for r in facts.get("renames", ())),
         suffix_map=tuple(renames["suffix"]),
         skip_prefixes=tuple(dict.fromkeys(drop_prefixes + list(facts.get("skip_prefixes", ())))),
         skip_substrings=tuple(dict.fromkeys(
@@ -365,14 +402,7 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
     if served(spec):
         entry = lookup(spec, arch)
         if entry is None:
-            raise UnknownFormat(
-                f"config.json: {spec.label} does not serve architecture {arch!r}: "
-                + VLLM_NOT_SERVED.format(archs=[arch])
-                if spec.engine == "vllm"
-                else f"config.json: {spec.label} does not serve architecture {arch!r}",
-                hint=f"`qscale models --engine {spec.label}` lists what it serves",
-                code="QS105",
-            )
+            raise _not_in_registry(spec, arch, ckpt.config.raw)
         fam = FAMILIES.get(arch)
         if fam is not None:
             return fam
@@ -391,6 +421,44 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
             code="QS103",
         )
     return fam
+
+
+def _not_in_registry(spec: EngineSpec, arch: str, raw: Mapping[str, Any]) -> UnknownFormat:
+    """What the engine does with an architecture its registry does not name (vLLM
+    ``ModelRegistry.resolve_model_cls``): one it dropped or moved to a plugin it refuses in
+    its own words (QS105); its Transformers backend takes a class transformers has, or a
+    config whose ``auto_map`` names one, which qscale cannot plan (QS103); anything else it
+    refuses (QS105)."""
+    cat = load(spec.engine)
+    release = (cat.release_for(spec.version) if cat else None) or ""
+    info = cat.per_release.get(release, {}) if cat else {}
+    auto_map = raw.get("auto_map")
+    remote = isinstance(auto_map, Mapping) and any(
+        str(k).startswith("AutoModel") for k in auto_map)
+    if arch in info.get("previously", {}):
+        words = (f"Model architecture {arch} was supported in vLLM until"
+                 f" v{info['previously'][arch]}, and is not supported anymore.")
+    elif arch in info.get("plugin", {}):
+        words = (f"Model architecture {arch} is not supported in-tree anymore. Please install"
+                 f" the plugin at {info['plugin'][arch]} if you want to use this model"
+                 " architecture.")
+    elif arch and (arch in info.get("classes", ()) or remote):
+        how = (f"transformers {info.get('transformers', '')} has the class"
+               if arch in info.get("classes", ()) else "its config's auto_map names remote code")
+        return UnknownFormat(
+            f"config.json: {spec.label} has no model class of its own for {arch!r} and would"
+            f" load it with its Transformers backend ({how}); qscale does not plan that"
+            " backend's weight names",
+            hint="the checks that need a load plan cannot run (partial check)",
+            code="QS103",
+        )
+    else:
+        words = VLLM_NOT_SERVED.format(archs=[arch])
+    return UnknownFormat(
+        f"config.json: {spec.label} does not serve architecture {arch!r}: {words}",
+        hint=f"`qscale models --engine {spec.label}` lists what it serves",
+        code="QS105",
+    )
 
 
 def family_or_none(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Family | None:

@@ -33,7 +33,18 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 #: registry dicts of vLLM's ``model_executor/models/registry.py`` and the kind they hold
-VLLM_REGISTRY_GROUPS = {"_TEXT_GENERATION_MODELS": "text", "_MULTIMODAL_MODELS": "multimodal"}
+VLLM_REGISTRY_GROUPS = {
+    "_TEXT_GENERATION_MODELS": "text",
+    "_MULTIMODAL_MODELS": "multimodal",
+    "_EMBEDDING_MODELS": "pooling",
+    "_LATE_INTERACTION_MODELS": "pooling",
+    "_REWARD_MODELS": "pooling",
+    "_TOKEN_CLASSIFICATION_MODELS": "pooling",
+    "_SEQUENCE_CLASSIFICATION_MODELS": "pooling",
+    "_SPECULATIVE_DECODING_MODELS": "draft",
+    "_TRANSFORMERS_SUPPORTED_MODELS": "transformers-backend",
+    "_TRANSFORMERS_BACKEND_MODELS": "transformers-backend",
+}
 _VLLM_MODELS_PKG = "vllm.model_executor.models"
 _MAPPER_FIELDS = ("regex", "substr", "stacked", "prefix", "suffix")
 _EXPERT_KWARGS = {
@@ -132,12 +143,14 @@ class Facts:
     packed: dict[str, list[str]] = field(default_factory=dict)
     #: child module (engine name) -> quant methods under which it is built unquantized
     unquantized_children: dict[str, list[str]] = field(default_factory=dict)
+    #: literal ``name.replace`` renames in loader code: [old, new, guard]
+    renames: list[list[str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"module": self.module, "class": self.cls, "kind": self.kind}
         for key in ("mapper", "stacked", "experts", "skip_substrings", "skip_prefixes",
                     "unquantized", "children", "language_model", "unresolved", "sources",
-                    "packed", "unquantized_children"):
+                    "packed", "unquantized_children", "renames"):
             value = getattr(self, key)
             if value:
                 out[key] = value
@@ -609,7 +622,11 @@ class LoadWeights:
         self.mapper_expr: ast.AST | None = None
         self.delegates: list[str] = []  #: self.<attr>.load_weights(...)
         self.unresolved: list[str] = []
+        #: ``if "<guard>" in name: name = name.replace("<old>", "<new>")`` -> [old, new, guard]
+        self.renames: list[list[str]] = []
         self._read()
+        for helper in self._weight_helpers():
+            self.renames += [r for r in _guarded_renames(helper) if r not in self.renames]
 
     def _read(self) -> None:
         lists: dict[str, list[Any]] = {}
@@ -633,6 +650,19 @@ class LoadWeights:
                     if _is_mapping_list(value):
                         for t in value:
                             self._add_stacked(t, None)
+
+    def _weight_helpers(self) -> list[ast.FunctionDef]:
+        """This function and the methods of the class it hands the weights to
+        (``self._preprocess(weights)``), one level deep."""
+        out = [self.fn]
+        for node in ast.walk(self.fn):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and _dotted(node.func.value) == "self" and node.args
+                    and _dotted(node.args[0]) == "weights"):
+                found = self.reader.attribute(self.cls, node.func.attr)
+                if found is not None and isinstance(found[1], ast.FunctionDef):
+                    out.append(found[1])
+        return out
 
     def _local(self, node: ast.expr) -> ast.expr:
         """A name assigned once in this function: the expression assigned to it."""
@@ -803,6 +833,40 @@ _CALLS: dict[str, Any] = {
     "get_spec_layer_idx_from_weight_name": LoadWeights._spec_layers,
     "skip_spec_layers": LoadWeights._spec_layers,
 }
+
+
+def _guarded_renames(fn: ast.FunctionDef) -> list[list[str]]:
+    """``name = name.replace("a", "b")`` with literal arguments, each with the ``"g" in name``
+    test that guards it ("" when none)."""
+    out: list[list[str]] = []
+
+    def visit(body: list[ast.stmt], guard: str) -> None:
+        for node in body:
+            if isinstance(node, ast.If):
+                test = node.test
+                inner = guard
+                if (isinstance(test, ast.Compare) and len(test.ops) == 1
+                        and isinstance(test.ops[0], ast.In)
+                        and isinstance(test.left, ast.Constant)
+                        and isinstance(test.left.value, str)
+                        and _dotted(test.comparators[0]) == "name"):
+                    inner = test.left.value
+                visit(node.body, inner)
+            elif isinstance(node, ast.For | ast.While | ast.With):
+                visit(node.body, guard)
+            elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+                  and _dotted(node.targets[0]) == "name" and isinstance(node.value, ast.Call)
+                  and isinstance(node.value.func, ast.Attribute)
+                  and node.value.func.attr == "replace"
+                  and _dotted(node.value.func.value) == "name"
+                  and len(node.value.args) == 2
+                  and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                          for a in node.value.args)):
+                old, new = (a.value for a in node.value.args)  # type: ignore[attr-defined]
+                out.append([old, new, guard])
+
+    visit(fn.body, "")
+    return out
 
 
 def _or_terms(test: ast.expr) -> list[ast.expr]:
@@ -1057,6 +1121,7 @@ def _add_load_weights(reader: Reader, ref: ClassRef, lw: LoadWeights, facts: Fac
                             if prefix + p not in facts.skip_prefixes]
     facts.skip_spec_layers |= lw.skip_spec_layers and top
     facts.unresolved += [u for u in lw.unresolved if u not in facts.unresolved]
+    facts.renames += [r for r in lw.renames if r not in facts.renames]
     if lw.mapper_expr is not None:
         try:
             m = reader.mapper(ref, lw.mapper_expr, 0,
@@ -1090,22 +1155,48 @@ def read_registry(tree: SourceTree, groups: Mapping[str, str] = VLLM_REGISTRY_GR
     if mod is None:
         raise FileNotFoundError("vllm/model_executor/models/registry.py")
     out: dict[str, tuple[str, str, str]] = {}
-    for node in mod.body:
-        if not (isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None):
+    dicts = dict(_module_dicts(mod))
+    for name, kind in groups.items():  # the groups' order decides an architecture's kind
+        node = dicts.get(name)
+        if node is None:
             continue
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        name = next((t.id for t in targets if isinstance(t, ast.Name)), None)
-        if name not in groups or not isinstance(node.value, ast.Dict):
-            continue
-        for k, v in zip(node.value.keys, node.value.values, strict=True):
+        for k, v in zip(node.keys, node.values, strict=True):
             try:
                 arch = ast.literal_eval(k) if k is not None else None
                 module, cls = ast.literal_eval(v)
             except (ValueError, TypeError, SyntaxError):
                 continue
-            if isinstance(arch, str):
+            if isinstance(arch, str) and arch not in out:
                 full = module if module.startswith("vllm.") else f"{_VLLM_MODELS_PKG}.{module}"
-                out[arch] = (full, cls, groups[str(name)])
+                out[arch] = (full, cls, kind)
+    return out
+
+
+def _module_dicts(mod: ast.Module) -> Iterator[tuple[str, ast.Dict]]:
+    """Top-level ``NAME = {…}`` dict displays of a module."""
+    for node in mod.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Dict):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            name = next((t.id for t in targets if isinstance(t, ast.Name)), None)
+            if name is not None:
+                yield name, node.value
+
+
+def registry_notes(tree: SourceTree) -> dict[str, dict[str, str]]:
+    """What vLLM says of architectures it no longer serves in-tree:
+    ``_PREVIOUSLY_SUPPORTED_MODELS`` (arch -> last release) and ``_OOT_SUPPORTED_MODELS``
+    (arch -> plugin URL)."""
+    mod = tree.parse(f"{_VLLM_MODELS_PKG}.registry")
+    out: dict[str, dict[str, str]] = {"previously": {}, "plugin": {}}
+    if mod is None:
+        return out
+    for name, node in _module_dicts(mod):
+        key = {"_PREVIOUSLY_SUPPORTED_MODELS": "previously",
+               "_OOT_SUPPORTED_MODELS": "plugin"}.get(name)
+        if key is None:
+            continue
+        with contextlib.suppress(ValueError, TypeError, SyntaxError):
+            out[key] = {str(k): str(v) for k, v in ast.literal_eval(node).items()}
     return out
 
 
@@ -1116,7 +1207,11 @@ def extract_vllm(tree: SourceTree) -> dict[str, dict[str, Any]]:
     for arch, (module, cls_name, kind) in sorted(read_registry(tree).items()):
         facts = Facts(str(PurePosixPath(module.replace(".", "/"))), cls_name, kind)
         ref = reader.class_ref(module, cls_name)
-        if ref is None:
+        if kind == "transformers-backend":
+            facts.unresolved.append(
+                f"vLLM loads it with its Transformers backend ({cls_name}), whose weight names"
+                " follow the transformers model at run time")
+        elif ref is None:
             facts.unresolved.append(f"class {cls_name} not found in {module}")
         else:
             try:
@@ -1218,6 +1313,23 @@ def requirement(tree: SourceTree, package: str) -> str | None:
             if name.strip().lower() == package:
                 return spec.replace(" ", "")
     return None
+
+
+def transformers_classes(tree: SourceTree) -> list[str]:
+    """Every model class transformers' auto mappings name: the architectures vLLM's
+    Transformers backend can fall back to (``getattr(transformers, architecture)``)."""
+    mod = tree.parse("transformers.models.auto.modeling_auto")
+    names: set[str] = set()
+    if mod is None:
+        return []
+    for node in mod.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.endswith("_MAPPING_NAMES")
+                and isinstance(node.value, ast.Call) and node.value.args):
+            with contextlib.suppress(ValueError, TypeError, SyntaxError):
+                for _k, v in ast.literal_eval(node.value.args[0]):
+                    names.update([v] if isinstance(v, str) else [x for x in v if x])
+    return sorted(names)
 
 
 def causal_lm_names(tree: SourceTree) -> dict[str, str]:

@@ -23,7 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from qscale.engines.extract import SourceTree, causal_lm_names, extract_vllm, requirement
+from qscale.engines.extract import (
+    SourceTree,
+    causal_lm_names,
+    extract_vllm,
+    registry_notes,
+    requirement,
+    transformers_classes,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 SCHEMA = 1
@@ -62,14 +69,15 @@ def facts_id(facts: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def build(engine: str, per_release: dict[str, dict[str, dict[str, Any]]],
-          causal_lm: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def build(engine: str, extracted: dict[str, dict[str, dict[str, Any]]],
+          per_release: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The data file's content from each release's extracted facts (releases in order) and,
-    per release, transformers' causal-LM class per model type (the version it pins)."""
-    releases = list(per_release)
+    per release what its registry says of others (transformers' classes and causal-LM class
+    per model type, of the transformers version it requires; architectures it dropped)."""
+    releases = list(extracted)
     facts: dict[str, dict[str, Any]] = {}
     ranges: dict[str, list[list[str]]] = {}
-    for release, archs in per_release.items():
+    for release, archs in extracted.items():
         for arch, f in archs.items():
             fid = facts_id(f)
             facts[fid] = f
@@ -86,7 +94,7 @@ def build(engine: str, per_release: dict[str, dict[str, dict[str, Any]]],
         "releases": releases,
         "architectures": dict(sorted(ranges.items())),
         "facts": dict(sorted(facts.items())),
-        "causal_lm": causal_lm or {},
+        "per_release": per_release or {},
     }
 
 
@@ -95,13 +103,13 @@ def write(data: dict[str, Any], out: Path) -> None:
     lines = ["{"]
     lines += [f"{json.dumps(k)}: {json.dumps(data[k])}," for k in
               ("schema", "engine", "generator", "releases")]
-    for key in ("architectures", "facts", "causal_lm"):
+    for key in ("architectures", "facts", "per_release"):
         lines.append(f"{json.dumps(key)}: {{")
         items = list(data[key].items())
         for i, (k, v) in enumerate(items):
             comma = "," if i < len(items) - 1 else ""
             lines.append(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}{comma}")
-        lines.append("}" if key == "causal_lm" else "},")
+        lines.append("}" if key == "per_release" else "},")
     lines.append("}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -116,11 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--versions", help="comma-separated releases (default: all known)")
     ap.add_argument("--wheels", type=Path, help="folder to keep (and reuse) the wheels in")
     ap.add_argument("--out", type=Path, help="data file (default: qscale/engines/data/)")
+    ap.add_argument("--changes", action="store_true",
+                    help="print, from the committed data, what each release changed; read nothing")
     args = ap.parse_args(argv)
+    if args.changes:
+        print_changes(args.engine)
+        return 0
     versions = args.versions.split(",") if args.versions else list(VLLM_RELEASES)
     out = args.out or DATA / f"{args.engine}.json"
-    per_release: dict[str, dict[str, dict[str, Any]]] = {}
-    causal: dict[str, dict[str, Any]] = {}
+    extracted: dict[str, dict[str, dict[str, Any]]] = {}
+    info: dict[str, dict[str, Any]] = {}
     pins: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.wheels or Path(tmp)
@@ -128,20 +141,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for v in versions:
             wheel = fetch_wheel(args.engine, v, folder)
             tree = SourceTree(wheel)
-            per_release[v] = extract_vllm(tree)
+            extracted[v] = extract_vllm(tree)
             spec = requirement(tree, "transformers") or "transformers"
             if spec not in pins:
                 tw = _download(spec, folder)
+                tt = SourceTree(tw)
                 pins[spec] = {"transformers": tw.name.split("-")[1],
-                              "map": causal_lm_names(SourceTree(tw))}
-            causal[v] = pins[spec]
-            print(f"{args.engine} {v}: {len(per_release[v])} architectures;"
+                              "map": causal_lm_names(tt), "classes": transformers_classes(tt)}
+            info[v] = {**pins[spec], **registry_notes(tree)}
+            print(f"{args.engine} {v}: {len(extracted[v])} architectures;"
                   f" {spec} -> {pins[spec]['transformers']}", file=sys.stderr)
             if args.wheels is None:
                 wheel.unlink()
-    write(build(args.engine, per_release, causal), out)
+    write(build(args.engine, extracted, info), out)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def print_changes(engine: str) -> None:
+    """The releases at which some model's loading changed, from the committed data."""
+    from qscale.engines.catalogue import changes
+
+    for c in changes(engine):
+        if c.added or c.removed or c.changed:
+            print(f"{engine} {c.release}: {len(c.added)} added, {len(c.removed)} removed,"
+                  f" {len(c.changed)} loading changed"
+                  + (f" ({', '.join(c.changed[:6])}{', …' if len(c.changed) > 6 else ''})"
+                     if c.changed else ""))
 
 
 if __name__ == "__main__":

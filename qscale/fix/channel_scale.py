@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
+from qscale.engines.loader import MergedParam
 from qscale.findings import Applicability, Finding
 from qscale.fix.context import FixContext
 from qscale.fix.model import (
@@ -44,7 +45,6 @@ from qscale.formats import ModuleQuant
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
-from qscale.loader import MergedParam
 from qscale.schemes import Strategy
 
 NAME = "per-channel-scale"

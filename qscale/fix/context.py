@@ -10,6 +10,7 @@ from typing import Any
 
 from qscale.checkpoint import Checkpoint, ModelConfig
 from qscale.engines import EngineSpec
+from qscale.engines.loader import LoadPlan
 from qscale.findings import Finding, Report
 from qscale.fix.model import Change, ConfigEdit, Refusal
 from qscale.formats import QuantMap, resolve_quantization
@@ -17,7 +18,6 @@ from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
-from qscale.loader import LoadPlan
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+from qscale.engines.loader import MergedParam
 from qscale.findings import Applicability, Finding
 from qscale.fix.context import FixContext
 from qscale.fix.model import Change, Computed, Refusal, TensorData, WriteTensor, error_fields
 from qscale.fix.tensors import TensorSource, from_torch, torch_dtype
-from qscale.loader import MergedParam
 
 if TYPE_CHECKING:
     import torch

@@ -21,14 +21,14 @@ from enum import Enum
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_for
-from qscale.families import Family
+from qscale.engines.families import Family
+from qscale.engines.loader import engine_name, map_tensor
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats._api import equal_or_regex, wildcard
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
-from qscale.loader import engine_name, map_tensor
 
 
 class MismatchKind(str, Enum):

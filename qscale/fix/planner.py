@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import parse_engine
+from qscale.engines.loader import plan_load
 from qscale.errors import QscaleError, UnknownFormat
 from qscale.findings import Applicability, Finding, Severity
 from qscale.fix import (
@@ -39,7 +40,6 @@ from qscale.fix.model import (
     touched,
 )
 from qscale.formats import resolve_quantization
-from qscale.loader import plan_load
 from qscale.runner import CheckOptions, run_rules
 
 #: Every fixer, in priority order (an earlier fixer wins a conflict over the same tensor).

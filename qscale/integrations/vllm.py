@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from qscale.loader import LoadPlan
+    from qscale.engines.loader import LoadPlan
 
 __all__ = ["ENV_GUARD", "ENV_PLAN", "guard_loader_class", "register"]
 
@@ -111,7 +111,7 @@ def _check(model: Any, model_config: Any, load_config: Any) -> None:
 def _plan(model_config: Any, load_config: Any) -> LoadPlan | None:
     """qscale's load plan for the running vLLM, or None (with a warning) when it has none."""
     from qscale.checkpoint import read_checkpoint
-    from qscale.loader import plan_load
+    from qscale.engines.loader import plan_load
 
     source = getattr(model_config, "model", None)
     why = _parallel_layout()

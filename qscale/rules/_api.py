@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from qscale.checkpoint import Checkpoint
+from qscale.engines.loader import LoadPlan, MergedParam
 from qscale.findings import Applicability, Finding, Fix, Location, Severity
 from qscale.formats import ModuleQuant, QuantMap
 from qscale.layout import Deployment
-from qscale.loader import LoadPlan, MergedParam
 
 __all__ = [
     "Applicability",

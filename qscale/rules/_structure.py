@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from qscale.engines.catalogue import family_or_none
-from qscale.families import Family
+from qscale.engines.families import Family
 from qscale.formats import ModuleQuant
 from qscale.modules import ModuleKind
 from qscale.rules._api import Context

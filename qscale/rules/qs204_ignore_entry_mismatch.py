@@ -34,13 +34,13 @@ import difflib
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 from qscale.engines.catalogue import family_or_none
-from qscale.families import Family
+from qscale.engines.families import Family
+from qscale.engines.loader import engine_name
 from qscale.formats._api import equal_or_regex, wildcard
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
-from qscale.loader import engine_name
 from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
 
 Matcher = Callable[[str, str], bool]

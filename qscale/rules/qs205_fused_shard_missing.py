@@ -23,8 +23,8 @@ Re-export the checkpoint with the missing shard; a pruning or merge script usual
 
 from collections.abc import Iterator
 
-from qscale.families import ShardId
-from qscale.loader import MergedParam
+from qscale.engines.families import ShardId
+from qscale.engines.loader import MergedParam
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
 WEIGHTS = ("weight", "weight_packed", "qweight")

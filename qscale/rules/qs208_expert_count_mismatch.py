@@ -23,7 +23,7 @@ shape), or re-export the checkpoint.
 import re
 from collections.abc import Iterator
 
-from qscale.families import ExpertNames
+from qscale.engines.families import ExpertNames
 from qscale.modules import ModuleKind
 from qscale.rules._api import Applicability, Context, Finding, Fix, ModuleQuant, Rule, Severity
 

@@ -28,8 +28,8 @@ version loads it into every row (`qscale fix`, a safe fix).
 
 from collections.abc import Iterator
 
-from qscale.loader import is_sentinel
-from qscale.processing import Effect, Processed, process
+from qscale.engines.loader import is_sentinel
+from qscale.engines.processing import Effect, Processed, process
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
 

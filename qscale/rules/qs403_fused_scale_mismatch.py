@@ -39,8 +39,8 @@ values (exact; compressed-tensors configs), which SGLang concatenates row by row
 
 from collections.abc import Iterator
 
+from qscale.engines.processing import Effect, Processed, process
 from qscale.engines.profiles import PostLoad
-from qscale.processing import Effect, Processed, process
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
 #: relative deviation at or above which a wrong scale is an error rather than a warning

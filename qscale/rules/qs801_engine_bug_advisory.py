@@ -36,8 +36,8 @@ eval after any change.
 from collections.abc import Iterator
 
 from qscale.advisories import Advisory, Trigger, advisories_for
+from qscale.engines.loader import is_sentinel
 from qscale.layout import Layout, resolve
-from qscale.loader import is_sentinel
 from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
 from qscale.shared_experts import Fusion, SharedExperts, fusion_decision, read_shared_experts
 

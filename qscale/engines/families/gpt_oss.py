@@ -3,8 +3,8 @@
 Source: vLLM ``gpt_oss.py`` (``GptOssForCausalLM.hf_to_vllm_mapper``).
 """
 
-from qscale.families._api import ExpertNames, Family
-from qscale.families.qwen import QKV
+from qscale.engines.families._api import ExpertNames, Family
+from qscale.engines.families.qwen import QKV
 
 #: ``GptOssForCausalLM.hf_to_vllm_mapper.orig_to_new_suffix`` (vLLM 0.32/0.33), minus the
 #: entries that end in a per-expert leaf (``.down_proj.weight`` …), which qscale maps through

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qscale.families import deepseek, glm, gpt_oss, llama, qwen
-from qscale.families._api import ExpertNames, Family, ShardId, Stacked
+from qscale.engines.families import deepseek, glm, gpt_oss, llama, qwen
+from qscale.engines.families._api import ExpertNames, Family, ShardId, Stacked
 
 ALL_FAMILIES: tuple[Family, ...] = (
     *qwen.FAMILIES,

@@ -1,7 +1,7 @@
 """Llama and its look-alikes. Source: vLLM ``llama.py`` (``LlamaModel``)."""
 
-from qscale.families._api import Family
-from qscale.families.qwen import GATE_UP, QKV
+from qscale.engines.families._api import Family
+from qscale.engines.families.qwen import GATE_UP, QKV
 
 LLAMA = Family(
     name="llama",

@@ -10,7 +10,7 @@ SGLang added this fusion in PR #5619 (April 2025); qscale's single SGLang profil
 every version, so releases older than that are modelled with it too.
 """
 
-from qscale.families._api import ExpertNames, Family, Stacked
+from qscale.engines.families._api import ExpertNames, Family, Stacked
 
 _GATE_UP = (Stacked("gate_up_proj", "gate_proj", 0), Stacked("gate_up_proj", "up_proj", 1))
 

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
+from qscale.engines.loader import LoadPlan, MergedParam, Slot, is_sentinel
 from qscale.engines.profiles import FP8_E4M3_MIN, PostLoad
-from qscale.loader import LoadPlan, MergedParam, Slot, is_sentinel
 
 
 class Effect(str, Enum):

@@ -1,7 +1,7 @@
 """GLM-4.5 MoE: DeepSeek-style ``shared_experts``. Source: vLLM ``glm4_moe.py``."""
 
-from qscale.families._api import ExpertNames, Family, Stacked
-from qscale.families.qwen import GATE_UP, QKV
+from qscale.engines.families._api import ExpertNames, Family, Stacked
+from qscale.engines.families.qwen import GATE_UP, QKV
 
 GLM4_MOE = Family(
     name="glm4_moe",

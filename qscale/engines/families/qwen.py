@@ -6,7 +6,7 @@ Source: vLLM ``qwen2_moe.py``, ``qwen3_moe.py``, ``qwen3_next.py``, ``qwen3_5.py
 
 from typing import Any
 
-from qscale.families._api import ExpertNames, Family, Stacked
+from qscale.engines.families._api import ExpertNames, Family, Stacked
 
 QKV = (
     Stacked(".qkv_proj", ".q_proj", "q"),

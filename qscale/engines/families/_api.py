@@ -51,6 +51,9 @@ class Family:
     suffix_map: tuple[tuple[str, str], ...] = ()
     #: regex renames applied first (vLLM ``orig_to_new_regex``)
     regex_map: tuple[tuple[str, str], ...] = ()
+    #: renames a model's own loader code makes, each only when its guard fragment is in the
+    #: name ("" always): (old, new, guard), e.g. ERNIE-4.5 ``moe_statics`` -> ``gate``
+    code_renames: tuple[tuple[str, str, str], ...] = ()
     #: checkpoint names the engine skips (draft/MTP layers load only into the draft model)
     skip_prefixes: tuple[str, ...] = ()
     #: name fragments whose tensors the engine skips (``if "rotary_emb.inv_freq" in name``,
@@ -116,6 +119,9 @@ class Family:
         """A checkpoint name after the family's regex, substring and prefix renames, in vLLM
         ``WeightsMapper``'s order (each rule that matches, in turn; a hand-written family
         stops at its first prefix rule)."""
+        for old, new, guard in self.code_renames:
+            if old in name and guard in name:
+                name = name.replace(old, new)
         for pattern, new in self.regex_map:
             name = re.sub(pattern, new, name)
         for old, new in self.substr_map:

@@ -1,0 +1,566 @@
+"""ShardSlot, MergedParam, LoadPlan; plan_load() — the engine simulation (pure).
+
+For every checkpoint tensor: the engine parameter it loads into and the shard id it carries
+(the family's stacked mapping, in the engine's own substring semantics); for every merged
+parameter: its partitions and, for per-tensor scales, the value each slot holds after loading
+under the selected engine profile.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qscale.checkpoint import Checkpoint
+from qscale.engines import EngineSpec, TupleScale, parse_engine
+from qscale.engines.catalogue import family_for
+from qscale.engines.families import FAMILIES, Family, ShardId
+from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
+from qscale.formats import QuantMap, resolve_quantization
+from qscale.formats.modelopt import ModelOptConfig
+from qscale.schemes import QuantScheme, per_tensor
+
+#: Slot values: a float, or None for memory the engine never wrote (torch.empty).
+Slot = float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSlot:
+    """One checkpoint tensor feeding one engine parameter."""
+
+    source: str  #: checkpoint tensor name
+    shard_id: ShardId | None  #: vLLM convention: "q"/"k"/"v", int, tuple, or None (whole)
+    expert: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergedParam:
+    """One engine parameter and what loads into it."""
+
+    name: str  #: engine parameter name
+    sources: tuple[ShardSlot, ...]
+    partitions: tuple[int, ...] | None = None  #: output sizes of the merged layer
+    slots: tuple[Slot, ...] | None = None  #: per-tensor scales: value per partition
+    errors: tuple[str, ...] = ()  #: what makes the engine refuse this parameter
+    #: per-tensor scales the loader keeps fewer of than there are shards (SGLang's DeepSeek
+    #: concatenation keeps the first 0-d scale): each shard's own value, in partition order
+    shard_values: tuple[Slot, ...] | None = None
+
+    @property
+    def leaf(self) -> str:
+        """``weight_scale``, ``input_scale``, …"""
+        return self.name.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A whole-checkpoint reason the engine refuses to load, and the config key behind it."""
+
+    reason: str
+    file: str  #: the config file holding the cause (or the safetensors file of ``tensor``)
+    key: str | None  #: JSON pointer, e.g. /architectures (None: the cause is a tensor)
+    tensor: str | None = None  #: the checkpoint tensor behind it, when there is one
+    fix: str | None = None  #: the remedy, when QS402's general one does not fit
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlan:
+    """Output of plan_load."""
+
+    engine: EngineSpec
+    family: Family
+    params: Mapping[str, MergedParam]
+    skipped: tuple[str, ...] = ()  #: tensors the engine skips on purpose (e.g. mtp.*)
+    notes: tuple[str, ...] = field(default=())
+    refusals: tuple[Refusal, ...] = ()  #: whole-checkpoint reasons the engine refuses to load
+    #: checkpoint tensors the engine's loader passes over without a word, leaving the fused
+    #: parameters they were meant for unwritten (profile data: ``expert_loaders``)
+    dropped: tuple[str, ...] = ()
+
+    def param(self, name: str) -> MergedParam:
+        """A parameter by its engine name."""
+        return self.params[name]
+
+
+def expand_shard_id(shard_id: ShardId | None, n_partitions: int) -> tuple[int, ...]:
+    """The partition slots a shard id addresses: "q"/"k"/"v" -> 0/1/2, an int -> itself, a
+    tuple -> each index, None -> every partition. For loader authors handling tuple ids."""
+    if shard_id is None:
+        return tuple(range(n_partitions))
+    if isinstance(shard_id, tuple):
+        return shard_id
+    if isinstance(shard_id, str):
+        return ({"q": 0, "k": 1, "v": 2}[shard_id],)
+    return (shard_id,)
+
+
+def engine_name(fam: Family, name: str) -> str:
+    """The family's renames applied to a checkpoint name (:meth:`Family.engine_name`)."""
+    return fam.engine_name(name)
+
+
+def skipped_by(fam: Family, name: str, eng: str, text: Mapping[str, Any]) -> bool:
+    """Whether the engine's main-model loader skips this tensor (draft/MTP layers, names the
+    loader or its mapper drops)."""
+    if name.startswith(fam.skip_prefixes) or (fam.generated and eng.startswith(fam.skip_prefixes)):
+        return True
+    for frag in fam.skip_substrings:
+        if frag.startswith("re:"):
+            if re.search(frag[3:], eng):
+                return True
+        elif frag.startswith("$:"):
+            if eng.endswith(frag[2:]):
+                return True
+        elif frag in eng or frag in name:
+            return True
+    return fam.draft(eng, text) or fam.draft(name, text)
+
+
+def _suffixed(fam: Family, spec: EngineSpec, name: str) -> tuple[str, bool]:
+    """Apply the suffix renames (vLLM: every one that matches, in turn); True when the result
+    is a fused-MoE parameter (gpt-oss ``experts.gate_up_proj`` -> ``experts.w13_weight``),
+    placed under the profile's fused-MoE prefix, which no stacked entry applies to."""
+    hit = False
+    for old, new in fam.suffix_map:
+        if name.endswith(old):
+            name = name[: -len(old)] + new
+            hit = True
+            if not fam.generated:
+                break
+    if hit:
+        head, sep, tail = name.rpartition(".experts.")
+        if sep and tail.startswith(("w13_", "w2_")):
+            return f"{head}.{spec.profile.expert_prefix}{tail}", True
+        if not fam.generated:
+            return name, True
+    return name, False
+
+
+def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot]:
+    """The engine parameter a checkpoint tensor loads into, and its shard."""
+    eng = engine_name(fam, name)
+    if fam.suffix_map:
+        eng, final = _suffixed(fam, spec, eng)
+        if final:
+            return eng, ShardSlot(name, None)
+    ex = fam.experts
+    if ex is not None and ".experts." in eng:
+        head, _, tail = eng.partition(".experts.")
+        idx, _, rest = tail.partition(".")
+        proj, _, param = rest.partition(".")
+        if idx.isdigit() and param:
+            shard = {ex.gate: "w1", ex.up: "w3", ex.down: "w2"}.get(proj)
+            if shard is not None:
+                fused = "w2_" if shard == "w2" else "w13_"
+                return (
+                    f"{head}.{spec.profile.expert_prefix}{fused}{param}",
+                    ShardSlot(name, shard, int(idx)),
+                )
+    dot = "." if spec.profile.dotted_stacked else ""
+    for st in fam.stacked:
+        if st.weight + dot in eng and eng.startswith(st.scope):
+            head, rest = eng[: len(st.scope)], eng[len(st.scope) :]
+            return head + rest.replace(st.weight + dot, st.param + dot, 1), ShardSlot(
+                name, st.shard
+            )
+    return eng, ShardSlot(name, None)
+
+
+def plan_load(
+    ckpt: Checkpoint, engine: str | EngineSpec | None = None, quant: QuantMap | None = None
+) -> LoadPlan:
+    """Predict what the engine's weight loader builds from this checkpoint."""
+    spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
+    fam = family_for(ckpt, spec).for_engine(spec.engine)
+    quant = quant or resolve_quantization(ckpt, spec)
+    groups: dict[str, list[ShardSlot]] = {}
+    skipped = []
+    text = ckpt.config.text
+    for name in ckpt.tensors:
+        if skipped_by(fam, name, engine_name(fam, name), text):
+            skipped.append(name)
+            continue
+        pname, slot = map_tensor(fam, spec, name)
+        slots = groups.get(pname)
+        if slots is None:
+            groups[pname] = [slot]
+        else:
+            slots.append(slot)
+    params = {p: _build(ckpt, quant, fam, spec, p, tuple(s)) for p, s in sorted(groups.items())}
+    notes = (
+        ()
+        if spec.exact
+        else (
+            f"{spec.label} is outside the versions qscale has read; modelled as"
+            f" {spec.engine} {spec.profile.range_label}",
+        )
+    )
+    refusals = _refusals(ckpt, spec, quant)
+    dropped = () if refusals else _expert_loader_drops(ckpt, spec, quant)
+    return LoadPlan(spec, fam, params, tuple(skipped), notes, refusals, dropped)
+
+
+def _refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[Refusal, ...]:
+    out = []
+    arch = ckpt.config.architecture or ""
+    broken = spec.profile.unsupported_architectures.get(arch)
+    if broken is not None:
+        out.append(Refusal(f"cannot build {arch}: {broken}", "config.json", "/architectures"))
+    algos = spec.profile.modelopt_algos
+    fmt = quant.format
+    if isinstance(fmt, ModelOptConfig) and algos is not None and fmt.algo not in algos:
+        reason = (
+            f"{spec.engine}'s ModelOpt loader does not support quant_algo {fmt.algo}"
+            f" (it supports {', '.join(sorted(algos))})"
+        )
+        out.append(Refusal(reason, fmt.config_key, "/quant_algo"))
+    out.extend(_expert_loader_refusals(ckpt, spec, quant))
+    return tuple(out)
+
+
+def _moe_method(method: str | None, scheme: QuantScheme | None) -> str | None:
+    """The vLLM fused-MoE method class experts of this scheme get (vLLM 0.32.0
+    ``CompressedTensorsMoEMethod.get_moe_method``, ``Fp8Config``), or None where not modelled."""
+    if scheme is None:
+        return "UnquantizedFusedMoEMethod"
+    if method == "fp8":
+        return "Fp8MoEMethod"
+    if method != "compressed-tensors":
+        return None
+    w, a = scheme.weights, scheme.inputs
+    fmt = scheme.format.rpartition("/")[2]
+    a_kind = None if a is None else f"{a.type}{a.num_bits}"
+    if fmt == "mxfp4-pack-quantized":
+        return f"CompressedTensorsW4A{8 if a_kind == 'float8' else 4}Mxfp4MoEMethod"
+    if fmt == "mxfp8-quantized":
+        return "CompressedTensorsW8A8Mxfp8MoEMethod"
+    if fmt == "nvfp4-pack-quantized":
+        return "CompressedTensorsW4A4Nvfp4MoEMethod"
+    if w.type == "int" and a is None:
+        return "CompressedTensorsWNA16MoEMethod"
+    by_kind = {
+        ("float8", "float8"): "CompressedTensorsW8A8Fp8MoEMethod",
+        ("int8", "int8"): "CompressedTensorsW8A8Int8MoEMethod",
+        ("int4", "float8"): "CompressedTensorsW4A8Fp8MoEMethod",
+        ("int4", "int8"): "CompressedTensorsW4A8Int8MoEMethod",
+    }
+    return by_kind.get((f"{w.type}{w.num_bits}", a_kind or ""))
+
+
+def _per_expert_names(
+    ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap
+) -> tuple[ExpertLoader, list[tuple[str, str]]] | None:
+    """The model class's own expert loader, and every per-expert tensor (``….experts.<i>.…``)
+    with the name that loader renames it to; None when the profile has no such loader for this
+    architecture or the checkpoint goes elsewhere."""
+    arch = ckpt.config.architecture or ""
+    loader = spec.profile.expert_loaders.get(arch)
+    fam = FAMILIES.get(arch)
+    method = quant.format.method if quant.format is not None else None
+    if loader is None or fam is None or method in loader.other_methods:
+        return None
+    fam = fam.for_engine(spec.engine)
+    out = []
+    for name in sorted(ckpt.tensors):
+        eng = engine_name(fam, name)
+        _head, sep, tail = eng.partition(".experts.")
+        if not sep or not tail.partition(".")[0].isdigit():
+            continue
+        for old, new in loader.renames:
+            if eng.endswith(old):
+                eng = eng[: -len(old)] + new
+        out.append((name, eng))
+    return loader, out
+
+
+def _unplaced_expert_tensor(
+    loader: ExpertLoader, spec: EngineSpec, quant: QuantMap, name: str, eng: str
+) -> str | None:
+    """A per-expert tensor (renamed ``eng`` by the class) that its expert loader looks up under
+    a name no parameter has: how it gets there, in words, else None."""
+    head = eng.partition(".experts.")[0]
+    branch = next((does for frag, does in loader.lookups if frag in eng), None)
+    if branch is None:
+        return None  # not renamed onto an expert branch: the loader skips it (not a refusal)
+    leaf = eng.rpartition(".")[2]
+    if leaf not in loader.streamed:
+        return (
+            f"reads experts fused per layer only: it renames per-expert `{name}` to `{eng}`"
+            f" and {branch}"
+        )
+    fmt = quant.format
+    mq = quant.modules.get(name.rpartition(".")[0])
+    scheme = mq.scheme if mq is not None else None
+    moe = _moe_method(fmt.method if fmt is not None else None, scheme)
+    if moe is None:
+        return None  # which parameters the experts' MoE method builds is not modelled
+    kind = leaf.partition("_")[2]  # weight, bias, weight_scale, weight_packed
+    if kind == "bias":
+        built = moe in loader.bias_methods
+    else:
+        built = scheme.spec(kind) is not None if scheme is not None else kind == "weight"
+    if built:
+        return None
+    fused = f"{head}.{spec.profile.expert_prefix}{leaf}"
+    what = "expert biases" if kind == "bias" else f"`{fused}`"
+    return (
+        f"streams per-expert `{name}` (renamed `{eng}`) into `{fused}` only when the experts"
+        f" have that parameter, and {moe} builds no {what}; it then {branch}"
+    )
+
+
+def _expert_loader_drops(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[str, ...]:
+    """Per-expert tensors a model class's own expert loader neither renames onto one of its
+    branches nor streams: its loop skips names it has no parameter for (seen in real vLLM
+    0.32.0 on llm-compressor's W4A16 gpt-oss export: ``gate_proj``/``up_proj`` and
+    ``down_proj.weight_packed`` skipped, ``w13_weight_packed``/``w2_weight_packed`` unwritten)."""
+    found = _per_expert_names(ckpt, spec, quant)
+    if found is None:
+        return ()
+    loader, names = found
+    return tuple(
+        name
+        for name, eng in names
+        # a branch takes it (or refuses it: _expert_loader_refusals), or it is streamed
+        if not any(frag in eng for frag, _ in loader.lookups)
+        and eng.rpartition(".")[2] not in loader.streamed
+    )
+
+
+def _expert_loader_refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> list[Refusal]:
+    """Per-expert tensors (``experts.<i>.down_proj.bias``) that a model class's own expert
+    loader renames onto its fused-expert branches and then cannot find (profile data:
+    ``EngineProfile.expert_loaders``)."""
+    found = _per_expert_names(ckpt, spec, quant)
+    if found is None:
+        return []
+    loader, names = found
+    hits = [
+        (name, hit)
+        for name, eng in names
+        if (hit := _unplaced_expert_tensor(loader, spec, quant, name, eng)) is not None
+    ]
+    if not hits:
+        return []
+    name, how = hits[0]
+    more = f"; {len(hits) - 1} more per-expert tensor(s) like it" if len(hits) > 1 else ""
+    reason = f"{loader.function} {how}{more}"
+    fix = (
+        "store the routed experts fused per layer (`mlp.experts.gate_up_proj`,"
+        " `mlp.experts.down_proj` and their biases), the layout this loader reads"
+    )
+    return [Refusal(reason, ckpt.tensors[name].file, None, tensor=name, fix=fix)]
+
+
+def _partitions(
+    ckpt: Checkpoint, fam: Family, pname: str, sources: Sequence[ShardSlot]
+) -> tuple[int, ...] | None:
+    module = pname.rsplit(".", 1)[0]
+    leaf = module.rsplit(".", 1)[-1]
+    sizes = fam.partition_sizes(leaf, ckpt.config.text)
+    if sizes is not None:
+        return sizes
+    if all(s.shard_id is None for s in sources) or any(s.expert is not None for s in sources):
+        return None
+    order = sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0])
+    rows = []
+    for s in order:
+        w = ckpt.tensors.get(s.source.rsplit(".", 1)[0] + ".weight") or ckpt.tensors.get(
+            s.source.rsplit(".", 1)[0] + ".weight_packed"
+        )
+        rows.append(w.shape[0] if w is not None and w.shape else 0)
+    return tuple(rows)
+
+
+def _is_per_tensor(quant: QuantMap, source: str) -> bool:
+    module, _, param = source.rpartition(".")
+    mq = quant.modules.get(module)
+    sp = mq.scheme.spec(param) if mq and mq.scheme else None
+    return sp is not None and sp.shapes is per_tensor
+
+
+def _scalar(ckpt: Checkpoint, source: str) -> tuple[float | None, int]:
+    v = ckpt.value(source)
+    if v is None:
+        return None, ckpt.tensors[source].numel
+    return (float(v.reshape(-1)[0]) if v.size else None), int(v.size)
+
+
+def _scheme_conflicts(quant: QuantMap, pname: str, sources: tuple[ShardSlot, ...]) -> list[str]:
+    """vLLM resolves one scheme per fused layer from its shards (``should_ignore_layer`` and
+    ``find_matched_target`` over ``packed_modules_mapping``)."""
+    if len(sources) < 2 or sources[0].expert is not None:
+        return []
+    if pname.rsplit(".", 1)[-1] not in ("weight", "weight_packed"):
+        return []
+    modules = [quant.modules.get(s.source.rpartition(".")[0]) for s in sources]
+    labels = {m.scheme.label if m and m.scheme else None for m in modules}
+    if len(labels) < 2:
+        return []
+    layer = pname.rpartition(".")[0]
+    shards = ", ".join(
+        f"`{s.source.rpartition('.')[0].rsplit('.', 1)[-1]}`:"
+        f" {m.scheme.label if m and m.scheme else 'unquantized'}"
+        for s, m in zip(sources, modules, strict=True)
+    )
+    if None in labels:
+        return [
+            f"some but not all shards of `{layer}` are quantized ({shards}); vLLM refuses:"
+            ' "Found different quantization schemes for the shards of … vLLM requires all'
+            ' to use the same scheme."'
+        ]
+    return [
+        f"the shards of `{layer}` resolve to different schemes ({shards}); vLLM builds the"
+        " fused layer with the first shard's scheme and loads the others wrongly"
+    ]
+
+
+def _build(
+    ckpt: Checkpoint,
+    quant: QuantMap,
+    fam: Family,
+    spec: EngineSpec,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+) -> MergedParam:
+    parts = _partitions(ckpt, fam, pname, sources)
+    conflicts = _scheme_conflicts(quant, pname, sources)
+    if not conflicts and pname.rpartition(".")[0].rpartition(".")[2] in fam.concatenated:
+        return _concatenated(ckpt, quant, spec, pname, sources, parts)
+    if conflicts or not sources or not _is_per_tensor(quant, sources[0].source):
+        return MergedParam(pname, sources, parts, errors=tuple(conflicts))
+    if sources[0].expert is not None:
+        return _expert_slots(ckpt, quant, pname, sources, parts)
+    n = len(parts) if parts else 1
+    prof = spec.profile
+    init = (
+        prof.fp8_input_scale_init
+        if pname.endswith("input_scale")
+        else (prof.fp8_weight_scale_init if pname.endswith("weight_scale") else None)
+    )
+    slots: list[Slot] = [init] * n
+    errors: list[str] = []
+    for s in sources:
+        value, numel = _scalar(ckpt, s.source)
+        idx = expand_shard_id(s.shard_id, n)
+        if numel > 1 and (prof.vector_scale == "assert" or numel != len(idx)):
+            errors.append(
+                f"`{s.source}` has {numel} elements; the engine's per-tensor slot"
+                " takes one (vLLM: `assert loaded_weight.shape[0] == 1`)"
+            )
+            continue
+        if isinstance(s.shard_id, tuple):
+            if prof.tuple_scale == TupleScale.UNSUPPORTED:
+                errors.append(
+                    f"`{s.source}` carries shard id {s.shard_id}; {spec.label}"
+                    " has no tuple shard ids"
+                )
+                continue
+            if prof.tuple_scale == TupleScale.FIRST_SLOT:
+                idx = (0,)
+        for i in idx:
+            if i < n:
+                slots[i] = value
+    return MergedParam(pname, sources, parts, tuple(slots), tuple(errors))
+
+
+#: leaves whose tensors do not grow with the output rows: concatenating two of them gives a
+#: tensor the fused parameter has no room for (compressed-tensors ``weight_shape`` is ``[2]``)
+_NOT_ROW_LEAVES = ("weight_shape",)
+
+
+def _concatenated(
+    ckpt: Checkpoint,
+    quant: QuantMap,
+    spec: EngineSpec,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+    parts: tuple[int, ...] | None,
+) -> MergedParam:
+    """A parameter loaded whole from the concatenation of its shards' tensors (SGLang DeepSeek
+    ``fused_qkv_a_proj_with_mqa``, a ``ReplicatedLinear``: one per-tensor slot, and a loader
+    that asserts the loaded shape equals the parameter's)."""
+    order = tuple(sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0]))
+    leaf = pname.rpartition(".")[2]
+    shapes = [ckpt.tensors[s.source].shape for s in order]
+    names = " and ".join(f"`{s.source}` {list(sh)}" for s, sh in zip(order, shapes, strict=True))
+    if len(order) < 2:
+        return MergedParam(pname, order, parts)  # held back, never loaded: QS205's case
+    if leaf in _NOT_ROW_LEAVES:
+        total = sum(sh[0] if sh else 1 for sh in shapes)
+        return MergedParam(
+            pname,
+            order,
+            parts,
+            errors=(
+                f"{spec.engine} concatenates {names} into a [{total}] tensor for `{pname}`,"
+                f" and its ReplicatedLinear loader asserts the shape equals the parameter's"
+                f" {list(shapes[0])}",
+            ),
+        )
+    if not _is_per_tensor(quant, order[0].source):
+        return MergedParam(pname, order, parts)  # row-wise tensors concatenate cleanly
+    if all(sh == () for sh in shapes):
+        values = tuple(_scalar(ckpt, s.source)[0] for s in order)
+        return MergedParam(pname, order, parts, slots=values[:1], shard_values=values)
+    if any(sh == () for sh in shapes):
+        return MergedParam(
+            pname,
+            order,
+            parts,
+            errors=(
+                f"{spec.engine} concatenates {names} for `{pname}`; torch.cat cannot join a 0-d"
+                " tensor with a 1-d one",
+            ),
+        )
+    total = sum(math.prod(sh) for sh in shapes)
+    return MergedParam(
+        pname,
+        order,
+        parts,
+        errors=(
+            f"{spec.engine} concatenates {names} into [{total}] for the one-slot `{pname}` [1],"
+            " and its ReplicatedLinear loader asserts equal shapes (it loads two 0-d scales,"
+            " and then keeps the first alone; per-channel scales concatenate cleanly)",
+        ),
+    )
+
+
+def _expert_slots(
+    ckpt: Checkpoint,
+    quant: QuantMap,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+    parts: tuple[int, ...] | None,
+) -> MergedParam:
+    """Fused-MoE per-tensor scales start at 1.0. w13 scales are [E, 2] (w1, w3) — except FP8
+    input scales, where w1 and w3 share one [E] slot; w2 scales are [E]."""
+    n_exp = max(s.expert or 0 for s in sources) + 1
+    mq = quant.modules.get(sources[0].source.rpartition(".")[0])
+    fp8 = mq is not None and mq.scheme is not None and mq.scheme.weights.num_bits == 8
+    shared_input = pname.endswith("input_scale") and fp8
+    cols = 2 if "w13_" in pname and not shared_input else 1
+    slots: list[Slot] = [1.0] * (n_exp * cols)
+    for s in sources:
+        value, _ = _scalar(ckpt, s.source)
+        assert s.expert is not None
+        col = 1 if (cols == 2 and s.shard_id == "w3") else 0
+        slots[s.expert * cols + col] = value
+    return MergedParam(pname, sources, parts, tuple(slots))
+
+
+def unfilled_params(plan: LoadPlan, engine_params: Iterable[str]) -> list[str]:
+    """Engine parameters (e.g. a loaded model's ``named_parameters()``) that no checkpoint
+    tensor fills, leaving out the ones the engine owns (KV-cache scales, act-order indices)."""
+    owned = [re.compile(p) for p in plan.engine.profile.engine_owned]
+    return sorted(
+        p for p in engine_params if p not in plan.params and not any(o.search(p) for o in owned)
+    )
+
+
+def is_sentinel(v: Slot) -> bool:
+    """An FP8 slot the loader never wrote (still vLLM's ``FP8_SCALE_SENTINEL``)."""
+    return v == FP8_SENTINEL
