@@ -10,7 +10,8 @@ The shared oracle of small_ckpts.py then loads them in real vLLM (see README.md)
     venv/bin/python oracle/arch_ckpts.py base [names]      -> $QS_CKPT_ROOT/base/<name>[-h128]
     venv/bin/python oracle/arch_ckpts.py llmc [names]      -> $QS_CKPT_ROOT/llmc/<name>-<scheme>
     venv/bin/python oracle/arch_ckpts.py list              names, schemes
-    python3 oracle/arch_ckpts.py fixtures                  -> tests/fixtures/arch/llmc-<name>-<scheme>
+    venv/bin/python oracle/arch_ckpts.py hand              -> $QS_CKPT_ROOT/hand/step3_text-FP8
+    python3 oracle/arch_ckpts.py fixtures                  -> tests/fixtures/arch/<tool>-<name>-<scheme>
 
 Checkpoints are deterministic (seed 1234 per model).
 """
@@ -346,6 +347,77 @@ def longcat_drop_zero_experts(out):
     save_file(keep, str(f), metadata={"format": "pt"})
 
 
+def hand_step3(out):
+    """Step3TextForCausalLM (vLLM step3_text.py; transformers has no such model): config.json
+    and safetensors written by hand with the names vLLM's loader reads (q_proj/k_proj/v_proj
+    copied into a ReplicatedLinear qkv_proj, inter_norm + wq, `moe.{gate,up,down}_proj` packed
+    3-D experts, `moe.gate` router, `share_expert`). Linear layers are static per-tensor FP8
+    in the compressed-tensors layout llm-compressor writes (weight F8_E4M3 + weight_scale [1]
+    + input_scale [1], float32); router and packed experts stay BF16 (ignored)."""
+    import torch
+    from safetensors.torch import save_file
+
+    H, V_, E, D = 64, V, 4, 32
+    cfg = {"architectures": ["Step3TextForCausalLM"], "model_type": "step3_text",
+           "hidden_size": H, "intermediate_size": H, "num_attention_heads": 2,
+           "num_attention_groups": 1, "num_hidden_layers": 2, "max_seq_len": 256,
+           "vocab_size": V_, "rms_norm_eps": 1e-5, "moe_intermediate_size": H,
+           "moe_num_experts": E, "moe_top_k": 2, "max_position_embedding": 256,
+           "share_expert_dim": H, "share_q_dim": H, "head_dim": D, "norm_expert_weight": False,
+           "moe_layers_enum": "1", "torch_dtype": "bfloat16", "tie_word_embeddings": False,
+           "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
+           "quantization_config": {
+               "quant_method": "compressed-tensors", "format": "float-quantized",
+               "quantization_status": "compressed", "version": "0.19.0",
+               "ignore": ["lm_head", "re:.*moe\\.gate$", "re:.*moe\\.experts.*"],
+               "config_groups": {"group_0": {
+                   "targets": ["Linear"], "format": "float-quantized",
+                   "weights": {"num_bits": 8, "type": "float", "strategy": "tensor",
+                               "dynamic": False, "symmetric": True},
+                   "input_activations": {"num_bits": 8, "type": "float",
+                                         "strategy": "tensor", "dynamic": False,
+                                         "symmetric": True}}}}}
+    g = torch.Generator().manual_seed(SEED)
+    t = {}
+
+    def bf(*shape):
+        return (torch.randn(*shape, generator=g) * 0.02).bfloat16()
+
+    def fp8(name, rows, cols):
+        w = torch.randn(rows, cols, generator=g) * 0.02
+        s = w.abs().max() / 448.0
+        t[f"{name}.weight"] = (w / s).to(torch.float8_e4m3fn)
+        t[f"{name}.weight_scale"] = s.reshape(1).float()
+        t[f"{name}.input_scale"] = torch.tensor([0.01 + 0.001 * len(t)], dtype=torch.float32)
+
+    t["model.embed_tokens.weight"] = bf(V_, H)
+    t["model.norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    t["lm_head.weight"] = bf(V_, H)
+    for L in range(2):
+        p = f"model.layers.{L}."
+        t[p + "input_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+        t[p + "post_attention_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+        fp8(p + "self_attn.q_proj", H, H)
+        fp8(p + "self_attn.k_proj", D, H)
+        fp8(p + "self_attn.v_proj", D, H)
+        t[p + "self_attn.inter_norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+        fp8(p + "self_attn.wq", 2 * D, H)
+        fp8(p + "self_attn.o_proj", H, 2 * D)
+        mlp = "mlp" if L == 0 else "share_expert"
+        fp8(p + f"{mlp}.gate_proj", H, H)
+        fp8(p + f"{mlp}.up_proj", H, H)
+        fp8(p + f"{mlp}.down_proj", H, H)
+        if L == 1:
+            t[p + "moe.gate.weight"] = bf(E, H)
+            t[p + "moe.gate_proj.weight"] = bf(E, H, H)
+            t[p + "moe.up_proj.weight"] = bf(E, H, H)
+            t[p + "moe.down_proj.weight"] = bf(E, H, H)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    print(f"[hand] step3_text-FP8 -> {out}")
+
+
 KEEP = ("config.json", "recipe.yaml")
 
 
@@ -366,6 +438,13 @@ def run_fixtures(sel=None):
         size = sum(f.stat().st_size for f in dst.iterdir())
         total += size
         print(f"[fixtures] {dst.name:40s} {size/1e3:7.0f} kB")
+    for src in sorted((ROOT / "hand").glob("*")):  # hand-written (see hand_step3)
+        dst = FIXTURE_DIR / f"hand-{src.name}"
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst)
+        total += sum(f.stat().st_size for f in dst.iterdir())
+        print(f"[fixtures] {dst.name:40s}")
     print(f"[fixtures] total {total/1e6:.2f} MB")
 
 
@@ -379,6 +458,8 @@ def main():
         return run_llmc1(*args)
     if cmd == "fixtures":
         return run_fixtures(args or None)
+    if cmd == "hand":
+        return hand_step3(ROOT / "hand" / "step3_text-FP8")
     if cmd == "list":
         for j in jobs():
             print(*j)

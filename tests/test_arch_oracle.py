@@ -75,6 +75,17 @@ DISAGREE: dict[str, list[str]] = {
     # gpt-oss per-expert down_proj bias / weight_scale: vLLM passes shard_id "gpt_oss_w2",
     # qscale "w2"
     **{f"llmc-gpt_oss-W4A16{v}": _GPTOSS for v in ("", "@vllm-0.33.0")},
+    # Step3 text copies q_proj/k_proj/v_proj straight into slices of a ReplicatedLinear
+    # qkv_proj (`param.narrow(param.output_dim, ...)`, no weight_loader); a per-tensor FP8
+    # `q_proj.weight_scale` meets a PerTensorScaleParameter without output_dim: vLLM refuses.
+    # qscale keeps q/k/v_proj unfused and predicts a load
+    **{
+        f"hand-step3_text-FP8{v}": [
+            "(d) vLLM load=error \"AttributeError: 'PerTensorScaleParameter' object has no"
+            " attribute 'output_dim'\"; qscale predicts a load"
+        ]
+        for v in ("", "@vllm-0.33.0")
+    },
     # platform, not the checkpoint: vLLM's CPU platform has no sparse (DSA) attention
     **{f"llmc-deepseek_v32-FP8{v}": _DSV32 for v in ("", "@vllm-0.33.0")},
 }
