@@ -183,6 +183,13 @@ def _install_old_vllm_shims():
     "cpu" (VLLM_TARGET_DEVICE is ignored), so a CUDA wheel on a CPU box gets
     UnspecifiedPlatform ("Device string must not be empty"). Force CpuPlatform then."""
     import types
+    try:  # the registry inspects each model class in a fresh `python -c` (to keep CUDA
+        # uninitialized): a full vLLM import per architecture (~60 s on 2 busy cores). No
+        # CUDA here: inspect in-process.
+        import vllm.model_executor.models.registry as reg
+        reg._run_in_subprocess = lambda fn: fn()
+    except Exception as e:
+        print(f"[oracle] registry in-process inspection not patched: {e}")
     if os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
         import vllm.platforms as P
         cur = P._current_platform
@@ -211,6 +218,103 @@ def _install_old_vllm_shims():
         m = types.ModuleType("vllm.utils.torch_utils")
         m.set_default_torch_dtype = set_default_torch_dtype
         sys.modules["vllm.utils.torch_utils"] = m
+
+
+def _calls_path(out):
+    return Path(_stem(out) + ".calls.json")
+
+
+def _js(v):
+    if isinstance(v, tuple | list):
+        return [_js(x) for x in v]
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return str(v)
+
+
+def _record_weight_loader_calls(model, out):
+    """Wrap every parameter's ``weight_loader`` and the module-level ``default_weight_loader``
+    of every imported vLLM module, and the checkpoint iterator given to ``model.load_weights``,
+    so that each outermost loader call is logged as [checkpoint tensor, vLLM param, shard_id,
+    expert_id]. The checkpoint tensor is the one whose data pointer the loader got, else the
+    one the iterator yielded last (vLLM's loaders stream). Written to <stem>.calls.json with
+    the yielded names that reached no loader ("uncalled")."""
+    import functools
+    import inspect
+
+    import vllm.model_executor.model_loader.weight_utils as wu
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    calls, yielded, by_ptr, cur, depth = [], [], {}, {"name": None}, [0]
+
+    def wrap(fn):
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+
+        @functools.wraps(fn)
+        def w(param, loaded_weight, *a, **k):
+            if depth[0]:
+                return fn(param, loaded_weight, *a, **k)
+            shard = expert = None
+            if sig is not None:
+                try:
+                    b = sig.bind(param, loaded_weight, *a, **k).arguments
+                    shard = b.get("shard_id", b.get("loaded_shard_id"))
+                    expert = b.get("expert_id")
+                except TypeError:
+                    pass
+            src = cur["name"]
+            try:
+                src = by_ptr.get(loaded_weight.data_ptr(), src) or src
+            except Exception:
+                pass
+            calls.append([src, names.get(id(param), "?"), _js(shard), _js(expert)])
+            depth[0] += 1
+            try:
+                return fn(param, loaded_weight, *a, **k)
+            finally:
+                depth[0] -= 1
+
+        w.__qs_wrapped__ = True
+        return w
+
+    for p in model.parameters():
+        fn = getattr(p, "weight_loader", None)
+        if fn is not None and not getattr(fn, "__qs_wrapped__", False):
+            try:
+                p.weight_loader = wrap(fn)
+            except AttributeError:
+                p._weight_loader = wrap(fn)
+    orig_default = wu.default_weight_loader
+    wrapped_default = wrap(orig_default)
+    for m in list(sys.modules.values()):
+        if (getattr(m, "__name__", "") or "").startswith("vllm") and \
+                getattr(m, "default_weight_loader", None) is orig_default:
+            m.default_weight_loader = wrapped_default
+    orig_lw = model.load_weights
+
+    def feed(weights):
+        for n, t in weights:
+            cur["name"] = n
+            yielded.append(n)
+            try:
+                ptr = t.data_ptr()
+                by_ptr[ptr] = None if ptr in by_ptr and by_ptr[ptr] != n else n
+            except Exception:
+                pass
+            yield n, t
+
+    def load_weights(weights, *a, **k):
+        try:
+            return orig_lw(feed(weights), *a, **k)
+        finally:
+            called = {c[0] for c in calls}
+            _calls_path(out).write_text(json.dumps(
+                {"calls": calls, "uncalled": [n for n in yielded if n not in called]}))
+
+    model.load_weights = load_weights
 
 
 def run_oracle(args):
@@ -254,6 +358,7 @@ def run_oracle(args):
                     snap = {n: p.data.detach().clone().contiguous()
                             for n, p in model.named_parameters() if p.numel() <= INIT_MAX_NUMEL}
                     save_file(snap, str(_init_path(out)))
+                    _record_weight_loader_calls(model, out)
                 state["stage"] = "load"
                 r = orig_lw(model, *la, **lk)
                 state["stage"] = "loaded"
@@ -282,7 +387,7 @@ def _vllm_version():
         return None
 
 
-KINDS = ("base", "llmc", "quark", "modelopt")
+KINDS = ("base", "llmc", "quark", "modelopt", "hand")
 
 
 def all_ckpts(subs=None):
@@ -305,7 +410,7 @@ _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS
 
 def _oracle_one(tag, d, suffix):
     out = RAW / f"{tag}{suffix}.loaded.safetensors"
-    for p in (out, _init_path(out), _status_path(out)):
+    for p in (out, _init_path(out), _status_path(out), _calls_path(out)):
         p.unlink(missing_ok=True)
     t0 = time.time()
     log = RAW / f"{tag}{suffix}.log"
@@ -323,7 +428,7 @@ def _oracle_forked(tag, d, suffix):
     """Like _oracle_one, but in a child forked from this (already vLLM-importing) process:
     the ~15-60 s import is paid once instead of per checkpoint."""
     out = RAW / f"{tag}{suffix}.loaded.safetensors"
-    for p in (out, _init_path(out), _status_path(out)):
+    for p in (out, _init_path(out), _status_path(out), _calls_path(out)):
         p.unlink(missing_ok=True)
     t0 = time.time()
     log = RAW / f"{tag}{suffix}.log"
@@ -444,6 +549,9 @@ def write_golden(tag, loaded_path, status, init_path=None, name=None, extra=None
         for n in sorted(loaded):
             params[n] = _tensor_entry(loaded[n], init.get(n))
     g["params"] = params
+    calls = _calls_path(loaded_path) if loaded_path else None
+    if calls is not None and calls.exists():
+        g.update(json.loads(calls.read_text()))  # "calls": [[ckpt, param, shard, expert]...]
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     p = GOLDEN_DIR / f"{name or tag}.json"
     p.write_text(json.dumps(g, indent=1) + "\n")

