@@ -41,37 +41,16 @@ GOLDEN_DIR = FIXTURES / "vllm_golden"
 NOT_PLANNED: dict[str, str] = {
     # "fuses `gate_up_proj` ... but no stacked mapping for it was found in its loader code"
     "Gemma4ForCausalLM": "cannot plan",
-    # DISAGREEMENT: qscale says vLLM 0.32.0/0.33.0 "does not serve" it, but both load it
-    # (their registry maps it to the Transformers backend, TransformersMoEForCausalLM)
-    "HunYuanMoEV1ForCausalLM": "does not serve",
+    # vLLM's registry maps it to its Transformers backend (TransformersMoEForCausalLM), whose
+    # weight names qscale does not plan: a partial check (QS103), not "not served"
+    "HunYuanMoEV1ForCausalLM": "Transformers backend",
 }
 
 #: golden stem -> substrings; every line of `disagreements()` must contain one of them and
 #: every substring must match a line. Fix qscale, then remove the entry.
-_PHI3 = [
-    "qkv_proj.input_scale`: qscale predicts 1 slots, vLLM shape [3]",
-    "qkv_proj.weight_scale`: qscale predicts 1 slots, vLLM shape [3]",
-    "gate_up_proj.input_scale`: qscale predicts 1 slots, vLLM shape [2]",
-    "gate_up_proj.weight_scale`: qscale predicts 1 slots, vLLM shape [2]",
-]
-_ERNIE = [
-    "(a) qscale predicts `model.layers.1.mlp.moe_statics.e_score_correction_bias`",
-    "vLLM loads [('model.layers.1.mlp.gate.e_score_correction_bias', None, None)]",
-]
-_MINIMAX = ["(a) qscale predicts `model.layers.", "vLLM passes it over (no loader call)"]
 _GPTOSS = ["'gpt_oss_w2', "]
 _DSV32 = ["(d) vLLM load=error 'NotImplementedError: Sparse Attention is not supported on CPU.'"]
 DISAGREE: dict[str, list[str]] = {
-    # fused-on-disk qkv_proj / gate_up_proj with one per-tensor scale: vLLM builds one slot
-    # per logical shard and the shard_id=None load fills all of them ([s, s, s])
-    **{f"llmc-phi3-FP8{v}": _PHI3 for v in ("", "@vllm-0.33.0")},
-    **{f"llmc-glm4-FP8{v}": _PHI3[2:] for v in ("", "@vllm-0.33.0")},
-    # ERNIE-4.5 `mlp.moe_statics.e_score_correction_bias` loads into `mlp.gate.…` in vLLM
-    **{f"llmc-ernie4_5_moe-{s}{v}": _ERNIE for s in ("FP8", "W4A16") for v in ("", "@vllm-0.33.0")},
-    # MiniMax-M2 written by transformers 5.17 names experts gate_proj/up_proj/down_proj; vLLM's
-    # loader only maps w1/w2/w3 and silently skips all of them (fused experts stay unwritten:
-    # load "ok"); qscale maps them to per-expert parameters vLLM does not have
-    **{f"llmc-minimax_m2-{s}{v}": _MINIMAX for s in ("FP8", "W4A16") for v in ("", "@vllm-0.33.0")},
     # gpt-oss per-expert down_proj bias / weight_scale: vLLM passes shard_id "gpt_oss_w2",
     # qscale "w2"
     **{f"llmc-gpt_oss-W4A16{v}": _GPTOSS for v in ("", "@vllm-0.33.0")},
@@ -247,3 +226,23 @@ def test_not_planned_is_not_stale() -> None:
         seen.add(json.loads((d / "config.json").read_text())["architectures"][0])
     assert seen >= set(NOT_PLANNED), sorted(set(NOT_PLANNED) - seen)
     assert set(DISAGREE) <= {c.id for c in CASES}
+
+
+MINIMAX = [c for c in CASES if "minimax_m2" in c.id]
+
+
+@pytest.mark.parametrize(("golden", "ckpt_dir"), MINIMAX)
+def test_expert_names_vllm_passes_over_are_reported(golden: dict[str, Any], ckpt_dir: Path
+                                                    ) -> None:
+    """MiniMax-M2 experts stored as gate/up/down_proj: real vLLM makes no loader call for
+    them (its expert mapping takes w1/w2/w3) and loads "ok" with the fused experts unwritten.
+    qscale's plan drops exactly those tensors, and QS404 makes it an error."""
+    from qscale import CheckOptions, check
+
+    ckpt = read_checkpoint(ckpt_dir)
+    version = golden["vllm_version"]
+    plan = plan_load(ckpt, f"vllm=={version}")
+    skipped_by_vllm = {n for n in golden["uncalled"] if ".experts." in n}
+    assert skipped_by_vllm and set(plan.dropped) == skipped_by_vllm
+    report = check(ckpt, CheckOptions(engine=f"vllm=={version}"))
+    assert any(f.code == "QS404" and f.severity.label == "error" for f in report.findings)

@@ -326,6 +326,7 @@ def _compose(outer: Family, inner: Family, at: str) -> Family:
         draft_layers_from=inner.draft_layers_from or outer.draft_layers_from,
         unquantized_prefixes=outer.unquantized_prefixes + tuple(
             (at + p, m) for p, m in inner.unquantized_prefixes),
+        packed={**outer.packed, **inner.packed},
         generated=True,
     )
 
@@ -386,6 +387,8 @@ def _family_from(name: str, facts: Mapping[str, Any]) -> Family:
         draft_layers_from="num_hidden_layers" if draft else None,
         unquantized_prefixes=tuple(
             (f"{p}.", tuple(m)) for p, m in facts.get("unquantized_children", {}).items()),
+        packed={**{k.rsplit(".", 1)[-1]: len(v) for k, v in facts.get("packed", {}).items()
+                   if len(v) > 1}, **facts.get("fused_layers", {})},
         generated=True,
     )
 

@@ -145,12 +145,14 @@ class Facts:
     unquantized_children: dict[str, list[str]] = field(default_factory=dict)
     #: literal ``name.replace`` renames in loader code: [old, new, guard]
     renames: list[list[str]] = field(default_factory=list)
+    #: fused linear layer leaf -> its logical shards (``QKVParallelLinear`` 3, …)
+    fused_layers: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"module": self.module, "class": self.cls, "kind": self.kind}
         for key in ("mapper", "stacked", "experts", "skip_substrings", "skip_prefixes",
                     "unquantized", "children", "language_model", "unresolved", "sources",
-                    "packed", "unquantized_children", "renames"):
+                    "packed", "unquantized_children", "renames", "fused_layers"):
             value = getattr(self, key)
             if value:
                 out[key] = value
@@ -1229,7 +1231,7 @@ def extract_vllm(tree: SourceTree) -> dict[str, dict[str, Any]]:
 
 _MOE_BUILDERS = ("FusedMoE", "FusedMoEFactory", "SharedFusedMoE", "RoutedExperts")
 _LINEARS = ("ReplicatedLinear", "ColumnParallelLinear", "RowParallelLinear", "GateLinear",
-            "MergedColumnParallelLinear", "QKVParallelLinear")
+            "MergedColumnParallelLinear", "QKVParallelLinear", "MergedReplicatedLinear")
 
 
 def scan_module(reader: Reader, module: str, facts: Facts,
@@ -1251,6 +1253,9 @@ def scan_module(reader: Reader, module: str, facts: Facts,
             _expert_names(reader, module, kw.get("ckpt_names"), facts)
         elif tail in _LINEARS:
             leaf = _prefix_leaf(kw.get("prefix"))
+            shards = _logical_shards(tail, node, kw)
+            if leaf and shards and shards > 1:
+                facts.fused_layers.setdefault(leaf, shards)
             q = kw.get("quant_config")
             none = (q is None and len(node.args) <= 4) or (
                 isinstance(q, ast.Constant) and q.value is None)
@@ -1258,6 +1263,23 @@ def scan_module(reader: Reader, module: str, facts: Facts,
                 plain.append(leaf)
             elif leaf:
                 quantized.add(leaf)
+
+
+def _logical_shards(tail: str, node: ast.Call, kw: Mapping[str, ast.expr]) -> int | None:
+    """How many logical shards a fused linear layer is built with: 3 for
+    ``QKVParallelLinear``; ``len(output_sizes)`` for ``MergedColumnParallelLinear``."""
+    if tail == "QKVParallelLinear":
+        return 3
+    if tail != "MergedColumnParallelLinear":
+        return None
+    sizes = kw.get("output_sizes") or (node.args[1] if len(node.args) > 1 else None)
+    if isinstance(sizes, ast.List | ast.Tuple):
+        return len(sizes.elts)
+    if (isinstance(sizes, ast.BinOp) and isinstance(sizes.op, ast.Mult)
+            and isinstance(sizes.left, ast.List) and isinstance(sizes.right, ast.Constant)
+            and isinstance(sizes.right.value, int)):
+        return len(sizes.left.elts) * sizes.right.value
+    return None
 
 
 def _expert_names(reader: Reader, module: str, names: ast.expr | None, facts: Facts) -> None:

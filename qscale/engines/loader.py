@@ -200,7 +200,34 @@ def plan_load(
     )
     refusals = _refusals(ckpt, spec, quant)
     dropped = () if refusals else _expert_loader_drops(ckpt, spec, quant)
+    unmatched = _unmatched_experts(fam, groups) if not dropped else ()
+    if unmatched:
+        gone = set(unmatched)
+        params = {p: m for p, m in params.items() if not {s.source for s in m.sources} <= gone}
+        dropped = unmatched
     return LoadPlan(spec, fam, params, tuple(skipped), notes, refusals, dropped)
+
+
+def _unmatched_experts(fam: Family, groups: Mapping[str, list[ShardSlot]]) -> tuple[str, ...]:
+    """Per-expert tensors (``….experts.<i>.<proj>.…``) whose projection name the engine's
+    expert mapping does not take (generated families: ``ckpt_names`` / ``ckpt_*_proj_name``):
+    vLLM's fused-MoE loader makes no call for them, and the fused experts stay unwritten
+    (seen in real vLLM 0.32/0.33 on MiniMax-M2 experts named ``gate_proj``/``up_proj``/
+    ``down_proj``, which it maps only as ``w1``/``w3``/``w2``)."""
+    ex = fam.experts
+    if ex is None or not fam.generated:
+        return ()
+    known = {ex.gate, ex.up, ex.down}
+    known.add("gate_up_proj" if (ex.gate, ex.up) == ("gate_proj", "up_proj") else "w13")
+    out = []
+    for slots in groups.values():
+        for s in slots:
+            if s.expert is not None or ".experts." not in s.source:
+                continue
+            tail = s.source.rpartition(".experts.")[2].split(".")
+            if len(tail) >= 3 and tail[0].isdigit() and tail[1] not in known:
+                out.append(s.source)
+    return tuple(sorted(out))
 
 
 def _refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[Refusal, ...]:
@@ -434,7 +461,7 @@ def _build(
         return MergedParam(pname, sources, parts, errors=tuple(conflicts))
     if sources[0].expert is not None:
         return _expert_slots(ckpt, quant, pname, sources, parts)
-    n = len(parts) if parts else 1
+    n = len(parts) if parts else _fused_on_disk(fam, pname, sources)
     prof = spec.profile
     init = (
         prof.fp8_input_scale_init
@@ -465,6 +492,16 @@ def _build(
             if i < n:
                 slots[i] = value
     return MergedParam(pname, sources, parts, tuple(slots), tuple(errors))
+
+
+def _fused_on_disk(fam: Family, pname: str, sources: tuple[ShardSlot, ...]) -> int:
+    """Slots of a parameter loaded whole (shard id None): the logical shards the engine
+    builds the fused module with (``packed_modules_mapping``), each filled with the one
+    value (seen in real vLLM 0.32/0.33: Phi-3 ``qkv_proj.weight_scale`` = [s, s, s])."""
+    if len(sources) != 1 or sources[0].shard_id is not None:
+        return 1
+    leaf = pname.rsplit(".", 2)[-2] if pname.count(".") >= 1 else pname
+    return fam.packed.get(leaf, 1)
 
 
 #: leaves whose tensors do not grow with the output rows: concatenating two of them gives a

@@ -3,7 +3,9 @@
 ## What it checks
 Runs the load plan for `--engine` and reports per-expert checkpoint tensors
 (`mlp.experts.<i>.<proj>.<leaf>`) that a model class's own expert loader neither renames onto
-one of its fused-expert branches nor streams into a fused parameter. Such a loader iterates over
+one of its fused-expert branches nor streams into a fused parameter, and per-expert tensors whose
+projection name the engine's fused-MoE expert mapping does not take (the architecture's
+`ckpt_names` in the engine catalogue, e.g. MiniMax-M2's `w1`/`w2`/`w3`). Such a loader iterates over
 the checkpoint and skips every name it has no parameter for. Modelled for gpt-oss: its name
 mapper renames only `down_proj` per-expert names, so on vLLM 0.32 a per-expert export whose
 MoE method builds expert biases (compressed-tensors W4A16) loads `w2_weight_scale` and
@@ -25,7 +27,9 @@ they hold are never written, and the model serves garbage without an error`
 
 ## Fix
 Store the routed experts fused per layer (`mlp.experts.gate_up_proj`, `mlp.experts.down_proj` and
-their biases), the layout the model's loader reads.
+their biases), the layout the model's loader reads; where the engine's fused-MoE mapping does not
+take the per-expert projection names (MiniMax-M2 maps `w1`/`w3`/`w2`; transformers 5.17 writes
+`gate_proj`/`up_proj`/`down_proj`), rename them to the names it takes.
 """
 
 from collections.abc import Iterator
@@ -54,11 +58,21 @@ def check(ctx: Context) -> Iterator[Finding]:
         if weights
         else "their values never reach the model"
     )
+    ex = ctx.plan.family.experts
+    fix = None
+    if loader is None and ex is not None:
+        who = "the engine's fused-MoE expert mapping"
+        fix = Fix(
+            f"name the per-expert projections as the engine's expert mapping does"
+            f" (`{ex.gate}`, `{ex.up}`, `{ex.down}` for gate, up and down)",
+            Applicability.MANUAL,
+        )
     yield RULE.finding(
         f"{ctx.plan.engine.label}: {who} skips `{first}`{more} ({', '.join(projs)}), which it"
         f" renames onto no parameter; {impact}",
         ctx.at(first),
         severity=Severity.ERROR if weights else Severity.WARNING,
+        fix=fix,
     )
 
 

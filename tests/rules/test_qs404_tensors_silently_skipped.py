@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import torch
-from builders import gpt_oss
+from builders import ct_fp8, dense, gpt_oss
 from safetensors.torch import load_file
 
 from qscale import CheckOptions, check, read_checkpoint
@@ -59,3 +59,30 @@ def test_near_miss_experts_fused_per_layer() -> None:
 def test_builder_w4a16_is_reported(tmp_path: Path) -> None:
     found = _codes(gpt_oss("ct-w4a16").write(tmp_path), "vllm==0.32.0")
     assert len(found.get("QS404", [])) == 1
+
+
+def _minimax(tmp: Path, names: tuple[str, str, str]) -> Path:
+    """A MiniMax-M2-shaped checkpoint with two per-expert FP8 experts named ``names``."""
+    built = dense("MiniMaxM2ForCausalLM", config={"num_local_experts": 2,
+                                                 "num_experts_per_tok": 1})
+    g = torch.Generator().manual_seed(3)
+    for layer in range(2):
+        for e in range(2):
+            for proj in names:
+                built.tensors.update(ct_fp8(
+                    f"model.layers.{layer}.block_sparse_moe.experts.{e}.{proj}", 128, 128, g))
+    return built.write(tmp)
+
+
+def test_expert_names_the_engine_does_not_map_are_skipped(tmp_path: Path) -> None:
+    """Real vLLM 0.32/0.33 make no loader call for MiniMax-M2 experts stored as
+    gate/up/down_proj (tests/test_arch_oracle.py has the goldens)."""
+    ckpt = read_checkpoint(_minimax(tmp_path, ("gate_proj", "up_proj", "down_proj")))
+    report = check(ckpt, CheckOptions(engine="vllm==0.33.0"))
+    found = [f for f in report.findings if f.code == "QS404"]
+    assert len(found) == 1 and found[0].severity.label == "error"
+    assert found[0].fix is not None and "`w1`" in found[0].fix.title
+
+
+def test_near_miss_expert_names_the_engine_maps(tmp_path: Path) -> None:
+    assert "QS404" not in _codes(_minimax(tmp_path, ("w1", "w3", "w2")), "vllm==0.33.0")

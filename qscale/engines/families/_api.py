@@ -66,6 +66,10 @@ class Family:
     #: ``quant_method`` values that holds for (``*``: every one); e.g. Kimi-K2.5's
     #: ``vision_tower`` under compressed-tensors (``_maybe_ignore_quant_config``)
     unquantized_prefixes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: fused module leaf -> how many logical shards the engine builds it with (its
+    #: ``packed_modules_mapping``): a tensor stored fused on disk (Phi-3 ``qkv_proj``) loads
+    #: with shard id None into every one of their per-tensor scale slots
+    packed: Mapping[str, int] = field(default_factory=dict)
     #: built from the generated engine catalogue (not a hand-written override)
     generated: bool = False
     experts: ExpertNames | None = None
