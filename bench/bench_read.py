@@ -11,7 +11,7 @@ so that reading scales reads real data. Later runs reuse the layout.
 Measured, best of ``--repeat`` after one untimed pass that warms the page cache:
 
 a. floor: per file open, read 8 bytes, read the header, ``json.loads`` it; nothing else;
-b. ``qscale.checkpoint.read_checkpoint(dir)``: every header parsed and validated, the index
+b. ``qscale.checkpoint.read_local_checkpoint(dir)``: every header parsed and validated, the index
    cross-checked, small tensors decoded;
 c. deep: (b) plus ``Checkpoint.read_values`` of every ``weight_scale_inv``;
 d. peak RSS of (b) in a fresh interpreter (``ru_maxrss``); it also asserts that (b) did not
@@ -326,26 +326,26 @@ def floor_read(d: str) -> int:
 
 
 def qscale_read(d: str) -> int:
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
 
-    return len(read_checkpoint(d).tensors)
+    return len(read_local_checkpoint(d).tensors)
 
 
 def qscale_deep(d: str) -> int:
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
 
-    ckpt = read_checkpoint(d)
+    ckpt = read_local_checkpoint(d)
     names = [n for n in ckpt.tensors if n.endswith(".weight_scale_inv")]
     return len(ckpt.read_values(names))
 
 
 def qscale_plan(d: str) -> int:
     """(e): read, resolve every module's quantization, plan the engine's load."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
     from qscale.formats import resolve_quantization
     from qscale.loader import plan_load
 
-    ckpt = read_checkpoint(d)
+    ckpt = read_local_checkpoint(d)
     return len(plan_load(ckpt, None, resolve_quantization(ckpt)).params)
 
 
@@ -357,14 +357,14 @@ def measure_check(d: str, repeat: int) -> Timing:
     """(g): ``check()`` on a checkpoint read just before it (the read untimed), best of
     ``repeat`` after one untimed run; the result is the number of findings. A fresh read each
     time leaves the interpreter as the CLI has it (the objects of the read not yet collected)."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
     from qscale.runner import CheckOptions, check
 
     options = CheckOptions(engine=CHECK_ENGINE)
-    result = len(check(read_checkpoint(d), options).findings)  # untimed: imports, first use
+    result = len(check(read_local_checkpoint(d), options).findings)  # untimed: imports, first use
     times, cpus = [], []
     for _ in range(repeat):
-        ckpt = read_checkpoint(d)
+        ckpt = read_local_checkpoint(d)
         c0, t0 = time.process_time(), time.perf_counter()
         check(ckpt, options)
         times.append(time.perf_counter() - t0)
@@ -402,9 +402,9 @@ def best_of(fn: Callable[[str], int], d: str, repeat: int) -> Timing:
 
 RSS_CODE = """
 import json, resource, sys
-from qscale.checkpoint import read_checkpoint
+from qscale.checkpoint import read_local_checkpoint
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-ckpt = read_checkpoint(sys.argv[1])
+ckpt = read_local_checkpoint(sys.argv[1])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
            if line.startswith("VmHWM:"))
@@ -430,9 +430,9 @@ def fresh_rss(d: str) -> dict[str, Any]:
 
 def sanity(d: str, stamp: dict[str, Any]) -> dict[str, int]:
     """Check, once and untimed, that the layout reads back as intended."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
 
-    ckpt = read_checkpoint(d)
+    ckpt = read_local_checkpoint(d)
     assert len(ckpt.tensors) == stamp["tensors"], (len(ckpt.tensors), stamp["tensors"])
     scales = [n for n in ckpt.tensors if n.endswith(".weight_scale_inv")]
     sample = scales[:: max(1, len(scales) // 2000)]
@@ -559,7 +559,7 @@ def main(argv: Iterator[str] | None = None) -> int:
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.result}")
-    assert not rss["torch"], "read_checkpoint imported torch"
+    assert not rss["torch"], "read_local_checkpoint imported torch"
     return 0 if all(checks.values()) else 1
 
 

@@ -7,9 +7,8 @@ processing after load (process).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from qscale.checkpoint import Checkpoint, ModelConfig, read_checkpoint
+from qscale._version import __version__
+from qscale.checkpoint import Checkpoint, ModelConfig
 from qscale.errors import QscaleError
 from qscale.findings import Applicability, Finding, Fix, Location, Report, Severity
 from qscale.fix import FixResult, fix
@@ -18,6 +17,7 @@ from qscale.loader import LoadPlan, MergedParam, ShardSlot, expand_shard_id, pla
 from qscale.processing import Processed, process
 from qscale.runner import CheckOptions, check
 from qscale.schemes import QuantArgs, QuantScheme, TensorSpec
+from qscale.source import read_checkpoint
 
 __all__ = [
     "Applicability",
