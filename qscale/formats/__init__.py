@@ -16,6 +16,7 @@ from qscale.errors import ConfigError, UnknownFormat
 from qscale.families import FAMILIES
 from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
+from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
 from qscale.schemes import QuantScheme, TensorSpec
 
@@ -103,6 +104,7 @@ def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
     fmt = detect_format(ckpt)
     family = FAMILIES.get(ckpt.config.architecture or "")
     never = family.never_quantized if family else ()
+    plain = built_unquantized(ckpt.config.architecture)
     #: the resolutions that do not depend on the module's name, made once (they are frozen)
     fixed = {kind: Resolution(None, f"{kind.value} module") for kind in ModuleKind}
     for kind in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
@@ -113,6 +115,8 @@ def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
             res = fixed[module.kind]
         else:
             res = fmt.resolve(module)
+            if plain is not None and res.scheme is not None and (why := plain(name)):
+                res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
             if family is not None and res.scheme is not None and name.endswith(never):
                 why = family.builds_unquantized(name)

@@ -58,10 +58,8 @@ def _engine_quantizes(ctx: Context, spec: EngineSpec, mq: ModuleQuant) -> bool |
     allowed = prof.quantized_lm_head if _is_head(mq) else prof.quantized_embedding
     if allowed is None or fmt is None:
         return None
-    if fmt.method not in allowed or mq.scheme is None:
-        return False
-    # compressed-tensors matches ParallelLMHead by name or regex only: its class is not Linear
-    return not (_is_head(mq) and "(target `Linear`)" in mq.resolution.reason)
+    # a head only a `Linear` class target covers resolves unquantized (formats/_layers.py)
+    return fmt.method in allowed and mq.scheme is not None
 
 
 def check(ctx: Context) -> Iterator[Finding]:

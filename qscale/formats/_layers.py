@@ -1,0 +1,71 @@
+"""Which engine layer a checkpoint module becomes, where that, not the config, decides whether
+it is quantized.
+
+A quantization config only reaches the layers the engine builds with it, and a method only
+quantizes the layer classes its ``get_quant_method`` handles. vLLM's ``Fp8Config``,
+``QuarkConfig`` and ``CompressedTensorsConfig`` (``vllm/model_executor/layers/quantization/
+fp8.py``, ``quark/quark.py``, ``compressed_tensors/compressed_tensors.py``) return a linear
+method for a ``LinearBase`` and a MoE method for a ``FusedMoE``, and None for anything else, so
+that layer is built unquantized whatever the config's targets say:
+
+* ``lm_head`` (and DeepSeek's MTP ``shared_head.head``) is a ``ParallelLMHead``, a
+  ``VocabParallelEmbedding``, not a ``LinearBase``. Whether a method quantizes it depends on
+  the method and release (QS206's table); the formats that never do say so themselves.
+* Some Linear-shaped modules are built as a torch ``nn.Linear`` or a ``LinearBase`` with
+  ``quant_config=None``, or belong to a sub-model built without the quant config at all:
+  :func:`built_unquantized` lists those, per architecture (the family's ``never_quantized``
+  covers the routers of the families qscale plans).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+#: (suffixes, prefixes, why) of checkpoint modules an architecture builds unquantized
+_Rule = tuple[tuple[str, ...], tuple[str, ...], str]
+
+#: DeepSeek MTP layers ``model.layers.<num_hidden_layers + k>``: ``eh_proj`` is a torch
+#: ``nn.Linear`` (vLLM ``deepseek_mtp.py``, ``DeepSeekMultiTokenPredictorLayer.__init__``;
+#: SGLang ``deepseek_nextn.py`` likewise), which no quantization method reaches
+_DEEPSEEK_MTP: _Rule = (
+    (".eh_proj",), (), "a torch nn.Linear in the engine (DeepSeek MTP `eh_proj`)"
+)
+
+BUILT_UNQUANTIZED: Mapping[str, tuple[_Rule, ...]] = {
+    "DeepseekV2ForCausalLM": (_DEEPSEEK_MTP,),
+    "DeepseekV3ForCausalLM": (_DEEPSEEK_MTP,),
+    # vLLM ``kimi_k25.py`` (``KimiK25ForConditionalGeneration.__init__``) builds the MoonViT
+    # tower and the patch-merger projector without the quant config (their Linears get
+    # ``quant_config=None``); only ``language_model`` gets it. The release quantizes neither
+    # and its ignore list names only text modules.
+    "KimiK25ForConditionalGeneration": (
+        ((), ("vision_tower.", "mm_projector."),
+         "built without the quant config in the engine (Kimi-K2.5 vision tower / projector)"),
+        # its language model is DeepSeek-V3's: ``DeepseekV2MoE`` builds the router as
+        # ``ReplicatedLinear(..., quant_config=None)`` (what families/deepseek.py's
+        # never_quantized says for the architectures qscale plans)
+        ((".mlp.gate",), (), "built with quant_config=None in the engine (MoE router)"),
+    ),
+}
+
+
+def is_lm_head(name: str) -> bool:
+    """Whether the engine builds this module as a ``ParallelLMHead``."""
+    return name == "lm_head" or name.endswith((".lm_head", ".shared_head.head"))
+
+
+def built_unquantized(architecture: str | None) -> Callable[[str], str | None] | None:
+    """For an architecture with such modules: module name -> why the engine builds it
+    unquantized (None: it does not); None when the architecture has none."""
+    rules = BUILT_UNQUANTIZED.get(architecture or "")
+    if not rules:
+        return None
+    suffixes = tuple(s for r in rules for s in r[0])
+    prefixes = tuple(p for r in rules for p in r[1])
+
+    def why(name: str) -> str | None:
+        if not (name.endswith(suffixes) or name.startswith(prefixes)):
+            return None  # almost every module: one test each
+        return next(r[2] for r in rules if name.endswith(r[0]) or name.startswith(r[1]))
+
+    return why
