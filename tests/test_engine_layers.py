@@ -1,11 +1,13 @@
-"""Modules the engine builds unquantized whatever the config's targets say
-(qscale/formats/_layers.py), each with the false error it removed and a near miss that must
-still be reported.
+"""Modules the engine builds unquantized whatever the config's targets say, each with the
+false error it removed and a near miss that must still be reported.
 
-- ``lm_head`` (``ParallelLMHead``) under ``quant_method: fp8`` and ``quark``, and under a
-  compressed-tensors ``Linear`` class target;
-- DeepSeek's MTP ``eh_proj`` (a torch ``nn.Linear``) and ``shared_head.head``;
-- Kimi-K2.5's vision tower, projector and routers (built without the quant config).
+- ``lm_head`` and DeepSeek's MTP ``shared_head.head`` (``ParallelLMHead``) under
+  ``quant_method: fp8`` and ``quark``, under a compressed-tensors ``Linear`` class target, and
+  under a method the engine release does not apply to heads (rules/_structure.py,
+  ``head_built_unquantized``: resolution keeps the config's scheme, which tells how a quantized
+  head was written);
+- DeepSeek's MTP ``eh_proj`` (a torch ``nn.Linear``) and Kimi-K2.5's vision tower, projector
+  and routers (built without the quant config): resolved unquantized (formats/_layers.py).
 """
 
 from __future__ import annotations
@@ -44,10 +46,18 @@ def test_near_miss_fp8_head_stored_quantized(tmp_path):
         replace_module(lay, "lm_head", [("lm_head.weight", "F8_E4M3", (151936, 5120)),
                                         ("lm_head.weight_scale_inv", "BF16", (1187, 40))])
 
-    [f] = findings(build("qwen3-32b-fp8", tmp_path, edit=fp8_head), "QS206")
-    assert f.location.tensor.startswith("lm_head.")
+    # one finding, with its fix (the head keeps its scheme: QS203 has nothing to add)
+    [f] = findings(build("qwen3-32b-fp8", tmp_path, edit=fp8_head), "QS206", "QS203", "QS202")
+    assert f.code == "QS206" and f.location.tensor.startswith("lm_head.")
     assert "stored quantized (weight F8_E4M3, weight_scale_inv)" in f.message
-    assert "ParallelLMHead" in f.message
+    assert "builds it unquantized for fp8 checkpoints" in f.message
+
+
+def test_fp8_bf16_head_on_sglang(tmp_path):
+    # SGLang's profile does not model heads, but no engine's Fp8Config quantizes one
+    path = build("qwen3-32b-fp8", tmp_path)
+    report = check(read_checkpoint(path), CheckOptions(engine="sglang==0.5.23", select=["QS202"]))
+    assert report.findings == ()
 
 
 def test_near_miss_fp8_bf16_linear_still_reported(tmp_path):
@@ -98,13 +108,23 @@ def test_ct_bf16_head_under_a_linear_class_target(tmp_path):
     assert run(built, tmp_path, "QS202") == []
 
 
-def test_near_miss_ct_bf16_head_named_by_a_target(tmp_path):
-    # from vLLM 0.20 a target that names the head builds it quantized: BF16 is an error
-    built = qwen3_5_moe("ct-fp8", ignore=[i for i in CT_IGNORE if i != "lm_head"]).set_config(
+def _named_head():
+    return qwen3_5_moe("ct-fp8", ignore=[i for i in CT_IGNORE if i != "lm_head"]).set_config(
         "/quantization_config/config_groups/group_0/targets", ["Linear", "lm_head"]
     )
-    [f] = run(built, tmp_path, "QS202")
+
+
+def test_near_miss_ct_bf16_head_named_by_a_target(tmp_path):
+    # from vLLM 0.20 a target that names the head builds it quantized: BF16 is an error
+    [f] = findings(_named_head().write(tmp_path), "QS202")
     assert f.location.tensor == "lm_head.weight"
+
+
+def test_ct_bf16_head_named_by_a_target_before_vllm_0_20(tmp_path):
+    # vLLM 0.19 builds every head unquantized for compressed-tensors: BF16 is what it loads
+    path = _named_head().write(tmp_path)
+    report = check(read_checkpoint(path), CheckOptions(engine="vllm==0.19.1", select=["QS202"]))
+    assert report.findings == ()
 
 
 def test_kimi_vision_tower_projector_and_routers(tmp_path):

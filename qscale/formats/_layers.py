@@ -2,19 +2,21 @@
 it is quantized.
 
 A quantization config only reaches the layers the engine builds with it, and a method only
-quantizes the layer classes its ``get_quant_method`` handles. vLLM's ``Fp8Config``,
+quantizes the layer classes its ``get_quant_method`` handles: vLLM's ``Fp8Config``,
 ``QuarkConfig`` and ``CompressedTensorsConfig`` (``vllm/model_executor/layers/quantization/
 fp8.py``, ``quark/quark.py``, ``compressed_tensors/compressed_tensors.py``) return a linear
-method for a ``LinearBase`` and a MoE method for a ``FusedMoE``, and None for anything else, so
-that layer is built unquantized whatever the config's targets say:
+method for a ``LinearBase`` and a MoE method for a ``FusedMoE``, and None for anything else.
 
-* ``lm_head`` (and DeepSeek's MTP ``shared_head.head``) is a ``ParallelLMHead``, a
-  ``VocabParallelEmbedding``, not a ``LinearBase``. Whether a method quantizes it depends on
-  the method and release (QS206's table); the formats that never do say so themselves.
 * Some Linear-shaped modules are built as a torch ``nn.Linear`` or a ``LinearBase`` with
   ``quant_config=None``, or belong to a sub-model built without the quant config at all:
-  :func:`built_unquantized` lists those, per architecture (the family's ``never_quantized``
-  covers the routers of the families qscale plans).
+  :func:`built_unquantized` lists those, per architecture, and resolution leaves them
+  unquantized (as the family's ``never_quantized`` does for the routers of the families qscale
+  plans).
+* ``lm_head`` (and DeepSeek's MTP ``shared_head.head``) is a ``ParallelLMHead``, a
+  ``VocabParallelEmbedding``, not a ``LinearBase`` (:func:`is_lm_head`). Whether it is built
+  quantized depends on the method and the engine release, so resolution keeps the config's
+  scheme (how the exporter wrote it) and the rules judge the head against the engine profile
+  (``qscale.rules._structure.head_built_unquantized``, QS206's table).
 """
 
 from __future__ import annotations

@@ -5,10 +5,7 @@ The schema and its validation follow compressed-tensors' own pydantic models
 costs seconds and pulls in torch, so the check path mirrors it here and the test suite
 compares the two over every preset and every real-tool config. Target and ignore matching
 follows vLLM's ``CompressedTensorsConfig``: exact names or ``re:`` regexes (``re.match``),
-then the module class (``Linear``). The class target never covers the LM head: vLLM matches
-it against the engine layer's class name (``find_matched_target``), and the head is a
-``ParallelLMHead``; before 0.20 ``get_quant_method`` does not reach it at all, from 0.20 only
-a target that names it quantizes it (QS206 judges that per release).
+then the module class (``Linear``).
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from typing import Any
 
 from qscale.errors import ConfigError
 from qscale.formats._api import Resolution, first_match, require_list
-from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     E8M0,
@@ -94,10 +90,6 @@ _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 _INT_TEXT = re.compile(r"[+-]?\d+(_\d+)*(\.0*)?")
 _ACTORDER = ("weight", "static")
-_HEAD = Resolution(
-    None, "named by no target; a `Linear` class target does not cover the head, which the engine"
-    " builds as a ParallelLMHead"
-)
 
 
 def _lax_int(value: Any, field: str, where: str) -> int:
@@ -430,8 +422,6 @@ class CompressedTensorsConfig:
             t = first_match(module.name, g.targets)
             if t is not None:
                 return Resolution(g.scheme, f"config_groups.{g.name} (target `{t}`)")
-        if module.kind == ModuleKind.LINEAR and is_lm_head(module.name):
-            return _HEAD
         if module.kind == ModuleKind.LINEAR:
             for g in self.groups:
                 t = next(

@@ -3,11 +3,7 @@
 Follows vLLM's ``Fp8Config``: ``weight_block_size`` selects block quantization with
 ``weight_scale_inv``; otherwise one ``weight_scale`` per tensor, plus ``input_scale`` when the
 activation scheme is static. ``ignored_layers`` (falling back to ``modules_to_not_convert``)
-names unquantized modules exactly (``is_layer_skipped``, exact mode). ``lm_head`` is never
-quantized: ``Fp8Config.get_quant_method`` (``vllm/model_executor/layers/quantization/fp8.py``;
-SGLang's likewise) handles ``LinearBase``, ``FusedMoE`` and ``Attention`` only, and the head is
-a ``ParallelLMHead`` (a ``VocabParallelEmbedding``), so a BF16 head without
-``modules_to_not_convert`` is what the engine loads (Qwen3-32B-FP8, DeepSeek-R1).
+names unquantized modules exactly (``is_layer_skipped``, exact mode).
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ from typing import Any
 
 from qscale.errors import ConfigError
 from qscale.formats._api import Resolution, require_list
-from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     FLOAT_SCALE,
@@ -36,10 +31,6 @@ from qscale.schemes import (
 
 METHOD = "fp8"
 _NOT_CONVERTED = Resolution(None, "listed in modules_to_not_convert")
-_HEAD = Resolution(
-    None, "quant_method fp8 quantizes Linear and MoE layers only; the engine builds the head as a"
-    " ParallelLMHead"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +49,9 @@ class Fp8Config:
         object.__setattr__(self, "quantized", resolution)
 
     def resolve(self, module: ModuleInfo) -> Resolution:
-        """Every Linear is FP8 unless listed; the LM head never is."""
+        """Every Linear is FP8 unless listed."""
         if module.name in self.ignored:
             return _NOT_CONVERTED
-        if is_lm_head(module.name):
-            return _HEAD
         return self.quantized
 
 

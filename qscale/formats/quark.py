@@ -3,9 +3,7 @@
 Follows vLLM's ``QuarkConfig``: ``exclude`` entries match exactly or as ``re:`` regexes
 (``quark/utils.py::should_ignore_layer``); a layer's config is looked up in
 ``layer_quant_config`` (``*`` patterns by fnmatch, others when the layer name is a substring of
-the pattern), then ``layer_type_quant_config``, then ``global_quant_config``. ``lm_head`` is
-never quantized: ``QuarkConfig.get_quant_method`` (``quantization/quark/quark.py``) handles
-``LinearBase``, ``Attention`` and ``FusedMoE`` only, and the head is a ``ParallelLMHead``.
+the pattern), then ``layer_type_quant_config``, then ``global_quant_config``.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Any
 
 from qscale.errors import ConfigError
 from qscale.formats._api import Resolution, first_match, require_list
-from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -45,10 +42,6 @@ _QSCHEMES = {
     "per_block": Strategy.BLOCK,
 }
 _MX_PACK = {"fp4": 2}  # values per stored byte along the input dimension
-_HEAD = Resolution(
-    None, "quant_method quark quantizes Linear and MoE layers only; the engine builds the head as a"
-    " ParallelLMHead"
-)
 
 
 def _args(spec: Mapping[str, Any], where: str) -> QuantArgs:
@@ -131,8 +124,6 @@ class QuarkConfig:
         hit = first_match(module.name, self.exclude)
         if hit is not None:
             return Resolution(None, f"excluded by `{hit}`")
-        if is_lm_head(module.name):
-            return _HEAD
         for pattern, scheme in self.layer_schemes:
             matched = (
                 fnmatch.fnmatchcase(module.name, pattern)

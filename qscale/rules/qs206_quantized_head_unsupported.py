@@ -36,7 +36,7 @@ from qscale.engines import EngineSpec, parse_engine
 from qscale.formats import ModuleQuant
 from qscale.modules import ModuleKind
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import FLOAT_WEIGHTS, QUANT_PARAMS
+from qscale.rules._structure import FLOAT_WEIGHTS, QUANT_PARAMS, head_built_unquantized
 
 
 def _stored_quantized(mq: ModuleQuant) -> str | None:
@@ -54,12 +54,16 @@ def _is_head(mq: ModuleQuant) -> bool:
 
 
 def _engine_quantizes(ctx: Context, spec: EngineSpec, mq: ModuleQuant) -> bool | None:
+    if _is_head(mq) and head_built_unquantized(ctx, mq):
+        return False  # also where the profile does not model heads: fp8, quark, mxfp4
     prof, fmt = spec.profile, ctx.quant.format
     allowed = prof.quantized_lm_head if _is_head(mq) else prof.quantized_embedding
     if allowed is None or fmt is None:
         return None
-    # a head only a `Linear` class target covers resolves unquantized (formats/_layers.py)
-    return fmt.method in allowed and mq.scheme is not None
+    if fmt.method not in allowed or mq.scheme is None:
+        return False
+    # compressed-tensors matches ParallelLMHead by name or regex only: its class is not Linear
+    return not (_is_head(mq) and "(target `Linear`)" in mq.resolution.reason)
 
 
 def check(ctx: Context) -> Iterator[Finding]:
