@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
+from qscale.engines import EngineSpec
+from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.families import FAMILIES
 from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
@@ -99,10 +100,11 @@ def logical_shape(
     return None
 
 
-def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
-    """Assign each module its scheme (only Linear and fused-expert modules can be quantized)."""
+def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = None) -> QuantMap:
+    """Assign each module its scheme (only Linear and fused-expert modules can be quantized),
+    as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
-    family = FAMILIES.get(ckpt.config.architecture or "")
+    family = family_or_none(ckpt, engine)
     never = family.never_quantized if family else ()
     plain = built_unquantized(ckpt.config.architecture)
     #: the resolutions that do not depend on the module's name, made once (they are frozen)
@@ -122,6 +124,11 @@ def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
                 why = family.builds_unquantized(name)
                 if why is not None:
                     res = Resolution(None, f"the engine builds `*{why}` unquantized")
+            if family is not None and res.scheme is not None and family.unquantized_prefixes:
+                child = family.child_unquantized(name, fmt.method)
+                if child is not None:
+                    res = Resolution(None, f"the engine builds `{child.rstrip('.')}` without"
+                                     f" a quantization config under {fmt.method}")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)

@@ -25,14 +25,13 @@ Add the module to the ignore/exclude list (what the quantizer meant), or quantiz
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import draft_prefixes, head_built_unquantized, structure
+from qscale.rules._structure import head_built_unquantized, loaded_by_main_model, structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report quantized-by-config modules that hold only a float weight."""
-    drafts = draft_prefixes(ctx)
     for mq in structure(ctx).stored_unquantized:
-        if drafts and mq.module.name.startswith(drafts):
+        if not loaded_by_main_model(ctx, mq.module.name):
             continue  # MTP layers load only with speculative decoding: QS207's
         if head_built_unquantized(ctx, mq):
             continue  # a BF16 head is what the engine builds (Qwen3-32B-FP8, DeepSeek-R1)

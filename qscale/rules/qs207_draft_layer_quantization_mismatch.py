@@ -28,19 +28,16 @@ from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severi
 from qscale.rules._structure import (
     FLOAT_WEIGHTS,
     QUANT_PARAMS,
-    draft_prefixes,
     head_built_unquantized,
+    is_draft,
     stored_unquantized,
 )
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report draft-layer modules whose stored precision disagrees with the config."""
-    prefixes = draft_prefixes(ctx)
-    if not prefixes:
-        return
     for name, mq in ctx.quant.modules.items():
-        if not name.startswith(prefixes):
+        if not is_draft(ctx, name):
             continue
         first = next(iter(mq.module.tensors.values())).name
         if head_built_unquantized(ctx, mq):  # DeepSeek MTP `shared_head.head`
