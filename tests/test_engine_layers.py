@@ -6,8 +6,9 @@ false error it removed and a near miss that must still be reported.
   under a method the engine release does not apply to heads (rules/_structure.py,
   ``head_built_unquantized``: resolution keeps the config's scheme, which tells how a quantized
   head was written);
-- DeepSeek's MTP ``eh_proj`` (a torch ``nn.Linear``) and Kimi-K2.5's vision tower, projector
-  and routers (built without the quant config): resolved unquantized (formats/_layers.py).
+- DeepSeek's MTP ``eh_proj`` (a torch ``nn.Linear``): resolved unquantized
+  (formats/_layers.py); Kimi-K2.5's vision tower, projector and routers (built without the
+  quant config): resolved unquantized from the engine catalogue's family.
 """
 
 from __future__ import annotations
@@ -97,6 +98,18 @@ def test_near_miss_eh_proj_stored_quantized(tmp_path):
     got = findings(build("deepseek-r1", tmp_path, layers=4, edit=fp8_eh))
     assert any(f.location.tensor == f"{m}.weight_scale_inv" and "nn.Linear" in f.message
                for f in got), got
+
+
+def test_near_miss_mtp_head_stored_quantized(tmp_path):
+    m = "model.layers.4.shared_head.head"
+
+    def fp8_head(lay, config, extra):
+        replace_module(lay, m, [(f"{m}.weight", "F8_E4M3", (129280, 7168)),
+                                (f"{m}.weight_scale_inv", "F32", (1010, 56))])
+
+    [f] = findings(build("deepseek-r1", tmp_path, layers=4, edit=fp8_head), "QS202", "QS207")
+    assert f.code == "QS207" and f.location.tensor.startswith(m)
+    assert "builds this head (a ParallelLMHead) unquantized" in f.message
 
 
 # --------------------------------------------------------------------------- compressed-tensors

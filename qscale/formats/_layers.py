@@ -7,11 +7,10 @@ quantizes the layer classes its ``get_quant_method`` handles: vLLM's ``Fp8Config
 fp8.py``, ``quark/quark.py``, ``compressed_tensors/compressed_tensors.py``) return a linear
 method for a ``LinearBase`` and a MoE method for a ``FusedMoE``, and None for anything else.
 
-* Some Linear-shaped modules are built as a torch ``nn.Linear`` or a ``LinearBase`` with
-  ``quant_config=None``, or belong to a sub-model built without the quant config at all:
-  :func:`built_unquantized` lists those, per architecture, and resolution leaves them
-  unquantized (as the family's ``never_quantized`` does for the routers of the families qscale
-  plans).
+* Some Linear-shaped modules are built as a torch ``nn.Linear`` the engine catalogue does not
+  see (it reads ``quant_config=None`` and the children a wrapper builds without the config —
+  the family's ``never_quantized`` and ``unquantized_prefixes``): :func:`built_unquantized`
+  lists those, per architecture, and resolution leaves them unquantized.
 * ``lm_head`` (and DeepSeek's MTP ``shared_head.head``) is a ``ParallelLMHead``, a
   ``VocabParallelEmbedding``, not a ``LinearBase`` (:func:`is_lm_head`). Whether it is built
   quantized depends on the method and the engine release, so resolution keeps the config's
@@ -36,18 +35,6 @@ _DEEPSEEK_MTP: _Rule = (
 BUILT_UNQUANTIZED: Mapping[str, tuple[_Rule, ...]] = {
     "DeepseekV2ForCausalLM": (_DEEPSEEK_MTP,),
     "DeepseekV3ForCausalLM": (_DEEPSEEK_MTP,),
-    # vLLM ``kimi_k25.py`` (``KimiK25ForConditionalGeneration.__init__``) builds the MoonViT
-    # tower and the patch-merger projector without the quant config (their Linears get
-    # ``quant_config=None``); only ``language_model`` gets it. The release quantizes neither
-    # and its ignore list names only text modules.
-    "KimiK25ForConditionalGeneration": (
-        ((), ("vision_tower.", "mm_projector."),
-         "built without the quant config in the engine (Kimi-K2.5 vision tower / projector)"),
-        # its language model is DeepSeek-V3's: ``DeepseekV2MoE`` builds the router as
-        # ``ReplicatedLinear(..., quant_config=None)`` (what families/deepseek.py's
-        # never_quantized says for the architectures qscale plans)
-        ((".mlp.gate",), (), "built with quant_config=None in the engine (MoE router)"),
-    ),
 }
 
 
