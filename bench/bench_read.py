@@ -11,7 +11,7 @@ so that reading scales reads real data. Later runs reuse the layout.
 Measured, best of ``--repeat`` after one untimed pass that warms the page cache:
 
 a. floor: per file open, read 8 bytes, read the header, ``json.loads`` it; nothing else;
-b. ``qscale.checkpoint.read_checkpoint(dir)``: every header parsed and validated, the index
+b. ``qscale.checkpoint.read_local_checkpoint(dir)``: every header parsed and validated, the index
    cross-checked, small tensors decoded;
 c. deep: (b) plus ``Checkpoint.read_values`` of every ``weight_scale_inv``;
 d. peak RSS of (b) in a fresh interpreter (``ru_maxrss``); it also asserts that (b) did not
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 import platform
 import re
@@ -49,15 +48,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+import replicas  # noqa: E402  (tests/replicas.py: the replica builder, shared with the tests)
+
 DEFAULT_CONFIG = Path("/work/shared/realworld/qwen3.5-397b-a17b-fp8/config.json")
 DEFAULT_DIR = HERE / "out" / "qwen3.5-397b-fp8"
 RESULT = HERE / "out" / "result.json"
 STAMP = ".bench_layout.json"  #: written last; a layout is reused only if its stamp matches
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  #: 2: headers ordered as the safetensors writer orders them (dtype, name)
 
-BITS = {"F8_E4M3": 8, "BF16": 16, "F32": 32}
-
-Tensor = tuple[str, str, tuple[int, ...]]  # name, dtype, shape
+Tensor = replicas.Tensor  # name, dtype, shape
 
 TARGET_RATIO = 1.5
 TARGET_SECONDS = 2.0
@@ -65,135 +65,23 @@ TARGET_RSS_MB = 500.0
 
 
 # --------------------------------------------------------------------------- layout
+# The tensors and the files are tests/replicas.py's (the Qwen3.5-397B-A17B-FP8 replica): one
+# builder for the tests and the benches.
 
 
 def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
-    return (math.prod(shape) * BITS[dtype] + 7) // 8
+    return replicas.nbytes(dtype, shape)
 
 
-class _Builder:
-    """Collects the tensors of the HF checkpoint, deciding BF16 vs block FP8 per Linear."""
-
-    def __init__(self, qc: dict[str, Any]) -> None:
-        self.block = qc["weight_block_size"]
-        self.keep = set(qc.get("modules_to_not_convert") or ())
-        self.tensors: list[Tensor] = []
-
-    def add(self, name: str, dtype: str, *shape: int) -> None:
-        self.tensors.append((name, dtype, tuple(shape)))
-
-    def linear(self, module: str, out: int, inp: int, *, bias: bool = False) -> None:
-        """A Linear layer: block FP8 + ``weight_scale_inv`` unless the config keeps it BF16."""
-        if module in self.keep:
-            self.add(f"{module}.weight", "BF16", out, inp)
-        else:
-            bo, bi = self.block
-            self.add(f"{module}.weight", "F8_E4M3", out, inp)
-            self.add(f"{module}.weight_scale_inv", "F32", -(-out // bo), -(-inp // bi))
-        if bias:
-            self.add(f"{module}.bias", "BF16", out)
-
-    def norm(self, module: str, dim: int, *, bias: bool = False) -> None:
-        self.add(f"{module}.weight", "BF16", dim)
-        if bias:
-            self.add(f"{module}.bias", "BF16", dim)
-
-
-def _full_attention(b: _Builder, p: str, tc: dict[str, Any]) -> None:
-    h, nh, nkv, hd = (tc["hidden_size"], tc["num_attention_heads"], tc["num_key_value_heads"],
-                      tc["head_dim"])
-    gate = 2 if tc.get("attn_output_gate") else 1  # q_proj also yields the output gate
-    b.linear(f"{p}.self_attn.q_proj", gate * nh * hd, h)
-    b.linear(f"{p}.self_attn.k_proj", nkv * hd, h)
-    b.linear(f"{p}.self_attn.v_proj", nkv * hd, h)
-    b.linear(f"{p}.self_attn.o_proj", h, nh * hd)
-    b.norm(f"{p}.self_attn.q_norm", hd)
-    b.norm(f"{p}.self_attn.k_norm", hd)
-
-
-def _linear_attention(b: _Builder, p: str, tc: dict[str, Any]) -> None:
-    h = tc["hidden_size"]
-    nk, dk = tc["linear_num_key_heads"], tc["linear_key_head_dim"]
-    nv, dv = tc["linear_num_value_heads"], tc["linear_value_head_dim"]
-    key_dim, value_dim = nk * dk, nv * dv
-    conv_dim = 2 * key_dim + value_dim
-    a = f"{p}.linear_attn"
-    b.linear(f"{a}.in_proj_qkv", conv_dim, h)
-    b.linear(f"{a}.in_proj_z", value_dim, h)
-    b.linear(f"{a}.in_proj_b", nv, h)
-    b.linear(f"{a}.in_proj_a", nv, h)
-    b.linear(f"{a}.out_proj", h, value_dim)
-    b.add(f"{a}.conv1d.weight", "BF16", conv_dim, 1, tc["linear_conv_kernel_dim"])
-    b.add(f"{a}.A_log", "F32", nv)
-    b.add(f"{a}.dt_bias", "BF16", nv)
-    b.norm(f"{a}.norm", dv)
-
-
-def _moe(b: _Builder, p: str, tc: dict[str, Any]) -> None:
-    h, inter, shared = (tc["hidden_size"], tc["moe_intermediate_size"],
-                        tc["shared_expert_intermediate_size"])
-    m = f"{p}.mlp"
-    for e in range(tc["num_experts"]):
-        b.linear(f"{m}.experts.{e}.gate_proj", inter, h)
-        b.linear(f"{m}.experts.{e}.up_proj", inter, h)
-        b.linear(f"{m}.experts.{e}.down_proj", h, inter)
-    b.linear(f"{m}.shared_expert.gate_proj", shared, h)
-    b.linear(f"{m}.shared_expert.up_proj", shared, h)
-    b.linear(f"{m}.shared_expert.down_proj", h, shared)
-    b.linear(f"{m}.shared_expert_gate", 1, h)
-    b.linear(f"{m}.gate", tc["num_experts"], h)
-
-
-def _decoder_layer(b: _Builder, p: str, kind: str, tc: dict[str, Any]) -> None:
-    h = tc["hidden_size"]
-    b.norm(f"{p}.input_layernorm", h)
-    b.norm(f"{p}.post_attention_layernorm", h)
-    (_linear_attention if kind == "linear_attention" else _full_attention)(b, p, tc)
-    _moe(b, p, tc)
-
-
-def _visual(b: _Builder, vc: dict[str, Any]) -> None:
-    v, inter, out = vc["hidden_size"], vc["intermediate_size"], vc["out_hidden_size"]
-    merged = v * vc["spatial_merge_size"] ** 2
-    ps, tps = vc["patch_size"], vc["temporal_patch_size"]
-    b.add("model.visual.patch_embed.proj.weight", "BF16", v, vc["in_channels"], tps, ps, ps)
-    b.add("model.visual.patch_embed.proj.bias", "BF16", v)
-    b.add("model.visual.pos_embed.weight", "BF16", vc["num_position_embeddings"], v)
-    for i in range(vc["depth"]):
-        p = f"model.visual.blocks.{i}"
-        b.norm(f"{p}.norm1", v, bias=True)
-        b.norm(f"{p}.norm2", v, bias=True)
-        b.linear(f"{p}.attn.qkv", 3 * v, v, bias=True)
-        b.linear(f"{p}.attn.proj", v, v, bias=True)
-        b.linear(f"{p}.mlp.linear_fc1", inter, v, bias=True)
-        b.linear(f"{p}.mlp.linear_fc2", v, inter, bias=True)
-    b.norm("model.visual.merger.norm", v, bias=True)
-    b.linear("model.visual.merger.linear_fc1", merged, merged, bias=True)
-    b.linear("model.visual.merger.linear_fc2", out, merged, bias=True)
-
-
-def build_tensors(config: dict[str, Any]) -> list[Tensor]:
-    """Every tensor of the HF checkpoint, with its real name, dtype and shape."""
-    tc, qc = config["text_config"], config["quantization_config"]
+def build_tensors(config: dict[str, Any], scale_dtype: str = "F32") -> list[Tensor]:
+    """Every tensor of the HF checkpoint, with its real name, dtype and shape
+    (``replicas.qwen3_5``). The bench layout keeps the F32 ``weight_scale_inv`` it has been
+    measured with (and that bench_fix.py writes values for); the replica itself stores BF16
+    scales, as the release is believed to."""
+    qc = config["quantization_config"]
     assert qc["quant_method"] == "fp8" and qc["weight_block_size"] == [128, 128], qc
-    b = _Builder(qc)
-    lm = "model.language_model"
-    b.add(f"{lm}.embed_tokens.weight", "BF16", tc["vocab_size"], tc["hidden_size"])
-    for i, kind in enumerate(tc["layer_types"]):
-        _decoder_layer(b, f"{lm}.layers.{i}", kind, tc)
-    b.norm(f"{lm}.norm", tc["hidden_size"])
-    b.linear("lm_head", tc["vocab_size"], tc["hidden_size"])
-    h = tc["hidden_size"]
-    b.linear("mtp.fc", h, 2 * h)
-    b.norm("mtp.pre_fc_norm_embedding", h)
-    b.norm("mtp.pre_fc_norm_hidden", h)
-    b.norm("mtp.norm", h)
-    for i in range(tc.get("mtp_num_hidden_layers", 0)):
-        _decoder_layer(b, f"mtp.layers.{i}", "full_attention", tc)
-    if "vision_config" in config:
-        _visual(b, config["vision_config"])
-    names = [t[0] for t in b.tensors]
-    assert len(set(names)) == len(names), "duplicate tensor names"
+    b = replicas.qwen_fp8_builder(config, scale_dtype)
+    replicas.qwen3_5(b, config)
     return b.tensors
 
 
@@ -204,66 +92,28 @@ def _natural(name: str) -> list[Any]:
 
 def shard(tensors: list[Tensor], n_files: int) -> list[list[Tensor]]:
     """Split tensors, in name order, into ``n_files`` files of about equal logical size."""
-    ordered = sorted(tensors, key=lambda t: _natural(t[0]))
-    total = sum(_nbytes(d, s) for _, d, s in ordered)
-    shards: list[list[Tensor]] = [[] for _ in range(n_files)]
-    pos = 0
-    for t in ordered:
-        shards[min(n_files - 1, pos * n_files // total)].append(t)
-        pos += _nbytes(t[1], t[2])
-    return [s for s in shards if s]
+    return replicas.even_shards(sorted(tensors, key=lambda t: _natural(t[0])), n_files)
 
 
 def _header(tensors: list[Tensor]) -> tuple[bytes, list[tuple[str, int, int]]]:
-    """The 8-byte length + JSON header (sorted by name, contiguous offsets, padded to 8 bytes
-    with spaces as safetensors does), and (name, begin, end) of each tensor in the buffer."""
-    obj: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    spans = []
-    pos = 0
-    for name, dtype, shape in sorted(tensors):
-        n = _nbytes(dtype, shape)
-        obj[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [pos, pos + n]}
-        spans.append((name, pos, pos + n))
-        pos += n
-    raw = json.dumps(obj, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    return len(raw).to_bytes(8, "little") + raw, spans
+    """The 8-byte length + JSON header as the safetensors writer emits it (``replicas.header``:
+    ``__metadata__`` first, tensors by dtype alignment then name, contiguous offsets, space
+    padding to 8 bytes), and (name, begin, end) of each tensor in the buffer."""
+    head, spans = replicas.header(tensors, {"format": "pt"})
+    return head, [(n, b, b + replicas.nbytes(d, s)) for n, d, s, b in spans]
 
 
 def write_layout(out: Path, config_path: Path, n_files: int, seed: int) -> dict[str, Any]:
+    """The layout (``replicas.write_layout``): real headers, files extended to their full size
+    as holes, real random positive values in every ``weight_scale_inv``; the index lists the
+    tensors in the files' order."""
     config = json.loads(config_path.read_text())
     shards = shard(build_tensors(config), n_files)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    shutil.copyfile(config_path, out / "config.json")
-    rng = np.random.default_rng(seed)
-    weight_map: dict[str, str] = {}
-    total = 0
-    n = len(shards)
-    for i, tensors in enumerate(shards, 1):
-        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
-        head, spans = _header(tensors)
-        dtypes = {name: (d, s) for name, d, s in tensors}
-        fd = os.open(out / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, head)
-            os.ftruncate(fd, len(head) + spans[-1][2])  # full logical size, all holes
-            for name, begin, end in spans:
-                if name.endswith(".weight_scale_inv"):
-                    count = (end - begin) // 4
-                    vals = rng.uniform(1e-4, 2e-3, count).astype("<f4")
-                    os.pwrite(fd, vals.tobytes(), len(head) + begin)
-        finally:
-            os.close(fd)
-        for name, *_ in spans:
-            weight_map[name] = fname
-        total += sum(_nbytes(*dtypes[name]) for name, *_ in spans)
-    (out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
-    )
-    stamp = {"version": LAYOUT_VERSION, "files": n, "tensors": len(weight_map),
-             "total_size": total, "n_files_arg": n_files, "seed": seed,
+    layout = replicas.Layout([t for s in shards for t in s], replicas.named(shards),
+                             index_style="file-order")
+    info = replicas.write_layout(layout, out, {"config.json": config_path.read_bytes()}, seed)
+    stamp = {"version": LAYOUT_VERSION, "files": info["files"], "tensors": info["tensors"],
+             "total_size": info["total_size"], "n_files_arg": n_files, "seed": seed,
              "config": str(config_path)}
     (out / STAMP).write_text(json.dumps(stamp, indent=2))
     return stamp
@@ -326,26 +176,26 @@ def floor_read(d: str) -> int:
 
 
 def qscale_read(d: str) -> int:
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
 
-    return len(read_checkpoint(d).tensors)
+    return len(read_local_checkpoint(d).tensors)
 
 
 def qscale_deep(d: str) -> int:
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
 
-    ckpt = read_checkpoint(d)
+    ckpt = read_local_checkpoint(d)
     names = [n for n in ckpt.tensors if n.endswith(".weight_scale_inv")]
     return len(ckpt.read_values(names))
 
 
 def qscale_plan(d: str) -> int:
     """(e): read, resolve every module's quantization, plan the engine's load."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
     from qscale.engines.loader import plan_load
     from qscale.formats import resolve_quantization
 
-    ckpt = read_checkpoint(d)
+    ckpt = read_local_checkpoint(d)
     return len(plan_load(ckpt, None, resolve_quantization(ckpt)).params)
 
 
@@ -357,14 +207,14 @@ def measure_check(d: str, repeat: int) -> Timing:
     """(g): ``check()`` on a checkpoint read just before it (the read untimed), best of
     ``repeat`` after one untimed run; the result is the number of findings. A fresh read each
     time leaves the interpreter as the CLI has it (the objects of the read not yet collected)."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
     from qscale.runner import CheckOptions, check
 
     options = CheckOptions(engine=CHECK_ENGINE)
-    result = len(check(read_checkpoint(d), options).findings)  # untimed: imports, first use
+    result = len(check(read_local_checkpoint(d), options).findings)  # untimed: imports, first use
     times, cpus = [], []
     for _ in range(repeat):
-        ckpt = read_checkpoint(d)
+        ckpt = read_local_checkpoint(d)
         c0, t0 = time.process_time(), time.perf_counter()
         check(ckpt, options)
         times.append(time.perf_counter() - t0)
@@ -402,9 +252,9 @@ def best_of(fn: Callable[[str], int], d: str, repeat: int) -> Timing:
 
 RSS_CODE = """
 import json, resource, sys
-from qscale.checkpoint import read_checkpoint
+from qscale.checkpoint import read_local_checkpoint
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-ckpt = read_checkpoint(sys.argv[1])
+ckpt = read_local_checkpoint(sys.argv[1])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
            if line.startswith("VmHWM:"))
@@ -430,9 +280,9 @@ def fresh_rss(d: str) -> dict[str, Any]:
 
 def sanity(d: str, stamp: dict[str, Any]) -> dict[str, int]:
     """Check, once and untimed, that the layout reads back as intended."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
 
-    ckpt = read_checkpoint(d)
+    ckpt = read_local_checkpoint(d)
     assert len(ckpt.tensors) == stamp["tensors"], (len(ckpt.tensors), stamp["tensors"])
     scales = [n for n in ckpt.tensors if n.endswith(".weight_scale_inv")]
     sample = scales[:: max(1, len(scales) // 2000)]
@@ -559,7 +409,7 @@ def main(argv: Iterator[str] | None = None) -> int:
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.result}")
-    assert not rss["torch"], "read_checkpoint imported torch"
+    assert not rss["torch"], "read_local_checkpoint imported torch"
     return 0 if all(checks.values()) else 1
 
 

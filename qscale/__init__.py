@@ -7,9 +7,8 @@ processing after load (process).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from qscale.checkpoint import Checkpoint, ModelConfig, read_checkpoint
+from qscale._version import __version__
+from qscale.checkpoint import Checkpoint, ModelConfig
 from qscale.engines.loader import LoadPlan, MergedParam, ShardSlot, expand_shard_id, plan_load
 from qscale.engines.processing import Processed, process
 from qscale.errors import QscaleError
@@ -18,6 +17,7 @@ from qscale.fix import FixResult, fix
 from qscale.formats import ModuleQuant, QuantMap, resolve_quantization
 from qscale.runner import CheckOptions, check
 from qscale.schemes import QuantArgs, QuantScheme, TensorSpec
+from qscale.source import read_checkpoint
 
 __all__ = [
     "Applicability",

@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from qscale import __version__, rules
+from qscale import rules
 from qscale._files import write_text_atomic
+from qscale._version import __version__
 from qscale.errors import BaselineError
 from qscale.findings import Finding, Location, Report, Severity
 

@@ -1,11 +1,15 @@
-"""TensorInfo, ModelConfig, Checkpoint; read_checkpoint(path or Hub repo id).
+"""TensorInfo, ModelConfig, Checkpoint; read_local_checkpoint(folder or file).
 
 A checkpoint is read header-first: every safetensors file is opened once, its header parsed
 and validated, and its small tensors (scales, global scales, ``weight_shape``) decoded in the
 same pass. Nothing else of the weights is read, and no pickle file is ever opened. The shard
 index is matched against the headers without ``json.loads`` when its text allows that proof
-(:func:`_read_folder`), and read with ``json.loads`` otherwise. A Hub repo
-id (``org/name[@revision]``) is read the same way through HTTP range requests (``qscale.hub``).
+(:func:`_read_folder`), and read with ``json.loads`` otherwise.
+
+This module reads local files only and does not import :mod:`qscale.hub`, which reads a Hub
+repo id (``org/name[@revision]``, :data:`REPO_SPEC`) the same way through HTTP range requests,
+building on the helpers here; :func:`qscale.source.read_checkpoint` (``qscale.read_checkpoint``)
+decides which of the two reads a source.
 """
 
 from __future__ import annotations
@@ -51,13 +55,11 @@ SMALL_BYTES = 8 * SMALL_NUMEL  #: no dtype is wider than 8 bytes
 INDEX_SUFFIX = ".safetensors.index.json"
 QUANT_CONFIG_FILES = ("hf_quant_config.json", "quantization_config.json", "quant_config.json")
 
-#: ``org/name`` or ``org/name@revision``: read from the Hub when no local path has that name.
-#: Names of safetensors/JSON files are left out, so that a mistyped local file path stays a
-#: "no such file" error.
+#: ``org/name`` or ``org/name@revision``: read from the Hub when no local path has that name
+#: (:mod:`qscale.source`; :func:`qscale.hub.parse_repo_spec`).
 REPO_SPEC = re.compile(
     r"(?P<repo>(?![^@]*(?:--|\.\.))\w(?:[\w.-]*\w)?/\w(?:[\w.-]*\w)?)(?:@(?P<rev>[^\s@]+))?"
 )
-_NOT_A_REPO = re.compile(r".*\.(safetensors|json)(@.*)?")
 
 
 class TensorSource(Protocol):
@@ -155,18 +157,16 @@ class Checkpoint:
 # --------------------------------------------------------------------------- reading
 
 
-def read_checkpoint(
+def read_local_checkpoint(
     source: str | os.PathLike[str], *, progress: ReadProgress | None = None
 ) -> Checkpoint:
-    """Read a local checkpoint folder, a single ``.safetensors`` file, or a Hub repo.
+    """Read a local checkpoint folder or a single ``.safetensors`` file.
 
-    A ``source`` that is no local path and reads ``org/name[@revision]`` is read from the
-    Hugging Face Hub (or its local cache) by :func:`qscale.hub.read_hub_checkpoint`.
-    ``progress`` is told how many files there are and when each one has been read.
+    ``progress`` is told how many files there are and when each one has been read. A Hub repo
+    id is not a local path: :func:`qscale.read_checkpoint` reads both.
 
     Raises:
-        CheckpointNotFound, HeaderError, ShardIndexError, UnsafePathError, ConfigError,
-        HubError (and its subclasses, for Hub repos)
+        CheckpointNotFound, HeaderError, ShardIndexError, UnsafePathError, ConfigError
     """
     path = Path(source)
     if path.is_file():
@@ -177,10 +177,6 @@ def read_checkpoint(
     if path.is_dir():
         with gc_paused():
             return _read_folder(str(source), path, progress)
-    if REPO_SPEC.fullmatch(str(source)) and not _NOT_A_REPO.fullmatch(str(source)):
-        from qscale.hub import read_hub_checkpoint  # imports huggingface_hub: only when needed
-
-        return read_hub_checkpoint(str(source), progress=progress)
     raise CheckpointNotFound(f"{source}: no such file or folder")
 
 

@@ -4,14 +4,13 @@ Each error subclasses :class:`QscaleError` and the builtin it resembles, so call
 either. An error names the object and the problem in one line; ``hint`` says what to do next.
 Errors about the checkpoint itself carry the code of the input rule (``QS0xx``) they break, so
 that ``qscale rule QS003`` explains them like any other rule.
+
+This module imports nothing from qscale, so that every other module can import it. The load
+guard's :class:`~qscale.guard.LoadGuardError` lives in :mod:`qscale.guard`, next to the report
+it carries (that module imports torch).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # qscale.guard imports torch; this module must not
-    from qscale.guard import GuardReport
 
 
 class QscaleError(Exception):
@@ -81,21 +80,6 @@ class BaselineError(QscaleError, ValueError):
     """A ``--baseline`` file is missing, unreadable, or not a qscale baseline."""
 
     default_hint = "regenerate it with `qscale check PATH --write-baseline FILE`"
-
-
-class LoadGuardError(QscaleError, RuntimeError):
-    """A loaded model holds scale values its kernels cannot use (``qscale.guard``)."""
-
-    default_hint = (
-        "do not serve this model; run `qscale check CHECKPOINT --engine vllm==VERSION` to see"
-        " which checkpoint tensors feed these scales and which engine versions load them"
-    )
-
-    def __init__(
-        self, message: str, *, hint: str | None = None, report: GuardReport | None = None
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.report = report  #: everything the guard found
 
 
 class NumericsError(QscaleError, ValueError):

@@ -27,7 +27,7 @@ import torch
 
 from qscale.engines.loader import LoadPlan, MergedParam
 from qscale.engines.profiles import FP8_SENTINEL
-from qscale.errors import LoadGuardError
+from qscale.errors import QscaleError
 
 __all__ = ["SCALE_LEAVES", "GuardIssue", "GuardReport", "LoadGuardError", "Problem", "check_loaded"]
 
@@ -127,6 +127,21 @@ class GuardReport:
             f"{len(params)} scale parameter{'s' if len(params) > 1 else ''} of the loaded model"
             f" hold values the kernels cannot use: {'; '.join(shown)}{tail}"
         )
+
+
+class LoadGuardError(QscaleError, RuntimeError):
+    """A loaded model holds scale values its kernels cannot use."""
+
+    default_hint = (
+        "do not serve this model; run `qscale check CHECKPOINT --engine vllm==VERSION` to see"
+        " which checkpoint tensors feed these scales and which engine versions load them"
+    )
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, report: GuardReport | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report  #: everything the guard found
 
 
 def check_loaded(

@@ -55,7 +55,7 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]  # public, not
     silent_tqdm,
 )
 
-from qscale import __version__
+from qscale._version import __version__
 from qscale.checkpoint import (
     INDEX_SUFFIX,
     QUANT_CONFIG_FILES,
@@ -67,7 +67,7 @@ from qscale.checkpoint import (
     _list_files,
     _read_json,
     _read_weight_map,
-    read_checkpoint,
+    read_local_checkpoint,
     small_tensors,
 )
 from qscale.errors import (
@@ -215,7 +215,7 @@ def _read_cached(
     elif not any(n.endswith(".safetensors") for n in names):
         raise _partly_cached(spec, not_cached)
     log.debug("%s: reading the cached snapshot %s", spec, folder)
-    return replace(read_checkpoint(folder, progress=progress), source=spec)
+    return replace(read_local_checkpoint(folder, progress=progress), source=spec)
 
 
 def _partly_cached(spec: str, base: HubError) -> HubError:

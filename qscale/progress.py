@@ -21,7 +21,7 @@ MIN_FILES = 8
 
 
 class ReadProgress(Protocol):
-    """What :func:`qscale.checkpoint.read_checkpoint` reports while it reads."""
+    """What :func:`qscale.read_checkpoint` reports while it reads."""
 
     def start(self, files: int, *, remote: bool) -> None:
         """``files`` safetensors files are about to be read, over the network if ``remote``."""

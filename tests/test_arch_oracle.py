@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 
 from qscale import read_checkpoint
+from qscale.engines.loader import LoadPlan, MergedParam, plan_load
 from qscale.errors import UnknownFormat
-from qscale.loader import LoadPlan, MergedParam, plan_load
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN_DIR = FIXTURES / "vllm_golden"

@@ -17,7 +17,8 @@ import pytest
 import torch
 from builders import qwen3_5_moe
 
-from qscale.checkpoint import SMALL_NUMEL, read_checkpoint
+from qscale import read_checkpoint
+from qscale.checkpoint import SMALL_NUMEL
 from qscale.errors import HeaderError, ShardIndexError
 from qscale.safetensors_io import (
     _BITS,

@@ -8,7 +8,7 @@ import torch
 from builders import qwen3_5_moe
 from safetensors.torch import load_file, save_file
 
-from qscale.checkpoint import read_checkpoint
+from qscale import read_checkpoint
 from qscale.fix.layout import copy_range, file_size, layout_file, write_file
 from qscale.fix.model import DropTensor, RenameTensor, TensorData, WriteTensor
 

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from builders import qwen3_5_moe
 
-from qscale import checkpoint
-from qscale.checkpoint import Checkpoint, read_checkpoint
+from qscale import checkpoint, read_checkpoint
+from qscale.checkpoint import Checkpoint
 from qscale.errors import QscaleError
 from qscale.safetensors_scan import index_lists_runs, scan_index
 

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from qscale import baseline as baselines
-from qscale.checkpoint import read_checkpoint
 from qscale.cli import layouts as layout_opts
 from qscale.cli.options import (
     BaselineOpt,
@@ -28,6 +27,7 @@ from qscale.layout import Platform
 from qscale.progress import read_progress
 from qscale.report import render
 from qscale.runner import CheckOptions, check
+from qscale.source import read_checkpoint
 
 
 def check_cmd(

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
 from qscale.formats import ModuleQuant, resolve_quantization
 from qscale.progress import read_progress
 from qscale.rules._api import fmt_shape
+from qscale.source import read_checkpoint
 
 
 def module_dict(mq: ModuleQuant) -> dict[str, Any]:

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
 from qscale.constraints import Problem
 from qscale.layout import Deployment, Platform
+from qscale.source import read_checkpoint
 from qscale.supported import Cell, LayoutTable, supported_layouts
 
 TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel size.", min=1)]

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from qscale.checkpoint import read_checkpoint
 from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
 from qscale.engines.loader import LoadPlan, MergedParam, Slot, is_sentinel, plan_load
 from qscale.engines.processing import Processed, process
 from qscale.progress import read_progress
+from qscale.source import read_checkpoint
 
 
 def _slot_json(v: Slot) -> float | str:

@@ -761,7 +761,7 @@ class LoadWeights:
                                        f" ({self.where})")
                 continue
             into = self.skip_prefixes if kw.arg == "skip_prefixes" else self.skip_substrings
-            into += [v for v in vals if isinstance(v, str)]
+            into += [v for v in (vals if isinstance(vals, list) else [vals]) if isinstance(v, str)]
 
     def _load_weights_call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Attribute):
@@ -1218,8 +1218,9 @@ def extract_vllm(tree: SourceTree) -> dict[str, dict[str, Any]]:
         else:
             try:
                 extract_class(reader, ref, facts)
-            except (Unevaluable, RecursionError) as exc:
-                facts.unresolved.append(f"not readable: {exc}")
+            except (Unevaluable, RecursionError, TypeError, ValueError, AttributeError) as exc:
+                # the reader met code it does not model: say so rather than guess
+                facts.unresolved.append(f"not readable: {type(exc).__name__}: {exc}")
             linears: tuple[list[str], set[str]] = ([], set())
             for module in sorted(facts.modules):
                 scan_module(reader, module, facts, linears)

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qscale import __version__
-from qscale.checkpoint import Checkpoint, read_checkpoint
+from qscale._version import __version__
+from qscale.checkpoint import Checkpoint, read_local_checkpoint
 from qscale.errors import CheckpointNotFound, ShardIndexError, UsageError
 from qscale.findings import Finding, Report, Severity
 from qscale.fix.index import read_ignoring_index
@@ -63,7 +63,7 @@ def fix(
         check_destination(root, dst, force=force)
     stale = None
     try:
-        ckpt = read_checkpoint(root)
+        ckpt = read_local_checkpoint(root)
     except ShardIndexError as exc:
         lenient = read_ignoring_index(root, exc)
         if lenient is None:
@@ -83,7 +83,7 @@ def _write(
 ) -> FixResult:
     written = write_output(ckpt, plan.applied, dst, rebuild_index=plan.rebuild_index)
     try:
-        after = check(read_checkpoint(written.tmp), CheckOptions(engine=engine))
+        after = check(read_local_checkpoint(written.tmp), CheckOptions(engine=engine))
         still, introduced = compare(plan, after)
     except BaseException:
         discard(written)

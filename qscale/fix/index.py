@@ -1,6 +1,6 @@
 """A stale index (QS007) rebuilt from the files' own headers.
 
-``read_checkpoint`` stops on an index that places tensors in the wrong file, lists tensors no
+``read_local_checkpoint`` stops on an index that places tensors in the wrong file, lists tensors no
 file holds, or misses some (QS007). When every file the index names exists and no other file
 is present, the files themselves say which tensors they hold: :func:`read_ignoring_index` reads
 each of them (the same strict header validation) and :func:`rebuild` plans the index that the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qscale.checkpoint import Checkpoint, read_checkpoint
+from qscale.checkpoint import Checkpoint, read_local_checkpoint
 from qscale.errors import ShardIndexError
 from qscale.findings import Applicability, Finding, Location, Severity
 from qscale.fix.model import Change
@@ -32,7 +32,7 @@ def read_ignoring_index(root: Path, exc: ShardIndexError) -> tuple[Checkpoint, F
     files = sorted(root.glob("*.safetensors"))
     if index is None or not files:
         return None
-    parts = [read_checkpoint(f) for f in files]
+    parts = [read_local_checkpoint(f) for f in files]
     tensors: dict[str, TensorInfo] = {}
     values: dict[str, np.ndarray] = {}
     for part in parts:

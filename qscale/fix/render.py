@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from qscale import __version__
+from qscale._version import __version__
 from qscale.fix.model import (
     Change,
     ConfigEdit,

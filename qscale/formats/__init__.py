@@ -17,6 +17,7 @@ from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
+from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
 from qscale.schemes import QuantScheme, TensorSpec
 
@@ -105,6 +106,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     fmt = detect_format(ckpt)
     family = family_or_none(ckpt, engine)
     never = family.never_quantized if family else ()
+    plain = built_unquantized(ckpt.config.architecture)
     #: the resolutions that do not depend on the module's name, made once (they are frozen)
     fixed = {kind: Resolution(None, f"{kind.value} module") for kind in ModuleKind}
     for kind in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
@@ -115,6 +117,8 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
             res = fixed[module.kind]
         else:
             res = fmt.resolve(module)
+            if plain is not None and res.scheme is not None and (why := plain(name)):
+                res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
             if family is not None and res.scheme is not None and name.endswith(never):
                 why = family.builds_unquantized(name)

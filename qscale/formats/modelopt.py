@@ -10,11 +10,11 @@ W4A16_NVFP4 or MIXED_PRECISION with per-layer ``quantized_layers``; ``exclude_mo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import Resolution, require_list, wildcard
+from qscale.formats._api import Resolution, Wildcards, require_list
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -90,10 +90,15 @@ class ModelOptConfig:
     exclude: tuple[str, ...]
     config_key: str = "hf_quant_config.json"
     method: str = METHOD
+    #: ``exclude`` compiled once (a large MoE has 10^5 modules, its list 10^2 entries)
+    excluded: Wildcards = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "excluded", Wildcards(self.exclude))
 
     def resolve(self, module: ModuleInfo) -> Resolution:
         """Excluded modules stay BF16; MIXED_PRECISION looks each layer up by name."""
-        hit = next((p for p in self.exclude if wildcard(module.name, p)), None)
+        hit = self.excluded.first(module.name)
         if hit is not None:
             return Resolution(None, f"excluded by `{hit}`")
         if self.algo == "MIXED_PRECISION":

@@ -7,7 +7,7 @@ core, workers). It does nothing unless ``QSCALE_GUARD=1``. Then it wraps
 loader of safetensors checkpoints; the same method from 0.19.1 to 0.32.0): vLLM's
 ``BaseModelLoader.load_model`` calls it and then ``process_weights_after_loading``, so the guard
 sees every scale slot exactly as the weight loader left it, before processing collapses them.
-A failed check raises :class:`~qscale.errors.LoadGuardError` and vLLM does not start.
+A failed check raises :class:`~qscale.guard.LoadGuardError` and vLLM does not start.
 
 ``QSCALE_GUARD_PLAN=1`` also builds qscale's load plan for the running vLLM version from the
 model's local folder (or its Hugging Face cache snapshot) and compares every per-tensor scale slot
@@ -110,7 +110,7 @@ def _check(model: Any, model_config: Any, load_config: Any) -> None:
 
 def _plan(model_config: Any, load_config: Any) -> LoadPlan | None:
     """qscale's load plan for the running vLLM, or None (with a warning) when it has none."""
-    from qscale.checkpoint import read_checkpoint
+    from qscale.checkpoint import read_local_checkpoint
     from qscale.engines.loader import plan_load
 
     source = getattr(model_config, "model", None)
@@ -120,7 +120,7 @@ def _plan(model_config: Any, load_config: Any) -> LoadPlan | None:
         return None
     try:
         folder = _local_folder(str(source), model_config, load_config)
-        return plan_load(read_checkpoint(folder), f"vllm=={_vllm_version()}")
+        return plan_load(read_local_checkpoint(folder), f"vllm=={_vllm_version()}")
     except Exception as exc:  # any failure only costs the comparison, never the value checks
         log.warning(
             "qscale guard: no load plan for %s (%s: %s); checking scale values only",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from qscale import __version__
+from qscale._version import __version__
 from qscale.baseline import fingerprint
 from qscale.findings import Finding, Report
 

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from qscale.engines import parse_engine
 from qscale.engines.catalogue import family_or_none
 from qscale.engines.families import Family
 from qscale.formats import ModuleQuant
+from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleKind
 from qscale.rules._api import Context
 from qscale.safetensors_io import TensorInfo
@@ -102,6 +104,34 @@ def loaded_by_main_model(ctx: Context, name: str) -> bool:
     """False for modules the main model's loader skips (draft layers, dropped prefixes)."""
     fam = family(ctx)
     return fam is None or fam.loaded_by_main_model(name, ctx.checkpoint.config.text)
+
+
+#: methods whose ``get_quant_method`` never quantizes a ``ParallelLMHead``, in every engine:
+#: vLLM ``Fp8Config`` / ``QuarkConfig`` / ``Mxfp4Config`` (``quantization/fp8.py``,
+#: ``quark/quark.py``, ``mxfp4.py``) handle ``LinearBase``, ``FusedMoE`` and ``Attention``
+#: only, and SGLang's ``Fp8Config`` likewise
+HEAD_NEVER_QUANTIZED = frozenset({"fp8", "quark", "mxfp4"})
+
+
+def head_built_unquantized(ctx: Context, mq: ModuleQuant) -> bool | None:
+    """Whether the selected engine builds this LM head (a ``ParallelLMHead``) unquantized
+    although the config's scheme covers it; None when that is not modelled for the engine.
+
+    Per release, from the profile's ``quantized_lm_head`` (QS206's table); compressed-tensors
+    reaches the head only through a target that names it, never through the ``Linear`` class
+    (vLLM matches the engine layer's class name, ``ParallelLMHead``)."""
+    fmt = ctx.quant.format
+    if fmt is None or mq.scheme is None or not is_lm_head(mq.module.name):
+        return None
+    if fmt.method in HEAD_NEVER_QUANTIZED:
+        return True
+    spec = ctx.plan.engine if ctx.plan else parse_engine(None)
+    allowed = spec.profile.quantized_lm_head
+    if allowed is None:
+        return None
+    if fmt.method not in allowed:
+        return True
+    return "(target `Linear`)" in mq.resolution.reason
 
 
 def stored_unquantized(mq: ModuleQuant) -> bool:

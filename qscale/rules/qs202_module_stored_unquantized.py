@@ -4,7 +4,10 @@
 Finds modules whose resolved scheme is quantized while the checkpoint holds a plain
 BF16/F16/F32 `weight` and no quantization tensor for them — typically a module the quantizer
 skipped (a shared expert, `linear_attn`) without adding it to the config's ignore/exclude
-list. MTP draft layers are QS207's.
+list. MTP draft layers are QS207's. An LM head the engine builds unquantized whatever the
+config says (a `ParallelLMHead` under `quant_method: fp8`, `quark`, a compressed-tensors
+`Linear` class target, or a method the release does not apply to heads) is not reported: BF16
+is what it loads.
 
 ## Why it matters
 The engine builds the module quantized from the config and then meets a float weight:
@@ -22,7 +25,7 @@ Add the module to the ignore/exclude list (what the quantizer meant), or quantiz
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import loaded_by_main_model, structure
+from qscale.rules._structure import head_built_unquantized, loaded_by_main_model, structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
@@ -30,6 +33,8 @@ def check(ctx: Context) -> Iterator[Finding]:
     for mq in structure(ctx).stored_unquantized:
         if not loaded_by_main_model(ctx, mq.module.name):
             continue  # MTP layers load only with speculative decoding: QS207's
+        if head_built_unquantized(ctx, mq):
+            continue  # a BF16 head is what the engine builds (Qwen3-32B-FP8, DeepSeek-R1)
         assert mq.scheme is not None
         w = mq.module.tensors["weight"]
         yield RULE.finding(

@@ -30,6 +30,7 @@ Write the entry so it matches both namings (`re:.*mlp\\.shared_expert\\..*`), or
 modules by their exact Hugging Face names (`qscale fix` rewrites the list).
 """
 
+import bisect
 import difflib
 from collections.abc import Callable, Collection, Iterator, Sequence
 
@@ -69,11 +70,18 @@ def check(ctx: Context) -> Iterator[Finding]:
     fam = ctx.plan.family if ctx.plan else family_or_none(ctx.checkpoint)
     names = list(ctx.quant.modules)  # every module: an exclude may name a conv or a norm
     known = set(names)
+    # `wildcard` also matches names with `language_model.` dropped: those, sorted, for
+    # `_wildcard_hit` (names are sorted already)
+    stripped = sorted(
+        (n.replace("language_model.", "", 1), n) for n in names if "language_model." in n
+    )
     fmt = ctx.quant.format
     at = Location(file=fmt.config_key if fmt else None, key=f"/quantization_config/{key}")
     for entry in entries:
         if match is not wildcard and not entry.startswith("re:"):
             hits = [entry] if entry in known else []  # exact names: a set lookup
+        elif not entry.startswith("re:"):  # only whether it matches anything is asked below
+            hits = _wildcard_hit(entry, names, stripped)
         else:
             hits = [n for n in names if match(n, entry)]
         if entry.startswith("re:") and fam is not None and hits:
@@ -101,6 +109,33 @@ def check(ctx: Context) -> Iterator[Finding]:
             fix=FIX,
             severity=Severity.WARNING,
         )
+
+
+def _wildcard_hit(
+    entry: str, names: Sequence[str], stripped: Sequence[tuple[str, str]]
+) -> list[str]:
+    """``[a module `wildcard` matches]``, or ``[]``. A glob can only match a name that starts
+    with its literal head, so only those are tried: a ModelOpt list of 10^2 entries against
+    10^5 expert modules would otherwise cost 10^7 fnmatch calls."""
+    cut = next((i for i, c in enumerate(entry) if c in "*?["), None)
+    if cut is None:  # a substring test, which is cheap
+        return next(([n] for n in names if entry in n), None) or next(
+            ([n] for s, n in stripped if entry in s), []
+        )
+    head = entry[:cut]
+    start = bisect.bisect_left(names, head)
+    for n in names[start:]:
+        if not n.startswith(head):
+            break
+        if wildcard(n, entry):
+            return [n]
+    start = bisect.bisect_left(stripped, (head, ""))
+    for s, n in stripped[start:]:
+        if not s.startswith(head):
+            break
+        if wildcard(n, entry):
+            return [n]
+    return []
 
 
 def _drifted(entry: str, names: Sequence[str]) -> list[str]:

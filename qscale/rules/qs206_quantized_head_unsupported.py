@@ -12,7 +12,8 @@ only for some methods, and only in later releases (read from each release's `get
 | 0.20–0.21 | compressed-tensors (named by a target, not by the `Linear` class) | none |
 | ≥ 0.22 (seen in 0.32) | compressed-tensors, ModelOpt | compressed-tensors weight-only INT |
 
-Everything else gets an unquantized BF16 head or embedding.
+Everything else gets an unquantized BF16 head or embedding. `quant_method: fp8`, `quark` and
+`mxfp4` never quantize a head, in SGLang either (its `Fp8Config` handles the same layer types).
 
 ## Why it matters
 The unquantized layer has no `weight_scale`: the load fails with "There is no module or
@@ -36,7 +37,7 @@ from qscale.engines import EngineSpec, parse_engine
 from qscale.formats import ModuleQuant
 from qscale.modules import ModuleKind
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import FLOAT_WEIGHTS, QUANT_PARAMS
+from qscale.rules._structure import FLOAT_WEIGHTS, QUANT_PARAMS, head_built_unquantized
 
 
 def _stored_quantized(mq: ModuleQuant) -> str | None:
@@ -54,6 +55,8 @@ def _is_head(mq: ModuleQuant) -> bool:
 
 
 def _engine_quantizes(ctx: Context, spec: EngineSpec, mq: ModuleQuant) -> bool | None:
+    if _is_head(mq) and head_built_unquantized(ctx, mq):
+        return False  # also where the profile does not model heads: fp8, quark, mxfp4
     prof, fmt = spec.profile, ctx.quant.format
     allowed = prof.quantized_lm_head if _is_head(mq) else prof.quantized_embedding
     if allowed is None or fmt is None:

@@ -4,7 +4,8 @@
 Modules under the family's draft prefixes (Qwen3.5 / Qwen3-Next `mtp.`), which the main model
 skips and the MTP draft model loads with the **same** quantization config: a module stored in
 BF16 that the config quantizes (it is missing from `ignore`/`exclude`), or a module stored
-quantized that the config leaves unquantized.
+quantized that the config leaves unquantized. An MTP head (DeepSeek's `shared_head.head`) is
+judged as the engine builds it, a `ParallelLMHead`: unquantized under `quant_method: fp8`.
 
 ## Why it matters
 Without speculative decoding nothing happens. With `--speculative-config '{"method": "mtp"}'`
@@ -24,7 +25,13 @@ Add the MTP layers to the ignore list (`re:^mtp\\..*`), or quantize them like th
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import QUANT_PARAMS, is_draft, stored_unquantized
+from qscale.rules._structure import (
+    FLOAT_WEIGHTS,
+    QUANT_PARAMS,
+    head_built_unquantized,
+    is_draft,
+    stored_unquantized,
+)
 
 
 def check(ctx: Context) -> Iterator[Finding]:
@@ -33,7 +40,18 @@ def check(ctx: Context) -> Iterator[Finding]:
         if not is_draft(ctx, name):
             continue
         first = next(iter(mq.module.tensors.values())).name
-        if stored_unquantized(mq):
+        if head_built_unquantized(ctx, mq):  # DeepSeek MTP `shared_head.head`
+            w = mq.module.tensors.get("weight")
+            stored = sorted(QUANT_PARAMS & mq.module.tensors.keys())
+            if stored or (w is not None and w.dtype not in FLOAT_WEIGHTS):
+                yield RULE.finding(
+                    f"`{name}` is stored quantized ({', '.join(stored) or (w.dtype if w else '')})"
+                    " but the engine builds this head (a ParallelLMHead) unquantized; the MTP"
+                    " draft model would read the quantized codes as BF16",
+                    ctx.at(first),
+                    fix=FIX,
+                )
+        elif stored_unquantized(mq):
             assert mq.scheme is not None
             w = mq.module.tensors["weight"]
             yield RULE.finding(

@@ -1,0 +1,135 @@
+"""Replicas of published quantized checkpoints (tests/replicas.py) through ``qscale check``.
+
+Each is checked for vLLM 0.33.0 the way a user runs it, and must come out clean: exit 0, no
+error finding, and every rule run (a complete load plan: no rule skipped for want of one).
+The non-error findings each replica is known to draw are listed with why, so that a new one
+shows up. Replicas of more than ~20k tensors are checked here cut to a few layers (names,
+shapes, MTP and vision parts kept); bench/bench_replicas.py checks every one at full scale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from replicas import REALWORLD, REPLICAS, build, layout, nbytes
+
+from qscale import CheckOptions, Severity, check, read_checkpoint
+
+ENGINE = "vllm==0.33.0"
+
+#: replica -> the non-error findings it draws, and why they are right
+KNOWN: dict[str, set[str]] = {
+    # the ignore entry `lm_head` names no module: the head is `language_model.lm_head` (it is
+    # unquantized all the same: a `Linear` class target does not reach a ParallelLMHead);
+    # info: the BF16 shared experts stay a separate MLP next to the INT4 routed experts
+    "kimi-k2.5": {"QS204", "QS601"},
+    # info: the shared expert stays BF16 next to NVFP4 experts, as a separate MLP
+    "nvidia-qwen3.5-122b-a10b-nvfp4": {"QS601"},
+    # and `mtp.fc` is not excluded by the 397B list (`mtp.layers.0*` is) but stored BF16:
+    # the MTP draft model would build it NVFP4 (a speculative-decoding failure)
+    "nvidia-qwen3.5-397b-a17b-nvfp4": {"QS601", "QS207"},
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    """name -> the replica's folder, built once per module (test size)."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp("replicas") / name
+            cache[name] = build(name, out, REPLICAS[name].test_layers)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", list(REPLICAS))
+def test_replica_checks_clean(name, built):
+    report = check(read_checkpoint(built(name)), CheckOptions(engine=ENGINE))
+    assert report.crashed == ()
+    assert report.skipped == (), f"incomplete plan: {report.skipped[0][1]}"
+    bad = [f"{f.code} {f.message}" for f in report.findings if f.severity >= Severity.ERROR]
+    assert bad == []
+    assert {f.code for f in report.findings} == KNOWN.get(name, set())
+
+
+@pytest.mark.parametrize("name", ["deepseek-r1", "kimi-k2.5", "gpt-oss-20b"])
+def test_cli_json_exit_0(name, built, run_cli):
+    # exit 0 alone does not say the plan was complete (the JSON report does not list skipped
+    # rules): test_replica_checks_clean does
+    r = run_cli("check", str(built(name)), "--engine", ENGINE, "-f", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["crashed"] == [] and doc["summary"]["error"] == 0
+    assert doc["summary"]["files"] > 1
+
+
+# --------------------------------------------------------------------------- the builder
+
+
+def test_full_scale_layouts():
+    lay, config, _ = layout("deepseek-r1")
+    assert len(lay.tensors) == 91_991 and config["num_hidden_layers"] == 61
+    assert [f for f, _ in lay.files][::162] == [
+        "model-00001-of-000163.safetensors", "model-00163-of-000163.safetensors"]
+    names = {t[0] for t in lay.tensors}
+    for leaf in ("eh_proj.weight", "enorm.weight", "hnorm.weight", "shared_head.head.weight",
+                 "shared_head.norm.weight", "mlp.experts.255.down_proj.weight_scale_inv"):
+        assert f"model.layers.61.{leaf}" in names
+    assert "model.layers.62.enorm.weight" not in names
+    lay, _, _ = layout("kimi-k2.5")
+    names = {t[0] for t in lay.tensors}
+    assert len(lay.tensors) > 200_000
+    assert "language_model.model.layers.60.mlp.experts.383.down_proj.weight_packed" in names
+    assert "vision_tower.encoder.blocks.26.wqkv.weight" in names
+    assert "mm_projector.proj.2.weight" in names
+
+
+def test_sparse_and_full_size(tmp_path):
+    out = build("qwen3-32b-fp8", tmp_path / "q")
+    files = sorted(out.glob("*.safetensors"))
+    logical = sum(p.stat().st_size for p in files)
+    disk = sum(p.stat().st_blocks * 512 for p in files)
+    assert logical > 30e9 and disk < 0.01 * logical
+    ckpt = read_checkpoint(out)  # the index and every header agree
+    assert len(ckpt.tensors) == 1155 and len(ckpt.files) == 7
+    scale = ckpt.read_values(["model.layers.63.mlp.down_proj.weight_scale_inv"])
+    assert (next(iter(scale.values())) > 0).all()
+
+
+def test_gpt_oss_20b_is_the_real_layout(tmp_path):
+    # the real weight map, and files of exactly the real sizes (git-LFS pointers)
+    out = build("gpt-oss-20b", tmp_path / "g")
+    pointers = (REALWORLD / "gpt-oss-20b" / "safetensors_lfs_pointers.txt").read_text()
+    sizes = {}
+    for block in pointers.split("### ")[1:]:
+        name, *lines = block.splitlines()
+        sizes[name] = int(next(x for x in lines if x.startswith("size ")).split()[1])
+    for p in out.glob("*.safetensors"):
+        assert p.stat().st_size == sizes[p.name], p.name
+    real = (REALWORLD / "gpt-oss-20b" / "model.safetensors.index.json").read_bytes()
+    assert (out / "model.safetensors.index.json").read_bytes() == real
+
+
+def test_truncation_is_consistent(tmp_path):
+    lay, config, _ = layout("deepseek-r1", layers=4)
+    names = {t[0] for t in lay.tensors}
+    assert config["num_hidden_layers"] == 4
+    assert "model.layers.4.eh_proj.weight" in names  # the MTP layer follows the last one
+    assert not any(n.startswith("model.layers.5.") for n in names)
+    _, config, extra = layout("nvidia-qwen3.5-397b-a17b-nvfp4", layers=4)
+    tc = config["text_config"]
+    assert tc["num_hidden_layers"] == 4 and len(tc["layer_types"]) == 4
+    ignore = config["quantization_config"]["ignore"]
+    assert ignore == extra["hf_quant_config.json"]["quantization"]["exclude_modules"]
+    assert "model.language_model.layers.3.self_attn*" in ignore
+    assert not any("layers.4." in e or "layers.59" in e for e in ignore)
+    assert "mtp.layers.0*" in ignore and "model.visual*" in ignore
+
+
+def test_nbytes_of_packed_and_0d():
+    assert nbytes("U8", (2, 3)) == 6 and nbytes("F32", ()) == 4 and nbytes("BF16", (5,)) == 10
