@@ -96,6 +96,13 @@ def test_rule_docs(tmp_path):
     assert listing.count("\n") >= 16 and "QS302" in listing
 
 
+def test_rule_docs_explain_the_architecture_codes():
+    r = qscale("rule", "QS103")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# QS103 architecture-not-modelled\n")
+    assert "--allow-partial" in r.stdout and "## Fix" in r.stdout
+
+
 def test_header_only_check_does_not_import_torch(broken):
     code = (
         "import sys\n"
