@@ -45,8 +45,8 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
     plan, why = None, ""
     try:
         plan = plan_load(ckpt, spec, quant)
-    except UnknownFormat as exc:
-        why = exc.message
+    except UnknownFormat as exc:  # no family (QS103): the rules that need a plan do not run
+        why = f"{exc.code} {exc.message}" if exc.code else exc.message
     ctx = Context(ckpt, quant, plan, deployment=options.deployment)
     findings: list[Finding] = [
         ENGINE_NOTE.finding(n, Location()) for n in (plan.notes if plan else ())

@@ -49,7 +49,8 @@ def test_json_report_is_versioned_and_complete(broken):
     r = qscale("check", str(broken), "--format", "json")
     assert r.returncode == 1
     data = json.loads(r.stdout)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
+    assert data["complete"] is True and data["skipped"] == []
     [f] = data["findings"]
     assert f["code"] == "QS201" and f["severity"] == "error"
     assert f["location"] == {
