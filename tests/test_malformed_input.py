@@ -582,7 +582,8 @@ def test_string_architectures_hint_writes_the_list(
     built.config["architectures"] = "Qwen3_5MoeForConditionalGeneration"
     r = run_cli("check", str(built.write(tmp_path)))
     hint = r.stderr.splitlines()[1]
-    assert hint.endswith('"architectures": ["Qwen3_5MoeForConditionalGeneration"]'), hint
+    assert 'write it as a list: "architectures": ["Qwen3_5MoeForConditionalGeneration"];' in hint
+    assert hint.endswith("`qscale rule QS103` explains it"), hint
 
 
 def test_missing_architectures_names_the_engine_error(

@@ -174,4 +174,4 @@ def test_commands_that_need_the_plan_stop_with_a_clear_error(run_cli, renamed, a
     assert r.returncode == 2 and r.stdout == "", r.stdout
     error, hint = r.stderr.splitlines()
     assert error == f"error: {WHY}"
-    assert hint.startswith("hint: ")
+    assert hint.startswith("hint: ") and hint.endswith("; `qscale rule QS103` explains it")
