@@ -9,7 +9,7 @@ import sys
 import typer
 
 from qscale import __version__, rules
-from qscale.cli import check, fix, inspect, layouts, plan, rule
+from qscale.cli import check, fix, inspect, layouts, models, plan, rule
 from qscale.errors import QscaleError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("check")(check.check_cmd)
 app.command("inspect")(inspect.inspect_cmd)
 app.command("plan")(plan.plan_cmd)
 app.command("layouts")(layouts.layouts_cmd)
+app.command("models")(models.models_cmd)
 app.command("rule")(rule.rule_cmd)
 app.command("fix")(fix.fix_cmd)
 

@@ -50,30 +50,41 @@ from qscale.rules._api import (
 _CATALOGUE = "qscale.engines.catalogue"
 
 
-class _Served(Protocol):
-    """What this rule reads of a catalogue entry."""
+class Served(Protocol):
+    """A catalogue entry: one architecture an engine release serves."""
 
     @property
     def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...  #: "planned" | "not-plannable"
+    @property
+    def why(self) -> str: ...  #: "" when planned; else why qscale cannot plan it
+    @property
+    def source(self) -> str: ...  #: the engine file and release it was read from
+    @property
+    def kind(self) -> str: ...  #: the registry group: "text", "multimodal", …
 
 
-class _Catalogue(Protocol):
-    """The part of ``qscale.engines.catalogue`` this rule uses."""
+class Catalogue(Protocol):
+    """The part of ``qscale.engines.catalogue`` qscale reads (also ``qscale models``)."""
 
-    def architectures(self, spec: EngineSpec) -> Sequence[_Served]: ...
+    def architectures(self, spec: EngineSpec) -> Sequence[Served]: ...
 
-    def lookup(self, spec: EngineSpec, arch: str) -> _Served | None: ...
+    def lookup(self, spec: EngineSpec, arch: str) -> Served | None: ...
 
 
-def catalogue() -> _Catalogue | None:
-    """The engine catalogue, or None in a qscale without one (nothing is then "not served")."""
+def catalogue() -> Catalogue | None:
+    """The engine catalogue, or None in a qscale without one (nothing is then "not served").
+
+    Imported by name so that this rule, ``qscale models`` and the docs generator work before
+    and after ``qscale.engines.catalogue`` exists."""
     try:
         module: ModuleType = importlib.import_module(_CATALOGUE)
     except ModuleNotFoundError as exc:
         if exc.name != _CATALOGUE:
             raise
         return None
-    return cast(_Catalogue, module)
+    return cast(Catalogue, module)
 
 
 def not_served(spec: EngineSpec, archs: Sequence[str]) -> str | None:

@@ -1,53 +1,29 @@
 """QS105 architecture-not-served: the engine version registers none of `architectures`.
 
-Until qscale ships its engine catalogue (``qscale.engines.catalogue``), these tests install
-a stand-in module with the same ``architectures`` / ``lookup`` API: one engine version that
-serves the Qwen3.5 classes and a Llama, nothing else.
+These tests install a stand-in engine catalogue (tests/fake_catalogue.py, the API of
+``qscale.engines.catalogue``): vLLM 0.33.0 serves the Qwen3.5 classes and a Llama, nothing
+else; SGLang has no data.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-from dataclasses import dataclass
-
+import fake_catalogue
 import pytest
 from builders import qwen3_5_moe
 from typer.testing import CliRunner
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.cli import app
-from qscale.engines import EngineSpec
 from qscale.rules import qs105_architecture_not_served as qs105
 
 SERVED = ("LlamaForCausalLM", "Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration")
 RENAMED = "Qwen3_5MoeRenamedForConditionalGeneration"
 
 
-@dataclass(frozen=True)
-class Arch:
-    name: str
-    status: str = "planned"
-    why: str = ""
-    source: str = "vllm/model_executor/models/qwen3_5.py@0.33.0"
-    kind: str = "text"
-
-
 @pytest.fixture
 def catalogue(monkeypatch):
-    """A stand-in catalogue: every engine version serves exactly ``SERVED``."""
-    mod = types.ModuleType(qs105._CATALOGUE)
-
-    def architectures(spec: EngineSpec) -> tuple[Arch, ...]:
-        return tuple(Arch(n) for n in SERVED)
-
-    def lookup(spec: EngineSpec, arch: str) -> Arch | None:
-        return Arch(arch) if arch in SERVED else None
-
-    mod.architectures = architectures
-    mod.lookup = lookup
-    monkeypatch.setitem(sys.modules, qs105._CATALOGUE, mod)
-    return mod
+    rows = {"0.33.0": [(n, "text", "") for n in SERVED]}
+    return fake_catalogue.install(monkeypatch, "vllm", rows)
 
 
 def renamed(*archs: str):
@@ -102,9 +78,8 @@ def test_near_miss_served_architecture(catalogue, tmp_path):
 
 def test_near_miss_engine_version_the_catalogue_does_not_cover(catalogue, tmp_path):
     """No data for the version is not "not served": qscale cannot tell."""
-    catalogue.served = lambda spec: spec.engine == "vllm"
     built = renamed()
-    for engine, codes in (("sglang==0.5.12", []), ("vllm==0.33.0", ["QS105"])):
+    for engine, codes in (("sglang==0.5.12", []), ("vllm==0.30.0", []), ("vllm", ["QS105"])):
         report = check(
             read_checkpoint(built.write(tmp_path / engine)),
             CheckOptions(select=["QS105"], engine=engine),
