@@ -12,11 +12,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, TupleScale, parse_engine
+from qscale.engines.catalogue import family_for
 from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
-from qscale.errors import UnknownFormat
 from qscale.families import FAMILIES, Family, ShardId
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats.modelopt import ModelOptConfig
@@ -96,49 +97,66 @@ def expand_shard_id(shard_id: ShardId | None, n_partitions: int) -> tuple[int, .
     return (shard_id,)
 
 
-def family_for(ckpt: Checkpoint) -> Family:
-    """The family of the checkpoint's architecture."""
-    arch = ckpt.config.architecture
-    fam = FAMILIES.get(arch or "")
-    if fam is None:
-        raise UnknownFormat(
-            f"config.json: architecture {arch!r} has no qscale family",
-            hint=f"known: {', '.join(sorted(FAMILIES))}",
-            code="QS103",
-        )
-    return fam
-
-
 def engine_name(fam: Family, name: str) -> str:
-    """Apply the family's substring and prefix renames (the order of vLLM's WeightsMapper)."""
+    """Apply the family's regex, substring and prefix renames in vLLM ``WeightsMapper``'s
+    order (each rule that matches, in turn)."""
+    for pattern, new in fam.regex_map:
+        name = re.sub(pattern, new, name)
     for old, new in fam.substr_map:
         if old in name:
             name = name.replace(old, new, 1)
     for old, new in fam.prefix_map:
         if name.startswith(old):
-            return new + name[len(old) :]
+            name = new + name[len(old) :]
+            if not fam.generated:
+                return name
     return name
 
 
-def _suffixed(fam: Family, spec: EngineSpec, name: str) -> str | None:
-    """The suffix rename of a fused-on-disk tensor (gpt-oss ``experts.gate_up_proj`` ->
-    ``experts.w13_weight``), placed under the profile's fused-MoE prefix."""
+def skipped_by(fam: Family, name: str, eng: str, text: Mapping[str, Any]) -> bool:
+    """Whether the engine's main-model loader skips this tensor (draft/MTP layers, names the
+    loader or its mapper drops)."""
+    if name.startswith(fam.skip_prefixes) or (fam.generated and eng.startswith(fam.skip_prefixes)):
+        return True
+    for frag in fam.skip_substrings:
+        if frag.startswith("re:"):
+            if re.search(frag[3:], eng):
+                return True
+        elif frag.startswith("$:"):
+            if eng.endswith(frag[2:]):
+                return True
+        elif frag in eng or frag in name:
+            return True
+    return fam.draft(eng, text) or fam.draft(name, text)
+
+
+def _suffixed(fam: Family, spec: EngineSpec, name: str) -> tuple[str, bool]:
+    """Apply the suffix renames (vLLM: every one that matches, in turn); True when the result
+    is a fused-MoE parameter (gpt-oss ``experts.gate_up_proj`` -> ``experts.w13_weight``),
+    placed under the profile's fused-MoE prefix, which no stacked entry applies to."""
+    hit = False
     for old, new in fam.suffix_map:
         if name.endswith(old):
             name = name[: -len(old)] + new
-            head, sep, tail = name.rpartition(".experts.")
-            if sep and tail.startswith(("w13_", "w2_")):
-                return f"{head}.{spec.profile.expert_prefix}{tail}"
-            return name
-    return None
+            hit = True
+            if not fam.generated:
+                break
+    if hit:
+        head, sep, tail = name.rpartition(".experts.")
+        if sep and tail.startswith(("w13_", "w2_")):
+            return f"{head}.{spec.profile.expert_prefix}{tail}", True
+        if not fam.generated:
+            return name, True
+    return name, False
 
 
 def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot]:
     """The engine parameter a checkpoint tensor loads into, and its shard."""
     eng = engine_name(fam, name)
-    renamed = _suffixed(fam, spec, eng) if fam.suffix_map else None
-    if renamed is not None:
-        return renamed, ShardSlot(name, None)
+    if fam.suffix_map:
+        eng, final = _suffixed(fam, spec, eng)
+        if final:
+            return eng, ShardSlot(name, None)
     ex = fam.experts
     if ex is not None and ".experts." in eng:
         head, _, tail = eng.partition(".experts.")
@@ -154,8 +172,11 @@ def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot
                 )
     dot = "." if spec.profile.dotted_stacked else ""
     for st in fam.stacked:
-        if st.weight + dot in eng:
-            return eng.replace(st.weight + dot, st.param + dot), ShardSlot(name, st.shard)
+        if st.weight + dot in eng and eng.startswith(st.scope):
+            head, rest = eng[: len(st.scope)], eng[len(st.scope) :]
+            return head + rest.replace(st.weight + dot, st.param + dot, 1), ShardSlot(
+                name, st.shard
+            )
     return eng, ShardSlot(name, None)
 
 
@@ -164,12 +185,13 @@ def plan_load(
 ) -> LoadPlan:
     """Predict what the engine's weight loader builds from this checkpoint."""
     spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
-    fam = family_for(ckpt).for_engine(spec.engine)
-    quant = quant or resolve_quantization(ckpt)
+    fam = family_for(ckpt, spec).for_engine(spec.engine)
+    quant = quant or resolve_quantization(ckpt, spec)
     groups: dict[str, list[ShardSlot]] = {}
     skipped = []
+    text = ckpt.config.text
     for name in ckpt.tensors:
-        if name.startswith(fam.skip_prefixes):  # a tuple: any of them
+        if skipped_by(fam, name, engine_name(fam, name), text):
             skipped.append(name)
             continue
         pname, slot = map_tensor(fam, spec, name)

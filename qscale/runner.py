@@ -89,4 +89,5 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
 def check(ckpt: Checkpoint, options: CheckOptions | None = None) -> Report:
     """Resolve every module's quantization and run the rules."""
     with gc_paused():
-        return run_rules(ckpt, resolve_quantization(ckpt), options or CheckOptions())
+        options = options or CheckOptions()
+        return run_rules(ckpt, resolve_quantization(ckpt, options.engine), options)

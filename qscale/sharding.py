@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
+from qscale.families import Family
 from qscale.formats import ModuleQuant, QuantMap
 from qscale.loader import LoadPlan
 from qscale.modules import ModuleKind
@@ -106,7 +107,7 @@ def read_shapes(ckpt: Checkpoint, quant: QuantMap, plan: LoadPlan) -> Shapes:
         kv_heads=_int(text, "num_key_value_heads") or _int(text, "num_attention_heads"),
         gdn_heads=_gdn(text),
         layers=layers,
-        experts=_experts(quant, text, plan.family.skip_prefixes),
+        experts=_experts(quant, text, plan.family),
         heads_param=next((x.name for x in layers if x.split == Split.QKV), None),
     )
     _CACHE.clear()  # one checkpoint at a time; keeps memory bounded
@@ -168,7 +169,7 @@ def _scheme_key(s: QuantScheme | None) -> object:
 
 
 def _experts(
-    quant: QuantMap, text: Mapping[str, Any], skip: tuple[str, ...]
+    quant: QuantMap, text: Mapping[str, Any], family: Family
 ) -> tuple[ExpertShape, ...]:
     n = next((v for k in ("num_experts", "n_routed_experts", "num_local_experts")
               if (v := _int(text, k))), None)
@@ -178,7 +179,8 @@ def _experts(
     seen: dict[str, ExpertShape] = {}
     for name, mq in quant.modules.items():
         head, sep, _ = name.partition(".experts")
-        if not sep or head in seen or name.startswith(skip) or not is_expert(mq):
+        if (not sep or head in seen or not is_expert(mq)
+                or not family.loaded_by_main_model(name, text)):
             continue
         seen[head] = ExpertShape(f"{head}.experts", _weight_of(mq), n, inter, mq.scheme)
     merged: dict[object, ExpertShape] = {}

@@ -79,7 +79,7 @@ def supported_layouts(
     if max_tp < 1 or max_ep < 1:
         raise UsageError("--max-tp and --max-ep start at 1")
     spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
-    quant = resolve_quantization(ckpt)
+    quant = resolve_quantization(ckpt, spec)
     plan = plan_load(ckpt, spec, quant)
     shapes = read_shapes(ckpt, quant, plan)
     n_exp = shapes.experts[0].experts if shapes.experts else None

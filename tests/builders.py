@@ -433,3 +433,38 @@ def gpt_oss_mxfp4(*, seed: int = 0) -> Built:
                                    "model.embed_tokens", "lm_head"],
     }
     return Built(config, tensors)
+
+
+def dense(arch: str, scheme: str = "ct-fp8", *, prefix: str = "model.", layers: int = 2,  # noqa: PLR0913
+          seed: int = 0, config: dict[str, Any] | None = None, lm_head: str = "lm_head"
+          ) -> Built:
+    """A Llama-shaped dense decoder (q/k/v/o, gate/up/down per layer, BF16 embeddings and
+    ``lm_head``) under any architecture name, for architectures the engine catalogue plans
+    from generated data. ``prefix`` is where the layers live (``model.language_model.`` for
+    multimodal wrappers); ``config`` is merged into config.json."""
+    fn, make_cfg = _schemes()[scheme]
+    g = torch.Generator().manual_seed(seed)
+    tensors: Tensors = {}
+    for i in range(layers):
+        p = f"{prefix}layers.{i}"
+        for name, out, inp in (
+            ("self_attn.q_proj", 128, H), ("self_attn.k_proj", 64, H),
+            ("self_attn.v_proj", 64, H), ("self_attn.o_proj", H, 128),
+            ("mlp.gate_proj", 128, H), ("mlp.up_proj", 128, H), ("mlp.down_proj", H, 128),
+        ):
+            tensors.update(fn(f"{p}.{name}", out, inp, g))
+        tensors[f"{p}.input_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+        tensors[f"{p}.post_attention_layernorm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors[f"{prefix}embed_tokens.weight"] = _w(256, H, g)
+    tensors[f"{prefix}norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors[f"{lm_head}.weight"] = _w(256, H, g)
+    cfg: dict[str, Any] = {
+        "architectures": [arch], "model_type": "llama", "hidden_size": H,
+        "num_hidden_layers": layers, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "head_dim": 64, "intermediate_size": 128, "vocab_size": 256,
+    }
+    qc = make_cfg(["lm_head", "re:.*lm_head"])
+    if qc:
+        cfg["quantization_config"] = qc
+    cfg.update(config or {})
+    return Built(cfg, tensors)

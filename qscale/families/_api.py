@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,6 +19,9 @@ class Stacked:
     param: str  #: engine name fragment, e.g. ".qkv_proj"
     weight: str  #: checkpoint name fragment, e.g. ".q_proj"
     shard: ShardId  #: "q"/"k"/"v", an int, or a tuple of ints (Qwen3.5 in_proj_qkv)
+    #: engine-name prefix of the module whose loader holds this entry ("" everywhere), e.g.
+    #: ``visual.`` for a vision tower's own ``load_weights``
+    scope: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +49,18 @@ class Family:
     #: suffix renames of fused 3-D expert tensors and similar (vLLM ``orig_to_new_suffix``);
     #: per-expert names (``experts.<i>.…``) go through the expert mapping instead
     suffix_map: tuple[tuple[str, str], ...] = ()
+    #: regex renames applied first (vLLM ``orig_to_new_regex``)
+    regex_map: tuple[tuple[str, str], ...] = ()
     #: checkpoint names the engine skips (draft/MTP layers load only into the draft model)
     skip_prefixes: tuple[str, ...] = ()
+    #: name fragments whose tensors the engine skips (``if "rotary_emb.inv_freq" in name``,
+    #: a mapper entry to None); ``re:`` starts a regex, ``$:`` a suffix
+    skip_substrings: tuple[str, ...] = ()
+    #: the config field past which ``layers.<i>`` are draft (MTP) layers the main model skips
+    #: (vLLM ``get_spec_layer_idx_from_weight_name``)
+    draft_layers_from: str | None = None
+    #: built from the generated engine catalogue (not a hand-written override)
+    generated: bool = False
     experts: ExpertNames | None = None
     shared_expert: str | None = None  #: ".shared_expert." (Qwen) or ".shared_experts." (DeepSeek)
     #: fused leaves that exist only when a config field is set, e.g. DeepSeek fused_qkv_a_proj
@@ -65,6 +79,22 @@ class Family:
         changes = self.engines.get(engine)
         return replace(self, engines={}, **changes) if changes else self
 
+    def draft(self, name: str, text: Mapping[str, Any]) -> bool:
+        """Whether ``name`` belongs to a draft (MTP) layer: loaded by the draft model only."""
+        hit = next((p for p in self.skip_prefixes if name.startswith(p)), None)
+        if hit is not None and (not self.generated or "mtp" in hit or "nextn" in hit):
+            return True
+        if self.draft_layers_from is not None:
+            m = _LAYER.search(name)
+            limit = text.get(self.draft_layers_from)
+            return m is not None and isinstance(limit, int) and int(m.group(1)) >= limit
+        return False
+
+    def loaded_by_main_model(self, name: str, text: Mapping[str, Any]) -> bool:
+        """False for modules the main model's loader passes over (draft layers, dropped
+        prefixes such as a vision tower in a language-only build)."""
+        return not (name.startswith(self.skip_prefixes) or self.draft(name, text))
+
     def builds_unquantized(self, module: str) -> str | None:
         """The suffix by which the engine builds this module unquantized, if any."""
         return next((s for s in self.never_quantized if module.endswith(s)), None)
@@ -75,6 +105,9 @@ class Family:
         if exprs is None:
             return None
         return tuple(_eval(e, text, f"{self.name}.{leaf}") for e in exprs)
+
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def _eval(expr: str, text: Mapping[str, Any], where: str) -> int:

@@ -27,6 +27,9 @@ DEEPSEEK_V2 = Family(
     experts=ExpertNames(),
     shared_expert=".shared_experts.",
     never_quantized=(".mlp.gate",),  # ReplicatedLinear(..., quant_config=None)
+    # DeepseekV2Model.load_weights: `get_spec_layer_idx_from_weight_name` -> continue (MTP
+    # layers `model.layers.<num_hidden_layers + i>` load into the draft model only; 0.18–0.33)
+    draft_layers_from="num_hidden_layers",
     engines={
         "sglang": {
             "stacked": (

@@ -20,6 +20,7 @@ from enum import Enum
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
+from qscale.engines.catalogue import family_for
 from qscale.families import Family
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats._api import equal_or_regex, wildcard
@@ -27,7 +28,7 @@ from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
-from qscale.loader import engine_name, family_for, map_tensor
+from qscale.loader import engine_name, map_tensor
 
 
 class MismatchKind(str, Enum):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
+from qscale.engines import EngineSpec
+from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.families import FAMILIES
 from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -98,10 +99,11 @@ def logical_shape(
     return None
 
 
-def resolve_quantization(ckpt: Checkpoint) -> QuantMap:
-    """Assign each module its scheme (only Linear and fused-expert modules can be quantized)."""
+def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = None) -> QuantMap:
+    """Assign each module its scheme (only Linear and fused-expert modules can be quantized),
+    as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
-    family = FAMILIES.get(ckpt.config.architecture or "")
+    family = family_or_none(ckpt, engine)
     never = family.never_quantized if family else ()
     #: the resolutions that do not depend on the module's name, made once (they are frozen)
     fixed = {kind: Resolution(None, f"{kind.value} module") for kind in ModuleKind}

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from qscale.families import FAMILIES
+from qscale.engines.catalogue import family_or_none
+from qscale.families import Family
 from qscale.formats import ModuleQuant
 from qscale.modules import ModuleKind
 from qscale.rules._api import Context
@@ -85,13 +86,22 @@ def misnamed(mq: ModuleQuant, tensors: Mapping[str, TensorInfo]) -> dict[str, st
     return out
 
 
-def draft_prefixes(ctx: Context) -> tuple[str, ...]:
-    """Name prefixes of draft (MTP) layers: the main model skips them, the draft model loads
-    them with the same quantization config (QS207 judges them)."""
-    if ctx.plan is not None:
-        return ctx.plan.family.skip_prefixes
-    fam = FAMILIES.get(ctx.checkpoint.config.architecture or "")
-    return fam.skip_prefixes if fam else ()
+def family(ctx: Context) -> Family | None:
+    """The family the plan used, or the one the checkpoint resolves to without a plan."""
+    return ctx.plan.family if ctx.plan is not None else family_or_none(ctx.checkpoint)
+
+
+def is_draft(ctx: Context, name: str) -> bool:
+    """Whether the module belongs to a draft (MTP) layer: the main model skips it, the draft
+    model loads it with the same quantization config (QS207 judges them)."""
+    fam = family(ctx)
+    return fam is not None and fam.draft(name, ctx.checkpoint.config.text)
+
+
+def loaded_by_main_model(ctx: Context, name: str) -> bool:
+    """False for modules the main model's loader skips (draft layers, dropped prefixes)."""
+    fam = family(ctx)
+    return fam is None or fam.loaded_by_main_model(name, ctx.checkpoint.config.text)
 
 
 def stored_unquantized(mq: ModuleQuant) -> bool:

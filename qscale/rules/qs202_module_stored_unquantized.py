@@ -22,14 +22,13 @@ Add the module to the ignore/exclude list (what the quantizer meant), or quantiz
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import draft_prefixes, structure
+from qscale.rules._structure import loaded_by_main_model, structure
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report quantized-by-config modules that hold only a float weight."""
-    drafts = draft_prefixes(ctx)
     for mq in structure(ctx).stored_unquantized:
-        if drafts and mq.module.name.startswith(drafts):
+        if not loaded_by_main_model(ctx, mq.module.name):
             continue  # MTP layers load only with speculative decoding: QS207's
         assert mq.scheme is not None
         w = mq.module.tensors["weight"]

@@ -33,7 +33,8 @@ modules by their exact Hugging Face names (`qscale fix` rewrites the list).
 import difflib
 from collections.abc import Callable, Collection, Iterator, Sequence
 
-from qscale.families import FAMILIES, Family
+from qscale.engines.catalogue import family_or_none
+from qscale.families import Family
 from qscale.formats._api import equal_or_regex, wildcard
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
@@ -65,7 +66,7 @@ def check(ctx: Context) -> Iterator[Finding]:
     if found is None:
         return
     key, entries, match = found
-    fam = ctx.plan.family if ctx.plan else FAMILIES.get(ctx.checkpoint.config.architecture or "")
+    fam = ctx.plan.family if ctx.plan else family_or_none(ctx.checkpoint)
     names = list(ctx.quant.modules)  # every module: an exclude may name a conv or a norm
     known = set(names)
     fmt = ctx.quant.format

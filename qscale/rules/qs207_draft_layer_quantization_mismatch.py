@@ -24,16 +24,13 @@ Add the MTP layers to the ignore list (`re:^mtp\\..*`), or quantize them like th
 from collections.abc import Iterator
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.rules._structure import QUANT_PARAMS, draft_prefixes, stored_unquantized
+from qscale.rules._structure import QUANT_PARAMS, is_draft, stored_unquantized
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report draft-layer modules whose stored precision disagrees with the config."""
-    prefixes = draft_prefixes(ctx)
-    if not prefixes:
-        return
     for name, mq in ctx.quant.modules.items():
-        if not name.startswith(prefixes):
+        if not is_draft(ctx, name):
             continue
         first = next(iter(mq.module.tensors.values())).name
         if stored_unquantized(mq):

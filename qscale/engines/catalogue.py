@@ -1,0 +1,399 @@
+"""The engine catalogue: every architecture each engine release serves, and how its loader
+names checkpoint tensors — committed data generated from the engines' own released code
+(``python -m qscale.engines.generate``; see docs/catalogue.md). Read here, never imported
+from an engine: the check path stays offline and fast.
+
+``qscale/engines/data/<engine>.json`` holds, per architecture, the releases over which its
+loader facts stay the same (``[first, last, facts-id]``) and the facts themselves
+(:mod:`qscale.engines.extract` says what they are). :func:`family` turns one architecture's
+facts into a :class:`~qscale.families.Family`, the load plan's input; the hand-written
+families in :mod:`qscale.families` are the overrides (small, cited, checked against real
+vLLM) and take precedence where they exist.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from qscale.errors import UnknownFormat
+from qscale.families import FAMILIES, ExpertNames, Family, Stacked
+
+if TYPE_CHECKING:
+    from qscale.checkpoint import Checkpoint
+    from qscale.engines import EngineSpec, Version
+
+PLANNED = "planned"
+NOT_PLANNABLE = "not-plannable"
+#: the engine's own sentence for an architecture it does not serve
+#: (vLLM ``ModelRegistry._raise_for_unsupported``)
+VLLM_NOT_SERVED = (
+    "Model architectures {archs} are not supported for now. Supported architectures: …"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture:
+    """One architecture an engine release serves, and whether qscale can plan its load."""
+
+    name: str
+    status: str  #: ``planned`` | ``not-plannable``
+    why: str  #: "" when planned; else why qscale cannot plan it
+    source: str  #: the model file and release the facts were read from
+    kind: str  #: the registry group: ``text`` | ``multimodal``
+    facts: Mapping[str, Any]
+
+    @property
+    def planned(self) -> bool:
+        return self.status == PLANNED
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """One engine's generated data."""
+
+    engine: str
+    releases: tuple[str, ...]
+    ranges: Mapping[str, tuple[tuple[str, str, str], ...]]
+    facts: Mapping[str, Mapping[str, Any]]
+    #: release -> {"transformers": version, "map": {model_type: causal-LM class}}
+    causal_lm: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def release_for(self, version: Version | None) -> str | None:
+        """The newest release read at or before ``version`` (None: before the first)."""
+        if version is None:
+            return self.releases[-1]
+        best = None
+        for r in self.releases:
+            if _ver(r) <= tuple(version):
+                best = r
+        return best
+
+
+def _ver(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+@cache
+def load(engine: str) -> Catalogue | None:
+    """The committed catalogue of ``engine`` (None when there is none)."""
+    try:
+        text = resources.files("qscale.engines").joinpath(f"data/{engine}.json").read_text(
+            encoding="utf-8"
+        )
+    except FileNotFoundError:
+        return None
+    raw = json.loads(text)
+    ranges = {a: tuple((r[0], r[1], r[2]) for r in rows)
+              for a, rows in raw["architectures"].items()}
+    return Catalogue(raw["engine"], tuple(raw["releases"]), ranges, raw["facts"],
+                     raw.get("causal_lm", {}))
+
+
+def served(spec: EngineSpec) -> bool:
+    """Whether the catalogue covers this engine version (False: no data; behave as before)."""
+    cat = load(spec.engine)
+    return cat is not None and cat.release_for(spec.version) is not None
+
+
+def lookup(spec: EngineSpec, arch: str) -> Architecture | None:
+    """The architecture as that engine release serves it; None when the release does not
+    serve it (or when the catalogue does not cover the engine version: see :func:`served`)."""
+    cat = load(spec.engine)
+    if cat is None:
+        return None
+    release = cat.release_for(spec.version)
+    if release is None:
+        return None
+    for first, last, fid in cat.ranges.get(arch, ()):
+        if _ver(first) <= _ver(release) <= _ver(last):
+            return _architecture(cat, arch, release, cat.facts[fid])
+    return None
+
+
+def architectures(spec: EngineSpec) -> tuple[Architecture, ...]:
+    """Every architecture that engine release serves, sorted by name."""
+    cat = load(spec.engine)
+    if cat is None or cat.release_for(spec.version) is None:
+        return ()
+    out = (lookup(spec, a) for a in sorted(cat.ranges))
+    return tuple(a for a in out if a is not None)
+
+
+def _architecture(cat: Catalogue, arch: str, release: str, facts: Mapping[str, Any]
+                  ) -> Architecture:
+    why = not_plannable_why(cat, release, arch, facts)
+    source = f"{facts['module']}.py@{cat.engine}=={release}"
+    return Architecture(arch, NOT_PLANNABLE if why else PLANNED, why, source,
+                        str(facts.get("kind", "")), facts)
+
+
+def not_plannable_why(cat: Catalogue, release: str, arch: str, facts: Mapping[str, Any],
+                      depth: int = 0) -> str:
+    """Why qscale cannot plan this architecture from its facts ("" when it can)."""
+    if arch in FAMILIES:
+        return ""
+    unresolved = facts.get("unresolved") or ()
+    if unresolved:
+        return "; ".join(unresolved)
+    if not facts.get("sources"):
+        return f"no load_weights found for {facts.get('class')} in {facts.get('module')}.py"
+    missing = _unfused_packed(facts)
+    if missing and facts.get("language_model") is None:
+        return (
+            f"{facts.get('class')} fuses {missing} (its packed_modules_mapping), but no"
+            " stacked mapping for it was found in its loader code"
+        )
+    lm = facts.get("language_model")
+    if lm is not None:
+        inner = lm.get("architectures")
+        if not inner:
+            if _config_key(lm) is None:
+                return (
+                    f"its language model ({lm.get('attr')}) is built from"
+                    f" `{lm.get('hf_config', 'a config')}`, which qscale does not read"
+                )
+            return ""  # chosen from the checkpoint's config at check time
+        inner_facts = _facts_at(cat, release, inner[0])
+        if inner_facts is None:
+            return f"its language model {inner[0]} is not in the {cat.engine} registry"
+        if depth < 2:
+            sub = not_plannable_why(cat, release, inner[0], inner_facts, depth + 1)
+            if sub:
+                return f"its language model {inner[0]}: {sub}"
+    return ""
+
+
+def _unfused_packed(facts: Mapping[str, Any]) -> str:
+    """A fused module the class declares whose parts no extracted stacked entry maps."""
+    params = {str(e["param"]).strip(".").rsplit(".", 1)[-1] for e in facts.get("stacked", ())}
+    params |= {str(r[1][0]).strip(".").rsplit(".", 1)[-1]
+               for r in facts.get("mapper", {}).get("stacked", ())}
+    if params:
+        return ""  # the loader maps some parts; others may be fused on disk or absent
+    for fused, parts in facts.get("packed", {}).items():
+        leaf = fused.rsplit(".", 1)[-1]
+        if len(parts) > 1 and leaf not in params and leaf not in _FUSED_ON_DISK:
+            return f"`{fused}` from {parts}"
+    return ""
+
+
+#: fused modules whose checkpoints store them fused (no stacked entry needed): vLLM's
+#: ``packed_modules_mapping`` lists their parts for LoRA only
+_FUSED_ON_DISK = frozenset({"experts", "w13", "in_proj", "c_attn", "query_key_value", "Wqkv"})
+
+
+def _facts_at(cat: Catalogue, release: str, arch: str) -> Mapping[str, Any] | None:
+    for first, last, fid in cat.ranges.get(arch, ()):
+        if _ver(first) <= _ver(release) <= _ver(last):
+            return cat.facts[fid]
+    return None
+
+
+def _config_key(lm: Mapping[str, Any]) -> str | None:
+    """The config.json key of the inner text config (``config.text_config`` ->
+    ``text_config``; the root config when the wrapper passes none)."""
+    expr = str(lm.get("hf_config", "config"))
+    if expr.isidentifier() and expr not in ("config", "hf_config"):
+        return expr  # a local named after the key: text_config = config.text_config
+    if expr.endswith("get_text_config()"):
+        return "text_config"  # transformers PretrainedConfig.get_text_config
+    for head in ("config.", "self.config.", "self.", "vllm_config.model_config.hf_config."):
+        if expr.startswith(head) and expr[len(head):].isidentifier():
+            return expr[len(head):]
+    if expr in ("config", "hf_config", "self.config"):
+        return ""
+    return None
+
+
+def inner_architecture(spec: EngineSpec, arch: Architecture, raw: Mapping[str, Any]
+                       ) -> str | None:
+    """The language model class a multimodal wrapper builds for this config.json: the
+    class the wrapper names, else the text config's ``architectures``, else transformers'
+    causal-LM class of its ``model_type`` (vLLM ``VllmConfig.with_hf_config``)."""
+    lm = arch.facts.get("language_model")
+    if lm is None:
+        return None
+    if lm.get("architectures"):
+        return str(lm["architectures"][0])
+    key = _config_key(lm)
+    sub = raw if not key else raw.get(key)
+    if not isinstance(sub, Mapping):
+        return None
+    archs = sub.get("architectures")
+    if isinstance(archs, list) and archs and isinstance(archs[0], str) and key:
+        return archs[0]
+    cat = load(spec.engine)
+    release = cat.release_for(spec.version) if cat else None
+    mapping = cat.causal_lm.get(release or "", {}).get("map", {}) if cat else {}
+    mt = sub.get("model_type")
+    return mapping.get(mt) if isinstance(mt, str) else None
+
+
+def family(spec: EngineSpec, arch: Architecture, raw: Mapping[str, Any] | None = None
+           ) -> Family:
+    """The load plan's family for a planned architecture, from its generated facts; for a
+    multimodal wrapper, its inner language model's family (the hand-written override where
+    one exists, else its facts) composed under the attribute that holds it. Raises QS103
+    when the inner language model cannot be told from ``raw`` (config.json)."""
+    cat = load(spec.engine)
+    assert cat is not None
+    release = cat.release_for(spec.version) or cat.releases[-1]
+    outer = _family_from(arch.name, arch.facts)
+    lm = arch.facts.get("language_model")
+    if lm is None:
+        return outer
+    inner_arch, at = inner_architecture(spec, arch, raw or {}), f"{lm['attr']}."
+    if inner_arch is None:
+        raise UnknownFormat(
+            f"config.json: cannot tell which language model {arch.name} builds: neither"
+            f" `{_config_key(lm) or 'the config'}.architectures` nor a known `model_type`",
+            hint="vLLM picks it the same way; add the text config's architectures",
+            code="QS103",
+        )
+    if inner_arch != arch.name and lookup(spec, inner_arch) is None:
+        raise UnknownFormat(
+            f"config.json: {arch.name}'s language model {inner_arch} is not served by"
+            f" {spec.label}",
+            hint=f"`qscale models --engine {spec.label}` lists what it serves",
+            code="QS105",
+        )
+    inner = FAMILIES.get(inner_arch)
+    if inner is None:
+        facts = _facts_at(cat, release, inner_arch)
+        inner = _family_from(inner_arch, facts) if facts is not None else None
+    if inner is None:
+        return outer
+    return _compose(outer, inner, at)
+
+
+def _compose(outer: Family, inner: Family, at: str) -> Family:
+    """``outer`` with ``inner``'s loader facts placed under the engine-name prefix ``at``."""
+    return replace(
+        inner,
+        name=inner.name if not inner.generated else outer.name,
+        architectures=outer.architectures,
+        stacked=tuple(replace(st, scope=at + st.scope) for st in inner.stacked)
+        + outer.stacked,
+        prefix_map=outer.prefix_map + tuple((at + o, at + n) for o, n in inner.prefix_map),
+        substr_map=outer.substr_map + inner.substr_map,
+        regex_map=outer.regex_map + inner.regex_map,
+        suffix_map=outer.suffix_map + inner.suffix_map,
+        skip_prefixes=outer.skip_prefixes + tuple(at + p for p in inner.skip_prefixes),
+        skip_substrings=outer.skip_substrings + inner.skip_substrings,
+        never_quantized=tuple(dict.fromkeys(inner.never_quantized + outer.never_quantized)),
+        experts=inner.experts or outer.experts,
+        draft_layers_from=inner.draft_layers_from or outer.draft_layers_from,
+        generated=True,
+    )
+
+
+def _shard(value: Any) -> int | str | tuple[int, ...]:
+    return tuple(value) if isinstance(value, list) else value
+
+
+#: a mapper field -> how a rename to None (a drop) is kept among the skipped fragments
+_DROPS = {"regex": "re:", "substr": "", "suffix": "$:"}
+
+
+def _renames(mapper: Mapping[str, Any]) -> tuple[dict[str, list[tuple[str, str]]], list[str],
+                                                list[str]]:
+    """A ``WeightsMapper``'s renames per field, and what it drops (prefixes, fragments)."""
+    renames: dict[str, list[tuple[str, str]]] = {k: [] for k in ("regex", "substr", "prefix",
+                                                                  "suffix")}
+    drop_prefixes: list[str] = []
+    drop_fragments: list[str] = []
+    for key in renames:
+        for old, new in mapper.get(key, ()):
+            if new is not None:
+                renames[key].append((old, new))
+            elif key == "prefix":
+                drop_prefixes.append(old)
+            else:
+                drop_fragments.append(_DROPS[key] + old)
+    return renames, drop_prefixes, drop_fragments
+
+
+def _family_from(name: str, facts: Mapping[str, Any]) -> Family:
+    """One architecture's generated facts as the load plan's family."""
+    mapper = facts.get("mapper", {})
+    renames, drop_prefixes, drop_fragments = _renames(mapper)
+    stacked = [Stacked(row[1][0], row[0], _shard(row[1][1]), row[2] if len(row) > 2 else "")
+               for row in mapper.get("stacked", ())]
+    stacked += [Stacked(e["param"], e["weight"], _shard(e["shard"]), e.get("scope", ""))
+                for e in facts.get("stacked", ())]
+    ex = facts.get("experts")
+    experts = (ExpertNames(gate=ex["gate"], down=ex["down"], up=ex["up"]) if ex
+               else ExpertNames() if facts.get("moe") else None)
+    draft = bool(facts.get("skip_spec_layers") or mapper.get("drop_layers_from"))
+    return Family(
+        name=f"generated:{name}",
+        architectures=(name,),
+        stacked=tuple(stacked),
+        prefix_map=tuple(renames["prefix"]),
+        substr_map=tuple(renames["substr"]),
+        regex_map=tuple(renames["regex"]),
+        suffix_map=tuple(renames["suffix"]),
+        skip_prefixes=tuple(dict.fromkeys(drop_prefixes + list(facts.get("skip_prefixes", ())))),
+        skip_substrings=tuple(dict.fromkeys(
+            drop_fragments + list(facts.get("skip_substrings", ())))),
+        experts=experts,
+        never_quantized=tuple(dict.fromkeys(
+            f".{u.rsplit('.', 1)[-1]}" for u in facts.get("unquantized", ()))),
+        draft_layers_from="num_hidden_layers" if draft else None,
+        generated=True,
+    )
+
+
+def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Family:
+    """The family the engine's loader applies to the checkpoint's architecture: the
+    hand-written override where one exists, else the generated catalogue's facts for that
+    engine release. Raises QS105 when the release does not serve the architecture, QS103
+    when it does but qscale cannot plan it."""
+    from qscale.engines import EngineSpec, parse_engine
+
+    spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
+    arch = ckpt.config.architecture or ""
+    if served(spec):
+        entry = lookup(spec, arch)
+        if entry is None:
+            raise UnknownFormat(
+                f"config.json: {spec.label} does not serve architecture {arch!r}: "
+                + VLLM_NOT_SERVED.format(archs=[arch])
+                if spec.engine == "vllm"
+                else f"config.json: {spec.label} does not serve architecture {arch!r}",
+                hint=f"`qscale models --engine {spec.label}` lists what it serves",
+                code="QS105",
+            )
+        fam = FAMILIES.get(arch)
+        if fam is not None:
+            return fam
+        if not entry.planned:
+            raise UnknownFormat(
+                f"config.json: qscale cannot plan how {spec.label} loads {arch!r}: {entry.why}",
+                hint=f"read from {entry.source}; `qscale models` lists what qscale plans",
+                code="QS103",
+            )
+        return family(spec, entry, ckpt.config.raw)
+    fam = FAMILIES.get(arch)
+    if fam is None:
+        raise UnknownFormat(
+            f"config.json: architecture {arch!r} has no qscale family for {spec.label}",
+            hint=f"known: {', '.join(sorted(FAMILIES))}",
+            code="QS103",
+        )
+    return fam
+
+
+def family_or_none(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Family | None:
+    """:func:`family_for`, or None where it raises (resolution before the plan)."""
+    try:
+        return family_for(ckpt, engine)
+    except UnknownFormat:
+        return None
+
+

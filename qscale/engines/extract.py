@@ -1,0 +1,1184 @@
+"""Read an engine release's own source and extract, per architecture, how its loader names
+checkpoint tensors: the catalogue's generator (``python -m qscale.engines.generate``).
+
+The source is read as a tree of Python files (a wheel, a folder) with :mod:`ast`; nothing of
+the engine is imported, so every release can be read on any machine in seconds. What is
+extracted, per registry architecture, following the model class's bases and the children its
+``__init__`` builds:
+
+- ``hf_to_vllm_mapper`` (``WeightsMapper``: regex / substring / stacked / prefix / suffix
+  renames and drops, in their order);
+- every ``stacked_params_mapping``-style list a ``load_weights`` builds (``(param, weight,
+  shard_id)`` tuples, with the ``if`` that guards an ``extend``/``append``);
+- the expert mapping (``make_expert_params_mapping(ckpt_gate_proj_name=…, …)``);
+- what a ``load_weights`` loop skips by name (``if "…" in name: continue``,
+  ``name.startswith(…)``, draft/MTP layers through ``get_spec_layer_idx_from_weight_name``);
+- modules built with ``quant_config=None`` (routers), and the inner language model that a
+  multimodal wrapper builds (``init_vllm_registered_model(architectures=[…])``).
+
+Anything the reader cannot evaluate (a mapping computed at run time, a ``load_weights`` that
+rewrites names in code) is recorded as a reason, so the catalogue says *not plannable, because
+…* rather than guessing.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+#: registry dicts of vLLM's ``model_executor/models/registry.py`` and the kind they hold
+VLLM_REGISTRY_GROUPS = {"_TEXT_GENERATION_MODELS": "text", "_MULTIMODAL_MODELS": "multimodal"}
+_VLLM_MODELS_PKG = "vllm.model_executor.models"
+_MAPPER_FIELDS = ("regex", "substr", "stacked", "prefix", "suffix")
+_EXPERT_KWARGS = {
+    "ckpt_gate_proj_name": "gate",
+    "ckpt_down_proj_name": "down",
+    "ckpt_up_proj_name": "up",
+}
+_MAX_DEPTH = 4
+
+
+class SourceTree:
+    """The ``.py`` files of a release: a wheel (zip) or a folder holding the package."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._zip = zipfile.ZipFile(root) if root.is_file() else None
+        names = (
+            self._zip.namelist()
+            if self._zip is not None
+            else [p.relative_to(root).as_posix() for p in root.rglob("*.py")]
+        )
+        self._names = names
+        self.files = {n for n in names if n.endswith(".py")}
+        self._parsed: dict[str, ast.Module | None] = {}
+
+    def all_names(self) -> list[str]:
+        """Every file name in the tree (not only ``.py``)."""
+        return list(self._names)
+
+    def read(self, path: str) -> str:
+        """One file's text."""
+        if self._zip is not None:
+            with self._zip.open(path) as fh:
+                return io.TextIOWrapper(fh, encoding="utf-8").read()
+        return (self.root / path).read_text(encoding="utf-8")
+
+    def module_path(self, module: str) -> str | None:
+        """``a.b.c`` -> ``a/b/c.py`` or ``a/b/c/__init__.py``."""
+        base = module.replace(".", "/")
+        for cand in (f"{base}.py", f"{base}/__init__.py"):
+            if cand in self.files:
+                return cand
+        return None
+
+    def parse(self, module: str) -> ast.Module | None:
+        """The module's tree (None when it is not in the release or does not parse)."""
+        if module not in self._parsed:
+            path = self.module_path(module)
+            tree = None
+            if path is not None:
+                try:
+                    tree = ast.parse(self.read(path))
+                except SyntaxError:
+                    tree = None
+            self._parsed[module] = tree
+        return self._parsed[module]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassRef:
+    """A class definition found in a module."""
+
+    module: str
+    node: ast.ClassDef
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def where(self) -> str:
+        return f"{self.module.replace('.', '/')}.py:{self.node.lineno}"
+
+
+@dataclass
+class Facts:
+    """What one architecture's loader does with names (JSON-ready through :meth:`as_json`)."""
+
+    module: str
+    cls: str
+    kind: str
+    mapper: dict[str, list[list[Any]]] = field(default_factory=dict)
+    stacked: list[dict[str, Any]] = field(default_factory=list)
+    experts: dict[str, str] | None = None
+    skip_substrings: list[str] = field(default_factory=list)
+    skip_prefixes: list[str] = field(default_factory=list)
+    skip_spec_layers: bool = False
+    unquantized: list[str] = field(default_factory=list)
+    children: dict[str, str] = field(default_factory=dict)  #: attribute -> class where
+    language_model: dict[str, Any] | None = None
+    unresolved: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    moe: bool = False
+    modules: set[str] = field(default_factory=set)  #: modules whose classes were visited
+    #: ``packed_modules_mapping`` of the classes visited: fused module -> its parts
+    packed: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"module": self.module, "class": self.cls, "kind": self.kind}
+        for key in ("mapper", "stacked", "experts", "skip_substrings", "skip_prefixes",
+                    "unquantized", "children", "language_model", "unresolved", "sources",
+                    "packed"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        if self.skip_spec_layers:
+            out["skip_spec_layers"] = True
+        if self.moe:
+            out["moe"] = True
+        return out
+
+
+class Unevaluable(Exception):
+    """An expression the reader does not evaluate."""
+
+
+class Reader:
+    """Resolves names, classes and literal values across a release's modules."""
+
+    def __init__(self, tree: SourceTree) -> None:
+        self.tree = tree
+
+    # -- names and classes ----------------------------------------------------------------
+    def resolve(self, module: str, name: str, depth: int = 0) -> tuple[str, ast.AST] | None:
+        """Where ``name`` (as seen in ``module``) is defined: (module, node)."""
+        if depth > 8:
+            return None
+        tree = self.tree.parse(module)
+        if tree is None:
+            return None
+        for node in _top_level(tree):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == name:
+                return module, node
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets
+            ):
+                if isinstance(node.value, ast.Name) and node.value.id != name:
+                    return self.resolve(module, node.value.id, depth + 1)
+                return module, node
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    if (alias.asname or alias.name) == name:
+                        target = _absolute(module, node, self.tree)
+                        if target is None:
+                            return None
+                        sub = f"{target}.{alias.name}"
+                        if self.tree.module_path(sub) is not None:
+                            return sub, self.tree.parse(sub) or ast.Module(body=[], type_ignores=[])
+                        return self.resolve(target, alias.name, depth + 1)
+        return None
+
+    def class_ref(self, module: str, name: str) -> ClassRef | None:
+        found = self.resolve(module, name)
+        if found is not None and isinstance(found[1], ast.ClassDef):
+            return ClassRef(found[0], found[1])
+        return None
+
+    def bases(self, ref: ClassRef) -> list[ClassRef]:
+        out = []
+        for b in ref.node.bases:
+            name = _dotted(b)
+            if name is None:
+                continue
+            head, _, tail = name.rpartition(".")
+            found = self.class_ref(ref.module, tail) if not head else None
+            if found is None and head:
+                mod = self.resolve(ref.module, head.split(".")[0])
+                if mod is not None and isinstance(mod[1], ast.Module):
+                    found = self.class_ref(mod[0], tail)
+            if found is not None:
+                out.append(found)
+        return out
+
+    def mro(self, ref: ClassRef) -> list[ClassRef]:
+        """The class and its resolvable bases, depth first, left to right, each once."""
+        seen: list[ClassRef] = []
+        stack = [ref]
+        while stack:
+            cur = stack.pop(0)
+            if any(c.module == cur.module and c.name == cur.name for c in seen):
+                continue
+            seen.append(cur)
+            stack = self.bases(cur) + stack
+        return seen
+
+    def attribute(self, ref: ClassRef, attr: str) -> tuple[ClassRef, ast.AST] | None:
+        """The first class in the MRO that defines ``attr`` (method or class attribute)."""
+        for cls in self.mro(ref):
+            for node in cls.node.body:
+                if isinstance(node, ast.FunctionDef) and node.name == attr:
+                    return cls, node
+                if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    if any(isinstance(t, ast.Name) and t.id == attr for t in targets):
+                        return cls, node.value
+        return None
+
+    def function_env(self, module: str, fn: ast.FunctionDef,
+                     args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The literal locals of a function body, run top to bottom (``x = …``, ``x |= …``,
+        ``x.update(…)``); a local that is not literal keeps its expression, for mappers."""
+        env: dict[str, Any] = dict(args or {})
+        for node in fn.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Name):
+                        try:
+                            env[t.id] = self.literal(module, node.value, env)
+                        except (Unevaluable, TypeError, ValueError):
+                            env[t.id] = node.value
+            elif (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
+                  and isinstance(node.op, ast.BitOr | ast.Add)):
+                cur = env.get(node.target.id)
+                try:
+                    extra = self.literal(module, node.value, env)
+                    if isinstance(cur, dict) and isinstance(extra, dict):
+                        env[node.target.id] = {**cur, **extra}
+                    elif isinstance(cur, list) and isinstance(extra, list):
+                        env[node.target.id] = cur + extra
+                except (Unevaluable, TypeError, ValueError):
+                    env[node.target.id] = node
+        return env
+
+    def _call_mapper(self, ref: ClassRef, call: ast.Call, depth: int,
+                     env: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
+        """A module function that returns a ``WeightsMapper``, run on literal arguments."""
+        assert isinstance(call.func, ast.Name)
+        found = self.resolve(ref.module, call.func.id)
+        if found is None or not isinstance(found[1], ast.FunctionDef):
+            raise Unevaluable(ast.unparse(call)[:80])
+        module, fn = found[0], found[1]
+        params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+        args: dict[str, Any] = {}
+        for name, value in _param_defaults(fn).items():
+            with contextlib.suppress(Unevaluable):
+                args[name] = self.literal(module, value)
+        for name, value in zip(params, call.args, strict=False):
+            args[name] = self.literal(ref.module, value, env)  # Unevaluable: config-dependent
+        for kw in call.keywords:
+            if kw.arg:
+                args[kw.arg] = self.literal(ref.module, kw.value, env)
+        local = self.function_env(module, fn, args)
+        returns = [n.value for n in ast.walk(fn) if isinstance(n, ast.Return) and n.value]
+        if len(returns) != 1:
+            raise Unevaluable(f"{fn.name}() has {len(returns)} return statements")
+        return self.mapper(ClassRef(module, ref.node), returns[0], depth + 1, local)
+
+    def instance_attribute(self, ref: ClassRef, attr: str
+                           ) -> tuple[ClassRef, ast.expr, ast.FunctionDef] | None:
+        """``self.<attr> = …`` in the first ``__init__`` of the MRO that assigns it."""
+        for cls in self.mro(ref):
+            for fn in cls.node.body:
+                if not (isinstance(fn, ast.FunctionDef) and fn.name == "__init__"):
+                    continue
+                for node in ast.walk(fn):
+                    if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                            and isinstance(node.targets[0], ast.Attribute)
+                            and _dotted(node.targets[0].value) == "self"
+                            and node.targets[0].attr == attr):
+                        return cls, node.value, fn
+        return None
+
+    # -- values ---------------------------------------------------------------------------
+    def literal(self, module: str, node: ast.AST, env: Mapping[str, Any] | None = None) -> Any:
+        """A literal value (str, number, None, list, dict) of an expression: constants,
+        displays, names bound to literals (module constants, ``env``), f-strings, ``+``,
+        comprehensions over literals, ``re.compile``, ``dict.fromkeys``, ``range``, ``.items()``.
+        Anything else raises :class:`Unevaluable`."""
+        env = env or {}
+        handler = _LITERAL.get(type(node))
+        if handler is None:
+            raise Unevaluable(ast.unparse(node)[:80])
+        return handler(self, module, node, env)
+
+    def _lit_constant(self, module: str, node: ast.Constant, env: Mapping[str, Any]) -> Any:
+        return node.value
+
+    def _lit_sequence(self, module: str, node: ast.Tuple | ast.List,
+                      env: Mapping[str, Any]) -> Any:
+        return [self.literal(module, e, env) for e in node.elts]
+
+    def _lit_dict(self, module: str, node: ast.Dict, env: Mapping[str, Any]) -> Any:
+        out: dict[Any, Any] = {}
+        for k, v in zip(node.keys, node.values, strict=True):
+            if k is None:
+                out.update(self.literal(module, v, env))
+            else:
+                out[self.literal(module, k, env)] = self.literal(module, v, env)
+        return out
+
+    def _lit_name(self, module: str, node: ast.Name, env: Mapping[str, Any]) -> Any:
+        if node.id in env:
+            if isinstance(env[node.id], ast.AST):
+                raise Unevaluable(node.id)
+            return env[node.id]
+        found = self.resolve(module, node.id)
+        if found is not None and isinstance(found[1], ast.Assign):
+            return self.literal(found[0], found[1].value)
+        raise Unevaluable(node.id)
+
+    def _lit_binop(self, module: str, node: ast.BinOp, env: Mapping[str, Any]) -> Any:
+        if not isinstance(node.op, ast.Add):
+            raise Unevaluable(ast.unparse(node)[:80])
+        return self.literal(module, node.left, env) + self.literal(module, node.right, env)
+
+    def _lit_fstring(self, module: str, node: ast.JoinedStr, env: Mapping[str, Any]) -> Any:
+        parts = []
+        for v in node.values:
+            if isinstance(v, ast.Constant):
+                parts.append(str(v.value))
+            elif isinstance(v, ast.FormattedValue) and v.format_spec is None:
+                parts.append(str(self.literal(module, v.value, env)))
+            else:
+                raise Unevaluable(ast.unparse(node)[:80])
+        return "".join(parts)
+
+    def _lit_call(self, module: str, node: ast.Call, env: Mapping[str, Any]) -> Any:
+        name = _dotted(node.func)
+        args = node.args
+        if name in ("re.compile", "regex.compile") and args:
+            return self.literal(module, args[0], env)
+        if name == "dict.fromkeys" and args:
+            value = self.literal(module, args[1], env) if len(args) > 1 else None
+            return dict.fromkeys(self.literal(module, args[0], env), value)
+        if name == "range":
+            return list(range(*(self.literal(module, a, env) for a in args)))
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in ("items", "keys", "values"):
+            src = self.literal(module, func.value, env)
+            if isinstance(src, dict) and not args:
+                if func.attr == "items":
+                    return [list(kv) for kv in src.items()]
+                return list(src.keys() if func.attr == "keys" else src.values())
+        raise Unevaluable(ast.unparse(node)[:80])
+
+    def _comprehension(self, module: str, node: ast.DictComp | ast.ListComp,
+                       env: Mapping[str, Any]) -> Any:
+        """``{k: v for a, b in X}`` / ``[e for a in X]`` over a literal iterable."""
+        if len(node.generators) != 1 or node.generators[0].ifs:
+            raise Unevaluable(ast.unparse(node)[:80])
+        gen = node.generators[0]
+        items = self.literal(module, gen.iter, env)
+        out_d: dict[Any, Any] = {}
+        out_l: list[Any] = []
+        for item in items:
+            local = dict(env)
+            if isinstance(gen.target, ast.Name):
+                local[gen.target.id] = item
+            elif isinstance(gen.target, ast.Tuple) and all(
+                    isinstance(e, ast.Name) for e in gen.target.elts):
+                for e, v in zip(gen.target.elts, item, strict=True):
+                    local[e.id] = v  # type: ignore[attr-defined]
+            else:
+                raise Unevaluable(ast.unparse(node)[:80])
+            if isinstance(node, ast.DictComp):
+                out_d[self.literal(module, node.key, local)] = self.literal(
+                    module, node.value, local)
+            else:
+                out_l.append(self.literal(module, node.elt, local))
+        return out_d if isinstance(node, ast.DictComp) else out_l
+
+    def mapper(self, ref: ClassRef, node: ast.AST, depth: int = 0,
+               env: Mapping[str, Any] | None = None) -> dict[str, list[list[Any]]]:
+        """A ``WeightsMapper`` expression as ordered ``[old, new]`` lists per field; ``env``
+        holds the literal locals of the function the expression stands in."""
+        env = env or {}
+        if depth > 6:
+            raise Unevaluable("mapper chain too deep")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            left = self.mapper(ref, node.left, depth + 1, env)
+            right = self.mapper(ref, node.right, depth + 1, env)
+            return _merge_mappers(left, right)
+        if isinstance(node, ast.Constant) and node.value is None:
+            return {}
+        if isinstance(node, ast.Call):
+            if (_dotted(node.func) or "").endswith("WeightsMapper"):
+                return self._mapper_call(ref, node, env)
+            if isinstance(node.func, ast.Name):
+                return self._call_mapper(ref, node, depth, env)
+        if isinstance(node, ast.Attribute) and node.attr == "hf_to_vllm_mapper":
+            return self._mapper_attribute(ref, node, depth)
+        if isinstance(node, ast.Name):
+            if isinstance(env.get(node.id), ast.AST):
+                return self.mapper(ref, env[node.id], depth + 1, env)
+            found = self.resolve(ref.module, node.id)
+            if found is not None and isinstance(found[1], ast.Assign):
+                return self.mapper(ClassRef(found[0], ref.node), found[1].value, depth + 1)
+        raise Unevaluable(ast.unparse(node)[:80])
+
+    def _mapper_call(self, ref: ClassRef, node: ast.Call, env: Mapping[str, Any]
+                     ) -> dict[str, list[list[Any]]]:
+        """``WeightsMapper(orig_to_new_<field>={…}, …)``."""
+        out: dict[str, list[list[Any]]] = {}
+        for kw in node.keywords:
+            if kw.arg is None or not kw.arg.startswith("orig_to_new_"):
+                continue
+            key = kw.arg[len("orig_to_new_"):]
+            if key == "renaming":
+                raise Unevaluable("WeightsMapper(orig_to_new_renaming=…)")
+            if _drops_draft_layers(kw.value):
+                out["drop_layers_from"] = [["num_hidden_layers", None]]
+                continue
+            value = self.literal(ref.module, kw.value, env)
+            if not isinstance(value, dict):
+                raise Unevaluable(kw.arg)
+            out[key] = [[k, v] for k, v in value.items()]
+        return out
+
+    def _mapper_attribute(self, ref: ClassRef, node: ast.Attribute, depth: int
+                          ) -> dict[str, list[list[Any]]]:
+        """``self.hf_to_vllm_mapper`` / ``Other.hf_to_vllm_mapper``: the class attribute, else
+        the one ``__init__`` assigns; none at all is the empty mapper."""
+        owner = _dotted(node.value)
+        target: ClassRef | None = ref
+        if owner and owner not in ("self", "cls"):
+            target = self.class_ref(ref.module, owner.split(".")[-1])
+        if target is None:
+            raise Unevaluable(f"{owner}.hf_to_vllm_mapper")
+        found = self.attribute(target, "hf_to_vllm_mapper")
+        if found is not None:
+            return self.mapper(found[0], found[1], depth + 1)
+        assigned = self.instance_attribute(target, "hf_to_vllm_mapper")
+        if assigned is not None:
+            cls, value, fn = assigned
+            return self.mapper(cls, value, depth + 1, self.function_env(cls.module, fn))
+        return {}
+
+
+_LITERAL: dict[type, Any] = {
+    ast.Constant: Reader._lit_constant,
+    ast.Tuple: Reader._lit_sequence,
+    ast.List: Reader._lit_sequence,
+    ast.Dict: Reader._lit_dict,
+    ast.Name: Reader._lit_name,
+    ast.BinOp: Reader._lit_binop,
+    ast.JoinedStr: Reader._lit_fstring,
+    ast.Call: Reader._lit_call,
+    ast.DictComp: lambda r, m, n, e: r._comprehension(m, n, e),
+    ast.ListComp: lambda r, m, n, e: r._comprehension(m, n, e),
+}
+
+
+def _drops_draft_layers(node: ast.expr) -> bool:
+    """``{f"model.layers.{config.num_hidden_layers + i}.": None for i in …}``: the mapper
+    drops the draft (MTP) layers past ``num_hidden_layers``."""
+    return (
+        isinstance(node, ast.DictComp)
+        and isinstance(node.value, ast.Constant) and node.value.value is None
+        and "num_hidden_layers" in ast.unparse(node.key)
+        and "layers." in ast.unparse(node.key)
+    )
+
+
+def _merge_mappers(a: dict[str, list[list[Any]]], b: dict[str, list[list[Any]]]
+                   ) -> dict[str, list[list[Any]]]:
+    """``a | b``: dict union per field (b's value wins, a's order kept)."""
+    out: dict[str, list[list[Any]]] = {}
+    for key in (*_MAPPER_FIELDS, "drop_layers_from"):
+        merged = dict(a.get(key, []))
+        merged.update(dict(b.get(key, [])))
+        if merged:
+            out[key] = [[k, v] for k, v in merged.items()]
+    return out
+
+
+def _top_level(tree: ast.Module) -> Iterator[ast.stmt]:
+    """Top-level statements, including those under ``if``/``try`` (TYPE_CHECKING guards)."""
+    for node in tree.body:
+        yield node
+        if isinstance(node, ast.If):
+            yield from node.body
+            yield from node.orelse
+        elif isinstance(node, ast.Try):
+            yield from node.body
+            for h in node.handlers:
+                yield from h.body
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else None
+    if isinstance(node, ast.Subscript):
+        return _dotted(node.value)
+    return None
+
+
+def _absolute(module: str, node: ast.ImportFrom, tree: SourceTree) -> str | None:
+    if node.level == 0:
+        return node.module
+    is_pkg = (tree.module_path(module) or "").endswith("__init__.py")
+    parts = module.split(".")
+    keep = len(parts) - node.level + (1 if is_pkg else 0)
+    if keep <= 0:
+        return None
+    base = ".".join(parts[:keep])
+    return f"{base}.{node.module}" if node.module else base
+
+
+# -- load_weights ---------------------------------------------------------------------------
+
+
+def _walk_with_guard(body: list[ast.stmt], guard: str | None = None
+                     ) -> Iterator[tuple[ast.stmt, str | None]]:
+    """Statements of a function, each with the ``if`` test that guards it (innermost)."""
+    for node in body:
+        yield node, guard
+        if isinstance(node, ast.If):
+            test = ast.unparse(node.test)
+            yield from _walk_with_guard(node.body, test)
+            yield from _walk_with_guard(node.orelse, f"not ({test})")
+        elif isinstance(node, ast.For | ast.While | ast.With | ast.Try):
+            inner = list(node.body)
+            if isinstance(node, ast.Try):
+                for h in node.handlers:
+                    inner += h.body
+                inner += node.finalbody
+            if isinstance(node, ast.For | ast.While):
+                inner += node.orelse
+            yield from _walk_with_guard(inner, guard)
+
+
+def _own_nodes(node: ast.stmt) -> Iterator[ast.AST]:
+    """The nodes of one statement without the statements nested in it (those are visited on
+    their own): an ``if``'s test, a ``for``'s iterable, a simple statement whole."""
+    if isinstance(node, ast.If | ast.While):
+        yield from ast.walk(node.test)
+    elif isinstance(node, ast.For):
+        yield from ast.walk(node.iter)
+    elif isinstance(node, ast.With):
+        for item in node.items:
+            yield from ast.walk(item.context_expr)
+    elif not isinstance(node, ast.Try | ast.FunctionDef | ast.ClassDef):
+        yield from ast.walk(node)
+
+
+_STACKED_NAMES = ("stacked", "params_mapping", "mla_", "mha_", "fused_mapping", "_mapping")
+
+
+def _is_mapping_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(t, list) and len(t) == 3 and isinstance(t[0], str)
+            and isinstance(t[1], str) and isinstance(t[2], int | str | list)
+            for t in value
+        )
+    )
+
+
+class LoadWeights:
+    """Facts of one ``load_weights`` (and the helpers it calls on ``self``)."""
+
+    def __init__(self, reader: Reader, cls: ClassRef, fn: ast.FunctionDef) -> None:
+        self.reader = reader
+        self.cls = cls
+        self.fn = fn
+        self.where = f"{cls.module.replace('.', '/')}.py:{fn.lineno}"
+        self.stacked: list[dict[str, Any]] = []
+        self.experts: dict[str, str] | None = None
+        self.skip_substrings: list[str] = []
+        self.skip_prefixes: list[str] = []
+        self.skip_spec_layers = False
+        self.auto_loader = False
+        self.mapper_expr: ast.AST | None = None
+        self.delegates: list[str] = []  #: self.<attr>.load_weights(...)
+        self.unresolved: list[str] = []
+        self._read()
+
+    def _read(self) -> None:
+        lists: dict[str, list[Any]] = {}
+        used_lists: list[tuple[str, str | None]] = []
+        for node, guard in _walk_with_guard(self.fn.body):
+            self._assignments(node, guard, lists, used_lists)
+            for sub in _own_nodes(node):
+                self._calls(sub)
+            self._skips(node)
+        for name, guard in used_lists:
+            for t in lists.get(name, []):
+                self._add_stacked(t, guard)
+        if not self.stacked:
+            # mappings held in class attributes or module constants and iterated directly
+            for loop in ast.walk(self.fn):
+                if isinstance(loop, ast.For) and isinstance(loop.iter, ast.Name | ast.Attribute):
+                    try:
+                        value = self._value(loop.iter)
+                    except Unevaluable:
+                        continue
+                    if _is_mapping_list(value):
+                        for t in value:
+                            self._add_stacked(t, None)
+
+    def _local(self, node: ast.expr) -> ast.expr:
+        """A name assigned once in this function: the expression assigned to it."""
+        if not isinstance(node, ast.Name):
+            return node
+        values = [
+            n.value for n in ast.walk(self.fn)
+            if isinstance(n, ast.Assign) and len(n.targets) == 1
+            and isinstance(n.targets[0], ast.Name) and n.targets[0].id == node.id
+        ]
+        return values[0] if len(values) == 1 else node
+
+    def _value(self, node: ast.AST) -> Any:
+        if isinstance(node, ast.Attribute) and _dotted(node.value) == "self":
+            found = self.reader.attribute(self.cls, node.attr)
+            if found is None:
+                raise Unevaluable(ast.unparse(node))
+            return self.reader.literal(found[0].module, found[1])
+        return self.reader.literal(self.cls.module, node)
+
+    def _add_stacked(self, t: list[Any], guard: str | None) -> None:
+        shard = t[2]
+        entry: dict[str, Any] = {"param": t[0], "weight": t[1], "shard": shard}
+        if guard:
+            entry["if"] = guard
+        if entry not in self.stacked:
+            self.stacked.append(entry)
+
+    def _assignments(self, node: ast.stmt, guard: str | None, lists: dict[str, list[Any]],
+                     used: list[tuple[str, str | None]]) -> None:
+        """Mapping lists built in this function: ``x = [...]``, ``x += [...]``,
+        ``x.extend([...])`` / ``x.append((...))``, each with its guard."""
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    self._assign(t.id, node.value, guard, lists, used)
+        elif (isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name)
+              and node.target.id in lists):
+            self._grow(node.target.id, "+=", node.value, guard, lists)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    and func.value.id in lists and func.attr in ("extend", "append")
+                    and node.value.args):
+                self._grow(func.value.id, func.attr, node.value.args[0], guard, lists)
+
+    def _assign(self, name: str, value_node: ast.expr, guard: str | None,
+                lists: dict[str, list[Any]], used: list[tuple[str, str | None]]) -> None:
+        try:
+            value = self._value(value_node)
+        except Unevaluable:
+            if isinstance(value_node, ast.List) and "stacked" in name:
+                self.unresolved.append(f"`{name}` is built at run time ({self.where})")
+            return
+        if _is_mapping_list(value) or (value == [] and "stacked" in name):
+            lists[name] = value
+            if "stacked" in name:
+                used.append((name, guard))
+
+    def _grow(self, name: str, how: str, arg: ast.expr, guard: str | None,
+              lists: dict[str, list[Any]]) -> None:
+        try:
+            value = self._value(arg)
+        except Unevaluable:
+            if isinstance(arg, ast.Name) and arg.id in lists:
+                value = lists[arg.id]
+            else:
+                self.unresolved.append(f"`{name}` {how} a run-time value ({self.where})")
+                return
+        items = [value] if how == "append" else value
+        if _is_mapping_list(items):
+            for t in items:
+                self._add_stacked(t, guard)
+
+    def _calls(self, node: ast.AST) -> None:
+        if not isinstance(node, ast.Call):
+            return
+        name = _dotted(node.func) or ""
+        tail = node.func.attr if isinstance(node.func, ast.Attribute) else name
+        handler = _CALLS.get(tail)
+        if handler is not None:
+            handler(self, node)
+
+    def _auto_loader(self, node: ast.Call) -> None:
+        self.auto_loader = True
+        for kw in node.keywords:
+            if kw.arg not in ("skip_prefixes", "skip_substrs"):
+                continue
+            try:
+                vals = self._value(kw.value)
+            except Unevaluable:
+                self.unresolved.append(f"AutoWeightsLoader({kw.arg}=run-time value)"
+                                       f" ({self.where})")
+                continue
+            into = self.skip_prefixes if kw.arg == "skip_prefixes" else self.skip_substrings
+            into += [v for v in vals if isinstance(v, str)]
+
+    def _load_weights_call(self, node: ast.Call) -> None:
+        if not isinstance(node.func, ast.Attribute):
+            return
+        owner = _dotted(node.func.value) or ""
+        for kw in node.keywords:
+            if kw.arg == "mapper":
+                self.mapper_expr = self._local(kw.value)
+        if owner.startswith("self.") and owner.count(".") == 1:
+            self.delegates.append(owner[5:])
+
+    def _expert_mapping(self, node: ast.Call) -> None:
+        names: dict[str, str] = {}
+        for kw in node.keywords:
+            role = _EXPERT_KWARGS.get(kw.arg or "")
+            if role is None:
+                continue
+            try:
+                names[role] = self._value(kw.value)
+            except Unevaluable:
+                self.unresolved.append(
+                    f"expert names from a run-time value `{ast.unparse(kw.value)}`"
+                    f" ({self.where})")
+        if len(names) == 3 and all(isinstance(v, str) for v in names.values()):
+            self.experts = names
+
+    def _get_expert_mapping(self, node: ast.Call) -> None:
+        if _dotted(node.func) != "self.get_expert_mapping":
+            return
+        found = self.reader.attribute(self.cls, "get_expert_mapping")
+        if found is not None and isinstance(found[1], ast.FunctionDef):
+            sub = LoadWeights(self.reader, found[0], found[1])
+            self.experts = sub.experts
+            self.unresolved += sub.unresolved
+
+    def _spec_layers(self, node: ast.Call) -> None:
+        self.skip_spec_layers = True
+
+    def _skips(self, node: ast.stmt) -> None:
+        for sub in ast.walk(node):
+            if not isinstance(sub, ast.If):
+                continue
+            if not (len(sub.body) == 1 and isinstance(sub.body[0], ast.Continue)):
+                continue
+            for test in _or_terms(sub.test):
+                if (isinstance(test, ast.Compare) and len(test.ops) == 1
+                        and isinstance(test.ops[0], ast.In)
+                        and isinstance(test.left, ast.Constant)
+                        and isinstance(test.left.value, str)
+                        and _dotted(test.comparators[0]) == "name"):
+                    if test.left.value not in self.skip_substrings:
+                        self.skip_substrings.append(test.left.value)
+                elif (isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute)
+                      and test.func.attr == "startswith" and _dotted(test.func.value) == "name"
+                      and test.args):
+                    try:
+                        v = self._value(test.args[0])
+                    except Unevaluable:
+                        continue
+                    for p in v if isinstance(v, list) else [v]:
+                        if isinstance(p, str) and p not in self.skip_prefixes:
+                            self.skip_prefixes.append(p)
+
+
+_CALLS: dict[str, Any] = {
+    "AutoWeightsLoader": LoadWeights._auto_loader,
+    "load_weights": LoadWeights._load_weights_call,
+    "make_expert_params_mapping": LoadWeights._expert_mapping,
+    "fused_moe_make_expert_params_mapping": LoadWeights._expert_mapping,
+    "get_expert_mapping": LoadWeights._get_expert_mapping,
+    "get_spec_layer_idx_from_weight_name": LoadWeights._spec_layers,
+    "skip_spec_layers": LoadWeights._spec_layers,
+}
+
+
+def _or_terms(test: ast.expr) -> list[ast.expr]:
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or):
+        return [t for v in test.values for t in _or_terms(v)]
+    return [test]
+
+
+# -- composition ----------------------------------------------------------------------------
+
+
+Child = tuple["ClassRef | None", dict[str, Any]]
+
+
+def _init_children(reader: Reader, ref: ClassRef) -> dict[str, Child]:
+    """``self.<attr> = Cls(…)`` in ``__init__`` (first definition in the MRO and the bases'
+    own ``__init__`` that it calls): attribute -> (class, call facts)."""
+    out: dict[str, Child] = {}
+    for cls in reader.mro(ref):
+        init = next((n for n in cls.node.body
+                     if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        if init is None:
+            continue
+        defaults = _param_defaults(init)
+        for node in ast.walk(init):
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets: list[ast.expr] = [node.target]
+            elif isinstance(node, ast.Assign):
+                targets = node.targets
+            else:
+                continue
+            for t in targets:
+                if not (isinstance(t, ast.Attribute) and _dotted(t.value) == "self"):
+                    continue
+                if t.attr in out:
+                    continue
+                value = node.value
+                if isinstance(value, ast.Call):
+                    out[t.attr] = _child_of_call(reader, cls, value, defaults)
+    return out
+
+
+def _param_defaults(fn: ast.FunctionDef) -> dict[str, ast.expr]:
+    args = fn.args
+    out: dict[str, ast.expr] = {}
+    pos = args.posonlyargs + args.args
+    for a, d in zip(pos[len(pos) - len(args.defaults):], args.defaults, strict=True):
+        out[a.arg] = d
+    for a, kd in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        if kd is not None:
+            out[a.arg] = kd
+    return out
+
+
+def _child_of_call(reader: Reader, cls: ClassRef, call: ast.Call,
+                   defaults: Mapping[str, ast.expr]) -> tuple[ClassRef | None, dict[str, Any]]:
+    name = _dotted(call.func) or ""
+    tail = name.rsplit(".", 1)[-1]
+    facts: dict[str, Any] = {}
+    kw = {k.arg: k.value for k in call.keywords if k.arg}
+    if tail == "init_vllm_registered_model":
+        facts["registered"] = True
+        if "architectures" in kw:
+            try:
+                facts["architectures"] = reader.literal(cls.module, kw["architectures"])
+            except Unevaluable:
+                facts["architectures_expr"] = ast.unparse(kw["architectures"])
+        if "hf_config" in kw:
+            facts["hf_config"] = ast.unparse(kw["hf_config"])
+        return None, facts
+    if isinstance(call.func, ast.Attribute) and _dotted(call.func.value) == "self":
+        return _child_of_method(reader, cls, call.func.attr, defaults), facts
+    if name in defaults:
+        target = _dotted(defaults[name])
+        if target:
+            return reader.class_ref(cls.module, target.split(".")[-1]), facts
+    if tail and tail[0].isupper():
+        return reader.class_ref(cls.module, tail), facts
+    return None, facts
+
+
+def _child_of_method(reader: Reader, cls: ClassRef, attr: str,
+                     defaults: Mapping[str, ast.expr]) -> ClassRef | None:
+    """``self.model_cls(…)`` (a class attribute) or ``self._init_model(…)`` (a method that
+    returns ``Cls(…)``): the class built."""
+    method = reader.attribute(cls, attr)
+    if method is not None and isinstance(method[1], ast.Name):
+        return reader.class_ref(method[0].module, method[1].id)
+    if method is not None and isinstance(method[1], ast.FunctionDef):
+        for node in ast.walk(method[1]):
+            if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
+                return _child_of_call(reader, method[0], node.value,
+                                      {**defaults, **_param_defaults(method[1])})[0]
+    return None
+
+
+def _read_packed(reader: Reader, ref: ClassRef, facts: Facts) -> None:
+    """The class's ``packed_modules_mapping`` (fused module -> its parts)."""
+    packed = reader.attribute(ref, "packed_modules_mapping")
+    if packed is None:
+        return
+    try:
+        value = reader.literal(packed[0].module, packed[1])
+    except Unevaluable:
+        return
+    if isinstance(value, dict):
+        for fused, parts in value.items():
+            if isinstance(fused, str) and isinstance(parts, list):
+                facts.packed.setdefault(fused, [p for p in parts if isinstance(p, str)])
+
+
+def extract_class(reader: Reader, ref: ClassRef, facts: Facts, prefix: str = "",
+                  depth: int = 0, seen: set[str] | None = None) -> None:
+    """Add the facts of ``ref``'s loader (at engine-name ``prefix``) to ``facts``."""
+    seen = seen if seen is not None else set()
+    key = f"{ref.module}.{ref.name}@{prefix}"
+    if key in seen or depth > _MAX_DEPTH:
+        return
+    seen.add(key)
+    facts.modules.update(c.module for c in reader.mro(ref))
+    _read_packed(reader, ref, facts)
+    lw = None
+    auto = False
+    delegates: list[str] = []
+    for owner, fn in _load_weights_chain(reader, ref):
+        one = LoadWeights(reader, owner, fn)
+        lw = lw or one
+        auto |= one.auto_loader
+        delegates += one.delegates
+        _add_load_weights(reader, ref, one, facts, prefix, top=depth <= 1)
+    children = _init_children(reader, ref)
+    for attr, (child, call) in children.items():
+        path = f"{prefix}{attr}."
+        if call.get("registered"):
+            if depth == 0 and facts.language_model is None:
+                facts.language_model = {"attr": attr, **{
+                    k: v for k, v in call.items() if k != "registered"}}
+            continue
+        if child is None:
+            continue
+        if lw is not None and not auto and attr not in delegates:
+            continue  # a hand-written loop: children are not asked to load themselves
+        before = len(facts.sources)
+        extract_class(reader, child, facts, path, depth + 1, seen)
+        if len(facts.sources) > before:
+            facts.children.setdefault(f"{prefix}{attr}", child.where)
+
+
+def _load_weights_chain(reader: Reader, ref: ClassRef
+                        ) -> list[tuple[ClassRef, ast.FunctionDef]]:
+    """The ``load_weights`` the class runs, then each one it hands on to with
+    ``super().load_weights(…)`` or ``Base.load_weights(self, …)`` (``load_weights =
+    Other.load_weights`` aliases followed)."""
+    out: list[tuple[ClassRef, ast.FunctionDef]] = []
+    mro, i = reader.mro(ref), 0
+    while i < len(mro) and len(out) < 4:
+        cls = mro[i]
+        i += 1
+        node = _own_load_weights(cls)
+        if node is None:
+            continue
+        owner = cls
+        if not isinstance(node, ast.FunctionDef):  # load_weights = Other.load_weights
+            other = reader.class_ref(cls.module, (_dotted(node) or "").split(".")[-2:][0])
+            fn = _own_load_weights(other) if other is not None else None
+            if other is None or not isinstance(fn, ast.FunctionDef):
+                break
+            owner, node = other, fn
+        out.append((owner, node))
+        nxt = _handed_on(node)
+        if nxt is None:
+            break
+        if nxt != "super":
+            other = reader.class_ref(owner.module, nxt)
+            if other is None:
+                break
+            mro, i = reader.mro(other), 0
+    return out
+
+
+def _own_load_weights(cls: ClassRef) -> ast.FunctionDef | ast.expr | None:
+    """The class body's own ``load_weights``: a method, or an alias expression."""
+    for node in cls.node.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "load_weights":
+            return node
+        if (isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "load_weights" for t in node.targets)):
+            return node.value
+    return None
+
+
+def _handed_on(fn: ast.FunctionDef) -> str | None:
+    """``super`` or the base class name a ``load_weights`` passes the weights on to."""
+    for node in ast.walk(fn):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load_weights"):
+            base = node.func.value
+            if isinstance(base, ast.Call) and _dotted(base.func) == "super":
+                return "super"
+            if isinstance(base, ast.Name) and base.id[:1].isupper() and node.args and (
+                    _dotted(node.args[0]) == "self"):
+                return base.id
+    return None
+
+
+def _add_load_weights(reader: Reader, ref: ClassRef, lw: LoadWeights, facts: Facts,
+                      prefix: str, *, top: bool) -> None:
+    """One ``load_weights``'s facts, its stacked entries scoped to ``prefix``."""
+    facts.sources.append(f"{lw.where} {lw.cls.name}.load_weights")
+    for e in lw.stacked:
+        entry = dict(e)
+        if prefix:
+            entry["scope"] = prefix
+        if entry not in facts.stacked:
+            facts.stacked.append(entry)
+    if lw.experts and facts.experts is None:
+        facts.experts = lw.experts
+    facts.skip_substrings += [s for s in lw.skip_substrings if s not in facts.skip_substrings]
+    facts.skip_prefixes += [prefix + p for p in lw.skip_prefixes
+                            if prefix + p not in facts.skip_prefixes]
+    facts.skip_spec_layers |= lw.skip_spec_layers and top
+    facts.unresolved += [u for u in lw.unresolved if u not in facts.unresolved]
+    if lw.mapper_expr is not None:
+        try:
+            m = reader.mapper(ref, lw.mapper_expr, 0,
+                              reader.function_env(lw.cls.module, lw.fn))
+        except Unevaluable as exc:
+            facts.unresolved.append(f"hf_to_vllm_mapper not readable: {exc} ({lw.where})")
+        else:
+            if m.pop("drop_layers_from", None):
+                facts.skip_spec_layers = True
+            _add_mapper(facts, m, prefix)
+
+
+def _add_mapper(facts: Facts, m: dict[str, list[list[Any]]], prefix: str) -> None:
+    for key, pairs in m.items():
+        rows = facts.mapper.setdefault(key, [])
+        for old, new in pairs:
+            if prefix and key == "prefix":
+                row = [prefix + old, None if new is None else prefix + new]
+            elif prefix and key == "stacked":
+                row = [old, new, prefix]
+            else:
+                row = [old, new]
+            if row not in rows:
+                rows.append(row)
+
+
+def read_registry(tree: SourceTree, groups: Mapping[str, str] = VLLM_REGISTRY_GROUPS
+                  ) -> dict[str, tuple[str, str, str]]:
+    """vLLM's registry: architecture -> (module, class, kind)."""
+    mod = tree.parse(f"{_VLLM_MODELS_PKG}.registry")
+    if mod is None:
+        raise FileNotFoundError("vllm/model_executor/models/registry.py")
+    out: dict[str, tuple[str, str, str]] = {}
+    for node in mod.body:
+        if not (isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None):
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        name = next((t.id for t in targets if isinstance(t, ast.Name)), None)
+        if name not in groups or not isinstance(node.value, ast.Dict):
+            continue
+        for k, v in zip(node.value.keys, node.value.values, strict=True):
+            try:
+                arch = ast.literal_eval(k) if k is not None else None
+                module, cls = ast.literal_eval(v)
+            except (ValueError, TypeError, SyntaxError):
+                continue
+            if isinstance(arch, str):
+                full = module if module.startswith("vllm.") else f"{_VLLM_MODELS_PKG}.{module}"
+                out[arch] = (full, cls, groups[str(name)])
+    return out
+
+
+def extract_vllm(tree: SourceTree) -> dict[str, dict[str, Any]]:
+    """Every registry architecture of one vLLM release -> its facts (JSON-ready)."""
+    reader = Reader(tree)
+    out: dict[str, dict[str, Any]] = {}
+    for arch, (module, cls_name, kind) in sorted(read_registry(tree).items()):
+        facts = Facts(str(PurePosixPath(module.replace(".", "/"))), cls_name, kind)
+        ref = reader.class_ref(module, cls_name)
+        if ref is None:
+            facts.unresolved.append(f"class {cls_name} not found in {module}")
+        else:
+            try:
+                extract_class(reader, ref, facts)
+            except (Unevaluable, RecursionError) as exc:
+                facts.unresolved.append(f"not readable: {exc}")
+            linears: tuple[list[str], set[str]] = ([], set())
+            for module in sorted(facts.modules):
+                scan_module(reader, module, facts, linears)
+            facts.unquantized = [leaf for leaf in dict.fromkeys(linears[0])
+                                 if leaf not in linears[1]]
+        out[arch] = facts.as_json()
+    return out
+
+
+_MOE_BUILDERS = ("FusedMoE", "FusedMoEFactory", "SharedFusedMoE", "RoutedExperts")
+_LINEARS = ("ReplicatedLinear", "ColumnParallelLinear", "RowParallelLinear", "GateLinear",
+            "MergedColumnParallelLinear", "QKVParallelLinear")
+
+
+def scan_module(reader: Reader, module: str, facts: Facts,
+                linears: tuple[list[str], set[str]]) -> None:
+    """Module-wide facts: fused-MoE layers and their checkpoint names (``ckpt_names=``),
+    and the ``prefix`` leaves of linear layers built with ``quant_config=None`` (or none)
+    that no linear layer of the module builds with a quantization config."""
+    tree = reader.tree.parse(module)
+    if tree is None or not module.startswith("vllm."):
+        return
+    plain, quantized = linears
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        tail = (_dotted(node.func) or "").rsplit(".", 1)[-1]
+        kw = {k.arg: k.value for k in node.keywords if k.arg}
+        if tail in _MOE_BUILDERS:
+            facts.moe = True
+            _expert_names(reader, module, kw.get("ckpt_names"), facts)
+        elif tail in _LINEARS:
+            leaf = _prefix_leaf(kw.get("prefix"))
+            q = kw.get("quant_config")
+            none = (q is None and len(node.args) <= 4) or (
+                isinstance(q, ast.Constant) and q.value is None)
+            if leaf and none:
+                plain.append(leaf)
+            elif leaf:
+                quantized.add(leaf)
+
+
+def _expert_names(reader: Reader, module: str, names: ast.expr | None, facts: Facts) -> None:
+    if names is None or facts.experts is not None:
+        return
+    try:
+        gate, down, up = reader.literal(module, names)
+    except (Unevaluable, ValueError):
+        facts.unresolved.append(f"expert names `{ast.unparse(names)}` ({module})")
+        return
+    if isinstance(gate, str) and isinstance(down, str) and isinstance(up, str):
+        facts.experts = {"gate": gate, "down": down, "up": up}
+
+
+def _prefix_leaf(node: ast.expr | None) -> str | None:
+    """``f"{prefix}.gate"`` / ``maybe_prefix(prefix, "gate")`` -> ``gate``."""
+    if isinstance(node, ast.JoinedStr) and node.values:
+        last = node.values[-1]
+        if isinstance(last, ast.Constant) and isinstance(last.value, str):
+            leaf = last.value.rsplit(".", 1)[-1]
+            return leaf or None
+    if isinstance(node, ast.Call) and node.args:
+        last_arg = node.args[-1]
+        if isinstance(last_arg, ast.Constant) and isinstance(last_arg.value, str):
+            return last_arg.value.rsplit(".", 1)[-1] or None
+    return None
+
+
+def requirement(tree: SourceTree, package: str) -> str | None:
+    """The wheel's ``Requires-Dist`` specifier for ``package`` (without extras markers)."""
+    meta = next((f for f in tree.all_names() if f.endswith(".dist-info/METADATA")), None)
+    if meta is None:
+        return None
+    for line in tree.read(meta).splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" not in line:
+            spec = line.split(":", 1)[1].split(";")[0].strip()
+            name = spec.split("<")[0].split(">")[0].split("=")[0].split("!")[0].split("[")[0]
+            if name.strip().lower() == package:
+                return spec.replace(" ", "")
+    return None
+
+
+def causal_lm_names(tree: SourceTree) -> dict[str, str]:
+    """transformers' ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` (model_type -> class): what vLLM's
+    ``VllmConfig.with_hf_config`` picks for an inner text config without ``architectures``."""
+    mod = tree.parse("transformers.models.auto.modeling_auto")
+    if mod is None:
+        return {}
+    for node in mod.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"
+                and isinstance(node.value, ast.Call) and node.value.args):
+            pairs = ast.literal_eval(node.value.args[0])
+            return {k: v for k, v in pairs if isinstance(v, str)}
+    return {}

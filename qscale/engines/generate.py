@@ -1,0 +1,148 @@
+"""Regenerate the engine catalogue from released wheels (not used by ``qscale check``).
+
+    python -m qscale.engines.generate vllm                 # every release 0.18.0 … newest
+    python -m qscale.engines.generate vllm --versions 0.33.0,0.34.0 --wheels ~/wheels
+
+Each release's wheel is fetched with ``pip download --no-deps vllm==X`` (kept in
+``--wheels`` when given, else deleted after reading), its model registry and model files are
+read with :mod:`qscale.engines.extract`, and ``qscale/engines/data/vllm.json`` is rewritten:
+per architecture, the releases over which its facts stay the same. A new release is a
+regenerate and a commit; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qscale.engines.extract import SourceTree, causal_lm_names, extract_vllm, requirement
+
+DATA = Path(__file__).resolve().parent / "data"
+SCHEMA = 1
+#: releases read; the newest first-checked release of each minor line and every patch
+VLLM_RELEASES = (
+    "0.18.0", "0.18.1", "0.19.0", "0.19.1", "0.20.0", "0.20.1", "0.20.2", "0.21.0",
+    "0.22.0", "0.22.1", "0.23.0", "0.24.0", "0.25.0", "0.25.1", "0.26.0", "0.27.0",
+    "0.27.1", "0.28.0", "0.29.0", "0.30.0", "0.31.0", "0.32.0", "0.33.0",
+)
+
+
+def fetch_wheel(engine: str, version: str, folder: Path) -> Path:
+    """The release's wheel in ``folder`` (``pip download --no-deps`` when absent)."""
+    found = sorted(folder.glob(f"{engine}-{version}-*.whl"))
+    if found:
+        return found[0]
+    return _download(f"{engine}=={version}", folder, f"{engine}-{version}-*.whl")
+
+
+def _download(requirement: str, folder: Path, pattern: str | None = None) -> Path:
+    """``pip download --no-deps`` one requirement; the wheel it saved (or already had)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+         "-d", str(folder), requirement],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    names = re.findall(r"(?:Saved|File was already downloaded) (\S+\.whl)", out)
+    if not names:
+        raise FileNotFoundError(f"pip downloaded no wheel for {requirement}")
+    return folder / Path(names[-1]).name
+
+
+def facts_id(facts: dict[str, Any]) -> str:
+    """A short content hash: equal facts in two releases share one entry."""
+    blob = json.dumps(facts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def build(engine: str, per_release: dict[str, dict[str, dict[str, Any]]],
+          causal_lm: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The data file's content from each release's extracted facts (releases in order) and,
+    per release, transformers' causal-LM class per model type (the version it pins)."""
+    releases = list(per_release)
+    facts: dict[str, dict[str, Any]] = {}
+    ranges: dict[str, list[list[str]]] = {}
+    for release, archs in per_release.items():
+        for arch, f in archs.items():
+            fid = facts_id(f)
+            facts[fid] = f
+            rows = ranges.setdefault(arch, [])
+            prev = releases[releases.index(release) - 1] if releases.index(release) else None
+            if rows and rows[-1][2] == fid and rows[-1][1] == prev:
+                rows[-1][1] = release
+            else:
+                rows.append([release, release, fid])
+    return {
+        "schema": SCHEMA,
+        "engine": engine,
+        "generator": "python -m qscale.engines.generate",
+        "releases": releases,
+        "architectures": dict(sorted(ranges.items())),
+        "facts": dict(sorted(facts.items())),
+        "causal_lm": causal_lm or {},
+    }
+
+
+def write(data: dict[str, Any], out: Path) -> None:
+    """One architecture or fact per line, so a regenerated file diffs by entry."""
+    lines = ["{"]
+    lines += [f"{json.dumps(k)}: {json.dumps(data[k])}," for k in
+              ("schema", "engine", "generator", "releases")]
+    for key in ("architectures", "facts", "causal_lm"):
+        lines.append(f"{json.dumps(key)}: {{")
+        items = list(data[key].items())
+        for i, (k, v) in enumerate(items):
+            comma = "," if i < len(items) - 1 else ""
+            lines.append(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}{comma}")
+        lines.append("}" if key == "causal_lm" else "},")
+    lines.append("}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m qscale.engines.generate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("engine", choices=["vllm"])
+    ap.add_argument("--versions", help="comma-separated releases (default: all known)")
+    ap.add_argument("--wheels", type=Path, help="folder to keep (and reuse) the wheels in")
+    ap.add_argument("--out", type=Path, help="data file (default: qscale/engines/data/)")
+    args = ap.parse_args(argv)
+    versions = args.versions.split(",") if args.versions else list(VLLM_RELEASES)
+    out = args.out or DATA / f"{args.engine}.json"
+    per_release: dict[str, dict[str, dict[str, Any]]] = {}
+    causal: dict[str, dict[str, Any]] = {}
+    pins: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.wheels or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for v in versions:
+            wheel = fetch_wheel(args.engine, v, folder)
+            tree = SourceTree(wheel)
+            per_release[v] = extract_vllm(tree)
+            spec = requirement(tree, "transformers") or "transformers"
+            if spec not in pins:
+                tw = _download(spec, folder)
+                pins[spec] = {"transformers": tw.name.split("-")[1],
+                              "map": causal_lm_names(SourceTree(tw))}
+            causal[v] = pins[spec]
+            print(f"{args.engine} {v}: {len(per_release[v])} architectures;"
+                  f" {spec} -> {pins[spec]['transformers']}", file=sys.stderr)
+            if args.wheels is None:
+                wheel.unlink()
+    write(build(args.engine, per_release, causal), out)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
