@@ -12,29 +12,26 @@ from rich.console import Console
 from rich.table import Table
 
 from qscale.cli.options import EngineOpt, FormatOpt, OutputFormat, OutputOpt, emit
-from qscale.engines import PROFILES, EngineSpec, parse_engine
+from qscale.engines import PROFILES, EngineSpec, catalogue, parse_engine
+from qscale.engines.catalogue import Architecture
 from qscale.errors import UnknownEngine
-from qscale.rules.qs105_architecture_not_served import Served, catalogue
 
 STATUSES = ("planned", "not-plannable")
 
 
 def catalogued_releases(engine: str) -> tuple[str, ...]:
     """The releases of ``engine`` the catalogue holds data for, oldest first (empty: none)."""
-    cat = catalogue()
-    load = getattr(cat, "load", None)
-    data = load(engine) if load is not None else None
-    return tuple(getattr(data, "releases", ()))
+    data = catalogue.load(engine)
+    return data.releases if data is not None else ()
 
 
-def served_architectures(spec: EngineSpec) -> tuple[Served, ...]:
+def served_architectures(spec: EngineSpec) -> tuple[Architecture, ...]:
     """Every architecture the engine version serves, as the catalogue has it.
 
     Raises:
         UnknownEngine: the catalogue is missing or holds no data for that engine version.
     """
-    cat = catalogue()
-    archs = tuple(cat.architectures(spec)) if cat is not None else ()
+    archs = catalogue.architectures(spec)
     if archs:
         return archs
     engines = dict.fromkeys(p.engine for p in PROFILES)
@@ -46,7 +43,7 @@ def served_architectures(spec: EngineSpec) -> tuple[Served, ...]:
     )
 
 
-def release_label(spec: EngineSpec, archs: tuple[Served, ...]) -> str:
+def release_label(spec: EngineSpec, archs: tuple[Architecture, ...]) -> str:
     """``vllm==0.33.0``: the release the entries were read from (their ``source`` ends in
     ``@0.33.0`` or ``@vllm==0.33.0``), else the spec's own label."""
     releases = {a.source.rpartition("@")[2].rpartition("==")[2] for a in archs}
@@ -55,7 +52,7 @@ def release_label(spec: EngineSpec, archs: tuple[Served, ...]) -> str:
     return spec.label
 
 
-def models_dict(spec: EngineSpec, archs: tuple[Served, ...]) -> dict[str, Any]:
+def models_dict(spec: EngineSpec, archs: tuple[Architecture, ...]) -> dict[str, Any]:
     """The architectures as JSON-ready data, with the count of each status."""
     counts = Counter(a.status for a in archs)
     return {
@@ -68,7 +65,7 @@ def models_dict(spec: EngineSpec, archs: tuple[Served, ...]) -> dict[str, Any]:
     }
 
 
-def render_console(spec: EngineSpec, archs: tuple[Served, ...], *, width: int = 120) -> str:
+def render_console(spec: EngineSpec, archs: tuple[Architecture, ...], *, width: int = 120) -> str:
     """A table of the architectures, then the counts."""
     data = models_dict(spec, archs)
     table = Table("architecture", "kind", "status", "why", title=data["engine"], expand=False)

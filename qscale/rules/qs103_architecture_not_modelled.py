@@ -2,12 +2,15 @@
 
 ## What it checks
 Reads `architectures` in `config.json`. vLLM and SGLang build the model class its first
-entry names. qscale looks that class up among its model families, the tables of what the
-engine fuses, renames and skips while it loads weights. This code covers two cases:
+entry names. qscale plans that class's weight loading from its engine catalogue (the loader
+facts generated from each vLLM release) or from a hand-written family: what the engine
+fuses, renames and skips while it loads weights. This code covers two cases:
 
 * the value is not a non-empty list of class names (missing, `null`, `[]`, a string, a
   number, a list holding a non-string);
-* the class has no qscale family, so qscale cannot plan what the engine builds from it.
+* the engine serves the class but qscale cannot plan it: the catalogue marks it
+  `not-plannable` and says why (`qscale models`), or no catalogue covers the engine version
+  (SGLang today) and no hand-written family exists.
 
 ## Why it matters
 Most rules follow the engine's weight loader, which depends on the model class: fused
@@ -19,7 +22,7 @@ engine skips. qscale will not call a checkpoint clean when it could not run thos
   (`vllm/model_executor/models/registry.py`, `inspect_model_cls`). Recent releases read the
   value into a `list[str]` field (`ModelArchitectureConfig.architectures`), so any other
   shape fails validation there.
-* For a class with no family, `qscale check` still runs the rules that need no load plan:
+* For a class qscale cannot plan, `qscale check` still runs the rules that need no load plan:
   inventory, dtypes, shapes and quantization config. It lists the other rules as not run,
   with this reason, and the report is *partial*: `"complete": false` and a `skipped` list
   in JSON, `executionSuccessful: false` and one tool notification per rule in SARIF, an
@@ -31,14 +34,16 @@ A class the engine does not serve at all is reported as QS105 instead. The engin
 load such a checkpoint, so that is a finding, not a gap in the check.
 
 ## Example
-`config.json: architecture 'Qwen3_5MoeRenamedForCausalLM' has no qscale family`
+``config.json: qscale cannot plan how vllm==0.33.0 loads 'Gemma4ForCausalLM':
+Gemma4ForCausalLM fuses `gate_up_proj` from ['gate_proj', 'up_proj'] (its
+packed_modules_mapping), but no stacked mapping for it was found in its loader code``
 
 `config.json: /architectures is a string ("Qwen3_5MoeForConditionalGeneration"), expected a
 list of model class names`
 
 ## Fix
 No automatic fix. For a renamed class or a typo, copy `architectures` from the original
-model's `config.json`. For a string, wrap it in a list. For a class qscale does not model
+model's `config.json`. For a string, wrap it in a list. For a class qscale cannot plan
 yet, `qscale check --allow-partial` gates on the rules that ran. The report still says which
 rules did not run.
 

@@ -1,9 +1,11 @@
 """The engine version serves none of the checkpoint's architectures.
 
 ## What it checks
-Looks each class in `architectures` of `config.json` up in qscale's catalogue of the model
-classes each vLLM and SGLang release registers. `qscale models --engine E` lists that
-catalogue. The rule fires when the `--engine` version registers none of them.
+Looks each class in `architectures` of `config.json` up in qscale's engine catalogue: the
+model classes each catalogued engine release registers (`docs/models.md` lists the releases
+and classes; `qscale models --engine E` prints one). The rule fires when the `--engine`
+release registers none of them. It reports nothing for an engine version the catalogue does
+not cover, such as SGLang or a vLLM release older than the first one read.
 
 ## Why it matters
 Both engines pick the model class from `architectures` in their model registry, trying each
@@ -31,11 +33,9 @@ ones. Or target an engine version that serves the class (`qscale models --engine
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Iterator, Sequence
-from types import ModuleType
-from typing import Protocol, cast
 
+from qscale.engines import catalogue
 from qscale.rules._api import (
     Applicability,
     Context,
@@ -47,57 +47,14 @@ from qscale.rules._api import (
     Severity,
 )
 
-_CATALOGUE = "qscale.engines.catalogue"
-
-
-class Served(Protocol):
-    """A catalogue entry: one architecture an engine release serves."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def status(self) -> str: ...  #: "planned" | "not-plannable"
-    @property
-    def why(self) -> str: ...  #: "" when planned; else why qscale cannot plan it
-    @property
-    def source(self) -> str: ...  #: the engine file and release it was read from
-    @property
-    def kind(self) -> str: ...  #: the registry group: "text", "multimodal", …
-
-
-class Catalogue(Protocol):
-    """The part of ``qscale.engines.catalogue`` qscale reads (also ``qscale models``)."""
-
-    def architectures(self, spec: EngineSpec) -> Sequence[Served]: ...
-
-    def lookup(self, spec: EngineSpec, arch: str) -> Served | None: ...
-
-
-def catalogue() -> Catalogue | None:
-    """The engine catalogue, or None in a qscale without one (nothing is then "not served").
-
-    Imported by name so that this rule, ``qscale models`` and the docs generator work before
-    and after ``qscale.engines.catalogue`` exists."""
-    try:
-        module: ModuleType = importlib.import_module(_CATALOGUE)
-    except ModuleNotFoundError as exc:
-        if exc.name != _CATALOGUE:
-            raise
-        return None
-    return cast(Catalogue, module)
-
 
 def not_served(spec: EngineSpec, archs: Sequence[str]) -> str | None:
     """The engine's refusal, in its own words, when ``spec`` serves none of ``archs``; None
-    when it serves one, when ``archs`` is empty, or when no catalogue covers that engine
-    version (qscale cannot tell)."""
-    cat = catalogue()
-    if cat is None or not archs:
+    when it serves one, when ``archs`` is empty, or when the catalogue does not cover that
+    engine version (qscale cannot tell)."""
+    if not archs or not catalogue.served(spec):
         return None
-    covers = getattr(cat, "served", None)  # whether the catalogue has data for ``spec``
-    if covers is not None and not covers(spec):
-        return None
-    if any(cat.lookup(spec, a) is not None for a in archs):
+    if any(catalogue.lookup(spec, a) is not None for a in archs):
         return None
     shown = repr(list(archs))
     what = f"architecture `{archs[0]}`" if len(archs) == 1 else f"any of {shown}"
@@ -108,8 +65,7 @@ def not_served(spec: EngineSpec, archs: Sequence[str]) -> str | None:
 
 
 def _closest(spec: EngineSpec, arch: str) -> list[str]:
-    cat = catalogue()
-    names = [a.name for a in cat.architectures(spec)] if cat is not None else []
+    names = [a.name for a in catalogue.architectures(spec)]
     return difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
 
 
