@@ -15,6 +15,7 @@ from qscale.cli.options import EngineOpt, FormatOpt, OutputFormat, OutputOpt, em
 from qscale.engines import PROFILES, EngineSpec, catalogue, parse_engine
 from qscale.engines.catalogue import Architecture
 from qscale.errors import UnknownEngine
+from qscale.rules.qs105_architecture_not_served import release_label
 
 STATUSES = ("planned", "not-plannable")
 
@@ -43,23 +44,13 @@ def served_architectures(spec: EngineSpec) -> tuple[Architecture, ...]:
     )
 
 
-def release_label(spec: EngineSpec, archs: tuple[Architecture, ...]) -> str:
-    """``vllm==0.33.0``: the release the entries were read from (their ``source`` ends in
-    ``@0.33.0`` or ``@vllm==0.33.0``), else the spec's own label."""
-    releases = {a.source.rpartition("@")[2].rpartition("==")[2] for a in archs}
-    if len(releases) == 1 and (release := releases.pop()):
-        return f"{spec.engine}=={release}"
-    return spec.label
-
-
 def models_dict(spec: EngineSpec, archs: tuple[Architecture, ...]) -> dict[str, Any]:
     """The architectures as JSON-ready data, with the count of each status."""
     counts = Counter(a.status for a in archs)
     return {
-        "engine": release_label(spec, archs),
+        "engine": release_label(spec),
         "architectures": [
-            {"name": a.name, "status": a.status, "why": a.why, "source": a.source}
-            for a in archs
+            {"name": a.name, "status": a.status, "why": a.why, "source": a.source} for a in archs
         ],
         "summary": {s: counts.get(s, 0) for s in STATUSES},
     }

@@ -48,6 +48,14 @@ from qscale.rules._api import (
 )
 
 
+def release_label(spec: EngineSpec) -> str:
+    """``vllm==0.33.0``: the spec's label, or for a bare ``--engine vllm`` the catalogued
+    release it resolves to (the spec's own label names a profile range there)."""
+    data = catalogue.load(spec.engine) if spec.version is None else None
+    release = data.release_for(None) if data is not None else None
+    return f"{spec.engine}=={release}" if release else spec.label
+
+
 def not_served(spec: EngineSpec, archs: Sequence[str]) -> str | None:
     """The engine's refusal, in its own words, when ``spec`` serves none of ``archs``; None
     when it serves one, when ``archs`` is empty, or when the catalogue does not cover that
@@ -59,7 +67,7 @@ def not_served(spec: EngineSpec, archs: Sequence[str]) -> str | None:
     shown = repr(list(archs))
     what = f"architecture `{archs[0]}`" if len(archs) == 1 else f"any of {shown}"
     return (
-        f"{spec.label} does not serve {what}:"
+        f"{release_label(spec)} does not serve {what}:"
         f' "Model architectures {shown} are not supported for now"'
     )
 
@@ -80,7 +88,7 @@ def check(ctx: Context) -> Iterator[Finding]:
         why,
         Location(file="config.json", key="/architectures"),
         fix=Fix(
-            f"set `architectures` to a class {ctx.engine.label} serves{to}, or target an"
+            f"set `architectures` to a class {release_label(ctx.engine)} serves{to}, or target an"
             f" engine version that serves `{archs[0]}` (`qscale models --engine E`)",
             Applicability.MANUAL,
         ),

@@ -38,6 +38,13 @@ def test_architecture_the_engine_does_not_serve(tmp_path):
     assert f.fix is not None and f"`{SERVED}`" in f.fix.title
 
 
+def test_without_a_version_it_names_the_newest_catalogued_release(tmp_path):
+    newest = catalogue.load("vllm").releases[-1]
+    [f] = run(renamed(), tmp_path, engine=None, select=["QS105"]).findings
+    assert f.message.startswith(f"vllm=={newest} does not serve architecture `{RENAMED}`")
+    assert f.fix is not None and f"a class vllm=={newest} serves" in f.fix.title
+
+
 def test_not_served_is_a_finding_not_a_partial_check(tmp_path):
     """The plan rules have nothing to check when the engine cannot build the model."""
     report = run(renamed(), tmp_path)
