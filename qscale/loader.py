@@ -98,19 +98,8 @@ def expand_shard_id(shard_id: ShardId | None, n_partitions: int) -> tuple[int, .
 
 
 def engine_name(fam: Family, name: str) -> str:
-    """Apply the family's regex, substring and prefix renames in vLLM ``WeightsMapper``'s
-    order (each rule that matches, in turn)."""
-    for pattern, new in fam.regex_map:
-        name = re.sub(pattern, new, name)
-    for old, new in fam.substr_map:
-        if old in name:
-            name = name.replace(old, new, 1)
-    for old, new in fam.prefix_map:
-        if name.startswith(old):
-            name = new + name[len(old) :]
-            if not fam.generated:
-                return name
-    return name
+    """The family's renames applied to a checkpoint name (:meth:`Family.engine_name`)."""
+    return fam.engine_name(name)
 
 
 def skipped_by(fam: Family, name: str, eng: str, text: Mapping[str, Any]) -> bool:

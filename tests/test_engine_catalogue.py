@@ -8,9 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from builders import dense
+import torch
+from builders import bf16, dense
 
-from qscale import CheckOptions, check, read_checkpoint
+from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
 from qscale.engines import catalogue, parse_engine
 from qscale.engines.extract import SourceTree, extract_vllm
 from qscale.engines.generate import build
@@ -286,3 +287,34 @@ def test_data_file_is_valid_json_with_sources():
     assert raw["schema"] == 1 and raw["generator"].startswith("python -m qscale.engines")
     for fid, facts in raw["facts"].items():
         assert facts["module"].startswith("vllm/"), fid
+
+
+def test_kimi_vision_tower_is_built_unquantized_under_compressed_tensors(tmp_path):
+    """Kimi-K2.5 builds its vision tower and projector with
+    ``_maybe_ignore_quant_config(quant_config)``: None under compressed-tensors, so BF16
+    tensors there are right even when ``targets: ["Linear"]`` covers them."""
+    built = dense("KimiK25ForConditionalGeneration", scheme="ct-w4a16",
+                  prefix="language_model.model.", lm_head="language_model.lm_head",
+                  config={"text_config": {"model_type": "kimi_k2", "num_hidden_layers": 2}})
+    g = torch.Generator().manual_seed(1)
+    built.tensors.update(bf16("vision_tower.encoder.blocks.0.wqkv", 384, 128, g))
+    built.tensors.update(bf16("mm_projector.proj.0", 128, 128, g))
+    ckpt = read_checkpoint(built.write(tmp_path))
+    quant = resolve_quantization(ckpt, V33)
+    for name in ("vision_tower.encoder.blocks.0.wqkv", "mm_projector.proj.0"):
+        assert quant.modules[name].scheme is None, quant.modules[name].resolution
+        assert "without a quantization config" in quant.modules[name].resolution.reason
+    assert quant.modules["language_model.model.layers.0.self_attn.q_proj"].scheme is not None
+    report = check(ckpt, CheckOptions(engine="vllm==0.33.0"))
+    assert not [f for f in report.findings if f.code == "QS202"], report.findings
+
+
+def test_vision_tower_stays_quantized_under_other_methods(tmp_path):
+    """The near miss: under ModelOpt (not compressed-tensors) Kimi quantizes the tower."""
+    arch = catalogue.lookup(V33, "KimiK25ForConditionalGeneration")
+    assert arch is not None
+    fam = catalogue.family(V33, arch, {})
+    assert fam.child_unquantized("vision_tower.encoder.blocks.0.wqkv", "compressed-tensors")
+    assert fam.child_unquantized("vision_tower.encoder.blocks.0.wqkv", "modelopt") is None
+    assert fam.child_unquantized("language_model.model.layers.0.mlp.down_proj",
+                                 "compressed-tensors") is None

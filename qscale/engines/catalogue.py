@@ -288,6 +288,8 @@ def _compose(outer: Family, inner: Family, at: str) -> Family:
         never_quantized=tuple(dict.fromkeys(inner.never_quantized + outer.never_quantized)),
         experts=inner.experts or outer.experts,
         draft_layers_from=inner.draft_layers_from or outer.draft_layers_from,
+        unquantized_prefixes=outer.unquantized_prefixes + tuple(
+            (at + p, m) for p, m in inner.unquantized_prefixes),
         generated=True,
     )
 
@@ -345,6 +347,8 @@ def _family_from(name: str, facts: Mapping[str, Any]) -> Family:
         never_quantized=tuple(dict.fromkeys(
             f".{u.rsplit('.', 1)[-1]}" for u in facts.get("unquantized", ()))),
         draft_layers_from="num_hidden_layers" if draft else None,
+        unquantized_prefixes=tuple(
+            (f"{p}.", tuple(m)) for p, m in facts.get("unquantized_children", {}).items()),
         generated=True,
     )
 

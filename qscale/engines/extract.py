@@ -130,12 +130,14 @@ class Facts:
     modules: set[str] = field(default_factory=set)  #: modules whose classes were visited
     #: ``packed_modules_mapping`` of the classes visited: fused module -> its parts
     packed: dict[str, list[str]] = field(default_factory=dict)
+    #: child module (engine name) -> quant methods under which it is built unquantized
+    unquantized_children: dict[str, list[str]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"module": self.module, "class": self.cls, "kind": self.kind}
         for key in ("mapper", "stacked", "experts", "skip_substrings", "skip_prefixes",
                     "unquantized", "children", "language_model", "unresolved", "sources",
-                    "packed"):
+                    "packed", "unquantized_children"):
             value = getattr(self, key)
             if value:
                 out[key] = value
@@ -155,6 +157,8 @@ class Reader:
 
     def __init__(self, tree: SourceTree) -> None:
         self.tree = tree
+        #: config class name -> the ``quant_method`` names vLLM maps to it
+        self.quant_methods: dict[str, list[str]] = quant_methods(tree)
 
     # -- names and classes ----------------------------------------------------------------
     def resolve(self, module: str, name: str, depth: int = 0) -> tuple[str, ast.AST] | None:
@@ -859,6 +863,10 @@ def _child_of_call(reader: Reader, cls: ClassRef, call: ast.Call,
     tail = name.rsplit(".", 1)[-1]
     facts: dict[str, Any] = {}
     kw = {k.arg: k.value for k in call.keywords if k.arg}
+    if "quant_config" in kw:
+        unq = _unquantized_under(reader, cls, kw["quant_config"])
+        if unq is not None:
+            facts["unquantized_under"] = unq
     if tail == "init_vllm_registered_model":
         facts["registered"] = True
         if "architectures" in kw:
@@ -878,6 +886,32 @@ def _child_of_call(reader: Reader, cls: ClassRef, call: ast.Call,
     if tail and tail[0].isupper():
         return reader.class_ref(cls.module, tail), facts
     return None, facts
+
+
+def _unquantized_under(reader: Reader, cls: ClassRef, node: ast.expr) -> list[str] | None:
+    """The quantization methods under which a child is built with no quantization config:
+    ``["*"]`` for ``quant_config=None``; for ``self._maybe_ignore_quant_config(quant_config)``,
+    the methods of the config classes for which that method returns None (vLLM's
+    ``method_to_config`` names them)."""
+    if isinstance(node, ast.Constant) and node.value is None:
+        return ["*"]
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and _dotted(node.func.value) == "self"):
+        return None
+    found = reader.attribute(cls, node.func.attr)
+    if found is None or not isinstance(found[1], ast.FunctionDef):
+        return None
+    classes: list[str] = []
+    for sub in ast.walk(found[1]):
+        if (isinstance(sub, ast.If) and isinstance(sub.test, ast.Call)
+                and _dotted(sub.test.func) == "isinstance" and len(sub.test.args) == 2
+                and any(isinstance(b, ast.Return) and isinstance(b.value, ast.Constant)
+                        and b.value.value is None for b in sub.body)):
+            kinds = sub.test.args[1]
+            elts = kinds.elts if isinstance(kinds, ast.Tuple) else [kinds]
+            classes += [(_dotted(e) or "").rsplit(".", 1)[-1] for e in elts]
+    methods = sorted({m for c in classes for m in reader.quant_methods.get(c, ())})
+    return methods or None
 
 
 def _child_of_method(reader: Reader, cls: ClassRef, attr: str,
@@ -932,6 +966,8 @@ def extract_class(reader: Reader, ref: ClassRef, facts: Facts, prefix: str = "",
     children = _init_children(reader, ref)
     for attr, (child, call) in children.items():
         path = f"{prefix}{attr}."
+        if call.get("unquantized_under"):
+            facts.unquantized_children.setdefault(f"{prefix}{attr}", call["unquantized_under"])
         if call.get("registered"):
             if depth == 0 and facts.language_model is None:
                 facts.language_model = {"attr": attr, **{
@@ -1153,6 +1189,21 @@ def _prefix_leaf(node: ast.expr | None) -> str | None:
         if isinstance(last_arg, ast.Constant) and isinstance(last_arg.value, str):
             return last_arg.value.rsplit(".", 1)[-1] or None
     return None
+
+
+def quant_methods(tree: SourceTree) -> dict[str, list[str]]:
+    """vLLM's ``get_quantization_config`` ``method_to_config``: config class -> methods."""
+    mod = tree.parse("vllm.model_executor.layers.quantization")
+    out: dict[str, list[str]] = {}
+    if mod is None:
+        return out
+    for node in ast.walk(mod):
+        if (isinstance(node, ast.AnnAssign | ast.Assign) and isinstance(node.value, ast.Dict)
+                and "method_to_config" in ast.unparse(node)[:40]):
+            for k, v in zip(node.value.keys, node.value.values, strict=True):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    out.setdefault(_dotted(v) or "", []).append(k.value)
+    return out
 
 
 def requirement(tree: SourceTree, package: str) -> str | None:

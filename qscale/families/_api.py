@@ -59,6 +59,10 @@ class Family:
     #: the config field past which ``layers.<i>`` are draft (MTP) layers the main model skips
     #: (vLLM ``get_spec_layer_idx_from_weight_name``)
     draft_layers_from: str | None = None
+    #: engine-name prefixes of children built without a quantization config, and the
+    #: ``quant_method`` values that holds for (``*``: every one); e.g. Kimi-K2.5's
+    #: ``vision_tower`` under compressed-tensors (``_maybe_ignore_quant_config``)
+    unquantized_prefixes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: built from the generated engine catalogue (not a hand-written override)
     generated: bool = False
     experts: ExpertNames | None = None
@@ -98,6 +102,31 @@ class Family:
     def builds_unquantized(self, module: str) -> str | None:
         """The suffix by which the engine builds this module unquantized, if any."""
         return next((s for s in self.never_quantized if module.endswith(s)), None)
+
+    def child_unquantized(self, module: str, method: str | None) -> str | None:
+        """The child (engine-name prefix) the engine builds without a quantization config
+        under ``method`` that holds this module, if any."""
+        eng = self.engine_name(module)
+        for prefix, methods in self.unquantized_prefixes:
+            if eng.startswith(prefix) and ("*" in methods or method in methods):
+                return prefix
+        return None
+
+    def engine_name(self, name: str) -> str:
+        """A checkpoint name after the family's regex, substring and prefix renames, in vLLM
+        ``WeightsMapper``'s order (each rule that matches, in turn; a hand-written family
+        stops at its first prefix rule)."""
+        for pattern, new in self.regex_map:
+            name = re.sub(pattern, new, name)
+        for old, new in self.substr_map:
+            if old in name:
+                name = name.replace(old, new, 1)
+        for old, new in self.prefix_map:
+            if name.startswith(old):
+                name = new + name[len(old) :]
+                if not self.generated:
+                    return name
+        return name
 
     def partition_sizes(self, leaf: str, text: Mapping[str, Any]) -> tuple[int, ...] | None:
         """Sizes of the fused parameter's partitions from the config, if the family says."""

@@ -120,6 +120,11 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
                 why = family.builds_unquantized(name)
                 if why is not None:
                     res = Resolution(None, f"the engine builds `*{why}` unquantized")
+            if family is not None and res.scheme is not None and family.unquantized_prefixes:
+                child = family.child_unquantized(name, fmt.method)
+                if child is not None:
+                    res = Resolution(None, f"the engine builds `{child.rstrip('.')}` without"
+                                     f" a quantization config under {fmt.method}")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
