@@ -78,9 +78,17 @@ class ModelConfig:
 
     @property
     def architectures(self) -> tuple[str, ...]:
-        """``architectures`` of the outer config (the class the engine builds)."""
-        archs = self.raw.get("architectures") or self.text.get("architectures") or ()
-        return tuple(str(a) for a in archs)
+        """``architectures`` of the outer config (the class the engine builds).
+
+        :func:`parse_config` has refused a malformed value; a config built some other way
+        (none read, a test's dict) gives only the names it holds as strings.
+        """
+        archs = self.raw.get("architectures")
+        if not isinstance(archs, list):
+            archs = self.text.get("architectures")
+        if not isinstance(archs, list):
+            return ()
+        return tuple(a for a in archs if isinstance(a, str))
 
     @property
     def architecture(self) -> str | None:
@@ -303,7 +311,86 @@ def _read_json(path: Path) -> JSON:
 
 def _read_config(root: Path) -> ModelConfig:
     cfg = root / "config.json"
-    return ModelConfig(_read_json(cfg) if cfg.is_file() else {})
+    return parse_config(_read_json(cfg)) if cfg.is_file() else ModelConfig({})
+
+
+def parse_config(obj: JSON) -> ModelConfig:
+    """A read ``config.json`` as a :class:`ModelConfig`, once its ``architectures`` is a list
+    of class names.
+
+    vLLM and SGLang build the model class ``architectures`` names (vLLM 0.33
+    ``ModelArchConfigConvertorBase.get_architectures``, then
+    ``_ModelRegistry.inspect_model_cls``): missing, ``null`` or ``[]``, vLLM stops with "No
+    model architectures are specified" and SGLang finds no class; any other shape fails
+    vLLM's ``list[str]`` validation. qscale refuses the same values, quantized checkpoint or
+    not, instead of guessing a class from them.
+
+    Raises:
+        ConfigError: ``architectures`` is missing, ``null``, empty, or not a list of strings
+            (code QS103: qscale cannot tell which architecture to plan).
+    """
+    value = obj.get("architectures")
+    problem = _architectures_problem(value, present="architectures" in obj)
+    if problem is not None:
+        raise ConfigError(
+            f"config.json: {problem}",
+            hint=_architectures_hint(obj, value),
+            code="QS103",
+        )
+    return ModelConfig(obj)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _architectures_problem(value: object, *, present: bool) -> str | None:
+    """What is wrong with ``architectures``, at its JSON pointer; None for a non-empty list of
+    names."""
+    expected = "expected a list of model class names"
+    if not present:
+        return f"/architectures is missing, {expected}"
+    if not isinstance(value, list):
+        shown = f" ({json.dumps(value)[:60]})" if value is not None else ""
+        return f"/architectures is {_json_type(value)}{shown}, {expected}"
+    if not value:
+        return f"/architectures is an empty list, {expected}"
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            kind = "an empty string" if isinstance(item, str) else _json_type(item)
+            return f"/architectures/{i} is {kind} ({json.dumps(item)[:60]}), expected a class name"
+    return None
+
+
+def _architectures_hint(obj: JSON, value: object) -> str:
+    """Why the engine refuses it too, and the remedy, with the class name when the config
+    shows which one was meant."""
+    engine = (
+        "vLLM stops with 'No model architectures are specified'"
+        if not value
+        else "vLLM refuses any value but a list of strings"
+    )
+    text = obj.get("text_config")
+    inner = text.get("architectures") if isinstance(text, dict) else None
+    if isinstance(value, str) and value.strip():
+        return f'{engine}; write it as a list: "architectures": [{json.dumps(value)}]'
+    if isinstance(inner, list) and inner and all(isinstance(a, str) for a in inner):
+        return (
+            f"{engine}, and reads the top-level key only; text_config has"
+            f' {json.dumps(inner)}: set "architectures": {json.dumps(inner)}'
+        )
+    return (
+        f'{engine}; set "architectures" to the class list in the original model\'s'
+        ' config.json, e.g. ["Qwen3_5MoeForConditionalGeneration"]'
+    )
 
 
 def _inside(root: Path, target: Path) -> bool:

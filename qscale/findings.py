@@ -88,6 +88,23 @@ class Report:
     summary: dict[str, int] = field(default_factory=dict)
     stale: tuple[Finding, ...] = ()  #: baseline entries that matched no finding (qscale.baseline)
 
+    @property
+    def complete(self) -> bool:
+        """Whether every selected rule ran to the end: none skipped, none crashed. A report
+        that is not complete is *partial*: its findings say nothing of the rules that did not
+        run, so ``qscale check`` exits 2 on it unless ``--allow-partial`` is given."""
+        return not self.skipped and not self.crashed
+
+    def not_run(self) -> dict[str, tuple[str, ...]]:
+        """Why rules did not run -> the codes of those rules, in report order (a crashed
+        rule's reason is ``crashed: <error>``)."""
+        out: dict[str, list[str]] = {}
+        for code, why in self.skipped:
+            out.setdefault(why, []).append(code)
+        for code, err in self.crashed:
+            out.setdefault(f"crashed: {err}", []).append(code)
+        return {why: tuple(codes) for why, codes in out.items()}
+
     def count(self, severity: Severity) -> int:
         """Findings of exactly this severity."""
         return sum(f.severity == severity for f in self.findings)

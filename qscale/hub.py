@@ -67,6 +67,7 @@ from qscale.checkpoint import (
     _list_files,
     _read_json,
     _read_weight_map,
+    parse_config,
     read_local_checkpoint,
     small_tensors,
 )
@@ -151,7 +152,11 @@ def _read_remote(
             local[name] = Path(path)
     root = next(iter(local.values())).parent if local else Path(constants.HF_HUB_CACHE)
     files, index = _list_files(root, sizes)  # the same index/stray/missing checks as locally
-    config = ModelConfig(_read_json(local["config.json"]) if "config.json" in local else {})
+    config = (
+        parse_config(_read_json(local["config.json"]))
+        if "config.json" in local
+        else ModelConfig({})
+    )
     extra = {n: _read_json(local[n]) for n in QUANT_CONFIG_FILES if n in local}
     source = HubFiles(spec, repo_id, commit, sizes)
     if progress is not None:

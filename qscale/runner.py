@@ -18,6 +18,7 @@ from qscale.layout import Deployment
 from qscale.layout import resolve as resolve_layout
 from qscale.rules._api import Context
 from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
+from qscale.rules.qs105_architecture_not_served import RULE as NOT_SERVED
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,9 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
     plan, why = None, ""
     try:
         plan = plan_load(ckpt, spec, quant)
-    except UnknownFormat as exc:
-        why = exc.message
-    ctx = Context(ckpt, quant, plan, deployment=options.deployment)
+    except UnknownFormat as exc:  # QS103: no family; QS105: the engine serves no such class
+        why = f"{exc.code} {exc.message}" if exc.code else exc.message
+    ctx = Context(ckpt, quant, plan, deployment=options.deployment, engine=spec)
     findings: list[Finding] = [
         ENGINE_NOTE.finding(n, Location()) for n in (plan.notes if plan else ())
     ]
@@ -63,6 +64,10 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         except Exception as exc:  # a rule bug must not hide the other rules' findings
             log.debug("rule %s crashed", rule.code, exc_info=True)
             crashed.append((rule.code, f"{type(exc).__name__}: {exc}"))
+    if plan is None and any(f.code == NOT_SERVED.code for f in findings):
+        # The engine cannot build the model at all, and QS105 says so: the rules that follow
+        # the load plan have nothing to check (not applicable, so not a partial check).
+        skipped.clear()
     findings.sort(key=Finding.sort_key)
     summary = {
         "modules": len(quant.modules),

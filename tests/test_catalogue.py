@@ -66,3 +66,12 @@ def test_every_checking_rule_finding_carries_a_fix(tmp_path):
                    CheckOptions(engine="vllm==0.19.1"))
     assert {"QS201", "QS203", "QS401"} <= {f.code for f in report.findings}
     assert all(f.fix is not None and f.fix.title for f in report.findings)
+
+
+def test_every_code_qscale_raises_has_a_rule():
+    """`qscale rule CODE` explains every code an error or a finding carries."""
+    raised = set()
+    for path in (ROOT / "qscale").rglob("*.py"):
+        raised |= set(re.findall(r'code\s*[=:]\s*(?:str\s*=\s*)?"(QS\d{3})"', path.read_text()))
+    assert raised >= {"QS001", "QS101", "QS102", "QS103"}, raised
+    assert raised <= set(rules.BY_CODE), sorted(raised - set(rules.BY_CODE))

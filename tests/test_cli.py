@@ -49,7 +49,8 @@ def test_json_report_is_versioned_and_complete(broken):
     r = qscale("check", str(broken), "--format", "json")
     assert r.returncode == 1
     data = json.loads(r.stdout)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
+    assert data["complete"] is True and data["skipped"] == []
     [f] = data["findings"]
     assert f["code"] == "QS201" and f["severity"] == "error"
     assert f["location"] == {
@@ -94,6 +95,13 @@ def test_rule_docs(tmp_path):
     assert qscale("rule", "missing-quantization-tensor").stdout == r.stdout
     listing = qscale("rule", "--all").stdout
     assert listing.count("\n") >= 16 and "QS302" in listing
+
+
+def test_rule_docs_explain_the_architecture_codes():
+    r = qscale("rule", "QS103")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# QS103 architecture-not-modelled\n")
+    assert "--allow-partial" in r.stdout and "## Fix" in r.stdout
 
 
 def test_header_only_check_does_not_import_torch(broken):

@@ -540,6 +540,64 @@ def test_quantization_config_not_an_object(base: Built, tmp_path: Path, run_cli:
     )
 
 
+MISSING = object()
+ARCH = r"config\.json: /architectures"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("Qwen3_5MoeForConditionalGeneration",
+         f'{ARCH} is a string \\("Qwen3_5MoeForConditionalGeneration"\\), expected a list'),
+        (5, rf"{ARCH} is a number \(5\), expected a list"),
+        ({"0": "X"}, f"{ARCH} is an object"),
+        ([], f"{ARCH} is an empty list"),
+        (None, f"{ARCH} is null"),
+        (MISSING, f"{ARCH} is missing"),
+        (["Qwen3_5MoeForConditionalGeneration", 7], rf"{ARCH}/1 is a number \(7\)"),
+        ([""], f"{ARCH}/0 is an empty string"),
+    ],
+    ids=["string", "number", "object", "empty", "null", "missing", "non-string", "blank"],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["check", "plan", "layouts"])
+def test_malformed_architectures(
+    base: Built, tmp_path: Path, run_cli: Any, value: Any, problem: str, command: str
+) -> None:
+    built = copy.deepcopy(base)
+    if value is MISSING:
+        del built.config["architectures"]
+    else:
+        built.config["architectures"] = value
+    root = built.write(tmp_path)
+    error = assert_input_error(
+        run_cli(command, str(root)), names="config.json", problem=problem, code="QS103"
+    )
+    assert "has no qscale family" not in error  # not read as architecture 'Q' or None
+
+
+def test_string_architectures_hint_writes_the_list(
+    base: Built, tmp_path: Path, run_cli: Any
+) -> None:
+    built = copy.deepcopy(base)
+    built.config["architectures"] = "Qwen3_5MoeForConditionalGeneration"
+    r = run_cli("check", str(built.write(tmp_path)))
+    hint = r.stderr.splitlines()[1]
+    assert 'write it as a list: "architectures": ["Qwen3_5MoeForConditionalGeneration"];' in hint
+    assert hint.endswith("`qscale rule QS103` explains it"), hint
+
+
+def test_missing_architectures_names_the_engine_error(
+    base: Built, tmp_path: Path, run_cli: Any
+) -> None:
+    """Unquantized too: vLLM refuses a config without architectures whatever the weights."""
+    built = copy.deepcopy(base)
+    del built.config["architectures"]
+    del built.config["quantization_config"]
+    r = run_cli("check", str(built.write(tmp_path)))
+    assert r.returncode == 2, r.stdout
+    assert "No model architectures are specified" in r.stderr.splitlines()[1]
+
+
 G0 = "/quantization_config/config_groups/group_0"
 
 

@@ -8,8 +8,8 @@ import sys
 
 import typer
 
-from qscale import __version__
-from qscale.cli import check, fix, inspect, layouts, plan, rule
+from qscale import __version__, rules
+from qscale.cli import check, fix, inspect, layouts, models, plan, rule
 from qscale.errors import QscaleError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("check")(check.check_cmd)
 app.command("inspect")(inspect.inspect_cmd)
 app.command("plan")(plan.plan_cmd)
 app.command("layouts")(layouts.layouts_cmd)
+app.command("models")(models.models_cmd)
 app.command("rule")(rule.rule_cmd)
 app.command("fix")(fix.fix_cmd)
 
@@ -50,6 +51,14 @@ def _debugging(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("QSCALE_DEBUG") == "1"
 
 
+def _hint(exc: QscaleError) -> str:
+    """The error's hint, pointing at the rule doc when the error carries a rule's code."""
+    if exc.code is None or exc.code not in rules.BY_CODE:
+        return exc.hint
+    explain = f"`qscale rule {exc.code}` explains it"
+    return f"{exc.hint}; {explain}" if exc.hint else explain
+
+
 def main() -> None:
     """Console-script entry point."""
     debug = _debugging(sys.argv)
@@ -60,8 +69,9 @@ def main() -> None:
             raise
         code = f"{exc.code} " if exc.code else ""
         typer.echo(f"error: {code}{exc.message}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
+        hint = _hint(exc)
+        if hint:
+            typer.echo(f"hint: {hint}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)

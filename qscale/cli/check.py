@@ -59,8 +59,18 @@ def check_cmd(
     enforce_shared_experts_fusion: layout_opts.EnforceFusionOpt = False,
     enable_cuda_shared_expert_fusion: layout_opts.CudaFusionOpt = False,
     platform: layout_opts.PlatformOpt = Platform.CUDA,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial",
+            help="When rules could not run (e.g. an architecture qscale has no family for),"
+            " exit on the findings of the rules that ran instead of 2. The report still says"
+            " it is partial.",
+        ),
+    ] = False,
 ) -> None:
-    """Check a quantized checkpoint. Exit 0: clean; 1: findings; 2: could not finish.
+    """Check a quantized checkpoint. Exit 0: clean; 1: findings; 2: could not finish, or a
+    partial check (rules that could not run; see --allow-partial).
 
     Examples:
 
@@ -71,6 +81,8 @@ def check_cmd(
       qscale check ./ckpt -f sarif -o qscale.sarif --baseline baseline.json
 
       qscale check ./ckpt --engine sglang==0.5.12 --tp 2 --ep 2 --platform rocm-aiter
+
+      qscale check ./ckpt-of-a-new-architecture --allow-partial
     """
     if baseline is not None and write_baseline is not None:
         raise UsageError(
@@ -103,8 +115,8 @@ def check_cmd(
         n = baselines.write_baseline(report, write_baseline)
         typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
     color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
-    emit(render(report, fmt.value, color=color), output)
-    if report.crashed:
+    emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output)
+    if report.crashed or (report.skipped and not allow_partial):
         raise typer.Exit(2)
     if write_baseline is not None:
         raise typer.Exit(0)

@@ -72,7 +72,8 @@ WriteBaselineOpt = Annotated[
     Path | None,
     typer.Option(
         "--write-baseline",
-        help="Record the current findings in FILE as accepted, and exit 0 (2 if a rule crashed).",
+        help="Record the current findings in FILE as accepted, and exit 0 (2 if a rule crashed,"
+        " or if rules could not run and --allow-partial is not given).",
     ),
 ]
 OutputOpt = Annotated[

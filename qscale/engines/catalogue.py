@@ -14,7 +14,7 @@ vLLM) and take precedence where they exist.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -31,9 +31,7 @@ PLANNED = "planned"
 NOT_PLANNABLE = "not-plannable"
 #: the engine's own sentence for an architecture it does not serve
 #: (vLLM ``ModelRegistry._raise_for_unsupported``)
-VLLM_NOT_SERVED = (
-    "Model architectures {archs} are not supported for now. Supported architectures: …"
-)
+VLLM_NOT_SERVED = "Model architectures {archs} are not supported for now"
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,17 +399,21 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
     from qscale.engines import EngineSpec, parse_engine
 
     spec = engine if isinstance(engine, EngineSpec) else parse_engine(engine)
-    arch = ckpt.config.architecture or ""
+    archs = ckpt.config.architectures
+    arch = archs[0] if archs else ""
     if served(spec):
+        # the engine tries each listed class in its registry, in order
+        arch = next((a for a in archs if lookup(spec, a) is not None), arch)
         entry = lookup(spec, arch)
         if entry is None:
-            raise _not_in_registry(spec, arch, ckpt.config.raw)
+            raise _not_in_registry(spec, archs or (arch,), ckpt.config.raw)
         fam = FAMILIES.get(arch)
         if fam is not None:
             return fam
         if not entry.planned:
             raise UnknownFormat(
-                f"config.json: qscale cannot plan how {spec.label} loads {arch!r}: {entry.why}",
+                f"config.json: qscale cannot plan how {release_label(spec)} loads {arch!r}:"
+                f" {entry.why}",
                 hint=f"read from {entry.source}; `qscale models` lists what qscale plans",
                 code="QS103",
             )
@@ -426,41 +428,73 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
     return fam
 
 
-def _not_in_registry(spec: EngineSpec, arch: str, raw: Mapping[str, Any]) -> UnknownFormat:
-    """What the engine does with an architecture its registry does not name (vLLM
-    ``ModelRegistry.resolve_model_cls``): one it dropped or moved to a plugin it refuses in
-    its own words (QS105); its Transformers backend takes a class transformers has, or a
-    config whose ``auto_map`` names one, which qscale cannot plan (QS103); anything else it
-    refuses (QS105)."""
+def release_label(spec: EngineSpec) -> str:
+    """``vllm==0.33.0``: the spec's label, or for a bare ``--engine vllm`` the catalogued
+    release it resolves to (the spec's own label names a profile range there)."""
+    cat = load(spec.engine)
+    release = cat.release_for(spec.version) if cat is not None else None
+    return f"{spec.engine}=={release}" if release and spec.version is None else spec.label
+
+
+def transformers_backend(spec: EngineSpec, arch: str, raw: Mapping[str, Any]) -> str | None:
+    """Why vLLM's Transformers backend would take an architecture its registry does not
+    name (``ModelRegistry._try_resolve_transformers``): transformers has the class, or the
+    config's ``auto_map`` names remote code; None when it would not."""
     cat = load(spec.engine)
     release = (cat.release_for(spec.version) if cat else None) or ""
     info = cat.per_release.get(release, {}) if cat else {}
+    if arch in info.get("previously", {}) or arch in info.get("plugin", {}):
+        return None
+    if arch in info.get("classes", ()):
+        return f"transformers {info.get('transformers', '')} has the class"
     auto_map = raw.get("auto_map")
-    remote = isinstance(auto_map, Mapping) and any(
-        str(k).startswith("AutoModel") for k in auto_map)
-    if arch in info.get("previously", {}):
-        words = (f"Model architecture {arch} was supported in vLLM until"
-                 f" v{info['previously'][arch]}, and is not supported anymore.")
-    elif arch in info.get("plugin", {}):
-        words = (f"Model architecture {arch} is not supported in-tree anymore. Please install"
-                 f" the plugin at {info['plugin'][arch]} if you want to use this model"
-                 " architecture.")
-    elif arch and (arch in info.get("classes", ()) or remote):
-        how = (f"transformers {info.get('transformers', '')} has the class"
-               if arch in info.get("classes", ()) else "its config's auto_map names remote code")
+    if isinstance(auto_map, Mapping) and any(str(k).startswith("AutoModel") for k in auto_map):
+        return "its config's auto_map names remote code"
+    return None
+
+
+def refusal(spec: EngineSpec, archs: Sequence[str], raw: Mapping[str, Any]) -> str | None:
+    """The engine's own words when it serves none of ``archs`` (it tries each in its
+    registry, then its Transformers backend for the first); None when it serves one, or when
+    the catalogue does not cover the engine version (qscale cannot tell)."""
+    if not archs or not served(spec):
+        return None
+    if any(lookup(spec, a) is not None for a in archs):
+        return None
+    if transformers_backend(spec, archs[0], raw) is not None:
+        return None
+    cat = load(spec.engine)
+    info = cat.per_release.get(cat.release_for(spec.version) or "", {}) if cat else {}
+    for arch in archs:
+        if arch in info.get("previously", {}):
+            return (f"Model architecture {arch} was supported in vLLM until"
+                    f" v{info['previously'][arch]}, and is not supported anymore.")
+        if arch in info.get("plugin", {}):
+            return (f"Model architecture {arch} is not supported in-tree anymore. Please"
+                    f" install the plugin at {info['plugin'][arch]} if you want to use this"
+                    " model architecture.")
+    return VLLM_NOT_SERVED.format(archs=list(archs))
+
+
+def _not_in_registry(spec: EngineSpec, archs: Sequence[str], raw: Mapping[str, Any]
+                     ) -> UnknownFormat:
+    """No registry class for any of ``archs``: the engine's refusal (QS105), or its
+    Transformers backend, which qscale does not plan (QS103)."""
+    words = refusal(spec, archs, raw)
+    if words is not None:
         return UnknownFormat(
-            f"config.json: {spec.label} has no model class of its own for {arch!r} and would"
-            f" load it with its Transformers backend ({how}); qscale does not plan that"
-            " backend's weight names",
-            hint="the checks that need a load plan cannot run (partial check)",
-            code="QS103",
+            f"config.json: {release_label(spec)} does not serve architecture"
+            f" {archs[0]!r}: {words}",
+            hint=f"`qscale models --engine {release_label(spec)}` lists what it serves",
+            code="QS105",
         )
-    else:
-        words = VLLM_NOT_SERVED.format(archs=[arch])
+    how = transformers_backend(spec, archs[0], raw) or "it has no class of its own"
     return UnknownFormat(
-        f"config.json: {spec.label} does not serve architecture {arch!r}: {words}",
-        hint=f"`qscale models --engine {spec.label}` lists what it serves",
-        code="QS105",
+        f"config.json: {release_label(spec)} has no model class of its own for {archs[0]!r}"
+        f" and would load it with its Transformers backend ({how}); qscale does not plan"
+        " that backend's weight names",
+        hint="the checks that need a load plan cannot run (partial check)",
+        code="QS103",
     )
 
 

@@ -13,8 +13,11 @@ RENDERERS = {
 }
 
 
-def render(report: Report, fmt: str, *, color: bool = False, width: int = 100) -> str:
-    """Render a report in the named format."""
+def render(
+    report: Report, fmt: str, *, color: bool = False, width: int = 100, allow_partial: bool = False
+) -> str:
+    """Render a report in the named format (``allow_partial`` only changes the console's
+    closing line: every format says a check is partial)."""
     if fmt == "console":
-        return console.render(report, color=color, width=width)
+        return console.render(report, color=color, width=width, allow_partial=allow_partial)
     return RENDERERS[fmt](report)

@@ -13,6 +13,7 @@ from pathlib import PurePath
 
 from qscale.baseline import fingerprint
 from qscale.findings import Finding, Report, Severity
+from qscale.report.console import not_run_text
 from qscale.report.sarif import checkpoint_folder
 
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -35,7 +36,8 @@ def command(name: str, message: str, **props: str | None) -> str:
 
 
 def render(report: Report) -> str:
-    """One annotation per finding, stale baseline entry and crashed rule, then a summary line."""
+    """One annotation per finding, stale baseline entry and crashed rule, one for a partial
+    check, then a summary line."""
     folder = checkpoint_folder(report.source)
     lines = [
         command(
@@ -56,10 +58,14 @@ def render(report: Report) -> str:
         for f in report.stale
     ]
     lines += [command("error", err, title=f"{code} crashed") for code, err in report.crashed]
+    if not report.complete:
+        lines.append(command("error", not_run_text(report), title="qscale: partial check"))
     counts = ", ".join(f"{report.count(s)} {s.label}" for s in reversed(Severity))
     tail = ""
     if "suppressed" in report.summary:
         tail = f"; {report.summary['suppressed']} suppressed, {len(report.stale)} stale (baseline)"
+    if not report.complete:
+        tail += "; partial check"
     lines.append(f"qscale: {report.source}: {counts}{tail}")
     return "\n".join(lines) + "\n"
 

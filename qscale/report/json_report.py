@@ -1,4 +1,8 @@
-"""Versioned JSON output. Breaking changes bump SCHEMA_VERSION and get a CHANGELOG entry."""
+"""Versioned JSON output. Breaking changes bump SCHEMA_VERSION and get a CHANGELOG entry.
+
+Version 2 added ``complete`` and ``skipped``: a report whose ``complete`` is false is partial
+(rules were skipped or crashed), and its findings do not clear the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from qscale._version import __version__
 from qscale.baseline import fingerprint
 from qscale.findings import Finding, Report
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def finding_dict(f: Finding) -> dict[str, Any]:
@@ -34,7 +38,9 @@ def report_dict(report: Report) -> dict[str, Any]:
         "qscale_version": __version__,
         "source": report.source,
         "engine": report.engine,
+        "complete": report.complete,
         "findings": [finding_dict(f) for f in report.findings],
+        "skipped": [{"rule": c, "why": why} for c, why in report.skipped],
         "crashed": [{"code": c, "error": e} for c, e in report.crashed],
         "summary": dict(report.summary),
         "stale_baseline": [finding_dict(f) for f in report.stale],

@@ -3,7 +3,9 @@
 Every rule of the registry is listed in ``tool.driver.rules``; each finding becomes a result
 with its rule, level, message, the checkpoint file (relative to the checkpoint folder, under
 the ``CHECKPOINT`` base id), the tensor / engine param / config key as logical locations, and
-qscale's stable fingerprint under ``partialFingerprints``.
+qscale's stable fingerprint under ``partialFingerprints``. A partial check (a rule skipped or
+crashed) has ``executionSuccessful: false`` and one error notification per rule that did not
+run, under ``invocations[0].toolExecutionNotifications``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def sarif_log(report: Report) -> dict[str, Any]:
         "properties": {
             "source": report.source,
             "engine": report.engine,
+            "complete": report.complete,
             "summary": dict(report.summary),
         },
     }
@@ -139,7 +142,8 @@ def _invocation(report: Report, index: dict[str, int]) -> dict[str, Any]:
         return {"level": level, "message": {"text": text}, "associatedRule": rule}
 
     execution = [note("error", c, f"{c} crashed: {e}") for c, e in report.crashed]
-    execution += [note("note", c, f"{c} skipped: {why}") for c, why in report.skipped]
+    # a skipped rule leaves the check partial: an error, as a crash is, not a note
+    execution += [note("error", c, f"{c} did not run: {why}") for c, why in report.skipped]
     config = [
         note(
             "note",
@@ -149,7 +153,7 @@ def _invocation(report: Report, index: dict[str, int]) -> dict[str, Any]:
         )
         for f in report.stale
     ]
-    out: dict[str, Any] = {"executionSuccessful": not report.crashed}
+    out: dict[str, Any] = {"executionSuccessful": report.complete}
     if execution:
         out["toolExecutionNotifications"] = execution
     if config:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
 from qscale.checkpoint import Checkpoint
+from qscale.engines import EngineSpec
 from qscale.engines.loader import LoadPlan, MergedParam
 from qscale.findings import Applicability, Finding, Fix, Location, Severity
 from qscale.formats import ModuleQuant, QuantMap
@@ -15,6 +16,7 @@ from qscale.layout import Deployment
 __all__ = [
     "Applicability",
     "Context",
+    "EngineSpec",
     "Finding",
     "Fix",
     "Location",
@@ -38,6 +40,8 @@ class Context:
     plan: LoadPlan | None = None  #: None when the architecture has no family
     #: the layout and MoE options (--tp, --ep, --a2a-backend, …); default: one GPU
     deployment: Deployment = field(default_factory=Deployment)
+    #: the engine version checked against (also when there is no plan); None: not given
+    engine: EngineSpec | None = None
     #: facts several rules derive from the same inputs, computed once per check (`shared`)
     _facts: dict[Callable[[Context], object], object] = field(
         default_factory=dict, init=False, repr=False, compare=False
