@@ -18,7 +18,6 @@ from qscale.layout import Deployment
 from qscale.layout import resolve as resolve_layout
 from qscale.rules._api import Context
 from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
-from qscale.rules.qs105_architecture_not_served import RULE as NOT_SERVED
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +63,9 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         except Exception as exc:  # a rule bug must not hide the other rules' findings
             log.debug("rule %s crashed", rule.code, exc_info=True)
             crashed.append((rule.code, f"{type(exc).__name__}: {exc}"))
-    if plan is None and any(f.code == NOT_SERVED.code for f in findings):
-        # The engine cannot build the model at all, and QS105 says so: the rules that follow
-        # the load plan have nothing to check (not applicable, so not a partial check).
-        skipped.clear()
+    # An architecture the engine does not serve is a QS105 error, and the check stays partial:
+    # the rules that follow the load plan did not look at the tensors (exit 2 unless
+    # --allow-partial, which gives the findings that ran).
     findings.sort(key=Finding.sort_key)
     summary = {
         "modules": len(quant.modules),

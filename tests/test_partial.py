@@ -207,10 +207,10 @@ def test_an_engine_without_a_catalogue_and_no_family_is_partial(run_cli, tmp_pat
     }
 
 
-def test_an_architecture_the_engine_does_not_serve_is_a_finding_not_partial(run_cli, tmp_path):
+def test_an_architecture_the_engine_does_not_serve_is_a_finding_and_partial(run_cli, tmp_path):
     root = _retarget(qwen3_5_moe("ct-fp8").write(tmp_path), "Qwen3_5MoeRenamedForCausalLM")
     r = run_cli("check", str(root), "--engine", "vllm==0.33.0", "-f", "json")
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 2, r.stderr
     data = json.loads(r.stdout)
     assert [f["code"] for f in data["findings"]] == ["QS105"]
-    assert data["complete"] is True and data["skipped"] == []
+    assert data["complete"] is False and data["skipped"]

@@ -58,10 +58,17 @@ class Catalogue:
     releases: tuple[str, ...]
     ranges: Mapping[str, tuple[tuple[str, str, str], ...]]
     facts: Mapping[str, Mapping[str, Any]]
-    #: release -> {"transformers": version, "map": {model_type: causal-LM class},
-    #: "classes": [transformers model classes], "previously": {arch: last release},
-    #: "plugin": {arch: url}}
+    #: release -> {"transformers": the version its requirement resolves to,
+    #: "previously": {arch: last release}, "plugin": {arch: url}}
     per_release: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: transformers version -> {"map": {model_type: causal-LM class}, "classes": [...]}
+    transformers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def info(self, release: str | None) -> dict[str, Any]:
+        """What a release's registry says of other classes, with the transformers it takes."""
+        rel = dict(self.per_release.get(release or "", {}))
+        rel.update(self.transformers.get(str(rel.get("transformers", "")), {}))
+        return rel
 
     def release_for(self, version: Version | None) -> str | None:
         """The newest release read at or before ``version`` (None: before the first)."""
@@ -91,7 +98,7 @@ def load(engine: str) -> Catalogue | None:
     ranges = {a: tuple((r[0], r[1], r[2]) for r in rows)
               for a, rows in raw["architectures"].items()}
     return Catalogue(raw["engine"], tuple(raw["releases"]), ranges, raw["facts"],
-                     raw.get("per_release", {}))
+                     raw.get("per_release", {}), raw.get("transformers", {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +269,7 @@ def inner_architecture(spec: EngineSpec, arch: Architecture, raw: Mapping[str, A
         return archs[0]
     cat = load(spec.engine)
     release = cat.release_for(spec.version) if cat else None
-    mapping = cat.per_release.get(release or "", {}).get("map", {}) if cat else {}
+    mapping = cat.info(release).get("map", {}) if cat else {}
     mt = sub.get("model_type")
     return mapping.get(mt) if isinstance(mt, str) else None
 
@@ -405,6 +412,10 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
         # the engine tries each listed class in its registry, in order
         arch = next((a for a in archs if lookup(spec, a) is not None), arch)
         entry = lookup(spec, arch)
+        if entry is None and arch in spec.profile.unsupported_architectures and arch in FAMILIES:
+            # a refusal seen in real vLLM (profile data): plan it so QS402 reports it in the
+            # engine's words (0.19.1/0.20.0 text-only Qwen3.5-MoE: no `vision_config`)
+            return FAMILIES[arch]
         if entry is None:
             raise _not_in_registry(spec, archs or (arch,), ckpt.config.raw)
         fam = FAMILIES.get(arch)
@@ -441,8 +452,7 @@ def transformers_backend(spec: EngineSpec, arch: str, raw: Mapping[str, Any]) ->
     name (``ModelRegistry._try_resolve_transformers``): transformers has the class, or the
     config's ``auto_map`` names remote code; None when it would not."""
     cat = load(spec.engine)
-    release = (cat.release_for(spec.version) if cat else None) or ""
-    info = cat.per_release.get(release, {}) if cat else {}
+    info = cat.info(cat.release_for(spec.version)) if cat else {}
     if arch in info.get("previously", {}) or arch in info.get("plugin", {}):
         return None
     if arch in info.get("classes", ()):
@@ -464,7 +474,7 @@ def refusal(spec: EngineSpec, archs: Sequence[str], raw: Mapping[str, Any]) -> s
     if transformers_backend(spec, archs[0], raw) is not None:
         return None
     cat = load(spec.engine)
-    info = cat.per_release.get(cat.release_for(spec.version) or "", {}) if cat else {}
+    info = cat.info(cat.release_for(spec.version)) if cat else {}
     for arch in archs:
         if arch in info.get("previously", {}):
             return (f"Model architecture {arch} was supported in vLLM until"

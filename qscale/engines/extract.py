@@ -116,7 +116,7 @@ class ClassRef:
 
     @property
     def where(self) -> str:
-        return f"{self.module.replace('.', '/')}.py:{self.node.lineno}"
+        return f"{self.module.replace('.', '/')}.py:{self.node.name}"
 
 
 @dataclass
@@ -614,7 +614,8 @@ class LoadWeights:
         self.reader = reader
         self.cls = cls
         self.fn = fn
-        self.where = f"{cls.module.replace('.', '/')}.py:{fn.lineno}"
+        # file and qualified name, no line number: equal facts in two releases stay equal
+        self.where = f"{cls.module.replace('.', '/')}.py:{cls.name}.{fn.name}"
         self.stacked: list[dict[str, Any]] = []
         self.experts: dict[str, str] | None = None
         self.skip_substrings: list[str] = []
@@ -1109,7 +1110,7 @@ def _handed_on(fn: ast.FunctionDef) -> str | None:
 def _add_load_weights(reader: Reader, ref: ClassRef, lw: LoadWeights, facts: Facts,
                       prefix: str, *, top: bool) -> None:
     """One ``load_weights``'s facts, its stacked entries scoped to ``prefix``."""
-    facts.sources.append(f"{lw.where} {lw.cls.name}.load_weights")
+    facts.sources.append(lw.where)
     for e in lw.stacked:
         entry = dict(e)
         if prefix:

@@ -70,7 +70,8 @@ def facts_id(facts: dict[str, Any]) -> str:
 
 
 def build(engine: str, extracted: dict[str, dict[str, dict[str, Any]]],
-          per_release: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+          per_release: dict[str, dict[str, Any]] | None = None,
+          transformers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The data file's content from each release's extracted facts (releases in order) and,
     per release what its registry says of others (transformers' classes and causal-LM class
     per model type, of the transformers version it requires; architectures it dropped)."""
@@ -95,6 +96,7 @@ def build(engine: str, extracted: dict[str, dict[str, dict[str, Any]]],
         "architectures": dict(sorted(ranges.items())),
         "facts": dict(sorted(facts.items())),
         "per_release": per_release or {},
+        "transformers": transformers or {},
     }
 
 
@@ -103,13 +105,13 @@ def write(data: dict[str, Any], out: Path) -> None:
     lines = ["{"]
     lines += [f"{json.dumps(k)}: {json.dumps(data[k])}," for k in
               ("schema", "engine", "generator", "releases")]
-    for key in ("architectures", "facts", "per_release"):
+    for key in ("architectures", "facts", "per_release", "transformers"):
         lines.append(f"{json.dumps(key)}: {{")
         items = list(data[key].items())
         for i, (k, v) in enumerate(items):
             comma = "," if i < len(items) - 1 else ""
             lines.append(f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}{comma}")
-        lines.append("}" if key == "per_release" else "},")
+        lines.append("}" if key == "transformers" else "},")
     lines.append("}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -134,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or DATA / f"{args.engine}.json"
     extracted: dict[str, dict[str, dict[str, Any]]] = {}
     info: dict[str, dict[str, Any]] = {}
-    pins: dict[str, dict[str, Any]] = {}
+    pins: dict[str, str] = {}  #: transformers requirement -> the version pip picked
+    transformers: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.wheels or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,14 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if spec not in pins:
                 tw = _download(spec, folder)
                 tt = SourceTree(tw)
-                pins[spec] = {"transformers": tw.name.split("-")[1],
-                              "map": causal_lm_names(tt), "classes": transformers_classes(tt)}
-            info[v] = {**pins[spec], **registry_notes(tree)}
+                version = tw.name.split("-")[1]
+                pins[spec] = version
+                transformers[version] = {"map": causal_lm_names(tt),
+                                         "classes": transformers_classes(tt)}
+            info[v] = {"transformers": pins[spec], **registry_notes(tree)}
             print(f"{args.engine} {v}: {len(extracted[v])} architectures;"
-                  f" {spec} -> {pins[spec]['transformers']}", file=sys.stderr)
+                  f" {spec} -> {pins[spec]}", file=sys.stderr)
             if args.wheels is None:
                 wheel.unlink()
-    write(build(args.engine, extracted, info), out)
+    write(build(args.engine, extracted, info, transformers), out)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

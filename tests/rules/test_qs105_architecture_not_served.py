@@ -45,11 +45,12 @@ def test_without_a_version_it_names_the_newest_catalogued_release(tmp_path):
     assert f.fix is not None and f"a class vllm=={newest} serves" in f.fix.title
 
 
-def test_not_served_is_a_finding_not_a_partial_check(tmp_path):
-    """The plan rules have nothing to check when the engine cannot build the model."""
+def test_not_served_is_a_finding_and_the_check_is_partial(tmp_path):
+    """The engine cannot build the model (QS105), and the plan rules did not look at the
+    tensors: the report is partial too, so a renamed class exits 2, not 1."""
     report = run(renamed(), tmp_path)
     assert [f.code for f in report.findings] == ["QS105"]
-    assert report.complete and report.skipped == ()
+    assert not report.complete and {c for c, _ in report.skipped} >= {"QS401", "QS402"}
 
 
 def test_ignoring_qs105_leaves_the_check_partial(tmp_path):
@@ -62,11 +63,14 @@ def test_ignoring_qs105_leaves_the_check_partial(tmp_path):
     }
 
 
-def test_cli_exits_1_on_it(tmp_path):
-    r = CliRunner().invoke(app, ["check", str(renamed().write(tmp_path)), "-e", "vllm==0.33.0"])
+def test_cli_exits_2_on_it_and_1_with_allow_partial(tmp_path):
+    path = str(renamed().write(tmp_path))
+    r = CliRunner().invoke(app, ["check", path, "-e", "vllm==0.33.0"])
+    assert r.exit_code == 2, r.output
+    assert "QS105 error [architecture-not-served]" in r.output and "partial check" in r.output
+    r = CliRunner().invoke(app, ["check", path, "-e", "vllm==0.33.0", "--allow-partial"])
     assert r.exit_code == 1, r.output
     assert "QS105 error [architecture-not-served]" in r.output
-    assert "partial check" not in r.output
 
 
 def test_near_miss_served_architecture(tmp_path):
