@@ -12,8 +12,9 @@ Both engines pick the model class from `architectures` in their model registry, 
 entry in turn. If none is registered, the engine stops at start-up, before any weight is read.
 vLLM (`vllm/model_executor/models/registry.py`, `_raise_for_unsupported`) and SGLang
 (`python/sglang/srt/models/registry.py`) say the same thing: "Model architectures ['X'] are
-not supported for now. Supported architectures: …". The checkpoint cannot load, so this is a
-finding, not a partial check: the rules that follow the load plan have nothing to check.
+not supported for now. Supported architectures: …". The checkpoint cannot load, so this is an error
+finding; the rules that follow the load plan did not look at the tensors, so the check is
+partial as well (exit 2, or 1 with `--allow-partial`).
 qscale cannot plan such a class either. A class the engine serves but qscale has no family
 for is QS103 instead.
 
