@@ -89,8 +89,13 @@ def misnamed(mq: ModuleQuant, tensors: Mapping[str, TensorInfo]) -> dict[str, st
 
 
 def family(ctx: Context) -> Family | None:
-    """The family the plan used, or the one the checkpoint resolves to without a plan."""
-    return ctx.plan.family if ctx.plan is not None else family_or_none(ctx.checkpoint)
+    """The family the plan used, or the one the checkpoint resolves to for the checked
+    engine without a plan (resolved once per check: rules ask per module)."""
+    return ctx.plan.family if ctx.plan is not None else ctx.shared(_family_without_plan)
+
+
+def _family_without_plan(ctx: Context) -> Family | None:
+    return family_or_none(ctx.checkpoint, ctx.engine)
 
 
 def is_draft(ctx: Context, name: str) -> bool:
