@@ -68,6 +68,14 @@ def check_cmd(
             " it is partial.",
         ),
     ] = False,
+    header_only: Annotated[
+        bool,
+        typer.Option(
+            "--header-only",
+            help="Read headers and small tensors only, not every scale value (on the Hub: no"
+            " range reads past the headers). The value check (QS303) is then partial.",
+        ),
+    ] = False,
 ) -> None:
     """Check a quantized checkpoint. Exit 0: clean; 1: findings; 2: could not finish, or a
     partial check (rules that could not run; see --allow-partial).
@@ -103,7 +111,7 @@ def check_cmd(
     )
     accepted = baselines.read_baseline(baseline) if baseline is not None else None
     with read_progress(fmt == CheckFormat.console) as progress:
-        ckpt = read_checkpoint(model, progress=progress)
+        ckpt = read_checkpoint(model, progress=progress, header_only=header_only)
     report = check(
         ckpt,
         CheckOptions(split_codes(select), split_codes(ignore), engine, deployment=deployment),
