@@ -58,7 +58,14 @@ def check_cmd(
     disable_shared_experts_fusion: layout_opts.DisableFusionOpt = False,
     enforce_shared_experts_fusion: layout_opts.EnforceFusionOpt = False,
     enable_cuda_shared_expert_fusion: layout_opts.CudaFusionOpt = False,
-    platform: layout_opts.PlatformOpt = Platform.CUDA,
+    platform: Annotated[
+        Platform | None,
+        typer.Option(
+            "--platform",
+            help="cuda, rocm, or rocm-aiter (AMD with AITER kernels). Not given: CUDA is"
+            " assumed, and a verdict the platform would change is a warning.",
+        ),
+    ] = None,
     allow_partial: Annotated[
         bool,
         typer.Option(
