@@ -19,6 +19,8 @@ Torch is never imported.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +41,10 @@ CHUNK = 16 << 20
 #: Scale tensors at most this many bytes apart are read in one window (the bytes between are
 #: read and not looked at); locally a few pages, over HTTP one request saved is worth more.
 LOCAL_GAP = 16 << 10
+#: Bytes reduced at once (``min`` then ``max``): small enough to stay in the CPU cache.
+SLICE = 1 << 20
+#: Mapped bytes a local scan keeps resident before it unmaps those it has read.
+RESIDENT = 64 << 20
 
 
 class Encoding(NamedTuple):
@@ -177,9 +183,16 @@ class _Acc:
 
 
 def _clean(buf: memoryview | bytes, enc: Encoding) -> bool:
-    """Whether every element of ``buf`` is a good scale (min and max in range)."""
+    """Whether every element of ``buf`` is a good scale (min and max in range), judged in
+    slices of :data:`SLICE` bytes, so that the second reduction reads the cache."""
     a = np.frombuffer(buf, dtype=enc.view)
-    return not a.size or (int(a.min()) >= enc.lo and int(a.max()) <= enc.hi)
+    step = SLICE // enc.view.itemsize
+    lo, hi = enc.lo, enc.hi
+    for i in range(0, a.size, step):
+        part = a[i : i + step]
+        if int(part.min()) < lo or int(part.max()) > hi:
+            return False
+    return True
 
 
 def windows(
@@ -266,6 +279,9 @@ class FileReader:
         self._buf = bytearray(0)
         self._chunk = chunk
 
+    def close(self) -> None:
+        """Nothing to release."""
+
     def __call__(self, begin: int, end: int) -> memoryview:
         n = end - begin
         if len(self._buf) < n:
@@ -284,10 +300,63 @@ class FileReader:
         return view
 
 
+class MappedReader:
+    """``read(begin, end)`` as a view of the file mapped read-only: no copy, the reductions
+    read the page cache directly (at ``cat``'s bandwidth where a copy would halve it). The
+    header read checked that every tensor lies inside the file's size."""
+
+    def __init__(self, fd: int, file: str) -> None:
+        self.file = file
+        self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        if hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._view = memoryview(self._map)
+        self._held: tuple[int, int] | None = None  #: the span of the windows read so far
+
+    def _drop(self, *, least: int = 0) -> None:
+        """Unmap the pages of the windows read before once they hold ``least`` bytes (the
+        data stays in the page cache), so that resident memory stays :data:`RESIDENT`
+        bytes, not the file."""
+        if self._held is None or not hasattr(self._map, "madvise"):
+            return
+        begin, end = self._held
+        start = begin - begin % mmap.PAGESIZE
+        if end - start >= max(least, 1):
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+            self._held = None
+
+    def close(self) -> None:
+        """Unmap (left to the garbage collector while a view is still held)."""
+        self._drop()
+        self._view.release()
+        with contextlib.suppress(BufferError):
+            self._map.close()
+
+    def __call__(self, begin: int, end: int) -> memoryview:
+        if end > len(self._map):
+            raise HeaderError(
+                f"{self.file}: cut short at byte {len(self._map)} while reading scales"
+                " (the file changed or is truncated)",
+                code="QS002",
+            )
+        self._drop(least=RESIDENT)
+        self._held = (begin, end) if self._held is None else (self._held[0], end)
+        return self._view[begin:end]
+
+
 def scan_file(fd: int, header: FileHeader, skip: Collection[str] = ()) -> ScaleScan:
     """Scan every scale tensor of one open local file but those named in ``skip`` (the small
-    ones, decoded with the header and judged from their values)."""
+    ones, decoded with the header and judged from their values). The file is mapped
+    (:class:`MappedReader`), or read into a buffer where it cannot be."""
     scales = [t for t in header.tensors if is_scale(t) and t.name not in skip]
     if not scales:
         return ScaleScan()
-    return scan_tensors(FileReader(fd, header.file), scales)
+    reader: MappedReader | FileReader
+    try:
+        reader = MappedReader(fd, header.file)
+    except (OSError, ValueError):
+        reader = FileReader(fd, header.file)
+    try:
+        return scan_tensors(reader, scales)
+    finally:
+        reader.close()
