@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qscale.safetensors_io import read_header  # noqa: E402
-from qscale.scale_scan import scan_file  # noqa: E402
+from qscale.safetensors_io import read_header
+from qscale.scale_scan import scan_file
 
 TENSOR_BYTES = 8 << 20
 #: (dtype, bytes per element, a valid scale's bit pattern)
