@@ -20,8 +20,7 @@ import jsonschema
 import pytest
 from builders import qwen3_5_moe
 
-from qscale import rules
-from qscale import check, read_checkpoint
+from qscale import check, read_checkpoint, rules
 from qscale.baseline import FINGERPRINT_KEY, fingerprint, message_key
 from qscale.findings import Applicability, Finding, Fix, Location, Report, Severity
 from qscale.report import github
