@@ -229,3 +229,25 @@ def test_the_recheck_after_fix_does_not_report_what_fix_fixed(tmp_path):
     assert result.recheck is not None and result.recheck.findings == ()
     after = check(read_checkpoint(tmp_path / "out"), CheckOptions(engine="vllm==0.19.1"))
     assert after.findings == ()
+
+
+def text_only(lay, config, extra) -> None:
+    """The 397B FP8 replica without its vision tower and MTP layer (a text-only export that
+    keeps the real config's ignore list)."""
+
+    def keep(name: str) -> bool:
+        return "visual" not in name and not name.startswith("mtp.")
+
+    lay.tensors[:] = [t for t in lay.tensors if keep(t[0])]
+    lay.files[:] = [(f, kept) for f, names in lay.files if (kept := [n for n in names if keep(n)])]
+
+
+def test_ignore_entries_for_modules_a_text_only_export_lacks_are_grouped(tmp_path):
+    src = build(REPLICA, tmp_path / "text", 4, edit=text_only)
+    report = check(read_checkpoint(src), CheckOptions(engine="vllm==0.33.0"))
+    assert [f.code for f in report.findings] == ["QS204"] * 115
+    assert len(report.groups) <= 3
+    lines = render(report, "console", width=400).splitlines()
+    assert sum(ln.startswith("QS204 warning") for ln in lines) == len(report.groups)
+    # the entries sit in one config key, so the examples name the entries themselves
+    assert "×110 findings of this cause, e.g. `model.visual.blocks.0.attn.proj`" in lines[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 from rich.text import Text
@@ -35,13 +36,22 @@ def scope_text(report: Report) -> str:
 
 
 def count_text(group: FindingGroup) -> str:
-    """`` ×94078 (e.g. `a`, `b`, `c`, …)`` for a group of more than one finding, else ""."""
+    """`` ×94078 findings of this cause, e.g. `a`, `b`, `c`, …`` for a group of more than one
+    finding, else "". The examples are the members' locations, or, where those do not tell
+    them apart (QS204's entries all sit in one config key), the first name each message quotes."""
     if group.count == 1:
         return ""
-    names = [f"`{w}`" for loc in group.examples(3) if (w := where(loc))]
+    shown = group.members[:3]
+    names = [where(f.location) for f in shown]
+    if len(set(names)) < len(names):
+        names = [m.group(1) if (m := _FIRST_NAME.search(f.message)) else "" for f in shown]
+    names = [f"`{n}`" for n in names if n]
     more = ", …" if group.count > len(names) else ""
     eg = f", e.g. {', '.join(names)}{more}" if names else ""
     return f"×{group.count} findings of this cause{eg}"
+
+
+_FIRST_NAME = re.compile(r"`([^`\s]+)`")
 
 
 def _print_group(con: Console, group: FindingGroup) -> None:
