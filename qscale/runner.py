@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from qscale import rules
 from qscale._gc import gc_paused
 from qscale.checkpoint import Checkpoint
-from qscale.engines import parse_engine
+from qscale.engines import parse_engine, unmodelled
+from qscale.engines.catalogue import release_label
 from qscale.engines.loader import plan_load
 from qscale.errors import UnknownFormat
 from qscale.findings import Finding, Location, Report, Severity
 from qscale.formats import QuantMap, resolve_quantization
-from qscale.layout import Deployment
+from qscale.layout import Deployment, Layout, Platform
 from qscale.layout import resolve as resolve_layout
 from qscale.rules._api import Context
 from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
@@ -46,16 +47,19 @@ def run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repor
 
 def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Report:
     spec = parse_engine(options.engine)
-    resolve_layout(options.deployment, spec)  # contradictory layout options: UsageError
+    layout = resolve_layout(options.deployment, spec)  # contradictory options: UsageError
     plan, why = None, ""
     try:
         plan = plan_load(ckpt, spec, quant)
     except UnknownFormat as exc:  # QS103: no family; QS105: the engine serves no such class
         why = f"{exc.code} {exc.message}" if exc.code else exc.message
     ctx = Context(ckpt, quant, plan, deployment=options.deployment, engine=spec)
-    findings: list[Finding] = [
-        ENGINE_NOTE.finding(n, Location()) for n in (plan.notes if plan else ())
-    ]
+    # A version qscale has not read is checked as the nearest one it has: an extrapolation,
+    # so the check is partial (exit 2 unless --allow-partial), with QS010 saying why.
+    not_modelled = unmodelled(spec)
+    findings: list[Finding] = (
+        [ENGINE_NOTE.finding(not_modelled, Location())] if not_modelled else []
+    )
     crashed: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
     for rule in rules.select(options.select, options.ignore):
@@ -86,9 +90,21 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         tuple(findings),
         skipped=tuple(skipped),
         crashed=tuple(crashed),
-        engine=spec.label,
+        engine=release_label(spec),
         summary=summary,
+        layout=_layout_label(layout, options.deployment),
+        unmodelled=not_modelled,
     )
+
+
+def _layout_label(layout: Layout, d: Deployment) -> str:
+    """``TP=1 EP=1 (MoE TP=1)``, with the backend and platform when they are not the default."""
+    out = layout.label
+    if d.a2a_backend:
+        out += f", {d.a2a_backend}"
+    if d.platform != Platform.CUDA:
+        out += f", {d.platform.value}"
+    return out
 
 
 def check(ckpt: Checkpoint, options: CheckOptions | None = None) -> Report:

@@ -86,7 +86,8 @@ def test_baseline_suppresses_accepted_findings_in_every_format(run_cli, one_defe
     assert gh.returncode == 0
     assert (
         gh.stdout
-        == f"qscale: {one_defect}: 0 error, 0 warning, 0 info; 1 suppressed, 0 stale (baseline)\n"
+        == f"qscale: {one_defect} (vllm==0.33.0, TP=1 EP=1 (MoE TP=1)): 0 error, 0 warning,"
+        " 0 info; 1 suppressed, 0 stale (baseline)\n"
     )
 
 
@@ -190,7 +191,9 @@ def test_malformed_baseline_is_a_one_line_error(run_cli, one_defect, tmp_path, c
     bad = tmp_path / "bad.json"
     bad.write_bytes(mutate(_valid_text(tmp_path, one_defect)).encode("utf-8", "surrogateescape"))
     r = run_cli("check", str(one_defect), "--baseline", str(bad), "-f", "sarif")
-    assert r.returncode == 2 and r.stdout == ""
+    assert r.returncode == 2
+    [run] = json.loads(r.stdout)["runs"]  # still a SARIF log, one that says it failed
+    assert run["invocations"][0]["executionSuccessful"] is False and run["results"] == []
     [error, hint] = r.stderr.splitlines()
     assert error.startswith(f"error: {bad}: ") and problem in error, error
     assert hint == "hint: regenerate it with `qscale check PATH --write-baseline FILE`"

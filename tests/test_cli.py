@@ -49,10 +49,12 @@ def test_json_report_is_versioned_and_complete(broken):
     r = qscale("check", str(broken), "--format", "json")
     assert r.returncode == 1
     data = json.loads(r.stdout)
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == 3
     assert data["complete"] is True and data["skipped"] == []
+    assert data["engine"] == "vllm==0.33.0" and data["layout"] == "TP=1 EP=1 (MoE TP=1)"
     [f] = data["findings"]
-    assert f["code"] == "QS201" and f["severity"] == "error"
+    assert f["code"] == "QS201" and f["severity"] == "error" and f["count"] == 1
+    assert f["examples"] == [f["location"]]
     assert f["location"] == {
         "file": "model.safetensors",
         "tensor": f"{P}.1.self_attn.o_proj.input_scale",
@@ -155,11 +157,20 @@ def test_plan_json_shows_version_exact_slots():
     assert layer["partitions"] == [128, 128, 256, 256]
 
 
-def test_engine_version_outside_modelled_ranges_is_an_info_note(clean):
+def test_engine_version_outside_modelled_ranges_is_a_partial_check(clean):
+    # newer than every release read: checked as the newest, and partial (exit 2) unless the
+    # user accepts the extrapolation with --allow-partial
     r = qscale("check", str(clean), "--engine", "vllm==0.50.0", "-f", "json")
-    assert r.returncode == 0, r.stderr
-    [f] = json.loads(r.stdout)["findings"]
+    assert r.returncode == 2, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["complete"] is False
+    assert "vllm==0.50.0 is outside the versions qscale has read" in doc["unmodelled_engine"]
+    [f] = doc["findings"]
     assert f["code"] == "QS010" and f["severity"] == "info"
     assert "vllm==0.50.0 is outside the versions qscale has read" in f["message"]
+    assert "0.18.0 to 0.33.0" in f["message"]
+    accepted = qscale("check", str(clean), "--engine", "vllm==0.50.0", "--allow-partial")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "partial check: QS010 vllm==0.50.0 is outside" in accepted.stdout
     near = qscale("check", str(clean), "--engine", "vllm==0.33.0", "-f", "json")
     assert json.loads(near.stdout)["findings"] == []

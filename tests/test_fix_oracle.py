@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from qscale.fix import Status, fix
 from qscale.fix.numerics import dequantize_mxfp4
+from qscale.layout import Deployment, Platform
 
 REPO = Path(__file__).parent.parent
 sys.path.insert(0, str(REPO / "oracle"))
@@ -79,7 +80,10 @@ def test_seed_002_fixed_checkpoint_loads_bit_identically(tmp_path, source, versi
 def test_seed_003_mxfp4_shared_experts_load_in_vllm(tmp_path, source, packed):
     _need("0.32.0")
     out = tmp_path / "fixed"
-    result = fix(source, out, unsafe=True)
+    # fixed for a layout that fuses the shared expert (SGLang 0.5.10 on ROCm with AITER): on
+    # CUDA check asks for nothing and the unsafe fix quantizes nothing
+    rocm = Deployment(platform=Platform.ROCM_AITER)
+    result = fix(source, out, unsafe=True, engine="sglang==0.5.10", deployment=rocm)
     assert result.status == Status.FIXED
     status, params = load_in_vllm(out, "0.32.0", tmp_path / "vllm")
     assert status["load"] == "ok", status

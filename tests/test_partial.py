@@ -91,7 +91,9 @@ def test_console_says_partial_and_exits_2(run_cli, unplanned, reason):
     r = run_cli("check", str(unplanned), "--fail-on", "info")
     assert r.returncode == 2, r.stdout + r.stderr
     *_, head, last = r.stdout.splitlines()
-    assert head.startswith(f"{unplanned}: no findings from the rules that ran")
+    assert head.startswith(
+        f"{unplanned} (vllm==0.33.0, TP=1 EP=1 (MoE TP=1)): no findings from the rules that ran"
+    )
     assert last.startswith("partial check: ") and last.endswith(f"({reason}), exit 2")
     n = len(check(read_checkpoint(unplanned)).skipped)
     assert f" {n} rules did not run: QS205, QS401, " in last
@@ -101,7 +103,7 @@ def test_json_says_partial_and_lists_what_did_not_run(run_cli, unplanned, clean,
     r = run_cli("check", str(unplanned), "-f", "json")
     assert r.returncode == 2, r.stderr
     data = json.loads(r.stdout)
-    assert data["schema_version"] == 2 and data["complete"] is False
+    assert data["schema_version"] == 3 and data["complete"] is False
     assert {s["rule"] for s in data["skipped"]} >= PLAN_RULES
     assert all(s == {"rule": s["rule"], "why": reason} for s in data["skipped"])
     ok = json.loads(run_cli("check", str(clean), "-f", "json").stdout)
@@ -136,7 +138,10 @@ def test_github_says_partial_in_an_error_annotation(run_cli, unplanned):
     [partial] = [a for a in annotations if "partial check" in a]
     assert partial.startswith("::error title=qscale%3A partial check::")
     assert "rules did not run: QS205, QS401" in partial and UNPLANNED.name in partial
-    assert summary == f"qscale: {unplanned}: 0 error, 0 warning, 0 info; partial check"
+    assert summary == (
+        f"qscale: {unplanned} (vllm==0.33.0, TP=1 EP=1 (MoE TP=1)): 0 error, 0 warning, 0 info;"
+        " partial check"
+    )
 
 
 # --------------------------------------------------------------------------- --allow-partial

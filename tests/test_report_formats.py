@@ -20,8 +20,8 @@ import jsonschema
 import pytest
 from builders import qwen3_5_moe
 
-from qscale import rules
-from qscale.baseline import FINGERPRINT_KEY, message_key
+from qscale import check, read_checkpoint, rules
+from qscale.baseline import FINGERPRINT_KEY, fingerprint, message_key
 from qscale.findings import Applicability, Finding, Fix, Location, Report, Severity
 from qscale.report import github
 
@@ -29,6 +29,8 @@ P = "model.language_model.layers"
 O_PROJ_INPUT_SCALE = f"{P}.1.self_attn.o_proj.input_scale"
 SCHEMA_FILE = Path(__file__).parent / "fixtures" / "sarif" / "sarif-schema-2.1.0.json"
 FORMATS = ["console", "json", "sarif", "github"]
+#: what `qscale check` names as checked by default: the newest vLLM release, one GPU
+SCOPE = "vllm==0.33.0, TP=1 EP=1 (MoE TP=1)"
 LEVEL = {"error": "error", "warning": "warning", "info": "note"}
 
 
@@ -84,8 +86,12 @@ def test_sarif_validates_against_the_official_schema(run_cli, broken, clean):
     assert_valid_sarif(sarif_of(run_cli, str(broken)))
     assert_valid_sarif(sarif_of(run_cli, str(clean)))
     # a finding with no file (the engine-version note) still names an artifact
-    note = sarif_of(run_cli, str(clean), "--engine", "vllm==0.50.0")
+    note = sarif_of(run_cli, str(clean), "--engine", "vllm==0.50.0", "--allow-partial")
     assert_valid_sarif(note)
+    # a version qscale has not read is an extrapolation: the run says it is not complete
+    [inv] = note["runs"][0]["invocations"]
+    assert inv["executionSuccessful"] is False
+    assert "QS010" in inv["toolExecutionNotifications"][0]["message"]["text"]
     [result] = note["runs"][0]["results"]
     assert result["ruleId"] == "QS010" and result["level"] == "note"
     loc = result["locations"][0]["physicalLocation"]["artifactLocation"]
@@ -196,9 +202,13 @@ def test_different_defects_get_different_fingerprints(run_cli, tmp_path):
         .drop(rf"^{P}\.1\.self_attn\.q_proj\.input_scale$")
         .write(tmp_path / "two")
     )
-    f1 = _fingerprints(sarif_of(run_cli, str(one)))
-    f2 = _fingerprints(sarif_of(run_cli, str(two)))
-    assert len(f1) == 1 and len(f2) == 2 and f1.keys() < f2.keys()
+    f1 = {fingerprint(f) for f in check(read_checkpoint(one)).findings}
+    f2 = {fingerprint(f) for f in check(read_checkpoint(two)).findings}
+    assert len(f1) == 1 and len(f2) == 2 and f1 < f2
+    # in SARIF the two missing input scales are one cause: one result, counted twice
+    [result] = sarif_of(run_cli, str(two))["runs"][0]["results"]
+    assert result["properties"]["count"] == 2 and len(result["relatedLocations"]) == 1
+    assert result["partialFingerprints"][FINGERPRINT_KEY] in f2
 
 
 def test_message_key_blanks_numbers_but_keeps_names():
@@ -230,7 +240,7 @@ def test_github_annotation_escapes_message_and_properties():
         "title=QS201 missing-quantization-tensor"
         "::50%25 of rows: wrong,%0D%0Areally%0Atensor: a.b%0Afix (unsafe): Add the scale"
     )
-    assert summary == "qscale: models/ckpt: 1 error, 0 warning, 0 info"
+    assert summary == "qscale: models/ckpt (vllm==0.19.1): 1 error, 0 warning, 0 info"
 
 
 def test_github_levels_and_findings_without_a_file():
@@ -274,7 +284,7 @@ def test_github_format_through_the_cli(run_cli, broken):
     ]
     assert parsed[0][1]["file"] == f"{broken.as_posix()}/model.safetensors"
     assert O_PROJ_INPUT_SCALE in parsed[0][2]
-    assert summary == f"qscale: {broken}: 1 error, 0 warning, 0 info"
+    assert summary == f"qscale: {broken} ({SCOPE}): 1 error, 0 warning, 0 info"
 
 
 # --------------------------------------------------------------------------- exit codes
@@ -291,7 +301,7 @@ def test_exit_codes_and_output_file_in_every_format(run_cli, fmt, clean, broken,
     assert out.read_text(encoding="utf-8") == shown.stdout
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
     # an info note passes by default and fails with --fail-on info
-    note = ("check", str(clean), "--engine", "vllm==0.50.0", "-f", fmt)
+    note = ("check", str(clean), "--engine", "vllm==0.50.0", "--allow-partial", "-f", fmt)
     assert run_cli(*note).returncode == 0
     assert run_cli(*note, "--fail-on", "info").returncode == 1
 
@@ -300,16 +310,38 @@ def test_exit_codes_and_output_file_in_every_format(run_cli, fmt, clean, broken,
 def test_unreadable_checkpoint_exits_2_in_every_format(run_cli, fmt, truncated, tmp_path):
     out = tmp_path / "report"
     r = run_cli("check", str(truncated), "-f", fmt, "-o", str(out))
-    assert r.returncode == 2 and r.stdout == ""
+    assert r.returncode == 2
     lines = r.stderr.splitlines()
     assert lines[0].startswith("error: QS00") and "model.safetensors" in lines[0]
     assert all(ln.startswith(("error: ", "hint: ")) for ln in lines) and len(lines) <= 2
-    assert not out.exists()
+    assert not out.exists()  # a failed run never replaces the report file
+    # stdout holds a valid document of the format that says the run did not finish
+    message = lines[0].removeprefix("error: ")
+    if fmt == "console":
+        assert r.stdout == ""
+    elif fmt == "json":
+        doc = json.loads(r.stdout)
+        assert doc["schema_version"] == 3 and doc["complete"] is False
+        assert doc["error"]["code"] + " " + doc["error"]["message"] == message
+        assert "findings" not in doc
+    elif fmt == "sarif":
+        doc = json.loads(r.stdout)
+        assert_valid_sarif(doc)
+        [run] = doc["runs"]
+        assert run["results"] == [] and run["invocations"][0]["executionSuccessful"] is False
+        [note] = run["invocations"][0]["toolExecutionNotifications"]
+        assert note["level"] == "error" and note["message"]["text"].startswith(message)
+    else:
+        [line] = r.stdout.splitlines()
+        assert line.startswith("::error title=qscale%3A check did not finish::")
+        assert github.escape_data(message) in line
 
 
 def test_output_into_a_missing_folder_is_a_one_line_error(run_cli, broken, tmp_path):
     r = run_cli("check", str(broken), "-f", "sarif", "-o", str(tmp_path / "no" / "r.sarif"))
-    assert r.returncode == 2 and r.stdout == ""
+    assert r.returncode == 2
+    [run] = json.loads(r.stdout)["runs"]  # the SARIF that says the run failed, on stdout
+    assert run["invocations"][0]["executionSuccessful"] is False and run["results"] == []
     assert r.stderr.splitlines()[0].startswith("error: --output: cannot write")
     assert r.stderr.splitlines()[1].startswith("hint: ")
 

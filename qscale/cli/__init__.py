@@ -19,7 +19,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # click's plain help, not rich's boxed table: rich cuts long option names
+    # (`--enable-expert-…`) to fit 80 columns; click wraps the help text instead
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 app.command("check")(check.check_cmd)
 app.command("inspect")(inspect.inspect_cmd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,9 +20,10 @@ from qscale.cli.options import (
     OutputOpt,
     WriteBaselineOpt,
     emit,
+    emit_error,
     split_codes,
 )
-from qscale.errors import UsageError
+from qscale.errors import QscaleError, UsageError
 from qscale.findings import Severity
 from qscale.layout import Platform
 from qscale.progress import read_progress
@@ -99,6 +101,35 @@ def check_cmd(
 
       qscale check ./ckpt-of-a-new-architecture --allow-partial
     """
+    try:
+        _check(**locals())
+    except QscaleError as exc:  # exit 2: still a valid document in the format asked for
+        emit_error(fmt, exc.message, hint=exc.hint, code=exc.code, source=model)
+        raise
+
+
+def _check(
+    model: str,
+    engine: str | None,
+    fmt: CheckFormat,
+    fail_on: FailOn,
+    select: list[str] | None,
+    ignore: list[str] | None,
+    output: Path | None,
+    baseline: Path | None,
+    write_baseline: Path | None,
+    tp: int,
+    dp: int,
+    ep: int | None,
+    enable_expert_parallel: bool,
+    sequence_parallel_moe: bool | None,
+    a2a_backend: str | None,
+    disable_shared_experts_fusion: bool,
+    enforce_shared_experts_fusion: bool,
+    enable_cuda_shared_expert_fusion: bool,
+    platform: Platform,
+    allow_partial: bool,
+) -> None:
     if baseline is not None and write_baseline is not None:
         raise UsageError(
             "give --baseline or --write-baseline, not both",
@@ -131,7 +162,7 @@ def check_cmd(
         typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
     color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
     emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output)
-    if report.crashed or (report.skipped and not allow_partial):
+    if report.crashed or (not report.complete and not allow_partial):
         raise typer.Exit(2)
     if write_baseline is not None:
         raise typer.Exit(0)

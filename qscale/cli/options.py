@@ -86,6 +86,34 @@ def split_codes(values: list[str] | None) -> list[str]:
     return [c.strip() for v in values or [] for c in v.split(",") if c.strip()]
 
 
+def emit_error(
+    fmt: CheckFormat,
+    message: str,
+    *,
+    hint: str = "",
+    code: str | None = None,
+    source: str = "",
+) -> None:
+    """For a run that cannot finish (exit 2), the document of ``fmt`` that says so: JSON
+    ``{"error": …}``, a SARIF log with ``executionSuccessful: false``, a GitHub ``::error``
+    line (the console gets only the ``error:`` / ``hint:`` lines on stderr). Always on
+    stdout, never into ``--output``: a failed run must not replace an earlier report."""
+    import json
+
+    from qscale.report import github, json_report, sarif
+
+    text = f"{code} {message}" if code else message
+    if fmt == CheckFormat.json:
+        doc = json.dumps(json_report.error_dict(message, hint, code, source), indent=2) + "\n"
+    elif fmt == CheckFormat.sarif:
+        doc = json.dumps(sarif.error_log(text, hint, source), indent=2) + "\n"
+    elif fmt == CheckFormat.github:
+        doc = github.error_text(text, hint)
+    else:
+        return
+    typer.echo(doc, nl=False)
+
+
 def emit(text: str, output: Path | None) -> None:
     """Print to stdout, or write atomically to a file."""
     if output is None:

@@ -15,6 +15,7 @@ from qscale.fix.model import FixPlan, FixResult, Status, finding_key
 from qscale.fix.planner import plan_fix
 from qscale.fix.render import plan_dict
 from qscale.fix.writer import check_destination, commit, discard, finish, write_output
+from qscale.layout import Deployment
 from qscale.runner import CheckOptions, check
 
 
@@ -31,7 +32,7 @@ def compare(plan: FixPlan, after: Report) -> tuple[tuple[Finding, ...], tuple[Fi
     return still, introduced
 
 
-def fix(
+def fix(  # noqa: PLR0913 (the options of `qscale fix`, keyword-only)
     src: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
     *,
@@ -39,6 +40,7 @@ def fix(
     unsafe: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    deployment: Deployment | None = None,
 ) -> FixResult:
     """Fix the checkpoint folder ``src`` for ``engine`` into the new folder ``out``.
 
@@ -46,7 +48,10 @@ def fix(
     no applied fix resolves rejects the checkpoint (nothing is written). The output is written
     into ``OUT.qscale-tmp-*``, re-checked for the same engine, and renamed to ``out`` only when
     every finding a fix claimed is gone and no new error appeared. ``dry_run`` plans only.
-    ``force`` replaces an existing ``out`` that an earlier `qscale fix` wrote.
+    ``force`` replaces an existing ``out`` that an earlier `qscale fix` wrote. ``deployment``
+    is the layout the checkpoint will be served with (default: one GPU, CUDA), as for
+    `qscale check`: the plan and the re-check use its findings, so a fix is applied only
+    where that check asks for one.
 
     Raises:
         QscaleError: unreadable input, a bad ``out``, a rule crash (exit code 2).
@@ -69,21 +74,29 @@ def fix(
         if lenient is None:
             raise
         ckpt, stale = lenient
-    plan = plan_fix(ckpt, engine=engine, unsafe=unsafe, stale_index=stale)
+    deployment = deployment or Deployment()
+    plan = plan_fix(ckpt, engine=engine, unsafe=unsafe, stale_index=stale, deployment=deployment)
     if dry_run:
         return FixResult(plan, Status.DRY_RUN)
     if plan.blocked:
         return FixResult(plan, Status.REJECTED)
     assert dst is not None
-    return _write(ckpt, plan, dst, engine=engine, unsafe=unsafe, force=force)
+    recheck = CheckOptions(engine=engine, deployment=deployment)
+    return _write(ckpt, plan, dst, recheck=recheck, unsafe=unsafe, force=force)
 
 
 def _write(
-    ckpt: Checkpoint, plan: FixPlan, dst: Path, *, engine: str | None, unsafe: bool, force: bool
+    ckpt: Checkpoint,
+    plan: FixPlan,
+    dst: Path,
+    *,
+    recheck: CheckOptions,
+    unsafe: bool,
+    force: bool,
 ) -> FixResult:
     written = write_output(ckpt, plan.applied, dst, rebuild_index=plan.rebuild_index)
     try:
-        after = check(read_local_checkpoint(written.tmp), CheckOptions(engine=engine))
+        after = check(read_local_checkpoint(written.tmp), recheck)
         still, introduced = compare(plan, after)
     except BaseException:
         discard(written)

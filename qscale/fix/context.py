@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qscale.checkpoint import Checkpoint, ModelConfig
@@ -18,6 +18,7 @@ from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
+from qscale.layout import Deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,9 @@ class FixContext:
     report: Report
     engine: EngineSpec
     engine_arg: str | None = None  #: as the user gave it (None: the newest vLLM profile)
+    #: the layout the checkpoint will be served with (what `check` was told): fixes answer
+    #: the findings of that layout only
+    deployment: Deployment = field(default_factory=Deployment)
 
     def findings(self, *codes: str) -> list[Finding]:
         """Findings whose code starts with one of ``codes``."""
@@ -110,4 +114,8 @@ def simulate(ctx: FixContext, edits: list[ConfigEdit]) -> Report:
     from qscale.runner import CheckOptions, run_rules
 
     new = edited(ctx, edits)
-    return run_rules(new, resolve_quantization(new), CheckOptions(engine=ctx.engine_arg))
+    return run_rules(
+        new,
+        resolve_quantization(new),
+        CheckOptions(engine=ctx.engine_arg, deployment=ctx.deployment),
+    )

@@ -40,6 +40,7 @@ from qscale.fix.model import (
     touched,
 )
 from qscale.formats import resolve_quantization
+from qscale.layout import Deployment
 from qscale.runner import CheckOptions, run_rules
 
 #: Every fixer, in priority order (an earlier fixer wins a conflict over the same tensor).
@@ -66,12 +67,14 @@ def plan_fix(
     engine: str | None = None,
     unsafe: bool = False,
     stale_index: Finding | None = None,
+    deployment: Deployment | None = None,
 ) -> FixPlan:
-    """Everything `qscale fix` would do to ``ckpt`` for ``engine``; reads no tensor data except
-    the small scales the rules read."""
+    """Everything `qscale fix` would do to ``ckpt`` for ``engine`` served with ``deployment``
+    (default: one GPU); reads no tensor data except the small scales the rules read."""
     spec = parse_engine(engine)
     quant = resolve_quantization(ckpt)
-    report = run_rules(ckpt, quant, CheckOptions(engine=engine))
+    deployment = deployment or Deployment()
+    report = run_rules(ckpt, quant, CheckOptions(engine=engine, deployment=deployment))
     if stale_index is not None and ckpt.index_file:
         report = dataclasses.replace(report, findings=(stale_index, *report.findings))
     if report.crashed:
@@ -81,7 +84,7 @@ def plan_fix(
         load = plan_load(ckpt, spec, quant)
     except UnknownFormat:
         load = None
-    ctx = FixContext(ckpt, quant, load, report, spec, engine)
+    ctx = FixContext(ckpt, quant, load, report, spec, engine, deployment)
     changes: list[Change] = []
     refusals: dict[Finding, str] = {}
     for fixer in FIXERS:
@@ -96,6 +99,7 @@ def plan_fix(
     applied, conflicts = _without_conflicts(wanted)
     available = tuple(c for c in changes if c.applicability == Applicability.UNSAFE and not unsafe)
     resolved = {f for c in applied for f in c.resolves}
+    resolved |= _notes_on(resolved, report.findings)
     rejected = tuple(
         _reject(f, refusals, available, conflicts) for f in report.findings if f not in resolved
     )
@@ -110,6 +114,18 @@ def plan_fix(
         checkpoint=ckpt,
         rebuild_index=stale_index is not None,
     )
+
+
+def _notes_on(resolved: set[Finding], findings: Iterable[Finding]) -> set[Finding]:
+    """QS801 info notes on a resolved finding: the note names the engine bug behind a
+    finding of another rule at the same place (QS401, QS601); fixing that finding removes
+    the note's cause too, so the plan does not list it as left over."""
+    at = {f.location for f in resolved}
+    return {
+        f
+        for f in findings
+        if f.code == "QS801" and f.severity == Severity.INFO and f.location in at
+    }
 
 
 def _touched(c: Change) -> set[str]:

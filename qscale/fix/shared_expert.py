@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 from functools import partial
 
-from qscale.findings import Applicability, Finding
+from qscale.findings import Applicability, Finding, Severity
 from qscale.fix.context import FixContext, QuantConfigRef, edited, ignore_key
 from qscale.fix.model import (
     Change,
@@ -97,10 +97,16 @@ def _list_edits(
 
 
 def plan(ctx: FixContext) -> Iterator[Change | Refusal]:
-    """One unsafe change per layer with BF16 shared experts next to MXFP4 routed experts."""
+    """One unsafe change per layer with BF16 shared experts next to MXFP4 routed experts, where
+    a QS6xx finding at warning or above (the engine fuses, or may fuse, the shared expert in
+    the layout checked) asks for one; an engine that keeps the shared expert a separate MLP
+    needs nothing, and nothing is offered."""
     fam, ref, key = ctx.plan.family if ctx.plan else None, ctx.quant_config(), ignore_key(ctx)
     if fam is None or fam.shared_expert is None or ref is None or key is None:
         return
+    asked = [f for f in ctx.findings("QS6") if f.severity >= Severity.WARNING]
+    if not asked:
+        return  # check says the engine serves the shared experts as they are
     for head, (mods, routed) in _layers(ctx, fam.shared_expert).items():
         related = [f for f in ctx.report.findings if _about(f, head + fam.shared_expert)]
         edits = _list_edits(ref, key, {m.module.name for m in mods}, ctx.quant.modules)

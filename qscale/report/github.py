@@ -1,4 +1,5 @@
-"""GitHub Actions workflow commands: one ``::error``/``::warning``/``::notice`` line a finding.
+"""GitHub Actions workflow commands: one ``::error``/``::warning``/``::notice`` line per group of
+findings with one cause (qscale.findings.group_findings), with its count and a few examples.
 
     ::error file=ckpt/model.safetensors,title=QS401 unfilled-scale-slot::`…` slots after …
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from qscale.baseline import fingerprint
-from qscale.findings import Finding, Report, Severity
-from qscale.report.console import not_run_text
+from qscale.findings import Finding, FindingGroup, Report, Severity
+from qscale.report.console import count_text, not_run_text, scope_text
 from qscale.report.sarif import checkpoint_folder
 
 _COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -35,18 +36,31 @@ def command(name: str, message: str, **props: str | None) -> str:
     return f"::{name}{' ' + given if given else ''}::{escape_data(message)}"
 
 
+def error_text(message: str, hint: str = "") -> str:
+    """The ``::error`` line of a run that could not finish (exit 2)."""
+    return (
+        command(
+            "error",
+            "\n".join(x for x in (message, hint and f"hint: {hint}") if x),
+            title="qscale: check did not finish",
+        )
+        + "\n"
+    )
+
+
 def render(report: Report) -> str:
-    """One annotation per finding, stale baseline entry and crashed rule, one for a partial
-    check, then a summary line."""
+    """One annotation per group of findings, stale baseline entry and crashed rule, one for a
+    partial check, then a summary line."""
     folder = checkpoint_folder(report.source)
+    groups = report.groups
     lines = [
         command(
-            _COMMAND[f.severity],
-            _message(f),
-            file=_file(folder, f),
-            title=f"{f.code} {f.name}".strip(),
+            _COMMAND[g.first.severity],
+            _message(g),
+            file=_file(folder, g.first),
+            title=f"{g.first.code} {g.first.name}".strip(),
         )
-        for f in report.findings
+        for g in groups
     ]
     lines += [
         command(
@@ -66,7 +80,10 @@ def render(report: Report) -> str:
         tail = f"; {report.summary['suppressed']} suppressed, {len(report.stale)} stale (baseline)"
     if not report.complete:
         tail += "; partial check"
-    lines.append(f"qscale: {report.source}: {counts}{tail}")
+    if len(groups) < len(report.findings):
+        counts += f" in {len(groups)} groups"
+    checked = f" ({scope_text(report)})" if scope_text(report) else ""
+    lines.append(f"qscale: {report.source}{checked}: {counts}{tail}")
     return "\n".join(lines) + "\n"
 
 
@@ -76,13 +93,16 @@ def _file(folder: str, f: Finding) -> str | None:
     return (PurePath(folder) / f.location.file).as_posix()
 
 
-def _message(f: Finding) -> str:
+def _message(g: FindingGroup | Finding) -> str:
+    f = g.first if isinstance(g, FindingGroup) else g
     loc = f.location
     extra = [
         f"{what}: {value}"
         for what, value in (("tensor", loc.tensor), ("param", loc.param), ("key", loc.key))
         if value and value not in f.message
     ]
+    if isinstance(g, FindingGroup) and g.count > 1:
+        extra.append(count_text(g))
     if f.fix is not None:
         extra.append(f"fix ({f.fix.applicability.value}): {f.fix.title}")
     return "\n".join((f.message, *extra))

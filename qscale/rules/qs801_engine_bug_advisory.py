@@ -36,24 +36,31 @@ eval after any change.
 from collections.abc import Iterator
 
 from qscale.advisories import Advisory, Trigger, advisories_for
-from qscale.engines.loader import is_sentinel
 from qscale.layout import Layout, resolve
+from qscale.rules import qs401_unfilled_scale_slot as qs401
 from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
 from qscale.shared_experts import Fusion, SharedExperts, fusion_decision, read_shared_experts
 
 
 def _unfilled_tuple_scale(ctx: Context) -> Location | None:
-    """The first tuple-shard per-tensor scale left partly unwritten (weight scales first)."""
-    assert ctx.plan is not None
-    hits = []
-    for p in ctx.plan.params.values():
-        if p.slots is None or not any(isinstance(s.shard_id, tuple) for s in p.sources):
-            continue
-        empty = [v for v in p.slots if v is None or is_sentinel(v)]
-        if empty and len(empty) < len(p.slots):
-            hits.append(p)
-    hits.sort(key=lambda p: (p.leaf != "weight_scale", p.name))
-    return ctx.at_param(hits[0]) if hits else None
+    """Where QS401 reports an unfilled tuple-shard scale slot (weight scales first), or None.
+
+    The advisory is the engine bug behind QS401's finding, so it holds exactly where QS401
+    reports one: a partly unwritten slot that no weight reaches (an input scale, whose
+    maximum ignores the sentinel), or a layer rewritten per channel by `qscale fix`, is no
+    instance of the bug and gets no note."""
+    hits = [f for f in ctx.shared(_qs401_findings) if f.location.param]
+    hits.sort(
+        key=lambda f: (
+            not (f.location.param or "").endswith(".weight_scale"),
+            f.location.param or "",
+        )
+    )
+    return hits[0].location if hits else None
+
+
+def _qs401_findings(ctx: Context) -> tuple[Finding, ...]:
+    return tuple(qs401.check(ctx))
 
 
 def _where(ctx: Context, a: Advisory, se: SharedExperts | None, lay: Layout) -> Location | None:
