@@ -102,7 +102,7 @@ def _layout_label(layout: Layout, d: Deployment) -> str:
     out = layout.label
     if d.a2a_backend:
         out += f", {d.a2a_backend}"
-    if d.platform != Platform.CUDA:
+    if d.platform is not None and d.platform != Platform.CUDA:
         out += f", {d.platform.value}"
     return out
 

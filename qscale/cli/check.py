@@ -127,8 +127,9 @@ def _check(
     disable_shared_experts_fusion: bool,
     enforce_shared_experts_fusion: bool,
     enable_cuda_shared_expert_fusion: bool,
-    platform: Platform,
+    platform: Platform | None,
     allow_partial: bool,
+    header_only: bool,
 ) -> None:
     if baseline is not None and write_baseline is not None:
         raise UsageError(
