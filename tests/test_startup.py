@@ -71,3 +71,24 @@ def test_public_names_resolve_lazily():
         assert getattr(qscale, name) is not None
     with pytest.raises(AttributeError):
         qscale.no_such_name  # noqa: B018
+
+
+def test_a_check_keeps_no_load_plan_alive(tmp_path):
+    # sharding.read_shapes kept the last plan in a module-level cache (~190k objects on a
+    # 400B-class checkpoint, scanned by every later GC pass)
+    import gc
+
+    from builders import qwen3_5_moe
+
+    from qscale import CheckOptions, LoadPlan, check, read_checkpoint
+
+    def plans() -> int:
+        gc.collect()
+        return sum(type(o) is LoadPlan for o in gc.get_objects())
+
+    before = plans()
+    report = check(read_checkpoint(qwen3_5_moe("ct-mxfp4").write(tmp_path)),
+                   CheckOptions(engine="vllm==0.33.0"))
+    assert report.findings is not None
+    del report
+    assert plans() == before
