@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                        "build_s": round(built, 2), "floor": fl, "check": ck,
                        "ratio": round(ratio, 3)}
                 rows.append(row)
+                args.result.parent.mkdir(parents=True, exist_ok=True)
+                args.result.with_suffix(".partial.json").write_text(json.dumps(rows, indent=1))
                 pts.append((info["tensors"], ck["cpu"]))
                 print(f"{name:24s} {variant:9s} {fraction:5.3f} {info['tensors']:>9,} tensors "
                       f"{info['skip_entries']:>5} skip entries  floor {fl['cpu']:6.2f} s  "

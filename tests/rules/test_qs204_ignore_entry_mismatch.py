@@ -81,3 +81,31 @@ def test_hints_cost_no_whole_checkpoint_search():
     assert near.walk("model.layers.3.mlp.experts.5.gate_prj") == (
         ["model.layers.3.mlp.experts.5.gate_proj"], None)
     assert time.process_time() - t < 2.0  # a difflib search over all names took ~0.3 s each
+
+
+def test_substring_and_glob_entries_match_as_a_scan_of_every_name():
+    # `_Parts` narrows the names a substring / leading-`*` entry is tried on; it must find a
+    # match exactly when trying every name does
+    import random
+
+    from qscale.formats._api import wildcard
+    from qscale.rules.qs204_ignore_entry_mismatch import _Parts, _wildcard_hit
+
+    rng = random.Random(7)
+    comps = ["model", "language_model", "layers", "0", "1", "12", "mlp", "experts", "gate",
+             "gate_proj", "up_proj", "shared_expert", "mtp", "fc", "lm_head", "xlanguage_model"]
+    names = sorted({".".join(rng.choice(comps) for _ in range(rng.randint(1, 6)))
+                    for _ in range(300)})
+    stripped = sorted((n.replace("language_model.", "", 1), n) for n in names
+                      if "language_model." in n)
+    parts = _Parts(names)
+    for _ in range(3000):
+        n = rng.choice(names)
+        a = rng.randrange(len(n))
+        entry = n[a:a + rng.randint(1, 30)]
+        if rng.random() < 0.3:
+            entry = entry[: rng.randrange(len(entry) + 1)] + rng.choice(["x", "_v1", ".9"])
+        if rng.random() < 0.3:
+            entry = rng.choice(["*", "?", "*."]) + entry + rng.choice(["", "*"])
+        brute = any(wildcard(m, entry) for m in names)
+        assert bool(_wildcard_hit(entry, names, stripped, parts)) == brute, entry
