@@ -38,6 +38,7 @@ from qscale.errors import (
 )
 from qscale.safetensors_io import FileHeader, TensorInfo, read_header, read_tensors
 from qscale.safetensors_scan import IndexLayout, index_lists_runs, scan_index
+from qscale.scale_scan import ScaleScan, scan_file
 
 if TYPE_CHECKING:
     from qscale.progress import ReadProgress
@@ -138,6 +139,10 @@ class Checkpoint:
     index_file: str | None = None
     #: where tensor values come from when ``root`` is None (a Hub repo)
     remote: TensorSource | None = field(default=None, repr=False, compare=False)
+    #: every element of every scale tensor, judged while the files were read (the deep scan);
+    #: None when the read stayed header-only (``--header-only``) or built no scan
+    scale_scan: ScaleScan | None = field(default=None, repr=False, compare=False)
+    header_only: bool = False  #: the deep scan was asked not to run
 
     def value(self, name: str) -> np.ndarray | None:
         """The decoded value of a small tensor, or None if it is not small or absent."""
@@ -166,12 +171,17 @@ class Checkpoint:
 
 
 def read_local_checkpoint(
-    source: str | os.PathLike[str], *, progress: ReadProgress | None = None
+    source: str | os.PathLike[str],
+    *,
+    progress: ReadProgress | None = None,
+    header_only: bool = False,
 ) -> Checkpoint:
     """Read a local checkpoint folder or a single ``.safetensors`` file.
 
     ``progress`` is told how many files there are and when each one has been read. A Hub repo
-    id is not a local path: :func:`qscale.read_checkpoint` reads both.
+    id is not a local path: :func:`qscale.read_checkpoint` reads both. Every scale tensor is
+    read in full and judged (:mod:`qscale.scale_scan`) in the same open as the header, unless
+    ``header_only``.
 
     Raises:
         CheckpointNotFound, HeaderError, ShardIndexError, UnsafePathError, ConfigError
@@ -181,11 +191,13 @@ def read_local_checkpoint(
         if not path.name.endswith(".safetensors"):
             raise CheckpointNotFound(f"{path}: not a .safetensors file")
         with gc_paused():
-            return _read_local(str(source), path.parent, [path.name], None, progress)
-    if path.is_dir():
+            ckpt = _read_local(str(source), path.parent, [path.name], None, progress, header_only)
+    elif path.is_dir():
         with gc_paused():
-            return _read_folder(str(source), path, progress)
-    raise CheckpointNotFound(f"{source}: no such file or folder")
+            ckpt = _read_folder(str(source), path, progress, header_only)
+    else:
+        raise CheckpointNotFound(f"{source}: no such file or folder")
+    return ckpt
 
 
 class _Parts(NamedTuple):
@@ -196,15 +208,20 @@ class _Parts(NamedTuple):
     headers: list[FileHeader]
     values: dict[str, np.ndarray]
     tensors: dict[str, TensorInfo]
+    scan: ScaleScan | None  #: None: header-only
 
 
-def _read_parts(root: Path, files: list[str], progress: ReadProgress | None) -> _Parts:
+def _read_parts(
+    root: Path, files: list[str], progress: ReadProgress | None, header_only: bool = False
+) -> _Parts:
     config = _read_config(root)
     extra = {n: _read_json(root / n) for n in QUANT_CONFIG_FILES if (root / n).is_file()}
     if progress is not None:
         progress.start(len(files), remote=False)
-    headers, values = _read_files(root, files, progress)
-    return _Parts(config, extra, headers, values, _collect_tensors(headers))
+    scans: list[ScaleScan] | None = None if header_only else []
+    headers, values = _read_files(root, files, progress, scans)
+    scan = None if scans is None else ScaleScan.merge(scans)
+    return _Parts(config, extra, headers, values, _collect_tensors(headers), scan)
 
 
 def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) -> Checkpoint:
@@ -217,6 +234,8 @@ def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) 
         tensors=parts.tensors,
         values=parts.values,
         index_file=index_file,
+        scale_scan=parts.scan,
+        header_only=parts.scan is None,
     )
 
 
@@ -226,16 +245,19 @@ def _read_local(
     files: list[str],
     index: tuple[str, dict[str, str]] | None,
     progress: ReadProgress | None,
+    header_only: bool = False,
 ) -> Checkpoint:
     """Read ``files`` of ``root``, then check them against the index :func:`_list_files`
     returned."""
-    parts = _read_parts(root, files, progress)
+    parts = _read_parts(root, files, progress, header_only)
     if index is not None:
         _check_index_tensors(index[0], index[1], parts.tensors)
     return _checkpoint(source, root, parts, index[0] if index else None)
 
 
-def _read_folder(source: str, root: Path, progress: ReadProgress | None) -> Checkpoint:
+def _read_folder(
+    source: str, root: Path, progress: ReadProgress | None, header_only: bool = False
+) -> Checkpoint:
     """A checkpoint folder. When its index is in a layout :func:`scan_index` can locate, the
     folder's ``.safetensors`` files are read first and the index is then matched against their
     headers without ``json.loads``. Whatever that cannot prove, and every error met on the way,
@@ -245,7 +267,7 @@ def _read_folder(source: str, root: Path, progress: ReadProgress | None) -> Chec
     if fast is not None:
         index_file, raw, layout, present = fast
         try:
-            parts = _read_parts(root, present, progress)
+            parts = _read_parts(root, present, progress, header_only)
         except QscaleError:
             progress = None  # read again below, for the error the json.loads path gives
         else:
@@ -257,7 +279,7 @@ def _read_folder(source: str, root: Path, progress: ReadProgress | None) -> Chec
                 return _checkpoint(source, root, parts, index_file)
             progress = None  # the index lists other files: read those
     files, index = _list_files(root)
-    return _read_local(source, root, files, index, progress)
+    return _read_local(source, root, files, index, progress, header_only)
 
 
 def _scan_folder_index(root: Path) -> tuple[str, bytes, IndexLayout, list[str]] | None:
@@ -501,8 +523,13 @@ def small_tensors(header: FileHeader) -> list[TensorInfo]:
 
 
 def _read_files(
-    root: Path, files: list[str], progress: ReadProgress | None = None
+    root: Path,
+    files: list[str],
+    progress: ReadProgress | None = None,
+    scans: list[ScaleScan] | None = None,
 ) -> tuple[list[FileHeader], dict[str, np.ndarray]]:
+    """Every file's header and small tensors; with ``scans``, each file's deep scan of its
+    scale tensors (:func:`qscale.scale_scan.scan_file`) is appended there, in the same open."""
     headers: list[FileHeader] = []
     values: dict[str, np.ndarray] = {}
     for name in files:
@@ -511,12 +538,17 @@ def _read_files(
                 header = read_header(fh, file=name, file_size=os.fstat(fh.fileno()).st_size)
                 small = small_tensors(header)
                 values.update(read_tensors(fh, small))
+                decoded = {t.name for t in small}
+                scan = None if scans is None else scan_file(fh.fileno(), header, decoded)
         except OSError as exc:
             raise HeaderError(f"{name}: cannot be read ({exc.strerror})", code="QS001") from None
         headers.append(header)
         log.debug("read %s: %d tensors, %d small", name, len(header.tensors), len(small))
+        if scan is not None and scans is not None:
+            scans.append(scan)
         if progress is not None:
-            progress.advance(header.data_start + sum(t.nbytes for t in small))
+            scanned = scan.nbytes if scan is not None else 0
+            progress.advance(header.data_start + sum(t.nbytes for t in small) + scanned)
     return headers, values
 
 

@@ -81,6 +81,7 @@ from qscale.errors import (
 )
 from qscale.progress import ReadProgress
 from qscale.safetensors_io import FileHeader, TensorInfo, read_header, read_tensors
+from qscale.scale_scan import ScaleScan, is_scale, scan_file, scan_tensors
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,13 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
     return m["repo"], m["rev"]
 
 
-def read_hub_checkpoint(spec: str, *, progress: ReadProgress | None = None) -> Checkpoint:
+def read_hub_checkpoint(
+    spec: str, *, progress: ReadProgress | None = None, header_only: bool = False
+) -> Checkpoint:
     """Read ``org/name[@revision]`` from the Hub, or from the local cache when offline.
+
+    Past the headers, only the bytes of scale tensors are fetched (range requests, coalesced)
+    for the deep scan (:mod:`qscale.scale_scan`), and none with ``header_only``.
 
     Raises:
         HubNotFound, HubAccessDenied, HubError, and every error a local read raises
@@ -118,7 +124,12 @@ def read_hub_checkpoint(spec: str, *, progress: ReadProgress | None = None) -> C
     if constants.is_offline_mode():
         hint = f"unset HF_HUB_OFFLINE, or download the repo first: `hf download {repo_id}`"
         return _read_cached(
-            spec, repo_id, revision, progress, HubError("HF_HUB_OFFLINE is set", hint=hint)
+            spec,
+            repo_id,
+            revision,
+            progress,
+            HubError("HF_HUB_OFFLINE is set", hint=hint),
+            header_only,
         )
     api = HfApi(library_name="qscale", library_version=__version__)
     try:
@@ -128,15 +139,21 @@ def read_hub_checkpoint(spec: str, *, progress: ReadProgress | None = None) -> C
         if type(exc) is not HubError:  # not found / no access: the cache must not hide that
             raise
         log.debug("%s; trying the local cache", exc)
-        return _read_cached(spec, repo_id, revision, progress, exc)
+        return _read_cached(spec, repo_id, revision, progress, exc, header_only)
     sizes = {s.rfilename: s.size for s in info.siblings or () if "/" not in s.rfilename}
     if info.sha is None or None in sizes.values():
         raise HubError(f"{spec}: {constants.ENDPOINT} listed the repo without commit or sizes")
-    return _read_remote(spec, repo_id, info.sha, cast(dict[str, int], sizes), progress)
+    sizes_known = cast(dict[str, int], sizes)
+    return _read_remote(spec, repo_id, info.sha, sizes_known, progress, header_only)
 
 
 def _read_remote(
-    spec: str, repo_id: str, commit: str, sizes: dict[str, int], progress: ReadProgress | None
+    spec: str,
+    repo_id: str,
+    commit: str,
+    sizes: dict[str, int],
+    progress: ReadProgress | None,
+    header_only: bool = False,
 ) -> Checkpoint:
     if not any(n.endswith((".safetensors", INDEX_SUFFIX)) for n in sizes):
         raise CheckpointNotFound(
@@ -165,6 +182,7 @@ def _read_remote(
     tensors = _collect_tensors(headers)
     if index is not None:
         _check_index_tensors(index[0], index[1], tensors)
+    scan = None if header_only else source.scan_scales(headers)
     return Checkpoint(
         source=spec,
         root=None,
@@ -175,6 +193,8 @@ def _read_remote(
         values=values,
         index_file=index[0] if index else None,
         remote=source,
+        scale_scan=scan,
+        header_only=header_only,
     )
 
 
@@ -187,6 +207,7 @@ def _read_cached(
     revision: str | None,
     progress: ReadProgress | None,
     why: HubError,
+    header_only: bool = False,
 ) -> Checkpoint:
     """Read the repo's snapshot from the local cache, as a local checkpoint folder; ``why`` is
     the reason the Hub cannot be asked, raised (amended) if the cache does not have the repo."""
@@ -220,7 +241,8 @@ def _read_cached(
     elif not any(n.endswith(".safetensors") for n in names):
         raise _partly_cached(spec, not_cached)
     log.debug("%s: reading the cached snapshot %s", spec, folder)
-    return replace(read_local_checkpoint(folder, progress=progress), source=spec)
+    ckpt = read_local_checkpoint(folder, progress=progress, header_only=header_only)
+    return replace(ckpt, source=spec)
 
 
 def _partly_cached(spec: str, base: HubError) -> HubError:
@@ -265,6 +287,33 @@ class HubFiles:
         for values in self._parallel(files, lambda f: self._read_tensors(f, by_file[f])):
             out.update(values)
         return out
+
+    def scan_scales(self, headers: Sequence[FileHeader]) -> ScaleScan:
+        """The deep scan of every file's scale tensors: range reads of their bytes only,
+        coalesced across gaps under :data:`COALESCE_GAP` (or the cached file, when there)."""
+        with_scales = [h for h in headers if any(map(is_scale, h.tensors))]
+        # the small ones were decoded with the headers, and are judged from their values
+        by_name = {h.file: h for h in with_scales}
+        parts = self._parallel([h.file for h in with_scales], lambda f: self._scan(by_name[f]))
+        return ScaleScan.merge(parts)
+
+    def _scan(self, header: FileHeader) -> ScaleScan:
+        name = header.file
+        small = {t.name for t in small_tensors(header)}
+        cached = self._cached(name)
+        if cached is not None:
+            with _cache_errors(name), open(cached, "rb") as fh:
+                return scan_file(fh.fileno(), header, small)
+
+        def read(begin: int, end: int) -> bytes:
+            data = self._fetch(name, begin, end)
+            if len(data) < end - begin:
+                raise HubError(f"{self.spec}: {name}: the server sent fewer bytes than asked")
+            return data[: end - begin]
+
+        with _hub_errors(self.spec, self.commit):
+            scales = [t for t in header.tensors if is_scale(t) and t.name not in small]
+            return scan_tensors(read, scales, gap=COALESCE_GAP)
 
     def _parallel(
         self,

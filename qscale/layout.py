@@ -106,7 +106,9 @@ class Deployment:
     disable_shared_experts_fusion: bool = False  #: SGLang ``--disable-shared-experts-fusion``
     enforce_shared_experts_fusion: bool = False  #: SGLang ``--enforce-shared-experts-fusion``
     cuda_shared_expert_fusion: bool = False  #: SGLang ``enable_cuda_shared_expert_fusion``
-    platform: Platform = Platform.CUDA
+    #: None: not named (``--platform`` not given); CUDA is assumed, and a verdict that the
+    #: platform would change says so (:attr:`platform_or_cuda`)
+    platform: Platform | None = None
 
     def __post_init__(self) -> None:
         for flag, value in (("--tp", self.tp), ("--dp", self.dp), ("--ep", self.ep or 1)):
@@ -127,6 +129,11 @@ class Deployment:
                 f"{' with' if self.expert_parallel else ' without'} expert parallel)",
                 hint="vLLM splits MoE input by sequence only for EP + TP > 1 + DP > 1",
             )
+
+    @property
+    def platform_or_cuda(self) -> Platform:
+        """The platform checked: the one named, else CUDA."""
+        return self.platform or Platform.CUDA
 
     @property
     def expert_parallel(self) -> bool:

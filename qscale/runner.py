@@ -21,6 +21,11 @@ from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
 
 log = logging.getLogger(__name__)
 
+HEADER_ONLY = (
+    "--header-only: scales larger than the header pass decodes were not read; drop the flag"
+    " to check every value"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class CheckOptions:
@@ -58,6 +63,8 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         if rule.needs_plan and plan is None:
             skipped.append((rule.code, why))
             continue
+        if rule.reads_scan and ckpt.header_only:  # judged the small tensors only: partial
+            skipped.append((rule.code, HEADER_ONLY))
         try:
             findings.extend(rule.check(ctx))
         except Exception as exc:  # a rule bug must not hide the other rules' findings

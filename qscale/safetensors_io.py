@@ -372,11 +372,15 @@ def decode(dtype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
     le = _NUMPY_LE.get(dtype)
     if le is not None:
         arr = np.frombuffer(raw, dtype=le).reshape(shape)
-        return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+        if arr.dtype.kind != "f":
+            return arr
+        with np.errstate(invalid="ignore"):  # NaN payloads widen to NaN, quietly
+            return arr.astype(np.float64)
     b = np.frombuffer(raw, dtype=np.uint8)
     if dtype == "BF16":
         u16 = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-        return u16.view(np.float32).astype(np.float64).reshape(shape)
+        with np.errstate(invalid="ignore"):  # NaN payloads widen to NaN, quietly
+            return u16.view(np.float32).astype(np.float64).reshape(shape)
     if dtype == "F8_E4M3":
         return _E4M3[b].reshape(shape)
     if dtype == "F8_E5M2":

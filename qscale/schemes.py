@@ -139,8 +139,22 @@ def per_tensor(_o: int, _i: int) -> Shapes:
 
 
 def per_channel(o: int, _i: int) -> Shapes:
-    """One scale per output row; [out] is accepted by engines as well as [out, 1]."""
-    return ((o, 1), (o,))
+    """One scale per output row, as ``[out, 1]``: compressed-tensors' shape, and the only one
+    vLLM 0.33 loads. Its channel schemes (``compressed_tensors_w8a8_fp8.py``,
+    ``..._w8a8_int8.py``, ``..._wNa16.py``) register ``ChannelQuantScaleParameter`` /
+    ``GroupQuantScaleParameter`` of shape ``(sum(output_partition_sizes), 1)``, and every load
+    path of ``vllm/model_executor/parameter.py`` asserts ``param.shape == loaded.shape``
+    (``_ColumnvLLMParameter.load_*``, ``BasevLLMParameter._assert_and_load`` for row-parallel
+    layers): a stored ``[out]`` is refused with an AssertionError."""
+    return ((o, 1),)
+
+
+def per_channel_1d(o: int, _i: int) -> Shapes:
+    """One scale per output row, as ``[out]``: Quark FP8 per-channel. vLLM 0.33
+    ``quark/schemes/quark_w8a8_fp8.py`` registers ``ChannelQuantScaleParameter`` of shape
+    ``(sum(output_partition_sizes),)`` ("quark's scale is 1 dim", also for MoE), so ``[out, 1]``
+    fails the same shape asserts."""
+    return ((o,),)
 
 
 def full(o: int, i: int) -> Shapes:

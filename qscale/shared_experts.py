@@ -109,6 +109,8 @@ class Fusion(str, Enum):
     CONVERTS = "converts"  #: quantizes the BF16 shared expert online, then fuses it
     REFUSES = "refuses"  #: the gate keeps it a separate MLP
     OFF = "off"  #: fusion is not on for this platform, flags or backend
+    #: off on the platform assumed (CUDA), on where fusion runs; the user named no platform
+    PLATFORM = "depends-on-platform"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,21 +122,59 @@ class Decision:
     fix: str = "Nothing to do: the engine keeps the shared expert separate"
 
 
+#: what turns AITER on, by engine (read where each engine decides): SGLang 0.5.x
+#: ``_use_aiter = get_bool_env_var("SGLANG_USE_AITER") and _is_hip`` (``python/sglang/srt/
+#: layers/quantization/quark/schemes/quark_w8a8_fp8.py`` and the MoE layers alike); vLLM 0.33
+#: ``rocm_aiter_ops`` reads ``VLLM_ROCM_USE_AITER`` (``vllm/_aiter_ops.py``)
+AITER_SWITCH = {"sglang": "SGLANG_USE_AITER=1", "vllm": "VLLM_ROCM_USE_AITER=1"}
+
+
 def fusion_decision(
     se: SharedExperts, layout: Layout, spec: EngineSpec, family: str, config: ModelConfig
 ) -> Decision:
-    """Whether the engine fuses the shared expert into the routed-expert tensor."""
+    """Whether the engine fuses the shared expert into the routed-expert tensor.
+
+    When the user named no platform, CUDA is assumed; if the engine would fuse (or may fuse)
+    on ROCm with AITER, the decision is :attr:`Fusion.PLATFORM`: the platform decides, and the
+    decision names the flag that does.
+    """
+    d = layout.deployment
+    here = _decide(se, layout, spec, family, config, d.platform_or_cuda)
+    if d.platform is not None or here.fusion != Fusion.OFF:
+        return here
+    there = _decide(se, layout, spec, family, config, Platform.ROCM_AITER)
+    if there.fusion not in (Fusion.FUSES, Fusion.MAY_FUSE, Fusion.CONVERTS):
+        return here
+    switch = AITER_SWITCH.get(spec.engine, "AITER")
+    return Decision(
+        Fusion.PLATFORM,
+        f"no --platform was given and the platform decides: on CUDA (assumed) {here.why};"
+        f" on ROCm with AITER (`--platform rocm-aiter`, {switch} when serving) {spec.engine}"
+        f" {there.fusion.value.replace('-', ' ')}: {there.why}",
+        f"Pass --platform (cuda, rocm, rocm-aiter) for the platform you serve on; on ROCm with"
+        f" AITER: {there.fix}",
+    )
+
+
+def _decide(
+    se: SharedExperts,
+    layout: Layout,
+    spec: EngineSpec,
+    family: str,
+    config: ModelConfig,
+    platform: Platform,
+) -> Decision:
     rule = fusion_rule(spec.engine, spec.version, family)
     d = layout.deployment
     if rule is None:
         return Decision(Fusion.OFF, f"{spec.label} does not fuse {family} shared experts")
     if spec.engine == "sglang" and d.disable_shared_experts_fusion:
         return Decision(Fusion.OFF, "--disable-shared-experts-fusion is set")
-    cuda = rule.cuda_flag and d.cuda_shared_expert_fusion and d.platform == Platform.CUDA
-    if d.platform not in rule.platforms and not cuda:
+    cuda = rule.cuda_flag and d.cuda_shared_expert_fusion and platform == Platform.CUDA
+    if platform not in rule.platforms and not cuda:
         where = " (or on CUDA with enable_cuda_shared_expert_fusion)" if rule.cuda_flag else ""
         return Decision(Fusion.OFF, f"{spec.engine} fuses shared experts only on ROCm with"
-                        f" AITER{where}, not on {d.platform.value}")
+                        f" AITER{where}, not on {platform.value}")
     inter, moe = config.get("shared_expert_intermediate_size"), config.get("moe_intermediate_size")
     if spec.engine == "sglang" and (not inter or inter != moe):
         return Decision(Fusion.OFF, f"shared_expert_intermediate_size {inter} differs from"
@@ -145,11 +185,16 @@ def fusion_decision(
         return Decision(
             Fusion.FUSES, f"shared and routed experts are both {se.routed} ({rule.reference})"
         )
-    return _gate(se, rule.gate, rule.reference, layout, config)
+    return _gate(se, rule.gate, rule.reference, layout, config, platform)
 
 
 def _gate(
-    se: SharedExperts, gate: Gate, ref: str, layout: Layout, config: ModelConfig
+    se: SharedExperts,
+    gate: Gate,
+    ref: str,
+    layout: Layout,
+    config: ModelConfig,
+    platform: Platform,
 ) -> Decision:
     d = layout.deployment
     if gate == Gate.NONE:
@@ -161,7 +206,7 @@ def _gate(
         online = (
             gate == Gate.QUARK_EXCLUDE_ONLINE
             and d.enforce_shared_experts_fusion
-            and d.platform == Platform.ROCM_AITER
+            and platform == Platform.ROCM_AITER
             and config.text.get("model_type") in ONLINE_MXFP4_MODEL_TYPES
             and se.routed == "MXFP4"
         )

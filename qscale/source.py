@@ -34,13 +34,17 @@ def is_repo_spec(source: str | os.PathLike[str]) -> bool:
 
 
 def read_checkpoint(
-    source: str | os.PathLike[str], *, progress: ReadProgress | None = None
+    source: str | os.PathLike[str],
+    *,
+    progress: ReadProgress | None = None,
+    header_only: bool = False,
 ) -> Checkpoint:
     """Read a local checkpoint folder, a single ``.safetensors`` file, or a Hub repo.
 
     A ``source`` that is no local path and reads ``org/name[@revision]`` is read from the
     Hugging Face Hub (or its local cache) by :func:`qscale.hub.read_hub_checkpoint`.
     ``progress`` is told how many files there are and when each one has been read.
+    ``header_only`` skips the deep scan of scale values (:mod:`qscale.scale_scan`).
 
     Raises:
         CheckpointNotFound, HeaderError, ShardIndexError, UnsafePathError, ConfigError,
@@ -49,5 +53,5 @@ def read_checkpoint(
     if is_repo_spec(source):
         from qscale.hub import read_hub_checkpoint  # imports huggingface_hub: only when needed
 
-        return read_hub_checkpoint(str(source), progress=progress)
-    return read_local_checkpoint(source, progress=progress)
+        return read_hub_checkpoint(str(source), progress=progress, header_only=header_only)
+    return read_local_checkpoint(source, progress=progress, header_only=header_only)

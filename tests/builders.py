@@ -37,6 +37,12 @@ def _scale(g: torch.Generator, shape: tuple[int, ...] = (1,)) -> torch.Tensor:
     return (torch.rand(shape, generator=g) * 1e-3 + 1e-4).to(torch.bfloat16)
 
 
+def _fp4_block_scale(g: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """E4M3 block scales of NVFP4, in the range quantizers write (never 0: a BF16 scale of
+    1e-4 would round to 0 in E4M3, which the deep scan rightly refuses)."""
+    return (torch.rand(shape, generator=g) * 400 + 1).to(torch.float8_e4m3fn)
+
+
 # --------------------------------------------------------------------------- schemes
 
 
@@ -79,7 +85,7 @@ def ct_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     return {
         f"{name}.weight_packed": torch.randint(0, 255, (out, inp // 2), generator=g,
                                                dtype=torch.uint8),
-        f"{name}.weight_scale": _scale(g, (out, inp // 16)).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _fp4_block_scale(g, (out, inp // 16)),
         f"{name}.weight_global_scale": torch.tensor([30208.0]),
         f"{name}.input_global_scale": torch.tensor([652.0]),
     }
@@ -105,7 +111,7 @@ def modelopt_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
 def modelopt_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     return {
         f"{name}.weight": torch.randint(0, 255, (out, inp // 2), generator=g, dtype=torch.uint8),
-        f"{name}.weight_scale": _scale(g, (out, inp // 16)).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _fp4_block_scale(g, (out, inp // 16)),
         f"{name}.weight_scale_2": torch.tensor(3.5e-5),
         f"{name}.input_scale": torch.tensor(1.6e-3),
     }

@@ -13,8 +13,10 @@ offsets; space padding to 8 bytes), is extended to its full size with ``ftruncat
 the weights are holes that read as zeros, and only scale tensors get real bytes: plausible
 values, per-tensor scales equal across the shards an engine fuses (``q/k/v``, ``gate/up``), as
 the exporters write them, and ``weight_shape`` the logical shape. A scale tensor larger than
-``VALUE_CAP`` bytes (NVFP4 and INT4 per-group scales) stays a hole: qscale's check path decodes
-only tensors of at most 64 elements, and writing them would cost real disk.
+``VALUE_CAP`` bytes (NVFP4 and INT4 per-group scales) stays a hole: writing them would cost
+real disk. qscale's deep scan of scale values reads such holes as zero scales (QS303), so a
+replica is checked ``header_only`` (``--header-only``), which decodes tensors of at most 64
+elements only.
 
 ``layers=N`` truncates the model to its first N decoder layers and says so consistently:
 ``num_hidden_layers`` (and ``layer_types``) in the config, per-layer entries of the ignore or

@@ -49,9 +49,11 @@ def built(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.parametrize("name", list(REPLICAS))
 def test_replica_checks_clean(name, built):
-    report = check(read_checkpoint(built(name)), CheckOptions(engine=ENGINE))
+    # header-only: a replica's large scales are holes, which the deep scan rightly reads as
+    # zero scales (QS303); everything else is checked in full
+    report = check(read_checkpoint(built(name), header_only=True), CheckOptions(engine=ENGINE))
     assert report.crashed == ()
-    assert report.skipped == (), f"incomplete plan: {report.skipped[0][1]}"
+    assert [c for c, _ in report.skipped] == ["QS303"], f"incomplete plan: {report.skipped}"
     bad = [f"{f.code} {f.message}" for f in report.findings if f.severity >= Severity.ERROR]
     assert bad == []
     assert {f.code for f in report.findings} == KNOWN.get(name, set())
@@ -61,7 +63,8 @@ def test_replica_checks_clean(name, built):
 def test_cli_json_exit_0(name, built, run_cli):
     # exit 0 alone does not say the plan was complete (the JSON report does not list skipped
     # rules): test_replica_checks_clean does
-    r = run_cli("check", str(built(name)), "--engine", ENGINE, "-f", "json")
+    r = run_cli("check", str(built(name)), "--engine", ENGINE, "-f", "json", "--header-only",
+                "--allow-partial")
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     assert doc["crashed"] == [] and doc["summary"]["error"] == 0

@@ -58,7 +58,14 @@ def check_cmd(
     disable_shared_experts_fusion: layout_opts.DisableFusionOpt = False,
     enforce_shared_experts_fusion: layout_opts.EnforceFusionOpt = False,
     enable_cuda_shared_expert_fusion: layout_opts.CudaFusionOpt = False,
-    platform: layout_opts.PlatformOpt = Platform.CUDA,
+    platform: Annotated[
+        Platform | None,
+        typer.Option(
+            "--platform",
+            help="cuda, rocm, or rocm-aiter (AMD with AITER kernels). Not given: CUDA is"
+            " assumed, and a verdict the platform would change is a warning.",
+        ),
+    ] = None,
     allow_partial: Annotated[
         bool,
         typer.Option(
@@ -66,6 +73,14 @@ def check_cmd(
             help="When rules could not run (e.g. an architecture qscale has no family for),"
             " exit on the findings of the rules that ran instead of 2. The report still says"
             " it is partial.",
+        ),
+    ] = False,
+    header_only: Annotated[
+        bool,
+        typer.Option(
+            "--header-only",
+            help="Read headers and small tensors only, not every scale value (on the Hub: no"
+            " range reads past the headers). The value check (QS303) is then partial.",
         ),
     ] = False,
 ) -> None:
@@ -103,7 +118,7 @@ def check_cmd(
     )
     accepted = baselines.read_baseline(baseline) if baseline is not None else None
     with read_progress(fmt == CheckFormat.console) as progress:
-        ckpt = read_checkpoint(model, progress=progress)
+        ckpt = read_checkpoint(model, progress=progress, header_only=header_only)
     report = check(
         ckpt,
         CheckOptions(split_codes(select), split_codes(ignore), engine, deployment=deployment),

@@ -163,7 +163,7 @@ def deployment_from(
     disable_fusion: bool,
     enforce_fusion: bool,
     cuda_fusion: bool,
-    platform: Platform,
+    platform: Platform | None,
 ) -> Deployment:
     """The Deployment `qscale check`'s layout options describe (UsageError if they clash)."""
     return Deployment(

@@ -18,6 +18,7 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, TupleScale, parse_engine
 from qscale.engines.catalogue import family_for
 from qscale.engines.families import FAMILIES, Family, ShardId
+from qscale.engines.families._api import Stacked
 from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats.modelopt import ModelOptConfig
@@ -79,6 +80,10 @@ class LoadPlan:
     #: checkpoint tensors the engine's loader passes over without a word, leaving the fused
     #: parameters they were meant for unwritten (profile data: ``expert_loaders``)
     dropped: tuple[str, ...] = ()
+    #: (checkpoint tensor, the name the engine's stacked rename gives it) for tensors stored
+    #: already fused (``in_proj_qkvz``) that the engine renames again (``in_proj_qkvzz``): no
+    #: parameter has that name, so the tensor is loaded into none (:func:`renamed_twice`)
+    renamed_away: tuple[tuple[str, str], ...] = ()
 
     def param(self, name: str) -> MergedParam:
         """A parameter by its engine name."""
@@ -163,14 +168,52 @@ def map_tensor(
                     f"{head}.{spec.profile.expert_prefix}{fused}{param}",
                     ShardSlot(name, shard, int(idx)),
                 )
+    st = _stacked_match(fam, spec, eng)
+    if st is not None:
+        dot = "." if spec.profile.dotted_stacked else ""
+        head, rest = eng[: len(st.scope)], eng[len(st.scope) :]
+        return head + rest.replace(st.weight + dot, st.param + dot, 1), ShardSlot(name, st.shard)
+    return eng, ShardSlot(name, None)
+
+
+def _stacked_match(fam: Family, spec: EngineSpec, eng: str) -> Stacked | None:
+    """The first stacked entry whose checkpoint name the engine finds in ``eng``."""
     dot = "." if spec.profile.dotted_stacked else ""
     for st in fam.stacked:
         if st.weight + dot in eng and eng.startswith(st.scope):
-            head, rest = eng[: len(st.scope)], eng[len(st.scope) :]
-            return head + rest.replace(st.weight + dot, st.param + dot, 1), ShardSlot(
-                name, st.shard
-            )
-    return eng, ShardSlot(name, None)
+            return st
+    return None
+
+
+def renamed_twice(fam: Family, spec: EngineSpec, name: str) -> str | None:
+    """The engine's name for a tensor stored under the fused name it renames shards to, when
+    its stacked rename applies to that name again; else None.
+
+    vLLM matches a stacked entry's shard name as a plain substring and replaces it
+    (``name.replace(weight_name, param_name)``): the shard name ``in_proj_qkv`` is a prefix
+    of the fused ``in_proj_qkvz``, so a checkpoint that already stores ``in_proj_qkvz`` is
+    renamed ``in_proj_qkvzz`` (``in_proj_ba`` -> ``in_proj_baa``). No parameter has that
+    name: vLLM 0.33 ``Qwen3_5Model.load_weights`` (``vllm/model_executor/models/qwen3_5.py``)
+    finds it in no mapping and skips it with "Parameter ... not found in params_dict, skip
+    loading", leaving the fused parameter unwritten. SGLang appends "." to both names, so
+    ``in_proj_qkv.`` does not match ``in_proj_qkvz.``.
+    """
+    eng = engine_name(fam, name)
+    if fam.suffix_map:
+        eng, final = _suffixed(fam, spec, eng)
+        if final:
+            return None
+    if fam.experts is not None and ".experts." in eng:
+        return None  # vLLM's stacked loop passes over expert names ("mlp.experts" in name)
+    st = _stacked_match(fam, spec, eng)
+    if st is None:
+        return None
+    dot = "." if spec.profile.dotted_stacked else ""
+    rest = eng[len(st.scope) :]
+    at = rest.find(st.weight + dot)
+    if not rest.startswith(st.param, at) or st.param == st.weight:
+        return None  # a shard name: renamed once, onto the fused parameter
+    return eng[: len(st.scope)] + rest.replace(st.weight + dot, st.param + dot, 1)
 
 
 def plan_load(
@@ -182,11 +225,16 @@ def plan_load(
     quant = quant or resolve_quantization(ckpt, spec)
     groups: dict[str, list[ShardSlot]] = {}
     skipped = []
+    renamed_away: list[tuple[str, str]] = []
     text = ckpt.config.text
     for name in ckpt.tensors:
         eng = engine_name(fam, name)
         if skipped_by(fam, name, eng, text):
             skipped.append(name)
+            continue
+        twice = renamed_twice(fam, spec, name)
+        if twice is not None:
+            renamed_away.append((name, twice))
             continue
         pname, slot = map_tensor(fam, spec, name, eng)
         slots = groups.get(pname)
@@ -210,7 +258,38 @@ def plan_load(
         gone = set(unmatched)
         params = {p: m for p, m in params.items() if not {s.source for s in m.sources} <= gone}
         dropped = unmatched
-    return LoadPlan(spec, fam, params, tuple(skipped), notes, refusals, dropped)
+    if renamed_away and quant.format is None:
+        file = ckpt.tensors[renamed_away[0][0]].file
+        refusals = (*refusals, _renamed_refusal(spec, renamed_away, file))
+    return LoadPlan(
+        spec, fam, params, tuple(skipped), notes, refusals, dropped, tuple(renamed_away)
+    )
+
+
+def _renamed_refusal(
+    spec: EngineSpec, renamed: Sequence[tuple[str, str]], file: str
+) -> Refusal:
+    """An unquantized checkpoint whose fused tensors are renamed away: vLLM 0.33's
+    ``DefaultModelLoader.load_weights`` checks that every parameter was loaded when the model
+    has no quantization config, and stops with "Following weights were not initialized from
+    checkpoint" (quantized models skip that check: QS404 reports them)."""
+    source, eng = renamed[0]
+    more = f" (and {len(renamed) - 1} more)" if len(renamed) > 1 else ""
+    return Refusal(
+        f"`{source}`{more} is stored already fused, and the stacked rename applies to it"
+        f" again: {spec.engine} looks for `{eng}`, which no parameter is, skips it, and stops"
+        " with 'Following weights were not initialized from checkpoint'",
+        file,
+        None,
+        tensor=source,
+        fix=RENAME_FIX,
+    )
+
+
+RENAME_FIX = (
+    "store the shards under their own names (split in_proj_qkvz into in_proj_qkv and"
+    " in_proj_z, in_proj_ba into in_proj_b and in_proj_a), as the engine's loader expects"
+)
 
 
 def _unmatched_experts(fam: Family, groups: Mapping[str, list[ShardSlot]]) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from qscale.schemes import (
     groups,
     input_scale_specs,
     packed_in,
-    per_channel,
+    per_channel_1d,
     per_tensor,
     unpacked,
 )
@@ -91,7 +91,7 @@ def _scheme(cfg: Mapping[str, Any], where: str) -> QuantScheme | None:
             (weight, TensorSpec("weight_scale", E8M0, groups(32)), *input_scale_specs(inputs)),
         )
     if dtype == "fp8_e4m3" and w.strategy in (Strategy.TENSOR, Strategy.CHANNEL):
-        rule = per_tensor if w.strategy == Strategy.TENSOR else per_channel
+        rule = per_tensor if w.strategy == Strategy.TENSOR else per_channel_1d
         act = (
             "weight-only" if inputs is None else ("dynamic act" if inputs.dynamic else "static act")
         )

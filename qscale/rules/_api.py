@@ -90,6 +90,8 @@ class Rule:
     check: Check | None = None
     reads_values: bool = False
     needs_plan: bool = False  #: skipped (with a reason) when there is no load plan
+    #: judges the deep scan of scale values; partial (skipped) when the read was header-only
+    reads_scan: bool = False
     fixable: Applicability | None = None
     tags: tuple[str, ...] = field(default=())
     #: the remedy a finding carries when the check gives none of its own

@@ -1,10 +1,14 @@
 """A scale holds NaN, ±inf, zero, a negative value or a float32 sentinel.
 
 ## What it checks
-Every small scale tensor qscale decodes while reading headers (per-tensor and per-partition
-weight and input scales, NVFP4 global scales, KV-cache scales, per-expert scales): each value
-must be finite and positive, and not the float32 extreme `±3.4e38` an exporter or a loader uses
-as "never written".
+Every element of every scale tensor: per-tensor and per-partition weight and input scales,
+NVFP4 global scales, KV-cache scales, and the per-channel, group and block scales, in every
+encoding (F32/BF16/F16, F8_E4M3 block scales, E8M0 stored as U8 or F8_E8M0). Each value must
+be finite and positive, and not the float32 extreme `±3.4e38` an exporter or a loader uses as
+"never written"; an E8M0 byte `0xFF` is NaN. Small scales are decoded with the headers; the
+others are streamed once in file order (the deep scan), keeping only counts of bad values and
+the first one's index. With `--header-only` the large scales are not read and the check is
+partial.
 
 ## Why it matters
 A scale multiplies (or divides) every value it covers. NaN or inf spreads through the first
@@ -16,6 +20,9 @@ not check scale values when they load.
 ## Example
 `model.layers.1.mlp.experts.7.up_proj.input_scale` = 0 (expected a finite value > 0)
 
+`model.layers.0.mlp.down_proj.weight_scale` [17, 0] = 0 (and 3 more of 4096 values: 4 zero);
+expected a finite value > 0
+
 ## Fix
 None that preserves the model: recalibrate (route calibration data through every expert), or
 switch the affected modules to dynamic activation scales. `qscale fix` rejects such checkpoints.
@@ -24,13 +31,20 @@ switch the affected modules to dynamic activation scales. `qscale fix` rejects s
 import math
 from collections.abc import Iterator
 
-from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
-from qscale.schemes import KV_SCALE_PARAMS, SCALE_PARAMS
+import numpy as np
 
-#: Parameter names that hold scales (multipliers or divisors); all must be finite and > 0.
-SCALES = SCALE_PARAMS | KV_SCALE_PARAMS
-#: |value| at or above this is a float32 sentinel (FLT_MAX = 3.4028e38), not a scale.
-SENTINEL_MAGNITUDE = 1e38
+from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+from qscale.safetensors_io import decode
+from qscale.scale_scan import SCALES, SENTINEL_MAGNITUDE, ScaleStats
+
+_WORDS = {
+    "NaN": "NaN",
+    "inf": "inf",
+    "-inf": "-inf",
+    "sentinel": "float32 sentinel",
+    "zero": "zero",
+    "negative": "negative",
+}
 
 
 def _problem(v: float) -> str | None:
@@ -47,16 +61,36 @@ def _problem(v: float) -> str | None:
     return None
 
 
+def _from_stats(st: ScaleStats) -> str:
+    """The message of a streamed scale: the first bad element, and how many there are."""
+    first = _problem(st.first_value) or f"{st.first_value:.3g}"
+    if st.dtype in ("U8", "F8_E8M0") and math.isnan(st.first_value):
+        first = "NaN (E8M0 byte 0xFF)"
+    where = f"[{', '.join(map(str, st.first_index))}] " if st.numel > 1 else ""
+    kinds = ", ".join(f"{n} {_WORDS[k]}" for k, n in st.counts.items())
+    more = f" (and {st.bad - 1} more of {st.numel} values: {kinds})" if st.bad > 1 else ""
+    return f"`{st.name}` {where}= {first}{more}; expected a finite value > 0"
+
+
 def check(ctx: Context) -> Iterator[Finding]:
-    """Report decoded scale tensors with a non-finite, non-positive or sentinel value."""
-    for name, arr in ctx.checkpoint.values.items():
-        if name.rpartition(".")[2] not in SCALES or arr.dtype.kind != "f":
+    """Report scale tensors with a non-finite, non-positive or sentinel value."""
+    ckpt = ctx.checkpoint
+    judged: set[str] = set()
+    for name, arr in ckpt.values.items():
+        if name.rpartition(".")[2] not in SCALES:
             continue
+        if arr.dtype == np.uint8:  # E8M0 exponent bytes stored as U8
+            arr = decode("F8_E8M0", arr.shape, arr.tobytes())
+        elif arr.dtype.kind != "f":
+            continue
+        judged.add(name)
         flat = arr.reshape(-1)
         bad = [(i, p) for i, v in enumerate(flat.tolist()) if (p := _problem(float(v)))]
         if not bad:
             continue
         i, what = bad[0]
+        if what == "NaN" and ckpt.tensors[name].dtype in ("U8", "F8_E8M0"):
+            what = "NaN (E8M0 byte 0xFF)"
         where = f"[{i}] " if flat.size > 1 else ""
         more = f" (and {len(bad) - 1} more of {flat.size} values)" if len(bad) > 1 else ""
         yield RULE.finding(
@@ -64,6 +98,10 @@ def check(ctx: Context) -> Iterator[Finding]:
             ctx.at(name),
             fix=FIX,
         )
+    scan = ckpt.scale_scan
+    for name, st in (scan.bad.items() if scan is not None else ()):
+        if name not in judged:  # a large scale, or E8M0 bytes stored as U8
+            yield RULE.finding(_from_stats(st), ctx.at(name), fix=FIX)
 
 
 FIX = Fix(
@@ -78,4 +116,5 @@ RULE = Rule(
     doc=__doc__ or "",
     check=check,
     reads_values=True,
+    reads_scan=True,
 )

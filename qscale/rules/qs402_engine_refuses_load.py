@@ -16,7 +16,10 @@ loader (`_load_weights_other`) renames onto its fused-expert branches and cannot
 and 0.20.0 (modelled for 0.18–0.21) read experts fused per layer only: every such export fails,
 W4A16 included. 0.32.0 (modelled for 0.22–0.33) streams them into the fused expert parameters,
 but the FP8, MXFP4 and NVFP4 MoE methods build no expert biases, so the per-expert bias is
-looked up under its own name (KeyError).
+looked up under its own name (KeyError). An unquantized checkpoint that stores a tensor
+already fused under a name vLLM's stacked rename applies to again (`in_proj_qkvz` looked up as
+`in_proj_qkvzz`) leaves that parameter unloaded, and vLLM refuses a model without quantization
+whose weights did not all load (QS404 reports the quantized case, which loads silently).
 
 ## Why it matters
 These fail at start-up on the GPU host, after the weights were downloaded and the engine

@@ -11,6 +11,12 @@ mapper renames only `down_proj` per-expert names, so on vLLM 0.32 a per-expert e
 MoE method builds expert biases (compressed-tensors W4A16) loads `w2_weight_scale` and
 `w2_bias` and skips `gate_proj`, `up_proj` and `down_proj.weight_packed`.
 
+Also reports tensors stored under a fused name that the engine's stacked rename applies to
+again: vLLM matches the shard name `in_proj_qkv` as a substring, so a stored `in_proj_qkvz` is
+looked up as `in_proj_qkvzz` (and `in_proj_ba` as `in_proj_baa`), which no parameter is; vLLM
+0.33's Qwen3.5 loader skips it with a warning. Unquantized checkpoints are refused instead
+(QS402), since the engine checks that every weight of a model without quantization loaded.
+
 ## Why it matters
 Nothing fails. vLLM starts, serves, and the fused expert weights (`w13_weight_packed`,
 `w2_weight_packed`) keep whatever memory they were allocated with: every token routed through
@@ -34,15 +40,35 @@ take the per-expert projection names (MiniMax-M2 maps `w1`/`w3`/`w2`; transforme
 
 from collections.abc import Iterator
 
+from qscale.engines.loader import RENAME_FIX
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
 #: leaves that hold weights: skipping them leaves the model's weights unwritten
 _WEIGHT_LEAVES = ("weight", "weight_packed")
 
 
+def _renamed_away(ctx: Context) -> Iterator[Finding]:
+    """Tensors stored already fused that the engine's stacked rename renames again."""
+    assert ctx.plan is not None
+    renamed = ctx.plan.renamed_away
+    if not renamed or ctx.quant.format is None:  # unquantized: vLLM refuses (QS402)
+        return
+    first, eng = renamed[0]
+    more = f" and {len(renamed) - 1} more tensor(s)" if len(renamed) > 1 else ""
+    yield RULE.finding(
+        f"{ctx.plan.engine.label}: `{first}`{more} are stored already fused, and the stacked"
+        f" rename applies to them again: the loader looks for `{eng}`, which no parameter is,"
+        " and skips it with a warning; the fused parameter is never written, and the model"
+        " serves garbage (quantized models skip the engine's check that every weight loaded)",
+        ctx.at(first),
+        fix=Fix(RENAME_FIX, Applicability.MANUAL),
+    )
+
+
 def check(ctx: Context) -> Iterator[Finding]:
     """One finding per checkpoint: the first skipped tensor, with a count of the others."""
     assert ctx.plan is not None
+    yield from _renamed_away(ctx)
     dropped = ctx.plan.dropped
     if not dropped:
         return

@@ -17,6 +17,10 @@ engine's shared-expert-fusion decision for `--engine`, `--platform` and the fusi
   converts the BF16 shared expert to MXFP4 online under `--enforce-shared-experts-fusion`.
 - vLLM fuses shared experts only on ROCm with AITER and refuses a shared expert in another
   format (`is_shared_expert_quant_fse_compatible`, info).
+- Without `--platform`, CUDA is assumed. Where fusion would be off on CUDA but on with AITER
+  (error or warning there), the finding is a warning that says so and names what decides:
+  `--platform rocm-aiter` here, `SGLANG_USE_AITER=1` when serving (SGLang reads it with
+  `get_bool_env_var("SGLANG_USE_AITER") and is_hip()`).
 
 ## Why it matters
 A fused shared expert is loaded into the routed experts' tensor in their format: BF16 weights
@@ -51,6 +55,7 @@ SEVERITY = {
     Fusion.CONVERTS: Severity.INFO,
     Fusion.REFUSES: Severity.INFO,
     Fusion.OFF: Severity.INFO,
+    Fusion.PLATFORM: Severity.WARNING,
 }
 VERB = {
     Fusion.FUSES: "fuses it into the routed-expert tensor",
@@ -58,6 +63,7 @@ VERB = {
     Fusion.CONVERTS: "fuses it after converting it online",
     Fusion.REFUSES: "keeps it a separate MLP",
     Fusion.OFF: "keeps it a separate MLP",
+    Fusion.PLATFORM: "keeps it a separate MLP or fuses it, by platform",
 }
 
 
@@ -75,11 +81,16 @@ def _identified(se: SharedExperts) -> str:
     return text
 
 
+def _platform(ctx: Context) -> str:
+    p = ctx.deployment.platform
+    return p.value if p is not None else "cuda (assumed: no --platform)"
+
+
 def _message(ctx: Context, se: SharedExperts, d: Decision) -> str:
     assert ctx.plan is not None
     lay = resolve(ctx.deployment, ctx.plan.engine)
     return (
-        f"{ctx.plan.engine.label}, {lay.label} on {ctx.deployment.platform.value}: the shared"
+        f"{ctx.plan.engine.label}, {lay.label} on {_platform(ctx)}: the shared"
         f" expert is {se.shared} in {len(se.layers)} layer(s) while the routed experts are"
         f" {se.routed}; {ctx.plan.engine.engine} {VERB[d.fusion]}: {d.why}; identified by"
         f" config and files: {_identified(se)}"

@@ -33,6 +33,16 @@ def test_near_miss_scalar_and_one_element_scales(tmp_path, shape):
     assert run(b, tmp_path, "QS302") == []
 
 
-def test_near_miss_per_channel_vector_without_trailing_dim(tmp_path):
+def test_per_channel_vector_without_trailing_dim(tmp_path):
+    # vLLM 0.33 registers ChannelQuantScaleParameter [N, 1] and asserts equal shapes on load
     b = qwen3_5_moe("ct-fp8-dynamic").reshape(f"{QKV}.weight_scale", (512,))
+    [f] = run(b, tmp_path, "QS302")
+    assert f.location.tensor == f"{QKV}.weight_scale"
+    assert "has shape (512,), expected (512, 1)" in f.message
+    assert f.fix is not None  # the values are right: re-declaring the shape fixes it
+
+
+def test_near_miss_per_channel_with_trailing_dim(tmp_path):
+    b = qwen3_5_moe("ct-fp8-dynamic")
+    assert tuple(b.tensors[f"{QKV}.weight_scale"].shape) == (512, 1)
     assert run(b, tmp_path, "QS302") == []

@@ -65,7 +65,11 @@ def test_config_and_files_disagree(tmp_path):
 @pytest.mark.parametrize(
     ("engine", "layout"),
     [
-        ("sglang==0.5.10", {}),  # CUDA: SGLang fuses the Qwen shared expert only with AITER
+        # CUDA: SGLang fuses the Qwen shared expert only with AITER
+        ("sglang==0.5.10", {"platform": Platform.CUDA}),
+        # no platform named, but AITER would not fuse either: the platform does not decide
+        ("sglang==0.5.12", {}),
+        ("vllm==0.20.0", {}),
         ("sglang==0.5.10", {"platform": AITER, "disable_shared_experts_fusion": True}),
         ("sglang==0.5.10", {"platform": AITER, "a2a_backend": "deepep"}),
         ("vllm==0.20.0", {"platform": AITER}),  # vLLM refuses a mismatched shared expert
@@ -78,3 +82,30 @@ def test_near_miss_fusion_off_or_refused(engine, layout):
 
 def test_near_miss_shared_expert_in_the_routed_format():
     assert run(REAL / "llmc-qwen3_5_moe-FP8", "sglang==0.5.10", platform=AITER) == []
+
+
+def test_unnamed_platform_that_decides_is_a_warning_naming_the_flag():
+    # SGLang 0.5.10 fuses the excluded BF16 shared expert on ROCm/AITER (an error there) and
+    # keeps it separate on CUDA: with no --platform, the verdict depends on the platform
+    [f] = run(QUARK, "sglang==0.5.10")
+    assert f.severity == Severity.WARNING
+    assert "on cuda (assumed: no --platform)" in f.message
+    assert "--platform rocm-aiter" in f.message and "SGLANG_USE_AITER=1" in f.message
+    assert "fuses" in f.message
+    assert f.fix is not None and "--platform" in f.fix.title
+
+
+def test_unnamed_platform_warning_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+    out = subprocess.run(
+        [sys.executable, "-m", "qscale", "check", str(QUARK), "--engine", "sglang==0.5.10",
+         "--select", "QS601", "-f", "json"], capture_output=True, text=True, timeout=120)
+    [f] = __import__("json").loads(out.stdout)["findings"]
+    assert f["severity"] == "warning" and "SGLANG_USE_AITER=1" in f["message"]
+    named = subprocess.run(
+        [sys.executable, "-m", "qscale", "check", str(QUARK), "--engine", "sglang==0.5.10",
+         "--select", "QS601", "-f", "json", "--platform", "cuda"],
+        capture_output=True, text=True, timeout=120)
+    [g] = __import__("json").loads(named.stdout)["findings"]
+    assert g["severity"] == "info"

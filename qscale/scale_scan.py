@@ -1,0 +1,362 @@
+"""Check every element of every scale tensor, streamed: flat memory, each byte read once.
+
+The header pass decodes small tensors only (:data:`qscale.checkpoint.SMALL_NUMEL`); a
+per-channel, group or block scale is thousands to millions of values, and one zero row or one
+E8M0 ``0xFF`` (NaN) among them passes a check that reads only the small ones. This module reads
+the bytes of every scale tensor (:data:`SCALES`, by parameter name) in file order, in windows
+of at most :data:`CHUNK` bytes that join tensors lying next to each other, and keeps per
+tensor only a summary of its bad values (:class:`ScaleStats`); a clean tensor leaves nothing.
+
+The test is made on the stored integers: for each encoding the good scales (finite, > 0, below
+the float32 sentinel) are one contiguous range of bit patterns read as signed integers, so a
+window passes when its ``min`` and ``max`` lie in that range: two SIMD reductions, no
+temporary array. Only a window that fails is decoded, to say what is wrong and where.
+
+Encodings: F32, F64, F16, BF16, F8_E4M3 (block scales), F8_E5M2, and E8M0 stored as
+``F8_E8M0`` or as ``U8`` (OCP MX; ``0xFF`` is NaN, every other byte is a power of two > 0).
+Torch is never imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from qscale.errors import HeaderError
+from qscale.safetensors_io import FileHeader, TensorInfo, decode
+from qscale.schemes import KV_SCALE_PARAMS, SCALE_PARAMS
+
+#: Parameter names that hold scales (multipliers or divisors); every value must be finite, > 0.
+SCALES = SCALE_PARAMS | KV_SCALE_PARAMS
+#: |value| at or above this is a float32 sentinel (FLT_MAX = 3.4028e38), not a scale.
+SENTINEL_MAGNITUDE = 1e38
+#: Bytes read at once; a window never holds more.
+CHUNK = 16 << 20
+#: Scale tensors at most this many bytes apart are read in one window (the bytes between are
+#: read and not looked at); locally a few pages, over HTTP one request saved is worth more.
+LOCAL_GAP = 16 << 10
+#: Bytes reduced at once (``min`` then ``max``): small enough to stay in the CPU cache.
+SLICE = 1 << 20
+#: Mapped bytes a local scan keeps resident before it unmaps those it has read.
+RESIDENT = 64 << 20
+
+
+class Encoding(NamedTuple):
+    """How a dtype's good scales look as integers: ``lo <= int <= hi`` in ``view``."""
+
+    view: np.dtype[Any]  #: signed (or, for E8M0, unsigned) integer of the element's width
+    lo: int
+    hi: int
+    decode_as: str  #: the dtype :func:`decode` widens the bad elements with
+
+
+def _float_bits(value: float, dtype: str) -> int:
+    """The largest positive bit pattern of ``dtype`` below ``value``, as a signed integer."""
+    if dtype == "BF16":
+        f32 = int(np.array(value, dtype="<f4").view("<i4"))
+        bits = f32 >> 16
+        while float(np.array(bits << 16, dtype="<i4").view("<f4")) >= value:
+            bits -= 1
+        return bits
+    width = {"F32": ("<f4", "<i4"), "F64": ("<f8", "<i8")}[dtype]
+    bits = int(np.array(value, dtype=width[0]).view(width[1]))
+    while float(np.array(bits, dtype=width[1]).view(width[0])) >= value:
+        bits -= 1
+    return bits
+
+
+ENCODINGS: Mapping[str, Encoding] = {
+    "F32": Encoding(np.dtype("<i4"), 1, _float_bits(SENTINEL_MAGNITUDE, "F32"), "F32"),
+    "F64": Encoding(np.dtype("<i8"), 1, _float_bits(SENTINEL_MAGNITUDE, "F64"), "F64"),
+    "BF16": Encoding(np.dtype("<i2"), 1, _float_bits(SENTINEL_MAGNITUDE, "BF16"), "BF16"),
+    "F16": Encoding(np.dtype("<i2"), 1, 0x7BFF, "F16"),  # 0x7C00 is inf; max 65504
+    "F8_E4M3": Encoding(np.dtype("i1"), 1, 0x7E, "F8_E4M3"),  # E4M3FN: 0x7F is NaN, no inf
+    "F8_E5M2": Encoding(np.dtype("i1"), 1, 0x7B, "F8_E5M2"),  # 0x7C is inf
+    # E8M0: 0xFF is NaN; 0xFE (2**127) and up lie past the sentinel, as in every encoding
+    "F8_E8M0": Encoding(np.dtype("u1"), 0, 0xFD, "F8_E8M0"),
+    "U8": Encoding(np.dtype("u1"), 0, 0xFD, "F8_E8M0"),  # E8M0 bytes stored as uint8
+}
+
+#: What is wrong with a value, in the order QS303 names them.
+KINDS = ("NaN", "inf", "-inf", "sentinel", "zero", "negative")
+
+
+def is_scale(t: TensorInfo) -> bool:
+    """Whether the deep scan reads this tensor."""
+    return t.dtype in ENCODINGS and t.name.rpartition(".")[2] in SCALES
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleStats:
+    """The bad values of one scale tensor (a clean tensor has none of these)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    bad: int  #: elements that are not a finite value > 0 below the sentinel
+    counts: Mapping[str, int]  #: kind (:data:`KINDS`) -> how many
+    first: int  #: flat index of the first bad element
+    first_value: float
+
+    @property
+    def numel(self) -> int:
+        """Elements of the tensor."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def first_index(self) -> tuple[int, ...]:
+        """The first bad element's index in the tensor's shape."""
+        if not self.shape:
+            return ()
+        return tuple(int(i) for i in np.unravel_index(self.first, self.shape))
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleScan:
+    """What the deep scan of a checkpoint read and found."""
+
+    tensors: int = 0  #: scale tensors read
+    nbytes: int = 0  #: their bytes
+    bad: Mapping[str, ScaleStats] = field(default_factory=dict)
+
+    @staticmethod
+    def merge(parts: Sequence[ScaleScan]) -> ScaleScan:
+        """One scan of several files."""
+        bad: dict[str, ScaleStats] = {}
+        for p in parts:
+            bad.update(p.bad)
+        return ScaleScan(sum(p.tensors for p in parts), sum(p.nbytes for p in parts), bad)
+
+
+def classify(values: np.ndarray) -> np.ndarray:
+    """Index into :data:`KINDS` of each (bad) float64 value; -1 for a good one."""
+    out = np.full(values.shape, -1, dtype=np.int8)
+    # assigned in reverse order of precedence, so the first kind that applies wins
+    out[values < 0] = 5
+    out[values == 0] = 4
+    out[np.abs(values) >= SENTINEL_MAGNITUDE] = 3
+    out[values == -np.inf] = 2
+    out[values == np.inf] = 1
+    out[np.isnan(values)] = 0
+    return out
+
+
+class _Acc:
+    """Bad values of one tensor, gathered piece by piece."""
+
+    __slots__ = ("bad", "counts", "first", "first_value")
+
+    def __init__(self) -> None:
+        self.bad = 0
+        self.counts = [0] * len(KINDS)
+        self.first = -1
+        self.first_value = 0.0
+
+    def add(self, t: TensorInfo, ints: np.ndarray, offset: int) -> None:
+        """Judge elements ``offset ...`` of ``t`` held as the integers ``ints``."""
+        enc = ENCODINGS[t.dtype]
+        idx = np.flatnonzero((ints < enc.lo) | (ints > enc.hi))
+        if not idx.size:
+            return
+        vals = decode(enc.decode_as, (idx.size,), ints[idx].tobytes())
+        kinds = classify(vals)
+        for k, n in enumerate(np.bincount(kinds[kinds >= 0], minlength=len(KINDS)).tolist()):
+            self.counts[k] += n
+        self.bad += int(idx.size)
+        if self.first < 0:
+            self.first, self.first_value = offset + int(idx[0]), float(vals[0])
+
+    def stats(self, t: TensorInfo) -> ScaleStats | None:
+        if not self.bad:
+            return None
+        counts = {k: n for k, n in zip(KINDS, self.counts, strict=True) if n}
+        return ScaleStats(t.name, t.dtype, t.shape, self.bad, counts, self.first, self.first_value)
+
+
+def _clean(buf: memoryview | bytes, enc: Encoding) -> bool:
+    """Whether every element of ``buf`` is a good scale (min and max in range), judged in
+    slices of :data:`SLICE` bytes, so that the second reduction reads the cache."""
+    a = np.frombuffer(buf, dtype=enc.view)
+    step = SLICE // enc.view.itemsize
+    lo, hi = enc.lo, enc.hi
+    for i in range(0, a.size, step):
+        part = a[i : i + step]
+        if int(part.min()) < lo or int(part.max()) > hi:
+            return False
+    return True
+
+
+def windows(
+    tensors: Sequence[TensorInfo], gap: int, chunk: int = CHUNK
+) -> Iterator[tuple[int, int, list[TensorInfo]]]:
+    """``(begin, end, tensors)`` reads that cover the tensors in file order: tensors at most
+    ``gap`` bytes apart share a read of at most ``chunk`` bytes; a larger tensor is one read
+    of its own (the scanner cuts it into pieces)."""
+    run: list[TensorInfo] = []
+    begin = end = 0
+    for t in sorted(tensors, key=lambda t: t.begin):
+        if run and t.begin - end <= gap and t.end - begin <= chunk:
+            run.append(t)
+            end = t.end
+            continue
+        if run:
+            yield begin, end, run
+        run, begin, end = [t], t.begin, t.end
+    if run:
+        yield begin, end, run
+
+
+Reader = Callable[[int, int], "memoryview | bytes"]
+
+
+def scan_tensors(
+    read: Reader, tensors: Sequence[TensorInfo], *, gap: int = LOCAL_GAP, chunk: int = CHUNK
+) -> ScaleScan:
+    """Scan ``tensors`` of one file; ``read(begin, end)`` gives those bytes (a buffer that
+    may be reused by the next call)."""
+    bad: dict[str, ScaleStats] = {}
+    nbytes = 0
+    for begin, end, run in windows(tensors, gap, chunk):
+        if end - begin > chunk:  # one large tensor: in pieces of whole elements
+            (t,) = run
+            enc = ENCODINGS[t.dtype]
+            step = chunk - chunk % enc.view.itemsize
+            acc = _Acc()
+            for pos in range(t.begin, t.end, step):
+                stop = min(t.end, pos + step)
+                buf = read(pos, stop)
+                if not _clean(buf, enc):
+                    at = (pos - t.begin) // enc.view.itemsize
+                    acc.add(t, np.frombuffer(buf, dtype=enc.view), at)
+            nbytes += t.nbytes
+            found = acc.stats(t)
+            if found is not None:
+                bad[t.name] = found
+            continue
+        buf = read(begin, end)
+        for seg in _segments(run):
+            enc = ENCODINGS[seg[0].dtype]
+            whole = memoryview(buf)[seg[0].begin - begin : seg[-1].end - begin]
+            nbytes += len(whole)
+            if _clean(whole, enc):
+                continue
+            for t in seg:
+                acc = _Acc()
+                part = memoryview(buf)[t.begin - begin : t.end - begin]
+                acc.add(t, np.frombuffer(part, dtype=enc.view), 0)
+                found = acc.stats(t)
+                if found is not None:
+                    bad[t.name] = found
+    return ScaleScan(len(tensors), nbytes, bad)
+
+
+def _segments(run: list[TensorInfo]) -> Iterator[list[TensorInfo]]:
+    """Runs of touching tensors of one encoding, checked as one array."""
+    seg: list[TensorInfo] = []
+    for t in run:
+        if seg and (t.begin != seg[-1].end or ENCODINGS[t.dtype] != ENCODINGS[seg[-1].dtype]):
+            yield seg
+            seg = []
+        seg.append(t)
+    if seg:
+        yield seg
+
+
+class FileReader:
+    """``read(begin, end)`` on an open local file, into one reused buffer (``os.preadv``)."""
+
+    def __init__(self, fd: int, file: str, chunk: int = CHUNK) -> None:
+        self.fd, self.file = fd, file
+        self._buf = bytearray(0)
+        self._chunk = chunk
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __call__(self, begin: int, end: int) -> memoryview:
+        n = end - begin
+        if len(self._buf) < n:
+            self._buf = bytearray(max(n, min(self._chunk, 2 * len(self._buf))))
+        view = memoryview(self._buf)[:n]
+        got = 0
+        while got < n:
+            k = os.preadv(self.fd, [view[got:]], begin + got)
+            if k <= 0:
+                raise HeaderError(
+                    f"{self.file}: cut short at byte {begin + got} while reading scales"
+                    " (the file changed or is truncated)",
+                    code="QS002",
+                )
+            got += k
+        return view
+
+
+class MappedReader:
+    """``read(begin, end)`` as a view of the file mapped read-only: no copy, the reductions
+    read the page cache directly (at ``cat``'s bandwidth where a copy would halve it). The
+    header read checked that every tensor lies inside the file's size."""
+
+    def __init__(self, fd: int, file: str) -> None:
+        self.file = file
+        self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        if hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._view = memoryview(self._map)
+        self._held: tuple[int, int] | None = None  #: the span of the windows read so far
+
+    def _drop(self, *, least: int = 0) -> None:
+        """Unmap the pages of the windows read before once they hold ``least`` bytes (the
+        data stays in the page cache), so that resident memory stays :data:`RESIDENT`
+        bytes, not the file."""
+        if self._held is None or not hasattr(self._map, "madvise"):
+            return
+        begin, end = self._held
+        start = begin - begin % mmap.PAGESIZE
+        if end - start >= max(least, 1):
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+            self._held = None
+
+    def close(self) -> None:
+        """Unmap (left to the garbage collector while a view is still held)."""
+        self._drop()
+        self._view.release()
+        with contextlib.suppress(BufferError):
+            self._map.close()
+
+    def __call__(self, begin: int, end: int) -> memoryview:
+        if end > len(self._map):
+            raise HeaderError(
+                f"{self.file}: cut short at byte {len(self._map)} while reading scales"
+                " (the file changed or is truncated)",
+                code="QS002",
+            )
+        self._drop(least=RESIDENT)
+        self._held = (begin, end) if self._held is None else (self._held[0], end)
+        return self._view[begin:end]
+
+
+def scan_file(fd: int, header: FileHeader, skip: Collection[str] = ()) -> ScaleScan:
+    """Scan every scale tensor of one open local file but those named in ``skip`` (the small
+    ones, decoded with the header and judged from their values). The file is mapped
+    (:class:`MappedReader`), or read into a buffer where it cannot be."""
+    scales = [t for t in header.tensors if is_scale(t) and t.name not in skip]
+    if not scales:
+        return ScaleScan()
+    reader: MappedReader | FileReader
+    try:
+        reader = MappedReader(fd, header.file)
+    except (OSError, ValueError):
+        reader = FileReader(fd, header.file)
+    try:
+        return scan_tensors(reader, scales)
+    finally:
+        reader.close()
