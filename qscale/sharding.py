@@ -91,14 +91,10 @@ class Shapes:
 # --------------------------------------------------------------------------- reading
 
 
-_CACHE: dict[int, tuple[LoadPlan, Shapes]] = {}
-
-
 def read_shapes(ckpt: Checkpoint, quant: QuantMap, plan: LoadPlan) -> Shapes:
-    """The checkpoint's layers as the engine shards them (cached per plan)."""
-    hit = _CACHE.get(id(plan))
-    if hit is not None and hit[0] is plan:
-        return hit[1]
+    """The checkpoint's layers as the engine shards them. Not cached here: a check computes
+    them once per context (``rules._layout``), ``supported_layouts`` once per table; a
+    module-level cache kept the last plan (~190k objects) alive after every check."""
     text = ckpt.config.text
     layers = _layers(quant, plan)
     shapes = Shapes(
@@ -110,8 +106,6 @@ def read_shapes(ckpt: Checkpoint, quant: QuantMap, plan: LoadPlan) -> Shapes:
         experts=_experts(quant, text, plan.family),
         heads_param=next((x.name for x in layers if x.split == Split.QKV), None),
     )
-    _CACHE.clear()  # one checkpoint at a time; keeps memory bounded
-    _CACHE[id(plan)] = (plan, shapes)
     return shapes
 
 

@@ -2,35 +2,89 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
+import typer._click as click  # the click typer is built on (vendored by this typer)
+from typer.core import TyperCommand, TyperGroup
 
-from qscale import __version__, rules
-from qscale.cli import check, fix, inspect, layouts, models, plan, rule
+from qscale import __version__
 from qscale.errors import QscaleError
+
+#: command -> its module under qscale/cli and function. A module is imported only when its
+#: command runs (or when its --help is asked for): `qscale --version`, `qscale --help` and
+#: `qscale rule X` start without numpy, the engine catalogue or the rules' formats.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("check", "check_cmd"),
+    "inspect": ("inspect", "inspect_cmd"),
+    "plan": ("plan", "plan_cmd"),
+    "layouts": ("layouts", "layouts_cmd"),
+    "models": ("models", "models_cmd"),
+    "rule": ("rule", "rule_cmd"),
+    "fix": ("fix", "fix_cmd"),
+}
+_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
+def _docstring(module: str, func: str) -> str:
+    """The command function's docstring, read from its source without importing it."""
+    tree = ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == func:
+            return ast.get_docstring(node) or ""
+    return ""
+
+
+def load_command(name: str) -> click.Command:
+    """The click command typer builds for ``name``, its module imported now."""
+    module, func = COMMANDS[name]
+    # click's plain help, not rich's boxed table: rich cuts long option names
+    # (`--enable-expert-…`) to fit 80 columns; click wraps the help text instead
+    sub = typer.Typer(pretty_exceptions_enable=False, add_completion=False,
+                      rich_markup_mode=None, context_settings=_SETTINGS)
+    sub.command(name)(getattr(importlib.import_module(f"qscale.cli.{module}"), func))
+    cmd = typer.main.get_command(sub)
+    cmd.name = name
+    return cmd
+
+
+class _LazyGroup(TyperGroup):
+    """Lists the commands from :data:`COMMANDS` (help from their docstrings) and builds a
+    command only to run it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        return TyperCommand(cmd_name, help=_docstring(*COMMANDS[cmd_name]))
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] in COMMANDS:
+            return args[0], load_command(args[0]), args[1:]
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     name="qscale",
+    cls=_LazyGroup,
     help="Will this quantized checkpoint load correctly in vLLM or SGLang? Checks it without a"
     " GPU, from safetensors headers and scale values.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    # click's plain help, not rich's boxed table: rich cuts long option names
-    # (`--enable-expert-…`) to fit 80 columns; click wraps the help text instead
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+    context_settings=_SETTINGS,
 )
-app.command("check")(check.check_cmd)
-app.command("inspect")(inspect.inspect_cmd)
-app.command("plan")(plan.plan_cmd)
-app.command("layouts")(layouts.layouts_cmd)
-app.command("models")(models.models_cmd)
-app.command("rule")(rule.rule_cmd)
-app.command("fix")(fix.fix_cmd)
 
 
 def _version(value: bool) -> None:
@@ -56,6 +110,8 @@ def _debugging(argv: list[str]) -> bool:
 
 def _hint(exc: QscaleError) -> str:
     """The error's hint, pointing at the rule doc when the error carries a rule's code."""
+    from qscale import rules
+
     if exc.code is None or exc.code not in rules.BY_CODE:
         return exc.hint
     explain = f"`qscale rule {exc.code}` explains it"

@@ -144,9 +144,13 @@ def _suffixed(fam: Family, spec: EngineSpec, name: str) -> tuple[str, bool]:
     return name, False
 
 
-def map_tensor(fam: Family, spec: EngineSpec, name: str) -> tuple[str, ShardSlot]:
-    """The engine parameter a checkpoint tensor loads into, and its shard."""
-    eng = engine_name(fam, name)
+def map_tensor(
+    fam: Family, spec: EngineSpec, name: str, eng: str | None = None
+) -> tuple[str, ShardSlot]:
+    """The engine parameter a checkpoint tensor loads into, and its shard (``eng``: the
+    name's :func:`engine_name`, where the caller has it already)."""
+    if eng is None:
+        eng = engine_name(fam, name)
     if fam.suffix_map:
         eng, final = _suffixed(fam, spec, eng)
         if final:
@@ -224,14 +228,15 @@ def plan_load(
     renamed_away: list[tuple[str, str]] = []
     text = ckpt.config.text
     for name in ckpt.tensors:
-        if skipped_by(fam, name, engine_name(fam, name), text):
+        eng = engine_name(fam, name)
+        if skipped_by(fam, name, eng, text):
             skipped.append(name)
             continue
         twice = renamed_twice(fam, spec, name)
         if twice is not None:
             renamed_away.append((name, twice))
             continue
-        pname, slot = map_tensor(fam, spec, name)
+        pname, slot = map_tensor(fam, spec, name, eng)
         slots = groups.get(pname)
         if slots is None:
             groups[pname] = [slot]

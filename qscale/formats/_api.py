@@ -81,17 +81,52 @@ class Wildcards:
             re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs)) if globs else None
         )
         self._subs = tuple(p for p in self.patterns if not any(c in p for c in "*?["))
+        # every substring pattern in one regex, shaped as their trie: a search costs about the
+        # name's length, not the list's (a list that grows with the layers made resolving
+        # quadratic in the model's depth)
+        self._sub_re = re.compile(_trie_regex(self._subs)) if self._subs else None
+        #: per pattern, in list order: (pattern, its compiled glob or None)
+        self._ordered = tuple(
+            (p, re.compile(fnmatch.translate(p)) if any(c in p for c in "*?[") else None)
+            for p in self.patterns
+        )
 
     def first(self, name: str) -> str | None:
         """The first pattern, in list order, that matches ``name`` (as :func:`wildcard`)."""
         names = (name, name.replace("language_model.", "", 1))
-        globs = self._globs
+        globs, subs = self._globs, self._sub_re
         if not (
             (globs is not None and (globs.match(names[0]) or globs.match(names[1])))
-            or any(s in n for s in self._subs for n in names)
+            or (subs is not None and (subs.search(names[0]) or subs.search(names[1])))
         ):
             return None
-        return next((p for p in self.patterns if wildcard(name, p)), None)
+        for p, glob in self._ordered:
+            if glob is None:
+                if p in names[0] or p in names[1]:
+                    return p
+            elif glob.match(names[0]) or glob.match(names[1]):
+                return p
+        return None
+
+
+def _trie_regex(words: Iterable[str]) -> str:
+    """A regex matching exactly the given strings, written as their character trie."""
+    trie: dict[str, Any] = {}
+    for w in words:
+        node = trie
+        for c in w:
+            node = node.setdefault(c, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        end = "" in node
+        alts = [re.escape(c) + emit(child) for c, child in sorted(node.items()) if c]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if end else body
+
+    return emit(trie)
 
 
 def require_list(obj: Mapping[str, Any], key: str, where: str) -> list[str]:

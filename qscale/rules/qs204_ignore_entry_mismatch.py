@@ -13,7 +13,9 @@ Every entry of the quantization config's skip list — compressed-tensors `ignor
 
 A regex that skips modules under the checkpoint's names but not under the engine's is an
 error: the engine builds those modules quantized while they are stored unquantized. An entry
-that matches nothing in either naming is a warning, with the closest module names.
+that matches nothing in either naming is a warning, with the closest module names, or with
+the part of the model that the checkpoint does not hold at all (`model.visual` when the
+vision tower was left out).
 
 ## Why it matters
 Ignore lists that do not match are the most frequent reason a quantized checkpoint fails to
@@ -32,6 +34,7 @@ modules by their exact Hugging Face names (`qscale fix` rewrites the list).
 
 import bisect
 import difflib
+import heapq
 from collections.abc import Callable, Collection, Iterator, Sequence
 
 from qscale.engines.catalogue import family_or_none
@@ -69,19 +72,25 @@ def check(ctx: Context) -> Iterator[Finding]:
     key, entries, match = found
     fam = ctx.plan.family if ctx.plan else family_or_none(ctx.checkpoint)
     names = list(ctx.quant.modules)  # every module: an exclude may name a conv or a norm
-    known = set(names)
+    known = ctx.quant.modules
     # `wildcard` also matches names with `language_model.` dropped: those, sorted, for
     # `_wildcard_hit` (names are sorted already)
     stripped = sorted(
         (n.replace("language_model.", "", 1), n) for n in names if "language_model." in n
-    )
+    ) if match is wildcard else []
     fmt = ctx.quant.format
     at = Location(file=fmt.config_key if fmt else None, key=f"/quantization_config/{key}")
+    near = _Near(names, known)
+    parts: _Parts | None = None  # built for the first entry that needs it
     for entry in entries:
         if match is not wildcard and not entry.startswith("re:"):
             hits = [entry] if entry in known else []  # exact names: a set lookup
         elif not entry.startswith("re:"):  # only whether it matches anything is asked below
-            hits = _wildcard_hit(entry, names, stripped)
+            if entry in known:
+                hits = [entry]
+            else:
+                parts = parts or _Parts(names)
+                hits = _wildcard_hit(entry, names, stripped, parts)
         else:
             hits = [n for n in names if match(n, entry)]
         if entry.startswith("re:") and fam is not None and hits:
@@ -100,9 +109,14 @@ def check(ctx: Context) -> Iterator[Finding]:
         if hits or entry.startswith("re:"):
             continue
         shards = _shards(fam, entry, known) if fam else []
-        close = shards or _drifted(entry, names) or difflib.get_close_matches(entry, names, n=2)
+        close = shards or near.drifted(entry)
+        absent = None
+        if not close:
+            close, absent = near.walk(entry)
         label = "the engine fuses it from" if shards else "closest:"
         hint = f"; {label} {', '.join(f'`{c}`' for c in close)}" if close else ""
+        if absent is not None:
+            hint = f"; the checkpoint has no module under `{absent}`"
         yield RULE.finding(
             f"`{entry}` matches no module of the checkpoint{hint}",
             at,
@@ -112,16 +126,22 @@ def check(ctx: Context) -> Iterator[Finding]:
 
 
 def _wildcard_hit(
-    entry: str, names: Sequence[str], stripped: Sequence[tuple[str, str]]
+    entry: str,
+    names: Sequence[str],
+    stripped: Sequence[tuple[str, str]],
+    parts: "_Parts | None" = None,
 ) -> list[str]:
-    """``[a module `wildcard` matches]``, or ``[]``. A glob can only match a name that starts
-    with its literal head, so only those are tried: a ModelOpt list of 10^2 entries against
-    10^5 expert modules would otherwise cost 10^7 fnmatch calls."""
+    """``[a module `wildcard` matches]``, or ``[]``. Only names that can match are tried: those
+    that start with a glob's literal head (bisection), else those that hold the entry's
+    literal text (:class:`_Parts`). A ModelOpt list of 10^2–10^3 entries against 10^5 expert
+    modules would otherwise cost 10^8 substring tests or 10^7 fnmatch calls."""
     cut = next((i for i, c in enumerate(entry) if c in "*?["), None)
-    if cut is None:  # a substring test, which is cheap
-        return next(([n] for n in names if entry in n), None) or next(
-            ([n] for s, n in stripped if entry in s), []
-        )
+    if cut is None or (cut == 0 and "[" not in entry):
+        parts = parts or _Parts(names)
+        for n in parts.candidates(entry):
+            if wildcard(n, entry):
+                return [n]
+        return []
     head = entry[:cut]
     start = bisect.bisect_left(names, head)
     for n in names[start:]:
@@ -138,16 +158,151 @@ def _wildcard_hit(
     return []
 
 
-def _drifted(entry: str, names: Sequence[str]) -> list[str]:
-    """Modules whose name ends like the entry once its leading prefix is dropped (prefix
-    drift: ``model.layers.0.mlp.gate`` for ``model.language_model.layers.0.mlp.gate``)."""
-    parts = entry.split(".")
-    for cut in range(1, min(3, len(parts) - 1)):
-        tail = "." + ".".join(parts[cut:])
-        found = [n for n in names if n.endswith(tail)]
-        if found:
-            return found[:2]
-    return []
+class _Parts:
+    """The dotted components of the module names (and of the names with `language_model.`
+    dropped, which :func:`wildcard` also tries), each with the names that hold it: the names
+    that can contain a text are those holding each of its inner components, one ending with
+    its first piece, one starting with its last."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = names
+        self.by_part: dict[str, list[int]] = {}
+        for k, n in enumerate(names):
+            bits = set(n.split("."))
+            if "language_model." in n:
+                bits.update(n.replace("language_model.", "", 1).split("."))
+            for b in bits:
+                self.by_part.setdefault(b, []).append(k)
+
+    def _holding(self, test: Callable[[str], bool]) -> set[int]:
+        out: set[int] = set()
+        for b, ks in self.by_part.items():
+            if test(b):
+                out.update(ks)
+        return out
+
+    def _for_text(self, text: str) -> set[int] | list[int]:
+        pieces = text.split(".")
+        if len(pieces) >= 3:
+            inner = [self.by_part.get(p, []) for p in pieces[1:-1]]
+            return min(inner, key=len)
+        if len(pieces) == 2:
+            first, last = pieces
+            sides = []
+            if first:
+                sides.append(self._holding(lambda b: b.endswith(first)))
+            if last:
+                sides.append(self._holding(lambda b: b.startswith(last)))
+            return min(sides, key=len) if sides else set(range(len(self.names)))
+        return self._holding(lambda b: text in b)
+
+    def candidates(self, entry: str) -> list[str]:
+        """The names, in name order, that may match ``entry`` (a substring or a glob without
+        ``[``): each must hold every literal piece between its ``*`` and ``?``."""
+        texts = [t for t in entry.replace("?", "*").split("*") if t]
+        if not texts:
+            return list(self.names)
+        best = min((self._for_text(t) for t in texts), key=len)
+        return [self.names[k] for k in sorted(best)]
+
+
+class _Near:
+    """Closest-name hints for entries that match nothing, each computed against a bounded
+    candidate set: a whole-checkpoint ``difflib`` search per entry cost ~5 s per entry on a
+    400B-class checkpoint (10^5 modules), minutes for a skip list of 10^2 absent entries.
+    ``names`` is sorted; indexes are built on first use, once per check."""
+
+    #: the most names one ``difflib`` search compares the entry with
+    LIMIT = 256
+
+    def __init__(self, names: Sequence[str], known: Collection[str]) -> None:
+        self.names = names
+        self._known = known
+        self._reversed: list[str] | None = None
+
+    def drifted(self, entry: str) -> list[str]:
+        """Modules whose name ends like the entry once its first one or two components are
+        dropped (prefix drift: ``model.layers.0.mlp.gate`` for
+        ``model.language_model.layers.0.mlp.gate``), the first two in name order."""
+        parts = entry.split(".")
+        for cut in range(1, min(3, len(parts) - 1)):
+            found = self._ending(("." + ".".join(parts[cut:]))[::-1])
+            if found:
+                return found
+        return []
+
+    def _ending(self, rtail: str) -> list[str]:
+        """The first two names (in name order) that end with the reversed ``rtail``: a
+        bisection of the reversed names, sorted once per check."""
+        if self._reversed is None:
+            self._reversed = sorted(n[::-1] for n in self.names)
+        rev = self._reversed
+        lo = bisect.bisect_left(rev, rtail)
+        hi = bisect.bisect_left(rev, rtail[:-1] + chr(ord(rtail[-1]) + 1), lo)
+        return [r[::-1] for r in heapq.nsmallest(2, rev[lo:hi], key=lambda r: r[::-1])]
+
+    def _range(self, prefix: str) -> tuple[int, int]:
+        """The names equal to ``prefix`` or under ``prefix.``, as a slice of ``names``."""
+        lo = bisect.bisect_left(self.names, prefix)
+        hi = bisect.bisect_left(self.names, prefix + "/", lo)  # "/" follows "." in ASCII
+        return lo, hi
+
+    def _exists(self, prefix: str) -> bool:
+        """Whether a module is named ``prefix`` or lies under ``prefix.``."""
+        names = self.names
+        i = bisect.bisect_left(names, prefix)
+        if i < len(names) and names[i] == prefix:
+            return True
+        i = bisect.bisect_left(names, prefix + ".", i)
+        return i < len(names) and names[i].startswith(prefix + ".")
+
+    def walk(self, entry: str) -> tuple[list[str], str | None]:
+        """Follow the entry's components down the module tree, replacing a component no module
+        has by the closest one that exists there (``difflib``, among that level's children:
+        ``layer`` → ``layers``). Returns (closest module names, None), or ([], the first missing
+        path) where a component before the last has nothing close: the entry names a part of
+        the model the checkpoint does not hold (a vision tower or MTP block left out)."""
+        parts = entry.split(".")
+        path = ""
+        for k, comp in enumerate(parts):
+            here = f"{path}.{comp}" if path else comp
+            if self._exists(here):
+                path = here
+                continue
+            # an index (layer, expert) that is not there is absent, not misspelt
+            near = [] if comp.isdigit() else difflib.get_close_matches(
+                comp, self._children(path), n=1)
+            if near:
+                path = f"{path}.{near[0]}" if path else near[0]
+            elif k < len(parts) - 1:
+                return [], here
+            else:
+                return self._close_leaf(entry, path), None
+        return ([path] if path in self._known and path != entry else []), None
+
+    def _close_leaf(self, entry: str, prefix: str) -> list[str]:
+        """Up to two names close to ``entry`` under ``prefix`` (at most :attr:`LIMIT` of them
+        are compared)."""
+        lo, hi = self._range(prefix) if prefix else (0, len(self.names))
+        return difflib.get_close_matches(entry, self.names[lo : min(hi, lo + self.LIMIT)], n=2)
+
+    def _children(self, prefix: str) -> list[str]:
+        """The components that follow ``prefix`` in module names (at most 4 × :attr:`LIMIT`),
+        one bisection per child."""
+        head = prefix + "." if prefix else ""
+        lo, hi = self._range(prefix) if prefix else (0, len(self.names))
+        names = self.names
+        out: list[str] = []
+        pos = lo
+        while pos < hi and len(out) < 4 * self.LIMIT:
+            n = names[pos]
+            if not n.startswith(head) or n == prefix:
+                pos += 1
+                continue
+            comp = n[len(head):].split(".", 1)[0]
+            out.append(comp)
+            pos = bisect.bisect_left(names, head + comp + "/", pos + 1, hi)
+        return out
 
 
 def _shards(fam: Family, entry: str, names: Collection[str]) -> list[str]:

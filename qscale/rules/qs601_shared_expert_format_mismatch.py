@@ -41,12 +41,12 @@ from collections.abc import Iterator
 
 from qscale.layout import resolve
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
+from qscale.rules._shared_experts import shared_experts
 from qscale.shared_experts import (
     Decision,
     Fusion,
     SharedExperts,
     fusion_decision,
-    read_shared_experts,
 )
 
 SEVERITY = {
@@ -100,7 +100,7 @@ def _message(ctx: Context, se: SharedExperts, d: Decision) -> str:
 def check(ctx: Context) -> Iterator[Finding]:
     """Report a shared expert in another format, with the engine's fusion decision."""
     assert ctx.plan is not None
-    se = read_shared_experts(ctx.quant, ctx.plan.family)
+    se = shared_experts(ctx)
     if se is None or not se.mismatch:
         return
     lay = resolve(ctx.deployment, ctx.plan.engine)

@@ -39,7 +39,8 @@ from qscale.advisories import Advisory, Trigger, advisories_for
 from qscale.layout import Layout, resolve
 from qscale.rules import qs401_unfilled_scale_slot as qs401
 from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
-from qscale.shared_experts import Fusion, SharedExperts, fusion_decision, read_shared_experts
+from qscale.rules._shared_experts import shared_experts
+from qscale.shared_experts import Fusion, SharedExperts, fusion_decision
 
 
 def _unfilled_tuple_scale(ctx: Context) -> Location | None:
@@ -89,7 +90,7 @@ def check(ctx: Context) -> Iterator[Finding]:
     assert ctx.plan is not None
     spec, fam = ctx.plan.engine, ctx.plan.family
     lay = resolve(ctx.deployment, spec)
-    se = read_shared_experts(ctx.quant, fam)
+    se = shared_experts(ctx)
     arch = ctx.checkpoint.config.architecture
     for a in advisories_for(spec.engine, spec.version, fam.name, arch):
         at = _where(ctx, a, se, lay)

@@ -92,9 +92,10 @@ class Family:
 
     def draft(self, name: str, text: Mapping[str, Any]) -> bool:
         """Whether ``name`` belongs to a draft (MTP) layer: loaded by the draft model only."""
-        hit = next((p for p in self.skip_prefixes if name.startswith(p)), None)
-        if hit is not None and (not self.generated or "mtp" in hit or "nextn" in hit):
-            return True
+        if name.startswith(self.skip_prefixes):  # one C call for the common miss
+            hit = next(p for p in self.skip_prefixes if name.startswith(p))
+            if not self.generated or "mtp" in hit or "nextn" in hit:
+                return True
         if self.draft_layers_from is not None:
             m = _LAYER.search(name)
             limit = text.get(self.draft_layers_from)
