@@ -42,8 +42,9 @@ def test_start_up_loads_nothing_heavy(args):
 
 def test_lazy_command_list_is_the_eager_one():
     eager = typer.Typer(name="qscale", help=app.info.help, no_args_is_help=True,
-                        add_completion=False,
-                        context_settings={"help_option_names": ["-h", "--help"]})
+                        add_completion=False, rich_markup_mode=None,
+                        context_settings={"help_option_names": ["-h", "--help"],
+                                          "max_content_width": 120})
     for name in COMMANDS:
         cmd = load_command(name)
         eager.command(name)(cmd.callback)  # type: ignore[arg-type]
