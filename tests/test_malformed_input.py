@@ -135,7 +135,10 @@ def test_header_length_huge(ckpt: Path, run_cli: Any) -> None:
     raw = (ckpt / ST).read_bytes()
     (ckpt / ST).write_bytes((2**63).to_bytes(8, "little") + raw[8:])
     assert_input_error(
-        run_cli("check", str(ckpt)), names=ST, problem="exceeds the file size", code="QS001"
+        run_cli("check", str(ckpt)),
+        names=ST,
+        problem="exceeds qscale's cap of 100000000 bytes",
+        code="QS001",
     )
 
 

@@ -34,7 +34,7 @@ from qscale.errors import UsageError
 from qscale.fix.apply import ChangeData, apply_config_edits, tensor_edits_by_file
 from qscale.fix.layout import OutTensor, layout_file, write_file
 from qscale.fix.model import Change
-from qscale.safetensors_io import TensorInfo
+from qscale.safetensors_io import TensorInfo, read_header
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ def _fill(
                 data.contents,
                 on_half=partial(failpoint, f"mid-rewrite-{n_rewritten}"),
             )
+            _verify_header(part, name)
             os.rename(part, target)
             out_tensors[name] = tensors
             data.done(name)
@@ -217,6 +218,17 @@ def _fill(
         failpoint(f"after-file-{n_done + 1}")
     written.records = _records(ckpt, data)
     return written
+
+
+def _verify_header(path: Path, name: str) -> None:
+    """Read back the header just written: it must pass the reader that accepts exactly what
+    the safetensors library accepts, so that `fix` never leaves a file the engine refuses.
+
+    Raises:
+        HeaderError: a writer bug (the temporary output is then discarded).
+    """
+    with open(path, "rb") as fh:
+        read_header(fh, file=name, file_size=os.fstat(fh.fileno()).st_size)
 
 
 def finish(w: Written, manifest: Mapping[str, Any]) -> None:
