@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -197,8 +198,7 @@ def _load_json(file: str, body: bytes) -> Any:
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         obj = dict(items)
         if len(obj) != len(items):
-            keys = [k for k, _ in items]
-            dups[id(obj)] = {k for k in keys if keys.count(k) > 1}
+            dups[id(obj)] = {k for k, n in Counter(k for k, _ in items).items() if n > 1}
             pinned.append(obj)
         return obj
 
