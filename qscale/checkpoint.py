@@ -14,10 +14,12 @@ decides which of the two reads a source.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, pairwise
@@ -138,6 +140,8 @@ class Checkpoint:
     index_file: str | None = None
     #: where tensor values come from when ``root`` is None (a Hub repo)
     remote: TensorSource | None = field(default=None, repr=False, compare=False)
+    #: ``.safetensors`` files of the folder the index does not list (not read; rule QS008)
+    unindexed: tuple[str, ...] = ()
 
     def value(self, name: str) -> np.ndarray | None:
         """The decoded value of a small tensor, or None if it is not small or absent."""
@@ -200,14 +204,24 @@ class _Parts(NamedTuple):
 
 def _read_parts(root: Path, files: list[str], progress: ReadProgress | None) -> _Parts:
     config = _read_config(root)
-    extra = {n: _read_json(root / n) for n in QUANT_CONFIG_FILES if (root / n).is_file()}
+    extra = {}
+    for n in QUANT_CONFIG_FILES:
+        if (root / n).exists() or (root / n).is_symlink():
+            _check_inside(root, n)
+            extra[n] = _read_json(root / n)
     if progress is not None:
         progress.start(len(files), remote=False)
     headers, values = _read_files(root, files, progress)
     return _Parts(config, extra, headers, values, _collect_tensors(headers))
 
 
-def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) -> Checkpoint:
+def _checkpoint(
+    source: str,
+    root: Path,
+    parts: _Parts,
+    index_file: str | None,
+    unindexed: tuple[str, ...] = (),
+) -> Checkpoint:
     return Checkpoint(
         source=source,
         root=root,
@@ -217,6 +231,7 @@ def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) 
         tensors=parts.tensors,
         values=parts.values,
         index_file=index_file,
+        unindexed=unindexed,
     )
 
 
@@ -230,9 +245,11 @@ def _read_local(
     """Read ``files`` of ``root``, then check them against the index :func:`_list_files`
     returned."""
     parts = _read_parts(root, files, progress)
-    if index is not None:
-        _check_index_tensors(index[0], index[1], parts.tensors)
-    return _checkpoint(source, root, parts, index[0] if index else None)
+    if index is None:
+        return _checkpoint(source, root, parts, None)
+    _check_index_tensors(index[0], index[1], parts.tensors)
+    stray = unindexed_files(_folder_entries(root, None)[1], files) if root.is_dir() else ()
+    return _checkpoint(source, root, parts, index[0], stray)
 
 
 def _read_folder(source: str, root: Path, progress: ReadProgress | None) -> Checkpoint:
@@ -267,6 +284,8 @@ def _scan_folder_index(root: Path) -> tuple[str, bytes, IndexLayout, list[str]] 
     if not indexes or not present:
         return None
     index_file = _pick_index(indexes)
+    if not (root / index_file).is_file() or (root / index_file).is_symlink():
+        return None  # the json.loads path refuses a FIFO, a loop, a link leaving the folder
     try:
         raw = (root / index_file).read_bytes()
     except OSError:
@@ -299,19 +318,92 @@ def _index_agrees(raw: bytes, layout: IndexLayout, parts: _Parts) -> bool:
     return index_lists_runs(raw, layout, runs)
 
 
-def _read_json(path: Path) -> JSON:
+#: Largest JSON file qscale reads (the largest shard index known is 21 MB).
+MAX_JSON_BYTES = 256 << 20
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_PERMISSION_HINT = "check the file's permissions and owner (qscale needs to read it)"
+
+
+def _unreadable(name: str, exc: OSError, error: type[QscaleError], code: str) -> QscaleError:
+    """The error for a file that cannot be opened: permissions get their own hint."""
+    reason = exc.strerror or type(exc).__name__
+    if isinstance(exc, PermissionError):
+        return error(f"{name}: cannot be read ({reason})", hint=_PERMISSION_HINT, code=code)
+    return error(f"{name}: cannot be read ({reason})", code=code)
+
+
+def open_regular(path: Path, name: str, error: type[QscaleError], code: str) -> int:
+    """An fd of ``path`` opened read-only, if it is a regular file. Opened non-blocking, so a
+    FIFO or a device named like a checkpoint file is refused instead of waited on.
+
+    Raises:
+        ``error`` (with ``code``): missing, unreadable, or not a regular file.
+    """
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path.name}: not valid JSON ({exc})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{name}: is a symbolic link loop", hint="fix or remove the link",
+                        code=code) from None  # fmt: skip
+        raise _unreadable(name, exc, error, code) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else (
+            "a device or socket")  # fmt: skip
+        raise error(
+            f"{name}: is {kind}, not a regular file",
+            hint="qscale reads regular files only; replace it with the file itself",
+            code=code,
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_json(path: Path, *, code: str = "QS101") -> JSON:
+    fd = open_regular(path, path.name, ConfigError, code)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise _unreadable(path.name, exc, ConfigError, code) from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise ConfigError(f"{path.name}: larger than qscale's cap of {MAX_JSON_BYTES} bytes",
+                          code=code)  # fmt: skip
+    try:
+        text = raw.decode("utf-8")
+        obj = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path.name}: not valid JSON (nested too deeply)", code=code) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path.name}: not valid JSON ({exc})", code=code) from None
     if not isinstance(obj, dict):
-        raise ConfigError(f"{path.name}: expected a JSON object")
+        raise ConfigError(f"{path.name}: expected a JSON object", code=code)
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{path.name}: holds a lone UTF-16 surrogate (\\udXXX)",
+                              code=code) from None  # fmt: skip
     return obj
 
 
 def _read_config(root: Path) -> ModelConfig:
     cfg = root / "config.json"
-    return parse_config(_read_json(cfg)) if cfg.is_file() else ModelConfig({})
+    if not (cfg.exists() or cfg.is_symlink()):
+        raise ConfigError(
+            f"{root / 'config.json'}: missing (no config.json next to the weights)",
+            hint="vLLM and SGLang read the model from config.json: copy the original model's"
+            " config.json into the folder",
+        )
+    _check_inside(root, "config.json")
+    return parse_config(_read_json(cfg))
+
+
+def _check_inside(root: Path, name: str) -> None:
+    """A file of the folder that is a link must resolve inside it (see :func:`_inside`)."""
+    if (root / name).is_symlink() and not _inside(root, root / name):
+        raise UnsafePathError(f"{name}: link points outside the checkpoint folder", code="QS009")
 
 
 def parse_config(obj: JSON) -> ModelConfig:
@@ -396,7 +488,12 @@ def _architectures_hint(obj: JSON, value: object) -> str:
 def _inside(root: Path, target: Path) -> bool:
     """Whether ``target`` resolves inside ``root``, or inside the Hugging Face cache blobs of
     the repo whose snapshot ``root`` is (the cache stores files as links into ``../../blobs``)."""
-    real, base = target.resolve(), root.resolve()
+    try:
+        real, base = target.resolve(), root.resolve()
+    except (RuntimeError, OSError):  # a link loop (RuntimeError before Python 3.13)
+        raise HeaderError(
+            f"{target.name}: is a symbolic link loop", hint="fix or remove the link", code="QS001"
+        ) from None
     if real == base or base in real.parents:
         return True
     if base.parent.name == "snapshots":
@@ -449,22 +546,26 @@ def _list_files(
             raise ShardIndexError(
                 f"{index_file}: names `{name}`, which is not in the folder", code="QS006"
             )
-    stray = sorted(set(present) - set(listed))
-    if stray:
-        raise ShardIndexError(
-            f"{stray[0]}: not listed in {index_file}"
-            + (f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""),
-            hint="engines load only indexed files; remove the file or rebuild the index",
-            code="QS008",
-        )
     return listed, (index_file, weight_map)
 
 
+def unindexed_files(present: Sequence[str], listed: Sequence[str]) -> tuple[str, ...]:
+    """The folder's ``.safetensors`` files the index does not list. vLLM loads only the
+    indexed ones (0.33 ``model_loader/weight_utils.py``, ``filter_duplicate_safetensors_files``
+    keeps the files ``weight_map`` names), so these are reported (QS008) and not read."""
+    return tuple(sorted(set(present) - set(listed)))
+
+
 def _read_weight_map(root: Path, index_file: str) -> dict[str, str]:
+    if (root / index_file).is_symlink() and not _inside(root, root / index_file):
+        raise UnsafePathError(
+            f"{index_file}: link points outside the checkpoint folder", code="QS009"
+        )
     try:
-        obj = _read_json(root / index_file)
+        obj = _read_json(root / index_file, code="QS006")
     except ConfigError as exc:  # the index is not a config: its rule is QS006
-        raise ShardIndexError(exc.message, code="QS006") from None
+        hint = exc.hint if exc.hint != ConfigError.default_hint else None
+        raise ShardIndexError(exc.message, hint=hint, code="QS006") from None
     wm = obj.get("weight_map")
     # JSON object keys are always str; set(map(type, ...)) checks the values in one C loop
     if not isinstance(wm, dict) or not set(map(type, wm.values())) <= {str}:
@@ -506,13 +607,14 @@ def _read_files(
     headers: list[FileHeader] = []
     values: dict[str, np.ndarray] = {}
     for name in files:
+        fd = open_regular(root / name, name, HeaderError, "QS001")
         try:
-            with open(root / name, "rb") as fh:
+            with os.fdopen(fd, "rb") as fh:
                 header = read_header(fh, file=name, file_size=os.fstat(fh.fileno()).st_size)
                 small = small_tensors(header)
                 values.update(read_tensors(fh, small))
         except OSError as exc:
-            raise HeaderError(f"{name}: cannot be read ({exc.strerror})", code="QS001") from None
+            raise _unreadable(name, exc, HeaderError, "QS001") from None
         headers.append(header)
         log.debug("read %s: %d tensors, %d small", name, len(header.tensors), len(small))
         if progress is not None:

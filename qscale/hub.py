@@ -70,6 +70,7 @@ from qscale.checkpoint import (
     parse_config,
     read_local_checkpoint,
     small_tensors,
+    unindexed_files,
 )
 from qscale.errors import (
     CheckpointNotFound,
@@ -175,6 +176,9 @@ def _read_remote(
         values=values,
         index_file=index[0] if index else None,
         remote=source,
+        unindexed=unindexed_files([n for n in sizes if n.endswith(".safetensors")], files)
+        if index is not None
+        else (),
     )
 
 
