@@ -421,6 +421,7 @@ def parse_config(obj: JSON) -> ModelConfig:
         ConfigError: ``architectures`` is missing, ``null``, empty, or not a list of strings
             (code QS103: qscale cannot tell which architecture to plan).
     """
+    _check_sizes(obj)
     value = obj.get("architectures")
     problem = _architectures_problem(value, present="architectures" in obj)
     if problem is not None:
@@ -430,6 +431,33 @@ def parse_config(obj: JSON) -> ModelConfig:
             code="QS103",
         )
     return ModelConfig(obj)
+
+
+#: Config keys that size the model: qscale (and the engine) allocate and loop by them.
+SIZE_KEYS = (
+    "num_experts", "n_routed_experts", "num_local_experts", "num_experts_per_tok",
+    "n_shared_experts", "hidden_size", "intermediate_size", "moe_intermediate_size",
+    "shared_expert_intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "vocab_size", "num_nextn_predict_layers",
+)  # fmt: skip
+#: The largest value of a size key qscale takes (the largest real ones, vocab_size, are
+#: below 2**19): a larger one is a corrupted config, refused before anything is sized by it.
+MAX_CONFIG_SIZE = 1 << 24
+
+
+def _check_sizes(obj: JSON) -> None:
+    """Refuse a size key of the root or ``text_config`` that is negative or huge."""
+    text = obj.get("text_config")
+    for where, block in (("", obj), ("/text_config", text if isinstance(text, dict) else {})):
+        for key in SIZE_KEYS:
+            v = block.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_CONFIG_SIZE:
+                raise ConfigError(
+                    f"config.json: {where}/{key} is {v}, outside 0 … {MAX_CONFIG_SIZE} (qscale's"
+                    " bound for a model size)",
+                    hint=f"no model has that {key}: restore it from the original model's"
+                    " config.json",
+                )
 
 
 def _json_type(value: object) -> str:
