@@ -165,6 +165,16 @@ class Checkpoint:
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors.values())
 
+    def input_paths(self) -> list[Path]:
+        """The local files this checkpoint was read from (none for a Hub repo): outputs must
+        never replace them."""
+        if self.root is None:
+            return []
+        names = [h.file for h in self.files]
+        names += ["config.json", *self.extra_configs, *self.unindexed]
+        names += [self.index_file] if self.index_file else []
+        return [self.root / n for n in names]
+
 
 # --------------------------------------------------------------------------- reading
 

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-from fuzz import headers
+from builders import qwen3_5_moe
+from fuzz import configs, headers
 
 COUNT = int(os.environ.get("QSCALE_FUZZ_CASES", "300"))
 
@@ -69,3 +71,14 @@ def test_header_parity_cases(tmp_path: Path, header: bytes, accepted: bool) -> N
     raw = headers.join(header, data)
     assert headers.library_accepts(raw, str(tmp_path / "f.safetensors")) is accepted
     assert headers.qscale_accepts(raw) is accepted
+
+
+def test_configs_read_or_refuse_never_crash(tmp_path: Path) -> None:
+    """Fuzzed config.json: a QscaleError (one `error:` line) or a check with no rule crash,
+    and the cases reach both outcomes (near miss: a fuzzer that only breaks proves little)."""
+    root = qwen3_5_moe("ct-fp8").write(tmp_path)
+    base = json.loads((root / "config.json").read_text())
+    outcomes = [configs.run_case(root, c) for c in configs.cases(base, max(COUNT // 5, 20), 1)]
+    failures = [o for o in outcomes if o not in ("checked", "refused")]
+    assert not failures, failures[:3]
+    assert {"checked", "refused"} <= set(outcomes)
