@@ -38,7 +38,13 @@ from qscale.errors import (
     ShardIndexError,
     UnsafePathError,
 )
-from qscale.safetensors_io import FileHeader, TensorInfo, read_header, read_tensors
+from qscale.safetensors_io import (
+    LFS_POINTER,
+    FileHeader,
+    TensorInfo,
+    read_header,
+    read_tensors,
+)
 from qscale.safetensors_scan import IndexLayout, index_lists_runs, scan_index
 
 if TYPE_CHECKING:
@@ -377,6 +383,12 @@ def _read_json(path: Path, *, code: str = "QS101") -> JSON:
             raw = fh.read(MAX_JSON_BYTES + 1)
     except OSError as exc:
         raise _unreadable(path.name, exc, ConfigError, code) from None
+    if raw.startswith(LFS_POINTER):
+        raise ConfigError(
+            f"{path.name}: is a Git LFS pointer, not the file",
+            hint="run `git lfs pull` in the clone (or download the file itself)",
+            code=code,
+        )
     if len(raw) > MAX_JSON_BYTES:
         raise ConfigError(f"{path.name}: larger than qscale's cap of {MAX_JSON_BYTES} bytes",
                           code=code)  # fmt: skip

@@ -306,7 +306,8 @@ def test_unreadable_file(ckpt: Path, run_cli: Any) -> None:
     (ckpt / ST).unlink()
     (ckpt / ST).mkdir()
     assert_input_error(
-        run_cli("check", str(ckpt)), names=ST, problem="cannot be read", code="QS001"
+        run_cli("check", str(ckpt)), names=ST, problem="is a folder, not a regular file",
+        code="QS001",
     )
 
 
@@ -809,6 +810,10 @@ CASES: dict[str, tuple[Callable[[Path], None], str, str, str | None]] = {
         lambda r: (r / ST).write_text("version https://git-lfs.github.com/spec/v1\n"
                                       "oid sha256:" + "0" * 64 + "\nsize 123456\n"), ST,
         "is a Git LFS pointer, not the file", "QS001"),
+    "config-git-lfs-pointer": (
+        lambda r: (r / "config.json").write_text("version https://git-lfs.github.com/spec/v1\n"
+                                                 "oid sha256:" + "0" * 64 + "\nsize 1234\n"),
+        "config.json", "is a Git LFS pointer, not the file", "QS101"),
     "no-config": (
         lambda r: (r / "config.json").unlink(), "config.json", "missing", "QS101"),
     "config-links-outside": (_config_outside, "config.json", "outside the checkpoint", "QS009"),
