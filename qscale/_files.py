@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
+
+from qscale.errors import UsageError
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -15,3 +19,28 @@ def write_text_atomic(path: Path, text: str) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def refuse_overwrite(target: Path, inputs: Sequence[Path], option: str) -> None:
+    """Refuse to write ``target`` when it is (or links to) one of ``inputs``.
+
+    Raises:
+        UsageError: naming the option and the input file.
+    """
+    try:
+        real = target.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        raise UsageError(f"{option} {target}: is a symbolic link loop") from None
+    for path in inputs:
+        try:
+            same = real == path.resolve() or (
+                target.exists() and path.exists() and os.path.samefile(target, path)
+            )
+        except (OSError, RuntimeError):
+            continue
+        if same:
+            raise UsageError(
+                f"{option} {target}: is an input of this run ({path.name}); refusing to"
+                " overwrite it",
+                hint="write it outside the checkpoint, e.g. ./qscale-report.json",
+            )

@@ -14,10 +14,12 @@ decides which of the two reads a source.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, pairwise
@@ -36,7 +38,13 @@ from qscale.errors import (
     ShardIndexError,
     UnsafePathError,
 )
-from qscale.safetensors_io import FileHeader, TensorInfo, read_header, read_tensors
+from qscale.safetensors_io import (
+    LFS_POINTER,
+    FileHeader,
+    TensorInfo,
+    read_header,
+    read_tensors,
+)
 from qscale.safetensors_scan import IndexLayout, index_lists_runs, scan_index
 from qscale.scale_scan import ScaleScan, scan_file
 
@@ -143,6 +151,8 @@ class Checkpoint:
     #: None when the read stayed header-only (``--header-only``) or built no scan
     scale_scan: ScaleScan | None = field(default=None, repr=False, compare=False)
     header_only: bool = False  #: the deep scan was asked not to run
+    #: ``.safetensors`` files of the folder the index does not list (not read; rule QS008)
+    unindexed: tuple[str, ...] = ()
 
     def value(self, name: str) -> np.ndarray | None:
         """The decoded value of a small tensor, or None if it is not small or absent."""
@@ -165,6 +175,16 @@ class Checkpoint:
 
     def __iter__(self) -> Iterator[TensorInfo]:
         return iter(self.tensors.values())
+
+    def input_paths(self) -> list[Path]:
+        """The local files this checkpoint was read from (none for a Hub repo): outputs must
+        never replace them."""
+        if self.root is None:
+            return []
+        names = [h.file for h in self.files]
+        names += ["config.json", *self.extra_configs, *self.unindexed]
+        names += [self.index_file] if self.index_file else []
+        return [self.root / n for n in names]
 
 
 # --------------------------------------------------------------------------- reading
@@ -215,7 +235,11 @@ def _read_parts(
     root: Path, files: list[str], progress: ReadProgress | None, header_only: bool = False
 ) -> _Parts:
     config = _read_config(root)
-    extra = {n: _read_json(root / n) for n in QUANT_CONFIG_FILES if (root / n).is_file()}
+    extra = {}
+    for n in QUANT_CONFIG_FILES:
+        if (root / n).exists() or (root / n).is_symlink():
+            _check_inside(root, n)
+            extra[n] = _read_json(root / n)
     if progress is not None:
         progress.start(len(files), remote=False)
     scans: list[ScaleScan] | None = None if header_only else []
@@ -224,7 +248,13 @@ def _read_parts(
     return _Parts(config, extra, headers, values, _collect_tensors(headers), scan)
 
 
-def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) -> Checkpoint:
+def _checkpoint(
+    source: str,
+    root: Path,
+    parts: _Parts,
+    index_file: str | None,
+    unindexed: tuple[str, ...] = (),
+) -> Checkpoint:
     return Checkpoint(
         source=source,
         root=root,
@@ -236,6 +266,7 @@ def _checkpoint(source: str, root: Path, parts: _Parts, index_file: str | None) 
         index_file=index_file,
         scale_scan=parts.scan,
         header_only=parts.scan is None,
+        unindexed=unindexed,
     )
 
 
@@ -250,9 +281,11 @@ def _read_local(
     """Read ``files`` of ``root``, then check them against the index :func:`_list_files`
     returned."""
     parts = _read_parts(root, files, progress, header_only)
-    if index is not None:
-        _check_index_tensors(index[0], index[1], parts.tensors)
-    return _checkpoint(source, root, parts, index[0] if index else None)
+    if index is None:
+        return _checkpoint(source, root, parts, None)
+    _check_index_tensors(index[0], index[1], parts.tensors)
+    stray = unindexed_files(_folder_entries(root, None)[1], files) if root.is_dir() else ()
+    return _checkpoint(source, root, parts, index[0], stray)
 
 
 def _read_folder(
@@ -289,6 +322,8 @@ def _scan_folder_index(root: Path) -> tuple[str, bytes, IndexLayout, list[str]] 
     if not indexes or not present:
         return None
     index_file = _pick_index(indexes)
+    if not (root / index_file).is_file() or (root / index_file).is_symlink():
+        return None  # the json.loads path refuses a FIFO, a loop, a link leaving the folder
     try:
         raw = (root / index_file).read_bytes()
     except OSError:
@@ -321,19 +356,98 @@ def _index_agrees(raw: bytes, layout: IndexLayout, parts: _Parts) -> bool:
     return index_lists_runs(raw, layout, runs)
 
 
-def _read_json(path: Path) -> JSON:
+#: Largest JSON file qscale reads (the largest shard index known is 21 MB).
+MAX_JSON_BYTES = 256 << 20
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_PERMISSION_HINT = "check the file's permissions and owner (qscale needs to read it)"
+
+
+def _unreadable(name: str, exc: OSError, error: type[QscaleError], code: str) -> QscaleError:
+    """The error for a file that cannot be opened: permissions get their own hint."""
+    reason = exc.strerror or type(exc).__name__
+    if isinstance(exc, PermissionError):
+        return error(f"{name}: cannot be read ({reason})", hint=_PERMISSION_HINT, code=code)
+    return error(f"{name}: cannot be read ({reason})", code=code)
+
+
+def open_regular(path: Path, name: str, error: type[QscaleError], code: str) -> int:
+    """An fd of ``path`` opened read-only, if it is a regular file. Opened non-blocking, so a
+    FIFO or a device named like a checkpoint file is refused instead of waited on.
+
+    Raises:
+        ``error`` (with ``code``): missing, unreadable, or not a regular file.
+    """
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{path.name}: not valid JSON ({exc})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"{name}: is a symbolic link loop", hint="fix or remove the link",
+                        code=code) from None  # fmt: skip
+        raise _unreadable(name, exc, error, code) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else (
+            "a device or socket")  # fmt: skip
+        raise error(
+            f"{name}: is {kind}, not a regular file",
+            hint="qscale reads regular files only; replace it with the file itself",
+            code=code,
+        )
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_json(path: Path, *, code: str = "QS101") -> JSON:
+    fd = open_regular(path, path.name, ConfigError, code)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise _unreadable(path.name, exc, ConfigError, code) from None
+    if raw.startswith(LFS_POINTER):
+        raise ConfigError(
+            f"{path.name}: is a Git LFS pointer, not the file",
+            hint="run `git lfs pull` in the clone (or download the file itself)",
+            code=code,
+        )
+    if len(raw) > MAX_JSON_BYTES:
+        raise ConfigError(f"{path.name}: larger than qscale's cap of {MAX_JSON_BYTES} bytes",
+                          code=code)  # fmt: skip
+    try:
+        text = raw.decode("utf-8")
+        obj = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path.name}: not valid JSON (nested too deeply)", code=code) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path.name}: not valid JSON ({exc})", code=code) from None
     if not isinstance(obj, dict):
-        raise ConfigError(f"{path.name}: expected a JSON object")
+        raise ConfigError(f"{path.name}: expected a JSON object", code=code)
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{path.name}: holds a lone UTF-16 surrogate (\\udXXX)",
+                              code=code) from None  # fmt: skip
     return obj
 
 
 def _read_config(root: Path) -> ModelConfig:
     cfg = root / "config.json"
-    return parse_config(_read_json(cfg)) if cfg.is_file() else ModelConfig({})
+    if not (cfg.exists() or cfg.is_symlink()):
+        raise ConfigError(
+            f"{root / 'config.json'}: missing (no config.json next to the weights)",
+            hint="vLLM and SGLang read the model from config.json: copy the original model's"
+            " config.json into the folder",
+        )
+    _check_inside(root, "config.json")
+    return parse_config(_read_json(cfg))
+
+
+def _check_inside(root: Path, name: str) -> None:
+    """A file of the folder that is a link must resolve inside it (see :func:`_inside`)."""
+    if (root / name).is_symlink() and not _inside(root, root / name):
+        raise UnsafePathError(f"{name}: link points outside the checkpoint folder", code="QS009")
 
 
 def parse_config(obj: JSON) -> ModelConfig:
@@ -351,6 +465,7 @@ def parse_config(obj: JSON) -> ModelConfig:
         ConfigError: ``architectures`` is missing, ``null``, empty, or not a list of strings
             (code QS103: qscale cannot tell which architecture to plan).
     """
+    _check_sizes(obj)
     value = obj.get("architectures")
     problem = _architectures_problem(value, present="architectures" in obj)
     if problem is not None:
@@ -360,6 +475,33 @@ def parse_config(obj: JSON) -> ModelConfig:
             code="QS103",
         )
     return ModelConfig(obj)
+
+
+#: Config keys that size the model: qscale (and the engine) allocate and loop by them.
+SIZE_KEYS = (
+    "num_experts", "n_routed_experts", "num_local_experts", "num_experts_per_tok",
+    "n_shared_experts", "hidden_size", "intermediate_size", "moe_intermediate_size",
+    "shared_expert_intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "vocab_size", "num_nextn_predict_layers",
+)  # fmt: skip
+#: The largest value of a size key qscale takes (the largest real ones, vocab_size, are
+#: below 2**19): a larger one is a corrupted config, refused before anything is sized by it.
+MAX_CONFIG_SIZE = 1 << 24
+
+
+def _check_sizes(obj: JSON) -> None:
+    """Refuse a size key of the root or ``text_config`` that is negative or huge."""
+    text = obj.get("text_config")
+    for where, block in (("", obj), ("/text_config", text if isinstance(text, dict) else {})):
+        for key in SIZE_KEYS:
+            v = block.get(key)
+            if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= MAX_CONFIG_SIZE:
+                raise ConfigError(
+                    f"config.json: {where}/{key} is {v}, outside 0 … {MAX_CONFIG_SIZE} (qscale's"
+                    " bound for a model size)",
+                    hint=f"no model has that {key}: restore it from the original model's"
+                    " config.json",
+                )
 
 
 def _json_type(value: object) -> str:
@@ -418,7 +560,12 @@ def _architectures_hint(obj: JSON, value: object) -> str:
 def _inside(root: Path, target: Path) -> bool:
     """Whether ``target`` resolves inside ``root``, or inside the Hugging Face cache blobs of
     the repo whose snapshot ``root`` is (the cache stores files as links into ``../../blobs``)."""
-    real, base = target.resolve(), root.resolve()
+    try:
+        real, base = target.resolve(), root.resolve()
+    except (RuntimeError, OSError):  # a link loop (RuntimeError before Python 3.13)
+        raise HeaderError(
+            f"{target.name}: is a symbolic link loop", hint="fix or remove the link", code="QS001"
+        ) from None
     if real == base or base in real.parents:
         return True
     if base.parent.name == "snapshots":
@@ -471,22 +618,26 @@ def _list_files(
             raise ShardIndexError(
                 f"{index_file}: names `{name}`, which is not in the folder", code="QS006"
             )
-    stray = sorted(set(present) - set(listed))
-    if stray:
-        raise ShardIndexError(
-            f"{stray[0]}: not listed in {index_file}"
-            + (f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""),
-            hint="engines load only indexed files; remove the file or rebuild the index",
-            code="QS008",
-        )
     return listed, (index_file, weight_map)
 
 
+def unindexed_files(present: Sequence[str], listed: Sequence[str]) -> tuple[str, ...]:
+    """The folder's ``.safetensors`` files the index does not list. vLLM loads only the
+    indexed ones (0.33 ``model_loader/weight_utils.py``, ``filter_duplicate_safetensors_files``
+    keeps the files ``weight_map`` names), so these are reported (QS008) and not read."""
+    return tuple(sorted(set(present) - set(listed)))
+
+
 def _read_weight_map(root: Path, index_file: str) -> dict[str, str]:
+    if (root / index_file).is_symlink() and not _inside(root, root / index_file):
+        raise UnsafePathError(
+            f"{index_file}: link points outside the checkpoint folder", code="QS009"
+        )
     try:
-        obj = _read_json(root / index_file)
+        obj = _read_json(root / index_file, code="QS006")
     except ConfigError as exc:  # the index is not a config: its rule is QS006
-        raise ShardIndexError(exc.message, code="QS006") from None
+        hint = exc.hint if exc.hint != ConfigError.default_hint else None
+        raise ShardIndexError(exc.message, hint=hint, code="QS006") from None
     wm = obj.get("weight_map")
     # JSON object keys are always str; set(map(type, ...)) checks the values in one C loop
     if not isinstance(wm, dict) or not set(map(type, wm.values())) <= {str}:
@@ -533,15 +684,16 @@ def _read_files(
     headers: list[FileHeader] = []
     values: dict[str, np.ndarray] = {}
     for name in files:
+        fd = open_regular(root / name, name, HeaderError, "QS001")
         try:
-            with open(root / name, "rb") as fh:
+            with os.fdopen(fd, "rb") as fh:
                 header = read_header(fh, file=name, file_size=os.fstat(fh.fileno()).st_size)
                 small = small_tensors(header)
                 values.update(read_tensors(fh, small))
                 decoded = {t.name for t in small}
                 scan = None if scans is None else scan_file(fh.fileno(), header, decoded)
         except OSError as exc:
-            raise HeaderError(f"{name}: cannot be read ({exc.strerror})", code="QS001") from None
+            raise _unreadable(name, exc, HeaderError, "QS001") from None
         headers.append(header)
         log.debug("read %s: %d tensors, %d small", name, len(header.tensors), len(small))
         if scan is not None and scans is not None:

@@ -70,6 +70,7 @@ from qscale.checkpoint import (
     parse_config,
     read_local_checkpoint,
     small_tensors,
+    unindexed_files,
 )
 from qscale.errors import (
     CheckpointNotFound,
@@ -195,6 +196,9 @@ def _read_remote(
         remote=source,
         scale_scan=scan,
         header_only=header_only,
+        unindexed=unindexed_files([n for n in sizes if n.endswith(".safetensors")], files)
+        if index is not None
+        else (),
     )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -112,12 +114,32 @@ def parse_header(raw: bytes, *, file: str, file_size: int) -> FileHeader:
     if file_size < 8 or len(raw) < 8:
         raise _fail(file, f"file is {file_size} bytes, too short for a safetensors header", "QS001")
     n = int.from_bytes(raw[:8], "little")
-    _check_length(file, n, file_size)
+    _check_length(file, n, file_size, raw[:_LFS_PROBE])
     return _parse_body(raw[8 : 8 + n], 8 + n, file=file, file_size=file_size)
 
 
-def _check_length(file: str, n: int, file_size: int) -> None:
-    if n > MAX_HEADER_BYTES or 8 + n > file_size:
+#: How a Git LFS pointer file begins (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md).
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+_LFS_PROBE = len(LFS_POINTER)
+
+
+def _check_length(file: str, n: int, file_size: int, head: bytes) -> None:
+    """The header length field ``n`` (``head``: the file's first bytes) fits the file and
+    the cap."""
+    if head.startswith(LFS_POINTER):
+        raise HeaderError(
+            f"{file}: is a Git LFS pointer, not the file",
+            hint="run `git lfs pull` in the clone (or download the file itself)",
+            code="QS001",
+        )
+    if n > MAX_HEADER_BYTES:
+        raise _fail(
+            file,
+            f"header length {n} exceeds qscale's cap of {MAX_HEADER_BYTES} bytes (the"
+            " safetensors library's limit)",
+            "QS001",
+        )
+    if 8 + n > file_size:
         raise _fail(
             file,
             f"header length {n} exceeds the file size of {file_size} bytes (truncated?)",
@@ -140,19 +162,116 @@ def _parse_body(body: bytes, data_start: int, *, file: str, file_size: int) -> F
     return FileHeader(file, file_size, data_start, tuple(tensors), metadata)
 
 
+#: Deepest JSON nesting the safetensors library parses (serde_json's recursion limit: a
+#: header object nested 128 deep is refused, 127 is read; safetensors 0.8 ``safe_open``).
+MAX_JSON_DEPTH = 127
+_ENTRY_KEYS = frozenset(("dtype", "shape", "data_offsets"))
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # any surrogate escape, paired or not
+_U64 = 2**64
+
+
+def _strict_int(text: str) -> int | float:
+    """``-0`` is a float to serde_json (so the library refuses it as a size), an int to Python."""
+    return -0.0 if text == "-0" else int(text)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_json(file: str, body: bytes) -> Any:
+    """``json.loads`` held to what the safetensors library (serde_json) accepts: UTF-8 with no
+    BOM, no NaN/Infinity, no lone surrogate, nesting at most :data:`MAX_JSON_DEPTH`, and no
+    key of a tensor entry or ``__metadata__`` given twice."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(
+            file, f"header is not valid JSON (not UTF-8: {exc.reason} at byte {exc.start})",
+            "QS001",
+        ) from None
+    # each entry holds each key once, so more mentions than entries may mean a repeated key
+    counts = [text.count(f'"{k}"') for k in _ENTRY_KEYS]
+    dups: dict[int, set[str]] = {}
+    pinned: list[dict[str, Any]] = []  # keeps each id in ``dups`` from naming a later object
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            dups[id(obj)] = {k for k, n in Counter(k for k, _ in items).items() if n > 1}
+            pinned.append(obj)
+        return obj
+
+    try:
+        obj = json.loads(text, parse_int=_strict_int if "-0" in text else None,
+                         parse_constant=_no_constant)  # fmt: skip
+        if isinstance(obj, dict) and (
+            text.count('"__metadata__"') > 1
+            or any(c > len(obj) - ("__metadata__" in obj) for c in counts)
+        ):
+            obj = json.loads(text, parse_int=_strict_int if "-0" in text else None,
+                             parse_constant=_no_constant, object_pairs_hook=pairs)  # fmt: skip
+    except RecursionError:
+        raise _fail(file, "header JSON is nested too deeply", "QS001") from None
+    except ValueError as exc:
+        raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
+    if not isinstance(obj, dict):
+        raise _fail(file, "header is not a JSON object", "QS001")
+    _check_repeats(file, obj, dups)
+    if _LONE_SURROGATE.search(text):
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail(file, "header holds a lone UTF-16 surrogate (\\udXXX)", "QS001") from None
+    return obj
+
+
+def _check_repeats(file: str, obj: dict[str, Any], dups: Mapping[int, set[str]]) -> None:
+    """serde_json refuses a repeated field of a struct (``__metadata__``, a tensor's dtype,
+    shape, data_offsets); a repeated tensor name or unknown key keeps the last, as Python."""
+    if "__metadata__" in dups.get(id(obj), ()):
+        raise _fail(file, "header gives `__metadata__` twice", "QS001")
+    for name, entry in obj.items():
+        twice = dups.get(id(entry), set()) & _ENTRY_KEYS
+        if twice:
+            raise _fail(file, f"tensor `{name}` gives `{min(twice)}` twice", "QS001")
+
+
+def _depth(value: Any) -> int:
+    """How deep JSON lists and objects nest in ``value`` (0 for a scalar)."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        v, d = level.pop()
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if items is not None:
+            deepest = max(deepest, d)
+            level.extend((x, d + 1) for x in items)
+    return deepest
+
+
+def _check_entries(file: str, obj: dict[str, Any]) -> None:
+    """Keys the library ignores may hold anything but JSON nested past its limit."""
+    for name, entry in obj.items():
+        if isinstance(entry, dict) and len(entry) != len(_ENTRY_KEYS & entry.keys()):
+            extra = [v for k, v in entry.items() if k not in _ENTRY_KEYS]
+            if 2 + max(map(_depth, extra)) > MAX_JSON_DEPTH:
+                raise _fail(file, f"tensor `{name}`: JSON nested too deeply", "QS001")
+
+
 def _parse_json(
     body: bytes, data_start: int, *, file: str, file_size: int
 ) -> tuple[dict[str, Any], list[TensorInfo]]:
     """Any valid header, with ``json.loads``; the error of an invalid one."""
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _fail(file, f"header is not valid JSON ({exc})", "QS001") from None
-    if not isinstance(obj, dict):
-        raise _fail(file, "header is not a JSON object", "QS001")
-    metadata = obj.pop("__metadata__", None) or {}
+    obj = _load_json(file, body)
+    metadata = obj.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         raise _fail(file, "`__metadata__` is not an object", "QS001")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise _fail(file, f"`__metadata__` value of `{key}` is not a string", "QS001")
+    _check_entries(file, obj)
     tensors = _parse_fast(file, obj, data_start, file_size)
     if tensors is None:  # something is off: the per-tensor path says precisely what
         tensors = [_parse_entry(file, name, entry, data_start) for name, entry in obj.items()]
@@ -215,7 +334,10 @@ def _parse_fast(
     entries = obj.values()
     try:
         dtypes = list(map(_get_dtype, entries))
-        shapes = list(map(tuple, map(_get_shape, entries)))
+        raw_shapes = list(map(_get_shape, entries))
+        if not set(map(type, raw_shapes)) <= _LIST:
+            return None
+        shapes = list(map(tuple, raw_shapes))
         offsets = list(map(_get_offsets, entries))
         # data_offsets: JSON lists of two ints; shape: ints >= 0 (type() refuses bool).
         if not (set(map(type, offsets)) <= _LIST and set(map(len, offsets)) <= _TWO):
@@ -225,6 +347,8 @@ def _parse_fast(
             set(map(type, flat)) <= _INT
             and set(map(type, chain.from_iterable(shapes))) <= _INT
             and min(chain.from_iterable(shapes), default=0) >= 0
+            and max(chain.from_iterable(shapes), default=0) < _U64
+            and max(flat, default=0) < _U64
         ):
             return None
         kinds = set(dtypes)  # TypeError: unhashable dtype
@@ -267,12 +391,16 @@ def _parse_entry(file: str, name: str, entry: Any, data_start: int) -> TensorInf
         dtype = entry["dtype"]
         shape = tuple(entry["shape"])
         begin, end = entry["data_offsets"]
+        if type(entry["shape"]) is not list or type(entry["data_offsets"]) is not list:
+            raise TypeError
     except (TypeError, KeyError, ValueError):
         raise _fail(file, f"tensor `{name}` has a malformed header entry", "QS001") from None
     if (
-        not all(type(d) is int and d >= 0 for d in shape)
+        not all(type(d) is int and 0 <= d < _U64 for d in shape)
         or type(begin) is not int
         or (type(end) is not int)
+        or begin >= _U64
+        or end >= _U64
     ):
         raise _fail(file, f"tensor `{name}` has a non-integer shape or offset", "QS001")
     dt = DTYPES.get(dtype) if isinstance(dtype, str) else None
@@ -319,9 +447,14 @@ def read_header(fh: BinaryIO, *, file: str, file_size: int) -> FileHeader:
     if len(head) < 8:
         return parse_header(head, file=file, file_size=file_size)
     n = int.from_bytes(head, "little")
-    if n > MAX_HEADER_BYTES or 8 + n > file_size:
-        return parse_header(head, file=file, file_size=file_size)
-    return _parse_body(fh.read(n), 8 + n, file=file, file_size=file_size)
+    if head == LFS_POINTER[:8]:
+        head += fh.read(_LFS_PROBE - 8)
+        fh.seek(8)
+    _check_length(file, n, file_size, head)
+    body = fh.read(n)
+    if len(body) != n:
+        raise _fail(file, f"header is cut short at {8 + len(body)} bytes (truncated?)", "QS001")
+    return _parse_body(body, 8 + n, file=file, file_size=file_size)
 
 
 # --------------------------------------------------------------------------- values
@@ -363,12 +496,25 @@ def _e4m3fn_table() -> np.ndarray:
 _E4M3 = _e4m3fn_table()
 
 
+#: The most dimensions a numpy array holds (``numpy.ndarray``: 64 since numpy 2.0).
+MAX_DIMS = 64
+
+
 def decode(dtype: str, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
     """Decode raw little-endian bytes into a float64 (or integer) numpy array.
 
     BF16, FP8 (E4M3FN, E5M2) and E8M0 are widened to float64; integers keep their type.
     E8M0 values are the exponent bytes (bias 127); 0xFF is NaN, as in the OCP MX spec.
+
+    Raises:
+        HeaderError: ``shape`` has more dimensions than numpy holds (QS001).
     """
+    if len(shape) > MAX_DIMS:
+        raise HeaderError(
+            f"tensor shape has {len(shape)} dimensions; qscale decodes at most {MAX_DIMS}",
+            hint="no quantized weight or scale has that many dimensions: re-export the file",
+            code="QS001",
+        )
     le = _NUMPY_LE.get(dtype)
     if le is not None:
         arr = np.frombuffer(raw, dtype=le).reshape(shape)
@@ -403,5 +549,9 @@ def read_tensors(fh: BinaryIO, tensors: Iterable[TensorInfo]) -> dict[str, np.nd
             raise HeaderError(
                 f"{t.file}: tensor `{t.name}` is cut short (truncated file)", code="QS002"
             )
-        out[t.name] = decode(t.dtype, t.shape, raw)
+        try:
+            out[t.name] = decode(t.dtype, t.shape, raw)
+        except HeaderError as exc:
+            raise HeaderError(f"{t.file}: `{t.name}`: {exc.message}", hint=exc.hint,
+                              code=exc.code) from None  # fmt: skip
     return out

@@ -116,9 +116,11 @@ def _metadata(body: bytes) -> tuple[dict[str, Any], int] | None:
     end = body.find(b'},"', 16)
     try:  # a `},"` inside a string or a nested object leaves text json.loads refuses
         metadata = json.loads(body[16 : end + 1]) if end > 0 else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return (metadata, end + 2) if type(metadata) is dict else None
+    if type(metadata) is not dict or not set(map(type, metadata.values())) <= {str}:
+        return None  # the safetensors library refuses non-string values: json.loads path
+    return metadata, end + 2
 
 
 def _check_layout(u: np.ndarray, words: np.ndarray, q: np.ndarray, end: int) -> np.ndarray | None:
@@ -176,6 +178,8 @@ def _scan_specs(
 @lru_cache(maxsize=4096)
 def _spec(dtype_text: bytes, shape_text: bytes) -> tuple[str, tuple[int, ...]] | None:
     """The dtype and the shape a JSON list of integers >= 0 gives, else None."""
+    if b"-" in shape_text:  # `-0` is an int to json.loads, a float to the library
+        return None
     try:
         dims = json.loads(shape_text)
     except ValueError:
@@ -319,6 +323,6 @@ def _rest_holds_map(raw: bytes, start: int, end: int) -> bool:
     replaced, is UTF-8 and valid JSON whose top-level ``weight_map`` is that object."""
     try:  # decoded as the json.loads path reads it: strict UTF-8, a BOM kept (and refused)
         obj = json.loads((raw[:start] + _STAND_IN + raw[end:]).decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
         return False
     return type(obj) is dict and obj.get("weight_map") == _STAND_IN_VALUE

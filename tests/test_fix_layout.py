@@ -19,6 +19,7 @@ def test_layout_keeps_order_and_places_new_tensors_after_their_anchor(tmp_path):
         str(tmp_path / "m.safetensors"),
         metadata={"format": "pt"},
     )
+    (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     ckpt = read_checkpoint(tmp_path / "m.safetensors")
     [header] = ckpt.files
     edits = [

@@ -135,7 +135,10 @@ def test_header_length_huge(ckpt: Path, run_cli: Any) -> None:
     raw = (ckpt / ST).read_bytes()
     (ckpt / ST).write_bytes((2**63).to_bytes(8, "little") + raw[8:])
     assert_input_error(
-        run_cli("check", str(ckpt)), names=ST, problem="exceeds the file size", code="QS001"
+        run_cli("check", str(ckpt)),
+        names=ST,
+        problem="exceeds qscale's cap of 100000000 bytes",
+        code="QS001",
     )
 
 
@@ -303,7 +306,8 @@ def test_unreadable_file(ckpt: Path, run_cli: Any) -> None:
     (ckpt / ST).unlink()
     (ckpt / ST).mkdir()
     assert_input_error(
-        run_cli("check", str(ckpt)), names=ST, problem="cannot be read", code="QS001"
+        run_cli("check", str(ckpt)), names=ST, problem="is a folder, not a regular file",
+        code="QS001",
     )
 
 
@@ -394,14 +398,24 @@ def test_tensor_not_in_index(sharded: Path, run_cli: Any) -> None:
     assert INDEX in error
 
 
-def test_stray_file_not_in_index(sharded: Path, run_cli: Any) -> None:
-    shutil.copy(sharded / SHARD1, sharded / "model-extra.safetensors")
-    assert_input_error(
-        run_cli("check", str(sharded)),
-        names="model-extra.safetensors",
-        problem=f"not listed in {INDEX}",
-        code="QS008",
-    )
+def test_stray_file_not_in_index_is_a_warning(sharded: Path, run_cli: Any) -> None:
+    """vLLM loads only the files the index lists (0.33 ``filter_duplicate_safetensors_files``):
+    a stray file is a QS008 warning, the check goes on, and the file is not read."""
+    (sharded / "model-extra.safetensors").write_bytes(b"not a safetensors file")
+    proc = run_cli("check", str(sharded), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    stray = [f for f in report["findings"] if f["code"] == "QS008"]
+    assert [(f["severity"], f["location"]) for f in stray] == [
+        ("warning", {"file": "model-extra.safetensors"})
+    ]
+    assert report["complete"] is True
+
+
+def test_no_stray_warning_for_indexed_files(sharded: Path, run_cli: Any) -> None:
+    """Near miss: every file indexed, no QS008."""
+    proc = run_cli("check", str(sharded), "--format", "json")
+    assert not [f for f in json.loads(proc.stdout)["findings"] if f["code"] == "QS008"]
 
 
 @pytest.mark.parametrize(
@@ -661,3 +675,253 @@ def test_debug_shows_traceback(ckpt: Path, run_cli: Any) -> None:
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr
     assert "HeaderError" in proc.stderr and "too short" in proc.stderr
+
+
+# --------------------------------------------------------------------------- every command
+#
+# The cases of issue #13, each run through all five commands that read a checkpoint, in
+# process (``qscale.cli.main`` with real UTF-8 streams, as a terminal has), under a time
+# limit: one ``error:`` line, a ``hint:``, exit 2, never a traceback or a hang.
+
+COMMANDS = [["check"], ["inspect"], ["plan"], ["layouts"], ["fix", "--dry-run"]]
+
+
+class _Hang(BaseException):
+    pass
+
+
+class Ran:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_main(*args: str, limit: int = 30) -> Ran:
+    """``qscale ARGS`` in this process; output through strict UTF-8 streams."""
+    import io
+    import signal
+    import sys
+
+    from qscale.cli import main
+
+    out_b, err_b = io.BytesIO(), io.BytesIO()
+    out = io.TextIOWrapper(out_b, encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(err_b, encoding="utf-8", write_through=True)
+    saved = sys.argv, sys.stdout, sys.stderr
+
+    def hang(*_: Any) -> None:
+        raise _Hang(f"qscale {' '.join(args)} ran past {limit} s")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(limit)
+    code: Any = 0
+    try:
+        sys.argv, sys.stdout, sys.stderr = ["qscale", *args], out, err
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        sys.argv, sys.stdout, sys.stderr = saved
+    return Ran(code if isinstance(code, int) else 2, out_b.getvalue().decode(),
+               err_b.getvalue().decode())  # fmt: skip
+
+
+def _edit_config(root: Path, fn: Callable[[dict[str, Any]], None]) -> None:
+    cfg = json.loads((root / "config.json").read_text())
+    fn(cfg)
+    (root / "config.json").write_text(json.dumps(cfg))
+
+
+def _first_small(header: dict[str, Any]) -> str:
+    return next(k for k in by_offset(header) if header[k]["shape"] == [1])
+
+
+def _big_shape(header: dict[str, Any], data: bytes) -> None:
+    header[_first_small(header)]["shape"] = [1] * 10_000
+
+
+def _shape_object(header: dict[str, Any], data: bytes) -> bytes:
+    k = _first_small(header)
+    header[k]["shape"] = {}
+    return data
+
+
+def _surrogate(root: Path) -> None:
+    header, data = read_st(root / ST)
+    k = _first_small(header)
+    raw = json.dumps(header).encode().replace(k.encode(), k.encode() + b"\\ud800", 1)
+    write_st(root / ST, raw, data)
+
+
+def _raw_header(root: Path, fn: Callable[[bytes], bytes]) -> None:
+    raw = (root / ST).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    write_st(root / ST, fn(raw[8 : 8 + n]), raw[8 + n :])
+
+
+def _link_loop(root: Path, name: str) -> None:
+    (root / name).unlink(missing_ok=True)
+    (root / name).symlink_to(name)
+
+
+def _config_outside(root: Path) -> None:
+    outside = root.parent / "elsewhere.json"
+    (root / "config.json").rename(outside)
+    (root / "config.json").symlink_to(outside)
+
+
+CASES: dict[str, tuple[Callable[[Path], None], str, str, str | None]] = {
+    # name: (break the checkpoint, file named, problem, code)
+    "fifo-named-safetensors": (
+        lambda r: os.mkfifo(r / "extra.safetensors"), "extra.safetensors", "is a FIFO", "QS001"),
+    "fifo-config": (
+        lambda r: ((r / "config.json").unlink(), os.mkfifo(r / "config.json")), "config.json",
+        "is a FIFO", "QS101"),
+    "num-experts-10**12": (
+        lambda r: _edit_config(r, lambda c: c["text_config"].update(num_experts=10**12)),
+        "config.json", r"num_experts is 1000000000000, outside 0 … 16777216", "QS101"),
+    "deep-config": (
+        lambda r: (r / "config.json").write_text("[" * 100_000 + "]" * 100_000), "config.json",
+        "nested too deeply", "QS101"),
+    "deep-header": (
+        lambda r: _raw_header(r, lambda h: b'{"__metadata__":' + b"[" * 5000 + b"]" * 5000
+                              + b"," + h[1:]), ST, "nested too deeply", "QS001"),
+    "config-link-loop": (lambda r: _link_loop(r, "config.json"), "config.json", "link loop", None),
+    "safetensors-link-loop": (
+        lambda r: _link_loop(r, "x.safetensors"), "x.safetensors", "link loop", "QS001"),
+    "10k-dim-shape": (
+        lambda r: edit_header(r / ST, _big_shape), ST, "10000 dimensions", "QS001"),
+    "lone-surrogate-name": (_surrogate, ST, "lone UTF-16 surrogate", "QS001"),
+    "metadata-not-string": (
+        lambda r: edit_header(r / ST, lambda h, d: h.update(__metadata__={"format": 1})), ST,
+        "value of `format` is not a string", "QS001"),
+    "metadata-twice": (
+        lambda r: _raw_header(r, lambda h: b'{"__metadata__":{},"__metadata__":{},' + h[1:]), ST,
+        "`__metadata__` twice", "QS001"),
+    "bom": (lambda r: _raw_header(r, lambda h: b"\xef\xbb\xbf" + h), ST, "BOM", "QS001"),
+    "shape-object": (
+        lambda r: edit_header(r / ST, _shape_object), ST, "malformed header entry", "QS001"),
+    "header-over-cap": (
+        lambda r: (r / ST).write_bytes((200_000_000).to_bytes(8, "little") + (r / ST)
+                                       .read_bytes()[8:]), ST,
+        "exceeds qscale's cap of 100000000 bytes", "QS001"),
+    "git-lfs-pointer": (
+        lambda r: (r / ST).write_text("version https://git-lfs.github.com/spec/v1\n"
+                                      "oid sha256:" + "0" * 64 + "\nsize 123456\n"), ST,
+        "is a Git LFS pointer, not the file", "QS001"),
+    "config-git-lfs-pointer": (
+        lambda r: (r / "config.json").write_text("version https://git-lfs.github.com/spec/v1\n"
+                                                 "oid sha256:" + "0" * 64 + "\nsize 1234\n"),
+        "config.json", "is a Git LFS pointer, not the file", "QS101"),
+    "no-config": (
+        lambda r: (r / "config.json").unlink(), "config.json", "missing", "QS101"),
+    "config-links-outside": (_config_outside, "config.json", "outside the checkpoint", "QS009"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c[0] for c in COMMANDS])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_every_command(ckpt: Path, case: str, command: list[str]) -> None:
+    breaks, names, problem, code = CASES[case]
+    breaks(ckpt)
+    ran = run_main(command[0], str(ckpt), *command[1:])
+    assert_input_error(ran, names=names, problem=problem, code=code)
+
+
+def test_lfs_hint_says_git_lfs_pull(ckpt: Path) -> None:
+    CASES["git-lfs-pointer"][0](ckpt)
+    assert "hint: run `git lfs pull`" in run_main("check", str(ckpt)).stderr
+
+
+def test_permission_error_gets_a_permission_hint(
+    ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Tests run as root, where chmod 000 reads anyway: the OS refusal is simulated.)"""
+    real_open = os.open
+
+    def refusing(path: Any, *args: Any, **kw: Any) -> int:
+        if str(path).endswith(ST):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refusing)
+    ran = run_main("check", str(ckpt))
+    assert_input_error(ran, names=ST, problem="Permission denied", code="QS001")
+    assert "permissions" in ran.stderr and "not fully downloaded" not in ran.stderr
+
+
+def test_damaged_file_keeps_the_download_hint(ckpt: Path) -> None:
+    """Near miss of the permission hint: a truncated file still says fetch it again."""
+    (ckpt / ST).write_bytes((ckpt / ST).read_bytes()[:100])
+    assert "not fully downloaded" in run_main("check", str(ckpt)).stderr
+
+
+def test_valid_checkpoint_every_command(ckpt: Path) -> None:
+    """Near miss of every case above: the unbroken checkpoint reads in all five commands."""
+    for command in COMMANDS:
+        ran = run_main(command[0], str(ckpt), *command[1:])
+        assert ran.returncode in (0, 1), (command, ran.stderr)
+        assert "error:" not in ran.stderr, (command, ran.stderr)
+
+
+# --------------------------------------------------------------------------- output paths
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "-o", "{root}/" + ST],
+        ["check", "-o", "{root}/config.json"],
+        ["check", "--write-baseline", "{root}/config.json"],
+        ["check", "--write-baseline", "{root}/" + ST],
+        ["inspect", "-o", "{root}/config.json"],
+        ["plan", "-o", "{root}/" + ST],
+        ["layouts", "-o", "{root}/config.json"],
+        ["check", "{root}/" + ST, "-o", "{root}/" + ST],
+    ],
+    ids=["check-o-model", "check-o-config", "baseline-config", "baseline-model", "inspect-o",
+         "plan-o", "layouts-o", "single-file"],
+)
+def test_outputs_never_overwrite_inputs(ckpt: Path, args: list[str]) -> None:
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    argv = [a.format(root=ckpt) for a in args]
+    if argv[1].startswith("-"):
+        argv.insert(1, str(ckpt))
+    ran = run_main(*argv)
+    assert_input_error(ran, names=argv[-1], problem="refusing to overwrite it", code="")
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+
+
+def test_output_through_a_link_to_an_input_is_refused(ckpt: Path, tmp_path: Path) -> None:
+    link = tmp_path / "report.json"
+    link.symlink_to(ckpt / "config.json")
+    before = (ckpt / "config.json").read_bytes()
+    ran = run_main("check", str(ckpt), "-o", str(link))
+    assert_input_error(ran, names=str(link), problem="input of this run", code="")
+    assert (ckpt / "config.json").read_bytes() == before
+
+
+def test_output_next_to_the_inputs_is_written(ckpt: Path, tmp_path: Path) -> None:
+    """Near miss: a new file, even inside the checkpoint folder, is no input."""
+    ran = run_main("check", str(ckpt), "-f", "json", "-o", str(ckpt / "qscale-report.json"))
+    assert ran.returncode in (0, 1), ran.stderr
+    assert json.loads((ckpt / "qscale-report.json").read_text())["findings"] is not None
+    ran = run_main("check", str(ckpt), "--write-baseline", str(tmp_path / "baseline.json"))
+    assert ran.returncode == 0, ran.stderr
+
+
+@pytest.mark.parametrize("option", ["-o", "--write-baseline"])
+def test_unwritable_check_output(ckpt: Path, tmp_path: Path, option: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ran = run_main("check", str(ckpt), option, str(blocker / "report.json"))
+    assert_input_error(ran, names=str(blocker / "report.json"), problem="cannot write", code=None)
+
+
+def test_unwritable_fix_out(sharded: Path, tmp_path: Path) -> None:
+    """(On vllm 0.19.1 this checkpoint has safe fixes to write: see test_fix_cli.)"""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ran = run_main("fix", str(sharded), "--out", str(blocker / "fixed"), "-e", "vllm==0.19.1")
+    assert_input_error(ran, names=str(blocker / "fixed"), problem="cannot write", code="")

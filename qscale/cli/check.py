@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from qscale import baseline as baselines
+from qscale._files import refuse_overwrite
 from qscale.cli import layouts as layout_opts
 from qscale.cli.options import (
     BaselineOpt,
@@ -159,10 +160,12 @@ def _check(
         ran = baselines.checked_codes(report, split_codes(select), split_codes(ignore))
         report = baselines.apply_baseline(report, accepted, checked=ran)
     if write_baseline is not None:
+        refuse_overwrite(write_baseline, ckpt.input_paths(), "--write-baseline")
         n = baselines.write_baseline(report, write_baseline)
         typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
     color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
-    emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output)
+    emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output,
+         ckpt.input_paths())  # fmt: skip
     if report.crashed or (not report.complete and not allow_partial):
         raise typer.Exit(2)
     if write_baseline is not None:

@@ -76,6 +76,7 @@ def inspect_cmd(
             )
             + "\n",
             output,
+            ckpt.input_paths(),
         )
         return
     lines = [
@@ -86,4 +87,4 @@ def inspect_cmd(
         label = m.scheme.label if m.scheme else "unquantized"
         lines.append(f"{m.module.name}  [{m.module.kind.value}]  {label}  — {m.resolution.reason}")
         lines.extend(f"    {p}: {t.dtype}{fmt_shape(t.shape)}" for p, t in m.module.tensors.items())
-    emit("\n".join(lines) + "\n", output)
+    emit("\n".join(lines) + "\n", output, ckpt.input_paths())

@@ -143,13 +143,12 @@ def layouts_cmd(
     Example: qscale layouts ./Qwen3.5-397B-A17B-FP8 --engine vllm==0.20.0 --max-tp 32
     """
     base = Deployment(a2a_backend=a2a_backend, platform=platform)
-    table = supported_layouts(
-        read_checkpoint(model), engine, max_tp=max_tp, max_ep=max_ep, base=base
-    )
+    ckpt = read_checkpoint(model)
+    table = supported_layouts(ckpt, engine, max_tp=max_tp, max_ep=max_ep, base=base)
     if fmt == OutputFormat.json:
-        emit(json.dumps(table_dict(table), indent=2) + "\n", output)
+        emit(json.dumps(table_dict(table), indent=2) + "\n", output, ckpt.input_paths())
         return
-    emit(render_table(table, model), output)
+    emit(render_table(table, model), output, ckpt.input_paths())
 
 
 def deployment_from(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from qscale._files import write_text_atomic
+from qscale._files import refuse_overwrite, write_text_atomic
 from qscale.errors import UsageError
 
 
@@ -114,11 +115,12 @@ def emit_error(
     typer.echo(doc, nl=False)
 
 
-def emit(text: str, output: Path | None) -> None:
-    """Print to stdout, or write atomically to a file."""
+def emit(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
+    """Print to stdout, or write atomically to a file that is none of ``inputs``."""
     if output is None:
         typer.echo(text, nl=False)
         return
+    refuse_overwrite(output, inputs, "--output")
     try:
         write_text_atomic(output, text)
     except OSError as exc:

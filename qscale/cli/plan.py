@@ -107,7 +107,7 @@ def plan_cmd(
     params = [p for p in plan.params.values() if param is None or param in p.name]
     processed = {d.param.name: d for d in process(plan)}
     if fmt == OutputFormat.json:
-        emit(json.dumps(plan_dict(plan, params), indent=2) + "\n", output)
+        emit(json.dumps(plan_dict(plan, params), indent=2) + "\n", output, ckpt.input_paths())
         return
     lines = [
         f"{model}: {plan.engine.label} ({plan.family.name} family),"
@@ -127,4 +127,4 @@ def plan_cmd(
             lines.append(f"    after processing ({done.step.value}): {effects}")
         lines.extend(f"    <- {s.source} shard {s.shard_id!r}" for s in p.sources[:8])
         lines.extend(f"    error: {e}" for e in p.errors)
-    emit("\n".join(lines) + "\n", output)
+    emit("\n".join(lines) + "\n", output, ckpt.input_paths())

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
-from qscale.errors import UsageError
+from qscale.errors import HeaderError, UsageError
 from qscale.fix.apply import ChangeData, apply_config_edits, tensor_edits_by_file
 from qscale.fix.layout import OutTensor, layout_file, write_file
 from qscale.fix.model import Change
-from qscale.safetensors_io import TensorInfo
+from qscale.safetensors_io import TensorInfo, read_header
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,11 @@ def failpoint(name: str) -> None:
 def check_destination(src: Path, out: Path, *, force: bool) -> None:
     """DST must be new (or, with ``force``, an earlier `qscale fix` output), and must neither
     be nor contain nor sit inside the source."""
-    s, o = src.resolve(), out.resolve()
+    try:
+        s, o = src.resolve(), out.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        raise UsageError(f"--out {out}: is a symbolic link loop",
+                         hint="choose a new folder") from None  # fmt: skip
     if o == s or s in o.parents or o in s.parents:
         raise UsageError(
             f"--out {out}: the output must be a new folder outside the source {src}",
@@ -158,15 +162,36 @@ def write_output(
     ckpt: Checkpoint, changes: tuple[Change, ...], out: Path, *, rebuild_index: bool = False
 ) -> Written:
     """Write the fixed checkpoint, all but its manifest, into a new temporary folder next to
-    ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(out)
-    tmp = _new_tmp(out)
+    ``out``.
+
+    Raises:
+        UsageError: ``out``'s folder cannot be created or written (no debris is left).
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(out)
+        tmp = _new_tmp(out)
+    except OSError as exc:
+        raise _cannot_write(out, exc) from None
     try:
         return _fill(ckpt, changes, tmp, rebuild_index=rebuild_index)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # no debris
+        if exc.filename is not None and str(tmp) not in str(exc.filename):
+            raise HeaderError(  # an input file that cannot be read: not about --out
+                f"{exc.filename}: cannot be read ({exc.strerror})", code="QS001"
+            ) from None
+        raise _cannot_write(out, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a computation or I/O error: no debris
         raise
+
+
+def _cannot_write(out: Path, exc: OSError) -> UsageError:
+    return UsageError(
+        f"--out {out}: cannot write ({exc.strerror or type(exc).__name__})",
+        hint="choose a folder you can write to, on a disk with room for the checkpoint",
+    )
 
 
 def _fill(
@@ -201,6 +226,7 @@ def _fill(
                 data.contents,
                 on_half=partial(failpoint, f"mid-rewrite-{n_rewritten}"),
             )
+            _verify_header(part, name)
             os.rename(part, target)
             out_tensors[name] = tensors
             data.done(name)
@@ -217,6 +243,17 @@ def _fill(
         failpoint(f"after-file-{n_done + 1}")
     written.records = _records(ckpt, data)
     return written
+
+
+def _verify_header(path: Path, name: str) -> None:
+    """Read back the header just written: it must pass the reader that accepts exactly what
+    the safetensors library accepts, so that `fix` never leaves a file the engine refuses.
+
+    Raises:
+        HeaderError: a writer bug (the temporary output is then discarded).
+    """
+    with open(path, "rb") as fh:
+        read_header(fh, file=name, file_size=os.fstat(fh.fileno()).st_size)
 
 
 def finish(w: Written, manifest: Mapping[str, Any]) -> None:

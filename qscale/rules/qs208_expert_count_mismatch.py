@@ -44,14 +44,14 @@ def check(ctx: Context) -> Iterator[Finding]:
     cfg = _config_count(ctx)
     inter = ctx.checkpoint.config.get("moe_intermediate_size")
     names = ctx.plan.family.experts if ctx.plan else None
-    layers: dict[str, set[int]] = {}
+    layers: dict[str, set[int] | range] = {}
     first: dict[str, str] = {}
     for name, mq in ctx.quant.modules.items():
         m = EXPERT.match(name) if ".experts." in name else None  # the test spares the regex
         if m is not None:
             layer, idx, proj = m.groups()
             stored = layers.get(layer)
-            if stored is None:
+            if not isinstance(stored, set):
                 layers[layer] = stored = set()
                 first[layer] = next(iter(mq.module.tensors.values())).name
             stored.add(int(idx))
@@ -61,22 +61,43 @@ def check(ctx: Context) -> Iterator[Finding]:
                     yield wrong
         elif mq.module.kind == ModuleKind.FUSED_EXPERTS:
             n = next(iter(mq.module.tensors.values())).shape[0]
-            layers[name] = set(range(n))
+            layers[name] = range(n)  # never a set: n comes from the header, unbounded
             first[name] = next(iter(mq.module.tensors.values())).name
     if cfg is None:
         return
     key, want = cfg
     for layer, idx in sorted(layers.items()):
-        if idx == set(range(want)):
+        if _exactly(idx, want):
             continue
         span = f"{min(idx)}–{max(idx)}" if idx else "none"
-        gaps = sorted(set(range(max(idx) + 1)) - idx)[:5] if idx else []
+        gaps = _first_gaps(idx)
         extra = f", missing {', '.join(map(str, gaps))}" if gaps else ""
         yield RULE.finding(
             f"`{layer}`: {len(idx)} experts stored ({span}{extra}), config `{key}` = {want}",
             ctx.at(first[layer]),
             fix=FIX,
         )
+
+
+def _exactly(idx: set[int] | range, want: int) -> bool:
+    """Whether ``idx`` is exactly 0 … want−1, without building that range (``want`` is the
+    config's count, ``idx`` may come from a header: either may be huge)."""
+    if isinstance(idx, range):
+        return len(idx) == want
+    return len(idx) == want and (not idx or (min(idx) == 0 and max(idx) == want - 1))
+
+
+def _first_gaps(idx: set[int] | range, count: int = 5) -> list[int]:
+    """The first ``count`` indices below ``max(idx)`` that ``idx`` lacks, in bounded time."""
+    if isinstance(idx, range) or not idx:
+        return []
+    gaps: list[int] = []
+    top, i = max(idx), 0
+    while i < top and len(gaps) < count:  # at most len(idx) + count steps
+        if i not in idx:
+            gaps.append(i)
+        i += 1
+    return gaps
 
 
 def _size(

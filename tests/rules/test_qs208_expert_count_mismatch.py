@@ -40,3 +40,32 @@ def test_near_miss_matching(tmp_path, scheme):
 def test_near_miss_real_checkpoints(fixture):
     report = check(read_checkpoint(REAL / fixture), CheckOptions(select=["QS208"]))
     assert report.findings == ()
+
+
+def test_huge_expert_index_in_a_name_is_bounded(tmp_path):
+    """An expert index from a tensor name is not a size to loop over: the finding is built in
+    bounded time, with the first missing indices only."""
+    built = qwen3_5_moe("bf16").drop(rf"{P}\.0\.mlp\.experts\.1\.")
+    first = next(n for n in built.tensors if ".layers.0.mlp.experts.0.gate_proj" in n)
+    huge = first.replace("experts.0.", "experts.999999999999.")
+    built = built.add(huge, built.tensors[first].clone())
+    findings = [f for f in run(built, tmp_path, "QS208") if "layers.0." in f.location.tensor]
+    assert any("missing 1, 2, 3, 4, 5" in f.message for f in findings), findings
+
+
+def test_huge_config_count_is_refused_before_the_check(tmp_path):
+    """`num_experts: 10**12` is a ConfigError at read time (nothing is sized by it)."""
+    from qscale.errors import ConfigError
+
+    root = qwen3_5_moe("ct-fp8").set_config("/text_config/num_experts", 10**12).write(tmp_path)
+    with pytest.raises(ConfigError, match=r"/text_config/num_experts is 1000000000000"):
+        read_checkpoint(root)
+
+
+def test_largest_allowed_config_count_reads(tmp_path):
+    """Near miss: a count at the bound reads, and QS208 reports it without a range."""
+    from qscale.checkpoint import MAX_CONFIG_SIZE
+
+    built = qwen3_5_moe("ct-fp8").set_config("/text_config/num_experts", MAX_CONFIG_SIZE)
+    findings = run(built, tmp_path, "QS208")
+    assert findings and f"config `num_experts` = {MAX_CONFIG_SIZE}" in findings[0].message
