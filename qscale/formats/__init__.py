@@ -15,7 +15,7 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec
 from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
+from qscale.formats import compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -29,9 +29,12 @@ FORMATS: Mapping[str, Parser] = {
     quark.METHOD: quark.parse,
     mxfp4.METHOD: mxfp4.parse,
     modelopt.METHOD: modelopt.parse,
+    gptq.GPTQ: gptq.parse_gptq,
+    gptq.AWQ: gptq.parse_awq,
 }
 #: Spellings engines accept for the same parser.
-ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4"}
+ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4",
+           "auto_gptq": "gptq", "gptq_marlin": "gptq", "auto_awq": "awq", "awq_marlin": "awq"}
 
 
 def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
