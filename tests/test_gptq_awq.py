@@ -133,3 +133,13 @@ def test_awq_8bit_is_refused(tmp_path):
     b = dense("LlamaForCausalLM", "awq").set_config("/quantization_config/bits", 8)
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2 and "only with 4 bits" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("method", "who"), [
+    ("moe_wna16", "known to vLLM 0.33"), ("auto-round", "known to vLLM 0.33"),
+    ("gguf", "known to SGLang"), ("made_up_q", "unknown to vLLM 0.33 and SGLang")])
+def test_not_modelled_methods_say_who_knows_them(tmp_path, method, who):
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/quant_method", method)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2
+    assert f"quant_method {method!r} is {who}" in r.stdout + r.stderr

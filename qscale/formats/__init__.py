@@ -36,6 +36,35 @@ FORMATS: Mapping[str, Parser] = {
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4",
            "auto_gptq": "gptq", "gptq_marlin": "gptq", "auto_awq": "awq", "awq_marlin": "awq"}
 
+#: vLLM 0.33 ``QUANTIZATION_METHODS`` (``vllm/model_executor/layers/quantization/__init__.py``,
+#: the ``QuantizationMethods`` literal), plus ``auto-round``, which its ``INCConfig``
+#: takes over (``inc/inc.py``, ``override_quantization_method``)
+VLLM_METHODS = frozenset({
+    "awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4",
+    "modelopt_mxfp8", "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin",
+    "humming", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao", "inc",
+    "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "fp8_per_tensor", "fp8_per_block",
+    "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8",
+    "auto-round",
+})
+#: methods SGLang loads that vLLM 0.33 does not list (from issue #12's list; not yet checked
+#: against SGLang's ``srt/layers/quantization/__init__.py``)
+SGLANG_ONLY_METHODS = frozenset({"w8a8_int8", "w8a8_fp8", "w4afp8", "bitsandbytes", "gguf"})
+
+
+def not_modelled(key: str, method: str) -> UnknownFormat:
+    """QS102 for a ``quant_method`` qscale has no parser for, saying who knows it."""
+    if method in VLLM_METHODS:
+        who = "known to vLLM 0.33"
+    elif method in SGLANG_ONLY_METHODS:
+        who = "known to SGLang (not to vLLM 0.33)"
+    else:
+        who = "unknown to vLLM 0.33 and SGLang"
+    return UnknownFormat(
+        f"{key}: quant_method {method!r} is {who}, not modelled by qscale",
+        hint=f"qscale models: {', '.join(sorted(FORMATS))} (and their aliases)",
+    )
+
 
 def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     """Parse the checkpoint's quantization config; None for an unquantized checkpoint."""
@@ -52,10 +81,7 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     method = ALIASES.get(method.lower(), method.lower())
     parser = FORMATS.get(method)
     if parser is None:
-        raise UnknownFormat(
-            f"{key}: quant_method {method!r} is not modelled by qscale",
-            hint=f"supported: {', '.join(sorted(FORMATS))}",
-        )
+        raise not_modelled(key, method)
     return parser(qc, config_key=key)
 
 
