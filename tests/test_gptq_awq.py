@@ -136,10 +136,52 @@ def test_awq_8bit_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("method", "who"), [
-    ("moe_wna16", "known to vLLM 0.33"), ("auto-round", "known to vLLM 0.33"),
+    ("moe_wna16", "known to vLLM 0.33"), ("inc", "known to vLLM 0.33"),
     ("gguf", "known to SGLang"), ("made_up_q", "unknown to vLLM 0.33 and SGLang")])
 def test_not_modelled_methods_say_who_knows_them(tmp_path, method, who):
     b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/quant_method", method)
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2
     assert f"quant_method {method!r} is {who}" in r.stdout + r.stderr
+
+
+def _auto_round(scheme: str, packing: str):
+    b = dense("LlamaForCausalLM", scheme)
+    b.config["quantization_config"] = {
+        "quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": True,
+        "data_type": "int", "packing_format": packing, "autoround_version": "0.9.0"}
+    return b
+
+
+@pytest.mark.parametrize(("scheme", "packing"), [
+    ("gptq", "auto_round:auto_gptq"), ("awq", "auto_round:auto_awq")])
+def test_auto_round_int_is_clean_and_checked(tmp_path, scheme, packing):
+    r = _cli(_auto_round(scheme, packing).write(tmp_path, name="ok"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = _auto_round(scheme, packing).drop(rf"{L1}\.self_attn\.o_proj\.qzeros")
+    r = _cli(bad.write(tmp_path, name="bad"))
+    assert r.returncode == 1 and f"`{L1}.self_attn.o_proj.qzeros` is missing" in r.stdout
+
+
+def test_auto_round_wrong_packing_is_a_shape_error(tmp_path):
+    # near miss: AWQ-packed tensors under the default (GPTQ) packing_format
+    b = _auto_round("awq", "auto_round:auto_gptq")
+    assert check(read_checkpoint(b.write(tmp_path))).findings
+
+
+def test_auto_round_extra_config(tmp_path):
+    b = _auto_round("gptq", "auto_round:auto_gptq")
+    b.config["quantization_config"]["extra_config"] = {
+        f"{L1}.mlp.down_proj": {"bits": 16}, "lm_head": {"bits": 4}}
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules[f"{L1}.mlp.down_proj"].scheme is None
+    assert q.modules["lm_head"].scheme is not None  # named by extra_config
+    assert q.modules["model.layers.0.mlp.down_proj"].scheme is not None
+
+
+def test_auto_round_block_names(tmp_path):
+    b = _auto_round("gptq", "auto_round:auto_gptq")
+    b.config["quantization_config"]["to_quant_block_names"] = "model.layers.0"
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules["model.layers.0.mlp.up_proj"].scheme is not None
+    assert q.modules[f"{L1}.mlp.up_proj"].scheme is None

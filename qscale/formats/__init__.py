@@ -15,7 +15,7 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec
 from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
+from qscale.formats import auto_round, compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -31,6 +31,7 @@ FORMATS: Mapping[str, Parser] = {
     modelopt.METHOD: modelopt.parse,
     gptq.GPTQ: gptq.parse_gptq,
     gptq.AWQ: gptq.parse_awq,
+    auto_round.METHOD: auto_round.parse,
 }
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4",
