@@ -185,3 +185,18 @@ def test_auto_round_block_names(tmp_path):
     q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
     assert q.modules["model.layers.0.mlp.up_proj"].scheme is not None
     assert q.modules[f"{L1}.mlp.up_proj"].scheme is None
+
+
+def test_gptq_group_size_marlin_lacks_is_refused(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/group_size", 256)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2 and "Marlin does not support group_size = 256" in r.stdout + r.stderr
+
+
+def test_gptq_group_straddling_tp_ranks(tmp_path):
+    # o_proj / down_proj take 128 inputs: 64 per rank at TP=2 cuts a 128-group (TP=1: clean)
+    path = dense("LlamaForCausalLM", "gptq").write(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--tp", "2"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1
+    assert "QS505" in r.stdout and "GPTQ int4 g128 group size 128" in r.stdout

@@ -45,6 +45,9 @@ FLOATS = frozenset({"F16", "BF16", "F32"})
 #: (bits, sym) vLLM 0.33 ``AutoGPTQConfig.TYPE_MAP`` builds; AWQ: ``AutoAWQConfig.TYPE_MAP``
 GPTQ_TYPES = frozenset({(4, True), (8, True)})
 AWQ_BITS = frozenset({4})
+#: ``MARLIN_SUPPORTED_GROUP_SIZES`` (vLLM 0.33 ``utils/marlin_utils.py``): GPTQ's linear method
+#: calls ``verify_marlin_supported`` in ``__init__`` on every platform
+MARLIN_GROUP_SIZES = (-1, 32, 64, 128)
 
 
 def _groups(group_size: int, inp: int) -> int:
@@ -189,6 +192,9 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
                     f"{where}: dynamic rule `{pattern}` enables desc_act with group_size {g}:"
                     " vLLM 0.33 refuses GPTQ group activation ordering",
                     hint="re-export with desc_act=false (or static act order)")
+            if g not in MARLIN_GROUP_SIZES:
+                raise ConfigError(f"{where}: dynamic rule `{pattern}`: group_size {g}; vLLM 0.33"
+                                  f" refuses it (\"Marlin does not support group_size = {g}\")")
             if (b, s) not in GPTQ_TYPES:
                 raise ConfigError(f"{where}: dynamic rule `{pattern}`: vLLM 0.33 builds GPTQ"
                                   f" only with bits 4 or 8 and sym=true, got bits={b}, sym={s}")
@@ -202,6 +208,10 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
         raise ConfigError(
             f"{where}: vLLM 0.33 builds GPTQ only with bits 4 or 8 and sym=true, got"
             f" bits={bits}, sym={sym} (\"Unsupported quantization config\")")
+    if group not in MARLIN_GROUP_SIZES:
+        raise ConfigError(
+            f"{where}: GPTQ group_size {group}: vLLM 0.33 refuses it (\"Marlin does not"
+            f" support group_size = {group}\"; supported: {list(MARLIN_GROUP_SIZES)})")
     names = _flat(qc.get("modules_in_block_to_quantize"))
     return WNA16Config(GPTQ, bits, group, sym, lm_head, names, tuple(dynamic), config_key)
 
