@@ -61,6 +61,41 @@ def render_models_doc() -> str | None:
     return "\n".join(lines) + "\n" if sections else None
 
 
+def render_methods_doc() -> str:
+    """docs/methods.md: every ``quant_method`` qscale parses (with the spellings it maps onto
+    it) and the first paragraph of its parser's docstring; then the methods vLLM 0.33 or
+    SGLang know that qscale stops at with QS102."""
+    import inspect
+
+    from qscale import formats
+
+    lines = [
+        "# Quantization methods",
+        "",
+        "Generated from `qscale/formats` by `python -m qscale.docs`. For a modelled method"
+        " `qscale check` resolves each module's scheme, checks its tensors' presence, dtype and"
+        " shape (QS201-QS302), the engine's refusals and the parallel layouts (QS4xx, QS5xx).",
+        "",
+        "| quant_method | also accepted | what qscale reads |",
+        "|---|---|---|",
+    ]
+    for method, parser in sorted(formats.FORMATS.items()):
+        aliases = sorted(a for a, m in formats.ALIASES.items() if m == method)
+        module = inspect.getmodule(parser)
+        doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else ""
+        also = ", ".join(f"`{a}`" for a in aliases)
+        lines.append(f"| `{method}` | {also} | {_cell(doc.replace('``', '`'))} |")
+    known = set(formats.FORMATS) | set(formats.ALIASES)
+    for title, names in (
+        ("known to vLLM 0.33", formats.VLLM_METHODS),
+        ("known to SGLang only", formats.SGLANG_ONLY_METHODS),
+    ):
+        rest = sorted(set(names) - known)
+        lines += ["", f"Not modelled, {title} ([QS102](rules/QS102.md), exit 2): "
+                  + ", ".join(f"`{n}`" for n in rest) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     """Write the docs next to the repository's docs/rules (and docs/models.md)."""
     docs = Path(__file__).resolve().parents[1] / "docs"
@@ -70,6 +105,7 @@ def main() -> None:
         stale.unlink()
     for name, text in render_rule_docs().items():
         (target / name).write_text(text)
+    (docs / "methods.md").write_text(render_methods_doc())
     models = render_models_doc()
     if models is not None:
         (docs / "models.md").write_text(models)

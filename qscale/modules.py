@@ -18,7 +18,7 @@ EMBEDDING_NAMES = frozenset(
     {"embed_tokens", "wte", "word_embeddings", "embeddings", "embedding", "tok_embeddings", "wpe"}
 )
 #: Parameters that hold a (possibly packed) Linear weight.
-WEIGHT_PARAMS = ("weight", "weight_packed")
+WEIGHT_PARAMS = ("weight", "weight_packed", "qweight")  # qweight: GPTQ / AWQ
 #: Fused 3-D expert parameters (transformers v5, gpt-oss): ``experts.<param>``.
 FUSED_EXPERT_PARAMS = frozenset(
     {"gate_up_proj", "down_proj", "gate_up_proj_blocks", "down_proj_blocks"}
@@ -57,7 +57,8 @@ def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
     leaf = name.rpartition(".")[2]
     if leaf == "experts" and not FUSED_EXPERT_PARAMS.isdisjoint(params):
         return ModuleKind.FUSED_EXPERTS
-    weight = params.get("weight") or params.get("weight_packed")  # WEIGHT_PARAMS, in order
+    # WEIGHT_PARAMS, in order
+    weight = params.get("weight") or params.get("weight_packed") or params.get("qweight")
     if weight is None:
         return ModuleKind.OTHER
     if leaf in EMBEDDING_NAMES or leaf.endswith("_embed") or leaf.startswith("embed_"):

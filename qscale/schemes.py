@@ -109,11 +109,16 @@ class QuantScheme:
     weights: QuantArgs
     inputs: QuantArgs | None
     tensors: tuple[TensorSpec, ...]
+    #: tensors a checkpoint may carry that the engine drops on load (GPTQ ``g_idx``)
+    tolerated: frozenset[str] = frozenset()
     #: the ``param`` of each of its tensors (derived from ``tensors``)
     params: frozenset[str] = field(init=False, repr=False, compare=False)
+    #: ``params`` and ``tolerated``: what a module under this scheme may store
+    accepts: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", frozenset(t.param for t in self.tensors))
+        object.__setattr__(self, "accepts", self.params | self.tolerated)
 
     @property
     def weight_spec(self) -> TensorSpec:

@@ -130,6 +130,31 @@ def fp8_block_inv(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def _int4(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    return torch.randint(-(2**31), 2**31 - 1, shape, generator=g, dtype=torch.int64).to(torch.int32)
+
+
+def gptq_int4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AutoGPTQ / GPTQModel layout, group 128: qweight [in/8, out], g_idx [in]."""
+    groups = inp // 128
+    return {
+        f"{name}.qweight": _int4((inp // 8, out), g),
+        f"{name}.qzeros": torch.full((groups, out // 8), 0x77777777, dtype=torch.int32),
+        f"{name}.scales": _scale(g, (groups, out)).to(torch.float16),
+        f"{name}.g_idx": (torch.arange(inp, dtype=torch.int32) // 128),
+    }
+
+
+def awq_int4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AutoAWQ GEMM layout, group 128: qweight [in, out/8]."""
+    groups = inp // 128
+    return {
+        f"{name}.qweight": _int4((inp, out // 8), g),
+        f"{name}.qzeros": _int4((groups, out // 8), g),
+        f"{name}.scales": _scale(g, (groups, out)).to(torch.float16),
+    }
+
+
 def _ct_config(weights: dict[str, Any], inputs: dict[str, Any] | None, fmt: str,
                ignore: list[str]) -> dict[str, Any]:
     return {
@@ -173,6 +198,12 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
         "fp8-block": (fp8_block_inv, lambda ig: {
             "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
             "modules_to_not_convert": ig}),
+        "gptq": (gptq_int4, lambda ig: {
+            "quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
+            "sym": True, "lm_head": False, "checkpoint_format": "gptq"}),
+        "awq": (awq_int4, lambda ig: {
+            "quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True,
+            "version": "gemm", "modules_to_not_convert": None}),
         "modelopt-fp8": (modelopt_fp8, lambda ig: {}),
         "modelopt-nvfp4": (modelopt_nvfp4, lambda ig: {}),
         "quark-mxfp4": (quark_mxfp4, lambda ig: {

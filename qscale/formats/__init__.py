@@ -15,7 +15,7 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec
 from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import compressed_tensors, fp8, modelopt, mxfp4, quark
+from qscale.formats import auto_round, compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -29,9 +29,42 @@ FORMATS: Mapping[str, Parser] = {
     quark.METHOD: quark.parse,
     mxfp4.METHOD: mxfp4.parse,
     modelopt.METHOD: modelopt.parse,
+    gptq.GPTQ: gptq.parse_gptq,
+    gptq.AWQ: gptq.parse_awq,
+    auto_round.METHOD: auto_round.parse,
 }
 #: Spellings engines accept for the same parser.
-ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4"}
+ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4",
+           "auto_gptq": "gptq", "gptq_marlin": "gptq", "auto_awq": "awq", "awq_marlin": "awq"}
+
+#: vLLM 0.33 ``QUANTIZATION_METHODS`` (``vllm/model_executor/layers/quantization/__init__.py``,
+#: the ``QuantizationMethods`` literal), plus ``auto-round``, which its ``INCConfig``
+#: takes over (``inc/inc.py``, ``override_quantization_method``)
+VLLM_METHODS = frozenset({
+    "awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4",
+    "modelopt_mxfp8", "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin",
+    "humming", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao", "inc",
+    "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "fp8_per_tensor", "fp8_per_block",
+    "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8",
+    "auto-round",
+})
+#: methods SGLang loads that vLLM 0.33 does not list (from issue #12's list; not yet checked
+#: against SGLang's ``srt/layers/quantization/__init__.py``)
+SGLANG_ONLY_METHODS = frozenset({"w8a8_int8", "w8a8_fp8", "w4afp8", "bitsandbytes", "gguf"})
+
+
+def not_modelled(key: str, method: str) -> UnknownFormat:
+    """QS102 for a ``quant_method`` qscale has no parser for, saying who knows it."""
+    if method in VLLM_METHODS:
+        who = "known to vLLM 0.33"
+    elif method in SGLANG_ONLY_METHODS:
+        who = "known to SGLang (not to vLLM 0.33)"
+    else:
+        who = "unknown to vLLM 0.33 and SGLang"
+    return UnknownFormat(
+        f"{key}: quant_method {method!r} is {who}, not modelled by qscale",
+        hint=f"qscale models: {', '.join(sorted(FORMATS))} (and their aliases)",
+    )
 
 
 def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
@@ -49,10 +82,7 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     method = ALIASES.get(method.lower(), method.lower())
     parser = FORMATS.get(method)
     if parser is None:
-        raise UnknownFormat(
-            f"{key}: quant_method {method!r} is not modelled by qscale",
-            hint=f"supported: {', '.join(sorted(FORMATS))}",
-        )
+        raise not_modelled(key, method)
     return parser(qc, config_key=key)
 
 

@@ -36,9 +36,9 @@ def check(ctx: Context) -> Iterator[Finding]:
         if scheme is not None and not scheme.tensors:
             continue  # scheme not modelled tensor by tensor
         stored = mq.module.tensors.keys()
-        if (stored <= scheme.params) if scheme else stored.isdisjoint(QUANT_PARAMS):
+        if (stored <= scheme.accepts) if scheme else stored.isdisjoint(QUANT_PARAMS):
             continue  # nothing to report (most modules): spares the walk below
-        wanted = scheme.params if scheme else frozenset()
+        wanted = scheme.accepts if scheme else frozenset()
         renamed = facts.misnamed.get(mq.module.name, {}).values()  # QS209's
         for param, t in mq.module.tensors.items():
             if param in wanted or param in BENIGN or t.name in renamed:

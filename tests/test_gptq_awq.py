@@ -1,0 +1,202 @@
+"""GPTQ and AWQ (vLLM 0.33 AutoGPTQConfig / AutoAWQConfig): tensors, module selection and the
+configs the engine refuses, on tiny Llama checkpoints written by the builder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from builders import dense
+
+from qscale import check, read_checkpoint, resolve_quantization
+
+L1 = "model.layers.1"
+
+
+def _cli(path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path)],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("scheme", ["gptq", "awq"])
+def test_tiny_llama_is_clean(tmp_path, scheme):
+    r = _cli(dense("LlamaForCausalLM", scheme).write(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "14/21 modules quantized" in r.stdout
+
+
+@pytest.mark.parametrize("scheme", ["gptq", "awq"])
+def test_missing_qzeros_names_the_module(tmp_path, scheme):
+    b = dense("LlamaForCausalLM", scheme).drop(rf"{L1}\.mlp\.down_proj\.qzeros")
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 1
+    assert f"QS201 error [missing-quantization-tensor] `{L1}.mlp.down_proj.qzeros`" in r.stdout
+
+
+@pytest.mark.parametrize("scheme", ["gptq", "awq"])
+def test_transposed_qweight_is_a_shape_error(tmp_path, scheme):
+    b = dense("LlamaForCausalLM", scheme)
+    name = f"{L1}.mlp.up_proj.qweight"
+    b.tensors[name] = b.tensors[name].t().contiguous()
+    ckpt = read_checkpoint(b.write(tmp_path))
+    found = check(ckpt).findings
+    assert found and all(f.location.tensor and "up_proj" in f.location.tensor for f in found)
+
+
+def test_gptq_g_idx_is_optional(tmp_path):
+    ckpt = read_checkpoint(dense("LlamaForCausalLM", "gptq").drop(r"\.g_idx$").write(tmp_path))
+    assert check(ckpt).findings == ()
+
+
+def test_awq_stray_g_idx_is_unexpected(tmp_path):
+    b = dense("LlamaForCausalLM", "awq").add(f"{L1}.mlp.up_proj.g_idx",
+                                             torch.zeros(128, dtype=torch.int32))
+    codes = {f.code for f in check(read_checkpoint(b.write(tmp_path))).findings}
+    assert codes == {"QS203"}
+
+
+def test_desc_act_with_groups_is_refused(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/desc_act", True)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2
+    assert "desc_act=true" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_desc_act_channelwise_is_accepted(tmp_path):
+    # near miss: with group_size -1 vLLM turns act-order off (a no-op per channel)
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/desc_act", True)
+    b.set_config("/quantization_config/group_size", -1)
+    for n in list(b.tensors):
+        if n.endswith((".qzeros", ".scales")):
+            b.reshape(n, (1, b.tensors[n].shape[1]))
+    assert check(read_checkpoint(b.write(tmp_path))).findings == ()
+
+
+@pytest.mark.parametrize(("key", "value"), [("sym", False), ("bits", 3)])
+def test_gptq_types_vllm_does_not_build(tmp_path, key, value):
+    b = dense("LlamaForCausalLM", "gptq").set_config(f"/quantization_config/{key}", value)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2
+    assert "bits 4 or 8 and sym=true" in r.stdout + r.stderr
+
+
+def test_dynamic_negative_rule_leaves_module_unquantized(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config(
+        "/quantization_config/dynamic", {r"-:.*\.1\.mlp\.down_proj": {}})
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules[f"{L1}.mlp.down_proj"].scheme is None
+    assert "dynamic" in q.modules[f"{L1}.mlp.down_proj"].resolution.reason
+    assert q.modules["model.layers.0.mlp.down_proj"].scheme is not None
+
+
+def test_dynamic_positive_rule_overrides_group_size(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config(
+        "/quantization_config/dynamic", {r"+:.*\.1\.mlp\.down_proj": {"group_size": 64}})
+    ckpt = read_checkpoint(b.write(tmp_path))
+    scheme = resolve_quantization(ckpt).modules[f"{L1}.mlp.down_proj"].scheme
+    assert scheme is not None and scheme.weights.group_size == 64
+    # the stored scales have 1 group (g128), the rule wants 2: a shape error on that module
+    found = check(ckpt).findings
+    assert found and {f.location.tensor for f in found} <= {
+        f"{L1}.mlp.down_proj.qzeros", f"{L1}.mlp.down_proj.scales"}
+
+
+def test_lm_head_flag(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq")
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path, name="a")))
+    assert q.modules["lm_head"].scheme is None
+    b.set_config("/quantization_config/lm_head", True)
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path, name="b")))
+    assert q.modules["lm_head"].scheme is None  # stored BF16: the metadata fallback
+
+
+def test_modules_in_block_to_quantize_substring(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config(
+        "/quantization_config/modules_in_block_to_quantize",
+        [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"]])
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules[f"{L1}.self_attn.o_proj"].scheme is not None
+    assert q.modules[f"{L1}.mlp.up_proj"].scheme is None
+
+
+def test_awq_modules_to_not_convert(tmp_path):
+    b = dense("LlamaForCausalLM", "awq").set_config(
+        "/quantization_config/modules_to_not_convert", ["mlp.down_proj"])
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules[f"{L1}.mlp.down_proj"].scheme is None
+    assert q.modules[f"{L1}.mlp.up_proj"].scheme is not None
+
+
+def test_awq_8bit_is_refused(tmp_path):
+    b = dense("LlamaForCausalLM", "awq").set_config("/quantization_config/bits", 8)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2 and "only with 4 bits" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("method", "who"), [
+    ("moe_wna16", "known to vLLM 0.33"), ("inc", "known to vLLM 0.33"),
+    ("gguf", "known to SGLang"), ("made_up_q", "unknown to vLLM 0.33 and SGLang")])
+def test_not_modelled_methods_say_who_knows_them(tmp_path, method, who):
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/quant_method", method)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2
+    assert f"quant_method {method!r} is {who}" in r.stdout + r.stderr
+
+
+def _auto_round(scheme: str, packing: str):
+    b = dense("LlamaForCausalLM", scheme)
+    b.config["quantization_config"] = {
+        "quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": True,
+        "data_type": "int", "packing_format": packing, "autoround_version": "0.9.0"}
+    return b
+
+
+@pytest.mark.parametrize(("scheme", "packing"), [
+    ("gptq", "auto_round:auto_gptq"), ("awq", "auto_round:auto_awq")])
+def test_auto_round_int_is_clean_and_checked(tmp_path, scheme, packing):
+    r = _cli(_auto_round(scheme, packing).write(tmp_path, name="ok"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = _auto_round(scheme, packing).drop(rf"{L1}\.self_attn\.o_proj\.qzeros")
+    r = _cli(bad.write(tmp_path, name="bad"))
+    assert r.returncode == 1 and f"`{L1}.self_attn.o_proj.qzeros` is missing" in r.stdout
+
+
+def test_auto_round_wrong_packing_is_a_shape_error(tmp_path):
+    # near miss: AWQ-packed tensors under the default (GPTQ) packing_format
+    b = _auto_round("awq", "auto_round:auto_gptq")
+    assert check(read_checkpoint(b.write(tmp_path))).findings
+
+
+def test_auto_round_extra_config(tmp_path):
+    b = _auto_round("gptq", "auto_round:auto_gptq")
+    b.config["quantization_config"]["extra_config"] = {
+        f"{L1}.mlp.down_proj": {"bits": 16}, "lm_head": {"bits": 4}}
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules[f"{L1}.mlp.down_proj"].scheme is None
+    assert q.modules["lm_head"].scheme is not None  # named by extra_config
+    assert q.modules["model.layers.0.mlp.down_proj"].scheme is not None
+
+
+def test_auto_round_block_names(tmp_path):
+    b = _auto_round("gptq", "auto_round:auto_gptq")
+    b.config["quantization_config"]["to_quant_block_names"] = "model.layers.0"
+    q = resolve_quantization(read_checkpoint(b.write(tmp_path)))
+    assert q.modules["model.layers.0.mlp.up_proj"].scheme is not None
+    assert q.modules[f"{L1}.mlp.up_proj"].scheme is None
+
+
+def test_gptq_group_size_marlin_lacks_is_refused(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/group_size", 256)
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2 and "Marlin does not support group_size = 256" in r.stdout + r.stderr
+
+
+def test_gptq_group_straddling_tp_ranks(tmp_path):
+    # o_proj / down_proj take 128 inputs: 64 per rank at TP=2 cuts a 128-group (TP=1: clean)
+    path = dense("LlamaForCausalLM", "gptq").write(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--tp", "2"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 1
+    assert "QS505" in r.stdout and "GPTQ int4 g128 group size 128" in r.stdout
