@@ -10,7 +10,8 @@ import pytest
 import torch
 from builders import dense
 
-from qscale import check, read_checkpoint, resolve_quantization
+from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
+from qscale.errors import ConfigError
 
 L1 = "model.layers.1"
 
@@ -62,6 +63,15 @@ def test_desc_act_with_groups_is_refused(tmp_path):
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2
     assert "desc_act=true" in r.stdout + r.stderr and "Traceback" not in r.stderr
+
+
+def test_desc_act_with_groups_builds_before_vllm_0_30(tmp_path):
+    # near miss: the refusal came with vLLM 0.30.0 (gptq_utils); 0.29.0 builds group act order
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/desc_act", True)
+    ckpt = read_checkpoint(b.write(tmp_path))
+    assert check(ckpt, CheckOptions(engine="vllm==0.29.0")).findings == ()
+    with pytest.raises(ConfigError, match="desc_act=true"):
+        check(ckpt, CheckOptions(engine="vllm==0.30.0"))
 
 
 def test_desc_act_channelwise_is_accepted(tmp_path):

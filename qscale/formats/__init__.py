@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
-from qscale.engines import EngineSpec
+from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import auto_round, compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
@@ -134,6 +134,10 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     """Assign each module its scheme (only Linear and fused-expert modules can be quantized),
     as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
+    refusal = getattr(fmt, "refusal", None)  # a config the engine version refuses to build
+    if refusal is not None and (err := refusal(
+            parse_engine(engine) if isinstance(engine, str) else engine)) is not None:
+        raise err
     family = family_or_none(ckpt, engine)
     never = family.never_quantized if family else ()
     plain = built_unquantized(ckpt.config.architecture)

@@ -30,13 +30,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qscale.errors import ConfigError
 from qscale.formats._api import Resolution
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo
 from qscale.schemes import FLOAT_SCALE, QuantArgs, QuantScheme, Shapes, Strategy, TensorSpec
+
+if TYPE_CHECKING:
+    from qscale.engines import EngineSpec
 
 GPTQ = "gptq"
 AWQ = "awq"
@@ -48,6 +51,8 @@ AWQ_BITS = frozenset({4})
 #: ``MARLIN_SUPPORTED_GROUP_SIZES`` (vLLM 0.33 ``utils/marlin_utils.py``): GPTQ's linear method
 #: calls ``verify_marlin_supported`` in ``__init__`` on every platform
 MARLIN_GROUP_SIZES = (-1, 32, 64, 128)
+#: the first vLLM release that refuses ``desc_act`` with a group size (0.29.0 builds it)
+DESC_ACT_REFUSED_SINCE = (0, 30, 0)
 
 
 def _groups(group_size: int, inp: int) -> int:
@@ -124,11 +129,29 @@ class WNA16Config:
     listed: tuple[str, ...] | None
     dynamic: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     config_key: str = "config.json"
+    #: why vLLM from :data:`DESC_ACT_REFUSED_SINCE` on refuses this config (group act order,
+    #: ``desc_act`` with a group size), as (message, hint); None: it does not
+    desc_act_refusal: tuple[str, str] | None = None
     scheme: QuantScheme = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheme",
                            wna16_scheme(self.method, self.bits, self.group_size, self.sym))
+
+    def refusal(self, engine: EngineSpec | None) -> ConfigError | None:
+        """The error ``engine`` stops on while building this config, or None.
+
+        vLLM 0.30.0 added ``normalize_and_validate_gptq_desc_act``
+        (``quantization/utils/gptq_utils.py``), which refuses ``desc_act`` with a group size;
+        0.29.x and earlier build it (Marlin act order). SGLang is not modelled here.
+        """
+        if self.desc_act_refusal is None:
+            return None
+        if engine is not None and (engine.engine != "vllm" or (
+                engine.version is not None and engine.version < DESC_ACT_REFUSED_SINCE)):
+            return None
+        message, hint = self.desc_act_refusal
+        return ConfigError(message, hint=hint)
 
     def _dynamic(self, name: str) -> tuple[str, Mapping[str, Any]] | None:
         for pattern, overrides in self.dynamic:
@@ -177,6 +200,7 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
     if not isinstance(raw_dyn, dict):
         raise ConfigError(f"{where}: `dynamic` must be an object")
     dynamic: list[tuple[str, Mapping[str, Any]]] = []
+    refusal: tuple[str, str] | None = None
     for pattern, ov in raw_dyn.items():
         try:
             re.compile(pattern.removeprefix("-:").removeprefix("+:"))
@@ -187,11 +211,11 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
         if not pattern.startswith("-:"):
             b, s = ov.get("bits", bits), ov.get("sym", sym)
             g, d = ov.get("group_size", group), ov.get("desc_act", desc_act)
-            if d and g != -1:
-                raise ConfigError(
+            if d and g != -1 and refusal is None:
+                refusal = (
                     f"{where}: dynamic rule `{pattern}` enables desc_act with group_size {g}:"
-                    " vLLM 0.33 refuses GPTQ group activation ordering",
-                    hint="re-export with desc_act=false (or static act order)")
+                    " vLLM ≥ 0.30 refuses GPTQ group activation ordering",
+                    "re-export with desc_act=false (or static act order)")
             if g not in MARLIN_GROUP_SIZES:
                 raise ConfigError(f"{where}: dynamic rule `{pattern}`: group_size {g}; vLLM 0.33"
                                   f" refuses it (\"Marlin does not support group_size = {g}\")")
@@ -200,10 +224,11 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
                                   f" only with bits 4 or 8 and sym=true, got bits={b}, sym={s}")
         dynamic.append((pattern, ov))
     if desc_act and group != -1:
-        raise ConfigError(
-            f"{where}: desc_act=true with group_size {group}: vLLM 0.33 refuses GPTQ group"
+        refusal = (
+            f"{where}: desc_act=true with group_size {group}: vLLM ≥ 0.30 refuses GPTQ group"
             " activation ordering (\"no longer supported\")",
-            hint="re-export with desc_act=false (static act order), or use group_size -1")
+            "re-export with desc_act=false (static act order), or use group_size -1,"
+            " or deploy on vLLM ≤ 0.29")
     if (bits, sym) not in GPTQ_TYPES:
         raise ConfigError(
             f"{where}: vLLM 0.33 builds GPTQ only with bits 4 or 8 and sym=true, got"
@@ -213,7 +238,8 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
             f"{where}: GPTQ group_size {group}: vLLM 0.33 refuses it (\"Marlin does not"
             f" support group_size = {group}\"; supported: {list(MARLIN_GROUP_SIZES)})")
     names = _flat(qc.get("modules_in_block_to_quantize"))
-    return WNA16Config(GPTQ, bits, group, sym, lm_head, names, tuple(dynamic), config_key)
+    return WNA16Config(GPTQ, bits, group, sym, lm_head, names, tuple(dynamic), config_key,
+                       refusal)
 
 
 def _flat(listed: Any) -> tuple[str, ...] | None:
