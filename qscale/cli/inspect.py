@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from qscale.cli.options import FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
+from qscale.cli.options import FormatOpt, ModelArg, OutputFormat, OutputOpt, emit, error_document
 from qscale.formats import ModuleQuant, resolve_quantization
 from qscale.progress import read_progress
 from qscale.rules._api import fmt_shape
@@ -43,6 +43,7 @@ def module_dict(mq: ModuleQuant) -> dict[str, Any]:
     }
 
 
+@error_document
 def inspect_cmd(
     model: ModelArg,
     name: Annotated[

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
+from qscale.cli.options import (
+    EngineOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    emit,
+    error_document,
+)
 from qscale.constraints import Problem
 from qscale.layout import Deployment, Platform
 from qscale.source import read_checkpoint
@@ -126,6 +134,7 @@ def table_dict(t: LayoutTable) -> dict[str, Any]:
     }
 
 
+@error_document
 def layouts_cmd(
     model: ModelArg,
     engine: EngineOpt = None,

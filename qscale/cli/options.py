@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from qscale._files import refuse_overwrite, write_text_atomic
-from qscale.errors import UsageError
+from qscale.errors import QscaleError, UsageError
+
+F = TypeVar("F", bound=Callable[..., None])
 
 
 class OutputFormat(str, Enum):
@@ -128,3 +131,21 @@ def emit(text: str, output: Path | None, inputs: Sequence[Path] = ()) -> None:
             f"--output: cannot write {output}: {exc.strerror or exc}",
             hint="pass a path in an existing, writable folder",
         ) from exc
+
+
+def error_document(command: F) -> F:
+    """Make a command with ``fmt`` and ``model`` parameters print JSON's error document
+    (:func:`emit_error`) on stdout when it cannot finish with ``-f json``, as check does."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except QscaleError as exc:
+            fmt = kwargs.get("fmt")
+            if fmt is not None and fmt.value == CheckFormat.json.value:
+                emit_error(CheckFormat.json, exc.message, hint=exc.hint, code=exc.code,
+                           source=str(kwargs.get("model", "")))
+            raise
+
+    return run  # type: ignore[return-value]

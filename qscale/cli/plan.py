@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from qscale.cli.options import EngineOpt, FormatOpt, ModelArg, OutputFormat, OutputOpt, emit
+from qscale.cli.options import (
+    EngineOpt,
+    FormatOpt,
+    ModelArg,
+    OutputFormat,
+    OutputOpt,
+    emit,
+    error_document,
+)
 from qscale.engines.loader import LoadPlan, MergedParam, Slot, is_sentinel, plan_load
 from qscale.engines.processing import Processed, process
 from qscale.progress import read_progress
@@ -87,6 +95,7 @@ def _shard(s: object) -> object:
     return list(s) if isinstance(s, tuple) else s
 
 
+@error_document
 def plan_cmd(
     model: ModelArg,
     engine: EngineOpt = None,
