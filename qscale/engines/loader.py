@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
@@ -185,7 +186,16 @@ def _stacked_match(fam: Family, spec: EngineSpec, eng: str) -> Stacked | None:
     return None
 
 
-def renamed_twice(fam: Family, spec: EngineSpec, name: str) -> str | None:
+@lru_cache(maxsize=64)
+def _renames_again(stacked: tuple[Stacked, ...]) -> bool:
+    """Whether some entry's fused name holds its shard name (``in_proj_qkvz`` holds
+    ``in_proj_qkv``): only then can a stored fused name be renamed a second time."""
+    return any(st.param != st.weight and st.weight in st.param for st in stacked)
+
+
+def renamed_twice(
+    fam: Family, spec: EngineSpec, name: str, eng: str | None = None
+) -> str | None:
     """The engine's name for a tensor stored under the fused name it renames shards to, when
     its stacked rename applies to that name again; else None.
 
@@ -198,7 +208,9 @@ def renamed_twice(fam: Family, spec: EngineSpec, name: str) -> str | None:
     loading", leaving the fused parameter unwritten. SGLang appends "." to both names, so
     ``in_proj_qkv.`` does not match ``in_proj_qkvz.``.
     """
-    eng = engine_name(fam, name)
+    if not _renames_again(fam.stacked):
+        return None  # no fused name starts with its shard's name: nothing is renamed twice
+    eng = engine_name(fam, name) if eng is None else eng
     if fam.suffix_map:
         eng, final = _suffixed(fam, spec, eng)
         if final:
@@ -232,7 +244,7 @@ def plan_load(
         if skipped_by(fam, name, eng, text):
             skipped.append(name)
             continue
-        twice = renamed_twice(fam, spec, name)
+        twice = renamed_twice(fam, spec, name, eng)
         if twice is not None:
             renamed_away.append((name, twice))
             continue
