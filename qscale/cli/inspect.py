@@ -56,7 +56,7 @@ def inspect_cmd(
 ) -> None:
     """List modules, their quantization schemes and tensors."""
     with read_progress(fmt == OutputFormat.console) as progress:
-        ckpt = read_checkpoint(model, progress=progress)
+        ckpt = read_checkpoint(model, progress=progress, header_only=True)  # no value rule runs
     qmap = resolve_quantization(ckpt)
     mods = [
         m

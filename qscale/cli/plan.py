@@ -111,7 +111,7 @@ def plan_cmd(
     Example: qscale plan ./ckpt --engine vllm==0.19.1 --param in_proj_qkvz
     """
     with read_progress(fmt == OutputFormat.console) as progress:
-        ckpt = read_checkpoint(model, progress=progress)
+        ckpt = read_checkpoint(model, progress=progress, header_only=True)  # no value rule runs
     plan = plan_load(ckpt, engine)
     params = [p for p in plan.params.values() if param is None or param in p.name]
     processed = {d.param.name: d for d in process(plan)}
