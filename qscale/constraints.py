@@ -386,10 +386,77 @@ def _experts(ex: ExpertShape, c: _Ctx) -> list[Problem]:
             f" {works(lambda t: inter % t == 0)}, or enable expert parallel (MoE TP=1)",
             "Enable expert parallel, or lower the MoE tensor-parallel size", **at)]
     out += _expert_block(ex, mtp, name, at)
-    if mtp > 1:
+    if lay.engine == "vllm" and ex.scheme is not None and ex.scheme.format in WNA16_METHODS:
+        out += _wna16_experts(ex, mtp, name, at)
+    elif mtp > 1:
         out += [_moe(p) for p in _group(ex.scheme, inter, mtp, name, at, False)]
         out += _packed_input(ex.scheme, inter, mtp, name, at, "MoE TP")
     return out
+
+
+#: GPTQ / AWQ (``qscale.formats.gptq``): their fused-MoE kernels, read in vLLM 0.33.0
+WNA16_METHODS = frozenset({"gptq", "awq"})
+#: the smallest group ``MoeWNA16Method.create_weights`` accepts after halving (``assert``)
+MOE_WNA16_MIN_GROUP = 32
+
+
+def moe_wna16_group(group: int, inter: int, hidden: int | None) -> int | None:
+    """The group MoE WNA16 builds with for a rank's expert slice, or None where it refuses.
+
+    vLLM 0.33.0 ``MoeWNA16Method.create_weights`` (``quantization/moe_wna16.py``) halves the
+    group until it divides both the rank's intermediate size and the hidden size, asserting
+    ``group_size >= 32`` after each halving (its loader repeats each scale and zero point to
+    fit)."""
+    g = group
+    while inter % g or (hidden is not None and hidden % g):
+        g //= 2
+        if g < MOE_WNA16_MIN_GROUP:
+            return None
+    return g
+
+
+def _wna16_experts(ex: ExpertShape, mtp: int, name: str, at: Mapping[str, str]
+                   ) -> list[Problem]:
+    """GPTQ / AWQ routed experts on vLLM: the fused Marlin MoE kernel, else MoE WNA16.
+
+    ``AutoGPTQConfig`` / ``AutoAWQConfig.get_quant_method`` (vLLM 0.33.0 ``auto_gptq.py``,
+    ``auto_awq.py``) build the Marlin MoE method when ``check_moe_marlin_supports_config``
+    (``utils/marlin_utils.py``, tile padding allowed) holds: hidden size a multiple of 128 and
+    the rank's intermediate size a multiple of the group; otherwise they warn "… is not
+    supported by GPTQMoeMarlin / AutoAWQMoEMarlin. Falling back to Moe WNA16 kernels." and
+    build ``MoeWNA16Method``, which loads any slice whose halved group stays ≥ 32
+    (:func:`moe_wna16_group`). So a group cut by MoE TP costs speed, not correctness."""
+    s = ex.scheme
+    g = group_size(s)
+    assert s is not None
+    if g is None:
+        return []  # channel-wise: Marlin takes any intermediate size
+    i, hidden = ex.inter // mtp, ex.hidden
+    if (hidden is None or hidden % 128 == 0) and i % g == 0:
+        return []
+    fits = works(lambda t: ex.inter % t == 0
+                 and moe_wna16_group(g, ex.inter // t, hidden) is not None)
+    marlin = works(lambda t: ex.inter % t == 0 and (ex.inter // t) % g == 0)
+    why = (f"expert intermediate per rank {i} at MoE TP={mtp}" if i % g else
+           f"hidden size {hidden} is not a multiple of 128")
+    fallback = moe_wna16_group(g, i, hidden)
+    if fallback is None:
+        return [Problem(
+            "QS505", Severity.ERROR,
+            f"{name}: {why} does not hold whole {s.label} groups of {g}; vLLM's fused Marlin"
+            " MoE kernel does not take it, and the MoE WNA16 fallback halves the group to fit"
+            f" the slice and stops below {MOE_WNA16_MIN_GROUP} (`assert group_size >= 32` in"
+            f" MoeWNA16Method.create_weights); MoE TP that works: {fits}, or enable expert"
+            " parallel (MoE TP=1)",
+            "Enable expert parallel, or lower the MoE tensor-parallel size", **at)]
+    return [Problem(
+        "QS505", Severity.INFO,
+        f"{name}: {why} does not hold whole {s.label} groups of {g}, so vLLM falls back from"
+        f" the fused Marlin MoE kernel to the slower MoE WNA16 kernels (group {fallback},"
+        ' scales repeated to fit: "Falling back to Moe WNA16 kernels."); it loads. MoE TP'
+        f" that keeps Marlin: {marlin}, or enable expert parallel (MoE TP=1)",
+        "For the Marlin kernel: enable expert parallel, or lower the MoE tensor-parallel size",
+        **at)]
 
 
 def _moe(p: Problem) -> Problem:

@@ -73,6 +73,7 @@ class ExpertShape:
     inter: int  #: moe_intermediate_size
     scheme: QuantScheme | None
     count: int = 1
+    hidden: int | None = None  #: hidden_size: the gate/up input and the down output
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,19 +171,21 @@ def _experts(
     inter = _int(text, "moe_intermediate_size") or _int(text, "intermediate_size")
     if n is None or inter is None:
         return ()
+    hidden = _int(text, "hidden_size")
     seen: dict[str, ExpertShape] = {}
     for name, mq in quant.modules.items():
         head, sep, _ = name.partition(".experts")
         if (not sep or head in seen or not is_expert(mq)
                 or not family.loaded_by_main_model(name, text)):
             continue
-        seen[head] = ExpertShape(f"{head}.experts", _weight_of(mq), n, inter, mq.scheme)
+        seen[head] = ExpertShape(f"{head}.experts", _weight_of(mq), n, inter, mq.scheme,
+                                 hidden=hidden)
     merged: dict[object, ExpertShape] = {}
     for e in seen.values():
         key = _scheme_key(e.scheme)
         prev = merged.get(key)
         merged[key] = e if prev is None else ExpertShape(
-            prev.name, prev.tensor, n, inter, prev.scheme, prev.count + 1)
+            prev.name, prev.tensor, n, inter, prev.scheme, prev.count + 1, hidden)
     return tuple(merged.values())
 
 

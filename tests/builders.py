@@ -134,20 +134,20 @@ def _int4(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return torch.randint(-(2**31), 2**31 - 1, shape, generator=g, dtype=torch.int64).to(torch.int32)
 
 
-def gptq_int4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+def gptq_int4(name: str, out: int, inp: int, g: torch.Generator, group: int = 128) -> Tensors:
     """AutoGPTQ / GPTQModel layout, group 128: qweight [in/8, out], g_idx [in]."""
-    groups = inp // 128
+    groups = inp // group
     return {
         f"{name}.qweight": _int4((inp // 8, out), g),
         f"{name}.qzeros": torch.full((groups, out // 8), 0x77777777, dtype=torch.int32),
         f"{name}.scales": _scale(g, (groups, out)).to(torch.float16),
-        f"{name}.g_idx": (torch.arange(inp, dtype=torch.int32) // 128),
+        f"{name}.g_idx": (torch.arange(inp, dtype=torch.int32) // group),
     }
 
 
-def awq_int4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+def awq_int4(name: str, out: int, inp: int, g: torch.Generator, group: int = 128) -> Tensors:
     """AutoAWQ GEMM layout, group 128: qweight [in, out/8]."""
-    groups = inp // 128
+    groups = inp // group
     return {
         f"{name}.qweight": _int4((inp, out // 8), g),
         f"{name}.qzeros": _int4((groups, out // 8), g),
@@ -505,3 +505,56 @@ def dense(arch: str, scheme: str = "ct-fp8", *, prefix: str = "model.", layers: 
         cfg["quantization_config"] = qc
     cfg.update(config or {})
     return Built(cfg, tensors)
+
+
+def qwen3_moe(scheme: str = "gptq", *, group: int = 128, experts: int = 4,
+              hidden: int = 256, moe_inter: int = 256, seed: int = 0) -> Built:
+    """A 2-layer Qwen3-MoE (``Qwen3MoeForCausalLM``) as AutoGPTQ / GPTQModel / AutoAWQ export
+    it (Qwen's own ``-GPTQ-Int4`` / ``-AWQ`` releases): attention and every routed expert
+    ``mlp.experts.<e>.{gate,up,down}_proj`` packed with ``scheme`` (``gptq`` or ``awq`` at
+    ``group``; any other builder scheme at its own settings); the router ``mlp.gate``,
+    ``q_norm``/``k_norm``, norms, embeddings and ``lm_head`` F16/BF16. 4 heads of 64 (2 KV)."""
+    fn, make_cfg = _schemes()[scheme]
+    if scheme in ("gptq", "awq"):
+        base = fn
+
+        def fn(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+            return base(name, out, inp, g, group)  # type: ignore[call-arg]
+    g = torch.Generator().manual_seed(seed)
+    heads, kv, hd = 4, 2, 64
+    tensors: Tensors = {}
+    for layer in (0, 1):
+        p = f"model.layers.{layer}"
+        linear = [(f"{p}.self_attn.q_proj", heads * hd, hidden),
+                  (f"{p}.self_attn.k_proj", kv * hd, hidden),
+                  (f"{p}.self_attn.v_proj", kv * hd, hidden),
+                  (f"{p}.self_attn.o_proj", hidden, heads * hd)]
+        for e in range(experts):
+            linear += [(f"{p}.mlp.experts.{e}.gate_proj", moe_inter, hidden),
+                       (f"{p}.mlp.experts.{e}.up_proj", moe_inter, hidden),
+                       (f"{p}.mlp.experts.{e}.down_proj", hidden, moe_inter)]
+        for name, out, inp in linear:
+            tensors.update(fn(name, out, inp, g))
+        tensors[f"{p}.mlp.gate.weight"] = _w(experts, hidden, g)
+        for norm in ("self_attn.q_norm", "self_attn.k_norm"):
+            tensors[f"{p}.{norm}.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{p}.{norm}.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+    tensors["model.embed_tokens.weight"] = _w(256, hidden, g)
+    tensors["model.norm.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+    tensors["lm_head.weight"] = _w(256, hidden, g)
+    config: dict[str, Any] = {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+        "hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "head_dim": hd, "intermediate_size": 2 * moe_inter,
+        "moe_intermediate_size": moe_inter, "num_experts": experts, "num_experts_per_tok": 2,
+        "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True,
+        "vocab_size": 256, "tie_word_embeddings": False, "torch_dtype": "float16",
+    }
+    qc = make_cfg(["lm_head", "re:.*mlp.gate$"])
+    if qc:
+        qc = dict(qc)
+        if "group_size" in qc:
+            qc["group_size"] = group
+        config["quantization_config"] = qc
+    return Built(config, tensors)

@@ -139,6 +139,9 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
             parse_engine(engine) if isinstance(engine, str) else engine)) is not None:
         raise err
     family = family_or_none(ckpt, engine)
+    if family is not None and family.engines:  # that engine's own loader facts
+        family = family.for_engine(parse_engine(engine).engine if isinstance(engine, str)
+                                   else (engine or parse_engine(None)).engine)
     never = family.never_quantized if family else ()
     plain = built_unquantized(ckpt.config.architecture)
     #: the resolutions that do not depend on the module's name, made once (they are frozen)

@@ -22,6 +22,13 @@ older gptq / gptq_marlin / awq / awq_marlin configs (all those names map to them
   (``maybe_update_config``). GPTQ ``dynamic``: the first pattern that ``re.match``-es the
   name wins; ``-:`` leaves the module unquantized, ``+:`` (or no prefix) overrides
   bits / group_size / sym / desc_act (``get_dynamic_override``).
+* Routed experts (per-expert ``….experts.<e>.{gate,up,down}_proj`` on disk) load into one
+  fused-MoE layer named ``….experts``, whose quantization vLLM decides for that name only:
+  GPTQ (``AutoGPTQConfig.get_quant_method`` -> ``get_moe_quant_method``) quantizes it unless a
+  ``-:`` dynamic rule matches ``….experts`` (``modules_in_block_to_quantize`` and the metadata
+  fallback are not consulted); AWQ (``AutoAWQConfig.get_quant_method``) unless an entry of
+  ``modules_to_not_convert`` (or of its metadata fallback, the float-only modules) is a
+  substring of ``….experts``.
 """
 
 from __future__ import annotations
@@ -111,6 +118,10 @@ def _group_size(v: int, where: str) -> int:
     return v
 
 
+#: a per-expert module ``<moe>.<e>.<proj>``: vLLM decides for the fused-MoE layer ``<moe>``
+_EXPERT = re.compile(r"^(.*\.experts)\.\d+\.[^.]+$")
+
+
 def _quantized_by_storage(module: ModuleInfo) -> bool:
     """vLLM's metadata fallback: a module is quantized when it stores a non-float tensor."""
     return any(t.dtype not in FLOATS for t in module.tensors.values())
@@ -159,9 +170,32 @@ class WNA16Config:
                 return pattern, overrides
         return None
 
+    def _resolve_experts(self, moe: str) -> Resolution:
+        """A routed expert: the engine's choice for its fused-MoE layer ``moe``."""
+        if self.method == AWQ:
+            hit = next((s for s in self.listed or () if s in moe), None)
+            if hit is not None:
+                return Resolution(None, f"`{moe}` matches modules_to_not_convert (`{hit}`)")
+            return Resolution(self.scheme, "quant_method awq (fused MoE)")
+        dyn = self._dynamic(moe) if self.dynamic else None
+        if dyn is None:
+            return Resolution(self.scheme, "quant_method gptq (the fused MoE is quantized"
+                              " whatever modules_in_block_to_quantize lists)")
+        return self._by_dynamic(*dyn, fused=f" on `{moe}`")
+
+    def _by_dynamic(self, pattern: str, ov: Mapping[str, Any], fused: str = "") -> Resolution:
+        if pattern.startswith("-:"):
+            return Resolution(None, f"skipped by dynamic `{pattern}`{fused}")
+        scheme = wna16_scheme(self.method, int(ov.get("bits", self.bits)),
+                              int(ov.get("group_size", self.group_size)),
+                              bool(ov.get("sym", self.sym)))
+        return Resolution(scheme, f"dynamic `{pattern}`{fused}")
+
     def resolve(self, module: ModuleInfo) -> Resolution:
         """The engine's choice for one module (see the module docstring)."""
         name = module.name
+        if ".experts." in name and (m := _EXPERT.match(name)) is not None:
+            return self._resolve_experts(m.group(1))
         if is_lm_head(name) and not self.lm_head:
             return Resolution(None, f"{self.method} quantizes lm_head only with `lm_head: true`")
         if self.listed is not None and self.method == GPTQ:
@@ -177,13 +211,7 @@ class WNA16Config:
         dyn = self._dynamic(name) if self.dynamic else None
         if dyn is None:
             return Resolution(self.scheme, f"quant_method {self.method}")
-        pattern, ov = dyn
-        if pattern.startswith("-:"):
-            return Resolution(None, f"skipped by dynamic `{pattern}`")
-        scheme = wna16_scheme(self.method, int(ov.get("bits", self.bits)),
-                              int(ov.get("group_size", self.group_size)),
-                              bool(ov.get("sym", self.sym)))
-        return Resolution(scheme, f"dynamic `{pattern}`")
+        return self._by_dynamic(*dyn)
 
 
 def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA16Config:

@@ -49,6 +49,11 @@ QUANT_PARAMS = frozenset(
         "gate_up_proj_scales",
         "down_proj_blocks",
         "down_proj_scales",
+        # GPTQ / AWQ (qscale.formats.gptq)
+        "qweight",
+        "qzeros",
+        "scales",
+        "g_idx",
     }
 )
 FLOAT_WEIGHTS = frozenset({"BF16", "F16", "F32"})

@@ -6,7 +6,10 @@ For group-quantized weights — NVFP4 (group 16), MXFP4 and AMD Quark OCP-MX (32
 and the routed experts' intermediate size per MoE-TP rank (the down projection's input), must be
 a multiple of the group size. For vLLM ≥ 0.33 and Qwen3-Next / Qwen3.5, a Quark OCP-MX shared
 expert whose TP slice breaks the group is replicated under expert parallel or sequence-parallel
-MoE, and refused otherwise.
+MoE, and refused otherwise. GPTQ/AWQ routed experts on vLLM are the exception: a slice that
+cuts the group (or a hidden size not a multiple of 128) makes vLLM fall back from the Marlin MoE
+kernel to MoE WNA16, which halves the group to fit and loads (an info); it refuses only when
+the group would drop below 32.
 
 ## Why it matters
 The engines refuse at start-up: "OCP MX linear layer … has an input size per partition of 64,

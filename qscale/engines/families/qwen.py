@@ -4,6 +4,7 @@ Source: vLLM ``qwen2_moe.py``, ``qwen3_moe.py``, ``qwen3_next.py``, ``qwen3_5.py
 (``hf_to_vllm_mapper`` / ``stacked_params_mapping``); see docs/engine-loader-facts §2.2–2.3.
 """
 
+from dataclasses import replace
 from typing import Any
 
 from qscale.engines.families._api import ExpertNames, Family, Stacked
@@ -31,10 +32,23 @@ ROUTERS = (".mlp.gate", ".shared_expert_gate")
 QWEN2_MOE = Family(
     never_quantized=ROUTERS,
     name="qwen2_moe",
-    architectures=("Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM"),
+    architectures=("Qwen2MoeForCausalLM",),
     stacked=QKV + GATE_UP,
     experts=ExpertNames(),
     shared_expert=".shared_expert.",
+)
+
+#: Qwen3-MoE: the same loader (and name, for the advisories), but vLLM builds the router with
+#: the model's quantization config: ``self.gate = GateLinear(..., quant_config=quant_config)``
+#: in ``Qwen3MoeSparseMoeBlock`` (vLLM 0.33.0 ``qwen3_moe.py``; the generated catalogue lists
+#: only ``shared_expert_gate`` unquantized from 0.18.0 to 0.33.0), so whether it is quantized
+#: is the config's call (GPTQ ``modules_in_block_to_quantize`` or the stored dtypes). SGLang
+#: keeps the old rule (not re-read here).
+QWEN3_MOE = replace(
+    QWEN2_MOE,
+    architectures=("Qwen3MoeForCausalLM",),
+    never_quantized=(".shared_expert_gate",),
+    engines={"sglang": {"never_quantized": ROUTERS}},
 )
 
 QWEN3_NEXT = Family(
@@ -77,4 +91,4 @@ QWEN3_5_VL = Family(
     **_QWEN3_5,
 )
 
-FAMILIES = (QWEN2_MOE, QWEN3_NEXT, QWEN3_5_TEXT, QWEN3_5_VL)
+FAMILIES = (QWEN2_MOE, QWEN3_MOE, QWEN3_NEXT, QWEN3_5_TEXT, QWEN3_5_VL)
