@@ -256,13 +256,14 @@ def test_ignore_entries_for_modules_a_text_only_export_lacks_are_grouped(tmp_pat
             in lines[1])
 
 
-@pytest.mark.parametrize("command", ["plan", "layouts", "inspect"])
+@pytest.mark.parametrize("command", ["plan", "layouts", "inspect", "fix"])
 def test_json_commands_print_an_error_document_when_they_cannot_finish(run_cli, tmp_path,
                                                                          command):
-    r = run_cli(command, str(tmp_path / "absent"), "-f", "json")
+    extra = ["--out", str(tmp_path / "out")] if command == "fix" else []
+    r = run_cli(command, str(tmp_path / "absent"), *extra, "-f", "json")
     assert r.returncode == 2
     doc = json.loads(r.stdout)
-    assert doc["complete"] is False and "no such file" in doc["error"]["message"]
+    assert doc["complete"] is False and str(tmp_path / "absent") in doc["error"]["message"]
     # near miss: the console format prints nothing on stdout, only the error lines
-    c = run_cli(command, str(tmp_path / "absent"))
+    c = run_cli(command, str(tmp_path / "absent"), *extra)
     assert c.returncode == 2 and c.stdout == "" and c.stderr.startswith("error:")

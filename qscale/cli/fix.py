@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from qscale.cli import layouts as layout_opts
-from qscale.cli.options import EngineOpt, FormatOpt, OutputFormat
+from qscale.cli.options import EngineOpt, FormatOpt, OutputFormat, error_document
 from qscale.fix import fix
 from qscale.fix.render import render_console, render_json
 from qscale.layout import Platform
 
 
+@error_document
 def fix_cmd(
     model: Annotated[
         str, typer.Argument(help="Checkpoint folder to fix (never modified).", show_default=False)
