@@ -134,8 +134,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     """Assign each module its scheme (only Linear and fused-expert modules can be quantized),
     as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
-    refusal = getattr(fmt, "refusal", None)  # a config the engine version refuses to build
-    if refusal is not None and (err := refusal(
+    if fmt is not None and (err := fmt.refusal(  # a config the engine version refuses to build
             parse_engine(engine) if isinstance(engine, str) else engine)) is not None:
         raise err
     family = family_or_none(ckpt, engine)

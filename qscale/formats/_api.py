@@ -7,11 +7,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from qscale.errors import ConfigError
+from qscale.errors import ConfigError, QscaleError
 from qscale.modules import ModuleInfo
 from qscale.schemes import QuantScheme
+
+if TYPE_CHECKING:
+    from qscale.engines import EngineSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,25 @@ class QuantFormat(Protocol):
     def resolve(self, module: ModuleInfo) -> Resolution:
         """The scheme of one module (only Linear and fused-expert modules are asked)."""
         ...
+
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """The error ``engine`` (None: the newest vLLM) stops on while building this config
+        at start-up, before any weight loads; None when it builds it. A ``ConfigError``
+        (QS101) for a config the release refuses, an ``UnknownFormat`` (QS102) for one it
+        builds in a way qscale does not model."""
+        ...
+
+
+class BuiltByEveryRelease:
+    """``refusal`` for formats whose configs no modelled release refuses as a whole (their
+    per-module refusals are load-plan findings, QS402)."""
+
+    __slots__ = ()
+
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """None: every modelled release builds the config."""
+        del engine
+        return None
 
 
 @lru_cache(maxsize=512)

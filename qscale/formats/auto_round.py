@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import Resolution
+from qscale.formats._api import BuiltByEveryRelease, Resolution
 from qscale.formats._layers import is_lm_head
 from qscale.formats.gptq import AWQ, GPTQ, wna16_scheme
 from qscale.modules import ModuleInfo
@@ -33,7 +33,7 @@ _REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
 
 
 @dataclass(frozen=True, slots=True)
-class AutoRoundConfig:
+class AutoRoundConfig(BuiltByEveryRelease):
     """A parsed integer AutoRound config."""
 
     packing: str  #: ``gptq`` or ``awq``: how qweight is packed

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.errors import ConfigError
-from qscale.formats._api import Resolution, first_match, require_list
+from qscale.formats._api import BuiltByEveryRelease, Resolution, first_match, require_list
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     E8M0,
@@ -403,7 +403,7 @@ class _Group:
 
 
 @dataclass(frozen=True, slots=True)
-class CompressedTensorsConfig:
+class CompressedTensorsConfig(BuiltByEveryRelease):
     """A parsed compressed-tensors ``quantization_config``."""
 
     groups: tuple[_Group, ...]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qscale.errors import ConfigError
-from qscale.formats._api import Resolution, require_list
+from qscale.formats._api import BuiltByEveryRelease, Resolution, require_list
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     FLOAT_SCALE,
@@ -34,7 +34,7 @@ _NOT_CONVERTED = Resolution(None, "listed in modules_to_not_convert")
 
 
 @dataclass(frozen=True, slots=True)
-class Fp8Config:
+class Fp8Config(BuiltByEveryRelease):
     """A parsed ``quant_method: fp8`` config."""
 
     scheme: QuantScheme

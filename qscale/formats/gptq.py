@@ -11,10 +11,13 @@ older gptq / gptq_marlin / awq / awq_marlin configs (all those names map to them
   (``QuantizationConfig.get_checkpoint_weight_mapper`` maps ``.g_idx`` to None).
 * AWQ tensors: ``qweight`` I32 ``[in, out/pack]``, ``qzeros`` I32 ``[groups, out/pack]``
   (registered with or without ``zero_point``), ``scales`` ``[groups, out]``.
-* vLLM refuses at start-up: GPTQ bits/sym outside (4, sym) / (8, sym) ("Unsupported
-  quantization config"), ``desc_act: true`` with a group size ("GPTQ group activation
-  ordering (desc_act=True) is no longer supported"), also through a ``dynamic`` rule; AWQ
-  bits other than 4.
+* What each release refuses at start-up is versioned data (:mod:`qscale.engines.wna16`,
+  :meth:`WNA16Config.refusal`): GPTQ outside Marlin's (4, sym) / (8, sym) and group sizes
+  -1/32/64/128 ("Unsupported quantization config", "Marlin does not support group_size")
+  from 0.22 on (0.18–0.21 build the rest, 2/3/4/8 bits, with the exllama GPTQ kernel);
+  ``desc_act: true`` with a group size from 0.30 on ("GPTQ group activation ordering
+  (desc_act=True) is no longer supported"), also through a ``dynamic`` rule; AWQ bits other
+  than 4 in every release.
 * Which modules are quantized: ``lm_head`` (a ``ParallelLMHead``) only with ``lm_head: true``;
   GPTQ ``modules_in_block_to_quantize`` matches as a substring of the module name, AWQ
   ``modules_to_not_convert`` likewise; when the list is absent vLLM reads the safetensors
@@ -39,7 +42,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from qscale.errors import ConfigError
+from qscale.engines import wna16
+from qscale.errors import ConfigError, QscaleError, UnknownFormat
 from qscale.formats._api import Resolution
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo
@@ -52,14 +56,8 @@ GPTQ = "gptq"
 AWQ = "awq"
 I32 = frozenset({"I32"})
 FLOATS = frozenset({"F16", "BF16", "F32"})
-#: (bits, sym) vLLM 0.33 ``AutoGPTQConfig.TYPE_MAP`` builds; AWQ: ``AutoAWQConfig.TYPE_MAP``
-GPTQ_TYPES = frozenset({(4, True), (8, True)})
-AWQ_BITS = frozenset({4})
-#: ``MARLIN_SUPPORTED_GROUP_SIZES`` (vLLM 0.33 ``utils/marlin_utils.py``): GPTQ's linear method
-#: calls ``verify_marlin_supported`` in ``__init__`` on every platform
-MARLIN_GROUP_SIZES = (-1, 32, 64, 128)
-#: the first vLLM release that refuses ``desc_act`` with a group size (0.29.0 builds it)
-DESC_ACT_REFUSED_SINCE = (0, 30, 0)
+#: which (bits, sym, group, desc_act) each release builds, refuses or builds with act order:
+#: :mod:`qscale.engines.wna16` (versioned data, with the files it was read from)
 
 
 def _groups(group_size: int, inp: int) -> int:
@@ -140,29 +138,72 @@ class WNA16Config:
     listed: tuple[str, ...] | None
     dynamic: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     config_key: str = "config.json"
-    #: why vLLM from :data:`DESC_ACT_REFUSED_SINCE` on refuses this config (group act order,
-    #: ``desc_act`` with a group size), as (message, hint); None: it does not
-    desc_act_refusal: tuple[str, str] | None = None
+    desc_act: bool = False  #: GPTQ act order (``desc_act``), as the config states it
     scheme: QuantScheme = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scheme",
                            wna16_scheme(self.method, self.bits, self.group_size, self.sym))
 
-    def refusal(self, engine: EngineSpec | None) -> ConfigError | None:
-        """The error ``engine`` stops on while building this config, or None.
+    def _variants(self) -> list[tuple[str, int, bool, int, bool]]:
+        """(where, bits, sym, group, desc_act) of the config and of each positive ``dynamic``
+        rule, the way the engine validates them."""
+        out = [("", self.bits, self.sym, self.group_size, self.desc_act)]
+        for pattern, ov in self.dynamic:
+            if not pattern.startswith("-:"):
+                out.append((f"dynamic rule `{pattern}`: ", int(ov.get("bits", self.bits)),
+                            bool(ov.get("sym", self.sym)),
+                            int(ov.get("group_size", self.group_size)),
+                            bool(ov.get("desc_act", self.desc_act))))
+        return out
 
-        vLLM 0.30.0 added ``normalize_and_validate_gptq_desc_act``
-        (``quantization/utils/gptq_utils.py``), which refuses ``desc_act`` with a group size;
-        0.29.x and earlier build it (Marlin act order). SGLang is not modelled here.
-        """
-        if self.desc_act_refusal is None:
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """The error ``engine`` (default: the newest vLLM) stops on while building this config,
+        as :mod:`qscale.engines.wna16` records it per release, or None.
+
+        An :class:`UnknownFormat` for a config the release builds in a way qscale does not
+        model (3-bit GPTQ through vLLM < 0.22's exllama kernel). SGLang: None (its GPTQ / AWQ
+        configs are not modelled; see the module docstring)."""
+        name, version = (engine.engine, engine.version) if engine else ("vllm", None)
+        facts = wna16.facts(name, version)
+        if facts is None:
             return None
-        if engine is not None and (engine.engine != "vllm" or (
-                engine.version is not None and engine.version < DESC_ACT_REFUSED_SINCE)):
-            return None
-        message, hint = self.desc_act_refusal
-        return ConfigError(message, hint=hint)
+        who = engine.label if engine is not None else f"vllm{facts.range_label}"
+        where = f"{self.config_key}: quantization_config"
+        if self.method == AWQ:
+            if self.bits in facts.awq_bits:
+                return None
+            return ConfigError(f"{where}: {who} builds AWQ only with 4 bits, got {self.bits}"
+                               " (\"Unsupported num_bits\")",
+                               hint="re-export with 4-bit AWQ, or as GPTQ / compressed-tensors")
+        for rule, bits, sym, group, desc_act in self._variants():
+            if desc_act and group != -1 and facts.desc_act_refused:
+                what = f"dynamic {rule[8:-2]} enables desc_act" if rule else "desc_act=true"
+                return ConfigError(
+                    f"{where}: {what} with group_size {group}: {who} refuses GPTQ group"
+                    " activation ordering (\"no longer supported\", utils/gptq_utils.py)",
+                    hint="re-export with desc_act=false (static act order), or use group_size"
+                    " -1, or deploy on vLLM <= 0.29")
+            if (bits, sym) in facts.gptq_marlin_types and group in facts.marlin_group_sizes:
+                continue
+            if bits in facts.gptq_fallback_bits:  # GPTQConfig (gptq.py) builds it
+                if 32 % bits:
+                    return UnknownFormat(
+                        f"{where}: {rule}{bits}-bit GPTQ: {who} builds it with its non-Marlin"
+                        " GPTQ kernel (gptq.py); qscale does not model 3-bit packing",
+                        hint="qscale models 2/4/8-bit GPTQ")
+                continue
+            if (bits, sym) not in facts.gptq_marlin_types:
+                return ConfigError(
+                    f"{where}: {rule}{who} builds GPTQ only with bits 4 or 8 and sym=true, got"
+                    f" bits={bits}, sym={sym} (\"Unsupported quantization config\")",
+                    hint="re-export with 4- or 8-bit symmetric GPTQ, or deploy on vLLM <= 0.21"
+                    " (its exllama GPTQ kernel builds 2/3/4/8 bits, asymmetric too)")
+            return ConfigError(
+                f"{where}: {rule}GPTQ group_size {group}: {who} refuses it (\"Marlin does not"
+                f" support group_size = {group}\"; supported: {list(facts.marlin_group_sizes)})",
+                hint="re-export with group_size -1, 32, 64 or 128, or deploy on vLLM <= 0.21")
+        return None
 
     def _dynamic(self, name: str) -> tuple[str, Mapping[str, Any]] | None:
         for pattern, overrides in self.dynamic:
@@ -228,7 +269,6 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
     if not isinstance(raw_dyn, dict):
         raise ConfigError(f"{where}: `dynamic` must be an object")
     dynamic: list[tuple[str, Mapping[str, Any]]] = []
-    refusal: tuple[str, str] | None = None
     for pattern, ov in raw_dyn.items():
         try:
             re.compile(pattern.removeprefix("-:").removeprefix("+:"))
@@ -236,38 +276,22 @@ def parse_gptq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA
             raise ConfigError(f"{where}: dynamic: invalid regular expression `{pattern}` ({exc})",
                               ) from None
         ov = ov if isinstance(ov, dict) else {}
-        if not pattern.startswith("-:"):
-            b, s = ov.get("bits", bits), ov.get("sym", sym)
-            g, d = ov.get("group_size", group), ov.get("desc_act", desc_act)
-            if d and g != -1 and refusal is None:
-                refusal = (
-                    f"{where}: dynamic rule `{pattern}` enables desc_act with group_size {g}:"
-                    " vLLM ≥ 0.30 refuses GPTQ group activation ordering",
-                    "re-export with desc_act=false (or static act order)")
-            if g not in MARLIN_GROUP_SIZES:
-                raise ConfigError(f"{where}: dynamic rule `{pattern}`: group_size {g}; vLLM 0.33"
-                                  f" refuses it (\"Marlin does not support group_size = {g}\")")
-            if (b, s) not in GPTQ_TYPES:
-                raise ConfigError(f"{where}: dynamic rule `{pattern}`: vLLM 0.33 builds GPTQ"
-                                  f" only with bits 4 or 8 and sym=true, got bits={b}, sym={s}")
+        for key in ("bits", "group_size"):
+            if key in ov and type(ov[key]) is not int:
+                raise ConfigError(f"{where}: dynamic rule `{pattern}`: `{key}` must be an"
+                                  f" integer, got {ov[key]!r}")
+        if "group_size" in ov:
+            _group_size(ov["group_size"], f"{where}: dynamic rule `{pattern}`")
+        if "bits" in ov and ov["bits"] not in (2, 3, 4, 8):
+            raise ConfigError(f"{where}: dynamic rule `{pattern}`: GPTQ bits {ov['bits']}"
+                              " (GPTQ stores 2, 3, 4 or 8 bits)")
         dynamic.append((pattern, ov))
-    if desc_act and group != -1:
-        refusal = (
-            f"{where}: desc_act=true with group_size {group}: vLLM ≥ 0.30 refuses GPTQ group"
-            " activation ordering (\"no longer supported\")",
-            "re-export with desc_act=false (static act order), or use group_size -1,"
-            " or deploy on vLLM ≤ 0.29")
-    if (bits, sym) not in GPTQ_TYPES:
-        raise ConfigError(
-            f"{where}: vLLM 0.33 builds GPTQ only with bits 4 or 8 and sym=true, got"
-            f" bits={bits}, sym={sym} (\"Unsupported quantization config\")")
-    if group not in MARLIN_GROUP_SIZES:
-        raise ConfigError(
-            f"{where}: GPTQ group_size {group}: vLLM 0.33 refuses it (\"Marlin does not"
-            f" support group_size = {group}\"; supported: {list(MARLIN_GROUP_SIZES)})")
+    if bits not in (2, 3, 4, 8):
+        raise ConfigError(f"{where}: GPTQ bits {bits} (GPTQ stores 2, 3, 4 or 8 bits; no vLLM"
+                          " release builds other widths)")
     names = _flat(qc.get("modules_in_block_to_quantize"))
     return WNA16Config(GPTQ, bits, group, sym, lm_head, names, tuple(dynamic), config_key,
-                       refusal)
+                       desc_act)
 
 
 def _flat(listed: Any) -> tuple[str, ...] | None:
@@ -286,10 +310,9 @@ def parse_awq(qc: Mapping[str, Any], *, config_key: str = "config.json") -> WNA1
     zero_point = _bool(qc, "zero_point", where)
     lm_head = _bool(qc, "lm_head", where, False)
     # `version` (gemm / gemv / marlin) is not read by vLLM 0.33; a non-GEMM layout
-    # shows up as a qweight shape mismatch
-    if bits not in AWQ_BITS:
-        raise ConfigError(f"{where}: vLLM 0.33 builds AWQ only with 4 bits, got {bits}"
-                          " (\"Unsupported num_bits\")")
+    # shows up as a qweight shape mismatch. Bits other than 4: WNA16Config.refusal
+    if bits not in (2, 3, 4, 8):
+        raise ConfigError(f"{where}: AWQ bits {bits} (AWQ stores 2, 3, 4 or 8 bits)")
     listed = qc.get("modules_to_not_convert")
     if listed is not None and not (isinstance(listed, list)
                                    and all(isinstance(x, str) for x in listed)):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import Resolution, Wildcards, require_list
+from qscale.formats._api import BuiltByEveryRelease, Resolution, Wildcards, require_list
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -81,7 +81,7 @@ def scheme_for_algo(algo: str, group_size: int = 16) -> QuantScheme:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelOptConfig:
+class ModelOptConfig(BuiltByEveryRelease):
     """A parsed ModelOpt config."""
 
     algo: str

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.errors import ConfigError
-from qscale.formats._api import Resolution, first_match, require_list
+from qscale.formats._api import BuiltByEveryRelease, Resolution, first_match, require_list
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -110,7 +110,7 @@ def _scheme(cfg: Mapping[str, Any], where: str) -> QuantScheme | None:
 
 
 @dataclass(frozen=True, slots=True)
-class QuarkConfig:
+class QuarkConfig(BuiltByEveryRelease):
     """A parsed Quark ``quantization_config``."""
 
     global_scheme: QuantScheme | None

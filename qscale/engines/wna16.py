@@ -1,0 +1,128 @@
+"""What each engine release builds for GPTQ and AWQ (weight-only int, "WNA16"), as data.
+
+Every row holds over a release range ``[low, high)`` and cites the files of the released wheels
+it was read from (``vllm/model_executor/layers/quantization/…`` and, for the dense kernels,
+``vllm/model_executor/kernels/linear/mixed_precision/marlin.py``). Read in the wheels of
+0.18.0, 0.20.0, 0.21.0, 0.22.0, 0.23.0, 0.24.0, 0.29.0, 0.30.0 and 0.33.0; a change between
+two releases read is pinned to the later one (0.25–0.28 and 0.31–0.32 were not read: the
+facts agree on both sides).
+
+The formats (:mod:`qscale.formats.gptq`) ask :func:`facts` which configs the release refuses
+at start-up; the layout rules (:mod:`qscale.constraints`) ask whether its dense Marlin kernel
+checks thread tiles per partition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from qscale.engines.profiles import INF_VERSION
+
+Version = tuple[int, ...]
+
+
+class MarlinTiles(str, Enum):
+    """How the dense Marlin linear kernel treats a partition that is not whole thread tiles
+    (``output % 64``, ``input % 128``: ``check_marlin_supports_shape`` in
+    ``utils/marlin_utils.py``)."""
+
+    #: ``MarlinLinearKernel.can_implement`` refuses it; vLLM tries the next mixed-precision
+    #: kernel (Machete on Hopper, Exllama for float16 activations) and fails when none fits
+    STRICT = "strict"
+    #: zero-padded at weight prep, except under act order (``has_g_idx``), which stays strict
+    STRICT_WITH_ACT_ORDER = "strict-with-act-order"
+    PADDED = "padded"  #: always zero-padded (act order is refused anyway)
+
+
+@dataclass(frozen=True, slots=True)
+class WNA16Facts:
+    """GPTQ / AWQ behaviour of one engine over ``[low, high)``."""
+
+    engine: str
+    low: Version
+    high: Version
+    #: (bits, sym) the Marlin GPTQ config builds (``TYPE_MAP``)
+    gptq_marlin_types: frozenset[tuple[int, bool]]
+    #: ``MARLIN_SUPPORTED_GROUP_SIZES``
+    marlin_group_sizes: tuple[int, ...]
+    #: bits the non-Marlin ``GPTQConfig`` (exllama / ``gptq_gemm``) builds, for any sym and
+    #: group size, when the config is not Marlin-compatible; empty: no fallback, refused
+    gptq_fallback_bits: frozenset[int]
+    #: ``desc_act`` with a group size is refused (else built with act order, reading ``g_idx``)
+    desc_act_refused: bool
+    awq_bits: frozenset[int]  #: bits every AWQ config builds
+    marlin_tiles: MarlinTiles
+    #: AWQ layers the Marlin kernel refuses fall back per layer to the AWQ GEMM / Triton kernel
+    awq_tile_fallback: bool
+    sources: tuple[str, ...]
+
+    @property
+    def range_label(self) -> str:
+        """``>=0.18.0,<0.22.0`` style."""
+        lo = ".".join(map(str, self.low))
+        if self.high == INF_VERSION:
+            return f">={lo}"
+        return f">={lo},<{'.'.join(map(str, self.high))}"
+
+
+_MARLIN_TYPES = frozenset({(4, True), (8, True)})
+_MARLIN_GROUPS = (-1, 32, 64, 128)
+_Q = "vllm/model_executor/layers/quantization/"
+_K = "vllm/model_executor/kernels/linear/mixed_precision/marlin.py"
+
+VLLM: tuple[WNA16Facts, ...] = (
+    # gptq_marlin.py: GPTQMarlinConfig.TYPE_MAP {(4, sym), (8, sym)}; override_quantization_method
+    # keeps `gptq` (gptq.py: GPTQConfig, bits 2/3/4/8, any group, asym) when
+    # is_gptq_marlin_compatible fails; MarlinLinearKernel.can_implement calls
+    # check_marlin_supports_shape; awq_marlin.py falls back to AWQConfig (awq.py, 4 bits only)
+    # per layer when check_marlin_supports_layer fails. Read: 0.18.0, 0.20.0, 0.21.0.
+    WNA16Facts(
+        "vllm", (0, 18), (0, 22), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset({2, 3, 4, 8}),
+        desc_act_refused=False, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.STRICT,
+        awq_tile_fallback=True,
+        sources=(f"{_Q}gptq_marlin.py", f"{_Q}gptq.py", f"{_Q}awq_marlin.py", f"{_Q}awq.py",
+                 f"{_Q}utils/marlin_utils.py", _K),
+    ),
+    # auto_gptq.py: AutoGPTQConfig serves `gptq` and `gptq_marlin` (no non-Marlin fallback:
+    # "Unsupported quantization config"; AutoGPTQLinearMethod calls verify_marlin_supported);
+    # the dense kernel still checks tiles. Read: 0.22.0, 0.23.0.
+    WNA16Facts(
+        "vllm", (0, 22), (0, 24), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        desc_act_refused=False, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.STRICT,
+        awq_tile_fallback=True,
+        sources=(f"{_Q}auto_gptq.py", f"{_Q}awq_marlin.py", f"{_Q}utils/marlin_utils.py", _K),
+    ),
+    # marlin.py: "Tile misalignment is fixed by zero-padding" unless has_g_idx; auto_awq.py
+    # passes allow_tile_padding=True. Read: 0.24.0, 0.29.0.
+    WNA16Facts(
+        "vllm", (0, 24), (0, 30), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        desc_act_refused=False, awq_bits=frozenset({4}),
+        marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
+        sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
+    ),
+    # utils/gptq_utils.py: normalize_and_validate_gptq_desc_act refuses desc_act with a group
+    # size ("no longer supported"), also through `dynamic`; auto_gptq.py drops `.g_idx`
+    # (get_checkpoint_weight_mapper); marlin.py always pads. Read: 0.30.0, 0.33.0.
+    WNA16Facts(
+        "vllm", (0, 30), INF_VERSION, _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        desc_act_refused=True, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.PADDED,
+        awq_tile_fallback=False,
+        sources=(f"{_Q}auto_gptq.py", f"{_Q}utils/gptq_utils.py", f"{_Q}auto_awq.py",
+                 f"{_Q}utils/marlin_utils.py", _K),
+    ),
+)
+
+
+def facts(engine: str, version: Version | None) -> WNA16Facts | None:
+    """The row for a release (None: ``version`` is the newest); None for an engine without
+    rows (SGLang: see :mod:`qscale.formats.gptq`). Versions past the table use its last row,
+    versions before it its first (QS010 calls those checks partial)."""
+    if engine != "vllm":
+        return None
+    if version is None:
+        return VLLM[-1]
+    for row in VLLM:
+        if row.low <= version < row.high:
+            return row
+    return VLLM[0] if version < VLLM[0].low else VLLM[-1]
