@@ -11,7 +11,7 @@ import torch
 from builders import dense
 
 from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
-from qscale.errors import ConfigError
+from qscale.errors import ConfigError, UnknownFormat
 
 L1 = "model.layers.1"
 
@@ -210,3 +210,67 @@ def test_gptq_group_straddling_tp_ranks(tmp_path):
                        capture_output=True, text=True, check=False)
     assert r.returncode == 1
     assert "QS505" in r.stdout and "GPTQ int4 g128 group size 128" in r.stdout
+
+
+# --- start-up refusals by release (qscale/engines/wna16.py, read from the vLLM wheels)
+
+def _cli_at(path, engine: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--engine", engine],
+                          capture_output=True, text=True, check=False)
+
+
+def test_asymmetric_gptq_builds_through_the_exllama_kernel_before_0_22(tmp_path):
+    # vLLM 0.21 keeps `gptq` (GPTQConfig, gptq.py) when the config is not Marlin-compatible;
+    # 0.22 serves every GPTQ config through AutoGPTQConfig (Marlin types only)
+    path = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/sym", False).write(
+        tmp_path)
+    r = _cli_at(path, "vllm==0.21.0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _cli_at(path, "vllm==0.22.0")
+    assert r.returncode == 2
+    assert "vllm==0.22.0 builds GPTQ only with bits 4 or 8 and sym=true" in r.stdout + r.stderr
+    assert "deploy on vLLM <= 0.21" in r.stdout + r.stderr
+
+
+def test_three_bit_gptq_is_not_modelled_where_vllm_builds_it(tmp_path):
+    path = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/bits", 3).write(
+        tmp_path)
+    ckpt = read_checkpoint(path)
+    with pytest.raises(UnknownFormat, match="does not model 3-bit packing"):
+        resolve_quantization(ckpt, "vllm==0.18.0")
+    with pytest.raises(ConfigError, match="bits 4 or 8 and sym=true, got bits=3"):
+        resolve_quantization(ckpt, "vllm==0.24.0")
+    assert _cli_at(path, "vllm==0.20.0").returncode == 2
+
+
+def test_group_size_outside_marlin_by_release(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/group_size", 256)
+    ckpt = read_checkpoint(b.write(tmp_path))
+    resolve_quantization(ckpt, "vllm==0.21.0")  # built by GPTQConfig: no refusal
+    for v in ("0.22.0", "0.29.0", "0.33.0"):
+        with pytest.raises(ConfigError, match="Marlin does not support group_size = 256"):
+            resolve_quantization(ckpt, f"vllm=={v}")
+
+
+def test_dynamic_desc_act_is_refused_from_0_30(tmp_path):
+    b = dense("LlamaForCausalLM", "gptq").set_config(
+        "/quantization_config/dynamic", {r"+:.*\.1\.mlp\..*": {"desc_act": True}})
+    ckpt = read_checkpoint(b.write(tmp_path))
+    with pytest.raises(ConfigError, match=r"dynamic rule `\+:.*` enables desc_act"):
+        resolve_quantization(ckpt, "vllm==0.30.0")
+    resolve_quantization(ckpt, "vllm==0.29.0")  # near miss: act order still built
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.18.0", "vllm==0.24.0", "vllm==0.33.0"])
+def test_awq_bits_other_than_4_are_refused_in_every_release(tmp_path, engine):
+    b = dense("LlamaForCausalLM", "awq").set_config("/quantization_config/bits", 8)
+    with pytest.raises(ConfigError, match=f"{engine} builds AWQ only with 4 bits, got 8"):
+        resolve_quantization(read_checkpoint(b.write(tmp_path)), engine)
+
+
+def test_every_format_answers_refusal(tmp_path):
+    # the protocol method, not getattr: a format without refusals returns None
+    for scheme in ("ct-fp8", "gptq"):
+        ckpt = read_checkpoint(dense("LlamaForCausalLM", scheme).write(tmp_path, name=scheme))
+        fmt = resolve_quantization(ckpt).format
+        assert fmt is not None and fmt.refusal(None) is None
