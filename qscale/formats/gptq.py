@@ -205,6 +205,22 @@ class WNA16Config:
                 hint="re-export with group_size -1, 32, 64 or 128, or deploy on vLLM <= 0.21")
         return None
 
+    def act_order(self, name: str, engine: EngineSpec | None) -> bool:
+        """Whether ``engine`` builds module ``name`` with act order, reading its ``g_idx``
+        (``desc_act`` with a group size, on a release that does not refuse it). Otherwise
+        every release drops ``g_idx`` or empties it after loading (vLLM 0.18 ``gptq.py`` /
+        ``gptq_marlin.py`` ``process_weights_after_loading``; 0.30+ maps ``.g_idx`` to None)."""
+        if self.method != GPTQ:
+            return False
+        desc, group = self.desc_act, self.group_size
+        m = _EXPERT.match(name)
+        dyn = self._dynamic(m.group(1) if m else name) if self.dynamic else None
+        if dyn is not None and not dyn[0].startswith("-:"):
+            desc = bool(dyn[1].get("desc_act", desc))
+            group = int(dyn[1].get("group_size", group))
+        facts = wna16.facts(*((engine.engine, engine.version) if engine else ("vllm", None)))
+        return desc and group != -1 and (facts is None or not facts.desc_act_refused)
+
     def _dynamic(self, name: str) -> tuple[str, Mapping[str, Any]] | None:
         for pattern, overrides in self.dynamic:
             if re.match(pattern.removeprefix("-:").removeprefix("+:"), name):
