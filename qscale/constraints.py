@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from qscale.checkpoint import Checkpoint
+from qscale.engines import wna16
 from qscale.engines.loader import LoadPlan
 from qscale.findings import Location, Severity
 from qscale.formats import QuantMap
@@ -82,6 +83,8 @@ class _Ctx:
     family: str
     version: Version
     kv_heads: int | None
+    act_order: bool = False  #: GPTQ act order in the config (Shapes.act_order)
+    act_dtype: str | None = None
 
     @property
     def rules(self) -> EngineRules:
@@ -90,7 +93,8 @@ class _Ctx:
 
 def problems(shapes: Shapes, layout: Layout, version: Version | None) -> list[Problem]:
     """Every constraint ``layout`` breaks for these shapes, plus QS504 partial-block notes."""
-    c = _Ctx(layout, shapes.family, version or NEWEST, shapes.kv_heads)
+    c = _Ctx(layout, shapes.family, version or NEWEST, shapes.kv_heads, shapes.act_order,
+             shapes.act_dtype)
     out = list(_heads(shapes, c))
     for layer in shapes.layers:
         out += _layer(layer, c)
@@ -192,7 +196,104 @@ def _layer(layer: LayerShape, c: _Ctx) -> list[Problem]:
         out += _group(layer.scheme, layer.inp, tp, name, at, _mx_shared_refusal(layer, c))
         out += _packed_input(layer.scheme, layer.inp, tp, name, at, "TP")
     out += _packed_zero_points(layer, tp, name, at)
+    if c.layout.engine == "vllm" and layer.scheme is not None \
+            and layer.scheme.format in WNA16_METHODS:
+        out += _marlin_tiles(layer, tp, c, name, at)
     return out
+
+
+#: ``GPTQ_MARLIN_MIN_THREAD_N`` / ``_K`` (``utils/marlin_utils.py``, 0.18.0–0.33.0)
+MARLIN_MIN_N, MARLIN_MIN_K = 64, 128
+#: ``MACHETE_PREPACKED_BLOCK_SHAPE`` (``utils/machete_utils.py``): input, output
+MACHETE_K, MACHETE_N = 64, 128
+
+
+def _marlin_built(s: QuantScheme, f: wna16.WNA16Facts) -> bool:
+    """Whether the release builds this GPTQ / AWQ scheme with its Marlin linear method (else
+    GPTQ's exllama ``GPTQConfig`` or AWQ's GEMM kernel, which take any thread tile)."""
+    g = -1 if s.weights.group_size is None else s.weights.group_size
+    if s.format == "awq":
+        return g in f.marlin_group_sizes and s.weights.num_bits == 4
+    return (s.weights.num_bits, s.weights.symmetric) in f.gptq_marlin_types \
+        and g in f.marlin_group_sizes
+
+
+def _marlin_tiles(
+    layer: LayerShape, tp: int, c: _Ctx, name: str, at: Mapping[str, str]
+) -> list[Problem]:
+    """vLLM's dense Marlin kernel and its thread tiles, per rank (:mod:`qscale.engines.wna16`).
+
+    Up to 0.23 (and 0.24–0.29 under GPTQ act order) ``MarlinLinearKernel.can_implement``
+    calls ``check_marlin_supports_shape``: output per rank % 64, input per rank % 128. GPTQ
+    then takes the next mixed-precision kernel that can (``choose_mp_linear_kernel``):
+    Machete on Hopper (input % 64, output % 128, no act order over a split input), Exllama
+    for float16 activations (no act order over a split input), else "Failed to find a kernel
+    that can implement the WNA16 linear layer". AWQ falls back per layer to its GEMM kernel
+    ("Falling back to unoptimized AWQ kernels"). From 0.30 (0.24 without act order) the kernel
+    zero-pads the tiles; only a group that straddles ranks stays refused (QS505)."""
+    s = layer.scheme
+    assert s is not None
+    f = wna16.facts("vllm", c.version)
+    assert f is not None
+    strict = f.marlin_tiles == wna16.MarlinTiles.STRICT or (
+        f.marlin_tiles == wna16.MarlinTiles.STRICT_WITH_ACT_ORDER and c.act_order
+        and s.format == "gptq")
+    if not strict or not _marlin_built(s, f):
+        return []
+    g = group_size(s)
+    if layer.split == Split.ROW:
+        n, k = sum(layer.parts), layer.inp // tp
+        if g is not None and g < layer.inp and k % g:
+            return []  # a group straddles ranks: QS505's
+    else:
+        n, k = sum(_rank_parts(layer, tp, c.kv_heads)), layer.inp
+    bad = ([f"output per rank {n} is not a multiple of {MARLIN_MIN_N}"] if n % MARLIN_MIN_N
+           else []) + ([f"input per rank {k} is not a multiple of {MARLIN_MIN_K}"]
+                       if k % MARLIN_MIN_K else [])
+    if not bad:
+        return []
+
+    def marlin_ok(t: int) -> bool:
+        if layer.split == Split.ROW:
+            return layer.inp % t == 0 and (layer.inp // t) % MARLIN_MIN_K == 0 \
+                and sum(layer.parts) % MARLIN_MIN_N == 0
+        return all(p % t == 0 for p in layer.parts) \
+            and sum(_rank_parts(layer, t, c.kv_heads)) % MARLIN_MIN_N == 0 \
+            and layer.inp % MARLIN_MIN_K == 0
+
+    head = (f"{name}: at TP={tp} {' and '.join(bad)}, so vLLM's Marlin kernel does not take"
+            f" it (`check_marlin_supports_shape`: min_thread_n {MARLIN_MIN_N}, min_thread_k"
+            f" {MARLIN_MIN_K}; {f.range_label}")
+    head += ", act order)" if c.act_order and f.marlin_tiles != wna16.MarlinTiles.STRICT else ")"
+    keep = f"TP that keeps Marlin: {works(marlin_ok)}"
+    if s.format == "awq":
+        return [Problem(
+            "QS507", Severity.INFO,
+            f"{head}; vLLM falls back for this layer to the slower AWQ GEMM kernel ('Falling"
+            f" back to unoptimized AWQ kernels'); it loads. {keep}",
+            "For the Marlin kernel: deploy with a TP the message lists", **at)]
+    split_act = c.act_order and layer.split == Split.ROW and tp > 1
+    machete = not split_act and k % MACHETE_K == 0 and n % MACHETE_N == 0
+    fp16 = c.act_dtype == "float16"
+    if split_act or not (machete or fp16):
+        why = ("Machete and Exllama refuse act order over an input split across ranks"
+               if split_act else
+               f"Machete needs input % {MACHETE_K} and output % {MACHETE_N} per rank, Exllama"
+               f" float16 activations (this checkpoint's dtype: {c.act_dtype or 'unknown'})")
+        return [Problem(
+            "QS507", Severity.ERROR,
+            f"{head}; no other WNA16 kernel takes it ({why}): the engine stops with 'Failed"
+            f" to find a kernel that can implement the WNA16 linear layer'. {keep}",
+            "Deploy with a TP the message lists"
+            + ("" if split_act else ", or serve with `--dtype float16` (Exllama kernel)"), **at)]
+    alt = " and ".join(x for x, ok in (("Machete (Hopper GPUs only)", machete),
+                                       ("Exllama (float16 activations)", fp16)) if ok)
+    return [Problem(
+        "QS507", Severity.WARNING,
+        f"{head}; vLLM picks another WNA16 kernel if one fits this GPU: {alt}, slower than"
+        " Marlin; without one it stops ('Failed to find a kernel that can implement the WNA16"
+        f" linear layer'). {keep}",
+        "Deploy with a TP the message lists for the Marlin kernel", **at)]
 
 
 def _rank_parts(layer: LayerShape, tp: int, kv_heads: int | None = None) -> tuple[int, ...]:

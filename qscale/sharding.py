@@ -8,15 +8,16 @@ the engines' model files (docs/engine-loader-facts §2, §7).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines.families import Family
-from qscale.engines.loader import LoadPlan
+from qscale.engines.loader import LoadPlan, ShardSlot
 from qscale.formats import ModuleQuant, QuantMap
+from qscale.formats.gptq import WNA16Config
 from qscale.modules import ModuleKind
 from qscale.schemes import QuantScheme
 
@@ -87,6 +88,11 @@ class Shapes:
     layers: tuple[LayerShape, ...]
     experts: tuple[ExpertShape, ...]
     heads_param: str | None  #: an attention layer, for locations
+    #: GPTQ act order in the config (``desc_act`` with a group size; per-module ``dynamic``
+    #: overrides are not followed here): vLLM 0.24–0.29 keeps Marlin's strict tile check then
+    act_order: bool = False
+    #: the activation dtype the engine picks by default (``torch_dtype`` / ``dtype``)
+    act_dtype: str | None = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -106,8 +112,19 @@ def read_shapes(ckpt: Checkpoint, quant: QuantMap, plan: LoadPlan) -> Shapes:
         layers=layers,
         experts=_experts(quant, text, plan.family),
         heads_param=next((x.name for x in layers if x.split == Split.QKV), None),
+        act_order=isinstance(quant.format, WNA16Config) and quant.format.desc_act
+        and quant.format.group_size != -1,
+        act_dtype=_dtype(ckpt.config.raw, text),
     )
     return shapes
+
+
+def _dtype(raw: Mapping[str, Any], text: Mapping[str, Any]) -> str | None:
+    for cfg in (text, raw):
+        for key in ("torch_dtype", "dtype"):
+            if isinstance(cfg.get(key), str):
+                return str(cfg[key]).removeprefix("torch.")
+    return None
 
 
 def _int(text: Mapping[str, Any], key: str) -> int | None:
@@ -144,6 +161,8 @@ def _layers(quant: QuantMap, plan: LoadPlan) -> tuple[LayerShape, ...]:
         if mq is None or mq.logical_shape is None:
             continue
         parts = p.partitions or (mq.logical_shape[0],)
+        if p.leaf == "qweight":  # GPTQ / AWQ: the loader's partitions are not output sizes
+            parts = _qweight_parts(p.sources, quant) or (mq.logical_shape[0],)
         layer = LayerShape(
             module, src, _split(module, parts), parts, mq.logical_shape[1], mq.scheme,
             shared in module + ".",
@@ -152,6 +171,25 @@ def _layers(quant: QuantMap, plan: LoadPlan) -> tuple[LayerShape, ...]:
         prev = seen.get(key)
         seen[key] = layer if prev is None else _more(prev)
     return tuple(seen.values())
+
+
+#: the order of a merged layer's shards (vLLM shard ids)
+_SHARD_ORDER = {"q": 0, "k": 1, "v": 2}
+
+
+def _qweight_parts(sources: Sequence[ShardSlot], quant: QuantMap) -> tuple[int, ...] | None:
+    """Output size of each shard of a merged GPTQ / AWQ layer, in shard order, from its
+    checkpoint modules (one per shard, int or q/k/v shard ids; None otherwise)."""
+    out: list[tuple[int, int]] = []
+    for src in sources:
+        sid = src.shard_id
+        order = _SHARD_ORDER.get(sid) if isinstance(sid, str) else sid
+        mq = quant.modules.get(src.source.rpartition(".")[0])
+        if not isinstance(order, int) or mq is None or mq.logical_shape is None:
+            return None if len(sources) > 1 else (
+                (mq.logical_shape[0],) if mq is not None and mq.logical_shape else None)
+        out.append((order, mq.logical_shape[0]))
+    return tuple(n for _, n in sorted(out))
 
 
 def _more(s: LayerShape) -> LayerShape:
