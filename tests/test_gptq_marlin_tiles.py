@@ -13,7 +13,7 @@ from builders import qwen3_moe
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.layout import Deployment
 
-O = "model.layers.0.self_attn.o_proj"
+O_PROJ = "model.layers.0.self_attn.o_proj"
 
 
 def _qs507(ckpt, engine: str, tp: int):
@@ -25,7 +25,7 @@ def test_gptq_tile_miss_before_0_24_takes_another_kernel(tmp_path):
     ckpt = read_checkpoint(qwen3_moe("gptq", group=64).write(tmp_path))
     found = _qs507(ckpt, "vllm==0.20.0", 4)
     assert {f.severity.label for f in found} == {"warning"}
-    (o,) = [f for f in found if f.location.tensor and f.location.tensor.startswith(O)]
+    (o,) = [f for f in found if f.location.tensor and f.location.tensor.startswith(O_PROJ)]
     assert "input per rank 64 is not a multiple of 128" in o.message
     assert "Machete (Hopper GPUs only) and Exllama (float16 activations)" in o.message
     assert "TP that keeps Marlin: 1, 2" in o.message
@@ -49,7 +49,7 @@ def test_bfloat16_with_no_kernel_left_is_an_error(tmp_path):
 def test_act_order_keeps_the_strict_check_until_0_29(tmp_path):
     b = qwen3_moe("gptq", group=64).set_config("/quantization_config/desc_act", True)
     ckpt = read_checkpoint(b.write(tmp_path))
-    (o,) = [f for f in _qs507(ckpt, "vllm==0.29.0", 4) if f.location.tensor.startswith(O)]
+    (o,) = [f for f in _qs507(ckpt, "vllm==0.29.0", 4) if f.location.tensor.startswith(O_PROJ)]
     assert o.severity.label == "error" and "act order" in o.message
     assert "Machete and Exllama refuse act order over an input split across ranks" in o.message
     assert _qs507(ckpt, "vllm==0.29.0", 2) == ()
