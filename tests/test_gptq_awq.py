@@ -275,3 +275,49 @@ def test_every_format_answers_refusal(tmp_path):
         ckpt = read_checkpoint(dense("LlamaForCausalLM", scheme).write(tmp_path, name=scheme))
         fmt = resolve_quantization(ckpt).format
         assert fmt is not None and fmt.refusal(None) is None
+
+
+# --- AutoRound (vLLM INCConfig) by release, on CUDA
+
+def _ar(tmp_path, name: str, **qc):
+    b = _auto_round("gptq", "auto_round:auto_gptq")
+    b.config["quantization_config"].update(qc)
+    return read_checkpoint(b.write(tmp_path, name=name))
+
+
+def test_auto_round_odd_bits_by_release(tmp_path):
+    ckpt = _ar(tmp_path, "b5", bits=5)
+    with pytest.raises(ConfigError, match="vllm==0.29.0 refuses auto-round bits 5"):
+        resolve_quantization(ckpt, "vllm==0.29.0")
+    with pytest.raises(UnknownFormat, match="through the Humming kernels"):
+        resolve_quantization(ckpt, "vllm==0.30.0")
+
+
+def test_auto_round_asymmetric_int4_by_release(tmp_path):
+    ckpt = _ar(tmp_path, "asym", sym=False)
+    resolve_quantization(ckpt, "vllm==0.21.0")  # GPTQConfig builds it
+    with pytest.raises(ConfigError, match="Only 4-bit and 8-bit symmetric"):
+        resolve_quantization(ckpt, "vllm==0.24.0")
+    with pytest.raises(ConfigError, match="Only 4-bit and 8-bit symmetric"):
+        resolve_quantization(ckpt, "vllm==0.33.0")
+
+
+@pytest.mark.parametrize(("qc", "engine", "error", "match"), [
+    ({"data_type": "mx_fp", "bits": 4, "group_size": 32}, "vllm==0.24.0", ConfigError,
+     "refuses auto-round data_type 'mx_fp'"),
+    ({"data_type": "mx_fp", "bits": 4, "group_size": 128}, "vllm==0.33.0", ConfigError,
+     "INC MXFP needs group_size 32, got 128"),
+    ({"data_type": "mx_fp", "bits": 4, "group_size": 32}, "vllm==0.33.0", UnknownFormat,
+     "not modelled by qscale"),
+    ({"data_type": "fp", "bits": 8, "group_size": [128, 128], "packing_format": "auto_round:fp8"},
+     "vllm==0.33.0", UnknownFormat, "not modelled by qscale"),
+    ({"data_type": "fp", "bits": 8, "group_size": 128}, "vllm==0.33.0", ConfigError,
+     "INC block-wise FP8 needs group_size a 2-D block"),
+])
+def test_auto_round_float_data_types(tmp_path, qc, engine, error, match):
+    b = _auto_round("gptq", "auto_round:auto_gptq")
+    b.config["quantization_config"].update(qc)
+    if "packing_format" not in qc:
+        del b.config["quantization_config"]["packing_format"]
+    with pytest.raises(error, match=match):
+        resolve_quantization(read_checkpoint(b.write(tmp_path)), engine)

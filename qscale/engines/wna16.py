@@ -126,3 +126,54 @@ def facts(engine: str, version: Version | None) -> WNA16Facts | None:
         if row.low <= version < row.high:
             return row
     return VLLM[0] if version < VLLM[0].low else VLLM[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRoundFacts:
+    """What vLLM's ``INCConfig`` (``quant_method: auto-round``) builds over ``[low, high)``, on
+    CUDA (CPU and XPU take other kernels; not modelled)."""
+
+    low: Version
+    high: Version
+    bits: frozenset[int]  #: ``INCConfig.SUPPORTED_BITS``
+    data_types: frozenset[str]  #: ``SUPPORTED_DTYPES`` (``mx_fp`` also as a substring)
+    #: GPTQ-packed int layers outside Marlin fall back to ``GPTQConfig`` (2/3/4/8 bits)
+    gptq_fallback: bool
+    #: int bits built through the Humming kernels on CUDA (``CUDA_HUMMING_SUPPORTED_BITS``)
+    humming_bits: frozenset[int]
+    sources: tuple[str, ...]
+
+
+VLLM_AUTO_ROUND: tuple[AutoRoundFacts, ...] = (
+    # inc.py apply_gptq_quant_layer: GPTQMarlinConfig, else GPTQConfig. Read: 0.18.0, 0.21.0.
+    AutoRoundFacts((0, 18), (0, 22), frozenset({2, 3, 4, 8}), frozenset({"int"}), True,
+                   frozenset(), (f"{_Q}inc.py",)),
+    # inc.py (0.22, 0.23) / inc/schemes/inc_wna16_linear.py (0.24): Marlin or
+    # NotImplementedError ("Only 4-bit and 8-bit symmetric quantization is supported with
+    # Marlin kernels"). Read: 0.22.0, 0.23.0, 0.24.0.
+    AutoRoundFacts((0, 22), (0, 29), frozenset({2, 3, 4, 8}), frozenset({"int"}), False,
+                   frozenset(), (f"{_Q}inc.py", f"{_Q}inc/schemes/inc_wna16_linear.py")),
+    # inc/inc.py SUPPORTED_DTYPES gains "mx_fp" and "fp" (FP8 block, MXFP4/MXFP8).
+    # Read: 0.29.0 (0.25–0.28 not read).
+    AutoRoundFacts((0, 29), (0, 30), frozenset({2, 3, 4, 8}), frozenset({"int", "mx_fp", "fp"}),
+                   False, frozenset(), (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/factory.py")),
+    # SUPPORTED_BITS 2–8; inc_wna16_scheme.py sends bits 2/3/5/6/7 to the Humming kernels on
+    # CUDA. Read: 0.30.0, 0.33.0.
+    AutoRoundFacts((0, 30), INF_VERSION, frozenset(range(2, 9)),
+                   frozenset({"int", "mx_fp", "fp"}), False, frozenset({2, 3, 5, 6, 7}),
+                   (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/inc_wna16_scheme.py",
+                    f"{_Q}inc/schemes/inc_wna16_linear.py")),
+)
+
+
+def auto_round_facts(engine: str, version: Version | None) -> AutoRoundFacts | None:
+    """The AutoRound row for a vLLM release (as :func:`facts`); None for other engines."""
+    if engine != "vllm":
+        return None
+    rows = VLLM_AUTO_ROUND
+    if version is None:
+        return rows[-1]
+    for row in rows:
+        if row.low <= version < row.high:
+            return row
+    return rows[0] if version < rows[0].low else rows[-1]

@@ -8,7 +8,15 @@ loads it (``vllm/model_executor/layers/quantization/inc/inc.py``, ``inc/config_p
 regex characters matched by ``re.search``) overrides bits / group_size / sym, and bits >= 16
 leaves the module unquantized; ``block_name_to_quantize`` / ``to_quant_block_names`` limits
 quantization to names starting with one of its entries; the ``lm_head`` is quantized only
-through ``extra_config``. FP8 / MXFP data types are not modelled (QS102).
+through ``extra_config``.
+
+Which configs a release builds is data (:func:`qscale.engines.wna16.auto_round_facts`, CUDA):
+bits outside ``SUPPORTED_BITS`` and data types outside ``SUPPORTED_DTYPES`` are refused;
+GPTQ-packed int layers outside Marlin's (4, sym) / (8, sym) and group sizes are refused from
+0.22 (``NotImplementedError``; 0.18–0.21 build them with ``GPTQConfig``); bits 2/3/5/6/7 go to
+the Humming kernels from 0.30 (their packing is not modelled: QS102). FP8-block (``fp``) and
+MXFP (``mx_fp``) configs are checked against ``INCConfig``'s own validation (0.29 on) and are
+otherwise not modelled (QS102).
 """
 
 from __future__ import annotations
@@ -16,12 +24,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import BuiltByEveryRelease, Resolution
+from qscale.engines import wna16
+from qscale.errors import ConfigError, QscaleError, UnknownFormat
+from qscale.formats._api import Resolution
 from qscale.formats._layers import is_lm_head
 from qscale.formats.gptq import AWQ, GPTQ, wna16_scheme
+
+if TYPE_CHECKING:
+    from qscale.engines import EngineSpec
 from qscale.modules import ModuleInfo
 
 METHOD = "auto-round"
@@ -33,7 +45,7 @@ _REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
 
 
 @dataclass(frozen=True, slots=True)
-class AutoRoundConfig(BuiltByEveryRelease):
+class AutoRoundConfig:
     """A parsed integer AutoRound config."""
 
     packing: str  #: ``gptq`` or ``awq``: how qweight is packed
@@ -44,6 +56,61 @@ class AutoRoundConfig(BuiltByEveryRelease):
     extra: Mapping[str, Mapping[str, Any]]
     config_key: str = "config.json"
     method: str = METHOD
+    data_type: str = "int"
+    #: the raw settings INCConfig validates for non-int data types
+    raw: Mapping[str, Any] | None = None
+
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """What ``engine`` (default: the newest vLLM) does with this config at start-up, on
+        CUDA: a ``ConfigError`` where it refuses it, an ``UnknownFormat`` where it builds it in
+        a way qscale does not model, None where qscale models what it builds."""
+        name, version = (engine.engine, engine.version) if engine else ("vllm", None)
+        f = wna16.auto_round_facts(name, version)
+        if f is None:
+            return None  # SGLang: not modelled here
+        who = engine.label if engine is not None else "vLLM"
+        where = f"{self.config_key}: quantization_config"
+        if self.bits not in f.bits:
+            return ConfigError(f"{where}: {who} refuses auto-round bits {self.bits}"
+                               f" (\"Unsupported weight_bits\"; supported: {sorted(f.bits)})")
+        mx = "mx_fp" in self.data_type
+        if self.data_type not in f.data_types and not (mx and "mx_fp" in f.data_types):
+            return ConfigError(f"{where}: {who} refuses auto-round data_type"
+                               f" {self.data_type!r} (\"Unsupported data_type\"; supported:"
+                               f" {sorted(f.data_types)})", hint="deploy on vLLM >= 0.29"
+                               if "fp" in self.data_type else None)
+        if self.data_type != "int":
+            return _float_refusal(self, where, who)
+        return self._int_refusal(f, where, who)
+
+    def _int_refusal(self, f: wna16.AutoRoundFacts, where: str, who: str
+                     ) -> QscaleError | None:
+        if self.bits in f.humming_bits:
+            return UnknownFormat(f"{where}: {who} builds {self.bits}-bit auto-round on CUDA"
+                                 " through the Humming kernels (inc/schemes/"
+                                 "inc_wna16_scheme.py); qscale does not model that packing",
+                                 hint="qscale models 4/8-bit auto-round on vLLM >= 0.30")
+        if self.packing == AWQ:
+            if self.bits == 4:
+                return None
+            return UnknownFormat(f"{where}: {self.bits}-bit AWQ-packed auto-round is not"
+                                 " modelled by qscale", hint="qscale models 4-bit AWQ packing")
+        marlin = (self.bits, self.sym) in {(4, True), (8, True)} \
+            and self.group_size in (-1, 32, 64, 128)
+        if marlin:
+            return None
+        if f.gptq_fallback:  # GPTQConfig builds 2/3/4/8 bits, any group, asymmetric too
+            if 32 % self.bits:
+                return UnknownFormat(f"{where}: {who} builds {self.bits}-bit auto-round with"
+                                     " its non-Marlin GPTQ kernel; qscale does not model"
+                                     " 3-bit packing", hint="qscale models 2/4/8-bit GPTQ")
+            return None
+        return ConfigError(
+            f"{where}: {who} refuses auto-round int bits={self.bits}, sym={self.sym},"
+            f" group_size={self.group_size} on CUDA (\"Only 4-bit and 8-bit symmetric"
+            " quantization is supported with Marlin kernels\"; group sizes -1/32/64/128)",
+            hint="re-export 4- or 8-bit symmetric with group_size -1/32/64/128"
+            + (", or deploy on vLLM <= 0.21" if self.bits in (2, 4, 8) else ""))
 
     def _entry(self, name: str) -> tuple[str, Mapping[str, Any]] | None:
         for key in (name, f"model.{name}"):
@@ -84,22 +151,55 @@ class AutoRoundConfig(BuiltByEveryRelease):
         return Resolution(wna16_scheme(self.packing, bits, group, sym), why)
 
 
+def _float_refusal(cfg: AutoRoundConfig, where: str, who: str) -> QscaleError:
+    """``INCConfig`` validation of FP8-block (``fp``) and MXFP (``mx_fp``) configs (vLLM 0.29
+    on, ``inc/inc.py`` ``_validate_*_quantization`` / ``_validate_raw_config``): the first
+    assertion it fails, else not modelled."""
+    raw = cfg.raw or {}
+    group = raw.get("group_size")
+    packing = raw.get("packing_format")
+    backend = raw.get("backend", raw.get("vllm_backend", "auto"))
+    sym = raw.get("sym", True)
+    if "mx_fp" in cfg.data_type:
+        need = [("bits", cfg.bits in (4, 8), "4 or 8"), ("group_size", group == 32, "32"),
+                ("sym", sym is True, "true"),
+                ("packing_format", packing in (None, "auto_round:llm_compressor"),
+                 "'auto_round:llm_compressor'"), ("backend", backend == "auto", "'auto'")]
+        what = "INC MXFP"
+    else:
+        need = [("bits", cfg.bits == 8, "8"),
+                ("group_size", isinstance(group, list) and len(group) == 2, "a 2-D block"),
+                ("sym", sym is True, "true"),
+                ("packing_format", packing in (None, "auto_round:fp8"), "'auto_round:fp8'"),
+                ("backend", backend == "auto", "'auto'")]
+        what = "INC block-wise FP8"
+    for key, ok, want in need:
+        if not ok:
+            return ConfigError(f"{where}: {who} refuses it: {what} needs {key} {want}, got"
+                               f" {raw.get(key)!r}")
+    return UnknownFormat(f"{where}: auto-round data_type {cfg.data_type!r} is built by {who}"
+                         " (inc/schemes), not modelled by qscale",
+                         hint="qscale models auto-round int")
+
+
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> AutoRoundConfig:
     """Parse as ``INCConfig.from_config`` (integer data types only)."""
     where = f"{config_key}: quantization_config"
     data_type = qc.get("data_type", "int")
-    if data_type != "int":
-        raise UnknownFormat(f"{where}: auto-round data_type {data_type!r} is known to vLLM 0.33,"
-                            " not modelled by qscale", hint="qscale models auto-round int")
+    if not isinstance(data_type, str):
+        raise ConfigError(f"{where}: auto-round `data_type` must be a string")
+    data_type = "fp" if data_type == "fp8" else data_type  # INCConfig._normalize_data_type
     bits, group = qc.get("bits"), qc.get("group_size")
-    if type(bits) is not int or type(group) is not int:
+    if type(bits) is not int:
+        raise ConfigError(f"{where}: auto-round needs an integer `bits`")
+    if data_type != "int":  # judged by AutoRoundConfig.refusal (never resolved)
+        return AutoRoundConfig(GPTQ, bits, -1, True, None, {}, config_key,
+                               data_type=data_type, raw=dict(qc))
+    if type(group) is not int:
         raise ConfigError(f"{where}: auto-round needs integer `bits` and `group_size`")
     if bits not in BITS:
-        raise ConfigError(f"{where}: vLLM 0.33 refuses auto-round bits {bits}"
-                          f" (supported: {sorted(BITS)})")
-    if 32 % bits:  # 3/5/6/7 bits: vLLM packs them with a Fraction; not modelled here
-        raise UnknownFormat(f"{where}: auto-round {bits}-bit packing is known to vLLM 0.33,"
-                            " not modelled by qscale", hint="qscale models 2/4/8-bit auto-round")
+        raise ConfigError(f"{where}: no vLLM release builds auto-round bits {bits}"
+                          f" (supported at most: {sorted(BITS)})")
     packing = qc.get("packing_format") or INT_FORMATS[0]
     backend = qc.get("backend", qc.get("vllm_backend", "auto"))
     if packing not in INT_FORMATS:
