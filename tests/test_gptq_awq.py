@@ -287,7 +287,7 @@ def _ar(tmp_path, name: str, **qc):
 
 def test_auto_round_odd_bits_by_release(tmp_path):
     ckpt = _ar(tmp_path, "b5", bits=5)
-    with pytest.raises(ConfigError, match="vllm==0.29.0 refuses auto-round bits 5"):
+    with pytest.raises(ConfigError, match=r"vllm==0\.29\.0 refuses auto-round bits 5"):
         resolve_quantization(ckpt, "vllm==0.29.0")
     with pytest.raises(UnknownFormat, match="through the Humming kernels"):
         resolve_quantization(ckpt, "vllm==0.30.0")
