@@ -321,3 +321,24 @@ def test_auto_round_float_data_types(tmp_path, qc, engine, error, match):
         del b.config["quantization_config"]["packing_format"]
     with pytest.raises(error, match=match):
         resolve_quantization(read_checkpoint(b.write(tmp_path)), engine)
+
+
+# --- SGLang (read in its 0.5.23 wheel: qscale/engines/wna16.py SGLANG)
+
+def test_sglang_builds_what_vllm_0_33_refuses(tmp_path):
+    # GPTQConfig fallback for asymmetric GPTQ, act order with groups, AWQ Marlin 8-bit
+    for name, scheme, key, value in (("asym", "gptq", "sym", False),
+                                     ("act", "gptq", "desc_act", True),
+                                     ("awq8", "awq", "bits", 8)):
+        b = dense("LlamaForCausalLM", scheme).set_config(f"/quantization_config/{key}", value)
+        ckpt = read_checkpoint(b.write(tmp_path, name=name))
+        resolve_quantization(ckpt, "sglang==0.5.23")
+        with pytest.raises(ConfigError):
+            resolve_quantization(ckpt, "vllm==0.33.0")
+
+
+def test_sglang_refuses_awq_8bit_outside_marlin_groups(tmp_path):
+    b = dense("LlamaForCausalLM", "awq").set_config("/quantization_config/bits", 8)
+    b.set_config("/quantization_config/group_size", 256)
+    with pytest.raises(ConfigError, match="builds AWQ only with 4 or 8 bits"):
+        resolve_quantization(read_checkpoint(b.write(tmp_path)), "sglang==0.5.23")

@@ -33,6 +33,9 @@ class MarlinTiles(str, Enum):
     #: zero-padded at weight prep, except under act order (``has_g_idx``), which stays strict
     STRICT_WITH_ACT_ORDER = "strict-with-act-order"
     PADDED = "padded"  #: always zero-padded (act order is refused anyway)
+    #: SGLang 0.5.23 calls ``check_marlin_supports_shape`` and ignores its answer: Marlin runs
+    #: on any partition (what it computes there is not verified), nothing refuses or falls back
+    UNCHECKED = "unchecked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,13 @@ class WNA16Facts:
     gptq_fallback_bits: frozenset[int]
     #: ``desc_act`` with a group size is refused (else built with act order, reading ``g_idx``)
     desc_act_refused: bool
-    awq_bits: frozenset[int]  #: bits every AWQ config builds
+    awq_bits: frozenset[int]  #: bits the non-Marlin AWQ config builds (any group size)
     marlin_tiles: MarlinTiles
     #: AWQ layers the Marlin kernel refuses fall back per layer to the AWQ GEMM / Triton kernel
     awq_tile_fallback: bool
     sources: tuple[str, ...]
+    #: bits the AWQ Marlin config builds (Marlin group sizes only)
+    awq_marlin_bits: frozenset[int] = frozenset({4})
 
     @property
     def range_label(self) -> str:
@@ -114,18 +119,40 @@ VLLM: tuple[WNA16Facts, ...] = (
 )
 
 
+_SG = "python/sglang/srt/layers/quantization/"
+#: SGLang, read in the 0.5.23 wheel only (earlier releases not read; the row covers SGLang's
+#: profile range). Its GPTQ is vLLM 0.18–0.21's: ``gptq/gptq.py`` ``GPTQMarlinConfig`` when
+#: ``is_gptq_marlin_compatible``, else ``GPTQConfig`` (2/3/4/8 bits); act order is built and
+#: reads ``g_idx`` (emptied otherwise, ``gptq_kernels.py``); AWQ Marlin (``awq/awq.py``)
+#: builds 4 and 8 bits, the non-Marlin ``AWQConfig`` 4 only. Differences from vLLM: the dense
+#: Marlin kernel's tile check is ignored (``GPTQMarlinLinearKernel.process_weights_after_loading``
+#: drops ``check_marlin_supports_shape``'s answer), and GPTQ routed experts always get
+#: ``GPTQMarlinMoEMethod`` (no MoE WNA16 fallback; not modelled in qscale.constraints).
+SGLANG: tuple[WNA16Facts, ...] = (
+    WNA16Facts(
+        "sglang", (0,), INF_VERSION, _MARLIN_TYPES, _MARLIN_GROUPS, frozenset({2, 3, 4, 8}),
+        desc_act_refused=False, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.UNCHECKED,
+        awq_tile_fallback=False, awq_marlin_bits=frozenset({4, 8}),
+        sources=(f"{_SG}gptq/gptq.py", f"{_SG}awq/awq.py", f"{_SG}marlin_utils.py",
+                 "python/sglang/srt/hardware_backend/gpu/quantization/gptq_kernels.py"),
+    ),
+)
+_BY_ENGINE = {"vllm": VLLM, "sglang": SGLANG}
+
+
 def facts(engine: str, version: Version | None) -> WNA16Facts | None:
     """The row for a release (None: ``version`` is the newest); None for an engine without
-    rows (SGLang: see :mod:`qscale.formats.gptq`). Versions past the table use its last row,
-    versions before it its first (QS010 calls those checks partial)."""
-    if engine != "vllm":
+    rows. Versions past the table use its last row, versions before it its first (QS010
+    calls those checks partial)."""
+    rows = _BY_ENGINE.get(engine)
+    if rows is None:
         return None
     if version is None:
-        return VLLM[-1]
-    for row in VLLM:
+        return rows[-1]
+    for row in rows:
         if row.low <= version < row.high:
             return row
-    return VLLM[0] if version < VLLM[0].low else VLLM[-1]
+    return rows[0] if version < rows[0].low else rows[-1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,8 +162,8 @@ class WNA16Config:
         as :mod:`qscale.engines.wna16` records it per release, or None.
 
         An :class:`UnknownFormat` for a config the release builds in a way qscale does not
-        model (3-bit GPTQ through vLLM < 0.22's exllama kernel). SGLang: None (its GPTQ / AWQ
-        configs are not modelled; see the module docstring)."""
+        model (3-bit GPTQ through the exllama kernel of vLLM < 0.22 and of SGLang). SGLang's
+        row: :data:`qscale.engines.wna16.SGLANG` (read in 0.5.23)."""
         name, version = (engine.engine, engine.version) if engine else ("vllm", None)
         facts = wna16.facts(name, version)
         if facts is None:
@@ -171,10 +171,15 @@ class WNA16Config:
         who = engine.label if engine is not None else f"vllm{facts.range_label}"
         where = f"{self.config_key}: quantization_config"
         if self.method == AWQ:
-            if self.bits in facts.awq_bits:
+            if self.bits in facts.awq_bits or (
+                    self.bits in facts.awq_marlin_bits
+                    and self.group_size in facts.marlin_group_sizes):
                 return None
-            return ConfigError(f"{where}: {who} builds AWQ only with 4 bits, got {self.bits}"
-                               " (\"Unsupported num_bits\")",
+            only = sorted(facts.awq_bits | facts.awq_marlin_bits)
+            return ConfigError(f"{where}: {who} builds AWQ only with"
+                               f" {' or '.join(map(str, only))} bits"
+                               + (" (8 with Marlin group sizes)" if 8 in only else "")
+                               + f", got {self.bits} (\"Unsupported num_bits\")",
                                hint="re-export with 4-bit AWQ, or as GPTQ / compressed-tensors")
         for rule, bits, sym, group, desc_act in self._variants():
             if desc_act and group != -1 and facts.desc_act_refused:
@@ -197,7 +202,8 @@ class WNA16Config:
                 return ConfigError(
                     f"{where}: {rule}{who} builds GPTQ only with bits 4 or 8 and sym=true, got"
                     f" bits={bits}, sym={sym} (\"Unsupported quantization config\")",
-                    hint="re-export with 4- or 8-bit symmetric GPTQ, or deploy on vLLM <= 0.21"
+                    hint="re-export with 4- or 8-bit symmetric GPTQ, or deploy on vLLM <= 0.21 or"
+                    " SGLang"
                     " (its exllama GPTQ kernel builds 2/3/4/8 bits, asymmetric too)")
             return ConfigError(
                 f"{where}: {rule}GPTQ group_size {group}: {who} refuses it (\"Marlin does not"
