@@ -488,7 +488,7 @@ def _experts(ex: ExpertShape, c: _Ctx) -> list[Problem]:
             "Enable expert parallel, or lower the MoE tensor-parallel size", **at)]
     out += _expert_block(ex, mtp, name, at)
     if lay.engine == "vllm" and ex.scheme is not None and ex.scheme.format in WNA16_METHODS:
-        out += _wna16_experts(ex, mtp, name, at)
+        out += _wna16_experts(ex, mtp, name, at, c)
     elif mtp > 1:
         out += [_moe(p) for p in _group(ex.scheme, inter, mtp, name, at, False)]
         out += _packed_input(ex.scheme, inter, mtp, name, at, "MoE TP")
@@ -516,7 +516,19 @@ def moe_wna16_group(group: int, inter: int, hidden: int | None) -> int | None:
     return g
 
 
-def _wna16_experts(ex: ExpertShape, mtp: int, name: str, at: Mapping[str, str]
+def _moe_marlin_step(s: QuantScheme, g: int, c: _Ctx) -> int:
+    """What the rank's expert intermediate size must be a multiple of for vLLM's fused Marlin
+    MoE kernel: the group, or ``max(64, group)`` where the release's GPTQ check is strict
+    (:attr:`qscale.engines.wna16.WNA16Facts.moe_marlin_tiles`; AWQ's is not read: group)."""
+    f = wna16.facts("vllm", c.version)
+    if f is None or s.format != "gptq":
+        return g
+    strict = f.moe_marlin_tiles == wna16.MarlinTiles.STRICT or (
+        f.moe_marlin_tiles == wna16.MarlinTiles.STRICT_WITH_ACT_ORDER and c.act_order)
+    return max(64, g) if strict else g
+
+
+def _wna16_experts(ex: ExpertShape, mtp: int, name: str, at: Mapping[str, str], c: _Ctx
                    ) -> list[Problem]:
     """GPTQ / AWQ routed experts on vLLM: the fused Marlin MoE kernel, else MoE WNA16.
 
@@ -533,18 +545,26 @@ def _wna16_experts(ex: ExpertShape, mtp: int, name: str, at: Mapping[str, str]
     if g is None:
         return []  # channel-wise: Marlin takes any intermediate size
     i, hidden = ex.inter // mtp, ex.hidden
-    if (hidden is None or hidden % 128 == 0) and i % g == 0:
+    step = _moe_marlin_step(s, g, c)
+    if (hidden is None or hidden % 128 == 0) and i % step == 0:
         return []
     fits = works(lambda t: ex.inter % t == 0
                  and moe_wna16_group(g, ex.inter // t, hidden) is not None)
-    marlin = works(lambda t: ex.inter % t == 0 and (ex.inter // t) % g == 0)
-    why = (f"expert intermediate per rank {i} at MoE TP={mtp}" if i % g else
-           f"hidden size {hidden} is not a multiple of 128")
+    marlin = works(lambda t: ex.inter % t == 0 and (ex.inter // t) % step == 0)
+    if i % g == 0 and i % step:  # whole groups, but not Marlin MoE's 64-wide tiles
+        f = wna16.facts("vllm", c.version)
+        what = (f"expert intermediate per rank {i} at MoE TP={mtp} is not a multiple of"
+                f" {step} (the fused Marlin MoE kernel's tile check, vllm"
+                f"{f.range_label if f else ''})")
+    else:
+        why = (f"expert intermediate per rank {i} at MoE TP={mtp}" if i % g else
+               f"hidden size {hidden} is not a multiple of 128")
+        what = f"{why} does not hold whole {s.label} groups of {g}"
     fallback = moe_wna16_group(g, i, hidden)
     if fallback is None:
         return [Problem(
             "QS505", Severity.ERROR,
-            f"{name}: {why} does not hold whole {s.label} groups of {g}; vLLM's fused Marlin"
+            f"{name}: {what}; vLLM's fused Marlin"
             " MoE kernel does not take it, and the MoE WNA16 fallback halves the group to fit"
             f" the slice and stops below {MOE_WNA16_MIN_GROUP} (`assert group_size >= 32` in"
             f" MoeWNA16Method.create_weights); MoE TP that works: {fits}, or enable expert"
@@ -552,7 +572,7 @@ def _wna16_experts(ex: ExpertShape, mtp: int, name: str, at: Mapping[str, str]
             "Enable expert parallel, or lower the MoE tensor-parallel size", **at)]
     return [Problem(
         "QS505", Severity.INFO,
-        f"{name}: {why} does not hold whole {s.label} groups of {g}, so vLLM falls back from"
+        f"{name}: {what}, so vLLM falls back from"
         f" the fused Marlin MoE kernel to the slower MoE WNA16 kernels (group {fallback},"
         ' scales repeated to fit: "Falling back to Moe WNA16 kernels."); it loads. MoE TP'
         f" that keeps Marlin: {marlin}, or enable expert parallel (MoE TP=1)",

@@ -124,3 +124,22 @@ def test_group_too_small_for_moe_wna16_is_refused(tmp_path):
     # and expert parallel keeps every expert whole (MoE TP=1): Marlin, no finding
     r = _cli(path, "--tp", "4", "--ep", "4")
     assert r.returncode == 0 and "QS505" not in r.stdout, r.stdout
+
+
+def test_moe_marlin_tile_check_by_release(tmp_path):
+    # group 32, 256 intermediate at MoE TP=8: 32 per rank, whole groups. vLLM <= 0.24 (and
+    # 0.29 under act order) asks Marlin MoE for a multiple of max(64, group): MoE WNA16
+    # fallback (info); 0.30 pads the tiles: Marlin, no finding
+    from qscale.layout import Deployment
+
+    ckpt = read_checkpoint(qwen3_moe("gptq", group=32).write(tmp_path))
+
+    def qs505(engine: str) -> list[str]:
+        opts = CheckOptions(engine=engine, select=("QS505",), deployment=Deployment(tp=8))
+        return [f.message for f in check(ckpt, opts).findings if ".experts" in f.message]
+
+    (msg,) = qs505("vllm==0.24.0")
+    assert "expert intermediate per rank 32 at MoE TP=8 is not a multiple of 64" in msg
+    assert "Falling back to Moe WNA16 kernels" in msg and "MoE TP that keeps Marlin: 1, 2, 4" in msg
+    assert qs505("vllm==0.29.0") == []  # near miss: padded without act order
+    assert qs505("vllm==0.33.0") == []

@@ -61,6 +61,10 @@ class WNA16Facts:
     sources: tuple[str, ...]
     #: bits the AWQ Marlin config builds (Marlin group sizes only)
     awq_marlin_bits: frozenset[int] = frozenset({4})
+    #: GPTQ's fused-MoE Marlin check (``check_moe_marlin_supports_layer``): STRICT asks the
+    #: rank's intermediate size to be a multiple of ``max(64, group)``; padded ones only of
+    #: the group (the hidden size a multiple of 128 in both)
+    moe_marlin_tiles: MarlinTiles = MarlinTiles.STRICT
 
     @property
     def range_label(self) -> str:
@@ -99,11 +103,20 @@ VLLM: tuple[WNA16Facts, ...] = (
         sources=(f"{_Q}auto_gptq.py", f"{_Q}awq_marlin.py", f"{_Q}utils/marlin_utils.py", _K),
     ),
     # marlin.py: "Tile misalignment is fixed by zero-padding" unless has_g_idx; auto_awq.py
-    # passes allow_tile_padding=True. Read: 0.24.0, 0.29.0.
+    # passes allow_tile_padding=True. The fused-MoE check stays strict. Read: 0.24.0.
     WNA16Facts(
-        "vllm", (0, 24), (0, 30), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        "vllm", (0, 24), (0, 29), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
         desc_act_refused=False, awq_bits=frozenset({4}),
         marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
+        sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
+    ),
+    # auto_gptq.py: check_moe_marlin_supports_layer(..., allow_tile_padding=not desc_act).
+    # Read: 0.29.0 (0.25–0.28 not read).
+    WNA16Facts(
+        "vllm", (0, 29), (0, 30), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        desc_act_refused=False, awq_bits=frozenset({4}),
+        marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
+        moe_marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER,
         sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
     ),
     # utils/gptq_utils.py: normalize_and_validate_gptq_desc_act refuses desc_act with a group
@@ -112,7 +125,7 @@ VLLM: tuple[WNA16Facts, ...] = (
     WNA16Facts(
         "vllm", (0, 30), INF_VERSION, _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
         desc_act_refused=True, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.PADDED,
-        awq_tile_fallback=False,
+        awq_tile_fallback=False, moe_marlin_tiles=MarlinTiles.PADDED,
         sources=(f"{_Q}auto_gptq.py", f"{_Q}utils/gptq_utils.py", f"{_Q}auto_awq.py",
                  f"{_Q}utils/marlin_utils.py", _K),
     ),
@@ -133,6 +146,7 @@ SGLANG: tuple[WNA16Facts, ...] = (
         "sglang", (0,), INF_VERSION, _MARLIN_TYPES, _MARLIN_GROUPS, frozenset({2, 3, 4, 8}),
         desc_act_refused=False, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.UNCHECKED,
         awq_tile_fallback=False, awq_marlin_bits=frozenset({4, 8}),
+        moe_marlin_tiles=MarlinTiles.UNCHECKED,
         sources=(f"{_SG}gptq/gptq.py", f"{_SG}awq/awq.py", f"{_SG}marlin_utils.py",
                  "python/sglang/srt/hardware_backend/gpu/quantization/gptq_kernels.py"),
     ),
