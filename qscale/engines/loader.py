@@ -228,6 +228,15 @@ def renamed_twice(
     return eng[: len(st.scope)] + rest.replace(st.weight + dot, st.param + dot, 1)
 
 
+def _mapped_away(quant: QuantMap, name: str) -> bool:
+    """A tensor its module's scheme lets the engine drop before any loader sees it (GPTQ
+    ``g_idx``: vLLM 0.32.0 and 0.33.0 ``QuantizationConfig.get_checkpoint_weight_mapper``
+    maps ``.g_idx`` to None; real vLLM makes no loader call for it and builds no parameter)."""
+    module, _, leaf = name.rpartition(".")
+    mq = quant.modules.get(module)
+    return mq is not None and mq.scheme is not None and leaf in mq.scheme.tolerated
+
+
 def plan_load(
     ckpt: Checkpoint, engine: str | EngineSpec | None = None, quant: QuantMap | None = None
 ) -> LoadPlan:
@@ -241,7 +250,7 @@ def plan_load(
     text = ckpt.config.text
     for name in ckpt.tensors:
         eng = engine_name(fam, name)
-        if skipped_by(fam, name, eng, text):
+        if skipped_by(fam, name, eng, text) or _mapped_away(quant, name):
             skipped.append(name)
             continue
         twice = renamed_twice(fam, spec, name, eng)
