@@ -1,0 +1,124 @@
+"""GPTQ / AWQ / AutoRound (integer) checkpoints written by the real AutoRound tool, against
+what real vLLM 0.32.0 and 0.33.0 loaded from them on a CPU (issue #12 item 3).
+
+Fixtures: tests/fixtures/real/autoround-<model>-<format>/ (oracle/wna16_ckpts.py, auto-round
+0.15.1 RTN: ``auto_gptq``, ``auto_awq`` and ``auto_round`` exports of a tiny Llama, ``auto_gptq``
+and ``auto_round`` of a tiny Qwen3-MoE). Goldens: tests/fixtures/vllm_golden/autoround-*.json,
+with the quantization vLLM picked (``quantization``) and the quant method class of every module
+(``quant_methods``). test_arch_oracle.py compares every loader call with qscale's plan; this file
+adds the WNA16-specific facts: which modules vLLM builds quantized, ``g_idx`` dropped before
+any loader, the CLI verdict, and a broken copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from qscale import read_checkpoint
+from qscale.engines.loader import plan_load
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL = FIXTURES / "real"
+GOLDEN = FIXTURES / "vllm_golden"
+NAMES = sorted(d.name for d in REAL.glob("autoround-*") if d.is_dir())
+VERSIONS = ("0.32.0", "0.33.0")
+
+
+def _golden(name: str, version: str, variant: str = "") -> dict[str, Any]:
+    suffix = ("" if version == "0.32.0" else f"@vllm-{version}") + variant
+    return json.loads((GOLDEN / f"{name}{suffix}.json").read_text())
+
+
+def _loaded_golden(name: str, version: str) -> dict[str, Any]:
+    """The golden of a load vLLM completed: the CPU one, else the GPU-path variant (on a CPU
+    vLLM builds auto-round integer experts unquantized; see test_arch_oracle.DISAGREE)."""
+    g = _golden(name, version)
+    return g if g["load"] == "ok" else _golden(name, version, "@moe-as-gpu")
+
+
+def _cli(path: Path, version: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path),
+                           "--engine", f"vllm=={version}"],
+                          capture_output=True, text=True, check=False)
+
+
+def test_every_fixture_has_goldens() -> None:
+    assert len(NAMES) == 5, NAMES
+    for name in NAMES:
+        for v in VERSIONS:
+            assert _loaded_golden(name, v)["vllm_version"] == v
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_check_is_clean(name: str, version: str) -> None:
+    r = _cli(REAL / name, version)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no findings" in r.stdout
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_quantized_modules_are_the_ones_vllm_builds_quantized(name: str, version: str) -> None:
+    """Every engine module qscale plans packed weights for (``…qweight``) has a quantized
+    method in real vLLM, and every module vLLM built with one gets packed weights."""
+    g = _loaded_golden(name, version)
+    plan = plan_load(read_checkpoint(REAL / name), f"vllm=={version}")
+    planned = {p.rsplit(".", 1)[0] for p in plan.params if p.endswith("qweight")}
+    real = {m for cls, mods in g["quant_methods"].items() if not cls.startswith("Unquantized")
+            for m in mods}
+    assert planned and planned == real
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("auto_gptq")])
+def test_g_idx_is_dropped_as_vllm_drops_it(name: str, version: str) -> None:
+    """AutoRound's auto_gptq export writes a (trivial) ``g_idx`` per Linear; vLLM maps it away
+    before any loader (no call, no parameter), and qscale's plan skips exactly those."""
+    g = _loaded_golden(name, version)
+    ckpt = read_checkpoint(REAL / name)
+    stored = {t for t in ckpt.tensors if t.endswith(".g_idx")}
+    assert stored and stored <= set(g["uncalled"])
+    assert not [p for p in g["params"] if "g_idx" in p]
+    plan = plan_load(ckpt, f"vllm=={version}")
+    assert stored <= set(plan.skipped)
+    assert not [p for p in plan.params if "g_idx" in p]
+    assert not [s for p in plan.params.values() for s in p.sources if s.source in stored]
+
+
+def _without(src: Path, dst: Path, tensor: str) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix == ".safetensors":
+            t = load_file(f)
+            assert tensor in t
+            del t[tensor]
+            save_file(t, dst / f.name)
+        else:
+            shutil.copy2(f, dst / f.name)
+    return dst
+
+
+BROKEN = [
+    ("autoround-llama-auto_gptq", "model.layers.1.self_attn.k_proj.qzeros"),
+    ("autoround-llama-auto_awq", "model.layers.0.mlp.down_proj.qzeros"),
+    ("autoround-llama-auto_round", "model.layers.1.mlp.up_proj.qzeros"),
+    ("autoround-qwen3_moe-auto_gptq", "model.layers.1.mlp.experts.2.down_proj.qzeros"),
+]
+
+
+@pytest.mark.parametrize(("name", "tensor"), BROKEN)
+def test_missing_qzeros_is_an_error_naming_the_module(tmp_path: Path, name: str,
+                                                      tensor: str) -> None:
+    r = _cli(_without(REAL / name, tmp_path / "broken", tensor), "0.33.0")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"QS201 error [missing-quantization-tensor] `{tensor}` is missing" in r.stdout
+    assert r.stdout.count(" error [") == 1
