@@ -8,6 +8,7 @@ transformers 5.17.0, torch 2.13.0+cpu. AutoRound runs RTN (``iters=0``,
 
     venv-ar/bin/python oracle/wna16_ckpts.py base          -> $QS_CKPT_ROOT/base/<model>_w
     venv-ar/bin/python oracle/wna16_ckpts.py quant [jobs]  -> $QS_CKPT_ROOT/autoround/<model>-<fmt>
+    venv-ar/bin/python oracle/wna16_ckpts.py neg           -> .../llama-auto_gptq-NEG-no-qzeros
     python3 oracle/wna16_ckpts.py fixtures                 -> tests/fixtures/real/autoround-<...>
     venv-vllm/bin/python oracle/small_ckpts.py oracle_fork autoround-   (goldens: see README)
 
@@ -123,6 +124,20 @@ def run_quant1(name, fmt):
           f"({time.time()-t0:.1f}s)", flush=True)
 
 
+def run_neg():
+    """llama-auto_gptq without layer 1's k_proj.qzeros (golden only; the test rebuilds it)."""
+    from safetensors.torch import load_file, save_file
+
+    src = ROOT / "autoround" / "llama-auto_gptq"
+    dst = ROOT / "autoround" / "llama-auto_gptq-NEG-no-qzeros"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    t = load_file(src / "model.safetensors")
+    del t["model.layers.1.self_attn.k_proj.qzeros"]
+    save_file(t, dst / "model.safetensors", metadata={"format": "pt"})
+    print(f"[neg] {dst}")
+
+
 def run_fixtures(sel=None):
     total = 0
     for name, fmt in JOBS:
@@ -154,6 +169,8 @@ def main():
         return run_quant(args or None)
     if cmd == "quant1":
         return run_quant1(*args)
+    if cmd == "neg":
+        return run_neg()
     if cmd == "fixtures":
         return run_fixtures(args or None)
     sys.exit(f"unknown command {cmd}")

@@ -122,3 +122,27 @@ def test_missing_qzeros_is_an_error_naming_the_module(tmp_path: Path, name: str,
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"QS201 error [missing-quantization-tensor] `{tensor}` is missing" in r.stdout
     assert r.stdout.count(" error [") == 1
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_missing_qzeros_loads_silently_in_real_vllm(tmp_path: Path, version: str) -> None:
+    """Real vLLM loads the copy without k_proj's qzeros "ok": the k rows of the fused
+    ``qkv_proj.qzeros`` keep their construction value (INT_MAX under the oracle's torch.empty),
+    so the error is qscale's to give. The plan agrees with every loader call vLLM made."""
+    from test_arch_oracle import disagreements
+
+    name, tensor = BROKEN[0]
+    g = _golden(f"{name}-NEG-no-qzeros", version)
+    assert g["load"] == "ok" and g["vllm_version"] == version
+    ckpt = read_checkpoint(_without(REAL / name, tmp_path / "broken", tensor))
+    plan = plan_load(ckpt, f"vllm=={version}")
+    assert disagreements(g, plan) == []
+    param = "model.layers.1.self_attn.qkv_proj.qzeros"
+    fed = {s.shard_id for s in plan.param(param).sources}
+    assert fed == {"q", "v"}
+    real = g["params"][param]
+    src = read_checkpoint(REAL / name).tensors  # the columns of q_proj's and k_proj's qzeros
+    q, k = (src[f"model.layers.1.self_attn.{x}_proj.qzeros"].shape[1] for x in "qk")
+    assert len(real["values"]) == 2 * q  # one group: q 16 + k 8 + v 8 columns
+    assert real["values"][q:q + k] == real["init_values"][q:q + k]  # never written
+    assert real["values"][:q] != real["init_values"][:q]
