@@ -146,3 +146,14 @@ def test_missing_qzeros_loads_silently_in_real_vllm(tmp_path: Path, version: str
     assert len(real["values"]) == 2 * q  # one group: q 16 + k 8 + v 8 columns
     assert real["values"][q:q + k] == real["init_values"][q:q + k]  # never written
     assert real["values"][:q] != real["init_values"][:q]
+
+
+def test_g_idx_is_a_parameter_before_vllm_0_30() -> None:
+    """The g_idx mapper came with the removal of GPTQ group act order (vLLM 0.30.0, the
+    release that also refuses desc_act with a group size); 0.29.x still builds ``g_idx``
+    parameters, so the plan keeps feeding them there (read from the sources, no golden)."""
+    ckpt = read_checkpoint(REAL / "autoround-llama-auto_gptq")
+    old, new = (plan_load(ckpt, f"vllm=={v}") for v in ("0.29.0", "0.30.0"))
+    g_idx = {t for t in ckpt.tensors if t.endswith(".g_idx")}
+    assert g_idx <= set(new.skipped) and not g_idx & set(old.skipped)
+    assert {s.source for p in old.params.values() for s in p.sources} >= g_idx

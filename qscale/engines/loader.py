@@ -22,6 +22,7 @@ from qscale.engines.families import FAMILIES, Family, ShardId
 from qscale.engines.families._api import Stacked
 from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
 from qscale.formats import QuantMap, resolve_quantization
+from qscale.formats.gptq import DESC_ACT_REFUSED_SINCE
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.schemes import QuantScheme, per_tensor
 
@@ -228,10 +229,16 @@ def renamed_twice(
     return eng[: len(st.scope)] + rest.replace(st.weight + dot, st.param + dot, 1)
 
 
-def _mapped_away(quant: QuantMap, name: str) -> bool:
+def _mapped_away(spec: EngineSpec, quant: QuantMap, name: str) -> bool:
     """A tensor its module's scheme lets the engine drop before any loader sees it (GPTQ
-    ``g_idx``: vLLM 0.32.0 and 0.33.0 ``QuantizationConfig.get_checkpoint_weight_mapper``
-    maps ``.g_idx`` to None; real vLLM makes no loader call for it and builds no parameter)."""
+    ``g_idx``: vLLM ``QuantizationConfig.get_checkpoint_weight_mapper`` maps ``.g_idx`` to
+    None; real vLLM 0.32.0 and 0.33.0 make no loader call for it and build no parameter). The
+    mapper came with the removal of GPTQ group act order, the change that also added the
+    ``desc_act`` refusal (:data:`~qscale.formats.gptq.DESC_ACT_REFUSED_SINCE`, 0.30.0); older
+    releases load ``g_idx`` into a parameter."""
+    if spec.engine != "vllm" or (spec.version is not None
+                                 and spec.version < DESC_ACT_REFUSED_SINCE):
+        return False
     module, _, leaf = name.rpartition(".")
     mq = quant.modules.get(module)
     return mq is not None and mq.scheme is not None and leaf in mq.scheme.tolerated
@@ -250,7 +257,7 @@ def plan_load(
     text = ckpt.config.text
     for name in ckpt.tensors:
         eng = engine_name(fam, name)
-        if skipped_by(fam, name, eng, text) or _mapped_away(quant, name):
+        if skipped_by(fam, name, eng, text) or _mapped_away(spec, quant, name):
             skipped.append(name)
             continue
         twice = renamed_twice(fam, spec, name, eng)
