@@ -45,9 +45,9 @@ MODELS = {
                                 "moe_intermediate_size": 128, "decoder_sparse_step": 1,
                                 "mlp_only_layers": [], "norm_topk_prob": True}),
 }
-#: (model, export format); the folder is <model>-<format>
+#: (model, export format); the folder is <model>-<format> (':' -> '-')
 JOBS = [("llama", "auto_gptq"), ("llama", "auto_awq"), ("llama", "auto_round"),
-        ("qwen3_moe", "auto_gptq"), ("qwen3_moe", "auto_round")]
+        ("llama", "auto_round:auto_awq"), ("qwen3_moe", "auto_gptq"), ("qwen3_moe", "auto_round")]
 KEEP = ("config.json", "quantize_config.json", "quantization_config.json")
 
 
@@ -95,7 +95,7 @@ def run_quant1(name, fmt):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = ROOT / "base" / f"{name}_w"
-    out = ROOT / "autoround" / f"{name}-{fmt}"
+    out = ROOT / "autoround" / f"{name}-{fmt.replace(':', '-')}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
     torch.manual_seed(SEED)
@@ -141,7 +141,7 @@ def run_neg():
 def run_fixtures(sel=None):
     total = 0
     for name, fmt in JOBS:
-        rel = f"autoround/{name}-{fmt}"
+        rel = f"autoround/{name}-{fmt.replace(':', '-')}"
         if sel and not any(s in rel for s in sel):
             continue
         src = ROOT / rel
