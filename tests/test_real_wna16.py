@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file, save_file
 
-from qscale import read_checkpoint
+from qscale import read_checkpoint, resolve_quantization
 from qscale.engines.loader import plan_load
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -158,3 +158,23 @@ def test_g_idx_is_a_parameter_before_vllm_0_30() -> None:
     g_idx = {t for t in ckpt.tensors if t.endswith(".g_idx")}
     assert g_idx <= set(new.skipped) and not g_idx & set(old.skipped)
     assert {s.source for p in old.params.values() for s in p.sources} >= g_idx
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_partitions_add_up_to_vllm_qweight(name: str, version: str) -> None:
+    """The output sizes qscale gives each fused ``qweight`` (qkv_proj, gate_up_proj) add up to
+    the columns of vLLM's parameter: GPTQ packs the input dim ([in/8, out]), AWQ the output
+    dim ([in, out/8])."""
+    g = _loaded_golden(name, version)
+    ckpt = read_checkpoint(REAL / name)
+    plan = plan_load(ckpt, f"vllm=={version}")
+    quant = resolve_quantization(ckpt, f"vllm=={version}")
+    fused = [p for p in plan.params.values() if p.leaf == "qweight" and len(p.sources) > 1
+             and p.sources[0].expert is None]
+    assert fused
+    for p in fused:
+        scheme = quant.modules[p.sources[0].source.rpartition(".")[0]].scheme
+        assert scheme is not None and p.partitions and all(p.partitions)
+        cols = g["params"][p.name]["shape"][1]
+        assert sum(p.partitions) == (cols if scheme.format == "gptq" else cols * 8), p.name

@@ -495,7 +495,8 @@ def _expert_loader_refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap)
 
 
 def _partitions(
-    ckpt: Checkpoint, fam: Family, pname: str, sources: Sequence[ShardSlot]
+    ckpt: Checkpoint, fam: Family, pname: str, sources: Sequence[ShardSlot],
+    quant: QuantMap | None = None,
 ) -> tuple[int, ...] | None:
     module = pname.rsplit(".", 1)[0]
     leaf = module.rsplit(".", 1)[-1]
@@ -510,7 +511,13 @@ def _partitions(
         w = ckpt.tensors.get(s.source.rsplit(".", 1)[0] + ".weight") or ckpt.tensors.get(
             s.source.rsplit(".", 1)[0] + ".weight_packed"
         )
-        rows.append(w.shape[0] if w is not None and w.shape else 0)
+        if w is not None and w.shape:
+            rows.append(w.shape[0])
+            continue
+        # no `.weight` (GPTQ/AWQ `qweight` is packed, [in/pack, out] or [in, out/pack]):
+        # the output size the scheme reads from the packed shape
+        mq = quant.modules.get(s.source.rsplit(".", 1)[0]) if quant is not None else None
+        rows.append(mq.logical_shape[0] if mq is not None and mq.logical_shape else 0)
     return tuple(rows)
 
 
@@ -565,7 +572,7 @@ def _build(
     pname: str,
     sources: tuple[ShardSlot, ...],
 ) -> MergedParam:
-    parts = _partitions(ckpt, fam, pname, sources)
+    parts = _partitions(ckpt, fam, pname, sources, quant)
     conflicts = _scheme_conflicts(quant, pname, sources)
     if not conflicts and pname.rpartition(".")[0].rpartition(".")[2] in fam.concatenated:
         return _concatenated(ckpt, quant, spec, pname, sources, parts)
