@@ -47,7 +47,8 @@ MODELS = {
 }
 #: (model, export format); the folder is <model>-<format> (':' -> '-')
 JOBS = [("llama", "auto_gptq"), ("llama", "auto_awq"), ("llama", "auto_round"),
-        ("llama", "auto_round:auto_awq"), ("qwen3_moe", "auto_gptq"), ("qwen3_moe", "auto_round")]
+        ("llama", "auto_round:auto_awq"), ("qwen3_moe", "auto_gptq"), ("qwen3_moe", "auto_awq"),
+        ("qwen3_moe", "auto_round")]
 KEEP = ("config.json", "quantize_config.json", "quantization_config.json")
 
 

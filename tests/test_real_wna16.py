@@ -2,10 +2,10 @@
 what real vLLM 0.32.0 and 0.33.0 loaded from them on a CPU (issue #12 item 3).
 
 Fixtures: tests/fixtures/real/autoround-<model>-<format>/ (oracle/wna16_ckpts.py, auto-round
-0.15.1 RTN: ``auto_gptq``, ``auto_awq`` and ``auto_round`` exports of a tiny Llama, ``auto_gptq``
-and ``auto_round`` of a tiny Qwen3-MoE). Goldens: tests/fixtures/vllm_golden/autoround-*.json,
-with the quantization vLLM picked (``quantization``) and the quant method class of every module
-(``quant_methods``). test_arch_oracle.py compares every loader call with qscale's plan; this file
+0.15.1 RTN: ``auto_gptq``, ``auto_awq``, ``auto_round`` and ``auto_round:auto_awq`` exports of a
+tiny Llama; ``auto_gptq``, ``auto_awq`` and ``auto_round`` of a tiny Qwen3-MoE). Goldens:
+tests/fixtures/vllm_golden/autoround-*.json, with the quantization vLLM picked
+(``quantization``) and the quant method class of every module (``quant_methods``). test_arch_oracle.py compares every loader call with qscale's plan; this file
 adds the WNA16-specific facts: which modules vLLM builds quantized, ``g_idx`` dropped before
 any loader, the CLI verdict, and a broken copy.
 """
@@ -51,7 +51,7 @@ def _cli(path: Path, version: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_fixture_has_goldens() -> None:
-    assert len(NAMES) == 6, NAMES
+    assert len(NAMES) == 7, NAMES
     for name in NAMES:
         for v in VERSIONS:
             assert _loaded_golden(name, v)["vllm_version"] == v
@@ -113,6 +113,7 @@ BROKEN = [
     ("autoround-llama-auto_round", "model.layers.1.mlp.up_proj.qzeros"),
     ("autoround-llama-auto_round-auto_awq", "model.layers.0.self_attn.o_proj.qzeros"),
     ("autoround-qwen3_moe-auto_gptq", "model.layers.1.mlp.experts.2.down_proj.qzeros"),
+    ("autoround-qwen3_moe-auto_awq", "model.layers.0.mlp.experts.3.gate_proj.qzeros"),
 ]
 
 
