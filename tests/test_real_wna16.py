@@ -5,9 +5,10 @@ Fixtures: tests/fixtures/real/autoround-<model>-<format>/ (oracle/wna16_ckpts.py
 0.15.1 RTN: ``auto_gptq``, ``auto_awq``, ``auto_round`` and ``auto_round:auto_awq`` exports of a
 tiny Llama; ``auto_gptq``, ``auto_awq`` and ``auto_round`` of a tiny Qwen3-MoE). Goldens:
 tests/fixtures/vllm_golden/autoround-*.json, with the quantization vLLM picked
-(``quantization``) and the quant method class of every module (``quant_methods``). test_arch_oracle.py compares every loader call with qscale's plan; this file
-adds the WNA16-specific facts: which modules vLLM builds quantized, ``g_idx`` dropped before
-any loader, the CLI verdict, and a broken copy.
+(``quantization``) and the quant method class of every module (``quant_methods``).
+test_arch_oracle.py compares every loader call with qscale's plan; this file adds the
+WNA16-specific facts: which modules vLLM builds quantized, ``g_idx`` dropped before any loader,
+fused partitions, the CLI verdict, and broken copies (one ``qzeros`` removed).
 """
 
 from __future__ import annotations
