@@ -317,6 +317,54 @@ def _record_weight_loader_calls(model, out):
     model.load_weights = load_weights
 
 
+def _quant_methods(model, mc):
+    """What vLLM picked: the config's quantization name and, per module that has a
+    ``quant_method``, its class (with, in brackets, the ``MPLinearKernel`` an AutoGPTQ/AutoAWQ
+    linear method chose, or the scheme an ``INCLinearMethod`` wraps).
+    Recorded as ``quantization`` and ``quant_methods`` {class: [modules...]}."""
+    by_cls: dict = {}
+    for name, mod in model.named_modules():
+        qm = getattr(mod, "quant_method", None)
+        if qm is None or not name:
+            continue
+        cls = type(qm).__name__
+        kernel = getattr(qm, "kernel", None) or getattr(qm, "_kernel", None) or \
+            getattr(qm, "scheme", None)  # INCLinearMethod(scheme)
+        if kernel is not None:
+            cls += f"[{type(kernel).__name__}]"
+        by_cls.setdefault(cls, []).append(name)
+    return {"quantization": getattr(mc, "quantization", None), "quant_methods": by_cls}
+
+
+def _inc_moe_as_gpu():
+    """$QS_ORACLE_INC_MOE_AS_GPU=1: build INC (auto-round) integer routed experts as a GPU
+    does. vLLM 0.32/0.33 ``INCWna16Scheme.get_moe_method`` (inc/schemes/inc_wna16_scheme.py)
+    returns ``UnquantizedFusedMoEMethod`` when ``current_platform.is_cpu()`` ("CPU does not
+    support quantized MoE yet"), and the packed expert tensors then find no parameter. With
+    this set, that one call sees a non-CPU platform and takes the GPTQ/AWQ MoE path
+    (AutoGPTQMoEMethod / AutoAWQMoEMethod, or MoeWNA16Method), whose parameters do not depend
+    on the platform."""
+    if not os.environ.get("QS_ORACLE_INC_MOE_AS_GPU"):
+        return None
+    try:
+        from vllm.model_executor.layers.quantization.inc.schemes import inc_wna16_scheme as m
+    except ImportError:
+        return None
+    orig = m.INCWna16Scheme.get_moe_method
+    plat = m.current_platform
+
+    def get_moe_method(self, *a, **k):
+        real = plat.is_cpu
+        plat.is_cpu = lambda: False
+        try:
+            return orig(self, *a, **k)
+        finally:
+            plat.is_cpu = real
+
+    m.INCWna16Scheme.get_moe_method = get_moe_method
+    return "INCWna16Scheme.get_moe_method sees a non-CPU platform (QS_ORACLE_INC_MOE_AS_GPU)"
+
+
 def run_oracle(args):
     """Driver's oracle, plus: snapshot of small params right after construction (before load),
     and a status file telling at which stage an exception happened."""
@@ -327,12 +375,15 @@ def run_oracle(args):
 
     def write_status(**kw):
         if out:
-            _status_path(out).write_text(json.dumps(dict(stage=state["stage"], **kw), indent=1))
+            _status_path(out).write_text(json.dumps(
+                dict(stage=state["stage"], **state.get("methods", {}), **kw), indent=1))
 
     try:
         import vllm
         _install_old_vllm_shims()
         _safe_register_kernels()
+        if patch := _inc_moe_as_gpu():
+            state["methods"] = {"oracle_patch": patch}
         import vllm.model_executor.model_loader as ml
         import vllm.model_executor.model_loader.utils as mlu
 
@@ -343,6 +394,8 @@ def run_oracle(args):
             with _sentinel_empty():
                 m = orig_init(*a, **k)
             state["stage"] = "constructed"
+            state["methods"] = {**state.get("methods", {}),
+                                **_quant_methods(m, k.get("model_config"))}
             return m
 
         mlu.initialize_model = initialize_model
@@ -387,7 +440,7 @@ def _vllm_version():
         return None
 
 
-KINDS = ("base", "llmc", "quark", "modelopt", "hand")
+KINDS = ("base", "llmc", "quark", "modelopt", "hand", "autoround")
 
 
 def all_ckpts(subs=None):
@@ -540,6 +593,9 @@ def write_golden(tag, loaded_path, status, init_path=None, name=None, extra=None
     if g["load"] != "ok":
         g["error"] = status.get("error", "unknown (no status written)")
         g["stage"] = status.get("stage")
+    for k in ("quantization", "quant_methods", "oracle_patch"):
+        if k in status:  # recorded since the WNA16 goldens (oracle/wna16_ckpts.py)
+            g[k] = status[k]
     if extra:
         g.update(extra)
     params = {}

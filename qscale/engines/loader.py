@@ -21,6 +21,7 @@ from qscale.engines.catalogue import family_for
 from qscale.engines.families import FAMILIES, Family, ShardId
 from qscale.engines.families._api import Stacked
 from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
+from qscale.engines.wna16 import facts as wna16_facts
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.schemes import QuantScheme, per_tensor
@@ -228,6 +229,23 @@ def renamed_twice(
     return eng[: len(st.scope)] + rest.replace(st.weight + dot, st.param + dot, 1)
 
 
+def _mapped_away(spec: EngineSpec, quant: QuantMap, name: str) -> bool:
+    """A tensor its module's scheme lets the engine drop before any loader sees it (GPTQ
+    ``g_idx``: vLLM ``QuantizationConfig.get_checkpoint_weight_mapper`` maps ``.g_idx`` to
+    None; real vLLM 0.32.0 and 0.33.0 make no loader call for it and build no parameter). The
+    mapper came with the removal of GPTQ group act order, the change that also added the
+    ``desc_act`` refusal (``WNA16Facts.desc_act_refused``, vLLM 0.30.0); older releases
+    load ``g_idx`` into a parameter."""
+    if spec.engine != "vllm":
+        return False
+    rel = wna16_facts(spec.engine, spec.version)
+    if rel is None or not rel.desc_act_refused:
+        return False
+    module, _, leaf = name.rpartition(".")
+    mq = quant.modules.get(module)
+    return mq is not None and mq.scheme is not None and leaf in mq.scheme.tolerated
+
+
 def plan_load(
     ckpt: Checkpoint, engine: str | EngineSpec | None = None, quant: QuantMap | None = None
 ) -> LoadPlan:
@@ -241,7 +259,7 @@ def plan_load(
     text = ckpt.config.text
     for name in ckpt.tensors:
         eng = engine_name(fam, name)
-        if skipped_by(fam, name, eng, text):
+        if skipped_by(fam, name, eng, text) or _mapped_away(spec, quant, name):
             skipped.append(name)
             continue
         twice = renamed_twice(fam, spec, name, eng)
@@ -479,7 +497,8 @@ def _expert_loader_refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap)
 
 
 def _partitions(
-    ckpt: Checkpoint, fam: Family, pname: str, sources: Sequence[ShardSlot]
+    ckpt: Checkpoint, fam: Family, pname: str, sources: Sequence[ShardSlot],
+    quant: QuantMap | None = None,
 ) -> tuple[int, ...] | None:
     module = pname.rsplit(".", 1)[0]
     leaf = module.rsplit(".", 1)[-1]
@@ -494,7 +513,13 @@ def _partitions(
         w = ckpt.tensors.get(s.source.rsplit(".", 1)[0] + ".weight") or ckpt.tensors.get(
             s.source.rsplit(".", 1)[0] + ".weight_packed"
         )
-        rows.append(w.shape[0] if w is not None and w.shape else 0)
+        if w is not None and w.shape:
+            rows.append(w.shape[0])
+            continue
+        # no `.weight` (GPTQ/AWQ `qweight` is packed, [in/pack, out] or [in, out/pack]):
+        # the output size the scheme reads from the packed shape
+        mq = quant.modules.get(s.source.rsplit(".", 1)[0]) if quant is not None else None
+        rows.append(mq.logical_shape[0] if mq is not None and mq.logical_shape else 0)
     return tuple(rows)
 
 
@@ -549,7 +574,7 @@ def _build(
     pname: str,
     sources: tuple[ShardSlot, ...],
 ) -> MergedParam:
-    parts = _partitions(ckpt, fam, pname, sources)
+    parts = _partitions(ckpt, fam, pname, sources, quant)
     conflicts = _scheme_conflicts(quant, pname, sources)
     if not conflicts and pname.rpartition(".")[0].rpartition(".")[2] in fam.concatenated:
         return _concatenated(ckpt, quant, spec, pname, sources, parts)

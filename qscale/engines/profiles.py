@@ -71,6 +71,9 @@ VLLM_ENGINE_OWNED = (
     r"\.attn\.(q|k|v)_(scale|zero_point)$",
     r"\.attn\.prob_scale$",
     r"g_idx(_sort_indices)?$",
+    # GPTQ MoE: vLLM 0.32.0/0.33.0 AutoGPTQMoEMethod.create_weights registers zero expert
+    # biases for checkpoints that store none (seen in the real-vLLM AutoRound goldens)
+    r"\.experts\.(routed_experts\.)?w(13|2)_bias$",
 )
 
 #: The text-only Qwen3.5-MoE class: real vLLM 0.19.1 and 0.20.0 fail before loading any weight
