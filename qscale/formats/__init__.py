@@ -34,7 +34,8 @@ FORMATS: Mapping[str, Parser] = {
     auto_round.METHOD: auto_round.parse,
 }
 #: Spellings engines accept for the same parser.
-ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4",
+ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
+           "modelopt_mxfp8": "modelopt", "mxfp8": "modelopt", "gpt_oss_mxfp4": "mxfp4",
            "auto_gptq": "gptq", "gptq_marlin": "gptq", "auto_awq": "awq", "awq_marlin": "awq"}
 
 #: vLLM 0.33 ``QUANTIZATION_METHODS`` (``vllm/model_executor/layers/quantization/__init__.py``,
