@@ -74,3 +74,16 @@ def test_store_dtype_mxfp4_experts_are_not_modelled(tmp_path):
 def test_store_dtype_without_experts_checks_linear(tmp_path):
     assert run(block(store_dtype="mxfp4"), tmp_path) == []
     assert run(block(store_dtype="mxfp4").drop(rf"{DOWN}\.weight_scale_inv$"), tmp_path)
+
+
+def test_sglang_only_methods_are_disjoint_from_vllms():
+    from qscale.formats import SGLANG_ONLY_METHODS, VLLM_METHODS
+    assert not SGLANG_ONLY_METHODS & VLLM_METHODS
+    assert {"w8a8_int8", "qoq", "modelslim"} <= SGLANG_ONLY_METHODS
+
+
+def test_sglang_only_method_says_so(tmp_path):
+    b = block()
+    b.config["quantization_config"] = {"quant_method": "qoq"}
+    with pytest.raises(UnknownFormat, match="known to SGLang"):
+        run(b, tmp_path)

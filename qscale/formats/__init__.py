@@ -49,9 +49,13 @@ VLLM_METHODS = frozenset({
     "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8",
     "auto-round",
 })
-#: methods SGLang loads that vLLM 0.33 does not list (from issue #12's list; not yet checked
-#: against SGLang's ``srt/layers/quantization/__init__.py``)
-SGLANG_ONLY_METHODS = frozenset({"w8a8_int8", "w8a8_fp8", "w4afp8", "bitsandbytes", "gguf"})
+#: methods SGLang 0.5.12 loads that vLLM 0.33 does not list: the keys of
+#: ``BASE_QUANTIZATION_METHODS`` in ``sglang/srt/layers/quantization/__init__.py`` (plus
+#: ``mlx_q4`` / ``mlx_q8``, registered only on Apple MPS) minus :data:`VLLM_METHODS`
+SGLANG_ONLY_METHODS = frozenset({
+    "blockwise_int8", "modelopt_fp8", "w8a8_int8", "w8a8_fp8", "bitsandbytes", "gguf", "qoq",
+    "w4afp8", "petit_nvfp4", "modelslim", "quark_int4fp8_moe", "mlx_q4", "mlx_q8",
+})
 
 
 def not_modelled(key: str, method: str) -> UnknownFormat:
