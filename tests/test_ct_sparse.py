@@ -1,5 +1,5 @@
 """compressed-tensors sparsity and the formats qscale does not model tensor by tensor: never
-"no findings" (real safetensors checkpoints; vLLM facts in ``qscale/formats/compressed_tensors``)."""
+"no findings" (real safetensors checkpoints; vLLM facts in ``formats/compressed_tensors``)."""
 
 from __future__ import annotations
 

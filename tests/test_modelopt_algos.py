@@ -158,3 +158,12 @@ def test_fp8_channel_and_block_experts_are_not_modelled(tmp_path, algo):
             built.tensors[f"model.layers.0.mlp.experts.0.{proj}.{param}"] = t
     with pytest.raises(UnknownFormat, match=f"{algo} MoE experts"):
         run(built, tmp_path)
+
+
+def test_default_engine_is_the_newest_vllm(tmp_path):
+    """No --engine: the newest vLLM profile, which refuses W4A8_AWQ and reads the mxfp8 tag."""
+    built = modelopt("W4A8_AWQ").write(tmp_path / "a")
+    with pytest.raises(ConfigError, match="refuses quant_algo W4A8_AWQ"):
+        check(read_checkpoint(built))
+    tagged = modelopt("MXFP8", tag="mxfp8").write(tmp_path / "b")
+    assert [f for f in check(read_checkpoint(tagged)).findings if f.severity.name != "INFO"] == []

@@ -141,7 +141,8 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     fmt = detect_format(ckpt)
     refusal = getattr(fmt, "refusal", None)  # a config the engine version refuses to build
     if refusal is not None and (err := refusal(
-            parse_engine(engine) if isinstance(engine, str) else engine)) is not None:
+            parse_engine(engine) if isinstance(engine, str) else engine or parse_engine(None)
+    )) is not None:
         raise err
     family = family_or_none(ckpt, engine)
     if family is not None and family.engines:  # that engine's own loader facts
