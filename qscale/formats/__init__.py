@@ -15,7 +15,16 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import auto_round, compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
+from qscale.formats import (
+    auto_round,
+    compressed_tensors,
+    fp8,
+    gptq,
+    modelopt,
+    mxfp4,
+    online,
+    quark,
+)
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -32,6 +41,8 @@ FORMATS: Mapping[str, Parser] = {
     gptq.GPTQ: gptq.parse_gptq,
     gptq.AWQ: gptq.parse_awq,
     auto_round.METHOD: auto_round.parse,
+    online.EXPERTS_INT8: online.parse_experts_int8,
+    online.MOE_WNA16: online.parse_moe_wna16,
 }
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
