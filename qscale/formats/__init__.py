@@ -21,6 +21,7 @@ from qscale.formats import (
     fp8,
     gptq,
     modelopt,
+    moe_wna16,
     mxfp4,
     online,
     quark,
@@ -42,7 +43,7 @@ FORMATS: Mapping[str, Parser] = {
     gptq.AWQ: gptq.parse_awq,
     auto_round.METHOD: auto_round.parse,
     online.EXPERTS_INT8: online.parse_experts_int8,
-    online.MOE_WNA16: online.parse_moe_wna16,
+    moe_wna16.METHOD: moe_wna16.parse_moe_wna16,
 }
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",

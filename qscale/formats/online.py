@@ -1,5 +1,5 @@
 """``quant_method: experts_int8``: the engine quantizes MoE experts to INT8 at load time, so the
-checkpoint itself is unquantized; and ``moe_wna16``, which no checkpoint can name.
+checkpoint itself is unquantized.
 
 vLLM 0.33.0 ``quantization/experts_int8.py``: ``ExpertsInt8Config.from_config`` reads no key;
 ``get_quant_method`` gives every ``LinearBase`` ``UnquantizedLinearMethod`` and every
@@ -8,11 +8,6 @@ the model dtype and quantizes them after loading. 0.18.0 and 0.24.0 load BF16 ex
 the same way (0.18.0 quantizes inside its ``quantizing_weight_loader``). So every module must
 carry its plain BF16/F16 ``weight``, as in an unquantized checkpoint. SGLang 0.5.12 does not
 list the method (QS102 there).
-
-vLLM 0.33.0 ``moe_wna16.py``: ``MoeWNA16Config.from_config`` reads ``quant_method`` again and
-raises "moe_wna16 only support gptq and awq." for anything else, so a checkpoint whose
-``quant_method`` is ``moe_wna16`` is refused (SGLang 0.5.12 ``moe_wna16.py`` likewise); the
-method is chosen at serve time (``--quantization moe_wna16``) for a GPTQ or AWQ checkpoint.
 """
 
 from __future__ import annotations
@@ -22,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from qscale.engines import EngineSpec
-from qscale.errors import ConfigError, UnknownFormat
+from qscale.errors import UnknownFormat
 from qscale.formats._api import Resolution
 from qscale.modules import ModuleInfo
 
 EXPERTS_INT8 = "experts_int8"
-MOE_WNA16 = "moe_wna16"
 _ONLINE = Resolution(None, "experts_int8: the engine quantizes the experts online, on load")
 
 
@@ -57,13 +51,3 @@ def parse_experts_int8(qc: Mapping[str, Any], *, config_key: str = "config.json"
                        ) -> ExpertsInt8Config:
     """Parse ``quant_method: experts_int8`` (vLLM reads no other key)."""
     return ExpertsInt8Config(config_key)
-
-
-def parse_moe_wna16(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Any:
-    """``quant_method: moe_wna16`` in a checkpoint: the engines' refusal."""
-    raise ConfigError(
-        f"{config_key}: quant_method 'moe_wna16' is refused by vLLM and SGLang (\"moe_wna16 only"
-        " support gptq and awq.\": its config reads the checkpoint's own quant_method)",
-        hint="store quant_method gptq or awq; pick moe_wna16 at serve time"
-        " (`--quantization moe_wna16`)",
-    )
