@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from builders import qwen3_moe
+from builders import dense, qwen3_moe
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.errors import ConfigError, UnknownFormat
@@ -52,3 +52,20 @@ def test_moe_wna16_in_a_checkpoint_is_refused(tmp_path):
     built.config["quantization_config"]["quant_method"] = "moe_wna16"
     with pytest.raises(ConfigError, match="moe_wna16 only support gptq and awq"):
         errors(built, tmp_path)
+
+
+@pytest.mark.parametrize(("method", "model_type"), [("fp8", "deepseek_v4"),
+                                                    ("deepseek_v4_fp8", "deepseek_v4"),
+                                                    ("deepseek_v4_fp8", "qwen3_moe")])
+def test_deepseek_v4_fp8_is_not_modelled(tmp_path, method, model_type):
+    built = qwen3_moe("fp8-block")
+    built.config["model_type"] = model_type
+    built.config["quantization_config"]["quant_method"] = method
+    with pytest.raises(UnknownFormat, match="DeepseekV4FP8Config"):
+        errors(built, tmp_path)
+
+
+def test_fp8_on_other_models_is_still_fp8(tmp_path):
+    built = dense("LlamaForCausalLM", "fp8-block", layers=1)
+    assert errors(built, tmp_path) == []
+    assert errors(built.drop(r"model\.layers\.0\.mlp\.up_proj\.weight_scale_inv$"), tmp_path)

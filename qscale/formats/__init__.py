@@ -70,6 +70,12 @@ SGLANG_ONLY_METHODS = frozenset({
 })
 
 
+#: ``quant_method`` values vLLM 0.33.0 hands to ``DeepseekV4FP8Config`` when ``model_type`` is
+#: ``deepseek_v4`` (``vllm/models/deepseek_v4/quant_config.py``,
+#: ``override_quantization_method``; a Quark OCP-MXFP4 config too, which qscale reads as Quark)
+DEEPSEEK_V4_METHODS = frozenset({"fp8", "deepseek_v4_fp8"})
+
+
 def not_modelled(key: str, method: str) -> UnknownFormat:
     """QS102 for a ``quant_method`` qscale has no parser for, saying who knows it."""
     if method in VLLM_METHODS:
@@ -97,6 +103,15 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     if not isinstance(method, str):
         raise ConfigError(f"{key}: quantization_config has no `quant_method`")
     method = ALIASES.get(method.lower(), method.lower())
+    if method == "deepseek_v4_fp8" or (
+            method in DEEPSEEK_V4_METHODS and ckpt.config.model_type == "deepseek_v4"):
+        raise UnknownFormat(
+            f"{key}: a DeepSeek-V4 checkpoint under quant_method {method!r} is loaded with"
+            " vLLM's DeepseekV4FP8Config (block-FP8 Linear layers whose scales are E8M0 or"
+            " F32 by the config's `expert_dtype`, MXFP4 / FP8 / NVFP4 experts by"
+            " `expert_dtype` and `moe_quant_algo`), which qscale does not model",
+            hint="not checked; vLLM 0.33.0 vllm/models/deepseek_v4/quant_config.py has the rules",
+        )
     parser = FORMATS.get(method)
     if parser is None:
         raise not_modelled(key, method)
