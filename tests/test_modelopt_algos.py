@@ -167,3 +167,30 @@ def test_default_engine_is_the_newest_vllm(tmp_path):
         check(read_checkpoint(built))
     tagged = modelopt("MXFP8", tag="mxfp8").write(tmp_path / "b")
     assert [f for f in check(read_checkpoint(tagged)).findings if f.severity.name != "INFO"] == []
+
+
+def mixed(layers: dict) -> Built:
+    b = modelopt("FP8_PB_WO")
+    b.extra_files["hf_quant_config.json"]["quantization"].update(
+        quant_algo="MIXED_PRECISION", quantized_layers=layers)
+    return b
+
+
+def test_mixed_precision_with_block_fp8_layers(tmp_path):
+    names = [n.removesuffix(".weight") for n in modelopt("FP8_PB_WO").tensors
+             if n.endswith("_proj.weight")]
+    assert run(mixed({n: {"quant_algo": "FP8_PB_WO"} for n in names}), tmp_path) == []
+
+
+def test_mixed_precision_without_layers_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="non-empty 'quantized_layers'"):
+        run(mixed({}), tmp_path)
+
+
+def test_mixed_precision_block_fp8_experts_are_not_modelled(tmp_path):
+    built = mixed({"model.layers.0.mlp.experts.0.down_proj": {"quant_algo": "FP8_PB_WO"}})
+    g = torch.Generator().manual_seed(4)
+    for param, t in pb_wo(128, 128, g).items():
+        built.tensors[f"model.layers.0.mlp.experts.0.down_proj.{param}"] = t
+    with pytest.raises(UnknownFormat, match="MIXED_PRECISION block/channel FP8 MoE experts"):
+        run(built, tmp_path)

@@ -184,6 +184,12 @@ class ModelOptConfig:
         model, unless ``engine`` refuses the algo outright (``modelopt_algos`` of its profile:
         then the loader reports that refusal)."""
         vllm = engine is None or engine.engine == "vllm"
+        if self.algo == "MIXED_PRECISION" and not self.layer_algos and vllm:
+            return ConfigError(
+                f"{self.config_key}: vLLM refuses MIXED_PRECISION without layers (\"requires a"
+                " non-empty 'quantized_layers' mapping\")",
+                hint="list every quantized layer under quantized_layers",
+            )
         if self.missing_fields and vllm:
             return ConfigError(
                 f"{self.config_key}: vLLM refuses this MXFP8 config: it requires the fields"
@@ -230,6 +236,13 @@ class ModelOptConfig:
                 scheme = self.layers.get(parent)  # e.g. `mlp.experts` covers every expert
             if scheme is None:
                 return Resolution(None, "not in quantized_layers")
+            if scheme.label in _DENSE_ONLY_LABELS and _is_expert(module):
+                raise UnknownFormat(
+                    f"{self.config_key}: MIXED_PRECISION block/channel FP8 MoE experts"
+                    f" (`{module.name}`) are not modelled (vLLM builds them with a separate"
+                    " block-FP8 Fp8Config MoE method)",
+                    hint="the dense layers are modelled; these MoE experts are not",
+                )
             return Resolution(scheme, "quantized_layers")
         if self.algo in DENSE_ONLY_ALGOS and _is_expert(module):
             raise UnknownFormat(
@@ -239,6 +252,9 @@ class ModelOptConfig:
                 hint="the dense layers of this algo are modelled; MoE experts are not",
             )
         return Resolution(self.default, f"quant_algo {self.algo}")
+
+
+_DENSE_ONLY_LABELS = frozenset(scheme_for_algo(a).label for a in DENSE_ONLY_ALGOS)
 
 
 def _is_expert(module: ModuleInfo) -> bool:
