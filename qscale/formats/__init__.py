@@ -15,7 +15,17 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import auto_round, compressed_tensors, fp8, gptq, modelopt, mxfp4, quark
+from qscale.formats import (
+    auto_round,
+    compressed_tensors,
+    fp8,
+    gptq,
+    modelopt,
+    moe_wna16,
+    mxfp4,
+    online,
+    quark,
+)
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
@@ -32,9 +42,12 @@ FORMATS: Mapping[str, Parser] = {
     gptq.GPTQ: gptq.parse_gptq,
     gptq.AWQ: gptq.parse_awq,
     auto_round.METHOD: auto_round.parse,
+    online.EXPERTS_INT8: online.parse_experts_int8,
+    moe_wna16.METHOD: moe_wna16.parse_moe_wna16,
 }
 #: Spellings engines accept for the same parser.
-ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt", "gpt_oss_mxfp4": "mxfp4",
+ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
+           "modelopt_mxfp8": "modelopt", "mxfp8": "modelopt", "gpt_oss_mxfp4": "mxfp4",
            "auto_gptq": "gptq", "gptq_marlin": "gptq", "auto_awq": "awq", "awq_marlin": "awq"}
 
 #: vLLM 0.33 ``QUANTIZATION_METHODS`` (``vllm/model_executor/layers/quantization/__init__.py``,
@@ -48,9 +61,19 @@ VLLM_METHODS = frozenset({
     "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8",
     "auto-round",
 })
-#: methods SGLang loads that vLLM 0.33 does not list (from issue #12's list; not yet checked
-#: against SGLang's ``srt/layers/quantization/__init__.py``)
-SGLANG_ONLY_METHODS = frozenset({"w8a8_int8", "w8a8_fp8", "w4afp8", "bitsandbytes", "gguf"})
+#: methods SGLang 0.5.12 loads that vLLM 0.33 does not list: the keys of
+#: ``BASE_QUANTIZATION_METHODS`` in ``sglang/srt/layers/quantization/__init__.py`` (plus
+#: ``mlx_q4`` / ``mlx_q8``, registered only on Apple MPS) minus :data:`VLLM_METHODS`
+SGLANG_ONLY_METHODS = frozenset({
+    "blockwise_int8", "modelopt_fp8", "w8a8_int8", "w8a8_fp8", "bitsandbytes", "gguf", "qoq",
+    "w4afp8", "petit_nvfp4", "modelslim", "quark_int4fp8_moe", "mlx_q4", "mlx_q8",
+})
+
+
+#: ``quant_method`` values vLLM 0.33.0 hands to ``DeepseekV4FP8Config`` when ``model_type`` is
+#: ``deepseek_v4`` (``vllm/models/deepseek_v4/quant_config.py``,
+#: ``override_quantization_method``; a Quark OCP-MXFP4 config too, which qscale reads as Quark)
+DEEPSEEK_V4_METHODS = frozenset({"fp8", "deepseek_v4_fp8"})
 
 
 def not_modelled(key: str, method: str) -> UnknownFormat:
@@ -80,6 +103,15 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     if not isinstance(method, str):
         raise ConfigError(f"{key}: quantization_config has no `quant_method`")
     method = ALIASES.get(method.lower(), method.lower())
+    if method == "deepseek_v4_fp8" or (
+            method in DEEPSEEK_V4_METHODS and ckpt.config.model_type == "deepseek_v4"):
+        raise UnknownFormat(
+            f"{key}: a DeepSeek-V4 checkpoint under quant_method {method!r} is loaded with"
+            " vLLM's DeepseekV4FP8Config (block-FP8 Linear layers whose scales are E8M0 or"
+            " F32 by the config's `expert_dtype`, MXFP4 / FP8 / NVFP4 experts by"
+            " `expert_dtype` and `moe_quant_algo`), which qscale does not model",
+            hint="not checked; vLLM 0.33.0 vllm/models/deepseek_v4/quant_config.py has the rules",
+        )
     parser = FORMATS.get(method)
     if parser is None:
         raise not_modelled(key, method)
@@ -135,7 +167,8 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
     if fmt is not None and (err := fmt.refusal(  # a config the engine version refuses to build
-            parse_engine(engine) if isinstance(engine, str) else engine)) is not None:
+            parse_engine(engine) if isinstance(engine, str) else engine or parse_engine(None)
+    )) is not None:
         raise err
     family = family_or_none(ckpt, engine)
     if family is not None and family.engines:  # that engine's own loader facts

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qscale.errors import ConfigError
+from qscale.engines import EngineSpec
+from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats._api import BuiltByEveryRelease, Resolution, first_match, require_list
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
@@ -55,6 +56,12 @@ FORMATS = (
     "mxfp6-pack-quantized",
     "mxfp8-quantized",
 )
+#: formats whose tensors qscale does not model: a config using one is partial (QS102)
+UNMODELLED_FORMATS = frozenset(
+    {"sparse-bitmask", "sparse-24-bitmask", "marlin-24", "mxfp6-pack-quantized"}
+)
+#: first vLLM release that refuses ``sparsity_config`` (0.21.0 builds it; 0.22.0 refuses)
+SPARSITY_REFUSED_SINCE = (0, 22, 0)
 _ARG_KEYS = frozenset(
     {
         "num_bits",
@@ -412,6 +419,34 @@ class CompressedTensorsConfig(BuiltByEveryRelease):
     kv_cache: QuantArgs | None
     config_key: str = "config.json"
     method: str = METHOD
+    #: ``sparsity_config.targets`` (non-empty: a sparse checkpoint)
+    sparse_targets: tuple[str, ...] = ()
+    #: formats in the config whose tensors qscale does not model (sparse, marlin-24, mxfp6)
+    unmodelled_formats: tuple[str, ...] = ()
+
+    def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
+        """vLLM >= 0.22 refuses any ``sparsity_config`` with targets
+        (``CompressedTensorsConfig._parse_sparsity_config``, 0.22.0 to 0.33.0; 0.21.0 still
+        builds sparse-24 schemes); other sparse or unmodelled formats are QS102."""
+        if self.sparse_targets and (engine is None or (engine.engine == "vllm" and (
+                engine.version is None or engine.version >= SPARSITY_REFUSED_SINCE))):
+            return ConfigError(
+                f"{self.config_key}: quantization_config.sparsity_config targets"
+                f" {list(self.sparse_targets)[:3]}; vLLM >= 0.22 refuses it (\"Sparsity support"
+                " has been removed from compressed-tensors.\")",
+                hint="use a checkpoint without sparsity, or vLLM <= 0.21",
+            )
+        if self.sparse_targets or self.unmodelled_formats:
+            what = ", ".join(dict.fromkeys(
+                (*self.unmodelled_formats, *(("sparsity_config",) if self.sparse_targets
+                                             else ()))))
+            return UnknownFormat(
+                f"{self.config_key}: compressed-tensors {what} is not modelled by qscale"
+                " (its tensors are not checked)",
+                hint="qscale models the dense quantized formats: " + ", ".join(
+                    f for f in FORMATS if f not in UNMODELLED_FORMATS and f != "dense"),
+            )
+        return None
 
     def resolve(self, module: ModuleInfo) -> Resolution:
         """vLLM's order: ignore, then exact/regex targets, then the class name ``Linear``."""
@@ -486,10 +521,16 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Compress
         scheme = QuantScheme(f"{METHOD}/{fmt}", _label(fmt, w, inputs), w, inputs, specs)
         parsed.append(_Group(name, targets, scheme))
     kv = qc.get("kv_cache_scheme")
+    sparsity = qc.get("sparsity_config") or {}
+    if not isinstance(sparsity, dict):
+        raise ConfigError(f"{where}: `sparsity_config` must be an object")
+    used = [global_format, *(g.scheme.format.rpartition("/")[2] for g in parsed)]
     return CompressedTensorsConfig(
         groups=tuple(parsed),
         ignore=tuple(_patterns(qc, "ignore", where)),
         global_format=global_format,
         kv_cache=parse_args(kv, f"{where}.kv_cache_scheme") if kv else None,
         config_key=config_key,
+        sparse_targets=tuple(_patterns(sparsity, "targets", f"{where}.sparsity_config")),
+        unmodelled_formats=tuple(dict.fromkeys(f for f in used if f in UNMODELLED_FORMATS)),
     )

@@ -4,6 +4,17 @@ Follows vLLM's ``Fp8Config``: ``weight_block_size`` selects block quantization w
 ``weight_scale_inv``; otherwise one ``weight_scale`` per tensor, plus ``input_scale`` when the
 activation scheme is static. ``ignored_layers`` (falling back to ``modules_to_not_convert``)
 names unquantized modules exactly (``is_layer_skipped``, exact mode).
+
+Keys vLLM 0.33.0 ``Fp8Config.from_config`` reads (``quantization/fp8.py``; 0.18.0 and 0.24.0
+read them the same way, but ``store_dtype`` only from 0.24.0):
+
+* ``activation_scheme`` is required (``get_from_keys``: "Cannot find any of
+  ['activation_scheme']"; SGLang 0.5.12 ``fp8.py`` likewise): a config without it is refused.
+* an empty ``ignored_layers`` falls back to ``modules_to_not_convert`` (``if not
+  ignored_layers``); SGLang takes the first key present (``get_from_keys_or``), so where the two
+  differ SGLang is not checked (QS102).
+* ``store_dtype: mxfp4`` builds the MoE experts with ``Mxfp4MoEMethod`` (0.24.0 on); those
+  experts are not modelled (QS102). Linear layers stay FP8.
 """
 
 from __future__ import annotations
@@ -12,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qscale.errors import ConfigError
+from qscale.engines import EngineSpec
+from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats._api import BuiltByEveryRelease, Resolution, require_list
-from qscale.modules import ModuleInfo
+from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     FLOAT_SCALE,
     FP8,
@@ -41,6 +53,11 @@ class Fp8Config(BuiltByEveryRelease):
     ignored: frozenset[str]
     config_key: str = "config.json"
     method: str = METHOD
+    #: ``activation_scheme`` absent: every engine read refuses the config
+    no_activation_scheme: bool = False
+    #: ``ignored_layers`` empty while ``modules_to_not_convert`` is not (SGLang reads the former)
+    ignore_keys_differ: bool = False
+    store_dtype: str | None = None
     #: the resolution of every Linear it quantizes, made once (a large MoE has 10^5)
     quantized: Resolution = field(init=False, repr=False, compare=False)
 
@@ -48,17 +65,42 @@ class Fp8Config(BuiltByEveryRelease):
         resolution = Resolution(self.scheme, "quant_method fp8 (all Linear layers)")
         object.__setattr__(self, "quantized", resolution)
 
+    def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
+        """What stops ``engine`` building this config, or QS102 where qscale cannot say."""
+        if self.no_activation_scheme:
+            return ConfigError(
+                f"{self.config_key}: quantization_config has no `activation_scheme`; the engine"
+                " refuses it (\"Cannot find any of ['activation_scheme'] in the model's"
+                " quantization config.\")",
+                hint='add "activation_scheme": "dynamic" (or "static" with input scales)',
+            )
+        if engine is not None and engine.engine != "vllm" and self.ignore_keys_differ:
+            return UnknownFormat(
+                f"{self.config_key}: `ignored_layers` is empty and `modules_to_not_convert` is"
+                f" not; {engine.engine}'s reading of that is not modelled",
+                hint="keep one of the two keys",
+            )
+        return None
+
     def resolve(self, module: ModuleInfo) -> Resolution:
         """Every Linear is FP8 unless listed."""
         if module.name in self.ignored:
             return _NOT_CONVERTED
+        if self.store_dtype == "mxfp4" and (
+                module.kind == ModuleKind.FUSED_EXPERTS or ".experts." in module.name):
+            raise UnknownFormat(
+                f"{self.config_key}: `store_dtype: mxfp4` experts (`{module.name}`) are built"
+                " with vLLM's Mxfp4MoEMethod (>= 0.24.0), which qscale does not model for"
+                " quant_method fp8",
+                hint="the FP8 Linear layers are modelled; these MoE experts are not",
+            )
         return self.quantized
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Fp8Config:
     """Parse a ``quant_method: fp8`` config."""
     where = f"{config_key}: quantization_config"
-    act = qc.get("activation_scheme", "dynamic")
+    act = qc.get("activation_scheme", "dynamic")  # absent: refused (Fp8Config.refusal)
     if act not in ("static", "dynamic"):
         raise ConfigError(f"{where}: activation_scheme must be static or dynamic, got {act!r}")
     block = qc.get("weight_block_size")
@@ -90,10 +132,16 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Fp8Confi
             *input_scale_specs(inputs),
         )
         label = f"FP8 per-tensor, {act} act"
-    ignored = qc.get("ignored_layers")
-    key = "ignored_layers" if ignored is not None else "modules_to_not_convert"
+    listed = require_list(qc, "ignored_layers", where)
+    fallback = require_list(qc, "modules_to_not_convert", where)
+    store = qc.get("store_dtype")
+    if store is not None and not isinstance(store, str):
+        raise ConfigError(f"{where}: store_dtype must be a string, got {store!r}")
     return Fp8Config(
         QuantScheme(METHOD, label, w, inputs, specs),
-        frozenset(require_list(qc, key, where)),
+        frozenset(listed or fallback),  # vLLM: ``if not ignored_layers`` falls back
         config_key,
+        no_activation_scheme="activation_scheme" not in qc,
+        ignore_keys_differ="ignored_layers" in qc and not listed and bool(fallback),
+        store_dtype=store,
     )
