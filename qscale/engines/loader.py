@@ -163,7 +163,7 @@ def map_tensor(
         idx, _, rest = tail.partition(".")
         proj, _, param = rest.partition(".")
         if idx.isdigit() and param:
-            shard = {ex.gate: "w1", ex.up: "w3", ex.down: "w2"}.get(proj)
+            shard = _expert_shards(ex.gate, ex.up, ex.down).get(proj)
             if shard is not None:
                 fused = "w2_" if shard == "w2" else "w13_"
                 return (
@@ -176,6 +176,12 @@ def map_tensor(
         head, rest = eng[: len(st.scope)], eng[len(st.scope) :]
         return head + rest.replace(st.weight + dot, st.param + dot, 1), ShardSlot(name, st.shard)
     return eng, ShardSlot(name, None)
+
+
+@lru_cache(maxsize=64)
+def _expert_shards(gate: str, up: str, down: str) -> Mapping[str, str]:
+    """The fused-MoE shard id of each per-expert projection name."""
+    return {gate: "w1", up: "w3", down: "w2"}
 
 
 def _stacked_match(fam: Family, spec: EngineSpec, eng: str) -> Stacked | None:
@@ -211,7 +217,11 @@ def renamed_twice(
     """
     if not _renames_again(fam.stacked):
         return None  # no fused name starts with its shard's name: nothing is renamed twice
-    eng = engine_name(fam, name) if eng is None else eng
+    return _renamed_twice(fam, spec, name, engine_name(fam, name) if eng is None else eng)
+
+
+def _renamed_twice(fam: Family, spec: EngineSpec, name: str, eng: str) -> str | None:
+    """:func:`renamed_twice` for a family whose stacked names can be renamed again."""
     if fam.suffix_map:
         eng, final = _suffixed(fam, spec, eng)
         if final:
@@ -236,12 +246,25 @@ def _mapped_away(spec: EngineSpec, quant: QuantMap, name: str) -> bool:
     mapper came with the removal of GPTQ group act order, the change that also added the
     ``desc_act`` refusal (``WNA16Facts.desc_act_refused``, vLLM 0.30.0); older releases
     load ``g_idx`` into a parameter."""
+    leaves = _droppable_leaves(spec, quant)
+    return bool(leaves) and _dropped(quant, leaves, name)
+
+
+def _droppable_leaves(spec: EngineSpec, quant: QuantMap) -> frozenset[str]:
+    """The tensor leaves (``g_idx``) some module's scheme lets this release map away."""
     if spec.engine != "vllm":
-        return False
+        return frozenset()
     rel = wna16_facts(spec.engine, spec.version)
     if rel is None or not rel.desc_act_refused:
-        return False
+        return frozenset()
+    return frozenset(t for sch in {id(m.scheme): m.scheme for m in quant.modules.values()
+                                   if m.scheme is not None}.values() for t in sch.tolerated)
+
+
+def _dropped(quant: QuantMap, leaves: frozenset[str], name: str) -> bool:
     module, _, leaf = name.rpartition(".")
+    if leaf not in leaves:
+        return False
     mq = quant.modules.get(module)
     return mq is not None and mq.scheme is not None and leaf in mq.scheme.tolerated
 
@@ -257,12 +280,14 @@ def plan_load(
     skipped = []
     renamed_away: list[tuple[str, str]] = []
     text = ckpt.config.text
+    leaves = _droppable_leaves(spec, quant)
+    again = _renames_again(fam.stacked)
     for name in ckpt.tensors:
-        eng = engine_name(fam, name)
-        if skipped_by(fam, name, eng, text) or _mapped_away(spec, quant, name):
+        eng = fam.engine_name(name)
+        if skipped_by(fam, name, eng, text) or (leaves and _dropped(quant, leaves, name)):
             skipped.append(name)
             continue
-        twice = renamed_twice(fam, spec, name, eng)
+        twice = _renamed_twice(fam, spec, name, eng) if again else None
         if twice is not None:
             renamed_away.append((name, twice))
             continue
