@@ -123,7 +123,7 @@ def skipped_by(fam: Family, name: str, eng: str, text: Mapping[str, Any]) -> boo
                 return True
         elif frag in eng or frag in name:
             return True
-    return fam.draft(eng, text) or fam.draft(name, text)
+    return fam.draft(eng, text) or (eng != name and fam.draft(name, text))
 
 
 def _suffixed(fam: Family, spec: EngineSpec, name: str) -> tuple[str, bool]:
