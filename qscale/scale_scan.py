@@ -10,7 +10,10 @@ tensor only a summary of its bad values (:class:`ScaleStats`); a clean tensor le
 The test is made on the stored integers: for each encoding the good scales (finite, > 0, below
 the float32 sentinel) are one contiguous range of bit patterns read as signed integers, so a
 window passes when its ``min`` and ``max`` lie in that range: two SIMD reductions, no
-temporary array. Only a window that fails is decoded, to say what is wrong and where.
+temporary array. Only a window that fails is looked at closer, to say what is wrong and
+where, in a number of passes that does not grow with its bad elements: a tensor of one bit
+pattern (zeros: a hole in a sparse file) is judged from that pattern, a 1- or 2-byte encoding
+from a histogram of its patterns; only a 4- or 8-byte tensor has its bad elements decoded.
 
 Encodings: F32, F64, F16, BF16, F8_E4M3 (block scales), F8_E5M2, and E8M0 stored as
 ``F8_E8M0`` or as ``U8`` (OCP MX; ``0xFF`` is NaN, every other byte is a power of two > 0).
@@ -24,6 +27,7 @@ import mmap
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -150,6 +154,24 @@ def classify(values: np.ndarray) -> np.ndarray:
     return out
 
 
+#: :func:`_pattern_kinds` of a good pattern; -2 so that it differs from a bad pattern that
+#: :func:`classify` gives no kind (-1), which counts as bad and as no kind, as in :meth:`_Acc.add`
+_GOOD = -2
+
+
+@cache
+def _pattern_kinds(enc: Encoding) -> np.ndarray:
+    """Per bit pattern of a 1- or 2-byte encoding (indexed as unsigned): :data:`_GOOD`
+    inside ``lo ..= hi``, else its :func:`classify` kind, from the same :func:`decode`
+    that judges bad elements one by one."""
+    width = enc.view.itemsize
+    patterns = np.arange(1 << (8 * width), dtype=f"<u{width}")
+    kinds = classify(decode(enc.decode_as, patterns.shape, patterns.tobytes()))
+    ints = patterns.view(enc.view)
+    kinds[(ints >= enc.lo) & (ints <= enc.hi)] = _GOOD
+    return kinds
+
+
 class _Acc:
     """Bad values of one tensor, gathered piece by piece."""
 
@@ -164,6 +186,12 @@ class _Acc:
     def add(self, t: TensorInfo, ints: np.ndarray, offset: int) -> None:
         """Judge elements ``offset ...`` of ``t`` held as the integers ``ints``."""
         enc = ENCODINGS[t.dtype]
+        if ints.size and ints.min() == ints.max():  # one bit pattern (a hole reads as zeros)
+            self._add_uniform(enc, ints[:1], int(ints.size), offset)
+            return
+        if enc.view.itemsize <= 2:
+            self._add_by_pattern(enc, ints, offset)
+            return
         idx = np.flatnonzero((ints < enc.lo) | (ints > enc.hi))
         if not idx.size:
             return
@@ -174,6 +202,35 @@ class _Acc:
         self.bad += int(idx.size)
         if self.first < 0:
             self.first, self.first_value = offset + int(idx[0]), float(vals[0])
+
+    def _add_uniform(self, enc: Encoding, one: np.ndarray, n: int, offset: int) -> None:
+        """:meth:`add` for ``n`` elements that all hold the bit pattern ``one``."""
+        if enc.lo <= int(one[0]) <= enc.hi:
+            return
+        value = decode(enc.decode_as, (1,), one.tobytes())
+        kind = int(classify(value)[0])
+        if kind >= 0:
+            self.counts[kind] += n
+        self.bad += n
+        if self.first < 0:
+            self.first, self.first_value = offset, float(value[0])
+
+    def _add_by_pattern(self, enc: Encoding, ints: np.ndarray, offset: int) -> None:
+        """:meth:`add` for a 1- or 2-byte encoding, in a few passes whatever the number of
+        bad elements (a tensor of zeros, such as a sparse file's hole, has only bad ones):
+        one histogram of the bit patterns, read through each pattern's kind."""
+        kinds = _pattern_kinds(enc)
+        hist = np.bincount(ints.view(f"u{enc.view.itemsize}"), minlength=kinds.size)
+        bad = int(hist[kinds != _GOOD].sum())
+        if not bad:
+            return
+        for k in range(len(KINDS)):
+            self.counts[k] += int(hist[kinds == k].sum())
+        self.bad += bad
+        if self.first < 0:
+            at = int(np.argmax((ints < enc.lo) | (ints > enc.hi)))
+            self.first = offset + at
+            self.first_value = float(decode(enc.decode_as, (1,), ints[at : at + 1].tobytes())[0])
 
     def stats(self, t: TensorInfo) -> ScaleStats | None:
         if not self.bad:

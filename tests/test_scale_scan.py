@@ -118,10 +118,14 @@ TORCH = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
 def test_scan_matches_decoding_every_value(tmp_path, dtype, chunk):
     rng = np.random.default_rng(hash(dtype) % 1000)
     tensors = {}
+    width = ENCODINGS[dtype].view.itemsize
     for i in range(12):
         n = int(rng.integers(1, 300))
-        raw = rng.integers(0, 256, size=n * ENCODINGS[dtype].view.itemsize, dtype=np.uint8)
-        if i % 3:  # mostly good values: 1.0 patterns, a few random bytes
+        raw = rng.integers(0, 256, size=n * width, dtype=np.uint8)
+        if i >= 9:  # one bit pattern throughout: zeros (a sparse file's hole), then random ones
+            one = np.zeros(width, np.uint8) if i == 9 else raw[:width]
+            raw = np.tile(one, n)
+        elif i % 3:  # mostly good values: 1.0 patterns, a few random bytes
             good = np.frombuffer(torch.ones(n, dtype=TORCH[dtype]).view(torch.uint8).numpy()
                                  .tobytes(), dtype=np.uint8).copy()
             keep = rng.random(good.size) < 0.01
