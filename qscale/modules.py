@@ -77,8 +77,12 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
     params: dict[str, TensorInfo] = {}
     for t in tensors:
         module, _, param = t.name.rpartition(".")
-        if module != last:  # a module's tensors are usually stored next to each other
-            last, params = module, grouped.setdefault(module, {})
+        if module != last:  # a module's tensors are often stored next to each other
+            last = module
+            found = grouped.get(module)  # (setdefault would build a dict per tensor)
+            if found is None:
+                found = grouped[module] = {}
+            params = found
         params[param] = t
     out: dict[str, ModuleInfo] = {}
     for name in sorted(grouped):

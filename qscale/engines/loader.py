@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -21,6 +21,11 @@ from qscale.engines.catalogue import family_for
 from qscale.engines.families import FAMILIES, Family, ShardId
 from qscale.engines.families._api import Stacked
 from qscale.engines.profiles import FP8_SENTINEL, ExpertLoader
+from qscale.engines.templates import (
+    ExpertMemo,
+    index_blind_literals,
+    index_blind_regexes,
+)
 from qscale.engines.wna16 import facts as wna16_facts
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats.modelopt import ModelOptConfig
@@ -269,6 +274,48 @@ def _dropped(quant: QuantMap, leaves: frozenset[str], name: str) -> bool:
     return mq is not None and mq.scheme is not None and leaf in mq.scheme.tolerated
 
 
+#: how plan_load routes one tensor: ("skip" | "twice" | "map", engine name, shard, expert)
+_Route = tuple[str, str | None, ShardId | None, int | None]
+_SKIP: _Route = ("skip", None, None, None)
+
+
+def _bind_route(r: _Route, digits: str) -> Callable[[str], _Route] | None:
+    """A route computed for expert index ``digits`` as a function of another index's digits
+    (:class:`ExpertMemo`), or None when it does not follow the index in a way known here."""
+    kind, pname, shard, expert = r
+    if expert is not None and expert != int(digits):
+        return None
+    seg = f".experts.{digits}."
+    n = 0 if pname is None else pname.count(seg)
+    if n > 1:
+        return None
+    if n == 0:
+        if expert is None:
+            return lambda d: r
+        return lambda d: (kind, pname, shard, int(d))
+    assert pname is not None
+    pre, post = pname.split(seg)
+    if expert is None:
+        return lambda d: (kind, f"{pre}.experts.{d}.{post}", shard, None)
+    return lambda d: (kind, f"{pre}.experts.{d}.{post}", shard, int(d))
+
+
+def _index_blind(fam: Family) -> bool:
+    """Whether none of the family's renames and skips can tell one expert index from another,
+    so that a tensor's route can be computed once per expert template."""
+    subs = [s for s in fam.skip_substrings if not s.startswith("re:")]
+    literals = [
+        *fam.skip_prefixes, *(s.removeprefix("$:") for s in subs),
+        *(old for old, _ in fam.substr_map), *(old for old, _ in fam.prefix_map),
+        *(old for old, _ in fam.suffix_map),
+        *(t for old, _, guard in fam.code_renames for t in (old, guard)),
+        *(t for st in fam.stacked for t in (st.weight, st.param, st.scope)),
+    ]
+    regexes = [p for p, _ in fam.regex_map] + [s[3:] for s in fam.skip_substrings
+                                               if s.startswith("re:")]
+    return index_blind_literals(literals) and index_blind_regexes(regexes)
+
+
 def plan_load(
     ckpt: Checkpoint, engine: str | EngineSpec | None = None, quant: QuantMap | None = None
 ) -> LoadPlan:
@@ -282,16 +329,31 @@ def plan_load(
     text = ckpt.config.text
     leaves = _droppable_leaves(spec, quant)
     again = _renames_again(fam.stacked)
-    for name in ckpt.tensors:
+
+    def route(name: str) -> _Route:
         eng = fam.engine_name(name)
-        if skipped_by(fam, name, eng, text) or (leaves and _dropped(quant, leaves, name)):
-            skipped.append(name)
-            continue
+        if skipped_by(fam, name, eng, text):
+            return _SKIP
         twice = _renamed_twice(fam, spec, name, eng) if again else None
         if twice is not None:
-            renamed_away.append((name, twice))
-            continue
+            return ("twice", twice, None, None)
         pname, slot = map_tensor(fam, spec, name, eng)
+        return ("map", pname, slot.shard_id, slot.expert)
+
+    routed = ExpertMemo(route, _bind_route) if _index_blind(fam) else route
+    for name in ckpt.tensors:
+        if leaves and _dropped(quant, leaves, name):
+            skipped.append(name)
+            continue
+        kind, pname, shard, expert = routed(name)
+        if kind == "skip":
+            skipped.append(name)
+            continue
+        assert pname is not None
+        if kind == "twice":
+            renamed_away.append((name, pname))
+            continue
+        slot = ShardSlot(name, shard, expert)
         slots = groups.get(pname)
         if slots is None:
             groups[pname] = [slot]
