@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 from qscale.formats._api import Wildcards, wildcard
-from qscale.rules.qs204_ignore_entry_mismatch import _wildcard_hit
+from qscale.rules.qs204_ignore_entry_mismatch import _Parts, _wildcard_hit
 
 NAMES = sorted(
     [
@@ -58,5 +59,41 @@ def test_hit_matches_every_name():
     for p in PATTERNS:
         brute = [n for n in NAMES if wildcard(n, p)]
         hit = _wildcard_hit(p, NAMES, stripped)
+        assert bool(hit) == bool(brute), p
+        assert set(hit) <= set(brute), p
+
+
+def _variants() -> list[str]:
+    """PATTERNS, each with copies that name nothing or other layers, in a fixed shuffle: a
+    list long enough to be searched through its tree of ranges at several levels."""
+    out = [f"{p}_v{k}" for p in PATTERNS for k in range(12)]
+    out += [p.replace("layers.1", f"layers.{k}") for p in PATTERNS for k in range(20, 40)]
+    out += PATTERNS
+    random.Random(7).shuffle(out)
+    return out
+
+
+def test_first_in_a_long_list_is_the_first_pattern_by_pattern():
+    patterns = _variants()
+    assert len(patterns) > 16 * 16  # deeper than one level of ranges
+    w = Wildcards(patterns)
+    for n in NAMES:
+        assert w.first(n) == next((p for p in patterns if wildcard(n, p)), None), n
+
+
+def test_hit_with_a_long_run_under_the_head_matches_every_name():
+    names = sorted([*NAMES, *(f"mtp.layers.0.mlp.experts.{e}.{p}_proj" for e in range(120)
+                              for p in ("gate", "up", "down"))])
+    stripped = sorted(
+        (n.replace("language_model.", "", 1), n) for n in names if "language_model." in n
+    )
+    parts = _Parts(names)
+    entries = ["mtp.layers.0*_v5", "mtp.layers.0*", "mtp.layers.0.mlp.experts.1?.up_proj",
+               "mtp.layers.0*.11?.down*", "mtp.layers.0*up_proj_v1",
+               "model.language_model.layers.1.mlp.shared_expert_gate_v9",
+               "model.language_model.layers.1.mlp.shared_expert_gate", *PATTERNS]
+    for p in entries:
+        brute = [n for n in names if wildcard(n, p)]
+        hit = _wildcard_hit(p, names, stripped, parts)
         assert bool(hit) == bool(brute), p
         assert set(hit) <= set(brute), p

@@ -94,40 +94,81 @@ def wildcard(name: str, pattern: str) -> bool:
 class Wildcards:
     """A whole list of :func:`wildcard` patterns, compiled once: :meth:`first` tells a name
     that no pattern matches (most modules of a large MoE) with a regex or two, instead of one
-    ``fnmatch`` per pattern."""
+    ``fnmatch`` per pattern, and finds the first pattern that matches through a tree of
+    pattern ranges (each tested as one regex, built on first use): a few dozen tests per
+    name however long the list, where walking it made resolving quadratic in the model's
+    depth (a ModelOpt ``exclude_modules`` that names every layer)."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        globs = [p for p in self.patterns if any(c in p for c in "*?[")]
-        self._globs = (
-            re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs)) if globs else None
-        )
-        self._subs = tuple(p for p in self.patterns if not any(c in p for c in "*?["))
-        # every substring pattern in one regex, shaped as their trie: a search costs about the
-        # name's length, not the list's (a list that grows with the layers made resolving
-        # quadratic in the model's depth)
-        self._sub_re = re.compile(_trie_regex(self._subs)) if self._subs else None
-        #: per pattern, in list order: (pattern, its compiled glob or None)
-        self._ordered = tuple(
-            (p, re.compile(fnmatch.translate(p)) if any(c in p for c in "*?[") else None)
-            for p in self.patterns
-        )
+        self._root = _Range(self.patterns, 0, len(self.patterns))
 
     def first(self, name: str) -> str | None:
         """The first pattern, in list order, that matches ``name`` (as :func:`wildcard`)."""
         names = (name, name.replace("language_model.", "", 1))
-        globs, subs = self._globs, self._sub_re
-        if not (
-            (globs is not None and (globs.match(names[0]) or globs.match(names[1])))
-            or (subs is not None and (subs.search(names[0]) or subs.search(names[1])))
-        ):
+        found = self._root.first(names)
+        return None if found is None else self.patterns[found]
+
+
+def _is_glob(p: str) -> bool:
+    return any(c in p for c in "*?[")
+
+
+class _Range:
+    """Patterns ``lo ..< hi`` of a list: whether any matches a name (a regex of its globs,
+    one of its substrings shaped as their trie), and which one first, through
+    :data:`FANOUT` sub-ranges, down to :data:`LEAF` patterns tried one by one."""
+
+    FANOUT = 16
+    LEAF = 16
+    __slots__ = ("_children", "_globs", "_ordered", "_subs", "hi", "lo", "patterns")
+
+    def __init__(self, patterns: tuple[str, ...], lo: int, hi: int) -> None:
+        self.patterns, self.lo, self.hi = patterns, lo, hi
+        self._globs: re.Pattern[str] | None = None
+        self._subs: re.Pattern[str] | None = None
+        self._children: list[_Range] | None = None
+        self._ordered: tuple[tuple[int, str, re.Pattern[str] | None], ...] | None = None
+        own = patterns[lo:hi]
+        globs = [p for p in own if _is_glob(p)]
+        if globs:  # every alternative ends in \Z: `match` is a whole-name match of one
+            self._globs = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs))
+        subs = [p for p in own if not _is_glob(p)]
+        if subs:  # a search costs about the name's length, not the number of substrings
+            self._subs = re.compile(_trie_regex(subs))
+
+    def _hits(self, names: tuple[str, str]) -> bool:
+        g, s = self._globs, self._subs
+        return bool(
+            (g is not None and (g.match(names[0]) or g.match(names[1])))
+            or (s is not None and (s.search(names[0]) or s.search(names[1])))
+        )
+
+    def first(self, names: tuple[str, str]) -> int | None:
+        """The index of the first pattern of this range that matches one of ``names``."""
+        if not self._hits(names):
             return None
-        for p, glob in self._ordered:
-            if glob is None:
-                if p in names[0] or p in names[1]:
-                    return p
-            elif glob.match(names[0]) or glob.match(names[1]):
-                return p
+        if self.hi - self.lo <= self.LEAF:
+            if self._ordered is None:
+                self._ordered = tuple(
+                    (i, p, re.compile(fnmatch.translate(p)) if _is_glob(p) else None)
+                    for i, p in enumerate(self.patterns[self.lo : self.hi], self.lo)
+                )
+            for i, p, glob in self._ordered:
+                if glob is None:
+                    if p in names[0] or p in names[1]:
+                        return i
+                elif glob.match(names[0]) or glob.match(names[1]):
+                    return i
+            return None
+        if self._children is None:
+            step = -(-(self.hi - self.lo) // self.FANOUT)
+            self._children = [_Range(self.patterns, a, min(a + step, self.hi))
+                              for a in range(self.lo, self.hi, step)]
+        for child in self._children:
+            found = child.first(names)
+            if found is not None:
+                return found
         return None
 
 

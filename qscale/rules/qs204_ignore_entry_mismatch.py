@@ -144,6 +144,9 @@ def _wildcard_hit(
         return []
     head = entry[:cut]
     start = bisect.bisect_left(names, head)
+    few = _fewer_than_under_head(entry, names, head, start, parts)
+    if few is not None:
+        return next(([n] for n in few if wildcard(n, entry)), [])
     for n in names[start:]:
         if not n.startswith(head):
             break
@@ -158,11 +161,28 @@ def _wildcard_hit(
     return []
 
 
+def _fewer_than_under_head(
+    entry: str, names: Sequence[str], head: str, start: int, parts: "_Parts | None"
+) -> list[str] | None:
+    """The names holding the glob's literal pieces, where they are fewer than the long run of
+    names under its head (an MTP layer's experts under ``mtp.layers.0*_v5``), else None."""
+    if "[" in entry or parts is None:
+        return None
+    stop = bisect.bisect_left(names, head + "\U0010ffff", start)
+    if stop - start <= _Parts.FEW:
+        return None
+    few = parts.candidates(entry)
+    return few if len(few) < stop - start else None
+
+
 class _Parts:
     """The dotted components of the module names (and of the names with `language_model.`
     dropped, which :func:`wildcard` also tries), each with the names that hold it: the names
     that can contain a text are those holding each of its inner components, one ending with
     its first piece, one starting with its last."""
+
+    #: a candidate set this small is taken as it is, without looking for a smaller one
+    FEW = 64
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = names
@@ -185,7 +205,12 @@ class _Parts:
         pieces = text.split(".")
         if len(pieces) >= 3:
             inner = [self.by_part.get(p, []) for p in pieces[1:-1]]
-            return min(inner, key=len)
+            best = min(inner, key=len)
+            if len(best) > self.FEW and pieces[-1]:  # e.g. only `1` of `layers.1.mlp.x`
+                last = pieces[-1]  # names whose component starts with it: often far fewer
+                side = self._holding(lambda b: b.startswith(last))
+                return side if len(side) < len(best) else best
+            return best
         if len(pieces) == 2:
             first, last = pieces
             sides = []
