@@ -123,6 +123,25 @@ def quark_mxfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
             t[f"{name}.weight_scale"]}
 
 
+def quark_int8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark W8A8 INT8 export: per-channel symmetric int8 weights with their 1-D scale and
+    zero point, static per-tensor int8 activations with scale and zero point."""
+    return {
+        f"{name}.weight": torch.randint(-127, 128, (out, inp), generator=g, dtype=torch.int8),
+        f"{name}.weight_scale": _scale(g, (out,)).float(),
+        f"{name}.weight_zero_point": torch.zeros(out, dtype=torch.int8),
+        f"{name}.input_scale": _scale(g, ()).float(),
+        f"{name}.input_zero_point": torch.zeros((), dtype=torch.int8),
+    }
+
+
+def _quark_spec(dtype: str, qscheme: str, *, dynamic: bool = False) -> dict[str, Any]:
+    """One Quark tensor config as Quark's exporter writes it (the fields vLLM reads)."""
+    return {"dtype": dtype, "qscheme": qscheme, "is_dynamic": dynamic, "symmetric": True,
+            "ch_axis": 0 if qscheme == "per_channel" else None, "group_size": None,
+            "round_method": "half_even", "scale_type": "float"}
+
+
 def fp8_block_inv(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     return {
         f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
@@ -213,6 +232,12 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
                                                "is_dynamic": False},
                                     "input_tensors": None},
             "layer_quant_config": {}, "exclude": ig}),
+        "quark-int8": (quark_int8, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {"weight": _quark_spec("int8", "per_channel"),
+                                    "input_tensors": _quark_spec("int8", "per_tensor"),
+                                    "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
     }
 
 

@@ -1,21 +1,36 @@
-"""AMD Quark (``quant_method: quark``): global, per-layer and per-type configs, ``exclude``.
+"""AMD Quark (``quant_method: quark``): global, per-layer and per-type configs, ``exclude``;
+FP8 per-tensor / per-channel, OCP MX (MXFP4, MXFP6, MXFP8) and W8A8 INT8 tensor by tensor;
+other schemes (INT4, NVFP4 and W4A8 two-level, INT8 MoE experts) stop at QS102.
 
 Follows vLLM's ``QuarkConfig``: ``exclude`` entries match exactly or as ``re:`` regexes
 (``quark/utils.py::should_ignore_layer``); a layer's config is looked up in
 ``layer_quant_config`` (``*`` patterns by fnmatch, others when the layer name is a substring of
 the pattern), then ``layer_type_quant_config``, then ``global_quant_config``.
+
+W8A8 INT8 (``QuarkW8A8Int8``, ``quark/schemes/quark_w8a8_int8.py``; read in the wheels of
+vLLM 0.18.0 and 0.20.0-0.33.0) is what ``quark/quark.py`` builds for int8 weights and
+activations with symmetric per-tensor or per-channel weights and either static per-tensor
+activations (``_is_static_tensor_w8a8``, ``_is_w8a8_int8`` from 0.30) or dynamic per-token
+ones (``qscheme: per_channel``, ``is_dynamic: true``; ``_is_dynamic_per_token_w8a8`` from
+0.20.0, 0.18.0 raises "No quark compatible scheme was found"). Each module stores an I8
+``weight`` [out, in], a float ``weight_scale`` (per-channel: [out]; from 0.22.0 the parameter
+is [out, 1] and its loader unsqueezes a 1-D scale, so both load; 0.18-0.21 take [out] only;
+per-tensor: a scalar), and for static activations ``input_scale`` and, when they are
+asymmetric, ``input_zero_point`` (scalars). ``weight_zero_point`` (and a symmetric
+``input_zero_point``) is registered and dropped after loading: tolerated, not required. Its
+routed experts (``QuarkW8A8Int8MoEMethod``, ``w13_``/``w2_`` parameters) are not modelled.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from qscale.errors import ConfigError
-from qscale.formats._api import BuiltByEveryRelease, Resolution, first_match, require_list
-from qscale.modules import ModuleInfo
+from qscale.errors import ConfigError, QscaleError, UnknownFormat
+from qscale.formats._api import Resolution, first_match, require_list
+from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     E8M0,
     FLOAT_SCALE,
@@ -23,6 +38,8 @@ from qscale.schemes import (
     U8,
     QuantArgs,
     QuantScheme,
+    ShapeRule,
+    Shapes,
     Strategy,
     TensorSpec,
     full,
@@ -34,7 +51,22 @@ from qscale.schemes import (
     unpacked,
 )
 
+if TYPE_CHECKING:
+    from qscale.engines import EngineSpec
+
+Version = tuple[int, ...]
 METHOD = "quark"
+I8 = frozenset({"I8"})
+#: zero points: the engine's int8 parameter takes any dtype (``copy_`` converts)
+ZERO_POINT = frozenset({"I8", "U8", "I32", "F32", "BF16", "F16"})
+#: vLLM builds dynamic per-token INT8 activations from 0.20.0 (``_is_dynamic_per_token_w8a8``
+#: in ``quark/quark.py``; 0.18.0 has only ``_is_static_tensor_w8a8``)
+INT8_DYNAMIC_SINCE: Version = (0, 20)
+#: ``quark_w8a8_int8.py`` registers the per-channel ``weight_scale`` as [out, 1] with a loader
+#: that unsqueezes a 1-D scale from 0.22.0 (0.18.0-0.21.0: a 1-D [out] parameter, loaded as is)
+INT8_SCALE_2D_SINCE: Version = (0, 22)
+#: labels of the schemes whose routed experts qscale does not model
+_DENSE_ONLY = ("INT8 ",)
 _QSCHEMES = {
     "per_tensor": Strategy.TENSOR,
     "per_channel": Strategy.CHANNEL,
@@ -63,13 +95,70 @@ def _args(spec: Mapping[str, Any], where: str) -> QuantArgs:
     )
 
 
-def _scheme(cfg: Mapping[str, Any], where: str) -> QuantScheme | None:
+def _int8(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
+          where: str) -> QuantScheme | str | None:
+    """W8A8 INT8 as ``quark/quark.py`` matches it: the scheme, a refusal (str), or None when
+    the config is not int8 weights and activations, or is int8 in a way vLLM does not build."""
+    if wspec.get("dtype") != "int8" or not isinstance(ispec, dict) \
+            or ispec.get("dtype") != "int8":
+        return None
+    if wspec.get("qscheme") not in ("per_tensor", "per_channel") \
+            or wspec.get("symmetric") is not True:
+        return None
+    static = ispec.get("qscheme") == "per_tensor" and not ispec.get("is_dynamic") \
+        and not wspec.get("is_dynamic")
+    dynamic = ispec.get("qscheme") == "per_channel" and ispec.get("is_dynamic") is True
+    if not (static or dynamic):
+        return None
+    if dynamic and version is not None and version < INT8_DYNAMIC_SINCE:
+        return (f"{where}: vLLM < 0.20 builds Quark INT8 with static per-tensor activations"
+                " only; dynamic per-token ones are refused (\"No quark compatible scheme was"
+                " found\", quark/quark.py)")
+    w = _args(wspec, f"{where}.weight")
+    inputs = _args(ispec, f"{where}.input_tensors")
+    per_channel = w.strategy == Strategy.CHANNEL
+    rule: ShapeRule
+    if not per_channel:
+        rule = per_tensor
+    elif version is not None and version < INT8_SCALE_2D_SINCE:
+        rule = per_channel_1d
+    else:
+        rule = _channel_1d_or_2d
+    sym_input = ispec.get("symmetric") is True
+    specs = [TensorSpec("weight", I8, full, unpacked()),
+             TensorSpec("weight_scale", FLOAT_SCALE, rule)]
+    tolerated = {"weight_zero_point"}
+    if static:
+        specs.append(TensorSpec("input_scale", FLOAT_SCALE, per_tensor))
+        if sym_input:
+            tolerated.add("input_zero_point")
+        else:
+            specs.append(TensorSpec("input_zero_point", ZERO_POINT, per_tensor))
+    act = "static act" if static else "dynamic per-token act"
+    return QuantScheme(METHOD, f"INT8 per-{w.strategy.value}, {act}", w, inputs, tuple(specs),
+                       tolerated=frozenset(tolerated))
+
+
+def _channel_1d_or_2d(o: int, _i: int) -> Shapes:
+    """Quark INT8 per-channel ``weight_scale`` from vLLM 0.22: [out] (Quark's export; the
+    loader unsqueezes it) or [out, 1] (the parameter's own shape)."""
+    return ((o,), (o, 1))
+
+
+def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None
+            ) -> QuantScheme | str | None:
+    """The scheme of one Quark config at a vLLM release (None: the newest): a QuantScheme
+    (with no tensors when qscale does not model it), a refusal (str), or None when the config
+    quantizes no weights."""
     wspec = cfg.get("weight")
     if wspec is None:
         return None
     if isinstance(wspec, list):  # two-level schemes (NVFP4, W4A8): first entry is the element type
         w = _args(wspec[0], f"{where}.weight[0]")
         return QuantScheme(METHOD, f"{wspec[0].get('dtype')} two-level", w, None, ())
+    int8 = _int8(wspec, cfg.get("input_tensors"), version, where)
+    if int8 is not None:
+        return int8
     w = _args(wspec, f"{where}.weight")
     ispec = cfg.get("input_tensors")
     inputs = None
@@ -109,15 +198,55 @@ def _scheme(cfg: Mapping[str, Any], where: str) -> QuantScheme | None:
     return QuantScheme(METHOD, f"{dtype} {w.strategy.value}", w, inputs, ())
 
 
-@dataclass(frozen=True, slots=True)
-class QuarkConfig(BuiltByEveryRelease):
-    """A parsed Quark ``quantization_config``."""
+Scheme = QuantScheme | str | None
 
-    global_scheme: QuantScheme | None
-    layer_schemes: tuple[tuple[str, QuantScheme | None], ...]
+
+@dataclass(frozen=True, slots=True)
+class QuarkConfig:
+    """A parsed Quark ``quantization_config``, its schemes as one vLLM release builds them
+    (``version`` None: the newest; :meth:`for_engine` gives another release's)."""
+
+    global_cfg: Mapping[str, Any]
+    layer_cfgs: tuple[tuple[str, Mapping[str, Any]], ...]
     exclude: tuple[str, ...]
     config_key: str = "config.json"
     method: str = METHOD
+    version: Version | None = None
+    engine_name: str = "vllm"
+    global_scheme: Scheme = field(init=False, repr=False, compare=False)
+    layer_schemes: tuple[tuple[str, Scheme], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"{self.config_key}: quantization_config"
+        object.__setattr__(self, "global_scheme", _scheme(
+            self.global_cfg, f"{where}.global_quant_config", self.version))
+        object.__setattr__(self, "layer_schemes", tuple(
+            (p, _scheme(c, f"{where}.layer_quant_config.{p}", self.version))
+            for p, c in self.layer_cfgs))
+
+    def for_engine(self, engine: EngineSpec | None) -> QuarkConfig:
+        """The same config as ``engine``'s release builds it."""
+        name, version = (engine.engine, engine.version) if engine else ("vllm", None)
+        if (name, version) == (self.engine_name, self.version):
+            return self
+        return QuarkConfig(self.global_cfg, self.layer_cfgs, self.exclude, self.config_key,
+                           self.method, version, name)
+
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8 config
+        on SGLang, whose Quark INT8 was not read (``UnknownFormat``)."""
+        built = self.for_engine(engine)
+        schemes = [built.global_scheme, *(s for _, s in built.layer_schemes)]
+        for s in schemes:
+            if isinstance(s, str):
+                return ConfigError(s, hint="re-export with static per-tensor int8 activations,"
+                                   " or deploy on vLLM >= 0.20")
+        if built.engine_name != "vllm" and any(
+                isinstance(s, QuantScheme) and s.label.startswith(_DENSE_ONLY) for s in schemes):
+            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8 is modelled as vLLM builds"
+                                 f" it; {built.engine_name}'s reading of it was not read",
+                                 hint="check with --engine vllm")
+        return None
 
     def resolve(self, module: ModuleInfo) -> Resolution:
         """exclude, then layer_quant_config, then global_quant_config."""
@@ -131,10 +260,27 @@ class QuarkConfig(BuiltByEveryRelease):
                 else module.name in pattern
             )
             if matched:
-                return Resolution(scheme, f"layer_quant_config `{pattern}`")
+                return self._checked(module, scheme, f"layer_quant_config `{pattern}`")
         if self.global_scheme is None:
             return Resolution(None, "global_quant_config quantizes no weights")
-        return Resolution(self.global_scheme, "global_quant_config")
+        return self._checked(module, self.global_scheme, "global_quant_config")
+
+    def _checked(self, module: ModuleInfo, scheme: Scheme, why: str) -> Resolution:
+        """The resolution, or QS102 where qscale does not model what the engine builds."""
+        if scheme is None or isinstance(scheme, str):  # a refusal: reported by `refusal`
+            return Resolution(None, why)
+        if not scheme.tensors:
+            raise UnknownFormat(
+                f"{self.config_key}: Quark scheme {scheme.label} ({why}, `{module.name}`) is not"
+                " modelled by qscale (its tensors are not checked)",
+                hint="qscale models Quark FP8 per-tensor/per-channel, OCP MX and W8A8 INT8")
+        expert = module.kind == ModuleKind.FUSED_EXPERTS or ".experts." in module.name
+        if expert and scheme.label.startswith(_DENSE_ONLY):
+            raise UnknownFormat(
+                f"{self.config_key}: Quark {scheme.label} MoE experts (`{module.name}`) are not"
+                " modelled (vLLM builds them with QuarkW8A8Int8MoEMethod, quark/quark_moe.py)",
+                hint="the dense layers of this scheme are modelled; MoE experts are not")
+        return Resolution(scheme, why)
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> QuarkConfig:
@@ -148,11 +294,11 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> QuarkCon
     layers = qc.get("layer_quant_config") or {}
     if not isinstance(glob, dict) or not isinstance(layers, dict):
         raise ConfigError(f"{where}: global/layer_quant_config must be objects")
+    if not all(isinstance(c, dict) for c in layers.values()):
+        raise ConfigError(f"{where}: layer_quant_config entries must be objects")
     return QuarkConfig(
-        global_scheme=_scheme(glob, f"{where}.global_quant_config"),
-        layer_schemes=tuple(
-            (p, _scheme(c, f"{where}.layer_quant_config.{p}")) for p, c in layers.items()
-        ),
+        global_cfg=glob,
+        layer_cfgs=tuple(layers.items()),
         exclude=tuple(require_list(qc, "exclude", where)),
         config_key=config_key,
     )
