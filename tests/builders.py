@@ -135,6 +135,18 @@ def quark_int8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def quark_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark NVFP4 export: packed FP4 weight, E4M3 scales per 16 inputs, and the two
+    per-tensor FP8-level scales vLLM's QuarkNVFP4 registers."""
+    t = modelopt_nvfp4(name, out, inp, g)
+    return {
+        f"{name}.weight": t[f"{name}.weight"],
+        f"{name}.weight_scale": t[f"{name}.weight_scale"],
+        f"{name}.weight_scale_2": torch.tensor(3.5e-5),
+        f"{name}.input_scale_2": torch.tensor(1.6e-3),
+    }
+
+
 def _quark_spec(dtype: str, qscheme: str, *, dynamic: bool = False) -> dict[str, Any]:
     """One Quark tensor config as Quark's exporter writes it (the fields vLLM reads)."""
     return {"dtype": dtype, "qscheme": qscheme, "is_dynamic": dynamic, "symmetric": True,
@@ -232,6 +244,16 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
                                                "is_dynamic": False},
                                     "input_tensors": None},
             "layer_quant_config": {}, "exclude": ig}),
+        "quark-nvfp4": (quark_nvfp4, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {
+                "weight": [{**_quark_spec("fp4", "per_group"), "group_size": 16},
+                           _quark_spec("fp8_e4m3", "per_tensor")],
+                "input_tensors": [{**_quark_spec("fp4", "per_group", dynamic=True),
+                                   "group_size": 16},
+                                  _quark_spec("fp8_e4m3", "per_tensor")],
+                "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
         "quark-int8": (quark_int8, lambda ig: {
             "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
             "global_quant_config": {"weight": _quark_spec("int8", "per_channel"),

@@ -110,12 +110,12 @@ def test_int8_on_sglang_is_not_modelled(tmp_path):
     assert "QS102" in r.stdout + r.stderr
 
 
-def test_nvfp4_two_level_is_partial_not_clean(tmp_path):
-    """A two-level (list) weight config was resolved with no tensors to check: a silent
-    pass. It is QS102 now."""
-    w = [{**_quark_spec("fp4", "per_group"), "group_size": 16},
-         _quark_spec("fp8_e4m3", "per_tensor")]
+def test_w4a8_two_level_is_partial_not_clean(tmp_path):
+    """A two-entry weight config other than NVFP4 was resolved with no tensors to check: a
+    silent pass. It is QS102 now."""
+    w = [_quark_spec("fp8_e4m3", "per_tensor"), _quark_spec("int4", "per_channel")]
     b = dense("LlamaForCausalLM", "quark-int8").set_config(f"{GLOBAL}/weight", w)
+    b.set_config(f"{GLOBAL}/input_tensors", _quark_spec("fp8_e4m3", "per_tensor"))
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2
     assert "QS102" in r.stdout + r.stderr and "not modelled" in r.stdout + r.stderr

@@ -1,6 +1,7 @@
 """AMD Quark (``quant_method: quark``): global, per-layer and per-type configs, ``exclude``;
-FP8 per-tensor / per-channel, OCP MX (MXFP4, MXFP6, MXFP8) and W8A8 INT8 tensor by tensor;
-other schemes (INT4, NVFP4 and W4A8 two-level, INT8 MoE experts) stop at QS102.
+FP8 per-tensor / per-channel, OCP MX (MXFP4, MXFP6, MXFP8), W8A8 INT8 and NVFP4 tensor by
+tensor; other schemes (INT4, FP8 per-block, W4A8 two-level, INT8 / NVFP4 MoE experts) stop at
+QS102.
 
 Follows vLLM's ``QuarkConfig``: ``exclude`` entries match exactly or as ``re:`` regexes
 (``quark/utils.py::should_ignore_layer``); a layer's config is looked up in
@@ -19,6 +20,19 @@ per-tensor: a scalar), and for static activations ``input_scale`` and, when they
 asymmetric, ``input_zero_point`` (scalars). ``weight_zero_point`` (and a symmetric
 ``input_zero_point``) is registered and dropped after loading: tolerated, not required. Its
 routed experts (``QuarkW8A8Int8MoEMethod``, ``w13_``/``w2_`` parameters) are not modelled.
+
+NVFP4 (``QuarkNVFP4``, ``quark/schemes/quark_nvfp4.py``, from 0.22.0; the same in every
+release read up to 0.33.0) is a two-entry ``weight`` and ``input_tensors``: FP4 per-group 16
+(inputs dynamic) and a static per-tensor FP8 entry (``_is_nvfp4``). A module stores ``weight``
+(U8, two values a byte, [out, in/2]), ``weight_scale`` (FP8 E4M3, [out, in/16]) and the
+scalars ``weight_scale_2`` and ``input_scale_2``. Earlier releases have no such scheme
+(refused); its MoE experts (``QuarkNvfp4MoEMethod``) are not modelled. Other two-entry
+configs (W4A8 FP8 + INT4, which vLLM builds for MoE experts only) stay QS102.
+
+Which Quark schemes each release builds was read in ``quark/quark.py`` of every wheel from
+0.18.0 and 0.20.0 to 0.33.0: FP8 (``QuarkW8A8Fp8``), static INT8, OCP MX and W4A8 MXFP4-FP8
+from 0.18.0; dynamic INT8 from 0.20.0; NVFP4 from 0.22.0; FP8 per-block
+(``QuarkW8A8Fp8PerBlock``) from 0.28.0; W4A16 INT4 (``QuarkW4A16Int4``) from 0.31.0.
 """
 
 from __future__ import annotations
@@ -65,8 +79,11 @@ INT8_DYNAMIC_SINCE: Version = (0, 20)
 #: ``quark_w8a8_int8.py`` registers the per-channel ``weight_scale`` as [out, 1] with a loader
 #: that unsqueezes a 1-D scale from 0.22.0 (0.18.0-0.21.0: a 1-D [out] parameter, loaded as is)
 INT8_SCALE_2D_SINCE: Version = (0, 22)
+#: ``QuarkNVFP4`` (``quark/schemes/quark_nvfp4.py``) from 0.22.0 (absent in 0.18.0-0.21.0)
+NVFP4_SINCE: Version = (0, 22)
+NVFP4_GROUP = 16
 #: labels of the schemes whose routed experts qscale does not model
-_DENSE_ONLY = ("INT8 ",)
+_DENSE_ONLY = ("INT8 ", "NVFP4")
 _QSCHEMES = {
     "per_tensor": Strategy.TENSOR,
     "per_channel": Strategy.CHANNEL,
@@ -139,6 +156,42 @@ def _int8(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
                        tolerated=frozenset(tolerated))
 
 
+def _fp4_group16(x: Mapping[str, Any]) -> bool:
+    return x.get("dtype") == "fp4" and x.get("qscheme") == "per_group" \
+        and x.get("group_size") == NVFP4_GROUP
+
+
+def _fp8_static_tensor(x: Mapping[str, Any]) -> bool:
+    return x.get("dtype") == "fp8_e4m3" and x.get("qscheme") == "per_tensor" \
+        and not x.get("is_dynamic")
+
+
+def _nvfp4(wspec: list[Mapping[str, Any]], ispec: Any, version: Version | None,
+           where: str) -> QuantScheme | str | None:
+    """NVFP4 as ``QuarkConfig._is_nvfp4`` matches it (weights and inputs each an FP4 group-16
+    entry and a static per-tensor FP8 one, inputs dynamic): the scheme, a refusal (releases
+    before :data:`NVFP4_SINCE`), or None."""
+    if len(wspec) != 2 or not isinstance(ispec, list) or len(ispec) != 2 \
+            or not all(isinstance(x, dict) for x in ispec):
+        return None
+    if not (_fp4_group16(wspec[0]) and not wspec[0].get("is_dynamic")
+            and _fp4_group16(ispec[0]) and ispec[0].get("is_dynamic")
+            and _fp8_static_tensor(wspec[1]) and _fp8_static_tensor(ispec[1])):
+        return None
+    if version is not None and version < NVFP4_SINCE:
+        return (f"{where}: vLLM < 0.22 has no Quark NVFP4 scheme (QuarkNVFP4 appears in"
+                " 0.22.0, quark/schemes/quark_nvfp4.py); the two-level weight config is not"
+                " built")
+    w = QuantArgs("float", 4, Strategy.TENSOR_GROUP, group_size=NVFP4_GROUP)
+    inputs = QuantArgs("float", 4, Strategy.TENSOR_GROUP, group_size=NVFP4_GROUP, dynamic=True)
+    return QuantScheme(METHOD, "NVFP4", w, inputs, (
+        TensorSpec("weight", U8, packed_in(2), unpacked(2)),
+        TensorSpec("weight_scale", FP8, groups(NVFP4_GROUP)),
+        TensorSpec("weight_scale_2", FLOAT_SCALE, per_tensor),
+        TensorSpec("input_scale_2", FLOAT_SCALE, per_tensor),
+    ))
+
+
 def _channel_1d_or_2d(o: int, _i: int) -> Shapes:
     """Quark INT8 per-channel ``weight_scale`` from vLLM 0.22: [out] (Quark's export; the
     loader unsqueezes it) or [out, 1] (the parameter's own shape)."""
@@ -154,6 +207,11 @@ def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None
     if wspec is None:
         return None
     if isinstance(wspec, list):  # two-level schemes (NVFP4, W4A8): first entry is the element type
+        if not wspec or not all(isinstance(x, dict) for x in wspec):
+            raise ConfigError(f"{where}.weight: a list of tensor configs expected")
+        nvfp4 = _nvfp4(wspec, cfg.get("input_tensors"), version, where)
+        if nvfp4 is not None:
+            return nvfp4
         w = _args(wspec[0], f"{where}.weight[0]")
         return QuantScheme(METHOD, f"{wspec[0].get('dtype')} two-level", w, None, ())
     int8 = _int8(wspec, cfg.get("input_tensors"), version, where)
@@ -233,18 +291,18 @@ class QuarkConfig:
                            self.method, version, name)
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
-        """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8 config
-        on SGLang, whose Quark INT8 was not read (``UnknownFormat``)."""
+        """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8 or
+        NVFP4 config on SGLang, whose Quark schemes were not read (``UnknownFormat``)."""
         built = self.for_engine(engine)
         schemes = [built.global_scheme, *(s for _, s in built.layer_schemes)]
         for s in schemes:
             if isinstance(s, str):
-                return ConfigError(s, hint="re-export with static per-tensor int8 activations,"
-                                   " or deploy on vLLM >= 0.20")
+                return ConfigError(s, hint="deploy on a vLLM release that builds it")
         if built.engine_name != "vllm" and any(
                 isinstance(s, QuantScheme) and s.label.startswith(_DENSE_ONLY) for s in schemes):
-            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8 is modelled as vLLM builds"
-                                 f" it; {built.engine_name}'s reading of it was not read",
+            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8 and NVFP4 are modelled as"
+                                 f" vLLM builds them; {built.engine_name}'s reading of them"
+                                 " was not read",
                                  hint="check with --engine vllm")
         return None
 
@@ -273,12 +331,14 @@ class QuarkConfig:
             raise UnknownFormat(
                 f"{self.config_key}: Quark scheme {scheme.label} ({why}, `{module.name}`) is not"
                 " modelled by qscale (its tensors are not checked)",
-                hint="qscale models Quark FP8 per-tensor/per-channel, OCP MX and W8A8 INT8")
+                hint="qscale models Quark FP8 per-tensor/per-channel, OCP MX, W8A8 INT8 and"
+                " NVFP4")
         expert = module.kind == ModuleKind.FUSED_EXPERTS or ".experts." in module.name
         if expert and scheme.label.startswith(_DENSE_ONLY):
             raise UnknownFormat(
                 f"{self.config_key}: Quark {scheme.label} MoE experts (`{module.name}`) are not"
-                " modelled (vLLM builds them with QuarkW8A8Int8MoEMethod, quark/quark_moe.py)",
+                " modelled (vLLM builds them with a Quark MoE method of quark/quark_moe.py,"
+                " w13_/w2_ parameters)",
                 hint="the dense layers of this scheme are modelled; MoE experts are not")
         return Resolution(scheme, why)
 
