@@ -147,6 +147,18 @@ def quark_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def quark_int4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark W4A16 INT4 export, group 128: int32 weight [in, out/8] (AWQ's transposed
+    packing), scales [in/128, out], int32-packed zero points [in/128, out/8]."""
+    groups = inp // 128
+    return {
+        f"{name}.weight": _int4((inp, out // 8), g),
+        f"{name}.weight_scale": _scale(g, (groups, out)),
+        f"{name}.weight_zero_point": torch.full((groups, out // 8), 0x88888888 - 2**32,
+                                                dtype=torch.int32),
+    }
+
+
 def _quark_spec(dtype: str, qscheme: str, *, dynamic: bool = False) -> dict[str, Any]:
     """One Quark tensor config as Quark's exporter writes it (the fields vLLM reads)."""
     return {"dtype": dtype, "qscheme": qscheme, "is_dynamic": dynamic, "symmetric": True,
@@ -253,6 +265,12 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
                                    "group_size": 16},
                                   _quark_spec("fp8_e4m3", "per_tensor")],
                 "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
+        "quark-int4": (quark_int4, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {
+                "weight": {**_quark_spec("int4", "per_group"), "group_size": 128},
+                "input_tensors": None, "output_tensors": None, "bias": None},
             "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
         "quark-int8": (quark_int8, lambda ig: {
             "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},

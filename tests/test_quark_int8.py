@@ -119,12 +119,3 @@ def test_w4a8_two_level_is_partial_not_clean(tmp_path):
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2
     assert "QS102" in r.stdout + r.stderr and "not modelled" in r.stdout + r.stderr
-
-
-def test_int4_weight_only_is_partial_not_clean(tmp_path):
-    w = {**_quark_spec("int4", "per_group"), "group_size": 128}
-    b = dense("LlamaForCausalLM", "quark-int8").set_config(f"{GLOBAL}/weight", w)
-    b.set_config(f"{GLOBAL}/input_tensors", None)
-    r = _cli(b.write(tmp_path))
-    assert r.returncode == 2
-    assert "QS102" in r.stdout + r.stderr

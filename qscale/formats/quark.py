@@ -1,7 +1,7 @@
 """AMD Quark (``quant_method: quark``): global, per-layer and per-type configs, ``exclude``;
-FP8 per-tensor / per-channel, OCP MX (MXFP4, MXFP6, MXFP8), W8A8 INT8 and NVFP4 tensor by
-tensor; other schemes (INT4, FP8 per-block, W4A8 two-level, INT8 / NVFP4 MoE experts) stop at
-QS102.
+FP8 per-tensor / per-channel, OCP MX (MXFP4, MXFP6, MXFP8), W8A8 INT8, NVFP4 and W4A16 INT4
+tensor by tensor; other schemes (FP8 per-block, W4A8 two-level, the INT8 / NVFP4 / INT4 MoE
+experts) stop at QS102.
 
 Follows vLLM's ``QuarkConfig``: ``exclude`` entries match exactly or as ``re:`` regexes
 (``quark/utils.py::should_ignore_layer``); a layer's config is looked up in
@@ -29,6 +29,15 @@ scalars ``weight_scale_2`` and ``input_scale_2``. Earlier releases have no such 
 (refused); its MoE experts (``QuarkNvfp4MoEMethod``) are not modelled. Other two-entry
 configs (W4A8 FP8 + INT4, which vLLM builds for MoE experts only) stay QS102.
 
+W4A16 INT4 (``QuarkW4A16Int4``, ``quark/schemes/quark_w4a16_int4.py``, from 0.31.0; the same
+in 0.32.0 and 0.33.0): int4 / uint4 weights without activation quantization, packed by
+``export.pack_method`` order or reorder, with an int ``group_size`` and a bool ``symmetric``.
+A module stores ``weight`` (I32 [in, out/8], transposed as AWQ packs it), ``weight_scale``
+([in/group, out], or ``out`` rounded up to a multiple of 8, which the loader pads to) and,
+when asymmetric, ``weight_zero_point`` (I32 [in/group, out/8]); symmetric ones may store it
+(registered, unused). Earlier releases refuse it; its MoE experts
+(``QuarkW4A16Int4MoEMethod``) are not modelled.
+
 Which Quark schemes each release builds was read in ``quark/quark.py`` of every wheel from
 0.18.0 and 0.20.0 to 0.33.0: FP8 (``QuarkW8A8Fp8``), static INT8, OCP MX and W4A8 MXFP4-FP8
 from 0.18.0; dynamic INT8 from 0.20.0; NVFP4 from 0.22.0; FP8 per-block
@@ -38,6 +47,7 @@ from 0.18.0; dynamic INT8 from 0.20.0; NVFP4 from 0.22.0; FP8 per-block
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,8 +92,11 @@ INT8_SCALE_2D_SINCE: Version = (0, 22)
 #: ``QuarkNVFP4`` (``quark/schemes/quark_nvfp4.py``) from 0.22.0 (absent in 0.18.0-0.21.0)
 NVFP4_SINCE: Version = (0, 22)
 NVFP4_GROUP = 16
+#: ``QuarkW4A16Int4`` (``quark/schemes/quark_w4a16_int4.py``) from 0.31.0 (unchanged to 0.33.0)
+INT4_SINCE: Version = (0, 31)
+INT4_PACK = 8  #: int4 values per stored int32
 #: labels of the schemes whose routed experts qscale does not model
-_DENSE_ONLY = ("INT8 ", "NVFP4")
+_DENSE_ONLY = ("INT8 ", "NVFP4", "INT4 ")
 _QSCHEMES = {
     "per_tensor": Strategy.TENSOR,
     "per_channel": Strategy.CHANNEL,
@@ -198,8 +211,59 @@ def _channel_1d_or_2d(o: int, _i: int) -> Shapes:
     return ((o,), (o, 1))
 
 
-def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None
-            ) -> QuantScheme | str | None:
+def _int4_weight(o: int, i: int) -> Shapes:
+    """W4A16 INT4 ``weight``: int32 [in, out/8], eight output values a word."""
+    return ((i, math.ceil(o / INT4_PACK)),)
+
+
+def _int4_logical(s: tuple[int, ...]) -> tuple[int, int] | None:
+    return (s[1] * INT4_PACK, s[0]) if len(s) == 2 else None
+
+
+def _int4_groups(group: int) -> ShapeRule:
+    """``weight_scale`` [in/group, out] (the loader zero-pads it to a whole word of outputs,
+    so that padded width loads too); ``group`` -1 is one group."""
+    def rule(o: int, i: int) -> Shapes:
+        n = 1 if group == -1 else math.ceil(i / group)
+        padded = math.ceil(o / INT4_PACK) * INT4_PACK
+        return ((n, o),) if padded == o else ((n, o), (n, padded))
+    return rule
+
+
+def _int4_zeros(group: int) -> ShapeRule:
+    """``weight_zero_point`` [in/group, out/8], int32-packed like the weight."""
+    return lambda o, i: ((1 if group == -1 else math.ceil(i / group), math.ceil(o / INT4_PACK)),)
+
+
+def _int4(wspec: Mapping[str, Any], ispec: Any, pack_method: Any, version: Version | None,
+          where: str) -> QuantScheme | str | None:
+    """W4A16 INT4 as ``QuarkConfig._is_w4a16_int4`` matches it (int4 / uint4 weights, no
+    activation quantization, ``export.pack_method`` order or reorder): the scheme, a refusal
+    (releases before :data:`INT4_SINCE`), or None."""
+    if wspec.get("dtype") not in ("int4", "uint4") or ispec is not None \
+            or pack_method not in ("order", "reorder"):
+        return None
+    group, sym = wspec.get("group_size"), wspec.get("symmetric")
+    if type(group) is not int or group <= 0 or type(sym) is not bool:  # parse_w4a16_int4_...
+        return (f"{where}.weight: vLLM refuses Quark W4A16 INT4 without a positive int"
+                f" `group_size` and a bool `symmetric` (got {group!r}, {sym!r};"
+                " quark/utils.py parse_w4a16_int4_weight_config)")
+    if version is not None and version < INT4_SINCE:
+        return (f"{where}: vLLM < 0.31 has no Quark W4A16 INT4 scheme (QuarkW4A16Int4 appears"
+                " in 0.31.0, quark/schemes/quark_w4a16_int4.py): \"No quark compatible scheme"
+                " was found\"")
+    w = QuantArgs("int", 4, Strategy.GROUP, group_size=group, symmetric=sym)
+    specs = [TensorSpec("weight", frozenset({"I32"}), _int4_weight, _int4_logical),
+             TensorSpec("weight_scale", FLOAT_SCALE, _int4_groups(group))]
+    if not sym:
+        specs.append(TensorSpec("weight_zero_point", frozenset({"I32"}), _int4_zeros(group)))
+    return QuantScheme(METHOD, f"INT4 W4A16 group {group}{'' if sym else ' asym'}", w, None,
+                       tuple(specs),
+                       tolerated=frozenset({"weight_zero_point"}) if sym else frozenset())
+
+
+def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None,
+            pack_method: Any = None) -> QuantScheme | str | None:
     """The scheme of one Quark config at a vLLM release (None: the newest): a QuantScheme
     (with no tensors when qscale does not model it), a refusal (str), or None when the config
     quantizes no weights."""
@@ -217,6 +281,9 @@ def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None
     int8 = _int8(wspec, cfg.get("input_tensors"), version, where)
     if int8 is not None:
         return int8
+    int4 = _int4(wspec, cfg.get("input_tensors"), pack_method, version, where)
+    if int4 is not None:
+        return int4
     w = _args(wspec, f"{where}.weight")
     ispec = cfg.get("input_tensors")
     inputs = None
@@ -271,15 +338,16 @@ class QuarkConfig:
     method: str = METHOD
     version: Version | None = None
     engine_name: str = "vllm"
+    pack_method: Any = None  #: ``export.pack_method`` (W4A16 INT4 packing)
     global_scheme: Scheme = field(init=False, repr=False, compare=False)
     layer_schemes: tuple[tuple[str, Scheme], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = f"{self.config_key}: quantization_config"
         object.__setattr__(self, "global_scheme", _scheme(
-            self.global_cfg, f"{where}.global_quant_config", self.version))
+            self.global_cfg, f"{where}.global_quant_config", self.version, self.pack_method))
         object.__setattr__(self, "layer_schemes", tuple(
-            (p, _scheme(c, f"{where}.layer_quant_config.{p}", self.version))
+            (p, _scheme(c, f"{where}.layer_quant_config.{p}", self.version, self.pack_method))
             for p, c in self.layer_cfgs))
 
     def for_engine(self, engine: EngineSpec | None) -> QuarkConfig:
@@ -288,7 +356,7 @@ class QuarkConfig:
         if (name, version) == (self.engine_name, self.version):
             return self
         return QuarkConfig(self.global_cfg, self.layer_cfgs, self.exclude, self.config_key,
-                           self.method, version, name)
+                           self.method, version, name, self.pack_method)
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
         """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8 or
@@ -297,7 +365,8 @@ class QuarkConfig:
         schemes = [built.global_scheme, *(s for _, s in built.layer_schemes)]
         for s in schemes:
             if isinstance(s, str):
-                return ConfigError(s, hint="deploy on a vLLM release that builds it")
+                return ConfigError(s, hint="re-export it, or deploy on a vLLM release that"
+                                   " builds it")
         if built.engine_name != "vllm" and any(
                 isinstance(s, QuantScheme) and s.label.startswith(_DENSE_ONLY) for s in schemes):
             return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8 and NVFP4 are modelled as"
@@ -331,8 +400,8 @@ class QuarkConfig:
             raise UnknownFormat(
                 f"{self.config_key}: Quark scheme {scheme.label} ({why}, `{module.name}`) is not"
                 " modelled by qscale (its tensors are not checked)",
-                hint="qscale models Quark FP8 per-tensor/per-channel, OCP MX, W8A8 INT8 and"
-                " NVFP4")
+                hint="qscale models Quark FP8 per-tensor/per-channel, OCP MX, W8A8 INT8,"
+                " NVFP4 and W4A16 INT4")
         expert = module.kind == ModuleKind.FUSED_EXPERTS or ".experts." in module.name
         if expert and scheme.label.startswith(_DENSE_ONLY):
             raise UnknownFormat(
@@ -361,4 +430,5 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> QuarkCon
         layer_cfgs=tuple(layers.items()),
         exclude=tuple(require_list(qc, "exclude", where)),
         config_key=config_key,
+        pack_method=qc["export"].get("pack_method"),
     )
