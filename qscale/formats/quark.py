@@ -106,6 +106,16 @@ _QSCHEMES = {
 _MX_PACK = {"fp4": 2}  # values per stored byte along the input dimension
 
 
+def _fp6_packed(o: int, i: int) -> Shapes:
+    """MXFP6 ``weight``: four 6-bit values in three bytes along the input, U8 [out, in*3/4]
+    (``QuarkOCP_MX.get_packed_dim``, the same from vLLM 0.18.0 to 0.33.0)."""
+    return ((o, i * 3 // 4),)
+
+
+def _fp6_logical(s: tuple[int, ...]) -> tuple[int, int] | None:
+    return (s[0], math.ceil(s[1] * 4 / 3)) if len(s) == 2 else None
+
+
 def _args(spec: Mapping[str, Any], where: str) -> QuantArgs:
     dtype = str(spec.get("dtype", ""))
     qscheme = spec.get("qscheme")
@@ -294,6 +304,8 @@ def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None,
         if dtype in _MX_PACK:
             f = _MX_PACK[str(dtype)]
             weight = TensorSpec("weight", U8, packed_in(f), unpacked(f))
+        elif str(dtype).startswith("fp6"):
+            weight = TensorSpec("weight", U8, _fp6_packed, _fp6_logical)
         else:
             weight = TensorSpec("weight", FP8 if dtype == "fp8_e4m3" else U8, full, unpacked())
         label = f"MX{str(dtype).upper().split('_')[0]}"
