@@ -371,8 +371,9 @@ class QuarkConfig:
                            self.method, version, name, self.pack_method)
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
-        """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8 or
-        NVFP4 config on SGLang, whose Quark schemes were not read (``UnknownFormat``)."""
+        """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8,
+        NVFP4 or W4A16 INT4 config on SGLang, whose Quark loader was not read
+        (``UnknownFormat``)."""
         built = self.for_engine(engine)
         schemes = [built.global_scheme, *(s for _, s in built.layer_schemes)]
         for s in schemes:
@@ -381,9 +382,9 @@ class QuarkConfig:
                                    " builds it")
         if built.engine_name != "vllm" and any(
                 isinstance(s, QuantScheme) and s.label.startswith(_DENSE_ONLY) for s in schemes):
-            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8 and NVFP4 are modelled as"
-                                 f" vLLM builds them; {built.engine_name}'s reading of them"
-                                 " was not read",
+            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8, NVFP4 and W4A16 INT4"
+                                 f" are modelled as vLLM builds them; {built.engine_name}'s"
+                                 " Quark loader was not read",
                                  hint="check with --engine vllm")
         return None
 
