@@ -123,6 +123,49 @@ def quark_mxfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
             t[f"{name}.weight_scale"]}
 
 
+def quark_int8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark W8A8 INT8 export: per-channel symmetric int8 weights with their 1-D scale and
+    zero point, static per-tensor int8 activations with scale and zero point."""
+    return {
+        f"{name}.weight": torch.randint(-127, 128, (out, inp), generator=g, dtype=torch.int8),
+        f"{name}.weight_scale": _scale(g, (out,)).float(),
+        f"{name}.weight_zero_point": torch.zeros(out, dtype=torch.int8),
+        f"{name}.input_scale": _scale(g, ()).float(),
+        f"{name}.input_zero_point": torch.zeros((), dtype=torch.int8),
+    }
+
+
+def quark_nvfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark NVFP4 export: packed FP4 weight, E4M3 scales per 16 inputs, and the two
+    per-tensor FP8-level scales vLLM's QuarkNVFP4 registers."""
+    t = modelopt_nvfp4(name, out, inp, g)
+    return {
+        f"{name}.weight": t[f"{name}.weight"],
+        f"{name}.weight_scale": t[f"{name}.weight_scale"],
+        f"{name}.weight_scale_2": torch.tensor(3.5e-5),
+        f"{name}.input_scale_2": torch.tensor(1.6e-3),
+    }
+
+
+def quark_int4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark W4A16 INT4 export, group 128: int32 weight [in, out/8] (AWQ's transposed
+    packing), scales [in/128, out], int32-packed zero points [in/128, out/8]."""
+    groups = inp // 128
+    return {
+        f"{name}.weight": _int4((inp, out // 8), g),
+        f"{name}.weight_scale": _scale(g, (groups, out)),
+        f"{name}.weight_zero_point": torch.full((groups, out // 8), 0x88888888 - 2**32,
+                                                dtype=torch.int32),
+    }
+
+
+def _quark_spec(dtype: str, qscheme: str, *, dynamic: bool = False) -> dict[str, Any]:
+    """One Quark tensor config as Quark's exporter writes it (the fields vLLM reads)."""
+    return {"dtype": dtype, "qscheme": qscheme, "is_dynamic": dynamic, "symmetric": True,
+            "ch_axis": 0 if qscheme == "per_channel" else None, "group_size": None,
+            "round_method": "half_even", "scale_type": "float"}
+
+
 def fp8_block_inv(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     return {
         f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
@@ -213,10 +256,35 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
                                                "is_dynamic": False},
                                     "input_tensors": None},
             "layer_quant_config": {}, "exclude": ig}),
+        "quark-nvfp4": (quark_nvfp4, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {
+                "weight": [{**_quark_spec("fp4", "per_group"), "group_size": 16},
+                           _quark_spec("fp8_e4m3", "per_tensor")],
+                "input_tensors": [{**_quark_spec("fp4", "per_group", dynamic=True),
+                                   "group_size": 16},
+                                  _quark_spec("fp8_e4m3", "per_tensor")],
+                "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
+        "quark-int4": (quark_int4, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {
+                "weight": {**_quark_spec("int4", "per_group"), "group_size": 128},
+                "input_tensors": None, "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
+        "quark-int8": (quark_int8, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {"weight": _quark_spec("int8", "per_channel"),
+                                    "input_tensors": _quark_spec("int8", "per_tensor"),
+                                    "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
     }
 
 
-SCHEMES = tuple(_schemes())
+#: schemes whose MoE experts qscale does not model (a MoE builder under them is QS102, exit 2)
+DENSE_ONLY_SCHEMES = ("quark-int8", "quark-nvfp4", "quark-int4")
+#: schemes qscale checks on every builder, the MoE ones included
+SCHEMES = tuple(s for s in _schemes() if s not in DENSE_ONLY_SCHEMES)
 
 
 # --------------------------------------------------------------------------- the builder

@@ -3,9 +3,8 @@
 Every row holds over a release range ``[low, high)`` and cites the files of the released wheels
 it was read from (``vllm/model_executor/layers/quantization/…`` and, for the dense kernels,
 ``vllm/model_executor/kernels/linear/mixed_precision/marlin.py``). Read in the wheels of
-0.18.0, 0.20.0, 0.21.0, 0.22.0, 0.23.0, 0.24.0, 0.29.0, 0.30.0 and 0.33.0; a change between
-two releases read is pinned to the later one (0.25–0.28 and 0.31–0.32 were not read: the
-facts agree on both sides).
+0.18.0 and of every release from 0.20.0 to 0.33.0; a change between two releases read is
+pinned to the later one (0.19 was not read: 0.18.0 and 0.20.0 agree on every fact here).
 
 The formats (:mod:`qscale.formats.gptq`) ask :func:`facts` which configs the release refuses
 at start-up; the layout rules (:mod:`qscale.constraints`) ask whether its dense Marlin kernel
@@ -103,31 +102,35 @@ VLLM: tuple[WNA16Facts, ...] = (
         sources=(f"{_Q}auto_gptq.py", f"{_Q}awq_marlin.py", f"{_Q}utils/marlin_utils.py", _K),
     ),
     # marlin.py: "Tile misalignment is fixed by zero-padding" unless has_g_idx; auto_awq.py
-    # passes allow_tile_padding=True. The fused-MoE check stays strict. Read: 0.24.0.
+    # passes allow_tile_padding=True. The fused-MoE check stays strict
+    # (check_moe_marlin_supports_layer(layer, group_size)). Read: 0.24.0.
     WNA16Facts(
-        "vllm", (0, 24), (0, 29), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        "vllm", (0, 24), (0, 25), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
         desc_act_refused=False, awq_bits=frozenset({4}),
         marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
         sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
     ),
-    # auto_gptq.py: check_moe_marlin_supports_layer(..., allow_tile_padding=not desc_act).
-    # Read: 0.29.0 (0.25–0.28 not read).
+    # auto_gptq.py AutoGPTQConfig.get_quant_method: check_moe_marlin_supports_layer(...,
+    # allow_tile_padding=not self.desc_act); the rest as 0.24. Read: 0.25.0, 0.26.0, 0.27.0,
+    # 0.28.0, 0.29.0.
     WNA16Facts(
-        "vllm", (0, 29), (0, 30), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
+        "vllm", (0, 25), (0, 30), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
         desc_act_refused=False, awq_bits=frozenset({4}),
         marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
         moe_marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER,
         sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
     ),
     # utils/gptq_utils.py: normalize_and_validate_gptq_desc_act refuses desc_act with a group
-    # size ("no longer supported"), also through `dynamic`; auto_gptq.py drops `.g_idx`
-    # (get_checkpoint_weight_mapper); marlin.py always pads. Read: 0.30.0, 0.33.0.
+    # size ("no longer supported"), also through `dynamic`; base_config.py
+    # QuantizationConfig.get_checkpoint_weight_mapper drops `.g_idx`; marlin.py always pads,
+    # and auto_gptq.py passes allow_tile_padding=True to the MoE check. Read: 0.30.0, 0.31.0,
+    # 0.32.0, 0.33.0.
     WNA16Facts(
         "vllm", (0, 30), INF_VERSION, _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
         desc_act_refused=True, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.PADDED,
         awq_tile_fallback=False, moe_marlin_tiles=MarlinTiles.PADDED,
-        sources=(f"{_Q}auto_gptq.py", f"{_Q}utils/gptq_utils.py", f"{_Q}auto_awq.py",
-                 f"{_Q}utils/marlin_utils.py", _K),
+        sources=(f"{_Q}auto_gptq.py", f"{_Q}utils/gptq_utils.py", f"{_Q}base_config.py",
+                 f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
     ),
 )
 
@@ -183,27 +186,63 @@ class AutoRoundFacts:
     #: int bits built through the Humming kernels on CUDA (``CUDA_HUMMING_SUPPORTED_BITS``)
     humming_bits: frozenset[int]
     sources: tuple[str, ...]
+    #: ``SUPPORTED_FORMATS`` (``packing_format``; anything else: "Unsupported packing_format")
+    formats: frozenset[str] = frozenset({"auto_round:auto_gptq", "auto_round:auto_awq"})
+    #: int data asserts a GPTQ / AWQ packing (``_validate_int_quantization``); before it, an
+    #: int config with another accepted packing is built in a way not modelled
+    int_packing_checked: bool = False
+    #: ``fp`` / ``mx_fp`` configs are validated as :func:`qscale.formats.auto_round` models
+    #: (``_validate_fp8_block_quantization`` / ``_validate_mxfp8_quantization``)
+    float_validated: bool = False
+
+    @property
+    def range_label(self) -> str:
+        """``vllm>=0.22.0,<0.27.0`` style."""
+        lo = "vllm>=" + ".".join(map(str, self.low))
+        if self.high == INF_VERSION:
+            return lo
+        return f"{lo},<{'.'.join(map(str, self.high))}"
+
+
+#: ``SUPPORTED_BACKENDS``, the same in every release read (0.18.0, 0.20.0-0.33.0)
+AUTO_ROUND_BACKENDS = frozenset({"auto", "gptq", "gptq:marlin", "awq", "awq:marlin", "marlin"})
+_AR_INT = frozenset({"auto_round:auto_gptq", "auto_round:auto_awq"})
+_AR_LLMC = _AR_INT | {"auto_round:llm_compressor"}
 
 
 VLLM_AUTO_ROUND: tuple[AutoRoundFacts, ...] = (
-    # inc.py apply_gptq_quant_layer: GPTQMarlinConfig, else GPTQConfig. Read: 0.18.0, 0.21.0.
+    # inc.py apply_gptq_quant_layer: GPTQMarlinConfig, else GPTQConfig. Read: 0.18.0, 0.20.0,
+    # 0.21.0.
     AutoRoundFacts((0, 18), (0, 22), frozenset({2, 3, 4, 8}), frozenset({"int"}), True,
                    frozenset(), (f"{_Q}inc.py",)),
-    # inc.py (0.22, 0.23) / inc/schemes/inc_wna16_linear.py (0.24): Marlin or
+    # inc.py (0.22, 0.23) / inc/schemes/inc_wna16_linear.py (0.24-0.26): Marlin or
     # NotImplementedError ("Only 4-bit and 8-bit symmetric quantization is supported with
-    # Marlin kernels"). Read: 0.22.0, 0.23.0, 0.24.0.
-    AutoRoundFacts((0, 22), (0, 29), frozenset({2, 3, 4, 8}), frozenset({"int"}), False,
-                   frozenset(), (f"{_Q}inc.py", f"{_Q}inc/schemes/inc_wna16_linear.py")),
-    # inc/inc.py SUPPORTED_DTYPES gains "mx_fp" and "fp" (FP8 block, MXFP4/MXFP8).
-    # Read: 0.29.0 (0.25–0.28 not read).
+    # Marlin kernels"). Read: 0.22.0, 0.23.0, 0.24.0, 0.25.0, 0.26.0.
+    AutoRoundFacts((0, 22), (0, 27), frozenset({2, 3, 4, 8}), frozenset({"int"}), False,
+                   frozenset(), (f"{_Q}inc.py", f"{_Q}inc/inc.py",
+                                 f"{_Q}inc/schemes/inc_wna16_linear.py")),
+    # inc/inc.py: SUPPORTED_DTYPES gains "mx_fp" (also as a substring, MXFP8 constants) and
+    # SUPPORTED_FORMATS "auto_round:llm_compressor", without the field checks of 0.29 (not
+    # modelled). Read: 0.27.0, 0.28.0.
+    AutoRoundFacts((0, 27), (0, 29), frozenset({2, 3, 4, 8}), frozenset({"int", "mx_fp"}),
+                   False, frozenset(), (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/factory.py",
+                                        f"{_Q}inc/schemes/inc_wna16_linear.py"),
+                   formats=_AR_LLMC),
+    # inc/inc.py SUPPORTED_DTYPES gains "fp" (FP8 block) and SUPPORTED_FORMATS
+    # "auto_round:fp8"; _validate_int_quantization / _validate_fp8_block_quantization /
+    # _validate_mxfp8_quantization assert each data type's fields. Read: 0.29.0.
     AutoRoundFacts((0, 29), (0, 30), frozenset({2, 3, 4, 8}), frozenset({"int", "mx_fp", "fp"}),
-                   False, frozenset(), (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/factory.py")),
+                   False, frozenset(), (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/factory.py"),
+                   formats=_AR_LLMC | {"auto_round:fp8"}, int_packing_checked=True,
+                   float_validated=True),
     # SUPPORTED_BITS 2–8; inc_wna16_scheme.py sends bits 2/3/5/6/7 to the Humming kernels on
-    # CUDA. Read: 0.30.0, 0.33.0.
+    # CUDA. Read: 0.30.0, 0.31.0, 0.32.0, 0.33.0.
     AutoRoundFacts((0, 30), INF_VERSION, frozenset(range(2, 9)),
                    frozenset({"int", "mx_fp", "fp"}), False, frozenset({2, 3, 5, 6, 7}),
                    (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/inc_wna16_scheme.py",
-                    f"{_Q}inc/schemes/inc_wna16_linear.py")),
+                    f"{_Q}inc/schemes/inc_wna16_linear.py"),
+                   formats=_AR_LLMC | {"auto_round:fp8"}, int_packing_checked=True,
+                   float_validated=True),
 )
 
 

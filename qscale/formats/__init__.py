@@ -166,10 +166,11 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     """Assign each module its scheme (only Linear and fused-expert modules can be quantized),
     as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
-    if fmt is not None and (err := fmt.refusal(  # a config the engine version refuses to build
-            parse_engine(engine) if isinstance(engine, str) else engine or parse_engine(None)
-    )) is not None:
-        raise err
+    release = parse_engine(engine) if isinstance(engine, str) else engine or parse_engine(None)
+    if isinstance(fmt, quark.QuarkConfig):  # its schemes differ by release
+        fmt = fmt.for_engine(release)
+    if fmt is not None and (err := fmt.refusal(release)) is not None:
+        raise err  # a config the engine version refuses to build
     family = family_or_none(ckpt, engine)
     if family is not None and family.engines:  # that engine's own loader facts
         family = family.for_engine(parse_engine(engine).engine if isinstance(engine, str)

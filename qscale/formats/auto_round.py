@@ -1,4 +1,4 @@
-"""AutoRound (``quant_method: auto-round``), integer data types, as vLLM 0.33's ``INCConfig``
+"""AutoRound (``quant_method: auto-round``), integer data types, as vLLM's ``INCConfig``
 loads it (``vllm/model_executor/layers/quantization/inc/inc.py``, ``inc/config_parser.py``).
 
 ``packing_format`` ``auto_round:auto_gptq`` (the default) stores GPTQ-packed tensors,
@@ -11,7 +11,10 @@ quantization to names starting with one of its entries; the ``lm_head`` is quant
 through ``extra_config``.
 
 Which configs a release builds is data (:func:`qscale.engines.wna16.auto_round_facts`, CUDA):
-bits outside ``SUPPORTED_BITS`` and data types outside ``SUPPORTED_DTYPES`` are refused;
+bits outside ``SUPPORTED_BITS``, data types outside ``SUPPORTED_DTYPES``, a ``packing_format``
+outside ``SUPPORTED_FORMATS`` and a ``backend`` outside ``SUPPORTED_BACKENDS`` are refused,
+each named with the release checked (from 0.29 an int config must also be GPTQ- or AWQ-packed;
+0.27-0.28 accept ``auto_round:llm_compressor`` there, which is not modelled: QS102);
 GPTQ-packed int layers outside Marlin's (4, sym) / (8, sym) and group sizes are refused from
 0.22 (``NotImplementedError``; 0.18–0.21 build them with ``GPTQConfig``); bits 2/3/5/6/7 go to
 the Humming kernels from 0.30 (their packing is not modelled: QS102). FP8-block (``fp``) and
@@ -37,10 +40,10 @@ if TYPE_CHECKING:
 from qscale.modules import ModuleInfo
 
 METHOD = "auto-round"
-#: ``INCConfig.SUPPORTED_BITS`` / ``SUPPORTED_FORMATS`` / ``SUPPORTED_BACKENDS`` (vLLM 0.33)
+#: the union of ``INCConfig.SUPPORTED_BITS`` over the releases read (vLLM 0.30 on)
 BITS = frozenset({2, 3, 4, 5, 6, 7, 8})
+#: the GPTQ / AWQ packings (``_validate_int_quantization``, vLLM 0.29 on)
 INT_FORMATS = ("auto_round:auto_gptq", "auto_round:auto_awq")
-BACKENDS = frozenset({"auto", "gptq", "gptq:marlin", "awq", "awq:marlin", "marlin"})
 _REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
 
 
@@ -59,6 +62,8 @@ class AutoRoundConfig:
     data_type: str = "int"
     #: the raw settings INCConfig validates for non-int data types
     raw: Mapping[str, Any] | None = None
+    packing_format: str = INT_FORMATS[0]  #: as stored (the default when absent)
+    backend: str = "auto"
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
         """What ``engine`` (default: the newest vLLM) does with this config at start-up, on
@@ -66,10 +71,15 @@ class AutoRoundConfig:
         a way qscale does not model, None where qscale models what it builds."""
         name, version = (engine.engine, engine.version) if engine else ("vllm", None)
         f = wna16.auto_round_facts(name, version)
-        if f is None:
-            return None  # SGLang: not modelled here
-        who = engine.label if engine is not None else "vLLM"
         where = f"{self.config_key}: quantization_config"
+        if f is None:  # SGLang: modelled as vLLM's GPTQ / AWQ packings only
+            if self.data_type == "int" and self.packing_format in INT_FORMATS \
+                    and self.backend in wna16.AUTO_ROUND_BACKENDS:
+                return None
+            return UnknownFormat(f"{where}: auto-round packing_format {self.packing_format!r},"
+                                 f" backend {self.backend!r} on {name}: not modelled",
+                                 hint="qscale models SGLang's GPTQ / AWQ-packed auto-round")
+        who = engine.label if engine is not None else f.range_label
         if self.bits not in f.bits:
             return ConfigError(f"{where}: {who} refuses auto-round bits {self.bits}"
                                f" (\"Unsupported weight_bits\"; supported: {sorted(f.bits)})")
@@ -79,8 +89,28 @@ class AutoRoundConfig:
                                f" {self.data_type!r} (\"Unsupported data_type\"; supported:"
                                f" {sorted(f.data_types)})", hint="deploy on vLLM >= 0.29"
                                if "fp" in self.data_type else None)
+        if self.packing_format not in f.formats:
+            return ConfigError(f"{where}: {who} refuses auto-round packing_format"
+                               f" {self.packing_format!r} (\"Unsupported packing_format\";"
+                               f" supported: {sorted(f.formats)})")
+        if self.backend not in wna16.AUTO_ROUND_BACKENDS:
+            return ConfigError(f"{where}: {who} refuses auto-round backend {self.backend!r}"
+                               f" (\"Unsupported backend\"; supported:"
+                               f" {sorted(wna16.AUTO_ROUND_BACKENDS)})")
         if self.data_type != "int":
+            if not f.float_validated:
+                return UnknownFormat(f"{where}: auto-round data_type {self.data_type!r} is"
+                                     f" accepted by {who} (inc/inc.py), not modelled by qscale",
+                                     hint="qscale models auto-round int")
             return _float_refusal(self, where, who)
+        if self.packing_format not in INT_FORMATS:
+            if f.int_packing_checked:
+                return ConfigError(f"{where}: {who} refuses int auto-round with packing_format"
+                                   f" {self.packing_format!r} (\"INC int quantization only"
+                                   f" supports packing_format in {sorted(INT_FORMATS)}\")")
+            return UnknownFormat(f"{where}: {who} accepts int auto-round with packing_format"
+                                 f" {self.packing_format!r}; what it builds is not modelled",
+                                 hint=f"qscale models {', '.join(INT_FORMATS)}")
         return self._int_refusal(f, where, who)
 
     def _int_refusal(self, f: wna16.AutoRoundFacts, where: str, who: str
@@ -192,21 +222,24 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> AutoRoun
     bits, group = qc.get("bits"), qc.get("group_size")
     if type(bits) is not int:
         raise ConfigError(f"{where}: auto-round needs an integer `bits`")
+    backend = qc.get("backend", qc.get("vllm_backend", "auto"))
     if data_type != "int":  # judged by AutoRoundConfig.refusal (never resolved)
+        # INCConfig.from_config's default packing per data type
+        block = data_type == "fp" and bits == 8 and isinstance(group, list)
+        default = "auto_round:fp8" if block else "auto_round:llm_compressor" \
+            if "mx_fp" in data_type else INT_FORMATS[0]
         return AutoRoundConfig(GPTQ, bits, -1, True, None, {}, config_key,
-                               data_type=data_type, raw=dict(qc))
+                               data_type=data_type, raw=dict(qc),
+                               packing_format=str(qc.get("packing_format") or default),
+                               backend=str(backend))
     if type(group) is not int:
         raise ConfigError(f"{where}: auto-round needs integer `bits` and `group_size`")
     if bits not in BITS:
         raise ConfigError(f"{where}: no vLLM release builds auto-round bits {bits}"
                           f" (supported at most: {sorted(BITS)})")
     packing = qc.get("packing_format") or INT_FORMATS[0]
-    backend = qc.get("backend", qc.get("vllm_backend", "auto"))
-    if packing not in INT_FORMATS:
-        raise ConfigError(f"{where}: vLLM 0.33 refuses packing_format {packing!r} for int"
-                          f" (supported: {', '.join(INT_FORMATS)})")
-    if backend not in BACKENDS:
-        raise ConfigError(f"{where}: vLLM 0.33 refuses auto-round backend {backend!r}")
+    if not isinstance(packing, str) or not isinstance(backend, str):
+        raise ConfigError(f"{where}: auto-round `packing_format` and `backend` must be strings")
     kind = GPTQ if ("gptq" in packing or "gptq" in backend) else AWQ
     blocks = qc.get("block_name_to_quantize", qc.get("to_quant_block_names"))
     if isinstance(blocks, str):
@@ -216,4 +249,5 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> AutoRoun
         raise ConfigError(f"{where}: `extra_config` must map module names to objects")
     sym = qc.get("sym", True)
     return AutoRoundConfig(kind, bits, group, bool(sym),
-                           tuple(blocks) if blocks else None, extra, config_key)
+                           tuple(blocks) if blocks else None, extra, config_key,
+                           packing_format=packing, backend=backend)
