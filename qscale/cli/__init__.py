@@ -15,6 +15,7 @@ import typer._click as click  # the click typer is built on (vendored by this ty
 from typer.core import TyperCommand, TyperGroup
 
 from qscale import __version__
+from qscale.cli import _coerce
 from qscale.errors import QscaleError
 
 #: command -> its module under qscale/cli and function. A module is imported only when its
@@ -51,6 +52,8 @@ def load_command(name: str) -> click.Command:
     sub.command(name)(getattr(importlib.import_module(f"qscale.cli.{module}"), func))
     cmd = typer.main.get_command(sub)
     cmd.name = name
+    # plain values without pydantic (~0.1 s); the context names the help option
+    _coerce.install(cmd, click.Context(cmd, help_option_names=_SETTINGS["help_option_names"]))
     return cmd
 
 
