@@ -69,6 +69,10 @@ class _LazyGroup(TyperGroup):
             return None
         return TyperCommand(cmd_name, help=_docstring(*COMMANDS[cmd_name]))
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _coerce.install(self, ctx)  # --debug, --help: no pydantic
+        return super().parse_args(ctx, args)
+
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
@@ -113,9 +117,11 @@ def _debugging(argv: list[str]) -> bool:
 
 def _hint(exc: QscaleError) -> str:
     """The error's hint, pointing at the rule doc when the error carries a rule's code."""
-    from qscale import rules
+    if exc.code is None:
+        return exc.hint
+    from qscale.cli.rule import rule_codes  # the codes as the rule sources declare them
 
-    if exc.code is None or exc.code not in rules.BY_CODE:
+    if exc.code not in rule_codes():
         return exc.hint
     explain = f"`qscale rule {exc.code}` explains it"
     return f"{exc.hint}; {explain}" if exc.hint else explain
