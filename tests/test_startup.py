@@ -1,5 +1,7 @@
-"""CLI start-up: `qscale --version`, `--help` and `qscale rule X` load neither numpy nor the
-rules, the formats or the engine catalogue; what they print is what the eager CLI printed."""
+"""CLI start-up: `qscale --version`, `--help`, `qscale rule X` and the commands' `--help` load
+neither torch, numpy, pydantic, rich nor the rules, the formats or the engine catalogue (a missing
+checkpoint stops `qscale check` before the rules load); what they print is what the eager CLI
+printed, and an option's value is what typer's own parsing gives."""
 
 import json
 import subprocess
@@ -14,7 +16,12 @@ from qscale.cli import COMMANDS, app, load_command
 from qscale.cli.rule import rule_docs
 
 HEAVY = ("numpy", "torch", "qscale.checkpoint", "qscale.rules", "qscale.formats",
-         "qscale.engines.catalogue", "huggingface_hub", "compressed_tensors")
+         "qscale.engines.catalogue", "huggingface_hub", "compressed_tensors", "pydantic", "rich")
+#: what `qscale check` of a missing checkpoint may not load: it stops in the reader, which
+#: imports numpy, before the rules, the formats, the Hub client and the renderers
+NOT_FOR_A_MISSING_CHECKPOINT = ("torch", "qscale.rules", "qscale.formats", "qscale.runner",
+                                "qscale.report", "huggingface_hub", "compressed_tensors",
+                                "pydantic", "rich")
 
 _PROBE = """
 import json, sys
@@ -28,16 +35,34 @@ print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["rule", "QS204"],
-                                  ["rule", "--all"], ["check", "--help"]])
-def test_start_up_loads_nothing_heavy(args):
+def _loaded(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """The modules `qscale ARGS` has imported when it exits, and the process."""
     p = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True,
                        check=True)
-    loaded = set(json.loads(p.stderr.strip().splitlines()[-1]))
-    # `check --help` imports the check command, which may load numpy, never torch
-    heavy = {"torch", "compressed_tensors"} if args[0] == "check" else set(HEAVY)
-    assert not {m for m in loaded if m.split(".")[0] in heavy or m in heavy}
+    return set(json.loads(p.stderr.strip().splitlines()[-1])), p
+
+
+def _named(loaded: set[str], heavy: tuple[str, ...]) -> set[str]:
+    """The modules of ``loaded`` that are, or lie in a package of, ``heavy``."""
+    return {m for m in loaded if any(m == h or m.startswith(f"{h}.") for h in heavy)}
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["rule", "QS204"],
+                                  ["rule", "ignore-entry-mismatch"], ["rule", "--all"],
+                                  ["check", "--help"], ["models", "--help"],
+                                  ["layouts", "--help"]])
+def test_start_up_loads_nothing_heavy(args):
+    loaded, p = _loaded(*args)
+    assert "qscale.cli" in loaded  # the probe ran the CLI
+    assert not _named(loaded, HEAVY)
     assert p.stdout
+
+
+def test_check_of_a_missing_checkpoint_stops_before_the_rules_load(tmp_path):
+    loaded, p = _loaded("check", str(tmp_path / "missing"))
+    assert "error: " in p.stderr and "no such file or folder" in p.stderr
+    assert "qscale.cli.check" in loaded
+    assert not _named(loaded, NOT_FOR_A_MISSING_CHECKPOINT)
 
 
 def test_lazy_command_list_is_the_eager_one():
