@@ -3,9 +3,9 @@
 Each command runs ``--repeat`` times in a fresh process (``.venv/bin/qscale`` by default, the
 console script a user runs); the best run is its figure, as the other runs measure the load
 of a shared machine, not qscale. The CPU column (user + system of the process, the least of
-the runs) is the figure to compare across machines and loads. ``check /nonexistent`` stops with exit 2 before it reads a
-file: it times the imports of the check command. Exits 1 when a command's best run is above
-``--limit`` seconds.
+the runs) is the figure to compare across machines and loads. ``check /nonexistent`` stops
+with exit 2 before it reads a file: it times the imports of the check command. Exits 1 when a
+command's best wall time is above ``--limit`` seconds.
 
     .venv/bin/python bench/bench_startup.py [--repeat 10] [--limit 0.3] [--qscale PATH]
 """

@@ -12,7 +12,7 @@ import pytest
 import typer
 import typer._click as click
 
-from qscale.cli import COMMANDS, _SETTINGS, load_command
+from qscale.cli import _SETTINGS, COMMANDS, load_command
 from qscale.cli._coerce import PlainParam
 
 #: command -> command lines after its name: good values, and values typer refuses

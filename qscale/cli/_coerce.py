@@ -68,7 +68,7 @@ def _path(value: Any, info: Any, param: Any, ctx: Any) -> Any:
         return SLOW
     try:  # typer's path check, given the Path its adapter would have made of the str
         return coerce_cli_path(Path(value), info, path_type=Path, param=param, ctx=ctx)
-    except Exception:  # noqa: BLE001 - typer's adapter raises its own error for it
+    except Exception:  # typer's adapter raises its own error for it
         return SLOW
 
 
