@@ -4,6 +4,7 @@ checkpoint stops `qscale check` before the rules load); what they print is what 
 printed, and an option's value is what typer's own parsing gives."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ from typer.testing import CliRunner
 
 from qscale import rules
 from qscale.cli import COMMANDS, app, load_command
-from qscale.cli.rule import rule_docs
+from qscale.cli.rule import _find, rule_codes, rule_docs
+from qscale.errors import UsageError
 
 HEAVY = ("numpy", "torch", "qscale.checkpoint", "qscale.rules", "qscale.formats",
          "qscale.engines.catalogue", "huggingface_hub", "compressed_tensors", "pydantic", "rich")
@@ -58,6 +60,16 @@ def test_start_up_loads_nothing_heavy(args):
     assert p.stdout
 
 
+def test_an_input_error_points_at_its_rule_before_the_rules_load(tmp_path):
+    # the hint's rule codes come from the rule sources when no check has imported the rules
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    loaded, p = _loaded("check", str(tmp_path / "model.safetensors"))
+    hint = re.search(r"`qscale rule (QS\d{3})` explains it$", p.stderr.strip().splitlines()[-2])
+    assert hint is not None, p.stderr
+    assert hint.group(1) in rules.BY_CODE
+    assert not _named(loaded, NOT_FOR_A_MISSING_CHECKPOINT)
+
+
 def test_check_of_a_missing_checkpoint_stops_before_the_rules_load(tmp_path):
     loaded, p = _loaded("check", str(tmp_path / "missing"))
     assert "error: " in p.stderr and "no such file or folder" in p.stderr
@@ -85,6 +97,18 @@ def test_rule_docs_from_source_are_the_registry():
     assert docs is not None
     assert [(d.code, d.name, d.severity, d.doc, d.check is None, d.summary) for d in docs] == [
         (r.code, r.name, r.severity, r.doc, r.check is None, r.summary) for r in rules.ALL_RULES]
+
+
+def test_a_rule_found_by_its_file_name_is_the_one_the_full_scan_finds():
+    docs = rule_docs()
+    assert docs is not None
+    for d in docs:
+        for key in (d.code, d.code.lower(), d.name, d.name.upper()):
+            assert _find(key) == d
+    assert rule_codes() == set(rules.BY_CODE)
+    for missing in ("QS999", "no-such-rule", "qs20*", "*", ""):
+        with pytest.raises(UsageError, match="no rule"):
+            _find(missing)
 
 
 def test_public_names_resolve_lazily():

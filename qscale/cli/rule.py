@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -70,8 +71,9 @@ def rule_docs() -> list[RuleDoc] | None:
 
 
 def rule_codes() -> set[str]:
-    """Every rule's code (the sources' word, else the registry's)."""
-    docs = rule_docs()
+    """Every rule's code: the registry's where a check has imported it, else the sources'."""
+    registry = sys.modules.get("qscale.rules")
+    docs = rule_docs() if registry is None else None
     if docs is None:
         from qscale import rules
 
