@@ -7,7 +7,7 @@ the runs) is the figure to compare across machines and loads. ``check /nonexiste
 with exit 2 before it reads a file: it times the imports of the check command. Exits 1 when a
 command's best wall time is above ``--limit`` seconds.
 
-    .venv/bin/python bench/bench_startup.py [--repeat 10] [--limit 0.3] [--qscale PATH]
+    .venv/bin/python bench/bench_startup.py [--repeat 10] [--limit 0.3] [--qscale PATH ...]
 """
 
 from __future__ import annotations
@@ -42,35 +42,42 @@ def _cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def best_of(argv: list[str], expect: int, repeat: int) -> tuple[float, float]:
-    """The fastest wall time of ``repeat`` runs of ``argv``, and the least CPU time (user +
-    system) of one, in seconds: on a loaded machine the CPU time says more of qscale."""
-    wall = cpu = float("inf")
+def best_of(argvs: list[list[str]], expect: int, repeat: int) -> list[tuple[float, float]]:
+    """Per command line of ``argvs``, the fastest wall time of ``repeat`` runs and the least
+    CPU time (user + system) of one, in seconds. The command lines take turns, so that each
+    sees the same load; on a loaded machine the CPU time says more of qscale."""
+    best = [(float("inf"), float("inf")) for _ in argvs]
     for _ in range(repeat):
-        c0, t0 = _cpu(), time.perf_counter()
-        p = subprocess.run(argv, capture_output=True, check=False)
-        wall, cpu = min(wall, time.perf_counter() - t0), min(cpu, _cpu() - c0)
-        if p.returncode != expect:
-            raise SystemExit(f"{' '.join(argv)}: exit {p.returncode}, expected {expect}\n"
-                             f"{p.stderr.decode(errors='replace')}")
-    return wall, cpu
+        for i, argv in enumerate(argvs):
+            c0, t0 = _cpu(), time.perf_counter()
+            p = subprocess.run(argv, capture_output=True, check=False)
+            wall, cpu = time.perf_counter() - t0, _cpu() - c0
+            if p.returncode != expect:
+                raise SystemExit(f"{' '.join(argv)}: exit {p.returncode}, expected {expect}\n"
+                                 f"{p.stderr.decode(errors='replace')}")
+            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
+    return best
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=10, help="runs per command (best is kept)")
     ap.add_argument("--limit", type=float, default=0.3, help="seconds a command may take")
-    ap.add_argument("--qscale", default=default_qscale(), help="the qscale executable")
+    ap.add_argument("--qscale", action="append", help="the qscale executable; give it again to"
+                    " compare others (runs take turns; the limit applies to the first)")
     args = ap.parse_args()
-    print(f"{'command':28} {'wall s':>7} {'cpu s':>7}")
-    wall, cpu = best_of([sys.executable, "-c", "pass"], 0, args.repeat)
+    exes = args.qscale or [default_qscale()]
+    heads = "".join(f" {'wall s':>7} {'cpu s':>7}" for _ in exes)
+    print(f"{'command':28}{heads}" + ("  (" + " | ".join(exes) + ")" if len(exes) > 1 else ""))
+    ((wall, cpu),) = best_of([[sys.executable, "-c", "pass"]], 0, args.repeat)
     print(f"{'python -c pass':28} {wall:7.3f} {cpu:7.3f}  (the interpreter alone)")
     over = []
     for cmd, expect in COMMANDS:
-        wall, cpu = best_of([args.qscale, *cmd], expect, args.repeat)
+        got = best_of([[exe, *cmd] for exe in exes], expect, args.repeat)
         label = "qscale " + " ".join(cmd)
-        print(f"{label:28} {wall:7.3f} {cpu:7.3f}{'  OVER' if wall > args.limit else ''}")
-        if wall > args.limit:
+        cols = "".join(f" {w:7.3f} {c:7.3f}" for w, c in got)
+        print(f"{label:28}{cols}{'  OVER' if got[0][0] > args.limit else ''}")
+        if got[0][0] > args.limit:
             over.append(label)
     print(f"best of {args.repeat}; wall limit {args.limit:.3f} s: "
           + (f"{len(over)} over ({', '.join(over)})" if over else "all within"))
