@@ -116,8 +116,8 @@ def install(command: Any, ctx: Any) -> int:
     """Give the parameters of ``command`` (a typer-built click command; its help option as
     ``ctx`` names it included) that take plain values a coercion without pydantic; returns how
     many got one."""
-    if RuntimeParam is None:  # pragma: no cover - depends on the installed typer
-        return 0
+    if RuntimeParam is None or not hasattr(_TyperParameter, "get_runtime_param"):
+        return 0  # pragma: no cover - another typer: its own coercion throughout
     n = 0
     for param in command.get_params(ctx):
         desc = getattr(param, "type_descriptor", None)
@@ -131,6 +131,10 @@ def install(command: Any, ctx: Any) -> int:
         leaf = _leaf(annotation, desc.parameter_info)
         if leaf is None:
             continue
-        param._runtime_param = PlainParam(desc.parameter_info, desc.annotation, leaf, listed)
+        try:
+            plain = PlainParam(desc.parameter_info, desc.annotation, leaf, listed)
+        except TypeError:  # pragma: no cover - another typer's RuntimeParam
+            return n
+        param._runtime_param = plain
         n += 1
     return n
