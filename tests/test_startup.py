@@ -1,7 +1,10 @@
-"""CLI start-up: `qscale --version`, `--help` and `qscale rule X` load neither numpy nor the
-rules, the formats or the engine catalogue; what they print is what the eager CLI printed."""
+"""CLI start-up: `qscale --version`, `--help`, `qscale rule X` and the commands' `--help` load
+neither torch, numpy, pydantic, rich nor the rules, the formats or the engine catalogue (a missing
+checkpoint stops `qscale check` before the rules load); what they print is what the eager CLI
+printed, and an option's value is what typer's own parsing gives."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -11,10 +14,16 @@ from typer.testing import CliRunner
 
 from qscale import rules
 from qscale.cli import COMMANDS, app, load_command
-from qscale.cli.rule import rule_docs
+from qscale.cli.rule import _find, rule_codes, rule_docs
+from qscale.errors import UsageError
 
 HEAVY = ("numpy", "torch", "qscale.checkpoint", "qscale.rules", "qscale.formats",
-         "qscale.engines.catalogue", "huggingface_hub", "compressed_tensors")
+         "qscale.engines.catalogue", "huggingface_hub", "compressed_tensors", "pydantic", "rich")
+#: what `qscale check` of a missing checkpoint may not load: it stops in the reader, which
+#: imports numpy, before the rules, the formats, the Hub client and the renderers
+NOT_FOR_A_MISSING_CHECKPOINT = ("torch", "qscale.rules", "qscale.formats", "qscale.runner",
+                                "qscale.report", "huggingface_hub", "compressed_tensors",
+                                "pydantic", "rich")
 
 _PROBE = """
 import json, sys
@@ -28,16 +37,44 @@ print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["--version"], ["--help"], ["rule", "QS204"],
-                                  ["rule", "--all"], ["check", "--help"]])
-def test_start_up_loads_nothing_heavy(args):
+def _loaded(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """The modules `qscale ARGS` has imported when it exits, and the process."""
     p = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True,
                        check=True)
-    loaded = set(json.loads(p.stderr.strip().splitlines()[-1]))
-    # `check --help` imports the check command, which may load numpy, never torch
-    heavy = {"torch", "compressed_tensors"} if args[0] == "check" else set(HEAVY)
-    assert not {m for m in loaded if m.split(".")[0] in heavy or m in heavy}
+    return set(json.loads(p.stderr.strip().splitlines()[-1])), p
+
+
+def _named(loaded: set[str], heavy: tuple[str, ...]) -> set[str]:
+    """The modules of ``loaded`` that are, or lie in a package of, ``heavy``."""
+    return {m for m in loaded if any(m == h or m.startswith(f"{h}.") for h in heavy)}
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["rule", "QS204"],
+                                  ["rule", "ignore-entry-mismatch"], ["rule", "--all"],
+                                  ["check", "--help"], ["models", "--help"],
+                                  ["layouts", "--help"]])
+def test_start_up_loads_nothing_heavy(args):
+    loaded, p = _loaded(*args)
+    assert "qscale.cli" in loaded  # the probe ran the CLI
+    assert not _named(loaded, HEAVY)
     assert p.stdout
+
+
+def test_an_input_error_points_at_its_rule_before_the_rules_load(tmp_path):
+    # the hint's rule codes come from the rule sources when no check has imported the rules
+    (tmp_path / "model.safetensors").write_bytes(b"abc")
+    loaded, p = _loaded("check", str(tmp_path / "model.safetensors"))
+    hint = re.search(r"`qscale rule (QS\d{3})` explains it$", p.stderr.strip().splitlines()[-2])
+    assert hint is not None, p.stderr
+    assert hint.group(1) in rules.BY_CODE
+    assert not _named(loaded, NOT_FOR_A_MISSING_CHECKPOINT)
+
+
+def test_check_of_a_missing_checkpoint_stops_before_the_rules_load(tmp_path):
+    loaded, p = _loaded("check", str(tmp_path / "missing"))
+    assert "error: " in p.stderr and "no such file or folder" in p.stderr
+    assert "qscale.cli.check" in loaded
+    assert not _named(loaded, NOT_FOR_A_MISSING_CHECKPOINT)
 
 
 def test_lazy_command_list_is_the_eager_one():
@@ -60,6 +97,18 @@ def test_rule_docs_from_source_are_the_registry():
     assert docs is not None
     assert [(d.code, d.name, d.severity, d.doc, d.check is None, d.summary) for d in docs] == [
         (r.code, r.name, r.severity, r.doc, r.check is None, r.summary) for r in rules.ALL_RULES]
+
+
+def test_a_rule_found_by_its_file_name_is_the_one_the_full_scan_finds():
+    docs = rule_docs()
+    assert docs is not None
+    for d in docs:
+        for key in (d.code, d.code.lower(), d.name, d.name.upper()):
+            assert _find(key) == d
+    assert rule_codes() == set(rules.BY_CODE)
+    for missing in ("QS999", "no-such-rule", "qs20*", "*", ""):
+        with pytest.raises(UsageError, match="no rule"):
+            _find(missing)
 
 
 def test_public_names_resolve_lazily():

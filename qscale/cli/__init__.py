@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import logging
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import typer._click as click  # the click typer is built on (vendored by this ty
 from typer.core import TyperCommand, TyperGroup
 
 from qscale import __version__
+from qscale.cli import _coerce
 from qscale.errors import QscaleError
 
 #: command -> its module under qscale/cli and function. A module is imported only when its
@@ -51,6 +51,8 @@ def load_command(name: str) -> click.Command:
     sub.command(name)(getattr(importlib.import_module(f"qscale.cli.{module}"), func))
     cmd = typer.main.get_command(sub)
     cmd.name = name
+    # plain values without pydantic (~0.1 s); the context names the help option
+    _coerce.install(cmd, click.Context(cmd, help_option_names=_SETTINGS["help_option_names"]))
     return cmd
 
 
@@ -65,6 +67,10 @@ class _LazyGroup(TyperGroup):
         if cmd_name not in COMMANDS:
             return None
         return TyperCommand(cmd_name, help=_docstring(*COMMANDS[cmd_name]))
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _coerce.install(self, ctx)  # --debug, --help: no pydantic
+        return super().parse_args(ctx, args)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -101,6 +107,8 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
 ) -> None:
     if debug:
+        import logging  # only under --debug (~5 ms at start-up)
+
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
@@ -110,9 +118,11 @@ def _debugging(argv: list[str]) -> bool:
 
 def _hint(exc: QscaleError) -> str:
     """The error's hint, pointing at the rule doc when the error carries a rule's code."""
-    from qscale import rules
+    if exc.code is None:
+        return exc.hint
+    from qscale.cli.rule import rule_codes  # the codes as the rule sources declare them
 
-    if exc.code is None or exc.code not in rules.BY_CODE:
+    if exc.code not in rule_codes():
         return exc.hint
     explain = f"`qscale rule {exc.code}` explains it"
     return f"{exc.hint}; {explain}" if exc.hint else explain

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from qscale import baseline as baselines
-from qscale._files import refuse_overwrite
 from qscale.cli import layouts as layout_opts
 from qscale.cli.options import (
     BaselineOpt,
@@ -27,10 +25,6 @@ from qscale.cli.options import (
 from qscale.errors import QscaleError, UsageError
 from qscale.findings import Severity
 from qscale.layout import Platform
-from qscale.progress import read_progress
-from qscale.report import render
-from qscale.runner import CheckOptions, check
-from qscale.source import read_checkpoint
 
 
 def check_cmd(
@@ -149,9 +143,20 @@ def _check(
         cuda_fusion=enable_cuda_shared_expert_fusion,
         platform=platform,
     )
+    # each part imported where it is first needed, so that `qscale check --help`, a usage error
+    # or a missing checkpoint stop before the rules (and numpy, but for a missing checkpoint) load
+    from qscale.progress import read_progress
+    from qscale.source import read_checkpoint
+
+    if baseline is not None or write_baseline is not None:
+        from qscale import baseline as baselines
     accepted = baselines.read_baseline(baseline) if baseline is not None else None
     with read_progress(fmt == CheckFormat.console) as progress:
         ckpt = read_checkpoint(model, progress=progress, header_only=header_only)
+    from qscale._files import refuse_overwrite
+    from qscale.report import render
+    from qscale.runner import CheckOptions, check
+
     report = check(
         ckpt,
         CheckOptions(split_codes(select), split_codes(ignore), engine, deployment=deployment),

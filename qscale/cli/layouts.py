@@ -4,7 +4,7 @@ not; and the layout options `qscale check` shares."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,10 +17,12 @@ from qscale.cli.options import (
     emit,
     error_document,
 )
-from qscale.constraints import Problem
 from qscale.layout import Deployment, Platform
-from qscale.source import read_checkpoint
-from qscale.supported import Cell, LayoutTable, supported_layouts
+
+if TYPE_CHECKING:  # the checkpoint reader and the layout search: imported when a command runs,
+    # not by `qscale check --help` (check shares the layout options defined here)
+    from qscale.constraints import Problem
+    from qscale.supported import Cell, LayoutTable
 
 TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel size.", min=1)]
 DpOpt = Annotated[int, typer.Option("--dp", help="Data-parallel size.", min=1)]
@@ -151,6 +153,9 @@ def layouts_cmd(
 
     Example: qscale layouts ./Qwen3.5-397B-A17B-FP8 --engine vllm==0.20.0 --max-tp 32
     """
+    from qscale.source import read_checkpoint
+    from qscale.supported import supported_layouts
+
     base = Deployment(a2a_backend=a2a_backend, platform=platform)
     ckpt = read_checkpoint(model)
     table = supported_layouts(ckpt, engine, max_tp=max_tp, max_ep=max_ep, base=base)

@@ -6,22 +6,22 @@ import io
 import json
 import shutil
 from collections import Counter
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from qscale.cli.options import EngineOpt, FormatOpt, OutputFormat, OutputOpt, emit
-from qscale.engines import PROFILES, EngineSpec, catalogue, parse_engine
-from qscale.engines.catalogue import Architecture
 from qscale.errors import UnknownEngine
-from qscale.rules.qs105_architecture_not_served import release_label
+
+if TYPE_CHECKING:  # the catalogue's data and rich: imported when the command runs, not by --help
+    from qscale.engines import EngineSpec
+    from qscale.engines.catalogue import Architecture
 
 STATUSES = ("planned", "not-plannable")
 
 
 def catalogued_releases(engine: str) -> tuple[str, ...]:
     """The releases of ``engine`` the catalogue holds data for, oldest first (empty: none)."""
+    from qscale.engines import catalogue
+
     data = catalogue.load(engine)
     return data.releases if data is not None else ()
 
@@ -32,6 +32,8 @@ def served_architectures(spec: EngineSpec) -> tuple[Architecture, ...]:
     Raises:
         UnknownEngine: the catalogue is missing or holds no data for that engine version.
     """
+    from qscale.engines import PROFILES, catalogue
+
     archs = catalogue.architectures(spec)
     if archs:
         return archs
@@ -46,6 +48,8 @@ def served_architectures(spec: EngineSpec) -> tuple[Architecture, ...]:
 
 def models_dict(spec: EngineSpec, archs: tuple[Architecture, ...]) -> dict[str, Any]:
     """The architectures as JSON-ready data, with the count of each status."""
+    from qscale.engines.catalogue import release_label
+
     counts = Counter(a.status for a in archs)
     return {
         "engine": release_label(spec),
@@ -58,6 +62,9 @@ def models_dict(spec: EngineSpec, archs: tuple[Architecture, ...]) -> dict[str, 
 
 def render_console(spec: EngineSpec, archs: tuple[Architecture, ...], *, width: int = 120) -> str:
     """A table of the architectures, then the counts."""
+    from rich.console import Console
+    from rich.table import Table
+
     data = models_dict(spec, archs)
     table = Table("architecture", "kind", "status", "why", title=data["engine"], expand=False)
     for a in archs:
@@ -88,6 +95,8 @@ def models_cmd(
 
       qscale models -e sglang==0.5.12 -f json
     """
+    from qscale.engines import parse_engine
+
     spec = parse_engine(engine)
     archs = served_architectures(spec)
     if fmt == OutputFormat.json:

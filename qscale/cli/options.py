@@ -104,14 +104,19 @@ def emit_error(
     stdout, never into ``--output``: a failed run must not replace an earlier report."""
     import json
 
-    from qscale.report import github, json_report, sarif
-
+    # the renderer of ``fmt`` alone (the console needs none): they import the rule registry
     text = f"{code} {message}" if code else message
     if fmt == CheckFormat.json:
+        from qscale.report import json_report
+
         doc = json.dumps(json_report.error_dict(message, hint, code, source), indent=2) + "\n"
     elif fmt == CheckFormat.sarif:
+        from qscale.report import sarif
+
         doc = json.dumps(sarif.error_log(text, hint, source), indent=2) + "\n"
     elif fmt == CheckFormat.github:
+        from qscale.report import github
+
         doc = github.error_text(text, hint)
     else:
         return

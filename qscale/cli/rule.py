@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -68,7 +70,38 @@ def rule_docs() -> list[RuleDoc] | None:
     return sorted(out, key=lambda r: r.code)
 
 
+def rule_codes() -> set[str]:
+    """Every rule's code: the registry's where a check has imported it, else the sources'."""
+    registry = sys.modules.get("qscale.rules")
+    docs = rule_docs() if registry is None else None
+    if docs is None:
+        from qscale import rules
+
+        return set(rules.BY_CODE)
+    return {r.code for r in docs}
+
+
+def _rule_file(code: str) -> RuleDoc | None:
+    """The rule ``code`` names (a code or a name), read from the one module its file name
+    gives (``qs204_ignore_entry_mismatch.py``: QS204, ignore-entry-mismatch), or None."""
+    key, name = code.upper(), code.lower()
+    if re.fullmatch(r"QS[0-9]{3}", key):
+        pattern = f"qs{key[2:]}_*.py"
+    elif re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name):
+        pattern = f"qs[0-9][0-9][0-9]_{name.replace('-', '_')}.py"
+    else:
+        return None
+    for path in sorted(RULES_DIR.glob(pattern)):
+        r = _rule_doc(path)
+        if r is not None and (r.code == key or r.name == name):
+            return r
+    return None
+
+
 def _find(code: str) -> RuleDoc | Rule:
+    found = _rule_file(code)  # one module parsed, not all of them
+    if found is not None:
+        return found
     docs = rule_docs()
     for r in docs or ():
         if r.code == code.upper() or r.name == code.lower():
