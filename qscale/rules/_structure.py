@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from qscale.engines import parse_engine
 from qscale.engines.catalogue import family_or_none
@@ -247,25 +247,32 @@ def accepted_shapes(mq: ModuleQuant, spec: TensorSpec) -> Shapes | None:
 
 
 class AcceptedShapes:
-    """`accepted_shapes` for every tensor of a check, computed once per (spec, logical shape)
-    where those two alone decide it: the 10^5 experts of a large MoE share a handful."""
+    """`accepted_shapes` for every tensor of a check, computed once per distinct input: the
+    spec, the scheme it is looked up in, whether the module holds fused experts (and how
+    many), and the shape it is sized from (the module's logical shape, or the stored tensor
+    the spec refers to). The 10^5 experts of a large MoE share a handful."""
 
     def __init__(self) -> None:
-        #: (id of the spec, logical shape) -> accepted shapes; the specs outlive the check
-        self._known: dict[tuple[int, tuple[int, int] | None], Shapes | None] = {}
+        #: (id of the spec, id of the scheme, expert count or None, basis shape) -> shapes;
+        #: the specs and schemes outlive the check
+        self._known: dict[tuple[int, int, int | None, Any], Shapes | None] = {}
 
     def __call__(self, mq: ModuleQuant, spec: TensorSpec) -> Shapes | None:
         """``accepted_shapes(mq, spec)``."""
         scheme = mq.scheme
         assert scheme is not None
-        sized_by_module = (  # the conditions under which `accepted_shapes` reads nothing else
-            not spec.ref
-            and (spec.logical is None or spec is scheme.weight_spec)  # no reference tensor
-            and mq.module.kind != ModuleKind.FUSED_EXPERTS  # no expert dimension
-        )
-        if not sized_by_module:
-            return accepted_shapes(mq, spec)
-        key = (id(spec), mq.logical_shape)
+        tensors = mq.module.tensors
+        # what `accepted_shapes` reads, and nothing else
+        own = spec.logical is not None and spec is not scheme.weight_spec
+        ref = spec.ref or (spec.param if own else None)
+        if ref is not None:
+            stored = tensors.get(ref)
+            basis: Any = None if stored is None else stored.shape
+        else:
+            basis = mq.logical_shape
+        n_exp = (next(iter(tensors.values())).shape[0]
+                 if mq.module.kind == ModuleKind.FUSED_EXPERTS else None)
+        key = (id(spec), id(scheme), n_exp, basis)
         if key not in self._known:
             self._known[key] = accepted_shapes(mq, spec)
         return self._known[key]

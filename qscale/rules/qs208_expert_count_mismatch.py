@@ -46,6 +46,8 @@ def check(ctx: Context) -> Iterator[Finding]:
     names = ctx.plan.family.experts if ctx.plan else None
     layers: dict[str, set[int] | range] = {}
     first: dict[str, str] = {}
+    sized = names is not None and isinstance(inter, int)
+    right: set[tuple[str, tuple[int, int] | None]] = set()  # (proj, logical shape) judged fine
     for name, mq in ctx.quant.modules.items():
         m = EXPERT.match(name) if ".experts." in name else None  # the test spares the regex
         if m is not None:
@@ -55,9 +57,12 @@ def check(ctx: Context) -> Iterator[Finding]:
                 layers[layer] = stored = set()
                 first[layer] = next(iter(mq.module.tensors.values())).name
             stored.add(int(idx))
-            if names is not None and isinstance(inter, int):
+            if sized and (proj, mq.logical_shape) not in right:
+                assert names is not None and isinstance(inter, int)
                 wrong = _size(ctx, mq, proj, inter, names)
-                if wrong is not None:
+                if wrong is None:
+                    right.add((proj, mq.logical_shape))
+                else:
                     yield wrong
         elif mq.module.kind == ModuleKind.FUSED_EXPERTS:
             n = next(iter(mq.module.tensors.values())).shape[0]
