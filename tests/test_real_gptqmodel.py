@@ -98,6 +98,15 @@ def test_act_order_is_refused_with_the_release_reason(version: str) -> None:
     assert quoted and all(q in g["error"] for q in quoted), (quoted, g["error"])
 
 
+def test_act_order_refusal_without_a_version_names_the_refusing_releases() -> None:
+    """No ``--engine`` version: the newest vLLM. The message names the releases that refuse
+    act order (0.30 on), not the whole profile range, which 0.22-0.29 (building it) share."""
+    r = subprocess.run([sys.executable, "-m", "qscale", "check", str(REAL / ACT)],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "group_size 32: vllm>=0.30 refuses GPTQ group activation ordering" in r.stderr
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_static_order_loads_with_the_params_vllm_holds(version: str) -> None:
     g = _golden(STATIC, version)
