@@ -6,10 +6,10 @@ Tool versions (venv ``venv-gptq``, see oracle/README.md "GPTQModel act-order gol
 GPTQModel 7.6.0 (the newest release whose Requires-Dist accepts torch 2.13: ``torch>=2.8.0``;
 its setup.py builds no extension, kernels are JIT), transformers 5.17.0, torch 2.13.0+cpu.
 
-    venv-gptq/bin/python oracle/gptqmodel_ckpts.py base          -> $QS_CKPT_ROOT/base/llama_g
-    venv-gptq/bin/python oracle/gptqmodel_ckpts.py quant [jobs]  -> $QS_CKPT_ROOT/gptqmodel/llama-<job>
-    python3 oracle/gptqmodel_ckpts.py neg        -> .../llama-desc_act-NEG-config-false (golden only)
-    python3 oracle/gptqmodel_ckpts.py fixtures                   -> tests/fixtures/real/gptqmodel-<...>
+    venv-gptq/bin/python oracle/gptqmodel_ckpts.py base     -> $QS_CKPT_ROOT/base/llama_g
+    venv-gptq/bin/python oracle/gptqmodel_ckpts.py quant    -> $QS_CKPT_ROOT/gptqmodel/llama-<job>
+    python3 oracle/gptqmodel_ckpts.py neg        -> .../llama-desc_act-NEG-config-false (golden)
+    python3 oracle/gptqmodel_ckpts.py fixtures   -> tests/fixtures/real/gptqmodel-llama-<job>
     venv-vllm/bin/python oracle/small_ckpts.py oracle_fork gptqmodel-   (goldens: see README)
 
 Model: Llama, hidden 256, intermediate 512, 4 heads of 64, 2 KV heads, 2 layers, vocab 256
@@ -39,14 +39,15 @@ SEED = 1234
 #: which fails on a 2-core box ("requests 2 workers but parent 'cpu' only has 1")
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
 BASE = "llama_g"
-LLAMA = dict(vocab_size=V, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, head_dim=64,
-             max_position_embeddings=256, tie_word_embeddings=False, pad_token_id=0,
-             bos_token_id=1, eos_token_id=2)
+LLAMA = {"vocab_size": V, "hidden_size": 256, "intermediate_size": 512,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "head_dim": 64, "max_position_embeddings": 256, "tie_word_embeddings": False,
+         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 #: job -> QuantizeConfig keyword arguments
 JOBS = {
-    "desc_act": dict(bits=4, group_size=32, sym=True, desc_act=True, act_group_aware=False),
-    "no_desc_act": dict(bits=4, group_size=32, sym=True, desc_act=False),
+    "desc_act": {"bits": 4, "group_size": 32, "sym": True, "desc_act": True,
+                 "act_group_aware": False},
+    "no_desc_act": {"bits": 4, "group_size": 32, "sym": True, "desc_act": False},
 }
 KEEP = ("config.json", "quantize_config.json", "quantization_config.json")
 

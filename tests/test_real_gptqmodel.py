@@ -53,7 +53,7 @@ def _cli(path: Path, version: str, *extra: str) -> subprocess.CompletedProcess[s
 
 def _g_idx(name: str) -> dict[str, np.ndarray]:
     with safe_open(REAL / name / "model.safetensors", framework="np") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if k.endswith(".g_idx")}
+        return {k: f.get_tensor(k) for k in f.keys() if k.endswith(".g_idx")}  # noqa: SIM118
 
 
 def _config(name: str) -> dict[str, Any]:
