@@ -440,7 +440,7 @@ def _vllm_version():
         return None
 
 
-KINDS = ("base", "llmc", "quark", "modelopt", "hand", "autoround")
+KINDS = ("base", "llmc", "quark", "modelopt", "hand", "autoround", "gptqmodel")
 
 
 def all_ckpts(subs=None):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from builders import SCHEMES, Built, gpt_oss, gpt_oss_mxfp4, qwen3_5_moe
+from test_real_tools import REFUSED
 
 from qscale import CheckOptions, Finding, check, read_checkpoint
 from qscale.errors import QscaleError
@@ -87,7 +88,9 @@ def test_shared_accepted_shapes_equal_accepted_shapes(tmp_path):
     branches = {"shared": 0, "sized by a stored tensor": 0}
     for path in REAL + _built(tmp_path):
         ckpt = read_checkpoint(path)
-        ctx = Context(ckpt, resolve_quantization(ckpt))
+        # a config the newest vLLM refuses (GPTQ act order): the last release that builds it
+        engine = "vllm==0.29.0" if path.name in REFUSED else None
+        ctx = Context(ckpt, resolve_quantization(ckpt, engine))
         shared = AcceptedShapes()
         for p in present(ctx):
             assert shared(p.mq, p.spec) == accepted_shapes(p.mq, p.spec), p.tensor.name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from builders import gpt_oss, qwen3_5_moe, qwen3_moe
+from test_real_tools import REFUSED
 
 from qscale import read_checkpoint
 from qscale.engines import parse_engine
@@ -78,7 +79,8 @@ def test_built_moe_routes_match_per_name_routes(tmp_path, which, engine):
 
 @pytest.mark.parametrize("fixture", sorted(p.name for p in REAL.iterdir() if p.is_dir()))
 def test_real_tool_checkpoint_routes_match_per_name_routes(fixture):
-    _assert_same_routes(REAL / fixture, "vllm==0.33.0")
+    # a checkpoint the newest vLLM refuses is planned as the last release that builds it
+    _assert_same_routes(REAL / fixture, "vllm==0.29.0" if fixture in REFUSED else "vllm==0.33.0")
 
 
 def test_split_keeps_the_number_of_digits():

@@ -51,8 +51,12 @@ def test_detector_names_the_entry_and_its_replacement(tmp_path, case):
 def test_detector_is_quiet_on_real_exports(tmp_path):
     from pathlib import Path
 
+    from test_real_tools import REFUSED
+
     for d in sorted((Path(__file__).parent / "fixtures" / "real").iterdir()):
-        assert find_ignore_mismatches(read_checkpoint(d)) == [], d.name
+        # a config the newest vLLM refuses (GPTQ act order): the last release that builds it
+        engine = "vllm==0.29.0" if d.name in REFUSED else None
+        assert find_ignore_mismatches(read_checkpoint(d), engine) == [], d.name
 
 
 def test_entry_matching_nothing_is_reported(tmp_path):

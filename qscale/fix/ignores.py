@@ -130,7 +130,7 @@ def find_ignore_mismatches(
     engine's space than by checkpoint names (``in_proj_b`` as a substring of the fused
     ``in_proj_ba``) is reported only when some module ends up ignored in one space only.
     """
-    quant = quant or resolve_quantization(ckpt)
+    quant = quant or resolve_quantization(ckpt, engine)
     found = _matchers(quant.format)
     if found is None:
         return []

@@ -168,7 +168,10 @@ class WNA16Config:
         facts = wna16.facts(name, version)
         if facts is None:
             return None
-        who = engine.label if engine is not None else f"vllm{facts.range_label}"
+        if engine is not None and engine.version is not None:
+            who = engine.label
+        else:  # the newest release: the range of the row that decides, not the profile's
+            who = name + (facts.range_label if facts.low > (0,) else "")
         where = f"{self.config_key}: quantization_config"
         if self.method == AWQ:
             if self.bits in facts.awq_bits or (
