@@ -23,8 +23,9 @@ parameters; :data:`FACTS` cites the files):
   minimum until loaded; a BF16 or F16 scale is converted on load), and sets
   ``input_scale_ub`` from ``activation_scale_ub``.
   transformers' ``FbgemmFp8Linear`` (4.57.1, 5.25.0) keeps ``input_scale_ub`` as a
-  non-persistent buffer, so its exports never store one; a checkpoint that does is outside
-  what qscale models for this method.
+  non-persistent buffer, so its exports never store one. qscale reports a stored one as
+  unexpected (QS203); what the engine does with it is not modelled (the parameter is a plain
+  ``nn.Parameter`` without a ``weight_loader``).
 * SGLang 0.5.12 (``srt/layers/quantization/fpgemm_fp8.py``) builds the same tensors, but its
   ``is_layer_skipped`` matches ignore entries on dotted path components (``utils.py``,
   ``_module_path_match``): ``self_attn`` skips every attention projection there and none in
