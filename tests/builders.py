@@ -173,6 +173,15 @@ def fp8_block_inv(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def fbgemm_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """transformers' ``FbgemmFp8Linear`` layout: F8_E4M3 weight, F32 ``[out, 1]`` row scale
+    (``input_scale_ub`` is a non-persistent buffer, never saved)."""
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.weight_scale": _scale(g, (out, 1)).float(),
+    }
+
+
 def _int4(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return torch.randint(-(2**31), 2**31 - 1, shape, generator=g, dtype=torch.int64).to(torch.int32)
 
@@ -241,6 +250,9 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
         "fp8-block": (fp8_block_inv, lambda ig: {
             "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
             "modules_to_not_convert": ig}),
+        "fbgemm-fp8": (fbgemm_fp8, lambda ig: {
+            "quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
+            "modules_to_not_convert": [m for m in ig if not m.startswith("re:")]}),
         "gptq": (gptq_int4, lambda ig: {
             "quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False,
             "sym": True, "lm_head": False, "checkpoint_format": "gptq"}),
@@ -281,8 +293,10 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
     }
 
 
-#: schemes whose MoE experts qscale does not model (a MoE builder under them is QS102, exit 2)
-DENSE_ONLY_SCHEMES = ("quark-int8", "quark-nvfp4", "quark-int4")
+#: schemes whose MoE experts qscale does not model (a MoE builder under them is QS102, exit 2),
+#: and ``fbgemm-fp8``, which the builders write for dense models only (its engines build MoE
+#: experts unquantized)
+DENSE_ONLY_SCHEMES = ("quark-int8", "quark-nvfp4", "quark-int4", "fbgemm-fp8")
 #: schemes qscale checks on every builder, the MoE ones included
 SCHEMES = tuple(s for s in _schemes() if s not in DENSE_ONLY_SCHEMES)
 

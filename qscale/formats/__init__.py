@@ -18,6 +18,7 @@ from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import (
     auto_round,
     compressed_tensors,
+    fbgemm_fp8,
     fp8,
     gptq,
     modelopt,
@@ -36,6 +37,7 @@ Parser = Callable[..., QuantFormat]
 FORMATS: Mapping[str, Parser] = {
     compressed_tensors.METHOD: compressed_tensors.parse,
     fp8.METHOD: fp8.parse,
+    fbgemm_fp8.METHOD: fbgemm_fp8.parse,
     quark.METHOD: quark.parse,
     mxfp4.METHOD: mxfp4.parse,
     modelopt.METHOD: modelopt.parse,

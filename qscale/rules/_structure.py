@@ -119,8 +119,9 @@ def loaded_by_main_model(ctx: Context, name: str) -> bool:
 #: methods whose ``get_quant_method`` never quantizes a ``ParallelLMHead``, in every engine:
 #: vLLM ``Fp8Config`` / ``QuarkConfig`` / ``Mxfp4Config`` (``quantization/fp8.py``,
 #: ``quark/quark.py``, ``mxfp4.py``) handle ``LinearBase``, ``FusedMoE`` and ``Attention``
-#: only, and SGLang's ``Fp8Config`` likewise
-HEAD_NEVER_QUANTIZED = frozenset({"fp8", "quark", "mxfp4"})
+#: only, and SGLang's ``Fp8Config`` likewise; ``FBGEMMFp8Config`` (``fbgemm_fp8.py``) handles
+#: ``LinearBase`` only
+HEAD_NEVER_QUANTIZED = frozenset({"fp8", "quark", "mxfp4", "fbgemm_fp8"})
 
 
 def head_built_unquantized(ctx: Context, mq: ModuleQuant) -> bool | None:

@@ -3,7 +3,8 @@
 ## What it checks
 Every entry of the quantization config's skip list — compressed-tensors `ignore`, Quark
 `exclude`, ModelOpt `exclude_modules`, `quant_method: fp8` `ignored_layers` /
-`modules_to_not_convert` — against the checkpoint's modules, in both namings that matter:
+`modules_to_not_convert`, `fbgemm_fp8` `modules_to_not_convert` — against the checkpoint's
+modules, in both namings that matter:
 
 - the checkpoint's own names, which the quantizer matched when it exported;
 - the engine's names. vLLM renames exact entries with the model's name mapper (so
@@ -42,6 +43,7 @@ from qscale.engines.families import Family
 from qscale.engines.loader import engine_name
 from qscale.formats._api import equal_or_regex, wildcard
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
+from qscale.formats.fbgemm_fp8 import FbgemmFp8Config
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
@@ -61,6 +63,8 @@ def skip_list(ctx: Context) -> tuple[str, Sequence[str], Matcher] | None:
         return "exclude_modules", fmt.exclude, wildcard
     if isinstance(fmt, Fp8Config):
         return "ignored_layers", sorted(fmt.ignored), str.__eq__
+    if isinstance(fmt, FbgemmFp8Config):  # vLLM's exact match, as for fp8
+        return "modules_to_not_convert", sorted(fmt.ignored), str.__eq__
     return None
 
 

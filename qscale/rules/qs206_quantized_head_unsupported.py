@@ -12,8 +12,9 @@ only for some methods, and only in later releases (read from each release's `get
 | 0.20–0.21 | compressed-tensors (named by a target, not by the `Linear` class) | none |
 | ≥ 0.22 (seen in 0.32) | compressed-tensors, ModelOpt | compressed-tensors weight-only INT |
 
-Everything else gets an unquantized BF16 head or embedding. `quant_method: fp8`, `quark` and
-`mxfp4` never quantize a head, in SGLang either (its `Fp8Config` handles the same layer types).
+Everything else gets an unquantized BF16 head or embedding. `quant_method: fp8`, `quark`,
+`mxfp4` and `fbgemm_fp8` never quantize a head, in SGLang either (its `Fp8Config` handles the
+same layer types).
 
 ## Why it matters
 The unquantized layer has no `weight_scale`: the load fails with "There is no module or
