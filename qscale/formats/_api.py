@@ -131,8 +131,8 @@ class _Range:
         self._ordered: tuple[tuple[int, str, re.Pattern[str] | None], ...] | None = None
         own = patterns[lo:hi]
         globs = [p for p in own if _is_glob(p)]
-        if globs:  # every alternative ends in \Z: `match` is a whole-name match of one
-            self._globs = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs))
+        if globs:  # a whole-name match of one of them, costing about the name's length
+            self._globs = re.compile(_glob_trie_regex(globs))
         subs = [p for p in own if not _is_glob(p)]
         if subs:  # a search costs about the name's length, not the number of substrings
             self._subs = re.compile(_trie_regex(subs))
@@ -170,6 +170,29 @@ class _Range:
             if found is not None:
                 return found
         return None
+
+
+def _glob_trie_regex(globs: Iterable[str]) -> str:
+    """A regex whose ``match`` is a whole-name match of one of the globs (as
+    ``fnmatch.translate`` each), written as the character trie of their literal heads (the
+    text before the first ``*``, ``?`` or ``[``) with each glob's translated rest where its
+    head ends: the regex engine follows the name down one path of the trie instead of
+    trying every glob in turn (a list of 10^3 per-layer globs made that the cost of
+    resolving every module)."""
+    trie: dict[str, Any] = {}
+    for g in globs:
+        cut = next(i for i, c in enumerate(g) if c in "*?[")
+        node = trie
+        for c in g[:cut]:
+            node = node.setdefault(c, {})
+        node.setdefault("", []).append(fnmatch.translate(g[cut:]))
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [f"(?:{t})" for t in node.get("", ())]
+        alts += [re.escape(c) + emit(child) for c, child in sorted(node.items()) if c]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie)
 
 
 def _trie_regex(words: Iterable[str]) -> str:

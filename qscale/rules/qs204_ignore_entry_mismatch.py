@@ -151,18 +151,23 @@ def _wildcard_hit(
     few = _fewer_than_under_head(entry, names, head, start, parts)
     if few is not None:
         return next(([n] for n in few if wildcard(n, entry)), [])
-    for n in names[start:]:
-        if not n.startswith(head):
-            break
+    # the run of names under the head, sliced by bisection too: `names[start:]` copied the
+    # rest of the list for every entry (quadratic in the model for a per-layer list)
+    stop = bisect.bisect_left(names, head + _TOP, start)
+    for n in names[start:stop]:
         if wildcard(n, entry):
             return [n]
     start = bisect.bisect_left(stripped, (head, ""))
-    for s, n in stripped[start:]:
-        if not s.startswith(head):
-            break
+    stop = bisect.bisect_left(stripped, (head + _TOP, ""), start)
+    for _, n in stripped[start:stop]:
         if wildcard(n, entry):
             return [n]
     return []
+
+
+#: a character above every character of a name: ``head + _TOP`` sorts after every name that
+#: starts with ``head``
+_TOP = "\U0010ffff"
 
 
 def _fewer_than_under_head(
@@ -172,7 +177,7 @@ def _fewer_than_under_head(
     names under its head (an MTP layer's experts under ``mtp.layers.0*_v5``), else None."""
     if "[" in entry or parts is None:
         return None
-    stop = bisect.bisect_left(names, head + "\U0010ffff", start)
+    stop = bisect.bisect_left(names, head + _TOP, start)
     if stop - start <= _Parts.FEW:
         return None
     few = parts.candidates(entry)
