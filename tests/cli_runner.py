@@ -1,0 +1,151 @@
+"""``qscale ARGS`` run the way the tests run it: in process through ``qscale.cli.main`` (the
+console script's entry point: argument parsing, the ``error:``/``hint:`` mapping and the exit
+code), or in a fresh interpreter for what only a new process shows (start-up imports, the
+traceback ``--debug`` lets through, the exit status the OS sees).
+
+In process is some 20x faster: a subprocess pays about a second of interpreter start-up and
+imports per call and tests nothing more about the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
+TIMEOUT = 120  #: seconds a CLI run may take, in process or not
+
+
+def _env_without_debug(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "QSCALE_DEBUG"}
+    env.update(extra or {})
+    return env
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _chdir(path: Path | str) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+class CliTimeout(BaseException):
+    """A CLI run past its time limit (a BaseException: ``main()`` must not catch it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(args: tuple[str, ...], seconds: int) -> Iterator[None]:
+    """Stop the run after ``seconds``, as ``subprocess.run(timeout=)`` would."""
+
+    def expired(*_: object) -> None:
+        raise CliTimeout(f"qscale {' '.join(args)} ran past {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def cli_in_process(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``qscale ARGS`` through ``qscale.cli.main`` in this process, with what a fresh process
+    would have: its own argv, empty stdout and stderr (not terminals), the environment without
+    ``QSCALE_DEBUG`` (plus ``env``), the working directory ``cwd``, Python's default warning
+    filters printing to stderr, and the root logger as it was (``--debug`` configures it)."""
+    from qscale.cli import main
+
+    # what a fresh process writes to pipes: UTF-8, strict on stdout, backslashreplace on stderr
+    out_b, err_b = io.BytesIO(), io.BytesIO()
+    out = io.TextIOWrapper(out_b, encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(err_b, encoding="utf-8", errors="backslashreplace", write_through=True)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    argv = sys.argv
+    code: int
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_environ(_env_without_debug(env)))
+        if cwd is not None:
+            stack.enter_context(_chdir(cwd))
+        stack.enter_context(warnings.catch_warnings())
+        warnings.resetwarnings()
+        for cat in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", cat)
+        warnings.showwarning = _show_warning
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        stack.enter_context(_time_limit(args, TIMEOUT))
+        sys.argv = ["qscale", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        except Exception:  # what the interpreter does with an uncaught exception
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.argv = argv
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            sys.stdout.flush()
+            sys.stderr.flush()
+    return subprocess.CompletedProcess(
+        ["qscale", *args], code, _text(out_b.getvalue()), _text(err_b.getvalue())
+    )
+
+
+def _text(raw: bytes) -> str:
+    """``raw`` as ``subprocess.run(..., text=True)`` reads a pipe (universal newlines)."""
+    return raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def cli_subprocess(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m qscale ARGS`` in a fresh interpreter (start-up and the OS exit status)."""
+    return subprocess.run(
+        [sys.executable, "-m", "qscale", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_env_without_debug(env),
+        cwd=cwd,
+    )
