@@ -16,6 +16,8 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -149,3 +151,73 @@ def cli_subprocess(
         env=_env_without_debug(env),
         cwd=cwd,
     )
+
+
+def cli_forked(
+    *args: str, env: Mapping[str, str], fresh: tuple[str, ...] = ("huggingface_hub", "qscale.hub")
+) -> subprocess.CompletedProcess[str]:
+    """``qscale ARGS`` in a child forked from this process, as ``python -m qscale`` with
+    exactly the environment ``env``, without a fresh interpreter's start-up and imports.
+
+    The modules named in ``fresh`` (and their submodules) are imported anew in the child, so
+    that what they read from the environment at import is the child's: huggingface_hub reads
+    HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE and HF_TOKEN then. The child gets
+    stdout and stderr of its own (files; read back as ``subprocess.run(text=True)`` reads
+    pipes), an empty root logger and the default warning filters, runs ``qscale.cli.main``,
+    and leaves with ``os._exit``: it never returns into pytest."""
+    from qscale.cli import main  # imported before the fork: the child only runs it
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+                sys.stderr = open(  # noqa: SIM115
+                    2, "w", encoding="utf-8", errors="backslashreplace", closefd=False
+                )
+                logging.getLogger().handlers.clear()
+                warnings.resetwarnings()
+                for cat in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
+                            ResourceWarning):
+                    warnings.simplefilter("ignore", cat)
+                warnings.showwarning = _show_warning
+                os.environ.clear()
+                os.environ.update(env)
+                prefixes = tuple(f"{m}." for m in fresh)
+                for name in [n for n in sys.modules if n in fresh or n.startswith(prefixes)]:
+                    del sys.modules[name]
+                sys.argv = ["qscale", *args]
+                try:
+                    main()
+                    code = 0
+                except SystemExit as exc:
+                    if exc.code is None or isinstance(exc.code, int):
+                        code = exc.code or 0
+                    else:
+                        print(exc.code, file=sys.stderr)
+                except BaseException:  # what the interpreter does with an uncaught exception
+                    traceback.print_exc()
+            finally:
+                with contextlib.suppress(BaseException):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise CliTimeout(f"qscale {' '.join(args)} ran past {TIMEOUT} s")
+            time.sleep(0.005)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            ["qscale", *args], os.waitstatus_to_exitcode(status), _text(out.read()),
+            _text(err.read()),
+        )

@@ -1,7 +1,8 @@
 """`qscale check org/name[@revision]`: Hub repos read by HTTP range requests, against a real
 local HTTP server that answers as the Hub does (tests/hub_server.py), reached through
-HF_ENDPOINT by the real CLI in a subprocess (the local runs they are compared with go through
-the same entry point in process); and the progress bar the CLI draws on a terminal.
+HF_ENDPOINT by the real CLI in a process of its own (forked, or a fresh ``python``; the local
+runs they are compared with go through the same entry point in process); and the progress bar
+the CLI draws on a terminal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 from builders import Built, qwen3_5_moe
-from cli_runner import cli_in_process
+from cli_runner import cli_forked, cli_in_process
 from hub_server import HubServer, Logged, files_of
 
 from qscale.hub import RangeFile, coalesce
@@ -67,13 +68,10 @@ def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
 
 
 def qscale(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qscale", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    """The CLI in a process of its own with ``env``: forked, huggingface_hub imported anew
+    there (tests/cli_runner.py). The terminal, import and library tests below start
+    ``python`` itself."""
+    return cli_forked(*args, env=env)
 
 
 def local_cli(*args: str) -> subprocess.CompletedProcess[str]:
