@@ -85,7 +85,7 @@ def cli_in_process(
     """``qscale ARGS`` through ``qscale.cli.main`` in this process, with what a fresh process
     would have: its own argv, empty stdout and stderr (not terminals), the environment without
     ``QSCALE_DEBUG`` (plus ``env``), the working directory ``cwd``, Python's default warning
-    filters printing to stderr, and the root logger as it was (``--debug`` configures it)."""
+    filters printing to stderr, and a root logger without handlers (restored after)."""
     from qscale.cli import main
 
     # what a fresh process writes to pipes: UTF-8, strict on stdout, backslashreplace on stderr
@@ -109,6 +109,10 @@ def cli_in_process(
         stack.enter_context(contextlib.redirect_stderr(err))
         stack.enter_context(_time_limit(args, TIMEOUT))
         sys.argv = ["qscale", *args]
+        # a fresh process's root logger: no handlers (warnings reach stderr through logging's
+        # last-resort handler, not pytest's capture), level WARNING
+        root.handlers[:] = []
+        root.setLevel(logging.WARNING)
         try:
             main()
             code = 0
