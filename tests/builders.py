@@ -10,12 +10,13 @@ it (group 128, block 128), like the real-tool fixtures.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -312,6 +313,11 @@ class Built:
     tensors: Tensors
     extra_files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def copy(self) -> Built:
+        """An independent copy: configs deep-copied, every tensor cloned."""
+        return Built(copy.deepcopy(self.config), {n: t.clone() for n, t in self.tensors.items()},
+                     copy.deepcopy(self.extra_files))
+
     def _match(self, pattern: str) -> list[str]:
         found = [n for n in self.tensors if re.search(pattern, n)]
         assert found, f"no tensor matches {pattern!r}"
@@ -381,6 +387,26 @@ class Built:
         return out
 
 
+_BUILT: dict[str, Built] = {}
+_F = TypeVar("_F", bound=Callable[..., Built])
+
+
+def _memo(fn: _F) -> _F:
+    """Build each (builder, arguments) once per process and hand out copies: the builders are
+    deterministic (their own seeded generator), so a copy is the checkpoint a fresh call
+    builds, tensor for tensor, and a test may change it freely (tensors are cloned, configs
+    deep-copied). Drawing the random tensors took ~0.1 s a call, for hundreds of calls."""
+
+    @functools.wraps(fn)
+    def cached(*args: Any, **kwargs: Any) -> Built:
+        key = json.dumps([fn.__name__, args, kwargs], sort_keys=True, default=repr)
+        if key not in _BUILT:
+            _BUILT[key] = fn(*args, **kwargs)
+        return _BUILT[key].copy()
+
+    return cached  # type: ignore[return-value]
+
+
 def _text_config() -> dict[str, Any]:
     return {
         "model_type": "qwen3_5_moe_text", "hidden_size": H, "num_hidden_layers": 2,
@@ -393,6 +419,7 @@ def _text_config() -> dict[str, Any]:
     }
 
 
+@_memo
 def qwen3_5_moe(scheme: str = "ct-fp8", *, seed: int = 0, shared_expert: str | None = None,
                 ignore: list[str] | None = None) -> Built:
     """A 2-layer Qwen3.5-MoE (VL class, ``model.language_model.`` prefix): layer 0 linear
@@ -492,6 +519,7 @@ def _gpt_oss_rest(tensors: Tensors, g: torch.Generator) -> dict[str, Any]:
     }
 
 
+@_memo
 def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
     """A 2-layer gpt-oss (``GptOssForCausalLM``) in llm-compressor's per-expert layout: every
     Linear, routed experts included (``mlp.experts.<i>.{gate,up,down}_proj``), quantized with
@@ -523,6 +551,7 @@ def gpt_oss(scheme: str = "ct-fp8", *, seed: int = 0) -> Built:
     return Built(config, tensors)
 
 
+@_memo
 def gpt_oss_mxfp4(*, seed: int = 0) -> Built:
     """A 2-layer gpt-oss as OpenAI publishes it (``quant_method: mxfp4``): each layer's
     experts fused in one module, ``{gate_up,down}_proj_blocks`` (U8, ``[E, out, in/32, 16]``)
@@ -554,6 +583,7 @@ def gpt_oss_mxfp4(*, seed: int = 0) -> Built:
     return Built(config, tensors)
 
 
+@_memo
 def dense(arch: str, scheme: str = "ct-fp8", *, prefix: str = "model.", layers: int = 2,  # noqa: PLR0913
           seed: int = 0, config: dict[str, Any] | None = None, lm_head: str = "lm_head"
           ) -> Built:
@@ -589,6 +619,7 @@ def dense(arch: str, scheme: str = "ct-fp8", *, prefix: str = "model.", layers: 
     return Built(cfg, tensors)
 
 
+@_memo
 def qwen3_moe(scheme: str = "gptq", *, group: int = 128, experts: int = 4,
               hidden: int = 256, moe_inter: int = 256, seed: int = 0) -> Built:
     """A 2-layer Qwen3-MoE (``Qwen3MoeForCausalLM``) as AutoGPTQ / GPTQModel / AutoAWQ export

@@ -1,33 +1,26 @@
-"""Shared test setup: ``builders`` importable from every test folder, and the real CLI."""
+"""Shared test setup: ``builders`` importable from every test folder, and the real CLI
+(tests/cli_runner.py: in process, or in a subprocess where a fresh process matters)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
+from cli_runner import RunCli, cli_in_process, cli_subprocess
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_cli() -> RunCli:
-    """Run ``python -m qscale ARGS`` in a subprocess (the whole ``main()`` path), without any
-    debug switch inherited from the environment."""
-    env = {k: v for k, v in os.environ.items() if k != "QSCALE_DEBUG"}
+    """Run ``qscale ARGS`` through the CLI's entry point (the whole ``main()`` path), in
+    process, without any debug switch inherited from the environment."""
+    return cli_in_process
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "qscale", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
 
-    return run
+@pytest.fixture(scope="session")
+def run_cli_subprocess() -> RunCli:
+    """Run ``python -m qscale ARGS`` in a subprocess, for what only a fresh process shows."""
+    return cli_subprocess

@@ -1,7 +1,8 @@
 """Baselines: `qscale check --write-baseline FILE` accepts the current findings, `--baseline
 FILE` drops them from the report and the exit code, counts them, and lists stale entries.
 
-Checkpoints are built with tests/builders.py and checked through the real CLI (subprocess).
+Checkpoints are built with tests/builders.py and checked through the real CLI (its entry
+point, in process: tests/cli_runner.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""End-to-end CLI behaviour: exit codes, formats, selection, and the header-only promise."""
+"""End-to-end CLI behaviour: exit codes, formats, selection, and the header-only promise.
+
+The exit codes, the README's example and the import checks run ``python -m qscale`` in a
+fresh interpreter, as a user does; the rest through the same entry point in process
+(``run_cli``, tests/cli_runner.py)."""
 
 from __future__ import annotations
 
@@ -45,8 +49,8 @@ def test_findings_exit_1_and_name_the_tensor(broken):
     assert "QS201" in r.stdout
 
 
-def test_json_report_is_versioned_and_complete(broken):
-    r = qscale("check", str(broken), "--format", "json")
+def test_json_report_is_versioned_and_complete(broken, run_cli):
+    r = run_cli("check", str(broken), "--format", "json")
     assert r.returncode == 1
     data = json.loads(r.stdout)
     assert data["schema_version"] == 3
@@ -62,11 +66,11 @@ def test_json_report_is_versioned_and_complete(broken):
     assert data["summary"]["error"] == 1 and data["summary"]["quantized_modules"] == 25
 
 
-def test_ignore_and_fail_on(broken, tmp_path):
-    assert qscale("check", str(broken), "--ignore", "QS2").returncode == 0
-    assert qscale("check", str(broken), "--select", "QS3").returncode == 0
+def test_ignore_and_fail_on(broken, tmp_path, run_cli):
+    assert run_cli("check", str(broken), "--ignore", "QS2").returncode == 0
+    assert run_cli("check", str(broken), "--select", "QS3").returncode == 0
     out = tmp_path / "r.json"
-    r = qscale("check", str(broken), "-f", "json", "-o", str(out))
+    r = run_cli("check", str(broken), "-f", "json", "-o", str(out))
     assert r.returncode == 1 and r.stdout == ""
     assert json.loads(out.read_text())["findings"]
 
@@ -77,13 +81,13 @@ def test_unknown_rule_code_is_a_usage_error(clean):
     assert r.stderr.startswith("error: --select/--ignore: 'QS999' names no rule")
 
 
-def test_single_safetensors_file_uses_the_config_beside_it(broken):
-    r = qscale("check", str(broken / "model.safetensors"))
+def test_single_safetensors_file_uses_the_config_beside_it(broken, run_cli):
+    r = run_cli("check", str(broken / "model.safetensors"))
     assert r.returncode == 1 and "QS201" in r.stdout
 
 
-def test_inspect_names_schemes_and_filters(clean):
-    r = qscale("inspect", str(clean), "-k", "in_proj", "-f", "json")
+def test_inspect_names_schemes_and_filters(clean, run_cli):
+    r = run_cli("inspect", str(clean), "-k", "in_proj", "-f", "json")
     assert r.returncode == 0
     mods = {m["name"]: m for m in json.loads(r.stdout)["modules"]}
     assert mods[f"{P}.0.linear_attn.in_proj_qkv"]["scheme"] == "FP8 per-tensor, static act"
@@ -91,16 +95,16 @@ def test_inspect_names_schemes_and_filters(clean):
     assert mods[f"{P}.0.linear_attn.in_proj_b"]["reason"] == "ignored by `re:.*in_proj_b$`"
 
 
-def test_rule_docs(tmp_path):
-    r = qscale("rule", "QS201")
+def test_rule_docs(tmp_path, run_cli):
+    r = run_cli("rule", "QS201")
     assert r.returncode == 0 and "## Why it matters" in r.stdout
-    assert qscale("rule", "missing-quantization-tensor").stdout == r.stdout
-    listing = qscale("rule", "--all").stdout
+    assert run_cli("rule", "missing-quantization-tensor").stdout == r.stdout
+    listing = run_cli("rule", "--all").stdout
     assert listing.count("\n") >= 16 and "QS302" in listing
 
 
-def test_rule_docs_explain_the_architecture_codes():
-    r = qscale("rule", "QS103")
+def test_rule_docs_explain_the_architecture_codes(run_cli):
+    r = run_cli("rule", "QS103")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("# QS103 architecture-not-modelled\n")
     assert "--allow-partial" in r.stdout and "## Fix" in r.stdout
@@ -144,8 +148,8 @@ def test_readme_example_reports_the_vllm_0_19_1_slot_bug_and_not_on_0_20():
     assert qscale("check", EXAMPLE, "--engine", "vllm==0.20.0").returncode == 0
 
 
-def test_plan_json_shows_version_exact_slots():
-    r = qscale("plan", EXAMPLE, "--engine", "vllm==0.19.1", "-p", "in_proj_qkvz", "-f", "json")
+def test_plan_json_shows_version_exact_slots(run_cli):
+    r = run_cli("plan", EXAMPLE, "--engine", "vllm==0.19.1", "-p", "in_proj_qkvz", "-f", "json")
     assert r.returncode == 0, r.stderr
     [layer] = [
         p
@@ -157,10 +161,10 @@ def test_plan_json_shows_version_exact_slots():
     assert layer["partitions"] == [128, 128, 256, 256]
 
 
-def test_engine_version_outside_modelled_ranges_is_a_partial_check(clean):
+def test_engine_version_outside_modelled_ranges_is_a_partial_check(clean, run_cli):
     # newer than every release read: checked as the newest, and partial (exit 2) unless the
     # user accepts the extrapolation with --allow-partial
-    r = qscale("check", str(clean), "--engine", "vllm==0.50.0", "-f", "json")
+    r = run_cli("check", str(clean), "--engine", "vllm==0.50.0", "-f", "json")
     assert r.returncode == 2, r.stderr
     doc = json.loads(r.stdout)
     assert doc["complete"] is False
@@ -169,8 +173,8 @@ def test_engine_version_outside_modelled_ranges_is_a_partial_check(clean):
     assert f["code"] == "QS010" and f["severity"] == "info"
     assert "vllm==0.50.0 is outside the versions qscale has read" in f["message"]
     assert "0.18.0 to 0.33.0" in f["message"]
-    accepted = qscale("check", str(clean), "--engine", "vllm==0.50.0", "--allow-partial")
+    accepted = run_cli("check", str(clean), "--engine", "vllm==0.50.0", "--allow-partial")
     assert accepted.returncode == 0, accepted.stderr
     assert "partial check: QS010 vllm==0.50.0 is outside" in accepted.stdout
-    near = qscale("check", str(clean), "--engine", "vllm==0.33.0", "-f", "json")
+    near = run_cli("check", str(clean), "--engine", "vllm==0.33.0", "-f", "json")
     assert json.loads(near.stdout)["findings"] == []

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from budget import cases
 from builders import qwen3_5_moe
 
 from qscale import read_checkpoint
@@ -293,10 +294,14 @@ def _outcome(parse: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return (exc.code, exc.message)
 
 
+#: random headers per seed (tests/budget.py: QSCALE_FUZZ=full runs 300)
+HEADER_CASES = cases(100, 300)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_header_paths_agree(seed: int) -> None:
     rng = random.Random(seed)
-    for case in range(300):
+    for case in range(HEADER_CASES):
         body, data = _random_header(rng)
         written = case % 4 == 0  # as a writer wrote it; else broken at random
         if not written:
@@ -320,7 +325,7 @@ def test_header_paths_agree(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_column_checks_agree_with_entry_checks(seed: int) -> None:
     rng = random.Random(seed)
-    for case in range(300):
+    for case in range(HEADER_CASES):
         body, data = _random_header(rng)
         if case % 3:
             body, data = _mutate(rng, body, data)

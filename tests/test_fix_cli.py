@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from builders import qwen3_5_moe
+from cli_runner import cli_in_process
 from safetensors import safe_open
 
 from qscale.findings import Applicability
@@ -25,14 +25,7 @@ ENGINE = ("--engine", "vllm==0.19.1")
 
 
 def qscale(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "QSCALE_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "qscale", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return cli_in_process(*args)
 
 
 @pytest.fixture

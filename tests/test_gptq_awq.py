@@ -4,11 +4,11 @@ configs the engine refuses, on tiny Llama checkpoints written by the builder."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
 from builders import dense
+from cli_runner import cli_in_process
 
 from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
 from qscale.errors import ConfigError, UnknownFormat
@@ -17,8 +17,7 @@ L1 = "model.layers.1"
 
 
 def _cli(path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path)],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path))
 
 
 @pytest.mark.parametrize("scheme", ["gptq", "awq"])
@@ -207,8 +206,7 @@ def test_gptq_group_size_marlin_lacks_is_refused(tmp_path):
 def test_gptq_group_straddling_tp_ranks(tmp_path):
     # o_proj / down_proj take 128 inputs: 64 per rank at TP=2 cuts a 128-group (TP=1: clean)
     path = dense("LlamaForCausalLM", "gptq").write(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--tp", "2"],
-                       capture_output=True, text=True, check=False)
+    r = cli_in_process("check", str(path), "--tp", "2")
     assert r.returncode == 1
     assert "QS505" in r.stdout and "GPTQ int4 g128 group size 128" in r.stdout
 
@@ -216,8 +214,7 @@ def test_gptq_group_straddling_tp_ranks(tmp_path):
 # --- start-up refusals by release (qscale/engines/wna16.py, read from the vLLM wheels)
 
 def _cli_at(path, engine: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--engine", engine],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path), "--engine", engine)
 
 
 def test_asymmetric_gptq_builds_through_the_exllama_kernel_before_0_22(tmp_path):

@@ -5,11 +5,11 @@ router layers quantize, and the Marlin / MoE WNA16 kernel choice under MoE tenso
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
 from builders import gptq_int4, qwen3_moe
+from cli_runner import cli_in_process
 
 from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
 
@@ -18,9 +18,7 @@ L1 = "model.layers.1"
 
 
 def _cli(path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path),
-                           "--engine", "vllm==0.33.0", *args],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path), "--engine", "vllm==0.33.0", *args)
 
 
 @pytest.mark.parametrize("scheme", ["gptq", "awq"])

@@ -1,6 +1,8 @@
 """`qscale check org/name[@revision]`: Hub repos read by HTTP range requests, against a real
 local HTTP server that answers as the Hub does (tests/hub_server.py), reached through
-HF_ENDPOINT by the real CLI in a subprocess; and the progress bar the CLI draws on a terminal.
+HF_ENDPOINT by the real CLI in a process of its own (forked, or a fresh ``python``; the local
+runs they are compared with go through the same entry point in process); and the progress bar
+the CLI draws on a terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 from builders import Built, qwen3_5_moe
+from cli_runner import cli_forked, cli_in_process
 from hub_server import HubServer, Logged, files_of
 
 from qscale.hub import RangeFile, coalesce
@@ -65,13 +68,16 @@ def env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
 
 
 def qscale(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qscale", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    """The CLI in a process of its own with ``env``: forked, huggingface_hub imported anew
+    there (tests/cli_runner.py). The terminal, import and library tests below start
+    ``python`` itself."""
+    return cli_forked(*args, env=env)
+
+
+def local_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """A local folder's run, to compare with the remote one: the same entry point in this
+    process (a local path does not reach huggingface_hub, so the Hub environment is moot)."""
+    return cli_in_process(*args)
 
 
 def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -110,7 +116,7 @@ def test_remote_check_equals_local_and_fetches_under_1_percent(
     hub.clear_log()
     remote = qscale(env, "check", "org/big", "--engine", ENGINE, "-f", "json")
     sent = hub.bytes_sent()
-    local = qscale(env, "check", str(big), "--engine", ENGINE, "-f", "json")
+    local = local_cli("check", str(big), "--engine", ENGINE, "-f", "json")
     assert remote.returncode == local.returncode == 1, remote.stderr
     assert report(remote) == report(local)
     assert report(remote)["findings"], "the comparison needs findings to compare"
@@ -127,7 +133,7 @@ def test_real_tool_checkpoint_remote_equals_local(hub: HubServer, env: dict[str,
     hub.add("llmc/qwen3_5_moe-fp8", files_of(REAL))
     for cmd in (["check", "--engine", ENGINE], ["plan", "--engine", ENGINE], ["inspect"]):
         remote = qscale(env, cmd[0], "llmc/qwen3_5_moe-fp8", *cmd[1:], "-f", "json")
-        local = qscale(env, cmd[0], str(REAL), *cmd[1:], "-f", "json")
+        local = local_cli(cmd[0], str(REAL), *cmd[1:], "-f", "json")
         assert remote.returncode == local.returncode, remote.stderr
         assert remote.stderr == local.stderr == ""
         out_r, out_l = json.loads(remote.stdout), json.loads(local.stdout)
@@ -144,8 +150,8 @@ def test_revision_tag_and_commit(hub: HubServer, tmp_path: Path, env: dict[str, 
     at_main = qscale(env, "check", "org/rev", "-f", "json")
     at_tag = qscale(env, "check", "org/rev@v1", "-f", "json")
     at_commit = qscale(env, "check", f"org/rev@{old}", "-f", "json")
-    assert report(at_main) == report(qscale(env, "check", str(clean), "-f", "json"))
-    assert report(at_tag) == report(qscale(env, "check", str(broken), "-f", "json"))
+    assert report(at_main) == report(local_cli("check", str(clean), "-f", "json"))
+    assert report(at_tag) == report(local_cli("check", str(broken), "-f", "json"))
     assert report(at_commit) == report(at_tag)
     assert not report(at_main)["findings"]
     assert any(scale in f["message"] for f in report(at_tag)["findings"])
@@ -169,7 +175,7 @@ def test_truncated_remote_file_gives_the_local_error(
         (folder / "model.safetensors").write_bytes(whole[:cut])
         hub.add(f"org/cut-{code}", files_of(folder))
         remote = qscale(env, "check", f"org/cut-{code}")
-        local = qscale(env, "check", str(folder))
+        local = local_cli("check", str(folder))
         assert_one_error(remote, code, "model.safetensors")
         assert remote.stderr == local.stderr
 
@@ -182,7 +188,7 @@ def test_index_naming_a_missing_file_gives_the_local_error(
     hub.add("org/missing-shard", files_of(folder))
     remote = qscale(env, "check", "org/missing-shard")
     assert_one_error(remote, "QS006", "model-00002-of-00002.safetensors")
-    assert remote.stderr == qscale(env, "check", str(folder)).stderr
+    assert remote.stderr == local_cli("check", str(folder)).stderr
 
 
 def test_server_without_range_support_is_refused_not_downloaded(
@@ -214,7 +220,7 @@ def test_cached_repo_offline_makes_no_request(
     folder = qwen3_5_moe("ct-fp8").drop(r"layers\.0\.mlp\.gate\.weight").write(tmp_path)
     hub.add("org/cached", files_of(folder))
     _download(env, "org/cached")  # the real huggingface_hub download into the cache
-    local = report(qscale(env, "check", str(folder), "-f", "json"))
+    local = report(local_cli("check", str(folder), "-f", "json"))
 
     hub.clear_log()
     online = qscale(env, "check", "org/cached", "-f", "json")

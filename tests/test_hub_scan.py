@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from builders import qwen3_5_moe
+from cli_runner import cli_forked
 from hub_server import HubServer, files_of
 
 QKV = "model.language_model.layers.0.linear_attn.in_proj_qkv.weight_scale"
@@ -44,8 +44,8 @@ def _env(hub: HubServer, tmp_path: Path) -> dict[str, str]:
 
 
 def _check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", *args, "--select", "QS303",
-                           "-f", "json"], capture_output=True, text=True, timeout=120, env=env)
+    # a process of its own with env, forked (huggingface_hub imported anew there)
+    return cli_forked("check", *args, "--select", "QS303", "-f", "json", env=env)
 
 
 def test_remote_deep_scan_finds_what_local_finds_reading_scales_only(

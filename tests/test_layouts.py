@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from budget import FULL
+from replicas import truncate
 
 from qscale import read_checkpoint
 from qscale.constraints import problems
@@ -155,16 +157,29 @@ def _bench():
     return mod
 
 
+#: decoder layers the Qwen3.5-397B copy keeps: 4 holds both layer kinds (3 Gated DeltaNet, 1
+#: full attention) and the MTP layer, and every layer of a kind has the same shapes, so each
+#: (TP, EP) answer is the 60-layer one; QSCALE_FUZZ=full builds all 60 (185k tensors)
+QWEN397_LAYERS = None if FULL else 4
+
+
 @pytest.fixture(scope="module")
 def qwen397(tmp_path_factory):
     """Headers-only copy of Qwen3.5-397B-A17B-FP8: every tensor with its real name, dtype and
-    shape (built by bench/bench_read.py from the real config.json), files sparse (no data)."""
+    shape (built by bench/bench_read.py from the real config.json, cut to ``QWEN397_LAYERS``
+    decoder layers by replicas.truncate), files sparse (no data)."""
     b = _bench()
     out = tmp_path_factory.mktemp("qwen397")
     config = json.loads(QWEN397_CONFIG.read_text())
-    (out / "config.json").write_text(QWEN397_CONFIG.read_text())
+    if QWEN397_LAYERS is None:
+        (out / "config.json").write_text(QWEN397_CONFIG.read_text())
+        n_files = 94
+    else:
+        config, _ = truncate(config, {}, QWEN397_LAYERS)
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        n_files = 8
     weight_map = {}
-    shards = b.shard(b.build_tensors(config), 94)
+    shards = b.shard(b.build_tensors(config), n_files)
     for i, tensors in enumerate(shards, 1):
         name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         head, spans = b._header(tensors)

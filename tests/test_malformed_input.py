@@ -669,9 +669,9 @@ def test_unknown_quant_method(base: Built, tmp_path: Path, run_cli: Any, method:
         )
 
 
-def test_debug_shows_traceback(ckpt: Path, run_cli: Any) -> None:
+def test_debug_shows_traceback(ckpt: Path, run_cli_subprocess: Any) -> None:
     (ckpt / ST).write_bytes(b"\x01")
-    proc = run_cli("--debug", "check", str(ckpt))
+    proc = run_cli_subprocess("--debug", "check", str(ckpt))  # the interpreter prints it
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr
     assert "HeaderError" in proc.stderr and "too short" in proc.stderr

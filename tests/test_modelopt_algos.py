@@ -5,11 +5,11 @@ registers: see ``qscale/formats/modelopt.py``)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
 from builders import Built, Tensors, dense
+from cli_runner import cli_in_process
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.errors import ConfigError, UnknownFormat
@@ -136,9 +136,7 @@ def test_mxfp8_legacy_file_without_required_fields_is_refused(tmp_path):
 
 def test_cli_exit_codes(tmp_path):
     def qscale(path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "qscale", "check", str(path),
-                               "--engine", "vllm==0.33.0"], capture_output=True, text=True,
-                              timeout=120)
+        return cli_in_process("check", str(path), "--engine", "vllm==0.33.0")
     clean = qscale(modelopt("FP8_PB_WO").write(tmp_path / "clean"))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     broken = qscale(modelopt("FP8_PB_WO").drop(rf"{O_PROJ}\.weight_scale$").write(tmp_path / "b"))

@@ -3,7 +3,8 @@ qscale cannot plan), every format says so and which rules did not run, and `qsca
 exits 2 unless `--allow-partial` is given.
 
 Checkpoints are built with tests/builders.py, their `architectures` set in config.json to a
-class the engine catalogue marks not-plannable, and checked through the real CLI (subprocess).
+class the engine catalogue marks not-plannable, and checked through the real CLI (its entry
+point, in process: tests/cli_runner.py).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import cli_in_process
 from safetensors.torch import load_file, save_file
 
 from qscale import read_checkpoint, resolve_quantization
@@ -46,9 +46,7 @@ def _loaded_golden(name: str, version: str) -> dict[str, Any]:
 
 
 def _cli(path: Path, version: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path),
-                           "--engine", f"vllm=={version}"],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path), "--engine", f"vllm=={version}")
 
 
 def test_every_fixture_has_goldens() -> None:

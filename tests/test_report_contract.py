@@ -180,13 +180,7 @@ def test_a_version_newer_than_any_modelled_is_partial_and_a_modelled_one_is_not(
 
 
 def test_check_help_shows_every_option_name_whole(run_cli):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "COLUMNS": "80"}
-    r = subprocess.run([sys.executable, "-m", "qscale", "check", "--help"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = run_cli("check", "--help", env={"COLUMNS": "80"})
     assert r.returncode == 0
     for name in ("--enable-expert-parallel", "--sequence-parallel-moe",
                  "--disable-shared-experts-fusion", "--enable-cuda-shared-expert-fusion"):

@@ -1,13 +1,13 @@
 """CI output of `qscale check`: SARIF 2.1.0 (validated against the official schema), GitHub
 workflow annotations, stable fingerprints, and --output / exit codes in every format.
 
-Checkpoints are built with tests/builders.py and checked through the real CLI (subprocess).
+Checkpoints are built with tests/builders.py and checked through the real CLI (its entry
+point, in process: tests/cli_runner.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -148,15 +148,7 @@ def test_single_file_and_relative_paths_name_the_checkpoint_folder(run_cli, brok
     # run from the folder above, with a relative path: the base is relative to %SRCROOT%
     cwd = broken.parent.parent
     rel = broken.relative_to(cwd)
-    env = {k: v for k, v in os.environ.items() if k != "QSCALE_DEBUG"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "qscale", "check", str(rel), "-f", "sarif"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=env,
-    )
+    proc = run_cli("check", str(rel), "-f", "sarif", cwd=cwd)
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
     assert_valid_sarif(doc)
@@ -349,7 +341,8 @@ def test_output_into_a_missing_folder_is_a_one_line_error(run_cli, broken, tmp_p
 # --------------------------------------------------------------------------- pre-commit
 
 
-def test_pre_commit_hook_runs_on_checkpoint_files_and_checks_the_folder(tmp_path, broken):
+def test_pre_commit_hook_runs_on_checkpoint_files_and_checks_the_folder(tmp_path, broken,
+                                                                       run_cli):
     yaml = pytest.importorskip("yaml")
     [hook] = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
     assert hook["id"] == "qscale-check" and hook["language"] == "python"
@@ -362,10 +355,8 @@ def test_pre_commit_hook_runs_on_checkpoint_files_and_checks_the_folder(tmp_path
     # what pre-commit runs: entry + args, and no filenames
     program, *entry_args = shlex.split(hook["entry"])
     assert program == "qscale"
-    env = {k: v for k, v in os.environ.items() if k != "QSCALE_DEBUG"}
     for ckpt, code in ((sharded, 0), (broken, 1)):
-        cmd = [sys.executable, "-m", "qscale", *entry_args, str(ckpt), "--engine", "vllm==0.20.0"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+        proc = run_cli(*entry_args, str(ckpt), "--engine", "vllm==0.20.0")
         assert proc.returncode == code, proc.stdout + proc.stderr
 
 

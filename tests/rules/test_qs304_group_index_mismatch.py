@@ -5,12 +5,10 @@ built up to 0.29, refused from 0.30); otherwise it ignores it and groups input `
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from builders import qwen3_moe
+from cli_runner import cli_in_process
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.errors import ConfigError
@@ -94,9 +92,7 @@ def test_header_only_still_reads_g_idx(tmp_path):
     b.tensors[Q] = _act_order_g_idx(256, 64)
     path = b.write(tmp_path)
     for flags, code in (((), 1), (("--header-only",), 2)):  # 2: QS303 did not run
-        r = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--engine",
-                            "vllm==0.33.0", *flags], capture_output=True, text=True,
-                           check=False)
+        r = cli_in_process("check", str(path), "--engine", "vllm==0.33.0", *flags)
         assert r.returncode == code, r.stdout + r.stderr
         assert "QS304 error [group-index-mismatch]" in r.stdout
         assert "QS304 (" not in r.stdout  # not among the rules that did not run

@@ -4,11 +4,9 @@ by release, on real safetensors Qwen3-MoE GPTQ / AWQ checkpoints (hidden 256, 4 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from builders import qwen3_moe
+from cli_runner import cli_in_process
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.layout import Deployment
@@ -67,6 +65,5 @@ def test_awq_falls_back_to_its_gemm_kernel(tmp_path):
 def test_cli_exit_codes(tmp_path, engine, code):
     # a warning does not fail the default --fail-on error; TP=2 is clean on both
     path = qwen3_moe("gptq", group=64).write(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--engine", engine,
-                        "--tp", "2"], capture_output=True, text=True, check=False)
+    r = cli_in_process("check", str(path), "--engine", engine, "--tp", "2")
     assert r.returncode == code, r.stdout + r.stderr

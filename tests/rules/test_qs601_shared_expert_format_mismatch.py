@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from builders import qwen3_5_moe
+from cli_runner import cli_in_process
 
 from qscale import CheckOptions, Severity, check, read_checkpoint
 from qscale.layout import Deployment, Platform
@@ -96,16 +97,11 @@ def test_unnamed_platform_that_decides_is_a_warning_naming_the_flag():
 
 
 def test_unnamed_platform_warning_through_the_cli(tmp_path):
-    import subprocess
-    import sys
-    out = subprocess.run(
-        [sys.executable, "-m", "qscale", "check", str(QUARK), "--engine", "sglang==0.5.10",
-         "--select", "QS601", "-f", "json"], capture_output=True, text=True, timeout=120)
+    out = cli_in_process("check", str(QUARK), "--engine", "sglang==0.5.10", "--select", "QS601",
+                         "-f", "json")
     [f] = __import__("json").loads(out.stdout)["findings"]
     assert f["severity"] == "warning" and "SGLANG_USE_AITER=1" in f["message"]
-    named = subprocess.run(
-        [sys.executable, "-m", "qscale", "check", str(QUARK), "--engine", "sglang==0.5.10",
-         "--select", "QS601", "-f", "json", "--platform", "cuda"],
-        capture_output=True, text=True, timeout=120)
+    named = cli_in_process("check", str(QUARK), "--engine", "sglang==0.5.10", "--select",
+                           "QS601", "-f", "json", "--platform", "cuda")
     [g] = __import__("json").loads(named.stdout)["findings"]
     assert g["severity"] == "info"
