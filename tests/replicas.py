@@ -129,6 +129,14 @@ def modelopt_nvfp4(m: str, o: int, i: int) -> list[Tensor]:
             (f"{m}.weight_scale_2", "F32", ()), (f"{m}.input_scale", "F32", ())]
 
 
+def modelopt_w4a16_nvfp4(m: str, o: int, i: int) -> list[Tensor]:
+    """ModelOpt W4A16_NVFP4 (weight-only NVFP4): the NVFP4 weight, ``weight_scale`` and
+    ``weight_scale_2``, and no ``input_scale`` (modelopt 0.47.0
+    ``export/unified_export_hf.py`` ``_export_quantized_weight``: ``input_scale`` is registered
+    only for an enabled input quantizer, ``weight_scale_2`` for every NVFP4 format)."""
+    return modelopt_nvfp4(m, o, i)[:3]
+
+
 class Builder:
     """Collects a checkpoint's tensors in export order; a Linear is written by ``emit`` when
     ``quantized(module)`` says the exporter quantized it, else as a BF16 ``weight``."""
@@ -362,6 +370,9 @@ def _qwen3_5_moe(b: Builder, p: str, tc: JSON) -> None:
 
 
 def _qwen3_5_layer(b: Builder, p: str, kind: str, tc: JSON, kv_scales: bool) -> None:
+    """One decoder layer; the dense Qwen3.5 (no ``num_experts``) has a plain
+    ``mlp.{gate,up,down}_proj`` of ``intermediate_size`` (vLLM 0.33.0 ``qwen3_5.py``,
+    ``Qwen3_5DecoderLayer``: ``Qwen3NextMLP`` unless the model type is MoE)."""
     h = tc["hidden_size"]
     b.norm(f"{p}.input_layernorm", h)
     b.norm(f"{p}.post_attention_layernorm", h)
@@ -371,7 +382,10 @@ def _qwen3_5_layer(b: Builder, p: str, kind: str, tc: JSON, kv_scales: bool) -> 
         _qwen3_5_full_attention(b, p, tc)
         if kv_scales:
             _kv_scales(b, p)
-    _qwen3_5_moe(b, p, tc)
+    if "num_experts" in tc:
+        _qwen3_5_moe(b, p, tc)
+    else:
+        _mlp(b, f"{p}.mlp", h, tc["intermediate_size"])
 
 
 def _qwen3_5_visual(b: Builder, vc: JSON) -> None:
@@ -394,7 +408,8 @@ def _qwen3_5_visual(b: Builder, vc: JSON) -> None:
     b.linear("model.visual.merger.linear_fc2", out, merged, bias=True)
 
 
-def qwen3_5(b: Builder, config: JSON, *, kv_scales: bool = False) -> None:
+def qwen3_5(b: Builder, config: JSON, *, kv_scales: bool = False,
+            mtp_kv_scales: bool = True) -> None:
     """Qwen3.5-MoE (``Qwen3_5MoeForConditionalGeneration``), names as in the official release:
     ``model.language_model.layers.<i>`` following ``layer_types`` (``linear_attn.{in_proj_qkv,
     in_proj_z, in_proj_b, in_proj_a, out_proj, conv1d, A_log, dt_bias, norm}`` or
@@ -402,6 +417,8 @@ def qwen3_5(b: Builder, config: JSON, *, kv_scales: bool = False) -> None:
     per-expert ``mlp.experts.<e>.{gate,up,down}_proj``, ``mlp.shared_expert.*``,
     ``mlp.shared_expert_gate``, ``mlp.gate``; ``lm_head``; the MTP block ``mtp.{fc,
     pre_fc_norm_embedding, pre_fc_norm_hidden, norm, layers.0}``; ``model.visual.*``.
+    The dense Qwen3.5 (``Qwen3_5ForConditionalGeneration``) has ``mlp.{gate,up,down}_proj``
+    in place of the MoE block. ``mtp_kv_scales``: the MTP layer carries KV-cache scales too.
     Sources: the names Qwen's ``modules_to_not_convert`` lists (397B/122B FP8 configs), the
     scale names in SOURCES.md's issue quotes (``…mlp.gate_proj.weight_scale_inv``), the ModelOpt
     fixtures under tests/fixtures/real/ (per-expert names), transformers' ``Qwen3VL`` vision
@@ -419,7 +436,7 @@ def qwen3_5(b: Builder, config: JSON, *, kv_scales: bool = False) -> None:
     b.norm("mtp.pre_fc_norm_hidden", h)
     b.norm("mtp.norm", h)
     for i in range(tc.get("mtp_num_hidden_layers", 0)):
-        _qwen3_5_layer(b, f"mtp.layers.{i}", "full_attention", tc, kv_scales)
+        _qwen3_5_layer(b, f"mtp.layers.{i}", "full_attention", tc, kv_scales and mtp_kv_scales)
     if "vision_config" in config:
         _qwen3_5_visual(b, config["vision_config"])
 
@@ -684,6 +701,12 @@ def truncate(config: JSON, extra: dict[str, JSON], n: int) -> tuple[JSON, dict[s
         for key in ("modules_to_not_convert", "ignore", "exclude_modules", "ignored_layers"):
             if isinstance(qc.get(key), list):
                 qc[key] = [e for e in qc[key] if _keeps(e, n)]
+        if isinstance(qc.get("quantized_layers"), dict):  # ModelOpt MIXED_PRECISION
+            qc["quantized_layers"] = {k: v for k, v in qc["quantized_layers"].items()
+                                      if _keeps(k, n)}
+        for group in (qc.get("config_groups") or {}).values():
+            if isinstance(group, dict) and isinstance(group.get("targets"), list):
+                group["targets"] = [t for t in group["targets"] if _keeps(t, n)]
     return config, extra
 
 
@@ -828,6 +851,57 @@ def r_modelopt_qwen3_5(config: JSON, extra: dict[str, JSON]) -> Layout:
     return Layout(b.tensors, named(hf_shards(b.tensors)), b.values)
 
 
+def _mixed_algo(layers: Mapping[str, JSON], module: str) -> str | None:
+    """The ``quant_algo`` ModelOpt's MIXED_PRECISION export recorded for ``module``: its own
+    ``quantized_layers`` entry, or that of the fused-experts module it was split from
+    (``mlp.experts`` stands for every ``mlp.experts.<e>.<proj>``)."""
+    for key in (module, module.rsplit(".", 2)[0]):
+        if key in layers:
+            return str(layers[key]["quant_algo"]).upper()
+    return None
+
+
+def r_modelopt_qwen3_6_mixed(config: JSON, extra: dict[str, JSON]) -> Layout:
+    """nvidia/Qwen3.6-27B-NVFP4 (dense) and -35B-A3B-NVFP4 (MoE): :func:`qwen3_5` under ModelOpt
+    ``quant_algo: MIXED_PRECISION``. Each module's format is its ``quantized_layers`` entry
+    (the inline one, which vLLM prefers; it equals ``hf_quant_config.json``'s): ``FP8`` for
+    every ``self_attn.{q,k,v,o}_proj`` and ``linear_attn.{in_proj_qkv,in_proj_z,out_proj}``
+    (F8_E4M3 weight, 0-d F32 ``weight_scale`` and ``input_scale``), ``W4A16_NVFP4`` for the
+    MLP (27B: ``mlp.{gate,up,down}_proj``; 35B: ``mlp.experts``, i.e. every routed expert,
+    and ``mlp.shared_expert.*``) and for ``lm_head`` (NVFP4 weight, ``weight_scale``,
+    ``weight_scale_2``, no ``input_scale``). A module the map does not name is BF16:
+    ``linear_attn.{in_proj_a,in_proj_b}``, the routers ``mlp.gate`` and
+    ``shared_expert_gate``, the vision tower, embeddings; ``mtp*`` is excluded. The routed
+    experts are stored one Linear each (``mlp.experts.<e>.{gate,up,down}_proj``): modelopt
+    0.47.0 ``export/moe_utils.py`` ``_export_fused_experts`` splits transformers' fused
+    3-D experts into those names on export. FP8 KV cache (``kv_cache_quant_algo``): 0-d
+    ``k_proj.k_scale``/``v_proj.v_scale`` on the full-attention layers; the MTP layer, carried
+    over from the BF16 release as for the Qwen3.5 NVFP4 exports (inferred, not seen), has
+    none. Full scale: 2,033 (27B) / 94,413 (35B-A3B) tensors."""
+    inline = config.get("quantization_config") or {}
+    q = extra["hf_quant_config.json"]["quantization"]
+    layers = inline.get("quantized_layers") or q["quantized_layers"]
+    excluded = excluded_by(inline.get("ignore") or q.get("exclude_modules") or ())
+    emits: dict[str, Emit] = {"FP8": modelopt_fp8, "W4A16_NVFP4": modelopt_w4a16_nvfp4}
+
+    def emit(m: str, o: int, i: int) -> list[Tensor]:
+        return emits[_mixed_algo(layers, m) or ""](m, o, i)
+
+    b = Builder(emit, lambda m: not excluded(m) and _mixed_algo(layers, m) is not None)
+    qwen3_5(b, config, kv_scales=bool(q.get("kv_cache_quant_algo")), mtp_kv_scales=False)
+    return Layout(b.tensors, named(hf_shards(b.tensors)), b.values)
+
+
+def r_qwen3_5_bf16(config: JSON, extra: dict[str, JSON]) -> Layout:
+    """Qwen/Qwen3.5-27B (dense) and Qwen/Qwen3.6-35B-A3B (MoE), the unquantized BF16 releases:
+    :func:`qwen3_5` with every tensor BF16 (``A_log`` F32) and no quantization config. Files:
+    save_pretrained's 5 GB split (the real count is not known). Full scale: 1,199 (27B) /
+    32,451 (35B-A3B) tensors."""
+    b = Builder()
+    qwen3_5(b, config)
+    return Layout(b.tensors, named(hf_shards(b.tensors)), b.values)
+
+
 #: the shard limit of gpt-oss's writer: 20b's first file holds 4,792,250,240 bytes of data and
 #: did not take the next tensor (23.6 MB), its second 4,798,679,872 bytes: the limit lies in
 #: [4,798,679,872, 4,815,843,200); 4.8 GB reproduces the real weight map
@@ -890,6 +964,12 @@ REPLICAS: dict[str, Replica] = {
                 r_modelopt_qwen3_5, test_layers=4),
         Replica("nvidia-qwen3.5-397b-a17b-nvfp4", "nvidia-qwen3.5-397b-a17b-nvfp4",
                 r_modelopt_qwen3_5, test_layers=4),
+        Replica("nvidia-qwen3.6-27b-nvfp4", "nvidia-qwen3.6-27b-nvfp4",
+                r_modelopt_qwen3_6_mixed, test_layers=4),
+        Replica("nvidia-qwen3.6-35b-a3b-nvfp4", "nvidia-qwen3.6-35b-a3b-nvfp4",
+                r_modelopt_qwen3_6_mixed, test_layers=4),
+        Replica("qwen3.5-27b", "qwen3.5-27b", r_qwen3_5_bf16, test_layers=4),
+        Replica("qwen3.6-35b-a3b", "qwen3.6-35b-a3b", r_qwen3_5_bf16, test_layers=4),
     )
 }
 

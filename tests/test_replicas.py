@@ -30,6 +30,11 @@ KNOWN: dict[str, set[str]] = {
     # and `mtp.fc` is not excluded by the 397B list (`mtp.layers.0*` is) but stored BF16:
     # the MTP draft model would build it NVFP4 (a speculative-decoding failure)
     "nvidia-qwen3.5-397b-a17b-nvfp4": {"QS601", "QS207"},
+    # warning: config.json's `kv_cache_scheme` (FP8) reaches the MTP layer's attention too
+    # (vLLM builds it with the ModelOpt config; `mtp*` excludes Linears, not the KV cache),
+    # and the MTP weights, carried over unquantized, have no k/v scales: 1.0 is used there.
+    # The 35B-A3B's config.json declares no KV-cache scheme, so vLLM quantizes no KV cache
+    "nvidia-qwen3.6-27b-nvfp4": {"QS701"},
 }
 
 
@@ -142,6 +147,20 @@ def test_truncation_is_consistent(tmp_path):
     assert "model.language_model.layers.3.self_attn*" in ignore
     assert not any("layers.4." in e or "layers.59" in e for e in ignore)
     assert "mtp.layers.0*" in ignore and "model.visual*" in ignore
+    # MIXED_PRECISION: the per-layer map and the config groups' targets are cut too
+    lay, config, extra = layout("nvidia-qwen3.6-35b-a3b-nvfp4", layers=4)
+    qc = config["quantization_config"]
+    mixed = qc["quantized_layers"]
+    assert mixed == extra["hf_quant_config.json"]["quantization"]["quantized_layers"]
+    assert "model.language_model.layers.3.mlp.experts" in mixed and "lm_head" in mixed
+    assert not any(".layers.4." in k for k in mixed)
+    targets = [t for g in qc["config_groups"].values() for t in g["targets"]]
+    assert "lm_head" in targets and not any(".layers.39." in t for t in targets)
+    names = {t[0]: t[1] for t in lay.tensors}
+    assert names["model.language_model.layers.3.mlp.experts.255.down_proj.weight"] == "U8"
+    assert "model.language_model.layers.3.mlp.experts.0.up_proj.input_scale" not in names
+    assert names["model.language_model.layers.3.self_attn.q_proj.input_scale"] == "F32"
+    assert names["mtp.layers.0.self_attn.q_proj.weight"] == "BF16"
 
 
 def test_nbytes_of_packed_and_0d():
