@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import torch
-from builders import Built, Tensors, dense
+from builders import Built, Tensors, dense, qwen3_5_moe
 from cli_runner import cli_in_process
 
 from qscale import CheckOptions, check, read_checkpoint
@@ -192,3 +192,24 @@ def test_mixed_precision_block_fp8_experts_are_not_modelled(tmp_path):
         built.tensors[f"model.layers.0.mlp.experts.0.down_proj.{param}"] = t
     with pytest.raises(UnknownFormat, match="MIXED_PRECISION block/channel FP8 MoE experts"):
         run(built, tmp_path)
+
+
+def test_mixed_precision_experts_entry_covers_per_expert_tensors(tmp_path):
+    # nvidia/Qwen3.6-35B-A3B-NVFP4's map names `mlp.experts` once per layer, while ModelOpt
+    # writes the experts split (`mlp.experts.<e>.gate_proj.weight`, ...): vLLM resolves the
+    # RoutedExperts layer by the `mlp.experts` prefix, so the experts are quantized
+    built = qwen3_5_moe("modelopt-nvfp4")
+    q = built.extra_files["hf_quant_config.json"]["quantization"]
+    layers = {}
+    for n in built.tensors:
+        if n.endswith(".weight_scale_2"):
+            module = n.removesuffix(".weight_scale_2")
+            if ".experts." in module:
+                module = module.rpartition(".experts.")[0] + ".experts"
+            layers[module] = {"quant_algo": "NVFP4", "group_size": 16}
+    assert "model.language_model.layers.0.mlp.experts" in layers
+    q.update(quant_algo="MIXED_PRECISION", quantized_layers=layers)
+    assert run(built, tmp_path) == []
+    del layers["model.language_model.layers.0.mlp.experts"]
+    found = [f for f in run(built, tmp_path / "without") if f.code == "QS203"]
+    assert found and all(".layers.0.mlp.experts." in f.location.tensor for f in found)

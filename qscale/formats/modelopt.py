@@ -234,6 +234,11 @@ class ModelOptConfig(BuiltByEveryRelease):
             if scheme is None:
                 parent = module.name.rsplit(".", 1)[0]
                 scheme = self.layers.get(parent)  # e.g. `mlp.experts` covers every expert
+            if scheme is None and ".experts." in module.name:
+                # a per-expert Linear (`mlp.experts.<e>.down_proj`, as ModelOpt splits fused
+                # experts on export) under an entry for the whole `mlp.experts`: vLLM 0.33.0
+                # looks the RoutedExperts layer up by that prefix (`_resolve_quant_algo`)
+                scheme = self.layers.get(module.name.rpartition(".experts.")[0] + ".experts")
             if scheme is None:
                 return Resolution(None, "not in quantized_layers")
             if scheme.label in _DENSE_ONLY_LABELS and _is_expert(module):
