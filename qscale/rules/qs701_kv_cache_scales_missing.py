@@ -57,9 +57,14 @@ def declared(ctx: Context) -> str | None:
     fmt = ctx.quant.format
     if fmt is not None and getattr(fmt, "kv_cache", None) is not None:
         return "kv_cache_scheme"
-    sources: list[Mapping[str, Any]] = [ctx.checkpoint.config.quantization_config or {}]
-    sources += [c.get("quantization", c) for c in ctx.checkpoint.extra_configs.values()]
+    # vLLM 0.33.0 reads hf_quant_config.json only when config.json has no
+    # quantization_config (transformers_utils/config.py, ``get_config``)
+    inline = ctx.checkpoint.config.quantization_config
+    sources: list[Mapping[str, Any]] = [inline] if inline else [
+        c.get("quantization", c) for c in ctx.checkpoint.extra_configs.values()]
     for src in sources:
+        if isinstance(src.get("kv_cache_scheme"), dict):  # inline ModelOpt (vLLM: FP8)
+            return "kv_cache_scheme"
         if src.get("kv_cache_quant_algo"):
             return "kv_cache_quant_algo"
         if src.get("kv_cache_group"):

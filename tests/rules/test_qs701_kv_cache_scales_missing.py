@@ -48,3 +48,28 @@ def test_modelopt_kv_cache_quant_algo(tmp_path):
 
 def test_near_miss_no_kv_cache_declared(tmp_path):
     assert run(qwen3_5_moe("ct-fp8"), tmp_path, "QS701") == []
+
+
+def _inline_modelopt(**extra):
+    """The modelopt-fp8 checkpoint with its config inline in config.json (ModelOpt >= 0.31),
+    ``hf_quant_config.json`` kept beside it declaring an FP8 KV cache."""
+    built = qwen3_5_moe("modelopt-fp8")
+    q = built.extra_files["hf_quant_config.json"]["quantization"]
+    q["kv_cache_quant_algo"] = "FP8"
+    built.config["quantization_config"] = {"quant_method": "modelopt", "quant_algo": "FP8",
+                                           "ignore": q["exclude_modules"], **extra}
+    return built
+
+
+def test_inline_modelopt_kv_cache_scheme(tmp_path):
+    # vLLM 0.33.0 ModelOptQuantConfigBase.from_config: an inline `kv_cache_scheme` of
+    # 8-bit floats is an FP8 KV cache
+    scheme = {"dynamic": False, "num_bits": 8, "type": "float"}
+    [f] = run(_inline_modelopt(kv_cache_scheme=scheme), tmp_path, "QS701")
+    assert "kv_cache_scheme" in f.message
+
+
+def test_near_miss_inline_config_hides_hf_quant_config(tmp_path):
+    # vLLM reads hf_quant_config.json only when config.json has no quantization_config:
+    # the inline one declares no KV-cache quantization, so none is built
+    assert run(_inline_modelopt(), tmp_path, "QS701") == []
