@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wna16_ckpts import copy_fixture  # noqa: E402  (the oracle scripts' shared copy)
+
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 ROOT = Path(os.environ.get("QS_CKPT_ROOT", "/work/oracle-work/ckpts"))
@@ -126,16 +129,7 @@ def run_fixtures(sel=None):
         if not src.exists():
             print(f"[fixtures] MISSING {src}")
             continue
-        dst = FIXTURE_DIR / f"gptqmodel-llama-{job}"
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
-        for f in sorted(src.iterdir()):
-            if f.name in KEEP or f.name.endswith(".safetensors") or \
-                    f.name.endswith(".safetensors.index.json"):
-                shutil.copy2(f, dst / f.name)
-        size = sum(f.stat().st_size for f in dst.iterdir())
-        total += size
-        print(f"[fixtures] {dst.name:40s} {size/1e6:6.3f} MB")
+        total += copy_fixture(src, FIXTURE_DIR / f"gptqmodel-llama-{job}", KEEP)
     print(f"[fixtures] total {total/1e6:.2f} MB")
 
 

@@ -149,17 +149,23 @@ def run_fixtures(sel=None):
         if not src.exists():
             print(f"[fixtures] MISSING {rel}")
             continue
-        dst = FIXTURE_DIR / rel.replace("/", "-", 1)
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
-        for f in sorted(src.iterdir()):
-            if f.name in KEEP or f.name.endswith(".safetensors") or \
-                    f.name.endswith(".safetensors.index.json"):
-                shutil.copy2(f, dst / f.name)
-        size = sum(f.stat().st_size for f in dst.iterdir())
-        total += size
-        print(f"[fixtures] {dst.name:40s} {size/1e6:6.3f} MB")
+        total += copy_fixture(src, FIXTURE_DIR / rel.replace("/", "-", 1))
     print(f"[fixtures] total {total/1e6:.2f} MB")
+
+
+def copy_fixture(src, dst, keep=None):
+    """Copy a checkpoint's safetensors, index and config files (``keep``: the config file
+    names, default KEEP) into a fresh fixture folder ``dst``; returns its size in bytes."""
+    keep = KEEP if keep is None else keep
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.name in keep or f.name.endswith(".safetensors") or \
+                f.name.endswith(".safetensors.index.json"):
+            shutil.copy2(f, dst / f.name)
+    size = sum(f.stat().st_size for f in dst.iterdir())
+    print(f"[fixtures] {dst.name:40s} {size/1e6:6.3f} MB")
+    return size
 
 
 def main():
