@@ -4,19 +4,18 @@ on builder checkpoints."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
 from builders import dense, qwen3_5_moe
+from cli_runner import cli_in_process
 
 DOWN = "model.layers.1.mlp.down_proj"
 WEIGHT = "/quantization_config/global_quant_config/weight"
 
 
 def _cli(path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path), *args],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path), *args)
 
 
 @pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.31.0"])

@@ -4,11 +4,11 @@ schemes qscale does not model (QS102, never a silent pass), on builder checkpoin
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 import torch
 from builders import _quark_spec, dense, qwen3_5_moe
+from cli_runner import cli_in_process
 
 L1 = "model.layers.1"
 DOWN = f"{L1}.mlp.down_proj"
@@ -16,8 +16,7 @@ GLOBAL = "/quantization_config/global_quant_config"
 
 
 def _cli(path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path), *args],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path), *args)
 
 
 @pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.21.0", "vllm==0.18.0"])

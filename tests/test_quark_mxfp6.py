@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import torch
 from builders import Built, _quark_spec, dense
+from cli_runner import cli_in_process
 
 DOWN = "model.layers.1.mlp.down_proj"
 
@@ -24,8 +24,7 @@ def _mxfp6() -> Built:
 
 
 def _cli(path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path)],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path))
 
 
 def test_mxfp6_llama_is_clean(tmp_path):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_runner import cli_in_process
 from safetensors import safe_open
 
 from qscale import CheckOptions, check, read_checkpoint
@@ -46,9 +47,7 @@ def _golden(name: str, version: str) -> dict[str, Any]:
 
 
 def _cli(path: Path, version: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qscale", "check", str(path),
-                           "--engine", f"vllm=={version}", *extra],
-                          capture_output=True, text=True, check=False)
+    return cli_in_process("check", str(path), "--engine", f"vllm=={version}", *extra)
 
 
 def _g_idx(name: str) -> dict[str, np.ndarray]:
