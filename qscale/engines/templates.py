@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 R = TypeVar("R")
 
 _MARK = ".experts."
+_MARK_LEN = len(_MARK)
 #: the blank of an index of n digits, n < 32 (a longer index cannot be a tensor's expert)
 _HASHES = tuple("#" * n for n in range(32))
 #: a digit where a name component starts (``.0.``, ``3.gate``): text that can name an index
@@ -39,7 +40,7 @@ def split_expert(name: str) -> tuple[str, int, int] | None:
     i = name.find(_MARK)
     if i < 0:
         return None
-    j = i + len(_MARK)
+    j = i + _MARK_LEN
     k = name.find(".", j)
     if k <= j or k - j >= len(_HASHES) or not name[j:k].isdigit():
         return None
@@ -117,16 +118,11 @@ class ExpertMemo(Generic[R]):
         self._templates: dict[str, _Template[R]] = {}
 
     def __call__(self, name: str) -> R:
-        # split_expert, inlined: this runs once per tensor of the checkpoint
-        i = name.find(_MARK)
-        if i < 0:
+        split = split_expert(name)
+        if split is None:
             return self._compute(name)
-        j = i + 9  # len(_MARK)
-        k = name.find(".", j)
+        key, j, k = split
         digits = name[j:k]
-        if k < 0 or k - j >= 32 or not digits.isdigit():
-            return self._compute(name)
-        key = f"{name[:j]}{_HASHES[k - j]}{name[k:]}"
         t = self._templates.get(key)
         if t is not None and t.make is not None:
             return t.make(digits)
