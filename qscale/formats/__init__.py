@@ -169,8 +169,8 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     as ``engine``'s loader builds them (default: the newest vLLM)."""
     fmt = detect_format(ckpt)
     release = parse_engine(engine) if isinstance(engine, str) else engine or parse_engine(None)
-    if isinstance(fmt, quark.QuarkConfig):  # its schemes differ by release
-        fmt = fmt.for_engine(release)
+    if fmt is not None:
+        fmt = fmt.for_engine(release)  # the config as that release builds it
     if fmt is not None and (err := fmt.refusal(release)) is not None:
         raise err  # a config the engine version refuses to build
     family = family_or_none(ckpt, engine)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from qscale.errors import ConfigError, QscaleError
 from qscale.modules import ModuleInfo
@@ -49,8 +49,25 @@ class QuantFormat(Protocol):
         builds in a way qscale does not model."""
         ...
 
+    def for_engine(self, engine: EngineSpec | None) -> QuantFormat:
+        """This config as ``engine``'s release (None: the newest vLLM) builds it: the one
+        :meth:`resolve` and :meth:`refusal` answer for (Quark's schemes differ by release)."""
+        ...
 
-class BuiltByEveryRelease:
+
+class SameInEveryRelease:
+    """``for_engine`` for formats whose modules resolve alike in every release (what differs
+    by release is in :meth:`QuantFormat.refusal` or the load plan)."""
+
+    __slots__ = ()
+
+    def for_engine(self, engine: EngineSpec | None) -> Self:
+        """Itself."""
+        del engine
+        return self
+
+
+class BuiltByEveryRelease(SameInEveryRelease):
     """``refusal`` for formats whose configs no modelled release refuses as a whole (their
     per-module refusals are load-plan findings, QS402)."""
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from qscale.engines import EngineSpec
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import Resolution, require_list
+from qscale.formats._api import Resolution, SameInEveryRelease, require_list
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
@@ -94,7 +94,7 @@ SCHEME = QuantScheme(
 
 
 @dataclass(frozen=True, slots=True)
-class FbgemmFp8Config:
+class FbgemmFp8Config(SameInEveryRelease):
     """A parsed ``quant_method: fbgemm_fp8`` config."""
 
     ignored: frozenset[str]
