@@ -210,17 +210,13 @@ def exponent(points: list[tuple[int, float]]) -> float:
 
 
 def startup(repeat: int) -> dict[str, float]:
-    """Best wall time of ``qscale --version`` and ``qscale --help`` (fresh interpreters)."""
-    out = {}
-    for args in (["--version"], ["--help"], ["rule", "QS204"]):
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "qscale", *args], capture_output=True,
-                           check=True, cwd=ROOT)
-            times.append(time.perf_counter() - t)
-        out[" ".join(args)] = round(min(times), 3)
-    return out
+    """Best wall time of ``qscale --version``, ``--help`` and ``rule QS204`` (fresh
+    interpreters, taking turns: :func:`bench_startup.best_of`)."""
+    import bench_startup
+
+    argvs = [["--version"], ["--help"], ["rule", "QS204"]]
+    best = bench_startup.best_of([[sys.executable, "-m", "qscale", *a] for a in argvs], 0, repeat)
+    return {" ".join(a): round(wall, 3) for a, (wall, _) in zip(argvs, best, strict=True)}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> str:
