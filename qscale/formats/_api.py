@@ -196,38 +196,32 @@ def _glob_trie_regex(globs: Iterable[str]) -> str:
     head ends: the regex engine follows the name down one path of the trie instead of
     trying every glob in turn (a list of 10^3 per-layer globs made that the cost of
     resolving every module)."""
-    trie: dict[str, Any] = {}
+    heads = []
     for g in globs:
         cut = next(i for i, c in enumerate(g) if c in "*?[")
-        node = trie
-        for c in g[:cut]:
-            node = node.setdefault(c, {})
-        node.setdefault("", []).append(fnmatch.translate(g[cut:]))
-
-    def emit(node: dict[str, Any]) -> str:
-        alts = [f"(?:{t})" for t in node.get("", ())]
-        alts += [re.escape(c) + emit(child) for c, child in sorted(node.items()) if c]
-        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-
-    return emit(trie)
+        heads.append((g[:cut], fnmatch.translate(g[cut:])))
+    return _head_trie_regex(heads)
 
 
 def _trie_regex(words: Iterable[str]) -> str:
     """A regex matching exactly the given strings, written as their character trie."""
+    return _head_trie_regex((w, "") for w in words)
+
+
+def _head_trie_regex(heads: Iterable[tuple[str, str]]) -> str:
+    """The character trie of literal heads as a regex, each ``(head, rest)`` continuing with
+    the regex ``rest`` where its head ends (longer heads tried first)."""
     trie: dict[str, Any] = {}
-    for w in words:
+    for head, rest in heads:
         node = trie
-        for c in w:
+        for c in head:
             node = node.setdefault(c, {})
-        node[""] = {}
+        node.setdefault("", []).append(rest)
 
     def emit(node: dict[str, Any]) -> str:
-        end = "" in node
         alts = [re.escape(c) + emit(child) for c, child in sorted(node.items()) if c]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if end else body
+        alts += [f"(?:{r})" if r else "" for r in dict.fromkeys(node.get("", ()))]
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
     return emit(trie)
 
