@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 import typer._click as click  # the click typer is built on (vendored by this typer)
+from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
 from qscale import __version__
@@ -78,6 +79,46 @@ class _LazyGroup(TyperGroup):
         if args and args[0] in COMMANDS:
             return args[0], load_command(args[0]), args[1:]
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        args = [*ctx._protected_args, *ctx.args]  # the command and its arguments, unparsed
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:  # a bad option of a command: its document, then usage
+            _usage_document(args, exc.format_message())
+            raise
+
+
+def _asked_format(args: list[str]) -> str | None:
+    """The value of the last ``-f``/``--format`` in ``args`` (as click would take it), if any."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-f", "--format") and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith("--format="):
+            found = arg.partition("=")[2]
+        elif arg.startswith("-f") and not arg.startswith("--") and len(arg) > 2:
+            found = arg[2:]
+    return found
+
+
+def _usage_document(args: list[str], message: str) -> None:
+    """For a usage error in a run asked for a machine-readable format, that format's exit-2
+    document on stdout, so that a CI step reading it gets a document, not nothing. The usage
+    text click prints stays on stderr."""
+    from qscale.cli.options import CheckFormat, emit_error
+
+    if not args or args[0] not in COMMANDS:
+        return
+    try:
+        fmt = CheckFormat(_asked_format(args[1:]) or "console")
+    except ValueError:  # the format itself may be what is wrong
+        return
+    if args[0] != "check" and fmt is not CheckFormat.json:
+        return  # the other commands write JSON or the console only
+    emit_error(fmt, f"usage: {message}", hint=f"`qscale {args[0]} -h` lists the options")
 
 
 app = typer.Typer(
