@@ -51,7 +51,7 @@ def test_dry_run_json_gives_files_and_bytes(src, tmp_path):
     r = qscale("fix", str(src), "--dry-run", "--format", "json", *ENGINE)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["status"] == "dry-run" and d["schema_version"] == 1
+    assert d["status"] == "dry-run" and d["schema_version"] == 2
     [change] = d["changes"]
     assert change["codes"] == ["QS401"] and change["applicability"] == "safe"
     assert d["bytes"]["new_tensor_data"] == (512 + 256) * 2  # two BF16 [out, 1] scales
@@ -198,3 +198,23 @@ def test_missing_calibration_scales_reject_the_checkpoint(tmp_path):
         r.blocking and r.finding.location.tensor.endswith(".input_scale") for r in missing
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_json_groups_the_findings_it_cannot_fix(tmp_path):
+    """Like `qscale check -f json`, one entry per cause (and reason) with its count and
+    examples, not one entry per finding (94k unfixable scales would be 94k entries)."""
+    built = qwen3_5_moe("ct-fp8")
+    scales = [n for n in built.tensors if n.endswith(".weight_scale")]
+    for n in scales:  # F64 scales F32 cannot hold exactly: QS301, rejected
+        built.tensors[n] = torch.full_like(built.tensors[n], 0.1, dtype=torch.float64)
+    src = built.write(tmp_path / "src")
+    result = fix(src, tmp_path / "out", dry_run=True)
+    r = qscale("fix", str(src), "--out", str(tmp_path / "out"), "--dry-run", "-f", "json")
+    d = json.loads(r.stdout)
+    rejected = [x for x in result.plan.rejected if x.finding.code == "QS301"]
+    entries = [x for x in d["rejected"] if x["finding"]["code"] == "QS301"]
+    assert len(rejected) == len(scales) > 3
+    assert sum(x["finding"]["count"] for x in entries) == len(rejected)
+    assert len(entries) < len(rejected)
+    assert all("F32 cannot hold exactly" in x["reason"] for x in entries)
+    assert all(1 <= len(x["finding"]["examples"]) <= 5 for x in entries)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from qscale._version import __version__
+from qscale.findings import Finding, group_findings
 from qscale.fix.model import (
     Change,
     ConfigEdit,
@@ -17,9 +18,27 @@ from qscale.fix.model import (
     RenameTensor,
     WriteTensor,
 )
-from qscale.report.json_report import finding_dict
+from qscale.report.json_report import group_dict
 
-SCHEMA_VERSION = 1
+#: 2: findings are grouped by cause, as in `qscale check`'s JSON (schema 3): one entry per
+#: cause with ``count`` and ``examples``
+SCHEMA_VERSION = 2
+
+
+def _grouped(findings: Iterable[Finding]) -> list[dict[str, Any]]:
+    return [group_dict(g) for g in group_findings(findings)]
+
+
+def _rejected(plan: FixPlan) -> list[dict[str, Any]]:
+    """The findings no fix resolves, one entry per cause and reason."""
+    by_reason: dict[tuple[str, bool], list[Finding]] = {}
+    for r in plan.rejected:
+        by_reason.setdefault((r.reason, r.blocking), []).append(r.finding)
+    return [
+        {"finding": group, "reason": reason, "blocking": blocking}
+        for (reason, blocking), findings in by_reason.items()
+        for group in _grouped(findings)
+    ]
 
 
 def _shape(shape: Any) -> str:
@@ -61,7 +80,7 @@ def change_dict(c: Change, stored: Mapping[str, Any]) -> dict[str, Any]:
         "fixer": c.fixer,
         "applicability": c.applicability.value,
         "codes": list(c.codes),
-        "findings": [finding_dict(f) for f in c.resolves],
+        "findings": _grouped(c.resolves),
         "detail": c.detail,
         "edits": [edit_dict(e, stored) for e in c.edits],
     }
@@ -78,10 +97,7 @@ def plan_dict(plan: FixPlan) -> dict[str, Any]:
         "engine": plan.engine,
         "changes": [change_dict(c, stored) for c in plan.applied],
         "available_unsafe": [change_dict(c, stored) for c in plan.available],
-        "rejected": [
-            {"finding": finding_dict(r.finding), "reason": r.reason, "blocking": r.blocking}
-            for r in plan.rejected
-        ],
+        "rejected": _rejected(plan),
         "files": [
             {
                 "file": a.file,
@@ -115,9 +131,9 @@ def result_dict(result: FixResult) -> dict[str, Any]:
     }
     if result.recheck is not None:
         out["recheck"] = {
-            "findings": [finding_dict(f) for f in result.recheck.findings],
-            "still_there": [finding_dict(f) for f in result.still_there],
-            "introduced": [finding_dict(f) for f in result.introduced],
+            "findings": _grouped(result.recheck.findings),
+            "still_there": _grouped(result.still_there),
+            "introduced": _grouped(result.introduced),
         }
     return out
 
