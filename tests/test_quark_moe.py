@@ -115,31 +115,53 @@ def test_fp8_block_experts_before_0_30_are_refused(tmp_path, engine):
     assert "QS101" in _out(r) and "only per-tensor and per-channel" in _out(r)
 
 
-@pytest.mark.parametrize(("engine", "rc"), [("vllm==0.33.0", 1), ("vllm==0.28.0", 1),
-                                            ("vllm==0.27.0", 2), ("vllm==0.20.0", 2)])
-def test_fp8_block_linear_from_0_28(tmp_path, engine, rc):
-    """From 0.28 the Linear layers are built per block, with vLLM's block-shape check: the
-    builder's 64-row k/v projections break block_n=128 in the merged qkv_proj (QS503, the
-    only error). Earlier releases refuse the config."""
+@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.30.0"])
+def test_fp8_block_linear_from_0_30(tmp_path, engine):
+    """The Linear layers are built per block, with vLLM's block-shape check: the builder's
+    64-row k/v projections break block_n=128 in the merged qkv_proj (QS503, the only
+    error)."""
     r = _cli(dense("LlamaForCausalLM", "quark-fp8-block").write(tmp_path), "--engine", engine)
-    assert r.returncode == rc, _out(r)
-    if rc == 1:
-        assert "1 error, 0 warning" in r.stdout
-        assert "QS503 error [fp8-block-misaligned-partition]" in r.stdout
-        assert "`model.layers.0.self_attn.qkv_proj`" in r.stdout
-    else:
-        assert "QS101" in _out(r) and "No quark compatible scheme was found" in _out(r)
-
-
-def test_fp8_block_scale_named_inv_is_an_error(tmp_path):
-    """Quark's per-block scale is ``weight_scale``; a ``weight_scale_inv`` (the ``fp8`` method's
-    name) is not loaded by QuarkW8A8Fp8PerBlock."""
-    b = qwen3_moe("quark-fp8-block")
-    name = "model.layers.0.self_attn.o_proj"
-    b.tensors[f"{name}.weight_scale_inv"] = b.tensors.pop(f"{name}.weight_scale")
-    r = _cli(b.write(tmp_path))
     assert r.returncode == 1, _out(r)
-    assert f"`{name}.weight_scale`" in r.stdout
+    assert "1 error, 0 warning" in r.stdout
+    assert "QS503 error [fp8-block-misaligned-partition]" in r.stdout
+    assert "`model.layers.0.self_attn.qkv_proj`" in r.stdout
+
+
+def _inv(b):
+    for name in [n for n in b.tensors if n.endswith(".weight_scale")]:
+        b.tensors[name + "_inv"] = b.tensors.pop(name)
+    return b
+
+
+@pytest.mark.parametrize(("engine", "stored", "read"), [
+    ("vllm==0.28.0", "weight_scale", "weight_scale_inv"),
+    ("vllm==0.29.0", "weight_scale", "weight_scale_inv"),
+    ("vllm==0.33.0", "weight_scale_inv", "weight_scale"),
+])
+def test_fp8_block_scale_name_by_release(tmp_path, engine, stored, read):
+    """QuarkW8A8Fp8PerBlock registers the block scale as ``weight_scale_inv`` in 0.28-0.29 and
+    as Quark's ``weight_scale`` from 0.30: the other spelling is misnamed (QS209)."""
+    b = qwen3_moe("quark-fp8-block").drop(r"\.mlp\.experts\.")  # experts: refused < 0.30
+    b.set_config("/quantization_config/exclude", ["lm_head", "re:.*mlp\\.gate$",
+                                                   "re:.*mlp\\.experts.*"])
+    if stored == "weight_scale_inv":
+        _inv(b)
+    name = "model.layers.0.self_attn.k_proj"  # the first of the 8 attention layers
+    r = _cli(b.write(tmp_path), "--engine", engine)
+    assert r.returncode == 1, _out(r)
+    assert "8 error, 0 warning" in r.stdout
+    assert f"QS209 error [misnamed-scale-tensor] `{name}.{read}` is stored as" \
+        f" `{name}.{stored}`" in r.stdout
+    fixed = b if stored == "weight_scale_inv" else _inv(b)
+    if stored == "weight_scale":  # the spelling the release reads: clean
+        assert _cli(fixed.write(tmp_path, name="inv"), "--engine", engine).returncode == 0
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.27.0", "vllm==0.20.0"])
+def test_fp8_block_refused_before_0_28(tmp_path, engine):
+    r = _cli(dense("LlamaForCausalLM", "quark-fp8-block").write(tmp_path), "--engine", engine)
+    assert r.returncode == 2
+    assert "QS101" in _out(r) and "No quark compatible scheme was found" in _out(r)
 
 
 @pytest.mark.parametrize("scale_type", ["float8_e8m0fnu"])

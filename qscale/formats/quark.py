@@ -42,7 +42,8 @@ FP8 per-block (``QuarkW8A8Fp8PerBlock``, ``quark/schemes/quark_w8a8_fp8.py``, fr
 ``fp8_e4m3`` static symmetric weights with ``block_size`` [128, 128] and dynamic symmetric
 ``per_group`` 128 FP8 activations (``_is_fp8_w8a8``). A module stores ``weight`` (FP8 [out,
 in]) and a float ``weight_scale`` of one multiplier per 128x128 tile ([ceil(out/128),
-ceil(in/128)]; vLLM registers it as ``weight_scale``, not ``weight_scale_inv``). Its experts:
+ceil(in/128)]; named ``weight_scale_inv`` in 0.28.0-0.29.0, ``weight_scale`` from 0.30.0:
+``FP8_BLOCK_SCALE_NAMES``). Its experts:
 ``MOE_FACTS["fp8_block"]``. A ``scale_type: float8_e8m0fnu`` variant (E8M0 scale parameter)
 is not modelled (QS102).
 
@@ -188,6 +189,13 @@ FP8_BLOCK_FACT = ReleaseFact(
     'vllm==0.27.0 quark.py: NotImplementedError("No quark compatible scheme was found")',
     "scale_type float8_e8m0fnu (an E8M0 scale parameter, 0.28.0-0.33.0) is not modelled")
 FP8_BLOCK = 128
+#: the name ``QuarkW8A8Fp8PerBlock.create_weights`` registers the block scale under, from each
+#: release on: ``weight_scale_inv`` in 0.28.0-0.29.0 ("DeepSeek V4 weight mappers route
+#: checkpoint .scale tensors here"), Quark's own ``weight_scale`` from 0.30.0
+FP8_BLOCK_SCALE_NAMES: tuple[tuple[Version, str, str], ...] = (
+    ((0, 28), "weight_scale_inv", f"vllm==0.28.0 {_QUARK}/schemes/quark_w8a8_fp8.py"),
+    ((0, 30), "weight_scale", f"vllm==0.30.0 {_QUARK}/schemes/quark_w8a8_fp8.py"),
+)
 
 
 def _fp6_packed(o: int, i: int) -> Shapes:
@@ -376,12 +384,13 @@ def _fp8_block(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
     if version is not None and fact.since is not None and version < fact.since:
         return (f"{where}: vLLM < 0.28 has no Quark FP8 per-block scheme ({fact.builds}"
                 f" appears in {fact.source}); {fact.before}")
+    scale = next(name for since, name, _ in reversed(FP8_BLOCK_SCALE_NAMES)
+                 if version is None or version >= since)
     w = QuantArgs("float", 8, Strategy.BLOCK, block=(FP8_BLOCK, FP8_BLOCK))
     inputs = QuantArgs("float", 8, Strategy.GROUP, group_size=FP8_BLOCK, dynamic=True)
     return QuantScheme(METHOD, f"FP8 per-block {FP8_BLOCK}x{FP8_BLOCK}, dynamic act", w,
                        inputs, (TensorSpec("weight", FP8, full, unpacked()),
-                                TensorSpec("weight_scale", FLOAT_SCALE,
-                                           blocks(FP8_BLOCK, FP8_BLOCK))))
+                                TensorSpec(scale, FLOAT_SCALE, blocks(FP8_BLOCK, FP8_BLOCK))))
 
 
 def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None,
