@@ -207,12 +207,18 @@ def test_per_tensor_int8_expert_scales_fill_their_slots(tmp_path):
 
 
 def test_w4a8_experts_stay_partial(tmp_path):
-    w = [_quark_spec("fp8_e4m3", "per_tensor"), _quark_spec("int4", "per_channel")]
-    b = qwen3_moe("quark-int8").set_config(f"{GLOBAL}/weight", w)
-    b.set_config(f"{GLOBAL}/input_tensors", _quark_spec("fp8_e4m3", "per_tensor"))
+    """W4A8 FP8 + INT4 on the experts only (the dense layers INT8): vLLM builds those experts
+    on ROCm AITER alone; not modelled, named by its expert module."""
+    w4a8 = {"weight": [_quark_spec("fp8_e4m3", "per_tensor"),
+                       _quark_spec("int4", "per_channel")],
+            "input_tensors": _quark_spec("fp8_e4m3", "per_tensor"),
+            "output_tensors": None, "bias": None}
+    b = qwen3_moe("quark-int8").set_config("/quantization_config/layer_quant_config",
+                                           {"*mlp.experts*": w4a8})
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2
-    assert "QS102" in _out(r) and "W4A8" in _out(r)
+    assert "QS102" in _out(r) and "W4A8 FP8 + INT4 two-level" in _out(r)
+    assert "layer_quant_config `*mlp.experts*`" in _out(r) and "ROCm" in _out(r)
 
 
 def test_quark_moe_on_sglang_is_not_modelled(tmp_path):

@@ -142,8 +142,10 @@ MOE_FACTS: Mapping[str, ReleaseFact] = {
     # Per expert: I8 `weight` [out, in]; per-channel `weight_scale` [out] (the w13/w2 slot is
     # [E, rows] and the loader copies a row vector into it, so [out, 1] fails copy_) or
     # per-tensor scalar ([E, 2] / [E] slots); static `input_scale` scalar ([E] slot);
-    # `weight_zero_point` / `input_zero_point` registered and deleted after loading. The same
-    # create_weights in 0.20.0-0.33.0 (0.28.0 spells 2 as w13_num_shards).
+    # `weight_zero_point` / `input_zero_point` registered and deleted after loading (not
+    # checked: with per-channel weights the w2 `input_zero_point` slot is 0-d and a [1]-shaped
+    # one fails copy_). The same create_weights in 0.20.0-0.33.0 (0.28.0 spells 2 as
+    # w13_num_shards).
     "int8": ReleaseFact(
         "QuarkW8A8Int8MoEMethod", (0, 20), f"vllm==0.20.0 {_QUARK}/quark_moe.py",
         'vllm==0.18.0 get_moe_method has no INT8 branch: RuntimeError("Unsupported FusedMoe'
