@@ -232,3 +232,13 @@ def test_facts_cite_a_release_and_a_wheel_file():
         assert m, fact.source
         if fact.since is not None:
             assert (int(m[1]), int(m[2])) == fact.since, fact
+
+
+def test_experts_stored_fused_stay_partial(tmp_path):
+    b = qwen3_moe("quark-int8").drop(r"^model\.layers\.1\.mlp\.experts\.\d")
+    b.add("model.layers.1.mlp.experts.gate_up_proj", torch.zeros(4, 256, 512, dtype=torch.int8))
+    b.add("model.layers.1.mlp.experts.down_proj", torch.zeros(4, 256, 256, dtype=torch.int8))
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == 2
+    assert "QS102" in _out(r) and "`model.layers.1.mlp.experts`" in _out(r)
+    assert "stored fused per layer" in _out(r)

@@ -556,22 +556,27 @@ class QuarkConfig:
         if kind is None:  # FP8 per-tensor / per-channel, OCP MX: the dense specs
             return scheme
         fact = MOE_FACTS[kind]
+        fused = module.kind == ModuleKind.FUSED_EXPERTS
+        refused = self.version is not None and fact.since is not None \
+            and self.version < fact.since
+        asym = kind == "int8" and scheme.inputs is not None and not scheme.inputs.symmetric
+        if not (fused or refused or asym):  # the common case: no text built per expert
+            return _expert_scheme(kind, scheme)
         where = f"{self.config_key}: Quark {scheme.label} MoE experts (`{module.name}`, {why})"
-        if module.kind == ModuleKind.FUSED_EXPERTS:
+        if fused:
             raise UnknownFormat(
                 f"{where} are stored fused per layer; qscale models them stored per expert"
                 f" (`experts.<e>.<proj>`), as {fact.builds} loads them",
                 hint="store the experts per expert, as Quark exports them")
-        if self.version is not None and fact.since is not None and self.version < fact.since:
+        if refused:
+            assert self.version is not None and fact.since is not None
             raise ConfigError(
                 f"{where}: vLLM {_dotted(self.version)} does not build them ({fact.before});"
                 f" {fact.builds} builds them from {_dotted(fact.since)} ({fact.source})",
                 hint="deploy on a vLLM release that builds them, or exclude the experts")
-        if kind == "int8" and scheme.inputs is not None and not scheme.inputs.symmetric:
-            raise UnknownFormat(
-                f"{where} are not modelled: {fact.builds} loads them, but {fact.note}",
-                hint="quantize the experts' activations symmetrically")
-        return _expert_scheme(kind, scheme)
+        raise UnknownFormat(
+            f"{where} are not modelled: {fact.builds} loads them, but {fact.note}",
+            hint="quantize the experts' activations symmetrically")
 
 
 #: scheme label prefix -> :data:`MOE_FACTS` key, for the schemes whose experts differ by release
