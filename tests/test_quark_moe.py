@@ -242,3 +242,23 @@ def test_experts_stored_fused_stay_partial(tmp_path):
     assert r.returncode == 2
     assert "QS102" in _out(r) and "`model.layers.1.mlp.experts`" in _out(r)
     assert "stored fused per layer" in _out(r)
+
+
+_W4A8 = {"weight": [_quark_spec("fp8_e4m3", "per_tensor"), _quark_spec("int4", "per_channel")],
+         "input_tensors": _quark_spec("fp8_e4m3", "per_tensor"),
+         "output_tensors": None, "bias": None}
+
+
+@pytest.mark.parametrize(("pattern", "rc"), [
+    ("*.mlp.experts.*", 0),  # matches `….experts.<e>.<proj>`, not the layer `….experts`
+    ("model.layers.1.mlp.experts", 2),  # `….experts` is a substring of it: matched
+])
+def test_layer_quant_config_is_matched_on_the_moe_layer(tmp_path, pattern, rc):
+    """vLLM looks the experts' config up for their fused-MoE layer `….mlp.experts`."""
+    b = qwen3_moe("quark-int8").set_config("/quantization_config/layer_quant_config",
+                                           {pattern: _W4A8})
+    r = _cli(b.write(tmp_path))
+    assert r.returncode == rc, _out(r)
+    if rc:
+        assert f"layer_quant_config `{pattern}`" in _out(r)
+        assert "`model.layers.1.mlp.experts.0." in _out(r)

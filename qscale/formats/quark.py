@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -191,6 +192,8 @@ FP8_BLOCK_FACT = ReleaseFact(
     'vllm==0.27.0 quark.py: NotImplementedError("No quark compatible scheme was found")',
     "scale_type float8_e8m0fnu (an E8M0 scale parameter, 0.28.0-0.33.0) is not modelled")
 FP8_BLOCK = 128
+#: a per-expert module ``<moe>.experts.<e>.<proj>``: vLLM resolves its fused-MoE layer
+_EXPERT = re.compile(r"^(.*\.experts)\.\d+\.[^.]+$")
 #: the name ``QuarkW8A8Fp8PerBlock.create_weights`` registers the block scale under, from each
 #: release on: ``weight_scale_inv`` in 0.28.0-0.29.0 ("DeepSeek V4 weight mappers route
 #: checkpoint .scale tensors here"), Quark's own ``weight_scale`` from 0.30.0
@@ -515,15 +518,21 @@ class QuarkConfig:
         return None
 
     def resolve(self, module: ModuleInfo) -> Resolution:
-        """exclude, then layer_quant_config, then global_quant_config."""
+        """exclude, then layer_quant_config, then global_quant_config. A routed expert's
+        config is the one of its fused-MoE layer: vLLM looks ``layer_quant_config`` up for
+        ``….experts`` (``QuarkMoEMethod.get_moe_method*`` -> ``_find_matched_config``, the
+        same from 0.18.0 to 0.33.0), not for ``….experts.<e>.<proj>``."""
         hit = first_match(module.name, self.exclude)
         if hit is not None:
             return Resolution(None, f"excluded by `{hit}`")
+        name = module.name
+        if ".experts." in name and (m := _EXPERT.match(name)) is not None:
+            name = m.group(1)
         for pattern, scheme in self.layer_schemes:
             matched = (
-                fnmatch.fnmatchcase(module.name, pattern)
+                fnmatch.fnmatchcase(name, pattern)
                 if "*" in pattern
-                else module.name in pattern
+                else name in pattern
             )
             if matched:
                 return self._checked(module, scheme, f"layer_quant_config `{pattern}`")
