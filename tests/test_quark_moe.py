@@ -262,3 +262,31 @@ def test_layer_quant_config_is_matched_on_the_moe_layer(tmp_path, pattern, rc):
     if rc:
         assert f"layer_quant_config `{pattern}`" in _out(r)
         assert "`model.layers.1.mlp.experts.0." in _out(r)
+
+
+def _bf16_experts(layer: int):
+    """qwen3_moe under INT8 with layer ``layer``'s experts stored BF16, and the exclude list
+    naming their down projections with a literal ``*`` (amd/GLM-5.2-MXFP4's spelling)."""
+    plain = qwen3_moe("bf16")
+    b = qwen3_moe("quark-int8").drop(rf"^model\.layers\.{layer}\.mlp\.experts\.")
+    for n, t in plain.tensors.items():
+        if n.startswith(f"model.layers.{layer}.mlp.experts."):
+            b.add(n, t)
+    entry = f"model.layers.{layer}.mlp.experts.*.down_proj"
+    b.set_config("/quantization_config/exclude", ["lm_head", "re:.*mlp.gate$", entry])
+    return b, entry
+
+
+def test_exclude_naming_part_of_the_experts_skips_the_layer_from_0_26(tmp_path):
+    b, entry = _bf16_experts(1)
+    path = b.write(tmp_path)
+    for engine in ("vllm==0.33.0", "vllm==0.26.0"):
+        r = _cli(path, "--engine", engine)
+        assert r.returncode == 0, _out(r)
+        assert "no findings" in r.stdout, r.stdout  # no QS204: the entry acts
+        assert "20/45 modules quantized" in r.stdout  # layer 1's 12 experts built BF16
+    r = _cli(path, "--engine", "vllm==0.25.0")  # the entry matches no layer: INT8 experts
+    assert r.returncode == 1, _out(r)
+    assert "QS202" in r.stdout and "`model.layers.1.mlp.experts.0." in r.stdout
+    r = cli_in_process("inspect", str(path), "-k", "layers.1.mlp.experts.3.up_proj")
+    assert f"excluded by `{entry}`" in r.stdout, _out(r)

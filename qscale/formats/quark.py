@@ -175,6 +175,12 @@ MOE_FACTS: Mapping[str, ReleaseFact] = {
         'vllm==0.28.0-0.29.0 QuarkW8A8Fp8MoEMethod.__init__: ValueError("For FP8 Fused MoE'
         ' layers, only per-tensor and per-channel scales for weights and activations are'
         ' supported. Found per_block, per_group")'),
+    # `exclude` for a fused-MoE layer: from 0.26.0 `should_ignore_layer(check_children=True)`
+    # also excludes the whole `….experts` layer when a plain (non-`re:`) entry names it or
+    # anything under it (`….experts.3.down_proj`, `….experts.*.down_proj`).
+    "exclude_children": ReleaseFact(
+        "should_ignore_layer(check_children=True)", (0, 26), f"vllm==0.26.0 {_QUARK}/utils.py",
+        "vllm==0.18.0-0.25.0: the exclude list is matched against `….experts` itself only"),
     # weight [fp8_e4m3 per_tensor, int4 per_channel ch_axis 0], fp8 inputs (`_is_fp8_w4a8`):
     # U32 `weight` [out, in/8], per-tensor `weight_scale`, per-channel `weight_scale_2`.
     "w4a8": ReleaseFact(
@@ -480,6 +486,12 @@ class QuarkConfig:
     engine_name: str = "vllm"
     pack_method: Any = None  #: ``export.pack_method`` (W4A16 INT4 packing)
     global_scheme: Scheme = field(init=False, repr=False, compare=False)
+    #: fused-MoE layer -> the exclude entry that skips it ("" for none), filled on first use
+    _layer_excluded: dict[str, str] = field(init=False, repr=False, compare=False,
+                                            default_factory=dict)
+    #: the plain exclude entries that skipped a fused-MoE layer as a part of it
+    _child_entries: set[str] = field(init=False, repr=False, compare=False,
+                                     default_factory=set)
     layer_schemes: tuple[tuple[str, Scheme], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -522,12 +534,17 @@ class QuarkConfig:
         config is the one of its fused-MoE layer: vLLM looks ``layer_quant_config`` up for
         ``….experts`` (``QuarkMoEMethod.get_moe_method*`` -> ``_find_matched_config``, the
         same from 0.18.0 to 0.33.0), not for ``….experts.<e>.<proj>``."""
-        hit = first_match(module.name, self.exclude)
-        if hit is not None:
-            return Resolution(None, f"excluded by `{hit}`")
         name = module.name
         if ".experts." in name and (m := _EXPERT.match(name)) is not None:
             name = m.group(1)
+        elif module.kind != ModuleKind.FUSED_EXPERTS:
+            hit = first_match(name, self.exclude)
+            if hit is not None:
+                return Resolution(None, f"excluded by `{hit}`")
+        if name != module.name or module.kind == ModuleKind.FUSED_EXPERTS:
+            why = self._excluded_layer(name)
+            if why:
+                return Resolution(None, why)
         for pattern, scheme in self.layer_schemes:
             matched = (
                 fnmatch.fnmatchcase(name, pattern)
@@ -539,6 +556,35 @@ class QuarkConfig:
         if self.global_scheme is None:
             return Resolution(None, "global_quant_config quantizes no weights")
         return self._checked(module, self.global_scheme, "global_quant_config")
+
+    def _excluded_layer(self, layer: str) -> str:
+        """Why vLLM builds the fused-MoE layer ``layer`` unquantized ("" when it does not):
+        an entry that matches ``layer`` itself, or, from ``MOE_FACTS["exclude_children"]``'s
+        release on, a plain entry naming ``layer`` or anything under it. One answer per
+        layer (a large MoE has 10^5 experts and its exclude list may have 10^3 entries)."""
+        why = self._layer_excluded.get(layer)
+        if why is not None:
+            return why
+        hit = first_match(layer, self.exclude)
+        why = f"excluded by `{hit}`" if hit is not None else ""
+        since = MOE_FACTS["exclude_children"].since
+        children = self.engine_name == "vllm" and (
+            self.version is None or since is None or self.version >= since)
+        if not why and children:
+            child = next((e for e in self.exclude if not e.startswith("re:")
+                          and (e == layer or e.startswith(layer + "."))), None)
+            if child is not None:
+                self._child_entries.add(child)
+                why = (f"excluded by `{child}`: vLLM skips the whole fused-MoE layer `{layer}`"
+                       " when an exclude entry names part of it")
+        self._layer_excluded[layer] = why
+        return why
+
+    def child_entries(self) -> frozenset[str]:
+        """The plain ``exclude`` entries that made vLLM skip a whole fused-MoE layer because
+        they name part of it (``….experts.*.down_proj``), among the modules resolved so far:
+        they match no module, and still act."""
+        return frozenset(self._child_entries)
 
     def _checked(self, module: ModuleInfo, scheme: Scheme, why: str) -> Resolution:
         """The resolution, or QS102 where qscale does not model what the engine builds."""
@@ -566,8 +612,8 @@ class QuarkConfig:
             return scheme
         fact = MOE_FACTS[kind]
         fused = module.kind == ModuleKind.FUSED_EXPERTS
-        refused = self.version is not None and fact.since is not None \
-            and self.version < fact.since
+        refused = self.engine_name == "vllm" and self.version is not None \
+            and fact.since is not None and self.version < fact.since
         asym = kind == "int8" and scheme.inputs is not None and not scheme.inputs.symmetric
         if not (fused or refused or asym):  # the common case: no text built per expert
             return _expert_scheme(kind, scheme)
