@@ -174,6 +174,14 @@ def fp8_block_inv(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def quark_fp8_block(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """AMD Quark FP8 per-block export: E4M3 weight and one F32 multiplier per 128x128 tile,
+    named ``weight_scale`` (vLLM's ``QuarkW8A8Fp8PerBlock`` registers that name)."""
+    t = fp8_block_inv(name, out, inp, g)
+    return {f"{name}.weight": t[f"{name}.weight"],
+            f"{name}.weight_scale": t[f"{name}.weight_scale_inv"]}
+
+
 def fbgemm_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     """transformers' ``FbgemmFp8Linear`` layout: F8_E4M3 weight, F32 ``[out, 1]`` row scale
     (``input_scale_ub`` is a non-persistent buffer, never saved)."""
@@ -285,6 +293,14 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
                 "weight": {**_quark_spec("int4", "per_group"), "group_size": 128},
                 "input_tensors": None, "output_tensors": None, "bias": None},
             "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
+        "quark-fp8-block": (quark_fp8_block, lambda ig: {
+            "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
+            "global_quant_config": {
+                "weight": {**_quark_spec("fp8_e4m3", "per_block"), "block_size": [128, 128]},
+                "input_tensors": {**_quark_spec("fp8_e4m3", "per_group", dynamic=True),
+                                  "group_size": 128},
+                "output_tensors": None, "bias": None},
+            "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": ig}),
         "quark-int8": (quark_int8, lambda ig: {
             "quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder"},
             "global_quant_config": {"weight": _quark_spec("int8", "per_channel"),
@@ -294,10 +310,9 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
     }
 
 
-#: schemes whose MoE experts qscale does not model (a MoE builder under them is QS102, exit 2),
-#: and ``fbgemm-fp8``, which the builders write for dense models only (its engines build MoE
+#: ``fbgemm-fp8``, which the builders write for dense models only (its engines build MoE
 #: experts unquantized)
-DENSE_ONLY_SCHEMES = ("quark-int8", "quark-nvfp4", "quark-int4", "fbgemm-fp8")
+DENSE_ONLY_SCHEMES = ("fbgemm-fp8",)
 #: schemes qscale checks on every builder, the MoE ones included
 SCHEMES = tuple(s for s in _schemes() if s not in DENSE_ONLY_SCHEMES)
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from builders import dense, qwen3_5_moe
+from builders import dense
 from cli_runner import cli_in_process
 
 DOWN = "model.layers.1.mlp.down_proj"
@@ -70,9 +70,3 @@ def test_unpacked_export_is_not_modelled(tmp_path):
         "/quantization_config/export/pack_method", None)
     r = _cli(b.write(tmp_path))
     assert r.returncode == 2 and "QS102" in r.stdout + r.stderr
-
-
-def test_int4_moe_experts_are_not_modelled(tmp_path):
-    r = _cli(qwen3_5_moe("quark-int4").write(tmp_path))
-    assert r.returncode == 2
-    assert "QS102" in r.stdout + r.stderr and "experts" in r.stdout + r.stderr

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from builders import _quark_spec, dense, qwen3_5_moe
+from builders import _quark_spec, dense
 from cli_runner import cli_in_process
 
 L1 = "model.layers.1"
@@ -95,12 +95,6 @@ def test_asymmetric_static_input_needs_its_zero_point(tmp_path):
     r = _cli(b.drop(rf"{DOWN}\.input_zero_point$").write(tmp_path))
     assert r.returncode == 1
     assert f"`{DOWN}.input_zero_point` is missing" in r.stdout
-
-
-def test_int8_moe_experts_are_not_modelled(tmp_path):
-    r = _cli(qwen3_5_moe("quark-int8").write(tmp_path))
-    assert r.returncode == 2
-    assert "QS102" in r.stdout + r.stderr and "experts" in r.stdout + r.stderr
 
 
 def test_int8_on_sglang_is_not_modelled(tmp_path):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from builders import dense, qwen3_5_moe
+from builders import dense
 from cli_runner import cli_in_process
 
 DOWN = "model.layers.1.mlp.down_proj"
@@ -51,9 +51,3 @@ def test_unpacked_weight_is_a_shape_error(tmp_path):
     r = _cli(b.write(tmp_path))
     assert r.returncode == 1
     assert f"`{DOWN}.weight" in r.stdout
-
-
-def test_nvfp4_moe_experts_are_not_modelled(tmp_path):
-    r = _cli(qwen3_5_moe("quark-nvfp4").write(tmp_path))
-    assert r.returncode == 2
-    assert "QS102" in r.stdout + r.stderr and "experts" in r.stdout + r.stderr

@@ -1,7 +1,8 @@
 """AMD Quark (``quant_method: quark``): global, per-layer and per-type configs, ``exclude``;
-FP8 per-tensor / per-channel, OCP MX (MXFP4, MXFP6, MXFP8), W8A8 INT8, NVFP4 and W4A16 INT4
-tensor by tensor; other schemes (FP8 per-block, W4A8 two-level, the INT8 / NVFP4 / INT4 MoE
-experts) stop at QS102.
+FP8 per-tensor / per-channel / per-block 128x128, OCP MX (MXFP4, MXFP6, MXFP8), W8A8 INT8,
+NVFP4 and W4A16 INT4 tensor by tensor, their routed experts included (vLLM
+``quark/quark_moe.py``, per release: ``MOE_FACTS``); other schemes (W4A8 two-level, FP8
+per-block with E8M0 scales, INT8 experts with asymmetric activations) stop at QS102.
 
 Follows vLLM's ``QuarkConfig``: ``exclude`` entries match exactly or as ``re:`` regexes
 (``quark/utils.py::should_ignore_layer``); a layer's config is looked up in
@@ -19,15 +20,15 @@ is [out, 1] and its loader unsqueezes a 1-D scale, so both load; 0.18-0.21 take 
 per-tensor: a scalar), and for static activations ``input_scale`` and, when they are
 asymmetric, ``input_zero_point`` (scalars). ``weight_zero_point`` (and a symmetric
 ``input_zero_point``) is registered and dropped after loading: tolerated, not required. Its
-routed experts (``QuarkW8A8Int8MoEMethod``, ``w13_``/``w2_`` parameters) are not modelled.
+routed experts: ``MOE_FACTS["int8"]``.
 
 NVFP4 (``QuarkNVFP4``, ``quark/schemes/quark_nvfp4.py``, from 0.22.0; the same in every
 release read up to 0.33.0) is a two-entry ``weight`` and ``input_tensors``: FP4 per-group 16
 (inputs dynamic) and a static per-tensor FP8 entry (``_is_nvfp4``). A module stores ``weight``
 (U8, two values a byte, [out, in/2]), ``weight_scale`` (FP8 E4M3, [out, in/16]) and the
 scalars ``weight_scale_2`` and ``input_scale_2``. Earlier releases have no such scheme
-(refused); its MoE experts (``QuarkNvfp4MoEMethod``) are not modelled. Other two-entry
-configs (W4A8 FP8 + INT4, which vLLM builds for MoE experts only) stay QS102.
+(refused); its MoE experts: ``MOE_FACTS["nvfp4"]``. Other two-entry configs (W4A8 FP8 +
+INT4: ``MOE_FACTS["w4a8"]``) stay QS102.
 
 W4A16 INT4 (``QuarkW4A16Int4``, ``quark/schemes/quark_w4a16_int4.py``, from 0.31.0; the same
 in 0.32.0 and 0.33.0): int4 / uint4 weights without activation quantization, packed by
@@ -35,8 +36,16 @@ in 0.32.0 and 0.33.0): int4 / uint4 weights without activation quantization, pac
 A module stores ``weight`` (I32 [in, out/8], transposed as AWQ packs it), ``weight_scale``
 ([in/group, out], or ``out`` rounded up to a multiple of 8, which the loader pads to) and,
 when asymmetric, ``weight_zero_point`` (I32 [in/group, out/8]); symmetric ones may store it
-(registered, unused). Earlier releases refuse it; its MoE experts
-(``QuarkW4A16Int4MoEMethod``) are not modelled.
+(registered, unused). Earlier releases refuse it; its MoE experts: ``MOE_FACTS["int4"]``.
+
+FP8 per-block (``QuarkW8A8Fp8PerBlock``, ``quark/schemes/quark_w8a8_fp8.py``, from 0.28.0):
+``fp8_e4m3`` static symmetric weights with ``block_size`` [128, 128] and dynamic symmetric
+``per_group`` 128 FP8 activations (``_is_fp8_w8a8``). A module stores ``weight`` (FP8 [out,
+in]) and a float ``weight_scale`` of one multiplier per 128x128 tile ([ceil(out/128),
+ceil(in/128)]; named ``weight_scale_inv`` in 0.28.0-0.29.0, ``weight_scale`` from 0.30.0:
+``FP8_BLOCK_SCALE_NAMES``). Its experts:
+``MOE_FACTS["fp8_block"]``. A ``scale_type: float8_e8m0fnu`` variant (E8M0 scale parameter)
+is not modelled (QS102).
 
 Which Quark schemes each release builds was read in ``quark/quark.py`` of every wheel from
 0.18.0 and 0.20.0 to 0.33.0: FP8 (``QuarkW8A8Fp8``), static INT8, OCP MX and W4A8 MXFP4-FP8
@@ -48,8 +57,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
@@ -66,6 +77,7 @@ from qscale.schemes import (
     Shapes,
     Strategy,
     TensorSpec,
+    blocks,
     full,
     groups,
     input_scale_specs,
@@ -95,8 +107,8 @@ NVFP4_GROUP = 16
 #: ``QuarkW4A16Int4`` (``quark/schemes/quark_w4a16_int4.py``) from 0.31.0 (unchanged to 0.33.0)
 INT4_SINCE: Version = (0, 31)
 INT4_PACK = 8  #: int4 values per stored int32
-#: labels of the schemes whose routed experts qscale does not model
-_DENSE_ONLY = ("INT8 ", "NVFP4", "INT4 ")
+#: labels of the schemes modelled as vLLM builds them only (SGLang's Quark loader not read)
+_DENSE_ONLY = ("INT8 ", "NVFP4", "INT4 ", "FP8 per-block")
 _QSCHEMES = {
     "per_tensor": Strategy.TENSOR,
     "per_channel": Strategy.CHANNEL,
@@ -104,6 +116,97 @@ _QSCHEMES = {
     "per_block": Strategy.BLOCK,
 }
 _MX_PACK = {"fp4": 2}  # values per stored byte along the input dimension
+
+
+# --------------------------------------------------------------------------- per-release facts
+# Quark FP8 per-block and routed-expert (FusedMoE) facts, one entry per fact, each with the
+# release range it holds for and the wheel file it was read in. Read in the ``quark/`` folder
+# of every vLLM wheel 0.18.0 and 0.20.0-0.33.0 (``quark_moe.py`` create_weights and
+# get_moe_method / get_moe_method_target, ``quark.py`` _is_* matchers); unchanged in that
+# range unless the entry says otherwise. Kept apart from the constants above so they can move
+# into the engine catalogue as one table.
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseFact:
+    """What one range of vLLM releases builds for a Quark config, and what earlier ones say."""
+
+    builds: str  #: the vLLM class that builds it
+    since: Version | None  #: first release that builds it; None: qscale models no release
+    source: str  #: ``vllm==X path`` where ``since`` (or the refusal) was read
+    before: str  #: what releases before ``since`` do instead (their error text)
+    note: str = ""  #: what qscale does not model about it
+
+
+_QUARK = "vllm/model_executor/layers/quantization/quark"
+MOE_FACTS: Mapping[str, ReleaseFact] = {
+    # Per expert: I8 `weight` [out, in]; per-channel `weight_scale` [out] (the w13/w2 slot is
+    # [E, rows] and the loader copies a row vector into it, so [out, 1] fails copy_) or
+    # per-tensor scalar ([E, 2] / [E] slots); static `input_scale` scalar ([E] slot);
+    # `weight_zero_point` / `input_zero_point` registered and deleted after loading (not
+    # checked: with per-channel weights the w2 `input_zero_point` slot is 0-d and a [1]-shaped
+    # one fails copy_). The same create_weights in 0.20.0-0.33.0 (0.28.0 spells 2 as
+    # w13_num_shards).
+    "int8": ReleaseFact(
+        "QuarkW8A8Int8MoEMethod", (0, 20), f"vllm==0.20.0 {_QUARK}/quark_moe.py",
+        'vllm==0.18.0 get_moe_method has no INT8 branch: RuntimeError("Unsupported FusedMoe'
+        ' scheme")',
+        "asymmetric activations: the method drops the zero points and runs symmetric"
+        " (\"kernel uses symmetric\"), so such experts are not modelled"),
+    # Per expert, as the dense QuarkNVFP4: U8 `weight` [out, in/2], FP8 `weight_scale`
+    # [out, in/16] (GROUP slot), scalars `weight_scale_2` (TENSOR, [E, 2] / [E]) and
+    # `input_scale_2` (the loader's input-scale path: one value per expert).
+    "nvfp4": ReleaseFact(
+        "QuarkNvfp4MoEMethod", (0, 22), f"vllm==0.22.0 {_QUARK}/quark_moe.py",
+        "vllm==0.21.0: no QuarkNVFP4 at all (the whole config is refused)"),
+    # Per expert, as the dense QuarkW4A16Int4: I32 `weight` [in, out/8], `weight_scale`
+    # [in/group, out] (transposed on load into [E, rows, in/group]: no padded width),
+    # I32 `weight_zero_point` [in/group, out/8] (asymmetric; registered either way).
+    "int4": ReleaseFact(
+        "QuarkW4A16Int4MoEMethod", (0, 31), f"vllm==0.31.0 {_QUARK}/quark_moe.py",
+        "vllm==0.30.0: no QuarkW4A16Int4 at all (the whole config is refused)",
+        "create_weights halves the group until it divides the rank's intermediate and hidden"
+        " sizes (assert group_size >= 32); that per-layout check is not modelled"),
+    # Per expert, as the dense QuarkW8A8Fp8PerBlock: FP8 `weight` [out, in], float
+    # `weight_scale` [ceil(out/128), ceil(in/128)] (BLOCK slot [E, rows/128, in/128]).
+    "fp8_block": ReleaseFact(
+        "QuarkW8A8Fp8MoEMethod (weight_qscheme per_block)", (0, 30),
+        f"vllm==0.30.0 {_QUARK}/quark_moe.py",
+        'vllm==0.28.0-0.29.0 QuarkW8A8Fp8MoEMethod.__init__: ValueError("For FP8 Fused MoE'
+        ' layers, only per-tensor and per-channel scales for weights and activations are'
+        ' supported. Found per_block, per_group")'),
+    # `exclude` for a fused-MoE layer: from 0.26.0 `should_ignore_layer(check_children=True)`
+    # also excludes the whole `….experts` layer when a plain (non-`re:`) entry names it or
+    # anything under it (`….experts.3.down_proj`, `….experts.*.down_proj`).
+    "exclude_children": ReleaseFact(
+        "should_ignore_layer(check_children=True)", (0, 26), f"vllm==0.26.0 {_QUARK}/utils.py",
+        "vllm==0.18.0-0.25.0: the exclude list is matched against `….experts` itself only"),
+    # weight [fp8_e4m3 per_tensor, int4 per_channel ch_axis 0], fp8 inputs (`_is_fp8_w4a8`):
+    # U32 `weight` [out, in/8], per-tensor `weight_scale`, per-channel `weight_scale_2`.
+    "w4a8": ReleaseFact(
+        "QuarkW4A8Fp8MoEMethod", None, f"vllm==0.33.0 {_QUARK}/quark_moe.py",
+        "",
+        "built on ROCm with AITER fused MoE only (assert \"W4A8 FP8 MoE requires ROCm AITER"
+        " fused MoE support.\", 0.18.0-0.33.0); registers no input_scale for static"
+        " activations; Linear layers under it are refused (\"Multi-entry weight or"
+        " activation quantization configs are only supported for NVFP4.\", 0.30.0-0.33.0)"),
+}
+#: dense Quark FP8 per-block 128x128 (``QuarkW8A8Fp8PerBlock``); before it ``_is_fp8_w8a8``
+#: refuses ``per_block`` and the layer gets "No quark compatible scheme was found"
+FP8_BLOCK_FACT = ReleaseFact(
+    "QuarkW8A8Fp8PerBlock", (0, 28), f"vllm==0.28.0 {_QUARK}/schemes/quark_w8a8_fp8.py",
+    'vllm==0.27.0 quark.py: NotImplementedError("No quark compatible scheme was found")',
+    "scale_type float8_e8m0fnu (an E8M0 scale parameter, 0.28.0-0.33.0) is not modelled")
+FP8_BLOCK = 128
+#: a per-expert module ``<moe>.experts.<e>.<proj>``: vLLM resolves its fused-MoE layer
+_EXPERT = re.compile(r"^(.*\.experts)\.\d+\.[^.]+$")
+#: the name ``QuarkW8A8Fp8PerBlock.create_weights`` registers the block scale under, from each
+#: release on: ``weight_scale_inv`` in 0.28.0-0.29.0 ("DeepSeek V4 weight mappers route
+#: checkpoint .scale tensors here"), Quark's own ``weight_scale`` from 0.30.0
+FP8_BLOCK_SCALE_NAMES: tuple[tuple[Version, str, str], ...] = (
+    ((0, 28), "weight_scale_inv", f"vllm==0.28.0 {_QUARK}/schemes/quark_w8a8_fp8.py"),
+    ((0, 30), "weight_scale", f"vllm==0.30.0 {_QUARK}/schemes/quark_w8a8_fp8.py"),
+)
 
 
 def _fp6_packed(o: int, i: int) -> Shapes:
@@ -155,7 +258,8 @@ def _int8(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
                 " only; dynamic per-token ones are refused (\"No quark compatible scheme was"
                 " found\", quark/quark.py)")
     w = _args(wspec, f"{where}.weight")
-    inputs = _args(ispec, f"{where}.input_tensors")
+    sym_input = ispec.get("symmetric") is True  # vLLM: anything else is asymmetric
+    inputs = replace(_args(ispec, f"{where}.input_tensors"), symmetric=sym_input)
     per_channel = w.strategy == Strategy.CHANNEL
     rule: ShapeRule
     if not per_channel:
@@ -164,7 +268,6 @@ def _int8(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
         rule = per_channel_1d
     else:
         rule = _channel_1d_or_2d
-    sym_input = ispec.get("symmetric") is True
     specs = [TensorSpec("weight", I8, full, unpacked()),
              TensorSpec("weight_scale", FLOAT_SCALE, rule)]
     tolerated = {"weight_zero_point"}
@@ -272,6 +375,35 @@ def _int4(wspec: Mapping[str, Any], ispec: Any, pack_method: Any, version: Versi
                        tolerated=frozenset({"weight_zero_point"}) if sym else frozenset())
 
 
+def _fp8_block(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
+               where: str) -> QuantScheme | str | None:
+    """FP8 per-block as ``QuarkConfig._is_fp8_w8a8`` matches it (static symmetric
+    ``fp8_e4m3`` weights in 128x128 blocks, dynamic symmetric ``per_group`` 128 FP8 inputs):
+    the scheme, a refusal (releases before ``FP8_BLOCK_FACT.since``), or None (any other
+    per-block config, and the E8M0-scale variant: left to the not-modelled scheme)."""
+    if wspec.get("dtype") != "fp8_e4m3" or wspec.get("qscheme") != "per_block" \
+            or wspec.get("is_dynamic") or wspec.get("symmetric") is not True \
+            or list(wspec.get("block_size") or []) != [FP8_BLOCK, FP8_BLOCK]:
+        return None
+    if not isinstance(ispec, dict) or ispec.get("dtype") != "fp8_e4m3" \
+            or not ispec.get("is_dynamic") or ispec.get("qscheme") != "per_group" \
+            or ispec.get("group_size") != FP8_BLOCK or ispec.get("symmetric") is not True:
+        return None
+    if wspec.get("scale_type") == "float8_e8m0fnu":
+        return None
+    fact = FP8_BLOCK_FACT
+    if version is not None and fact.since is not None and version < fact.since:
+        return (f"{where}: vLLM < 0.28 has no Quark FP8 per-block scheme ({fact.builds}"
+                f" appears in {fact.source}); {fact.before}")
+    scale = next(name for since, name, _ in reversed(FP8_BLOCK_SCALE_NAMES)
+                 if version is None or version >= since)
+    w = QuantArgs("float", 8, Strategy.BLOCK, block=(FP8_BLOCK, FP8_BLOCK))
+    inputs = QuantArgs("float", 8, Strategy.GROUP, group_size=FP8_BLOCK, dynamic=True)
+    return QuantScheme(METHOD, f"FP8 per-block {FP8_BLOCK}x{FP8_BLOCK}, dynamic act", w,
+                       inputs, (TensorSpec("weight", FP8, full, unpacked()),
+                                TensorSpec(scale, FLOAT_SCALE, blocks(FP8_BLOCK, FP8_BLOCK))))
+
+
 def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None,
             pack_method: Any = None) -> QuantScheme | str | None:
     """The scheme of one Quark config at a vLLM release (None: the newest): a QuantScheme
@@ -287,15 +419,17 @@ def _scheme(cfg: Mapping[str, Any], where: str, version: Version | None = None,
         if nvfp4 is not None:
             return nvfp4
         w = _args(wspec[0], f"{where}.weight[0]")
-        return QuantScheme(METHOD, f"{wspec[0].get('dtype')} two-level", w, None, ())
-    int8 = _int8(wspec, cfg.get("input_tensors"), version, where)
-    if int8 is not None:
-        return int8
-    int4 = _int4(wspec, cfg.get("input_tensors"), pack_method, version, where)
-    if int4 is not None:
-        return int4
-    w = _args(wspec, f"{where}.weight")
+        w4a8 = len(wspec) == 2 and wspec[0].get("dtype") == "fp8_e4m3" \
+            and wspec[1].get("dtype") == "int4"
+        label = "W4A8 FP8 + INT4 two-level" if w4a8 else f"{wspec[0].get('dtype')} two-level"
+        return QuantScheme(METHOD, label, w, None, ())
     ispec = cfg.get("input_tensors")
+    for found in (_int8(wspec, ispec, version, where),  # each matches its own weight dtype
+                  _int4(wspec, ispec, pack_method, version, where),
+                  _fp8_block(wspec, ispec, version, where)):
+        if found is not None:
+            return found
+    w = _args(wspec, f"{where}.weight")
     inputs = None
     if isinstance(ispec, dict):
         inputs = _args(ispec, f"{where}.input_tensors")
@@ -352,6 +486,12 @@ class QuarkConfig:
     engine_name: str = "vllm"
     pack_method: Any = None  #: ``export.pack_method`` (W4A16 INT4 packing)
     global_scheme: Scheme = field(init=False, repr=False, compare=False)
+    #: fused-MoE layer -> the exclude entry that skips it ("" for none), filled on first use
+    _layer_excluded: dict[str, str] = field(init=False, repr=False, compare=False,
+                                            default_factory=dict)
+    #: the plain exclude entries that skipped a fused-MoE layer as a part of it
+    _child_entries: set[str] = field(init=False, repr=False, compare=False,
+                                     default_factory=set)
     layer_schemes: tuple[tuple[str, Scheme], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -372,7 +512,7 @@ class QuarkConfig:
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
         """A scheme ``engine``'s release refuses to build (``ConfigError``); a W8A8 INT8,
-        NVFP4 or W4A16 INT4 config on SGLang, whose Quark loader was not read
+        NVFP4, W4A16 INT4 or FP8 per-block config on SGLang, whose Quark loader was not read
         (``UnknownFormat``)."""
         built = self.for_engine(engine)
         schemes = [built.global_scheme, *(s for _, s in built.layer_schemes)]
@@ -382,22 +522,34 @@ class QuarkConfig:
                                    " builds it")
         if built.engine_name != "vllm" and any(
                 isinstance(s, QuantScheme) and s.label.startswith(_DENSE_ONLY) for s in schemes):
-            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8, NVFP4 and W4A16 INT4"
+            return UnknownFormat(f"{self.config_key}: Quark W8A8 INT8, NVFP4, W4A16 INT4 and"
+                                 " FP8 per-block"
                                  f" are modelled as vLLM builds them; {built.engine_name}'s"
                                  " Quark loader was not read",
                                  hint="check with --engine vllm")
         return None
 
     def resolve(self, module: ModuleInfo) -> Resolution:
-        """exclude, then layer_quant_config, then global_quant_config."""
-        hit = first_match(module.name, self.exclude)
-        if hit is not None:
-            return Resolution(None, f"excluded by `{hit}`")
+        """exclude, then layer_quant_config, then global_quant_config. A routed expert's
+        config is the one of its fused-MoE layer: vLLM looks ``layer_quant_config`` up for
+        ``….experts`` (``QuarkMoEMethod.get_moe_method*`` -> ``_find_matched_config``, the
+        same from 0.18.0 to 0.33.0), not for ``….experts.<e>.<proj>``."""
+        name = module.name
+        if ".experts." in name and (m := _EXPERT.match(name)) is not None:
+            name = m.group(1)
+        elif module.kind != ModuleKind.FUSED_EXPERTS:
+            hit = first_match(name, self.exclude)
+            if hit is not None:
+                return Resolution(None, f"excluded by `{hit}`")
+        if name != module.name or module.kind == ModuleKind.FUSED_EXPERTS:
+            why = self._excluded_layer(name)
+            if why:
+                return Resolution(None, why)
         for pattern, scheme in self.layer_schemes:
             matched = (
-                fnmatch.fnmatchcase(module.name, pattern)
+                fnmatch.fnmatchcase(name, pattern)
                 if "*" in pattern
-                else module.name in pattern
+                else name in pattern
             )
             if matched:
                 return self._checked(module, scheme, f"layer_quant_config `{pattern}`")
@@ -405,24 +557,119 @@ class QuarkConfig:
             return Resolution(None, "global_quant_config quantizes no weights")
         return self._checked(module, self.global_scheme, "global_quant_config")
 
+    def _excluded_layer(self, layer: str) -> str:
+        """Why vLLM builds the fused-MoE layer ``layer`` unquantized ("" when it does not):
+        an entry that matches ``layer`` itself, or, from ``MOE_FACTS["exclude_children"]``'s
+        release on, a plain entry naming ``layer`` or anything under it. One answer per
+        layer (a large MoE has 10^5 experts and its exclude list may have 10^3 entries)."""
+        why = self._layer_excluded.get(layer)
+        if why is not None:
+            return why
+        hit = first_match(layer, self.exclude)
+        why = f"excluded by `{hit}`" if hit is not None else ""
+        since = MOE_FACTS["exclude_children"].since
+        children = self.engine_name == "vllm" and (
+            self.version is None or since is None or self.version >= since)
+        if not why and children:
+            child = next((e for e in self.exclude if not e.startswith("re:")
+                          and (e == layer or e.startswith(layer + "."))), None)
+            if child is not None:
+                self._child_entries.add(child)
+                why = (f"excluded by `{child}`: vLLM skips the whole fused-MoE layer `{layer}`"
+                       " when an exclude entry names part of it")
+        self._layer_excluded[layer] = why
+        return why
+
+    def child_entries(self) -> frozenset[str]:
+        """The plain ``exclude`` entries that made vLLM skip a whole fused-MoE layer because
+        they name part of it (``….experts.*.down_proj``), among the modules resolved so far:
+        they match no module, and still act."""
+        return frozenset(self._child_entries)
+
     def _checked(self, module: ModuleInfo, scheme: Scheme, why: str) -> Resolution:
         """The resolution, or QS102 where qscale does not model what the engine builds."""
         if scheme is None or isinstance(scheme, str):  # a refusal: reported by `refusal`
             return Resolution(None, why)
         if not scheme.tensors:
+            w4a8 = MOE_FACTS["w4a8"]
+            also = (f": vLLM builds it with {w4a8.builds}, {w4a8.note}"
+                    if scheme.label.startswith("W4A8") else "")
             raise UnknownFormat(
                 f"{self.config_key}: Quark scheme {scheme.label} ({why}, `{module.name}`) is not"
-                " modelled by qscale (its tensors are not checked)",
-                hint="qscale models Quark FP8 per-tensor/per-channel, OCP MX, W8A8 INT8,"
-                " NVFP4 and W4A16 INT4")
-        expert = module.kind == ModuleKind.FUSED_EXPERTS or ".experts." in module.name
-        if expert and scheme.label.startswith(_DENSE_ONLY):
-            raise UnknownFormat(
-                f"{self.config_key}: Quark {scheme.label} MoE experts (`{module.name}`) are not"
-                " modelled (vLLM builds them with a Quark MoE method of quark/quark_moe.py,"
-                " w13_/w2_ parameters)",
-                hint="the dense layers of this scheme are modelled; MoE experts are not")
+                f" modelled by qscale (its tensors are not checked){also}",
+                hint="qscale models Quark FP8 per-tensor/per-channel/per-block, OCP MX,"
+                " W8A8 INT8, NVFP4 and W4A16 INT4, dense and MoE experts")
+        if module.kind == ModuleKind.FUSED_EXPERTS or ".experts." in module.name:
+            return Resolution(self._expert(module, scheme, why), why)
         return Resolution(scheme, why)
+
+    def _expert(self, module: ModuleInfo, scheme: QuantScheme, why: str) -> QuantScheme:
+        """The scheme of a routed expert as ``quark_moe.py`` builds it at this release
+        (:data:`MOE_FACTS`); ``ConfigError`` where the release refuses the experts,
+        ``UnknownFormat`` where qscale does not model them."""
+        kind = _expert_kind(scheme.label)
+        if kind is None:  # FP8 per-tensor / per-channel, OCP MX: the dense specs
+            return scheme
+        fact = MOE_FACTS[kind]
+        fused = module.kind == ModuleKind.FUSED_EXPERTS
+        refused = self.engine_name == "vllm" and self.version is not None \
+            and fact.since is not None and self.version < fact.since
+        asym = kind == "int8" and scheme.inputs is not None and not scheme.inputs.symmetric
+        if not (fused or refused or asym):  # the common case: no text built per expert
+            return _expert_scheme(kind, scheme)
+        where = f"{self.config_key}: Quark {scheme.label} MoE experts (`{module.name}`, {why})"
+        if fused:
+            raise UnknownFormat(
+                f"{where} are stored fused per layer; qscale models them stored per expert"
+                f" (`experts.<e>.<proj>`), as {fact.builds} loads them",
+                hint="store the experts per expert, as Quark exports them")
+        if refused:
+            assert self.version is not None and fact.since is not None
+            raise ConfigError(
+                f"{where}: vLLM {_dotted(self.version)} does not build them ({fact.before});"
+                f" {fact.builds} builds them from {_dotted(fact.since)} ({fact.source})",
+                hint="deploy on a vLLM release that builds them, or exclude the experts")
+        raise UnknownFormat(
+            f"{where} are not modelled: {fact.builds} loads them, but {fact.note}",
+            hint="quantize the experts' activations symmetrically")
+
+
+#: scheme label prefix -> :data:`MOE_FACTS` key, for the schemes whose experts differ by release
+_EXPERT_KINDS = (("INT8 ", "int8"), ("NVFP4", "nvfp4"), ("INT4 ", "int4"),
+                 ("FP8 per-block", "fp8_block"))
+
+
+def _expert_kind(label: str) -> str | None:
+    return next((k for prefix, k in _EXPERT_KINDS if label.startswith(prefix)), None)
+
+
+def _dotted(v: Version) -> str:
+    return ".".join(map(str, v)) + (".0" if len(v) == 2 else "")
+
+
+def _int4_groups_exact(group: int) -> ShapeRule:
+    """A W4A16 INT4 expert's ``weight_scale``: [in/group, out] exactly (the MoE loader
+    transposes it into the expert's [rows, in/group] slice; no padded width)."""
+    return lambda o, i: ((1 if group == -1 else math.ceil(i / group), o),)
+
+
+@lru_cache(maxsize=64)
+def _expert_scheme(kind: str, scheme: QuantScheme) -> QuantScheme:
+    """The per-expert tensors a Quark MoE method loads, from the dense scheme's: INT8's
+    per-channel ``weight_scale`` is [out] only (``copy_`` into a 1-D slot), INT4's
+    ``weight_scale`` takes no padded width; NVFP4 and FP8 per-block load as the dense ones."""
+    specs = scheme.tensors
+    if kind == "int8" and scheme.weights.strategy == Strategy.CHANNEL:
+        specs = tuple(replace(t, shapes=per_channel_1d) if t.param == "weight_scale" else t
+                      for t in specs)
+    elif kind == "int4":
+        group = scheme.weights.group_size or -1
+        specs = tuple(replace(t, shapes=_int4_groups_exact(group))
+                      if t.param == "weight_scale" else t for t in specs)
+    if specs == scheme.tensors:
+        return scheme
+    return QuantScheme(scheme.format, scheme.label, scheme.weights, scheme.inputs, specs,
+                       tolerated=scheme.tolerated)
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> QuarkConfig:
