@@ -671,3 +671,99 @@ def qwen3_moe(scheme: str = "gptq", *, group: int = 128, experts: int = 4,
             qc["group_size"] = group
         config["quantization_config"] = qc
     return Built(config, tensors)
+
+
+#: DeepSeek-V4 dimensions of the tiny builder (the release's, divided down to 128 where a
+#: block scheme needs whole blocks)
+DSV4 = {"q_lora_rank": 128, "head_dim": 128, "num_attention_heads": 2, "o_groups": 2,
+        "o_lora_rank": 128, "index_n_heads": 2, "index_head_dim": 128}
+
+
+def _dsv4_attention(fn: SchemeFn, tensors: Tensors, p: str, ratio: int,
+                    g: torch.Generator) -> None:
+    """One layer's ``attn``: DeepSeek's own names (vLLM ``DeepseekV4Attention``'s shapes)."""
+    q, hd, nh = DSV4["q_lora_rank"], DSV4["head_dim"], DSV4["num_attention_heads"]
+    ng, ol = DSV4["o_groups"], DSV4["o_lora_rank"]
+    for name, out, inp in ((f"{p}.wq_a", q, H), (f"{p}.wkv", hd, H),
+                           (f"{p}.wq_b", nh * hd, q), (f"{p}.wo_a", ng * ol, nh * hd // ng),
+                           (f"{p}.wo_b", H, ng * ol)):
+        tensors.update(fn(name, out, inp, g))
+    tensors[f"{p}.q_norm.weight"] = torch.ones(q, dtype=torch.bfloat16)
+    tensors[f"{p}.kv_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+    tensors[f"{p}.attn_sink"] = torch.zeros(nh)
+    if ratio == 0:
+        return
+    coff = 1 + (ratio == 4)
+    compressors = [(f"{p}.compressor", hd)]
+    if ratio == 4:  # only the C4 layers index (vLLM: ``if self.compress_ratio == 4``)
+        ih, nih = DSV4["index_head_dim"], DSV4["index_n_heads"]
+        tensors.update(fn(f"{p}.indexer.wq_b", nih * ih, q, g))
+        tensors[f"{p}.indexer.weights_proj.weight"] = _w(nih, H, g)
+        compressors.append((f"{p}.indexer.compressor", ih))
+    for c, dim in compressors:  # built with quant_config=None: BF16
+        tensors[f"{c}.wkv.weight"] = _w(coff * dim, H, g)
+        tensors[f"{c}.wgate.weight"] = _w(coff * dim, H, g)
+        tensors[f"{c}.ape"] = torch.zeros(ratio, coff * dim)
+        tensors[f"{c}.norm.weight"] = torch.ones(dim, dtype=torch.bfloat16)
+
+
+@_memo
+def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
+                seed: int = 0) -> Built:
+    """A 2-layer DeepSeek-V4 (``DeepseekV4ForCausalLM``) in DeepSeek's release naming
+    (``layers.<i>.attn.wq_a``, ``layers.<i>.ffn.experts.<e>.w1``, ``embed``, ``head``, an MTP
+    layer ``mtp.0``): attention with ``scheme``, routed and shared experts with ``experts``
+    (default: ``scheme``); the router ``ffn.gate``, compressors, the indexer's
+    ``weights_proj``, norms, hyper-connection vectors, ``embed`` and ``head`` BF16/F32. Layer 0
+    hash-routes (``tid2eid``), layer 1 compresses at ratio 4 (compressor and indexer)."""
+    fn, make_cfg = _schemes()[scheme]
+    efn = _schemes()[experts or scheme][0]
+    g = torch.Generator().manual_seed(seed)
+    tensors: Tensors = {}
+    hc = 4
+    for layer, ratio in ((0, 0), (1, 4)):
+        p = f"layers.{layer}"
+        _dsv4_attention(fn, tensors, f"{p}.attn", ratio, g)
+        for e in range(E):
+            for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
+                tensors.update(efn(f"{p}.ffn.experts.{e}.{w}", out, inp, g))
+        for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
+            tensors.update(efn(f"{p}.ffn.shared_experts.{w}", out, inp, g))
+        tensors[f"{p}.ffn.gate.weight"] = _w(E, H, g)
+        if layer == 0:
+            tensors[f"{p}.ffn.gate.tid2eid"] = torch.zeros(256, 1, dtype=torch.int32)
+        else:
+            tensors[f"{p}.ffn.gate.bias"] = torch.zeros(E)
+        for norm in ("attn_norm", "ffn_norm"):
+            tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+        for part in ("attn", "ffn"):
+            tensors[f"{p}.hc_{part}_fn"] = torch.zeros((2 + hc) * hc, hc * H)
+            tensors[f"{p}.hc_{part}_base"] = torch.zeros((2 + hc) * hc)
+            tensors[f"{p}.hc_{part}_scale"] = torch.ones(3)
+    m = "mtp.0"  # the draft layer: loaded by vLLM's DeepSeekV4MTP, not the main model
+    for name, out, inp in ((f"{m}.e_proj", H, H), (f"{m}.h_proj", H, H)):
+        tensors.update(fn(name, out, inp, g))
+    _dsv4_attention(fn, tensors, f"{m}.attn", 0, g)
+    for norm in ("enorm", "hnorm", "norm", "attn_norm", "ffn_norm"):
+        tensors[f"{m}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["embed.weight"] = _w(256, H, g)
+    tensors["head.weight"] = _w(256, H, g)
+    tensors["norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["hc_head_fn"] = torch.zeros(hc, hc * H)
+    tensors["hc_head_base"] = torch.zeros(hc)
+    tensors["hc_head_scale"] = torch.ones(1)
+    config: dict[str, Any] = {
+        "architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",
+        "hidden_size": H, "num_hidden_layers": 2, "num_key_value_heads": 1,
+        "compress_ratios": [0, 4, 0], "num_hash_layers": 1, "n_routed_experts": E,
+        "n_shared_experts": 1, "num_experts_per_tok": 1, "moe_intermediate_size": I_MOE,
+        "num_nextn_predict_layers": 1, "hc_mult": hc, "vocab_size": 256,
+        "expert_dtype": "fp4", "topk_method": "noaux_tc", "tie_word_embeddings": False,
+        **DSV4,
+    }
+    ignore = ["head", "embed", "re:.*ffn\\.gate$", "re:.*compressor\\..*",
+              "re:.*indexer\\.weights_proj$"]
+    qc = make_cfg(ignore)
+    if qc:
+        config["quantization_config"] = qc
+    return Built(config, tensors)

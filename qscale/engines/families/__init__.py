@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qscale.engines.families import deepseek, glm, gpt_oss, llama, qwen
+from qscale.engines.families import deepseek, deepseek_v4, glm, gpt_oss, llama, qwen
 from qscale.engines.families._api import ExpertNames, Family, ShardId, Stacked
 
 ALL_FAMILIES: tuple[Family, ...] = (
     *qwen.FAMILIES,
     deepseek.DEEPSEEK_V2,
+    deepseek_v4.DEEPSEEK_V4,
     llama.LLAMA,
     gpt_oss.GPT_OSS,
     glm.GLM4_MOE,
