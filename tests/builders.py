@@ -183,6 +183,29 @@ def fbgemm_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def _e8m0(g: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """E8M0 scales (powers of two, 2^-8 .. 2^-4), as DeepSeek-V4's release stores them."""
+    exps = torch.randint(119, 124, shape, generator=g, dtype=torch.uint8)
+    return exps.view(torch.float8_e8m0fnu)
+
+
+def dsv4_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """DeepSeek-V4's block-FP8 Linear: F8_E4M3 ``weight``, E8M0 ``scale`` per 128x128 block."""
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.scale": _e8m0(g, (-(-out // 128), -(-inp // 128))),
+    }
+
+
+def dsv4_mxfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """DeepSeek-V4's MXFP4 expert: two E2M1 values per I8 byte, E8M0 ``scale`` per 32 inputs."""
+    return {
+        f"{name}.weight": torch.randint(-128, 127, (out, inp // 2), generator=g,
+                                        dtype=torch.int8),
+        f"{name}.scale": _e8m0(g, (out, inp // 32)),
+    }
+
+
 def _int4(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return torch.randint(-(2**31), 2**31 - 1, shape, generator=g, dtype=torch.int64).to(torch.int32)
 
@@ -251,6 +274,10 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
         "fp8-block": (fp8_block_inv, lambda ig: {
             "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
             "modules_to_not_convert": ig}),
+        "dsv4-fp8": (dsv4_fp8, lambda ig: {
+            "quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3",
+            "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}),
+        "dsv4-mxfp4": (dsv4_mxfp4, lambda ig: {}),
         "fbgemm-fp8": (fbgemm_fp8, lambda ig: {
             "quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
             "modules_to_not_convert": [m for m in ig if not m.startswith("re:")]}),
@@ -295,9 +322,10 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
 
 
 #: schemes whose MoE experts qscale does not model (a MoE builder under them is QS102, exit 2),
-#: and ``fbgemm-fp8``, which the builders write for dense models only (its engines build MoE
-#: experts unquantized)
-DENSE_ONLY_SCHEMES = ("quark-int8", "quark-nvfp4", "quark-int4", "fbgemm-fp8")
+#: ``fbgemm-fp8``, which the builders write for dense models only (its engines build MoE
+#: experts unquantized), and DeepSeek-V4's own ``dsv4-*`` (:func:`deepseek_v4` only)
+DENSE_ONLY_SCHEMES = ("quark-int8", "quark-nvfp4", "quark-int4", "fbgemm-fp8", "dsv4-fp8",
+                      "dsv4-mxfp4")
 #: schemes qscale checks on every builder, the MoE ones included
 SCHEMES = tuple(s for s in _schemes() if s not in DENSE_ONLY_SCHEMES)
 
@@ -712,10 +740,11 @@ def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
                 seed: int = 0) -> Built:
     """A 2-layer DeepSeek-V4 (``DeepseekV4ForCausalLM``) in DeepSeek's release naming
     (``layers.<i>.attn.wq_a``, ``layers.<i>.ffn.experts.<e>.w1``, ``embed``, ``head``, an MTP
-    layer ``mtp.0``): attention with ``scheme``, routed and shared experts with ``experts``
-    (default: ``scheme``); the router ``ffn.gate``, compressors, the indexer's
+    layer ``mtp.0``): attention and shared experts with ``scheme``, routed experts with
+    ``experts`` (default: ``scheme``); the router ``ffn.gate``, compressors, the indexer's
     ``weights_proj``, norms, hyper-connection vectors, ``embed`` and ``head`` BF16/F32. Layer 0
-    hash-routes (``tid2eid``), layer 1 compresses at ratio 4 (compressor and indexer)."""
+    hash-routes (``tid2eid``), layer 1 compresses at ratio 4 (compressor and indexer).
+    ``deepseek_v4("dsv4-fp8", experts="dsv4-mxfp4")`` is the deepseek-ai release format."""
     fn, make_cfg = _schemes()[scheme]
     efn = _schemes()[experts or scheme][0]
     g = torch.Generator().manual_seed(seed)
@@ -728,7 +757,7 @@ def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
             for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
                 tensors.update(efn(f"{p}.ffn.experts.{e}.{w}", out, inp, g))
         for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
-            tensors.update(efn(f"{p}.ffn.shared_experts.{w}", out, inp, g))
+            tensors.update(fn(f"{p}.ffn.shared_experts.{w}", out, inp, g))
         tensors[f"{p}.ffn.gate.weight"] = _w(E, H, g)
         if layer == 0:
             tensors[f"{p}.ffn.gate.tid2eid"] = torch.zeros(256, 1, dtype=torch.int32)

@@ -18,6 +18,7 @@ from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import (
     auto_round,
     compressed_tensors,
+    deepseek_v4_fp8,
     fbgemm_fp8,
     fp8,
     gptq,
@@ -46,6 +47,7 @@ FORMATS: Mapping[str, Parser] = {
     auto_round.METHOD: auto_round.parse,
     online.EXPERTS_INT8: online.parse_experts_int8,
     moe_wna16.METHOD: moe_wna16.parse_moe_wna16,
+    deepseek_v4_fp8.METHOD: deepseek_v4_fp8.parse,
 }
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
@@ -70,12 +72,6 @@ SGLANG_ONLY_METHODS = frozenset({
     "blockwise_int8", "modelopt_fp8", "w8a8_int8", "w8a8_fp8", "bitsandbytes", "gguf", "qoq",
     "w4afp8", "petit_nvfp4", "modelslim", "quark_int4fp8_moe", "mlx_q4", "mlx_q8",
 })
-
-
-#: ``quant_method`` values vLLM 0.33.0 hands to ``DeepseekV4FP8Config`` when ``model_type`` is
-#: ``deepseek_v4`` (``vllm/models/deepseek_v4/quant_config.py``,
-#: ``override_quantization_method``; a Quark OCP-MXFP4 config too, which qscale reads as Quark)
-DEEPSEEK_V4_METHODS = frozenset({"fp8", "deepseek_v4_fp8"})
 
 
 def not_modelled(key: str, method: str) -> UnknownFormat:
@@ -105,15 +101,12 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     if not isinstance(method, str):
         raise ConfigError(f"{key}: quantization_config has no `quant_method`")
     method = ALIASES.get(method.lower(), method.lower())
-    if method == "deepseek_v4_fp8" or (
-            method in DEEPSEEK_V4_METHODS and ckpt.config.model_type == "deepseek_v4"):
-        raise UnknownFormat(
-            f"{key}: a DeepSeek-V4 checkpoint under quant_method {method!r} is loaded with"
-            " vLLM's DeepseekV4FP8Config (block-FP8 Linear layers whose scales are E8M0 or"
-            " F32 by the config's `expert_dtype`, MXFP4 / FP8 / NVFP4 experts by"
-            " `expert_dtype` and `moe_quant_algo`), which qscale does not model",
-            hint="not checked; vLLM 0.33.0 vllm/models/deepseek_v4/quant_config.py has the rules",
-        )
+    if deepseek_v4_fp8.applies(method, ckpt.config.model_type):
+        # vLLM's DeepseekV4FP8Config.override_quantization_method; it reads hf_config too
+        if ckpt.config.architecture != deepseek_v4_fp8.ARCHITECTURE:
+            raise deepseek_v4_fp8.other_model(key, method, ckpt.config.architecture)
+        return deepseek_v4_fp8.parse(qc, config_key=key,
+                                     expert_dtype=ckpt.config.raw.get("expert_dtype", "fp4"))
     parser = FORMATS.get(method)
     if parser is None:
         raise not_modelled(key, method)
