@@ -737,16 +737,17 @@ def _dsv4_attention(fn: SchemeFn, tensors: Tensors, p: str, ratio: int,
 
 @_memo
 def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
-                seed: int = 0) -> Built:
+                shared: str | None = None, seed: int = 0) -> Built:
     """A 2-layer DeepSeek-V4 (``DeepseekV4ForCausalLM``) in DeepSeek's release naming
     (``layers.<i>.attn.wq_a``, ``layers.<i>.ffn.experts.<e>.w1``, ``embed``, ``head``, an MTP
-    layer ``mtp.0``): attention and shared experts with ``scheme``, routed experts with
-    ``experts`` (default: ``scheme``); the router ``ffn.gate``, compressors, the indexer's
+    layer ``mtp.0``): attention with ``scheme``, routed experts with ``experts`` and shared
+    experts with ``shared`` (both default to ``scheme``); the router ``ffn.gate``, compressors, the indexer's
     ``weights_proj``, norms, hyper-connection vectors, ``embed`` and ``head`` BF16/F32. Layer 0
     hash-routes (``tid2eid``), layer 1 compresses at ratio 4 (compressor and indexer).
     ``deepseek_v4("dsv4-fp8", experts="dsv4-mxfp4")`` is the deepseek-ai release format."""
     fn, make_cfg = _schemes()[scheme]
     efn = _schemes()[experts or scheme][0]
+    sfn = _schemes()[shared or scheme][0]
     g = torch.Generator().manual_seed(seed)
     tensors: Tensors = {}
     hc = 4
@@ -757,7 +758,7 @@ def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
             for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
                 tensors.update(efn(f"{p}.ffn.experts.{e}.{w}", out, inp, g))
         for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
-            tensors.update(fn(f"{p}.ffn.shared_experts.{w}", out, inp, g))
+            tensors.update(sfn(f"{p}.ffn.shared_experts.{w}", out, inp, g))
         tensors[f"{p}.ffn.gate.weight"] = _w(E, H, g)
         if layer == 0:
             tensors[f"{p}.ffn.gate.tid2eid"] = torch.zeros(256, 1, dtype=torch.int32)

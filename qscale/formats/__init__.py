@@ -8,12 +8,13 @@ Where the config lives follows vLLM: ``config.json:quantization_config`` (root o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
+from qscale.engines.families import Family
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import (
     auto_round,
@@ -182,6 +183,8 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
             res = fixed[module.kind]
         else:
             res = fmt.resolve(module)
+            if family is not None and res.reason == compressed_tensors.NO_GROUP:
+                res = _on_engine_names(fmt, family, module, release.version) or res
             if plain is not None and res.scheme is not None and (why := plain(name)):
                 res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
@@ -197,3 +200,22 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
+
+
+def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
+                     version: tuple[int, ...] | None) -> Resolution | None:
+    """A compressed-tensors scheme found on the engine's names of a module its checkpoint
+    name matches to no group. vLLM matches targets against its own module names (the fused
+    ``qkv_proj``, DeepSeek-V4's ``attn.fused_wqa_wkv``, the shared experts' ``gate_up_proj``),
+    and for a fused MoE layer against ``<experts>.0.<checkpoint name>`` of each projection,
+    all three with one scheme (``CompressedTensorsMoEMethod.get_moe_method``; differing
+    schemes are its ValueError, left to the checkpoint name here). None when the engine's
+    names are the checkpoint's."""
+    names = family.engine_modules(module.name, version)
+    if names == (module.name,):
+        return None
+    found = [fmt.resolve(replace(module, name=n)) for n in names]
+    if found[0].scheme is None or any(r.scheme != found[0].scheme for r in found[1:]):
+        shown = " / ".join(f"`{n}`" for n in names)
+        return Resolution(None, f"{compressed_tensors.NO_GROUP} (nor the engine's {shown})")
+    return Resolution(found[0].scheme, f"{found[0].reason}, on the engine's name `{names[0]}`")

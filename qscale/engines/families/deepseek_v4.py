@@ -70,4 +70,8 @@ DEEPSEEK_V4 = Family(
     shared_expert=".shared_experts.",
     never_quantized=(".ffn.gate", ".compressor.wkv", ".compressor.wgate",
                      ".indexer.weights_proj"),
+    # 0.32.0 builds the routed experts with ``ckpt_names=("w1", "w2", "w3")``
+    # (``DeepseekV4MoE._init_fused_moe_experts``); 0.20.0 to 0.31.0 with FusedMoE's default
+    # names, which compressed-tensors then probes (``experts.0.gate_proj``)
+    moe_layer_names_before=((0, 32, 0), ExpertNames()),
 )
