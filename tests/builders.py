@@ -741,8 +741,9 @@ def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
     """A 2-layer DeepSeek-V4 (``DeepseekV4ForCausalLM``) in DeepSeek's release naming
     (``layers.<i>.attn.wq_a``, ``layers.<i>.ffn.experts.<e>.w1``, ``embed``, ``head``, an MTP
     layer ``mtp.0``): attention with ``scheme``, routed experts with ``experts`` and shared
-    experts with ``shared`` (both default to ``scheme``); the router ``ffn.gate``, compressors, the indexer's
-    ``weights_proj``, norms, hyper-connection vectors, ``embed`` and ``head`` BF16/F32. Layer 0
+    experts with ``shared`` (both default to ``scheme``); the router ``ffn.gate``,
+    compressors, the indexer's ``weights_proj``, norms, hyper-connection vectors, ``embed``
+    and ``head`` BF16/F32. Layer 0
     hash-routes (``tid2eid``), layer 1 compresses at ratio 4 (compressor and indexer).
     ``deepseek_v4("dsv4-fp8", experts="dsv4-mxfp4")`` is the deepseek-ai release format."""
     fn, make_cfg = _schemes()[scheme]

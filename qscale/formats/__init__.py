@@ -182,9 +182,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
             res = fixed[module.kind]
         else:
-            res = fmt.resolve(module)
-            if family is not None and res.reason == compressed_tensors.NO_GROUP:
-                res = _on_engine_names(fmt, family, module, release.version) or res
+            res = _resolve(fmt, family, module, release.version)
             if plain is not None and res.scheme is not None and (why := plain(name)):
                 res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
@@ -200,6 +198,16 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
+
+
+def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
+             version: tuple[int, ...] | None) -> Resolution:
+    """The format's resolution of one module, tried on the engine's names too where the
+    checkpoint name matches no compressed-tensors group."""
+    res = fmt.resolve(module)
+    if family is not None and res.reason == compressed_tensors.NO_GROUP:
+        return _on_engine_names(fmt, family, module, version) or res
+    return res
 
 
 def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
