@@ -1,4 +1,6 @@
-"""``deepseek_v4_fp8``: DeepSeek-V4's own release format (deepseek-ai/DeepSeek-V4-Flash, -Pro).
+"""``deepseek_v4_fp8`` (``quant_method: fp8`` of DeepSeek-V4): block-FP8 Linear, MXFP4/FP8 experts.
+
+DeepSeek-V4's own release format (deepseek-ai/DeepSeek-V4-Flash, -Pro).
 
 The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
 ``scale_fmt: ue8m0``); vLLM hands any ``fp8`` or ``deepseek_v4_fp8`` config of a
