@@ -16,6 +16,7 @@ import pytest
 from replicas import REALWORLD, REPLICAS, SCALE_LEAVES, VALUE_CAP, build, layout, nbytes
 
 from qscale import CheckOptions, Severity, check, read_checkpoint
+from qscale.layout import Deployment
 
 ENGINE = "vllm==0.33.0"
 
@@ -106,6 +107,15 @@ def test_redhat_deepseek_v4_experts_are_not_built_quantized_by_0_32(built):
         assert "model.layers.0.ffn.experts.0.w1" in bad[0].message
         assert not any(".shared_experts." in (f.location.tensor or "") or ".attn." in (
             f.location.tensor or "") for f in bad)
+
+
+def test_redhat_deepseek_v4_splits_over_tp_8_as_vllm_does(built):
+    """``attn.fused_wqa_wkv`` ([1024, 512]) is replicated (``disable_tp=True``) and ``wo_b``
+    row-parallel: at TP=8 no block-FP8 partition is misaligned (column-splitting the fused
+    layer would leave 64 rows of ``wkv`` per rank, which vLLM refuses for a 128 block)."""
+    ckpt = read_checkpoint(built("redhatai-deepseek-v4-flash-nvfp4-fp8"), header_only=True)
+    report = check(ckpt, CheckOptions(engine="vllm==0.31.0", deployment=Deployment(tp=8)))
+    assert [f.code for f in report.findings if f.severity >= Severity.ERROR] == []
 
 
 # --------------------------------------------------------------------------- the builder

@@ -82,6 +82,10 @@ class Family:
     #: result whole (SGLang DeepSeek ``fused_qkv_a_proj_with_mqa``), not shard by shard into
     #: per-partition slots; 0-d per-tensor scales then keep the first shard's value only
     concatenated: tuple[str, ...] = ()
+    #: engine-module suffix -> how the engine splits that layer over TP (``row``,
+    #: ``replicated``, ``column``) where its leaf name does not say (qscale.sharding), e.g. a
+    #: ``MergedColumnParallelLinear(disable_tp=True)``
+    tp_splits: Mapping[str, str] = field(default_factory=dict)
     #: (release, names): the releases before ``release`` build the fused-MoE layer with these
     #: checkpoint names (vLLM ``FusedMoE(ckpt_names=…)``, which its compressed-tensors MoE
     #: method probes) instead of the expert mapping's

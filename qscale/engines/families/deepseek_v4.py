@@ -70,6 +70,12 @@ DEEPSEEK_V4 = Family(
     shared_expert=".shared_experts.",
     never_quantized=(".ffn.gate", ".compressor.wkv", ".compressor.wgate",
                      ".indexer.weights_proj"),
+    # attention.py: ``fused_wqa_wkv`` and the compressors' ``fused_wkv_wgate`` are
+    # ``disable_tp=True``, the indexer's ``wq_b`` and ``weights_proj`` ``ReplicatedLinear``,
+    # ``wo_b`` a ``RowParallelLinear`` (``wq_b``, ``wo_a``: ``ColumnParallelLinear``)
+    tp_splits={".attn.fused_wqa_wkv": "replicated", ".fused_wkv_wgate": "replicated",
+               ".indexer.wq_b": "replicated", ".indexer.weights_proj": "replicated",
+               ".attn.wo_b": "row"},
     # 0.32.0 builds the routed experts with ``ckpt_names=("w1", "w2", "w3")``
     # (``DeepseekV4MoE._init_fused_moe_experts``); 0.20.0 to 0.31.0 with FusedMoE's default
     # names, which compressed-tensors then probes (``experts.0.gate_proj``)
