@@ -140,3 +140,20 @@ def test_router_and_compressors_are_built_unquantized(tmp_path):
     config in vLLM: a config that would quantize them does not."""
     b = deepseek_v4("ct-fp8-block").set_config("/quantization_config/ignore", ["head", "embed"])
     assert errors(b, tmp_path) == []
+
+
+def test_tp_2_as_vllm_splits_it(tmp_path):
+    """At TP=2 the tiny model's 128-row projections would cut a 128 block: ``fused_wqa_wkv``
+    is replicated (``disable_tp=True``), and the shared expert's intermediate is padded to
+    whole blocks per rank from 0.26.0 (``_pad_shared_expert_weight``), not in 0.20.0."""
+    from qscale.layout import Deployment
+
+    ckpt = read_checkpoint(release().write(tmp_path))
+
+    def bad(engine):
+        report = check(ckpt, CheckOptions(engine=engine, deployment=Deployment(tp=2)))
+        return [f for f in report.findings if f.severity.name == "ERROR"]
+
+    assert bad(ENGINE) == []
+    [old] = bad("vllm==0.20.0")
+    assert old.code == "QS503" and "shared_experts.down_proj" in old.message
