@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from qscale.engines.families import FAMILIES, ExpertNames, Family, Stacked
+from qscale.engines.families import FAMILIES, NOT_PLANNED, ExpertNames, Family, Stacked
 from qscale.errors import UnknownFormat
 
 if TYPE_CHECKING:
@@ -177,6 +177,8 @@ def _architecture(cat: Catalogue, arch: str, release: str, facts: Mapping[str, A
 def not_plannable_why(cat: Catalogue, release: str, arch: str, facts: Mapping[str, Any],
                       depth: int = 0) -> str:
     """Why qscale cannot plan this architecture from its facts ("" when it can)."""
+    if arch in NOT_PLANNED:
+        return NOT_PLANNED[arch]
     if arch in FAMILIES:
         return ""
     unresolved = facts.get("unresolved") or ()

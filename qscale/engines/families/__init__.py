@@ -17,5 +17,7 @@ ALL_FAMILIES: tuple[Family, ...] = (
 )
 
 FAMILIES: Mapping[str, Family] = {a: f for f in ALL_FAMILIES for a in f.architectures}
+#: architecture -> why qscale does not plan it, where the generated facts would say it can
+NOT_PLANNED: Mapping[str, str] = {**deepseek_v4.NOT_PLANNED}
 
-__all__ = ["ALL_FAMILIES", "FAMILIES", "ExpertNames", "Family", "ShardId", "Stacked"]
+__all__ = ["ALL_FAMILIES", "FAMILIES", "NOT_PLANNED", "ExpertNames", "Family", "ShardId", "Stacked"]

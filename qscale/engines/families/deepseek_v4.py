@@ -81,3 +81,15 @@ DEEPSEEK_V4 = Family(
     # names, which compressed-tensors then probes (``experts.0.gate_proj``)
     moe_layer_names_before=((0, 32, 0), ExpertNames()),
 )
+
+#: architectures qscale cannot plan although the generated catalogue would compose them, and
+#: why: the VL wrapper's mapper is built at run time from the text model's (re-rooted under
+#: ``language_model.``, ``vision.``/``aligner.``/``image_`` dropped without images), which the
+#: generator does not see (``vllm/models/deepseek_v4/common/vl_model.py``, vLLM 0.33.0)
+NOT_PLANNED = {
+    "DeepseekV4ForConditionalGeneration": (
+        "its hf_to_vllm_mapper is built at run time from DeepseekV4ForCausalLM's"
+        " (_make_deepseek_v4_vl_weights_mapper in vllm/models/deepseek_v4/common/vl_model.py),"
+        " which qscale does not model"
+    ),
+}
