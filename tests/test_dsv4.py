@@ -157,3 +157,13 @@ def test_tp_2_as_vllm_splits_it(tmp_path):
     assert bad(ENGINE) == []
     [old] = bad("vllm==0.20.0")
     assert old.code == "QS503" and "shared_experts.down_proj" in old.message
+
+
+def test_the_vl_wrapper_is_not_planned(tmp_path):
+    """``DeepseekV4ForConditionalGeneration`` builds its mapper at run time from the text
+    model's: not composed from the text family (QS103, the load-plan rules do not run)."""
+    b = deepseek_v4("ct-fp8-block")  # under deepseek_v4_fp8 the format says so first (QS102)
+    b.config["architectures"] = ["DeepseekV4ForConditionalGeneration"]
+    report = check(read_checkpoint(b.write(tmp_path)), CheckOptions(engine=ENGINE))
+    assert report.skipped and all("QS103" in why and "built at run time" in why
+                                  for _, why in report.skipped)
