@@ -3,10 +3,14 @@
 Sources, vLLM 0.33.0 (the same in 0.32.0; ``vllm/models/deepseek_v4/``):
 
 * ``__init__.py`` picks the model class per platform; this family is the CUDA one
-  (``nvidia/model.py``), which the ``else`` branch imports. ``qscale.engines.extract`` reads
-  the first branch it meets (``amd/model.py``) and cannot evaluate the mapper, which
-  ``_make_deepseek_v4_weights_mapper(expert_dtype)`` builds under an ``if``; the catalogue
-  therefore lists the architecture as not plannable, and this override is written by hand.
+  (``nvidia/model.py``), which the ``else`` branch imports. The committed catalogue was
+  generated when ``qscale.engines.extract`` read the first branch (``amd/model.py``) and
+  could not evaluate the mapper ``_make_deepseek_v4_weights_mapper(expert_dtype)`` builds
+  under an ``if``. The extractor now reads both (on the 0.33.0 wheel it yields this mapper
+  and these stacked entries), but what it extracts is not enough to plan the model: it takes
+  the stacked loop's ``if ".experts." in name: continue`` for a skip of every expert, and
+  does not see the compressors' and the indexer's ``quant_config=None``, the TP splits or the
+  MoE layer's checkpoint names by release. This override is written by hand.
 * ``nvidia/model.py`` ``_make_deepseek_v4_weights_mapper("fp4")`` (the class attribute
   ``hf_to_vllm_mapper``; ``__init__`` rebuilds it only for ``expert_dtype != "fp4"``):
   regex ``(\\.experts\\.\\d+\\.w[123])\\.scale$`` -> ``\\1.weight_scale`` and ``\\.scale$`` ->
