@@ -167,3 +167,11 @@ def test_the_vl_wrapper_is_not_planned(tmp_path):
     report = check(read_checkpoint(b.write(tmp_path)), CheckOptions(engine=ENGINE))
     assert report.skipped and all("QS103" in why and "built at run time" in why
                                   for _, why in report.skipped)
+
+
+def test_sglang_loading_is_not_planned(tmp_path):
+    """The family is vLLM's loader: SGLang's load of DeepSeek-V4 is QS103 (partial)."""
+    report = check(read_checkpoint(deepseek_v4("ct-fp8-block").write(tmp_path)),
+                   CheckOptions(engine="sglang==0.5.12"))
+    assert report.skipped and all("QS103" in why and "sglang" in why
+                                  for _, why in report.skipped)

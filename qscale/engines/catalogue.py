@@ -432,6 +432,13 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
             )
         return family(spec, entry, ckpt.config.raw)
     fam = FAMILIES.get(arch)
+    if fam is not None and fam.read_from and spec.engine not in fam.read_from:
+        raise UnknownFormat(
+            f"config.json: qscale models {arch!r} as {', '.join(fam.read_from)} loads it;"
+            f" how {spec.label} loads it is not modelled",
+            hint=f"check it against {fam.read_from[0]}",
+            code="QS103",
+        )
     if fam is None:
         raise UnknownFormat(
             f"config.json: architecture {arch!r} has no qscale family for {spec.label}",

@@ -90,6 +90,9 @@ class Family:
     #: checkpoint names (vLLM ``FusedMoE(ckpt_names=…)``, which its compressed-tensors MoE
     #: method probes) instead of the expert mapping's
     moe_layer_names_before: tuple[tuple[int, int, int], ExpertNames] | None = None
+    #: the engines whose loaders this family was read from (empty: every profiled engine);
+    #: another engine's load of the architecture is not planned (QS103)
+    read_from: tuple[str, ...] = ()
     #: engine name -> the fields that differ in that engine's loader (its own vocabulary)
     engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

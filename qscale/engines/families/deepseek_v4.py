@@ -84,6 +84,7 @@ DEEPSEEK_V4 = Family(
     # (``DeepseekV4MoE._init_fused_moe_experts``); 0.20.0 to 0.31.0 with FusedMoE's default
     # names, which compressed-tensors then probes (``experts.0.gate_proj``)
     moe_layer_names_before=((0, 32, 0), ExpertNames()),
+    read_from=("vllm",),  # SGLang's DeepSeek-V4 loader is not read
 )
 
 #: architectures qscale cannot plan although the generated catalogue would compose them, and
