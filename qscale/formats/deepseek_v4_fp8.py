@@ -27,9 +27,11 @@ The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
   ``is_scale_e8m0 = True`` and builds every expert MXFP4. qscale knows 0.26.0 reads
   ``expert_dtype``; an ``fp8`` one is not checked for releases before that (QS102).
 
-The packed expert weight's stored dtype is not pinned by what vLLM reads (it copies the bytes
-into a uint8 parameter): I8 and U8 are accepted. ``.scale`` tensors are not among the scale
-names whose values the deep scan reads.
+The released headers agree (as quoted in NVIDIA-NeMo/Automodel issue #2034): DeepSeek-V4-Flash
+``w1.weight`` ``[2048, 2048]`` I8 (two E2M1 per byte), ``w1.scale`` ``[2048, 128]`` F8_E8M0;
+Flash-Base ``w1.weight`` ``[2048, 4096]`` F8_E4M3, ``w1.scale`` ``[16, 32]`` F32. vLLM copies
+the packed bytes into a uint8 parameter, so U8 is accepted too. ``.scale`` tensors are not among
+the scale names whose values the deep scan reads.
 """
 
 from __future__ import annotations
