@@ -777,6 +777,8 @@ def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
     _dsv4_attention(fn, tensors, f"{m}.attn", 0, g)
     for norm in ("enorm", "hnorm", "norm", "attn_norm", "ffn_norm"):
         tensors[f"{m}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors[f"{m}.head.weight"] = _w(256, H, g)  # vLLM's mtp.py: -> shared_head.head
+    tensors[f"{m}.emb.tok_emb.weight"] = _w(256, H, g)  # -> embed_tokens
     tensors["embed.weight"] = _w(256, H, g)
     tensors["head.weight"] = _w(256, H, g)
     tensors["norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
