@@ -30,17 +30,21 @@ import replicas  # noqa: E402
 from qscale import CheckOptions, QscaleError, Severity, check, read_checkpoint  # noqa: E402
 
 OUT = HERE / "out"
+DEFAULT_ENGINE = "vllm==0.33.0"
 
 
 def run_one(name: str, root: Path, engine: str, keep: bool) -> dict[str, Any]:
     out = root / name
+    if engine == DEFAULT_ENGINE:  # a replica 0.33 does not load: the newest release that does
+        engine = replicas.REPLICAS[name].loads_on or engine
     t0 = time.perf_counter()
     replicas.build(name, out)
     t1 = time.perf_counter()
     files = list(out.glob("*.safetensors"))
     disk = sum(p.stat().st_blocks * 512 for p in files)
     logical = sum(p.stat().st_size for p in files)
-    row: dict[str, Any] = {"name": name, "build_s": round(t1 - t0, 2), "files": len(files),
+    row: dict[str, Any] = {"name": name, "engine": engine, "build_s": round(t1 - t0, 2),
+                           "files": len(files),
                            "logical_gb": round(logical / 1e9, 1), "disk_mb": round(disk / 1e6, 1)}
     try:
         ckpt = read_checkpoint(out)
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("names", nargs="*",
                     help=f"replicas (default: all): {', '.join(replicas.REPLICAS)}")
-    ap.add_argument("--engine", default="vllm==0.33.0")
+    ap.add_argument("--engine", default=DEFAULT_ENGINE)
     ap.add_argument("--dir", type=Path, default=OUT / "replicas")
     ap.add_argument("--keep", action="store_true", help="keep the built folders")
     ap.add_argument("--result", type=Path, default=OUT / "replicas.json")

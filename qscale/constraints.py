@@ -40,6 +40,16 @@ VLLM_SP_REPLICATED_SHARED_EXPERT: Mapping[str, Version] = {
     "qwen3_5_vl": (0, 20),
     "deepseek_v2": (0, 33),
 }
+#: vLLM pads the shared expert's intermediate size up to a whole number of weight blocks per
+#: rank when the config has ``weight_block_size`` (those formats), so every TP loads it:
+#: ``DeepseekV4MLP.__init__`` and ``DeepseekV4Model._pad_shared_expert_weight``
+#: (``vllm/models/deepseek_v4/nvidia/model.py``, read in 0.26.0 and 0.33.0; 0.20.0 does not)
+VLLM_PADDED_SHARED_EXPERT: Mapping[str, tuple[Version, frozenset[str]]] = {
+    "deepseek_v4": ((0, 26), frozenset({"deepseek_v4_fp8"})),
+}
+#: the formats built by vLLM's ``Fp8LinearMethod`` (``Fp8Config`` and its DeepSeek-V4
+#: subclass), whose merged layers skip the block check (``allow_fp8_block_shape_mismatch``)
+FP8_LINEAR_FORMATS = frozenset({"fp8", "deepseek_v4_fp8"})
 #: vLLM ``_should_replicate_misaligned_shared_expert`` (``qwen3_next.py``, read in 0.33.0, first
 #: release not pinned): an OCP-MX shared expert whose TP slice breaks the 32-group is
 #: replicated under EP or sequence-parallel MoE, and refused otherwise.
@@ -171,8 +181,16 @@ def _is_ocp_mx(s: QuantScheme | None) -> bool:
     return s is not None and s.format == "quark" and s.weights.scale_format == "e8m0"
 
 
+def _padded_shared_expert(layer: LayerShape, c: _Ctx) -> bool:
+    """A shared expert the engine pads to whole blocks per rank (any TP loads it)."""
+    padded = VLLM_PADDED_SHARED_EXPERT.get(c.family)
+    return (padded is not None and layer.shared_expert and c.layout.engine == "vllm"
+            and c.version >= padded[0] and layer.scheme is not None
+            and layer.scheme.format in padded[1])
+
+
 def _layer(layer: LayerShape, c: _Ctx) -> list[Problem]:
-    if layer.split == Split.REPLICATED:
+    if layer.split == Split.REPLICATED or _padded_shared_expert(layer, c):
         return []
     tp = shared_expert_tp(layer, c)
     at = {"tensor": layer.tensor, "param": layer.name}
@@ -332,7 +350,7 @@ def _block(
     if not bad:
         return []
     ok = works(lambda t: _block_ok(layer, t, bn))
-    if merged and c.rules.fp8_merged_exemption and s.format == "fp8":
+    if merged and c.rules.fp8_merged_exemption and s.format in FP8_LINEAR_FORMATS:
         return [Problem(
             "QS503", Severity.WARNING,
             f"{name}: per-rank partitions {list(parts)} at TP={tp}; {bad[0]} is not a multiple"

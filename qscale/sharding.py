@@ -137,7 +137,11 @@ def _gdn(text: Mapping[str, Any]) -> tuple[int, int] | None:
     return (nk, nv) if nk and nv else None
 
 
-def _split(module: str, parts: tuple[int, ...]) -> Split:
+def _split(module: str, parts: tuple[int, ...], family: Family | None = None) -> Split:
+    if family is not None and family.tp_splits:
+        hit = next((v for k, v in family.tp_splits.items() if module.endswith(k)), None)
+        if hit is not None:
+            return Split(hit)
     leaf = module.rsplit(".", 1)[-1]
     if leaf in REPLICATED_LEAVES:
         return Split.REPLICATED
@@ -164,7 +168,7 @@ def _layers(quant: QuantMap, plan: LoadPlan) -> tuple[LayerShape, ...]:
         if p.leaf == "qweight":  # GPTQ / AWQ: the loader's partitions are not output sizes
             parts = _qweight_parts(p.sources, quant) or (mq.logical_shape[0],)
         layer = LayerShape(
-            module, src, _split(module, parts), parts, mq.logical_shape[1], mq.scheme,
+            module, src, _split(module, parts, plan.family), parts, mq.logical_shape[1], mq.scheme,
             shared in module + ".",
         )
         key = (layer.split, parts, layer.inp, _scheme_key(mq.scheme), layer.shared_expert, leaf)

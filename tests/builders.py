@@ -191,6 +191,29 @@ def fbgemm_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
     }
 
 
+def _e8m0(g: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
+    """E8M0 scales (powers of two, 2^-8 .. 2^-4), as DeepSeek-V4's release stores them."""
+    exps = torch.randint(119, 124, shape, generator=g, dtype=torch.uint8)
+    return exps.view(torch.float8_e8m0fnu)
+
+
+def dsv4_fp8(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """DeepSeek-V4's block-FP8 Linear: F8_E4M3 ``weight``, E8M0 ``scale`` per 128x128 block."""
+    return {
+        f"{name}.weight": _w(out, inp, g).to(torch.float8_e4m3fn),
+        f"{name}.scale": _e8m0(g, (-(-out // 128), -(-inp // 128))),
+    }
+
+
+def dsv4_mxfp4(name: str, out: int, inp: int, g: torch.Generator) -> Tensors:
+    """DeepSeek-V4's MXFP4 expert: two E2M1 values per I8 byte, E8M0 ``scale`` per 32 inputs."""
+    return {
+        f"{name}.weight": torch.randint(-128, 127, (out, inp // 2), generator=g,
+                                        dtype=torch.int8),
+        f"{name}.scale": _e8m0(g, (out, inp // 32)),
+    }
+
+
 def _int4(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return torch.randint(-(2**31), 2**31 - 1, shape, generator=g, dtype=torch.int64).to(torch.int32)
 
@@ -259,6 +282,10 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
         "fp8-block": (fp8_block_inv, lambda ig: {
             "quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
             "modules_to_not_convert": ig}),
+        "dsv4-fp8": (dsv4_fp8, lambda ig: {
+            "quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3",
+            "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}),
+        "dsv4-mxfp4": (dsv4_mxfp4, lambda ig: {}),
         "fbgemm-fp8": (fbgemm_fp8, lambda ig: {
             "quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
             "modules_to_not_convert": [m for m in ig if not m.startswith("re:")]}),
@@ -311,8 +338,8 @@ def _schemes() -> dict[str, tuple[SchemeFn, Callable[[list[str]], dict[str, Any]
 
 
 #: ``fbgemm-fp8``, which the builders write for dense models only (its engines build MoE
-#: experts unquantized)
-DENSE_ONLY_SCHEMES = ("fbgemm-fp8",)
+#: experts unquantized), and DeepSeek-V4's own ``dsv4-*`` (:func:`deepseek_v4` only)
+DENSE_ONLY_SCHEMES = ("fbgemm-fp8", "dsv4-fp8", "dsv4-mxfp4")
 #: schemes qscale checks on every builder, the MoE ones included
 SCHEMES = tuple(s for s in _schemes() if s not in DENSE_ONLY_SCHEMES)
 
@@ -684,5 +711,106 @@ def qwen3_moe(scheme: str = "gptq", *, group: int = 128, experts: int = 4,
         qc = dict(qc)
         if "group_size" in qc:
             qc["group_size"] = group
+        config["quantization_config"] = qc
+    return Built(config, tensors)
+
+
+#: DeepSeek-V4 dimensions of the tiny builder (the release's, divided down to 128 where a
+#: block scheme needs whole blocks)
+DSV4 = {"q_lora_rank": 128, "head_dim": 128, "num_attention_heads": 2, "o_groups": 2,
+        "o_lora_rank": 128, "index_n_heads": 2, "index_head_dim": 128}
+
+
+def _dsv4_attention(fn: SchemeFn, tensors: Tensors, p: str, ratio: int,
+                    g: torch.Generator) -> None:
+    """One layer's ``attn``: DeepSeek's own names (vLLM ``DeepseekV4Attention``'s shapes)."""
+    q, hd, nh = DSV4["q_lora_rank"], DSV4["head_dim"], DSV4["num_attention_heads"]
+    ng, ol = DSV4["o_groups"], DSV4["o_lora_rank"]
+    for name, out, inp in ((f"{p}.wq_a", q, H), (f"{p}.wkv", hd, H),
+                           (f"{p}.wq_b", nh * hd, q), (f"{p}.wo_a", ng * ol, nh * hd // ng),
+                           (f"{p}.wo_b", H, ng * ol)):
+        tensors.update(fn(name, out, inp, g))
+    tensors[f"{p}.q_norm.weight"] = torch.ones(q, dtype=torch.bfloat16)
+    tensors[f"{p}.kv_norm.weight"] = torch.ones(hd, dtype=torch.bfloat16)
+    tensors[f"{p}.attn_sink"] = torch.zeros(nh)
+    if ratio == 0:
+        return
+    coff = 1 + (ratio == 4)
+    compressors = [(f"{p}.compressor", hd)]
+    if ratio == 4:  # only the C4 layers index (vLLM: ``if self.compress_ratio == 4``)
+        ih, nih = DSV4["index_head_dim"], DSV4["index_n_heads"]
+        tensors.update(fn(f"{p}.indexer.wq_b", nih * ih, q, g))
+        tensors[f"{p}.indexer.weights_proj.weight"] = _w(nih, H, g)
+        compressors.append((f"{p}.indexer.compressor", ih))
+    for c, dim in compressors:  # built with quant_config=None: BF16
+        tensors[f"{c}.wkv.weight"] = _w(coff * dim, H, g)
+        tensors[f"{c}.wgate.weight"] = _w(coff * dim, H, g)
+        tensors[f"{c}.ape"] = torch.zeros(ratio, coff * dim)
+        tensors[f"{c}.norm.weight"] = torch.ones(dim, dtype=torch.bfloat16)
+
+
+@_memo
+def deepseek_v4(scheme: str = "ct-fp8-block", *, experts: str | None = None,
+                shared: str | None = None, seed: int = 0) -> Built:
+    """A 2-layer DeepSeek-V4 (``DeepseekV4ForCausalLM``) in DeepSeek's release naming
+    (``layers.<i>.attn.wq_a``, ``layers.<i>.ffn.experts.<e>.w1``, ``embed``, ``head``, an MTP
+    layer ``mtp.0``): attention with ``scheme``, routed experts with ``experts`` and shared
+    experts with ``shared`` (both default to ``scheme``); the router ``ffn.gate``,
+    compressors, the indexer's ``weights_proj``, norms, hyper-connection vectors, ``embed``
+    and ``head`` BF16/F32. Layer 0
+    hash-routes (``tid2eid``), layer 1 compresses at ratio 4 (compressor and indexer).
+    ``deepseek_v4("dsv4-fp8", experts="dsv4-mxfp4")`` is the deepseek-ai release format."""
+    fn, make_cfg = _schemes()[scheme]
+    efn = _schemes()[experts or scheme][0]
+    sfn = _schemes()[shared or scheme][0]
+    g = torch.Generator().manual_seed(seed)
+    tensors: Tensors = {}
+    hc = 4
+    for layer, ratio in ((0, 0), (1, 4)):
+        p = f"layers.{layer}"
+        _dsv4_attention(fn, tensors, f"{p}.attn", ratio, g)
+        for e in range(E):
+            for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
+                tensors.update(efn(f"{p}.ffn.experts.{e}.{w}", out, inp, g))
+        for w, out, inp in (("w1", I_MOE, H), ("w3", I_MOE, H), ("w2", H, I_MOE)):
+            tensors.update(sfn(f"{p}.ffn.shared_experts.{w}", out, inp, g))
+        tensors[f"{p}.ffn.gate.weight"] = _w(E, H, g)
+        if layer == 0:
+            tensors[f"{p}.ffn.gate.tid2eid"] = torch.zeros(256, 1, dtype=torch.int32)
+        else:
+            tensors[f"{p}.ffn.gate.bias"] = torch.zeros(E)
+        for norm in ("attn_norm", "ffn_norm"):
+            tensors[f"{p}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+        for part in ("attn", "ffn"):
+            tensors[f"{p}.hc_{part}_fn"] = torch.zeros((2 + hc) * hc, hc * H)
+            tensors[f"{p}.hc_{part}_base"] = torch.zeros((2 + hc) * hc)
+            tensors[f"{p}.hc_{part}_scale"] = torch.ones(3)
+    m = "mtp.0"  # the draft layer: loaded by vLLM's DeepSeekV4MTP, not the main model
+    for name, out, inp in ((f"{m}.e_proj", H, H), (f"{m}.h_proj", H, H)):
+        tensors.update(fn(name, out, inp, g))
+    _dsv4_attention(fn, tensors, f"{m}.attn", 0, g)
+    for norm in ("enorm", "hnorm", "norm", "attn_norm", "ffn_norm"):
+        tensors[f"{m}.{norm}.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors[f"{m}.head.weight"] = _w(256, H, g)  # vLLM's mtp.py: -> shared_head.head
+    tensors[f"{m}.emb.tok_emb.weight"] = _w(256, H, g)  # -> embed_tokens
+    tensors["embed.weight"] = _w(256, H, g)
+    tensors["head.weight"] = _w(256, H, g)
+    tensors["norm.weight"] = torch.ones(H, dtype=torch.bfloat16)
+    tensors["hc_head_fn"] = torch.zeros(hc, hc * H)
+    tensors["hc_head_base"] = torch.zeros(hc)
+    tensors["hc_head_scale"] = torch.ones(1)
+    config: dict[str, Any] = {
+        "architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",
+        "hidden_size": H, "num_hidden_layers": 2, "num_key_value_heads": 1,
+        "compress_ratios": [0, 4, 0], "num_hash_layers": 1, "n_routed_experts": E,
+        "n_shared_experts": 1, "num_experts_per_tok": 1, "moe_intermediate_size": I_MOE,
+        "num_nextn_predict_layers": 1, "hc_mult": hc, "vocab_size": 256,
+        "expert_dtype": "fp4", "topk_method": "noaux_tc", "tie_word_embeddings": False,
+        **DSV4,
+    }
+    ignore = ["head", "embed", "re:.*ffn\\.gate$", "re:.*compressor\\..*",
+              "re:.*indexer\\.weights_proj$"]
+    qc = make_cfg(ignore)
+    if qc:
         config["quantization_config"] = qc
     return Built(config, tensors)

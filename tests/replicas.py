@@ -137,6 +137,25 @@ def modelopt_w4a16_nvfp4(m: str, o: int, i: int) -> list[Tensor]:
     return modelopt_nvfp4(m, o, i)[:3]
 
 
+def ct_fp8_block(m: str, o: int, i: int) -> list[Tensor]:
+    """compressed-tensors ``float-quantized`` block FP8 (``FP8_BLOCK``, 128x128):
+    F8_E4M3 ``weight``, ``weight_scale`` in the model dtype ``[ceil(out/128), ceil(in/128)]``
+    (vLLM ``CompressedTensorsW8A8Fp8`` block scheme's ``BlockQuantScaleParameter``)."""
+    return [(f"{m}.weight", "F8_E4M3", (o, i)),
+            (f"{m}.weight_scale", "BF16", (-(-o // 128), -(-i // 128)))]
+
+
+def ct_nvfp4(m: str, o: int, i: int) -> list[Tensor]:
+    """compressed-tensors ``nvfp4-pack-quantized`` (``NVFP4``, W4A4): U8 ``weight_packed``
+    ``[out, in/2]``, F8_E4M3 ``weight_scale`` ``[out, in/16]``, F32 ``weight_global_scale``
+    and ``input_global_scale`` ``[1]`` (``NVFP4PackedCompressor``; vLLM
+    ``CompressedTensorsW4A4Fp4`` / its MoE method)."""
+    return [(f"{m}.weight_packed", "U8", (o, i // 2)),
+            (f"{m}.weight_scale", "F8_E4M3", (o, i // 16)),
+            (f"{m}.weight_global_scale", "F32", (1,)),
+            (f"{m}.input_global_scale", "F32", (1,))]
+
+
 class Builder:
     """Collects a checkpoint's tensors in export order; a Linear is written by ``emit`` when
     ``quantized(module)`` says the exporter quantized it, else as a BF16 ``weight``."""
@@ -291,6 +310,82 @@ def deepseek_v3(b: Builder, tc: JSON, lm: str = "model", head: str = "lm_head") 
         _deepseek_layer(b, p, n + k, tc)
         b.norm(f"{p}.shared_head.norm", h)
         b.linear(f"{p}.shared_head.head", v, h)
+
+
+def _dsv4_compressor(b: Builder, p: str, h: int, dim: int, ratio: int) -> None:
+    """A KV compressor (vLLM ``DeepseekCompressor``: ``wkv``/``wgate`` fused, built with
+    ``quant_config=None``; ``ape`` F32 ``[ratio, coff*dim]``, ``coff = 1 + (ratio == 4)``)."""
+    coff = 1 + (ratio == 4)
+    b.add(f"{p}.wkv.weight", "BF16", coff * dim, h)
+    b.add(f"{p}.wgate.weight", "BF16", coff * dim, h)
+    b.add(f"{p}.ape", "F32", ratio, coff * dim)
+    b.norm(f"{p}.norm", dim)
+
+
+def _dsv4_layer(b: Builder, p: str, i: int, tc: JSON) -> None:
+    """One DeepSeek-V4 block in DeepSeek's own names (vLLM ``DeepseekV4DecoderLayer``,
+    ``DeepseekV4Attention``, ``DeepseekV4MoE``; ``vllm/models/deepseek_v4/``): the attention
+    ``attn.{wq_a, wkv, wq_b, wo_a, wo_b}`` (+ ``q_norm``, ``kv_norm``, F32 ``attn_sink``), a
+    compressor where ``compress_ratios[i]`` is set and an indexer where it is 4, the MoE
+    ``ffn.experts.<e>.w{1,2,3}``, ``ffn.shared_experts.w{1,2,3}`` and the router ``ffn.gate``
+    (F32 ``bias`` on learned-routing layers, I32 ``tid2eid`` on the first
+    ``num_hash_layers``), the norms and the hyper-connection parameters (F32)."""
+    h, nh, hd = tc["hidden_size"], tc["num_attention_heads"], tc["head_dim"]
+    q, ng, ol = tc["q_lora_rank"], tc["o_groups"], tc["o_lora_rank"]
+    a = f"{p}.attn"
+    b.linear(f"{a}.wq_a", q, h)
+    b.linear(f"{a}.wkv", hd, h)
+    b.norm(f"{a}.q_norm", q)
+    b.norm(f"{a}.kv_norm", hd)
+    b.linear(f"{a}.wq_b", nh * hd, q)
+    b.linear(f"{a}.wo_a", ng * ol, nh * hd // ng)
+    b.linear(f"{a}.wo_b", h, ng * ol)
+    b.add(f"{a}.attn_sink", "F32", nh)
+    ratio = tc["compress_ratios"][i]
+    if ratio:
+        _dsv4_compressor(b, f"{a}.compressor", h, hd, ratio)
+    if ratio == 4:
+        ih, inh = tc["index_head_dim"], tc["index_n_heads"]
+        b.linear(f"{a}.indexer.wq_b", inh * ih, q)
+        b.add(f"{a}.indexer.weights_proj.weight", "BF16", inh, h)
+        _dsv4_compressor(b, f"{a}.indexer.compressor", h, ih, ratio)
+    f, n, inter = f"{p}.ffn", tc["n_routed_experts"], tc["moe_intermediate_size"]
+    for e in range(n):
+        b.linear(f"{f}.experts.{e}.w1", inter, h)
+        b.linear(f"{f}.experts.{e}.w2", h, inter)
+        b.linear(f"{f}.experts.{e}.w3", inter, h)
+    si = inter * tc["n_shared_experts"]
+    b.linear(f"{f}.shared_experts.w1", si, h)
+    b.linear(f"{f}.shared_experts.w2", h, si)
+    b.linear(f"{f}.shared_experts.w3", si, h)
+    b.add(f"{f}.gate.weight", "BF16", n, h)
+    if i < tc["num_hash_layers"]:
+        b.add(f"{f}.gate.tid2eid", "I32", tc["vocab_size"], tc["num_experts_per_tok"])
+    else:
+        b.add(f"{f}.gate.bias", "F32", n)
+    b.norm(f"{p}.attn_norm", h)
+    b.norm(f"{p}.ffn_norm", h)
+    hc = tc["hc_mult"]
+    for part in ("attn", "ffn"):
+        b.add(f"{p}.hc_{part}_fn", "F32", (2 + hc) * hc, hc * h)
+        b.add(f"{p}.hc_{part}_base", "F32", (2 + hc) * hc)
+        b.add(f"{p}.hc_{part}_scale", "F32", 3)
+
+
+def deepseek_v4(b: Builder, tc: JSON) -> None:
+    """DeepSeek-V4 text model in its release naming: ``embed``, ``layers.<i>``, ``norm``,
+    ``head`` and the ``hc_head_{fn,base,scale}`` parameters (vLLM 0.33
+    ``_make_deepseek_v4_weights_mapper`` maps exactly these names). No ``mtp.*``: the MTP
+    layer is not written (see :func:`r_redhat_deepseek_v4`)."""
+    h, v, hc = tc["hidden_size"], tc["vocab_size"], tc["hc_mult"]
+    b.add("embed.weight", "BF16", v, h)
+    for i in range(tc["num_hidden_layers"]):
+        _dsv4_layer(b, f"layers.{i}", i, tc)
+    b.norm("norm", h)
+    b.add("head.weight", "BF16", v, h)
+    b.add("hc_head_fn", "F32", hc, hc * h)
+    b.add("hc_head_base", "F32", hc)
+    b.add("hc_head_scale", "F32", 1)
 
 
 def moonvit(b: Builder, vc: JSON) -> None:
@@ -489,6 +584,9 @@ _PER_TENSOR = {
     "input_scale": (2e-3, 2e-2),
     "k_scale": (0.02, 0.1),
     "v_scale": (0.02, 0.1),
+    # NVFP4 global scales (448 * 6 / amax): of weights ~1e3..3e4, of activations ~1e2..1e3
+    "weight_global_scale": (1e3, 3e4),
+    "input_global_scale": (1e2, 1e3),
 }
 #: names an engine fuses into one parameter: their per-tensor scales share a value
 _FUSED = (
@@ -497,9 +595,11 @@ _FUSED = (
     (re.compile(r"\.in_proj_(?:qkv|z)\."), ".in_proj_qkvz."),
     (re.compile(r"\.in_proj_(?:a|b)\."), ".in_proj_ba."),
     (re.compile(r"\.(?:q_a_proj|kv_a_proj_with_mqa)\."), ".fused_qkv_a_proj."),
+    (re.compile(r"\.w[13]\."), ".w13."),  # DeepSeek-V4's gate/up (experts, shared experts)
 )
 SCALE_LEAVES = frozenset({"weight_scale", "weight_scale_inv", "weight_scale_2", "input_scale",
-                          "k_scale", "v_scale", "gate_up_proj_scales", "down_proj_scales"})
+                          "k_scale", "v_scale", "gate_up_proj_scales", "down_proj_scales",
+                          "weight_global_scale", "input_global_scale"})
 
 
 def _unit(seed: int, key: str) -> float:
@@ -892,6 +992,43 @@ def r_modelopt_qwen3_6_mixed(config: JSON, extra: dict[str, JSON]) -> Layout:
     return Layout(b.tensors, named(hf_shards(b.tensors)), b.values)
 
 
+#: what vLLM builds quantized under RedHatAI/DeepSeek-V4-Flash-NVFP4-FP8's config, in the
+#: checkpoint's names: ``config_groups.group_0`` (``re:.*attn.*(fused_wqa_wkv|wq_b|wo_a|
+#: wo_b)$``, FP8 block) reaches ``fused_wqa_wkv`` (``wq_a`` + ``wkv``), ``wq_b`` (the
+#: indexer's too), ``wo_a`` and ``wo_b``; ``group_1`` (``re:.*ffn.*(gate|up|down)_proj$``,
+#: NVFP4) the shared experts' ``gate_up_proj`` / ``down_proj`` and the routed experts through
+#: the probe ``experts.0.gate_proj`` (vLLM <= 0.31.0)
+_RH_FP8 = re.compile(r"\.attn\.(?:wq_a|wkv|wq_b|wo_a|wo_b|indexer\.wq_b)$")
+_RH_NVFP4 = re.compile(r"\.ffn\.(?:experts\.\d+|shared_experts)\.w[123]$")
+
+
+def r_redhat_deepseek_v4(config: JSON, extra: dict[str, JSON]) -> Layout:
+    """RedHatAI/DeepSeek-V4-Flash-NVFP4-FP8 (compressed-tensors ``mixed-precision``): a
+    DeepSeek-V4-Flash (:func:`deepseek_v4`, 43 layers, 256 experts) with block-FP8 attention
+    (:func:`ct_fp8_block`) and NVFP4 experts, routed and shared (:func:`ct_nvfp4`).
+
+    Inferred, not seen: no header or index of the release was found. The names are DeepSeek's
+    own (``layers.<i>.attn.wq_a``, ``ffn.experts.<e>.w1``), the only ones vLLM's DeepSeek-V4
+    loader maps (its mapper and ``stacked_params_mapping`` name no other; a checkpoint in
+    transformers' names, ``model.layers.<i>.self_attn.q_a_proj``, would not load at all);
+    the config's targets name vLLM's modules (``fused_wqa_wkv`` exists only there). Which
+    modules are quantized is what vLLM <= 0.31.0 builds quantized under the config (see
+    ``_RH_FP8``/``_RH_NVFP4``): a checkpoint that loads there must store those and only
+    those. The shared experts under NVFP4 follow from ``group_1`` matching
+    ``shared_experts.gate_up_proj``. The MTP layer is absent: the checkpoint was written
+    through transformers' ``DeepseekV4ForCausalLM``, which drops ``mtp.*`` on load (a
+    third-party note says so; not seen). File names and split: transformers' 5 GB default.
+    Full scale: 133,918 tensors."""
+    tc = config
+
+    def emit(m: str, o: int, i: int) -> list[Tensor]:
+        return ct_fp8_block(m, o, i) if _RH_FP8.search(m) else ct_nvfp4(m, o, i)
+
+    b = Builder(emit, lambda m: bool(_RH_FP8.search(m) or _RH_NVFP4.search(m)))
+    deepseek_v4(b, tc)
+    return Layout(b.tensors, named(hf_shards(b.tensors)), b.values)
+
+
 def r_qwen3_5_bf16(config: JSON, extra: dict[str, JSON]) -> Layout:
     """Qwen/Qwen3.5-27B (dense) and Qwen/Qwen3.6-35B-A3B (MoE), the unquantized BF16 releases:
     :func:`qwen3_5` with every tensor BF16 (``A_log`` F32) and no quantization config. Files:
@@ -934,6 +1071,9 @@ class Replica:
     #: the folder config.json comes from when ``source`` has none (its quantization_config
     #: dropped): the same architecture, released in another format
     config_from: str | None = None
+    #: the release the replica is checked clean on where vLLM 0.33 does not load it (what
+    #: 0.33 makes of it is tests/test_replicas.py's to say)
+    loads_on: str | None = None
 
     @property
     def doc(self) -> str:
@@ -970,6 +1110,8 @@ REPLICAS: dict[str, Replica] = {
                 r_modelopt_qwen3_6_mixed, test_layers=4),
         Replica("qwen3.5-27b", "qwen3.5-27b", r_qwen3_5_bf16, test_layers=4),
         Replica("qwen3.6-35b-a3b", "qwen3.6-35b-a3b", r_qwen3_5_bf16, test_layers=4),
+        Replica("redhatai-deepseek-v4-flash-nvfp4-fp8", "redhatai-deepseek-v4-flash-nvfp4-fp8",
+                r_redhat_deepseek_v4, test_layers=4, loads_on="vllm==0.31.0"),
     )
 }
 

@@ -27,6 +27,7 @@ _TEXT_GENERATION_MODELS = {
     "ToyMoeForCausalLM": ("toy_moe", "ToyMoeForCausalLM"),
     "ToyDerivedForCausalLM": ("toy", "ToyDerivedForCausalLM"),
     "BrokenForCausalLM": ("broken", "BrokenForCausalLM"),
+    "ToyPlatformForCausalLM": ("toy_platform", "ToyPlatformForCausalLM"),
 }
 _MULTIMODAL_MODELS = {
     "ToyVLForConditionalGeneration": ("toy_vl", "ToyVLForConditionalGeneration"),
@@ -120,6 +121,46 @@ class BrokenForCausalLM(nn.Module):
         return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
 '''
 
+#: a per-platform model package (vLLM 0.33 ``vllm/models/deepseek_v4/__init__.py``): the CUDA
+#: class is the final ``else``; its mapper is built by a function with a branch on its argument
+TOY_PLATFORM = '''
+from vllm.platforms import current_platform
+
+if current_platform.is_rocm():
+    from .toy_rocm import ToyPlatformForCausalLM
+elif current_platform.is_cpu():
+    from .toy_rocm import ToyPlatformForCausalLM
+else:
+    from .toy_cuda import ToyPlatformForCausalLM
+'''
+TOY_CUDA = '''
+import re
+from .utils import AutoWeightsLoader, WeightsMapper
+
+def _make_mapper(dtype):
+    if dtype == "fp4":
+        regex = {re.compile(r"\\.scale$"): ".weight_scale_inv"}
+    else:
+        regex = {re.compile(r"\\.scale$"): ".weight_scale"}
+    return WeightsMapper(orig_to_new_prefix={"layers.": "model.layers."},
+                         orig_to_new_regex=regex)
+
+class ToyPlatformForCausalLM(nn.Module):
+    hf_to_vllm_mapper = _make_mapper("fp4")
+
+    def load_weights(self, weights):
+        return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
+'''
+TOY_ROCM = '''
+from .utils import AutoWeightsLoader, WeightsMapper
+
+class ToyPlatformForCausalLM(nn.Module):
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_prefix={"rocm.": "model."})
+
+    def load_weights(self, weights):
+        return AutoWeightsLoader(self).load_weights(weights, mapper=self.hf_to_vllm_mapper)
+'''
+
 
 @pytest.fixture(scope="module")
 def toy_tree(tmp_path_factory) -> Path:
@@ -127,7 +168,9 @@ def toy_tree(tmp_path_factory) -> Path:
     pkg = root / "vllm" / "model_executor" / "models"
     pkg.mkdir(parents=True)
     for name, text in {"registry": REGISTRY, "toy": TOY, "toy_moe": TOY_MOE,
-                       "toy_vl": TOY_VL, "broken": BROKEN, "utils": "", "__init__": ""}.items():
+                       "toy_vl": TOY_VL, "broken": BROKEN, "toy_platform": TOY_PLATFORM,
+                       "toy_cuda": TOY_CUDA, "toy_rocm": TOY_ROCM, "utils": "",
+                       "__init__": ""}.items():
         (pkg / f"{name}.py").write_text(textwrap.dedent(text))
     (root / "vllm" / "__init__.py").write_text("")
     (root / "vllm" / "model_executor" / "__init__.py").write_text("")
@@ -142,7 +185,7 @@ def toy(toy_tree) -> dict:
 def test_registry_and_kinds(toy):
     assert set(toy) == {"ToyForCausalLM", "ToyMoeForCausalLM", "ToyDerivedForCausalLM",
                         "BrokenForCausalLM", "ToyVLForConditionalGeneration",
-                        "ToyAnyVLForConditionalGeneration"}
+                        "ToyAnyVLForConditionalGeneration", "ToyPlatformForCausalLM"}
     assert toy["ToyVLForConditionalGeneration"]["kind"] == "multimodal"
     assert toy["ToyForCausalLM"]["kind"] == "text"
 
@@ -171,6 +214,15 @@ def test_multimodal_wrapper_records_its_language_model(toy):
     assert f["language_model"]["architectures"] == ["ToyForCausalLM"]
     assert ["model.visual.", None] in f["mapper"]["prefix"]
     assert "architectures" not in toy["ToyAnyVLForConditionalGeneration"]["language_model"]
+
+
+def test_platform_dispatch_reads_the_cuda_class_and_a_branching_mapper(toy):
+    f = toy["ToyPlatformForCausalLM"]
+    assert f["sources"] == ["vllm/model_executor/models/toy_cuda.py:"
+                            "ToyPlatformForCausalLM.load_weights"]
+    assert f["mapper"]["regex"] == [["\\.scale$", ".weight_scale_inv"]]
+    assert f["mapper"]["prefix"] == [["layers.", "model.layers."]]
+    assert "unresolved" not in f
 
 
 def test_unreadable_mapper_is_a_reason_not_a_guess(toy):

@@ -16,6 +16,7 @@ import pytest
 from replicas import REALWORLD, REPLICAS, SCALE_LEAVES, VALUE_CAP, build, layout, nbytes
 
 from qscale import CheckOptions, Severity, check, read_checkpoint
+from qscale.layout import Deployment
 
 ENGINE = "vllm==0.33.0"
 
@@ -63,9 +64,11 @@ def _has_holes(name: str) -> bool:
 def test_replica_checks_clean(name, built):
     # a replica whose scales are all written is checked in full, deep scan included; one
     # that leaves large scales as holes (NVFP4/INT4/MXFP4 group scales) is read header-only,
-    # since the deep scan rightly reads holes as zero scales (QS303): only QS303 is skipped
+    # since the deep scan rightly reads holes as zero scales (QS303): only QS303 is skipped.
+    # A replica vLLM 0.33 does not load is checked on the newest release that does
     holes = _has_holes(name)
-    report = check(read_checkpoint(built(name), header_only=holes), CheckOptions(engine=ENGINE))
+    engine = REPLICAS[name].loads_on or ENGINE
+    report = check(read_checkpoint(built(name), header_only=holes), CheckOptions(engine=engine))
     assert report.crashed == ()
     expected_skips = ["QS303"] if holes else []
     assert [c for c, _ in report.skipped] == expected_skips, f"incomplete: {report.skipped}"
@@ -84,6 +87,35 @@ def test_cli_json_exit_0(name, built, run_cli):
     doc = json.loads(r.stdout)
     assert doc["crashed"] == [] and doc["summary"]["error"] == 0
     assert doc["summary"]["files"] > 1
+
+
+def test_redhat_deepseek_v4_experts_are_not_built_quantized_by_0_32(built):
+    """vLLM 0.32.0 builds DeepSeek-V4's routed experts with ``ckpt_names=("w1", "w2",
+    "w3")`` (``vllm/models/deepseek_v4/nvidia/model.py``); compressed-tensors then matches
+    the config's targets against ``<experts>.0.w1``, which ``re:.*ffn.*(gate|up|down)_proj$``
+    does not match (real vLLM 0.33.0's ``CompressedTensorsConfig.get_scheme_dict`` returns
+    None for it, an NVFP4 scheme for ``experts.0.gate_proj``): the experts are built
+    unquantized and their NVFP4 tensors have no parameter to load into. Only the routed
+    experts are wrong; attention and the shared experts resolve on the engine's names."""
+    name = "redhatai-deepseek-v4-flash-nvfp4-fp8"
+    ckpt = read_checkpoint(built(name), header_only=True)
+    for engine in ("vllm==0.32.0", ENGINE):
+        report = check(ckpt, CheckOptions(engine=engine))
+        bad = [f for f in report.findings if f.severity >= Severity.ERROR]
+        assert bad and {f.code for f in bad} == {"QS203"}
+        assert all(".ffn.experts." in (f.location.tensor or "") for f in bad)
+        assert "model.layers.0.ffn.experts.0.w1" in bad[0].message
+        assert not any(".shared_experts." in (f.location.tensor or "") or ".attn." in (
+            f.location.tensor or "") for f in bad)
+
+
+def test_redhat_deepseek_v4_splits_over_tp_8_as_vllm_does(built):
+    """``attn.fused_wqa_wkv`` ([1024, 512]) is replicated (``disable_tp=True``) and ``wo_b``
+    row-parallel: at TP=8 no block-FP8 partition is misaligned (column-splitting the fused
+    layer would leave 64 rows of ``wkv`` per rank, which vLLM refuses for a 128 block)."""
+    ckpt = read_checkpoint(built("redhatai-deepseek-v4-flash-nvfp4-fp8"), header_only=True)
+    report = check(ckpt, CheckOptions(engine="vllm==0.31.0", deployment=Deployment(tp=8)))
+    assert [f.code for f in report.findings if f.severity >= Severity.ERROR] == []
 
 
 # --------------------------------------------------------------------------- the builder
@@ -161,6 +193,19 @@ def test_truncation_is_consistent(tmp_path):
     assert "model.language_model.layers.3.mlp.experts.0.up_proj.input_scale" not in names
     assert names["model.language_model.layers.3.self_attn.q_proj.input_scale"] == "F32"
     assert names["mtp.layers.0.self_attn.q_proj.weight"] == "BF16"
+
+
+def test_redhat_deepseek_v4_layout():
+    lay, config, _ = layout("redhatai-deepseek-v4-flash-nvfp4-fp8")
+    assert len(lay.tensors) == 133_918 and config["num_hidden_layers"] == 43
+    names = {t[0]: (t[1], t[2]) for t in lay.tensors}
+    assert names["layers.42.ffn.experts.255.w2.weight_packed"] == ("U8", (4096, 1024))
+    assert names["layers.42.ffn.experts.255.w2.weight_scale"] == ("F8_E4M3", (4096, 128))
+    assert names["layers.0.attn.wq_a.weight_scale"] == ("BF16", (8, 32))
+    assert names["layers.2.attn.indexer.wq_b.weight"] == ("F8_E4M3", (8192, 1024))
+    assert names["layers.3.attn.compressor.wkv.weight"] == ("BF16", (512, 4096))
+    assert names["layers.2.ffn.gate.tid2eid"][0] == "I32" and "layers.3.ffn.gate.bias" in names
+    assert "head.weight" in names and not any(n.startswith("mtp.") for n in names)
 
 
 def test_nbytes_of_packed_and_0d():

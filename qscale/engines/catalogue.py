@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from qscale.engines.families import FAMILIES, ExpertNames, Family, Stacked
+from qscale.engines.families import FAMILIES, NOT_PLANNED, ExpertNames, Family, Stacked
 from qscale.errors import UnknownFormat
 
 if TYPE_CHECKING:
@@ -177,6 +177,8 @@ def _architecture(cat: Catalogue, arch: str, release: str, facts: Mapping[str, A
 def not_plannable_why(cat: Catalogue, release: str, arch: str, facts: Mapping[str, Any],
                       depth: int = 0) -> str:
     """Why qscale cannot plan this architecture from its facts ("" when it can)."""
+    if arch in NOT_PLANNED:
+        return NOT_PLANNED[arch]
     if arch in FAMILIES:
         return ""
     unresolved = facts.get("unresolved") or ()
@@ -430,6 +432,13 @@ def family_for(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> Fami
             )
         return family(spec, entry, ckpt.config.raw)
     fam = FAMILIES.get(arch)
+    if fam is not None and fam.read_from and spec.engine not in fam.read_from:
+        raise UnknownFormat(
+            f"config.json: qscale models {arch!r} as {', '.join(fam.read_from)} loads it;"
+            f" how {spec.label} loads it is not modelled",
+            hint=f"check it against {fam.read_from[0]}",
+            code="QS103",
+        )
     if fam is None:
         raise UnknownFormat(
             f"config.json: architecture {arch!r} has no qscale family for {spec.label}",

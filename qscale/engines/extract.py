@@ -255,7 +255,7 @@ class Reader:
         """The literal locals of a function body, run top to bottom (``x = …``, ``x |= …``,
         ``x.update(…)``); a local that is not literal keeps its expression, for mappers."""
         env: dict[str, Any] = dict(args or {})
-        for node in fn.body:
+        for node in self._run_ifs(module, fn.body, env):
             if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 for t in targets:
@@ -276,6 +276,42 @@ class Reader:
                 except (Unevaluable, TypeError, ValueError):
                     env[node.target.id] = node
         return env
+
+    def _run_ifs(self, module: str, body: list[ast.stmt], env: dict[str, Any]
+                 ) -> Iterator[ast.stmt]:
+        """``body``'s statements, each ``if`` whose test compares literals (a function's
+        literal argument: ``if expert_dtype == "fp4":``) replaced by the branch it takes;
+        ``env`` is read as the caller fills it, statement by statement."""
+        for node in body:
+            if isinstance(node, ast.If):
+                taken = self._test(module, node.test, env)
+                if taken is not None:
+                    yield from self._run_ifs(module, node.body if taken else node.orelse, env)
+                    continue
+            yield node
+
+    def _test(self, module: str, test: ast.expr, env: Mapping[str, Any]) -> bool | None:
+        """A comparison of two literals (``==``, ``!=``, ``in``, ``not in``), or None."""
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+            return None
+        try:
+            left = self.literal(module, test.left, env)
+            right = self.literal(module, test.comparators[0], env)
+        except Unevaluable:
+            return None
+        op = test.ops[0]
+        try:
+            if isinstance(op, ast.Eq):
+                return bool(left == right)
+            if isinstance(op, ast.NotEq):
+                return bool(left != right)
+            if isinstance(op, ast.In):
+                return left in right
+            if isinstance(op, ast.NotIn):
+                return left not in right
+        except TypeError:
+            return None
+        return None
 
     def _call_mapper(self, ref: ClassRef, call: ast.Call, depth: int,
                      env: Mapping[str, Any]) -> dict[str, list[list[Any]]]:
@@ -520,16 +556,71 @@ def _merge_mappers(a: dict[str, list[list[Any]]], b: dict[str, list[list[Any]]]
 
 
 def _top_level(tree: ast.Module) -> Iterator[ast.stmt]:
-    """Top-level statements, including those under ``if``/``try`` (TYPE_CHECKING guards)."""
+    """Top-level statements, including those under ``if``/``elif``/``else`` (TYPE_CHECKING
+    guards) and ``try``. A platform dispatch (``if current_platform.is_rocm(): … else: …``)
+    yields its final ``else`` first: the CUDA default, the class a CUDA user gets
+    (``vllm/models/deepseek_v4/__init__.py``: "The NVIDIA branch is the static default")."""
     for node in tree.body:
         yield node
         if isinstance(node, ast.If):
-            yield from node.body
-            yield from node.orelse
+            yield from _branches(node)
         elif isinstance(node, ast.Try):
             yield from node.body
             for h in node.handlers:
                 yield from h.body
+
+
+def _branches(node: ast.If) -> Iterator[ast.stmt]:
+    """The statements of an ``if``/``elif``/``else`` chain; for a platform dispatch, the
+    branch CUDA takes first."""
+    bodies: list[list[ast.stmt]] = []
+    tests: list[ast.expr] = []
+    cur = node
+    while True:
+        tests.append(cur.test)
+        bodies.append(cur.body)
+        if len(cur.orelse) == 1 and isinstance(cur.orelse[0], ast.If):
+            cur = cur.orelse[0]
+            continue
+        bodies.append(cur.orelse)
+        break
+    if any("current_platform" in ast.unparse(t) for t in tests):
+        taken = len(tests)  # the else, unless a test holds on CUDA
+        for i, t in enumerate(tests):
+            on_cuda = _on_cuda(t)
+            if on_cuda is None:
+                taken = -1  # a test qscale cannot decide: keep the source order
+                break
+            if on_cuda:
+                taken = i
+                break
+        if taken >= 0:
+            bodies = [bodies[taken], *bodies[:taken], *bodies[taken + 1:]]
+    for body in bodies:
+        yield from body
+
+
+#: ``current_platform`` predicates that hold on CUDA
+_CUDA_PREDICATES = frozenset({"is_cuda", "is_cuda_alike"})
+
+
+def _on_cuda(test: ast.expr) -> bool | None:
+    """Whether a platform test holds on CUDA (``TYPE_CHECKING`` false), or None."""
+    if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+        return False
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        inner = _on_cuda(test.operand)
+        return None if inner is None else not inner
+    if isinstance(test, ast.BoolOp):
+        values = [_on_cuda(v) for v in test.values]
+        if None in values:
+            return None
+        return any(values) if isinstance(test.op, ast.Or) else all(values)
+    if (isinstance(test, ast.Call) and not test.args and isinstance(test.func, ast.Attribute)
+            and _dotted(test.func.value) == "current_platform"
+            and test.func.attr.startswith("is_")):
+        return test.func.attr in _CUDA_PREDICATES
+    return None
 
 
 def _dotted(node: ast.AST) -> str | None:

@@ -8,16 +8,18 @@ Where the config lives follows vLLM: ``config.json:quantization_config`` (root o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
+from qscale.engines.families import Family
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import (
     auto_round,
     compressed_tensors,
+    deepseek_v4_fp8,
     fbgemm_fp8,
     fp8,
     gptq,
@@ -46,6 +48,7 @@ FORMATS: Mapping[str, Parser] = {
     auto_round.METHOD: auto_round.parse,
     online.EXPERTS_INT8: online.parse_experts_int8,
     moe_wna16.METHOD: moe_wna16.parse_moe_wna16,
+    deepseek_v4_fp8.METHOD: deepseek_v4_fp8.parse,
 }
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
@@ -70,12 +73,6 @@ SGLANG_ONLY_METHODS = frozenset({
     "blockwise_int8", "modelopt_fp8", "w8a8_int8", "w8a8_fp8", "bitsandbytes", "gguf", "qoq",
     "w4afp8", "petit_nvfp4", "modelslim", "quark_int4fp8_moe", "mlx_q4", "mlx_q8",
 })
-
-
-#: ``quant_method`` values vLLM 0.33.0 hands to ``DeepseekV4FP8Config`` when ``model_type`` is
-#: ``deepseek_v4`` (``vllm/models/deepseek_v4/quant_config.py``,
-#: ``override_quantization_method``; a Quark OCP-MXFP4 config too, which qscale reads as Quark)
-DEEPSEEK_V4_METHODS = frozenset({"fp8", "deepseek_v4_fp8"})
 
 
 def not_modelled(key: str, method: str) -> UnknownFormat:
@@ -105,15 +102,12 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     if not isinstance(method, str):
         raise ConfigError(f"{key}: quantization_config has no `quant_method`")
     method = ALIASES.get(method.lower(), method.lower())
-    if method == "deepseek_v4_fp8" or (
-            method in DEEPSEEK_V4_METHODS and ckpt.config.model_type == "deepseek_v4"):
-        raise UnknownFormat(
-            f"{key}: a DeepSeek-V4 checkpoint under quant_method {method!r} is loaded with"
-            " vLLM's DeepseekV4FP8Config (block-FP8 Linear layers whose scales are E8M0 or"
-            " F32 by the config's `expert_dtype`, MXFP4 / FP8 / NVFP4 experts by"
-            " `expert_dtype` and `moe_quant_algo`), which qscale does not model",
-            hint="not checked; vLLM 0.33.0 vllm/models/deepseek_v4/quant_config.py has the rules",
-        )
+    if deepseek_v4_fp8.applies(method, ckpt.config.model_type):
+        # vLLM's DeepseekV4FP8Config.override_quantization_method; it reads hf_config too
+        if ckpt.config.architecture != deepseek_v4_fp8.ARCHITECTURE:
+            raise deepseek_v4_fp8.other_model(key, method, ckpt.config.architecture)
+        return deepseek_v4_fp8.parse(qc, config_key=key,
+                                     expert_dtype=ckpt.config.raw.get("expert_dtype", "fp4"))
     parser = FORMATS.get(method)
     if parser is None:
         raise not_modelled(key, method)
@@ -188,7 +182,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
             res = fixed[module.kind]
         else:
-            res = fmt.resolve(module)
+            res = _resolve(fmt, family, module, release.version)
             if plain is not None and res.scheme is not None and (why := plain(name)):
                 res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
@@ -204,3 +198,32 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
+
+
+def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
+             version: tuple[int, ...] | None) -> Resolution:
+    """The format's resolution of one module, tried on the engine's names too where the
+    checkpoint name matches no compressed-tensors group."""
+    res = fmt.resolve(module)
+    if family is not None and res.reason == compressed_tensors.NO_GROUP:
+        return _on_engine_names(fmt, family, module, version) or res
+    return res
+
+
+def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
+                     version: tuple[int, ...] | None) -> Resolution | None:
+    """A compressed-tensors scheme found on the engine's names of a module its checkpoint
+    name matches to no group. vLLM matches targets against its own module names (the fused
+    ``qkv_proj``, DeepSeek-V4's ``attn.fused_wqa_wkv``, the shared experts' ``gate_up_proj``),
+    and for a fused MoE layer against ``<experts>.0.<checkpoint name>`` of each projection,
+    all three with one scheme (``CompressedTensorsMoEMethod.get_moe_method``; differing
+    schemes are its ValueError, left to the checkpoint name here). None when the engine's
+    names are the checkpoint's."""
+    names = family.engine_modules(module.name, version)
+    if names == (module.name,):
+        return None
+    found = [fmt.resolve(replace(module, name=n)) for n in names]
+    if found[0].scheme is None or any(r.scheme != found[0].scheme for r in found[1:]):
+        shown = " / ".join(f"`{n}`" for n in names)
+        return Resolution(None, f"{compressed_tensors.NO_GROUP} (nor the engine's {shown})")
+    return Resolution(found[0].scheme, f"{found[0].reason}, on the engine's name `{names[0]}`")

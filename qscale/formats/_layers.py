@@ -32,9 +32,21 @@ _DEEPSEEK_MTP: _Rule = (
     (".eh_proj",), (), "a torch nn.Linear in the engine (DeepSeek MTP `eh_proj`)"
 )
 
+#: DeepSeek-V4's ``embed`` (a ``VocabParallelEmbedding``) and ``head`` (a ``ParallelLMHead``
+#: built with no quantization config): vLLM 0.33 ``vllm/models/deepseek_v4/nvidia/model.py``,
+#: ``DeepseekV4ForCausalLM.__init__`` / ``DeepseekV4Model.__init__``; and the MTP layer's
+#: ``mtp.<i>.head`` / ``mtp.<i>.emb.tok_emb`` (``nvidia/mtp.py`` renames them to
+#: ``shared_head.head``, a ``ParallelLMHead``, and ``embed_tokens``). The release's names do
+#: not read as an embedding or an ``lm_head``.
+_DEEPSEEK_V4_ENDS: _Rule = (
+    (".head", ".emb.tok_emb"), ("embed", "head"),
+    "not a Linear in the engine (DeepSeek-V4 `embed` / `head`)",
+)
+
 BUILT_UNQUANTIZED: Mapping[str, tuple[_Rule, ...]] = {
     "DeepseekV2ForCausalLM": (_DEEPSEEK_MTP,),
     "DeepseekV3ForCausalLM": (_DEEPSEEK_MTP,),
+    "DeepseekV4ForCausalLM": (_DEEPSEEK_V4_ENDS,),
 }
 
 

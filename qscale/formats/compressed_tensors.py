@@ -60,6 +60,8 @@ FORMATS = (
 UNMODELLED_FORMATS = frozenset(
     {"sparse-bitmask", "sparse-24-bitmask", "marlin-24", "mxfp6-pack-quantized"}
 )
+#: the reason of a module no ignore entry, target or class name matches
+NO_GROUP = "matched by no config group"
 #: first vLLM release that refuses ``sparsity_config`` (0.21.0 builds it; 0.22.0 refuses)
 SPARSITY_REFUSED_SINCE = (0, 22, 0)
 _ARG_KEYS = frozenset(
@@ -465,7 +467,7 @@ class CompressedTensorsConfig(BuiltByEveryRelease):
                 )
                 if t is not None:
                     return Resolution(g.scheme, f"config_groups.{g.name} (target `{t}`)")
-        return Resolution(None, "matched by no config group")
+        return Resolution(None, NO_GROUP)
 
 
 def _patterns(obj: Mapping[str, Any], key: str, where: str) -> list[str]:

@@ -82,6 +82,17 @@ class Family:
     #: result whole (SGLang DeepSeek ``fused_qkv_a_proj_with_mqa``), not shard by shard into
     #: per-partition slots; 0-d per-tensor scales then keep the first shard's value only
     concatenated: tuple[str, ...] = ()
+    #: engine-module suffix -> how the engine splits that layer over TP (``row``,
+    #: ``replicated``, ``column``) where its leaf name does not say (qscale.sharding), e.g. a
+    #: ``MergedColumnParallelLinear(disable_tp=True)``
+    tp_splits: Mapping[str, str] = field(default_factory=dict)
+    #: (release, names): the releases before ``release`` build the fused-MoE layer with these
+    #: checkpoint names (vLLM ``FusedMoE(ckpt_names=…)``, which its compressed-tensors MoE
+    #: method probes) instead of the expert mapping's
+    moe_layer_names_before: tuple[tuple[int, int, int], ExpertNames] | None = None
+    #: the engines whose loaders this family was read from (empty: every profiled engine);
+    #: another engine's load of the architecture is not planned (QS103)
+    read_from: tuple[str, ...] = ()
     #: engine name -> the fields that differ in that engine's loader (its own vocabulary)
     engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -138,6 +149,31 @@ class Family:
                 if not self.generated:
                     return name
         return name
+
+    def engine_modules(self, module: str,
+                       version: tuple[int, ...] | None = None) -> tuple[str, ...]:
+        """The engine's names for a checkpoint module, as its quantization config matching
+        sees them: the module after the family's renames and its stacked rename (the fused
+        layer it loads into), or, for a routed expert, the names vLLM's compressed-tensors
+        MoE method probes on the fused experts layer, ``<experts>.0.<gate|up|down name>``
+        (``CompressedTensorsMoEMethod.get_moe_method``, from the checkpoint names the layer
+        is built with: the expert mapping's, or :attr:`moe_layer_names_before` in older
+        releases)."""
+        eng = self.engine_name(f"{module}.weight").removesuffix(".weight")
+        ex = self.experts
+        if ex is not None:
+            head, sep, tail = eng.partition(".experts.")
+            idx, _, proj = tail.partition(".")
+            if sep and idx.isdigit() and proj in (ex.gate, ex.up, ex.down):
+                old = self.moe_layer_names_before
+                if old is not None and version is not None and version < old[0]:
+                    ex = old[1]
+                return tuple(f"{head}.experts.0.{p}" for p in (ex.gate, ex.up, ex.down))
+        for st in self.stacked:  # the loader's ``if weight_name not in name: continue``
+            if st.weight in eng and eng.startswith(st.scope):
+                head, rest = eng[: len(st.scope)], eng[len(st.scope):]
+                return (head + rest.replace(st.weight, st.param, 1),)
+        return (eng,)
 
     def partition_sizes(self, leaf: str, text: Mapping[str, Any]) -> tuple[int, ...] | None:
         """Sizes of the fused parameter's partitions from the config, if the family says."""

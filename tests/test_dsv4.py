@@ -1,0 +1,179 @@
+"""DeepSeek-V4 (``DeepseekV4ForCausalLM``): the family (vLLM's CUDA loader) and the
+``deepseek_v4_fp8`` format, on real safetensors checkpoints in DeepSeek's release naming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from builders import deepseek_v4
+
+from qscale import CheckOptions, check, plan_load, read_checkpoint
+from qscale.errors import ConfigError, UnknownFormat
+
+ENGINE = "vllm==0.33.0"
+
+
+def release(seed: int = 0):
+    """deepseek-ai's format: block-FP8 Linear layers (E8M0 ``scale``), MXFP4 routed experts."""
+    return deepseek_v4("dsv4-fp8", experts="dsv4-mxfp4", seed=seed)
+
+
+def flash_base():
+    """``expert_dtype: fp8`` (DeepSeek-V4-Flash-Base): FP8 experts, every scale F32."""
+    b = deepseek_v4("dsv4-fp8")
+    for name in [n for n in b.tensors if n.endswith(".scale")]:
+        b.tensors[name] = b.tensors[name].float()
+    b.config["expert_dtype"] = "fp8"
+    return b
+
+
+def errors(built, tmp_path, engine=ENGINE):
+    report = check(read_checkpoint(built.write(tmp_path)), CheckOptions(engine=engine))
+    return [f for f in report.findings if f.severity.name == "ERROR"]
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.26.0", "vllm==0.20.0"])
+def test_release_format_is_clean(tmp_path, engine):
+    report = check(read_checkpoint(release().write(tmp_path)), CheckOptions(engine=engine))
+    # info only: the FP8 shared expert stays a separate MLP next to the MXFP4 experts
+    assert {f.code for f in report.findings} == {"QS601"} and report.skipped == ()
+
+
+def test_release_format_exits_0(tmp_path, run_cli):
+    path = release().write(tmp_path)
+    r = run_cli("check", str(path), "--engine", ENGINE)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_scales_load_where_the_mapper_renames_them(tmp_path):
+    plan = plan_load(read_checkpoint(release().write(tmp_path)), ENGINE)
+    fused = plan.params["model.layers.1.attn.fused_wqa_wkv.weight_scale_inv"]
+    assert {(s.source, s.shard_id) for s in fused.sources} == {
+        ("layers.1.attn.wq_a.scale", 0), ("layers.1.attn.wkv.scale", 1)}
+    experts = next(p for n, p in plan.params.items()
+                   if n.startswith("model.layers.1.ffn.experts.") and n.endswith("w2_weight_scale"))
+    assert {(s.source, s.expert) for s in experts.sources} == {
+        ("layers.1.ffn.experts.0.w2.scale", 0), ("layers.1.ffn.experts.1.w2.scale", 1)}
+    shared = plan.params["model.layers.0.ffn.shared_experts.down_proj.weight_scale_inv"]
+    assert [s.source for s in shared.sources] == ["layers.0.ffn.shared_experts.w2.scale"]
+    assert not any(n.startswith(("mtp.", "model.mtp.")) for n in plan.params)
+
+
+@pytest.mark.parametrize("module", ["layers.1.attn.wo_a", "layers.0.attn.wkv",
+                                    "layers.1.ffn.experts.1.w2", "layers.0.ffn.shared_experts.w3",
+                                    "layers.1.attn.indexer.wq_b"])
+def test_a_missing_scale_names_its_module(tmp_path, module):
+    found = errors(release().drop(rf"^{module}\.scale$"), tmp_path)
+    assert [f.code for f in found] == ["QS201"]
+    assert f"`{module}`" in found[0].message
+
+
+def test_the_mtp_layer_is_checked_but_not_planned(tmp_path):
+    """vLLM's mapper drops ``mtp.*`` from the main model; the draft model (``nvidia/mtp.py``)
+    loads it under the same config, so its tensors are checked all the same."""
+    found = errors(release().drop(r"^mtp\.0\.attn\.wo_b\.scale$"), tmp_path)
+    assert [f.code for f in found] == ["QS201"] and "`mtp.0.attn.wo_b`" in found[0].message
+
+
+@pytest.mark.parametrize(("tensor", "dtype", "code", "expected"), [
+    ("layers.0.attn.wq_b.scale", torch.bfloat16, "QS301", "is BF16, expected F8_E8M0"),
+    ("layers.0.ffn.experts.0.w1.scale", torch.float32, "QS301", "is F32, expected F8_E8M0 or U8"),
+    ("layers.1.attn.wq_a.weight", torch.bfloat16, "QS202", "`layers.1.attn.wq_a` is stored as"
+                                                           " BF16 but resolves to FP8 block"),
+])
+def test_a_wrong_dtype_is_an_error(tmp_path, tensor, dtype, code, expected):
+    found = errors(release().retype(rf"^{tensor.replace('.', '[.]')}$", dtype), tmp_path)
+    assert [f.code for f in found] == [code]
+    assert expected in found[0].message
+
+
+def test_flash_base_fp8_experts_are_clean(tmp_path):
+    assert errors(flash_base(), tmp_path) == []
+
+
+def test_flash_base_with_e8m0_scales_is_an_error(tmp_path):
+    """``expert_dtype: fp8`` turns ``is_scale_e8m0`` off: the Linear scales are F32."""
+    b = flash_base()
+    b.tensors["layers.0.attn.wo_b.scale"] = release().tensors["layers.0.attn.wo_b.scale"]
+    found = errors(b, tmp_path)
+    assert [f.code for f in found] == ["QS301"] and "F32" in found[0].message
+
+
+def test_fp8_experts_before_expert_dtype_are_not_checked(tmp_path):
+    with pytest.raises(UnknownFormat, match=r"0\.20\.0 ignores it"):
+        errors(flash_base(), tmp_path, "vllm==0.20.0")
+
+
+def test_an_unknown_expert_dtype_is_refused(tmp_path):
+    b = release()
+    b.config["expert_dtype"] = "int4"
+    with pytest.raises(ConfigError, match="Unsupported DeepSeek V4 expert_dtype"):
+        errors(b, tmp_path)
+
+
+def test_nvfp4_experts_are_not_modelled(tmp_path):
+    b = release().set_config("/quantization_config/moe_quant_algo", "nvfp4")
+    with pytest.raises(UnknownFormat, match="moe_quant_algo: NVFP4"):
+        errors(b, tmp_path)
+
+
+def test_sglang_is_not_modelled(tmp_path):
+    with pytest.raises(UnknownFormat, match="sglang"):
+        errors(release(), tmp_path, "sglang==0.5.12")
+
+
+def test_quant_method_deepseek_v4_fp8_reads_the_same(tmp_path):
+    b = release().set_config("/quantization_config/quant_method", "deepseek_v4_fp8")
+    assert errors(b, tmp_path) == []
+    assert errors(b.drop(r"^layers\.0\.attn\.wq_a\.scale$"), tmp_path)
+
+
+def test_compressed_tensors_block_fp8_is_clean_and_checked(tmp_path):
+    """An llm-compressor block-FP8 checkpoint in the release naming (``weight_scale``)."""
+    b = deepseek_v4("ct-fp8-block")
+    assert errors(b, tmp_path) == []
+    found = errors(b.drop(r"^layers\.1\.ffn\.experts\.0\.w3\.weight_scale$"), tmp_path)
+    assert [f.code for f in found] == ["QS201"]
+    assert "`layers.1.ffn.experts.0.w3`" in found[0].message
+
+
+def test_router_and_compressors_are_built_unquantized(tmp_path):
+    """``ffn.gate``, the compressors and the indexer's ``weights_proj`` get no quantization
+    config in vLLM: a config that would quantize them does not."""
+    b = deepseek_v4("ct-fp8-block").set_config("/quantization_config/ignore", ["head", "embed"])
+    assert errors(b, tmp_path) == []
+
+
+def test_tp_2_as_vllm_splits_it(tmp_path):
+    """At TP=2 the tiny model's 128-row projections would cut a 128 block: ``fused_wqa_wkv``
+    is replicated (``disable_tp=True``), and the shared expert's intermediate is padded to
+    whole blocks per rank from 0.26.0 (``_pad_shared_expert_weight``), not in 0.20.0."""
+    from qscale.layout import Deployment
+
+    ckpt = read_checkpoint(release().write(tmp_path))
+
+    def bad(engine):
+        report = check(ckpt, CheckOptions(engine=engine, deployment=Deployment(tp=2)))
+        return [f for f in report.findings if f.severity.name == "ERROR"]
+
+    assert bad(ENGINE) == []
+    [old] = bad("vllm==0.20.0")
+    assert old.code == "QS503" and "shared_experts.down_proj" in old.message
+
+
+def test_the_vl_wrapper_is_not_planned(tmp_path):
+    """``DeepseekV4ForConditionalGeneration`` builds its mapper at run time from the text
+    model's: not composed from the text family (QS103, the load-plan rules do not run)."""
+    b = deepseek_v4("ct-fp8-block")  # under deepseek_v4_fp8 the format says so first (QS102)
+    b.config["architectures"] = ["DeepseekV4ForConditionalGeneration"]
+    report = check(read_checkpoint(b.write(tmp_path)), CheckOptions(engine=ENGINE))
+    assert report.skipped and all("QS103" in why and "built at run time" in why
+                                  for _, why in report.skipped)
+
+
+def test_sglang_loading_is_not_planned(tmp_path):
+    """The family is vLLM's loader: SGLang's load of DeepSeek-V4 is QS103 (partial)."""
+    report = check(read_checkpoint(deepseek_v4("ct-fp8-block").write(tmp_path)),
+                   CheckOptions(engine="sglang==0.5.12"))
+    assert report.skipped and all("QS103" in why and "sglang" in why
+                                  for _, why in report.skipped)
