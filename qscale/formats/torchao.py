@@ -1,0 +1,201 @@
+"""torchao (``quant_method: torchao``, transformers' ``TorchAoConfig``): the config and the
+torchao safetensors metadata are checked as vLLM 0.33 reads them; the load into the engine's
+parameters is not modelled (QS102).
+
+vLLM 0.33.0 ``quantization/torchao.py`` ``TorchAOConfig.from_config`` needs ``quant_type`` to be
+a dict whose only key is ``default`` (transformers' string spellings, ``"int4_weight_only"``,
+fail that assertion) and rebuilds the torchao config from it with ``config_from_dict``, which
+needs ``_type`` and ``_data``; ``modules_to_not_convert`` and the ``None`` entries of a
+``ModuleFqnToConfig``'s ``module_fqn_to_config`` stay unquantized. A config read from the
+checkpoint always counts as torchao-serialized (``"torchao" in quant_method``), so
+``DefaultModelLoader.load_weights`` switches to ``safetensors_load_strategy = "torchao"``
+(torchao >= 0.15): file by file, in natural name order, ``unflatten_tensor_state_dict``
+(torchao 0.18.0 ``prototype/safetensors/safetensors_support.py``) rebuilds every name the
+file's ``__metadata__["tensor_names"]`` lists. A tensor subclass named ``<module>.weight``
+comes from the tensors ``<module>._weight_<piece>`` for every piece its metadata entry's
+``_tensor_data_names`` lists; a ``{"_type": "Tensor"}`` entry is the tensor of that name.
+Pieces not complete yet wait for a later file; what is still waiting after the last file is
+never handed to the model, and vLLM does not check that every weight was loaded for a
+quantized model, so a missing piece leaves its weight unwritten without an error. A file
+without ``tensor_names`` fails with "No tensors found", and a ``_type`` outside
+:data:`SUBCLASSES` with "Unsupported tensor type".
+
+Real vLLM 0.33.0 (CPU, load stage, torchao 0.18.0) loaded transformers' Int8 and Float8
+weight-only exports of a tiny Llama with every merged ``qkv_proj`` / ``gate_up_proj`` piece
+equal to the stored shards at TP=1, left ``k_proj``'s rows of ``qkv_proj`` unwritten when
+``k_proj._weight_scale`` was removed, and failed with "No tensors found" on a file without the
+metadata (``oracle/torchao_oracle.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qscale.errors import ConfigError, QscaleError, UnknownFormat
+from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.modules import ModuleInfo
+from qscale.safetensors_io import FileHeader
+
+if TYPE_CHECKING:
+    from qscale.engines import EngineSpec
+
+METHOD = "torchao"
+#: the tensor subclasses ``unflatten_tensor_state_dict`` rebuilds: ``ALLOWED_TENSORS_SUBCLASSES``
+#: of torchao 0.18.0 (``prototype/safetensors/safetensors_utils.py``)
+SUBCLASSES = frozenset({
+    "Float8Tensor", "Int4Tensor", "Int4TilePackedTo4dTensor", "IntxUnpackedToInt8Tensor",
+    "Int8Tensor", "Int4PlainInt32Tensor", "MXTensor", "NVFP4Tensor",
+})
+#: the release whose loader these facts come from; other vLLM releases are not checked
+READ_RELEASE = (0, 33)
+_WHERE = "vLLM 0.33 (model_loader/weight_utils.py, safetensors_load_strategy 'torchao')"
+
+
+@dataclass(frozen=True, slots=True)
+class TorchAoConfig(SameInEveryRelease):
+    """A parsed ``quant_method: torchao`` config and what its files' metadata say."""
+
+    ao_type: str  #: the torchao config class, e.g. ``Int8WeightOnlyConfig``
+    skip: tuple[str, ...]  #: modules_to_not_convert and the ``None`` module_fqn_to_config entries
+    stored: Mapping[str, str]  #: weight name -> tensor subclass, as the metadata lists them
+    problems: tuple[str, ...]  #: what vLLM 0.33 fails on or drops while rebuilding them
+    config_key: str = "config.json"
+    method: str = METHOD
+
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """The metadata problems vLLM 0.33 fails on or loads around (QS101, exit 2); else
+        QS102: the load itself is not modelled."""
+        name = engine.engine if engine is not None else "vllm"
+        if name != "vllm":
+            return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {name}: not"
+                                 " checked (qscale read vLLM's torchao loader only)",
+                                 hint="check with --engine vllm==0.33.0")
+        if engine is not None and engine.version is not None \
+                and engine.version[:2] != READ_RELEASE:
+            return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {engine.label}"
+                                 " is not checked: qscale read vLLM 0.33's torchao loader only",
+                                 hint="check with --engine vllm==0.33.0")
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            return ConfigError(f"{self.problems[0]}{more}",
+                               hint="re-save the checkpoint with transformers + torchao"
+                               " (save_pretrained writes the pieces and the metadata together)")
+        kinds = Counter(self.stored.values())
+        stored = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no tensor subclass"
+        return UnknownFormat(
+            f"{self.config_key}: torchao {self.ao_type} checkpoint: the config and the"
+            f" safetensors metadata were checked as {_WHERE} rebuilds them ({stored}, every"
+            " piece present); how TorchAOLinearMethod's tensor subclasses load into the engine's"
+            " merged and TP-sharded parameters is not modelled, so the load is not checked",
+            hint="not checked past the metadata; load it in vLLM to be sure"
+            " (oracle/torchao_oracle.py)",
+        )
+
+    def resolve(self, module: ModuleInfo) -> Resolution:
+        """Never asked (:meth:`refusal` always stops first): unquantized."""
+        return Resolution(None, "torchao: the load is not modelled")
+
+
+def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
+          files: Iterable[FileHeader] = ()) -> TorchAoConfig:
+    """Parse as ``TorchAOConfig.from_config`` and rebuild the files' metadata as
+    ``unflatten_tensor_state_dict`` does (names and metadata only)."""
+    where = f"{config_key}: quantization_config"
+    quant_type = qc.get("quant_type")
+    if quant_type is None:
+        raise ConfigError(f"{where}: vLLM refuses torchao without `quant_type`"
+                          " (\"quant_type must be specified\")")
+    if not isinstance(quant_type, dict) or len(quant_type) != 1 or "default" not in quant_type:
+        raise ConfigError(f"{where}: vLLM refuses torchao `quant_type` {quant_type!r}"
+                          " (\"Expected only one key 'default' in quant_type dictionary\")",
+                          hint="save with a transformers release that writes torchao configs"
+                          " as {\"default\": {\"_type\": ..., \"_data\": ...}}")
+    default = quant_type["default"]
+    if not isinstance(default, dict) or not isinstance(default.get("_type"), str) \
+            or "_data" not in default:
+        raise ConfigError(f"{where}: torchao's config_from_dict refuses quant_type.default"
+                          " (\"Input dictionary missing required '_type' or '_data' fields\")")
+    skip = list(qc.get("modules_to_not_convert") or [])
+    data = default.get("_data")
+    fqn = data.get("module_fqn_to_config") if isinstance(data, dict) else None
+    if isinstance(fqn, dict):
+        skip += [layer for layer, cfg in fqn.items() if cfg is None]
+    stored, problems = rebuild(files)
+    return TorchAoConfig(default["_type"], tuple(map(str, skip)), stored, problems, config_key)
+
+
+def _natural(name: str) -> list[Any]:
+    """vLLM's ``_natural_sort_key``: digits compare as numbers."""
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.rsplit("/", 1)[-1])]
+
+
+def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What ``unflatten_tensor_state_dict`` makes of the files, file by file in vLLM's order:
+    weight name -> tensor subclass for what it rebuilds, and one line per failure or loss."""
+    files = tuple(files)
+    stored: dict[str, str] = {}
+    problems: list[str] = []
+    waiting: set[str] = set()  # tensors read and not handed on yet (the leftover state dict)
+    listed: dict[str, str] = {}  # every name a file lists -> the file that listed it
+    done: set[str] = set()
+    for header in sorted(files, key=lambda h: _natural(h.file)):
+        state = waiting | {t.name for t in header.tensors}
+        raw = header.metadata.get("tensor_names")
+        if raw is None:
+            problems.append(f"{header.file}: vLLM fails on a torchao checkpoint whose file has"
+                            " no `tensor_names` in its `__metadata__` (\"No tensors found\")")
+            return stored, tuple(problems)
+        try:
+            names = json.loads(raw)
+            entries = {n: json.loads(header.metadata[n]) for n in names}
+        except (TypeError, KeyError, ValueError) as exc:
+            problems.append(f"{header.file}: torchao metadata that unflatten_tensor_state_dict"
+                            f" cannot read ({type(exc).__name__}: {exc})")
+            return stored, tuple(problems)
+        for name in names:
+            listed.setdefault(name, header.file)
+            entry = entries[name]
+            kind = entry.get("_type") if isinstance(entry, dict) else None
+            if kind == "Tensor":
+                if name in state:
+                    state.discard(name)
+                    done.add(name)
+                continue
+            if kind not in SUBCLASSES or "." not in name:
+                problems.append(f"{header.file}: `{name}` has torchao _type {kind!r}, which"
+                                f" torchao 0.18 cannot rebuild (\"Unsupported tensor type\";"
+                                f" it rebuilds {', '.join(sorted(SUBCLASSES))})")
+                return stored, tuple(problems)
+            module, param = name.rsplit(".", 1)
+            prefix = f"{module}._{param}_"
+            pieces = {t[len(prefix):] for t in state if t.startswith(prefix)}
+            want = entry.get("_tensor_data_names") or []
+            if len(pieces) != len(want):
+                continue  # waits for a later file
+            if set(want) != pieces:
+                problems.append(f"{header.file}: `{name}` stores pieces {sorted(pieces)}, its"
+                                f" metadata names {sorted(want)}: unflatten_tensor_state_dict"
+                                " fails (KeyError)")
+                return stored, tuple(problems)
+            state -= {prefix + p for p in want}
+            stored[name] = kind
+            done.add(name)
+        waiting = state
+    lost = [name for name in listed if name not in done]
+    problems += [f"{listed[name]}: vLLM never loads `{name}` (its tensor, or a torchao piece of"
+                 " it, is in no file) and does not say so: the engine's parameter keeps"
+                 " whatever memory it was allocated with" for name in sorted(lost)]
+    owned = tuple("{}._{}_".format(*n.rsplit(".", 1)) for n in lost if "." in n)
+    problems += [f"{_file_of(files, t)}: `{t}` is listed by no file's torchao `tensor_names`:"
+                 " vLLM never hands it to the model"
+                 for t in sorted(waiting) if not t.startswith(owned)]
+    return stored, tuple(problems)
+
+
+def _file_of(files: Iterable[FileHeader], tensor: str) -> str:
+    return next((h.file for h in files if any(t.name == tensor for t in h.tensors)), "?")
