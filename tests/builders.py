@@ -404,7 +404,9 @@ def from_files(folder: Path) -> Built:
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         tensors = {n: f.get_tensor(n) for n in f.keys()}  # noqa: SIM118
         metadata = dict(f.metadata() or {})
-    return Built(json.loads((folder / "config.json").read_text()), tensors,
+    extra = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
+             if p.name != "config.json" and not p.name.endswith(".index.json")}
+    return Built(json.loads((folder / "config.json").read_text()), tensors, extra,
                  metadata=metadata or None)
 
 

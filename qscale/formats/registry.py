@@ -88,7 +88,8 @@ VLLM_0_33: tuple[Method, ...] = (
     Method("moe_wna16", "MoeWNA16Config", f"{_Q}moe_wna16.py", Use.SERVE_TIME,
            "none (picked with --quantization over a GPTQ / AWQ checkpoint)"),
     Method("torchao", "TorchAOConfig", f"{_Q}torchao.py", Use.CHECKPOINT,
-           "transformers TorchAoConfig (torchao safetensors, torchao >= 0.14)"),
+           "transformers TorchAoConfig (safetensors holding torchao's flattened tensor"
+           " subclasses)"),
     Method("inc", "INCConfig", f"{_Q}inc/inc.py", Use.ALIAS,
            "none known (INCConfig's own name; AutoRound writes auto-round)"),
     Method("auto-round", "INCConfig", f"{_Q}inc/inc.py", Use.CHECKPOINT,

@@ -1,6 +1,8 @@
-"""The online names of vLLM 0.33 (``online``, ``fp8_per_tensor``, ``fp8_per_block``,
-``fp8_per_channel``, ``int8_per_channel_weight_only``, ``nvfp4_per_token``) in a checkpoint:
-refused by the engine, runtime methods, not checkpoint formats.
+"""One of vLLM 0.33's online quantization names in a checkpoint: refused by the engine (a
+runtime method, not a checkpoint format).
+
+The names: ``online``, ``fp8_per_tensor``, ``fp8_per_block``, ``fp8_per_channel``,
+``int8_per_channel_weight_only``, ``nvfp4_per_token``.
 
 vLLM 0.33.0 maps each of them to ``OnlineQuantizationConfig`` (``quantization/__init__.py``
 registers the ``_ONLINE_SHORTHANDS`` of ``vllm/config/quantization.py`` with ``setdefault``),
