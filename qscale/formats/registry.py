@@ -76,9 +76,9 @@ VLLM_0_33: tuple[Method, ...] = (
     Method("humming", "HummingConfig", f"{_Q}humming.py", Use.SERVE_TIME, "",
            "a serve-time kernel backend (--quantization humming, chosen over the checkpoint's"
            " own GPTQ / AWQ / compressed-tensors / ModelOpt config); a config whose"
-           " quant_method is 'humming' is read as Humming's own weight schema"
-           " (vllm/utils/humming), which no checkpoint tool qscale knows writes and qscale"
-           " does not model"),
+           " quant_method is 'humming' goes to the weight schemas of the separate humming"
+           " package (BaseWeightSchema.from_config, through vllm/utils/humming.py), which"
+           " qscale has not read; no checkpoint tool qscale knows writes it"),
     Method("compressed-tensors", "CompressedTensorsConfig",
            f"{_Q}compressed_tensors/compressed_tensors.py", Use.CHECKPOINT,
            "llm-compressor, compressed-tensors"),
