@@ -9,10 +9,12 @@
             compares every torchao piece of the merged qkv_proj / gate_up_proj and of
             o_proj / down_proj with the stored shards)
 
-Results (2026-12-03): int8wo and fp8wo load with every piece equal at TP=1 (Int8Tensor /
-Float8Tensor); with `k_proj._weight_scale` removed vLLM loads without an error and
-qkv_proj's qdata differs (k_proj's rows never written); with the file's `__metadata__`
-emptied, load_weights fails with "No tensors found".
+Results (2026-12-03, 2-layer Llama, layer 0 compared): int8wo and fp8wo load with every
+piece equal at TP=1 (Int8Tensor / Float8Tensor); with `k_proj._weight_scale` removed vLLM
+loads without an error and qkv_proj's qdata differs (k_proj's rows never written); with the
+file's `__metadata__` emptied, load_weights fails with "No tensors found"; with one o_proj
+(layer 1) or q_proj (layer 0) stored as a plain BF16 `weight` (`{"_type": "Tensor"}`), it
+fails with AttributeError "'Tensor' object has no attribute 'qdata'" (torchao's copy_).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def make(out: str, kind: str) -> None:
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       head_dim=16, max_position_embeddings=64, tie_word_embeddings=False)
     base = tempfile.mkdtemp()
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from builders import Built, from_files
 
 from qscale import CheckOptions, check, read_checkpoint
@@ -26,8 +27,8 @@ def meta(built: Built) -> dict[str, str]:
     return built.metadata
 
 
-@pytest.mark.parametrize(("name", "subclass"), [("llama-int8wo", "7 Int8Tensor"),
-                                                ("llama-fp8wo", "7 Float8Tensor")])
+@pytest.mark.parametrize(("name", "subclass"), [("llama-int8wo", "14 Int8Tensor"),
+                                                ("llama-fp8wo", "14 Float8Tensor")])
 def test_real_export_is_checked_then_not_modelled(name, subclass):
     with pytest.raises(UnknownFormat, match="every piece present") as err:
         check(read_checkpoint(FIXTURES / name), CheckOptions(engine="vllm==0.33.0"))
@@ -79,6 +80,32 @@ def test_pieces_after_the_only_file_listing_them_are_lost(tmp_path):
     built.metadata = lambda i, names: full if i == 0 else {"tensor_names": "[]"}
     with pytest.raises(ConfigError, match="never loads"):
         run(built, tmp_path, shards=3)
+
+
+def plain(built: Built, module: str) -> Built:
+    """``module``'s weight stored dequantized, as a plain BF16 tensor in the metadata."""
+    qdata = built.tensors.pop(f"{module}._weight_qdata")
+    scale = built.tensors.pop(f"{module}._weight_scale")
+    built.tensors.pop(f"{module}._weight_zero_point")
+    built.tensors[f"{module}.weight"] = (qdata.float() * scale).to(torch.bfloat16)
+    meta(built)[f"{module}.weight"] = json.dumps({"_type": "Tensor"})
+    return built
+
+
+@pytest.mark.parametrize("module", ["model.layers.1.self_attn.o_proj",  # o_proj of layer 0
+                                    "model.layers.0.self_attn.q_proj"])  # k/v: qkv_proj
+def test_plain_weight_where_vllm_builds_a_subclass_fails_like_vllm(tmp_path, module):
+    # real vLLM 0.33: AttributeError: 'Tensor' object has no attribute 'qdata'
+    built = plain(from_files(FIXTURES / "llama-int8wo"), module)
+    with pytest.raises(ConfigError, match=rf"`{module}\.weight` is stored as a plain tensor"):
+        run(built, tmp_path)
+
+
+def test_plain_weight_the_config_skips_is_fine(tmp_path):
+    built = plain(from_files(FIXTURES / "llama-int8wo"), "model.layers.1.self_attn.o_proj")
+    built.config["quantization_config"]["modules_to_not_convert"] = ["layers.1.self_attn.o_proj"]
+    with pytest.raises(UnknownFormat, match="13 Int8Tensor, every piece present"):
+        run(built, tmp_path)
 
 
 @pytest.mark.parametrize(("quant_type", "words"), [

@@ -18,13 +18,18 @@ Pieces not complete yet wait for a later file; what is still waiting after the l
 never handed to the model, and vLLM does not check that every weight was loaded for a
 quantized model, so a missing piece leaves its weight unwritten without an error. A file
 without ``tensor_names`` fails with "No tensors found", and a ``_type`` outside
-:data:`SUBCLASSES` with "Unsupported tensor type".
+:data:`SUBCLASSES` with "Unsupported tensor type". Without a ``ModuleFqnToConfig``,
+``TorchAOLinearMethod`` builds every Linear not skipped as the config's tensor subclass, so a
+weight stored as a plain tensor where another layer's same projection, or a projection merged
+with it, is a subclass fails in torchao's ``copy_`` (other plain Linear weights are not
+judged: whether vLLM builds them as Linear layers is not modelled here).
 
 Real vLLM 0.33.0 (CPU, load stage, torchao 0.18.0) loaded transformers' Int8 and Float8
 weight-only exports of a tiny Llama with every merged ``qkv_proj`` / ``gate_up_proj`` piece
 equal to the stored shards at TP=1, left ``k_proj``'s rows of ``qkv_proj`` unwritten when
-``k_proj._weight_scale`` was removed, and failed with "No tensors found" on a file without the
-metadata (``oracle/torchao_oracle.py``).
+``k_proj._weight_scale`` was removed, failed with "No tensors found" on a file without the
+metadata, and with "'Tensor' object has no attribute 'qdata'" on a plain BF16 ``o_proj`` or
+``q_proj`` weight (``oracle/torchao_oracle.py``).
 """
 
 from __future__ import annotations
@@ -84,8 +89,10 @@ class TorchAoConfig(SameInEveryRelease):
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             return ConfigError(f"{self.problems[0]}{more}",
                                hint="re-save the checkpoint with transformers + torchao"
-                               " (save_pretrained writes the pieces and the metadata together)")
-        kinds = Counter(self.stored.values())
+                               " (save_pretrained writes the pieces and the metadata"
+                               " together); list the modules kept in full precision in"
+                               " modules_to_not_convert")
+        kinds = Counter(k for k in self.stored.values() if k != "Tensor")
         stored = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no tensor subclass"
         return UnknownFormat(
             f"{self.config_key}: torchao {self.ao_type} checkpoint: the config and the"
@@ -126,7 +133,49 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
     if isinstance(fqn, dict):
         skip += [layer for layer, cfg in fqn.items() if cfg is None]
     stored, problems = rebuild(files)
+    if "FqnToConfig" not in default["_type"]:  # one config for every Linear: siblings agree
+        problems += plain_siblings(stored, skip)
     return TorchAoConfig(default["_type"], tuple(map(str, skip)), stored, problems, config_key)
+
+
+def should_skip(prefix: str, skip: Iterable[str]) -> bool:
+    """vLLM's ``should_skip``: an entry equal to the module name, or a run of its dotted
+    components."""
+    return any(prefix == s or f".{s}." in f".{prefix}." for s in skip)
+
+
+#: projections vLLM merges into one parameter (``qkv_proj``, ``gate_up_proj``)
+MERGED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def plain_siblings(stored: Mapping[str, str], skip: Iterable[str]) -> tuple[str, ...]:
+    """Weights stored as plain tensors where vLLM builds a torchao tensor subclass: the same
+    projection of another layer, or a projection merged with it, is a subclass and neither is
+    skipped (one config for every Linear: vLLM builds them alike), and copying a plain tensor
+    into a subclass parameter fails."""
+    skip = tuple(skip)
+
+    def generic(name: str) -> str:
+        return re.sub(r"\.\d+\.", ".#.", name)
+
+    by_kind = {generic(n): k for n, k in stored.items() if k != "Tensor"}
+    out = []
+    for name, kind in sorted(stored.items()):
+        module, _, param = name.rpartition(".")
+        if kind != "Tensor" or not module or should_skip(module, skip):
+            continue
+        parent, _, leaf = module.rpartition(".")
+        partners = next((g for g in MERGED if leaf in g), ())
+        merged = [stored.get(f"{parent}.{p}.{param}") for p in partners if p != leaf]
+        sibling = by_kind.get(generic(name)) or next(
+            (k for k in merged if k not in (None, "Tensor")), None)
+        if sibling is None:
+            continue
+        out.append(f"`{name}` is stored as a plain tensor while the same projection of"
+                   f" another layer, or one merged with it, is a torchao {sibling}: vLLM 0.33"
+                   " builds both as torchao tensor subclasses and fails copying the plain"
+                   " one in (torchao's copy_: \"'Tensor' object has no attribute 'qdata'\")")
+    return tuple(out)
 
 
 def _natural(name: str) -> list[Any]:
@@ -164,6 +213,7 @@ def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...
             if kind == "Tensor":
                 if name in state:
                     state.discard(name)
+                    stored[name] = kind
                     done.add(name)
                 continue
             if kind not in SUBCLASSES or "." not in name:
