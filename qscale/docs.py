@@ -134,7 +134,7 @@ def _registry_table() -> list[str]:
         "| quant_method | vLLM 0.33 config | in checkpoints | written by | qscale |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| `{m.name}` | `{m.config}` (`{m.source}`) | {m.use.value} |"
+    lines += [f"| `{m.name}` | `{m.config}` (`vllm/{m.source}`) | {m.use.value} |"
               f" {_cell(m.written_by)} | {_cell(_qscale_status(m.name))} |"
               for m in sorted(registry.VLLM_0_33, key=lambda m: m.name)]
     return lines

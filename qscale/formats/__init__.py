@@ -84,7 +84,7 @@ def not_modelled(key: str, method: str) -> UnknownFormat:
         return UnknownFormat(
             f"{key}: quant_method {method!r} is known to vLLM 0.33 ({entry.config}), not"
             f" modelled by qscale: {entry.why_not}",
-            hint=f"not checked; vLLM 0.33.0 model_executor/layers/{entry.source} has the rules",
+            hint=f"not checked; vLLM 0.33.0 vllm/{entry.source} has the rules",
         )
     if method in VLLM_METHODS:
         who = "known to vLLM 0.33"

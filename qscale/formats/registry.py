@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-_Q = "quantization/"
+_Q = "model_executor/layers/quantization/"
 
 
 class Use(Enum):
@@ -33,7 +33,7 @@ class Method:
 
     name: str
     config: str  #: the class ``get_quantization_config`` returns for it
-    source: str  #: the file that class lives in, under vllm/model_executor/layers/
+    source: str  #: the file that class lives in, under vllm/
     use: Use
     written_by: str = ""  #: the tools whose checkpoints carry the name
     #: why qscale stops at QS102 (only for names no qscale parser takes)
@@ -97,7 +97,7 @@ VLLM_0_33: tuple[Method, ...] = (
     Method("mxfp4", "Mxfp4Config", f"{_Q}mxfp4.py", Use.CHECKPOINT,
            "gpt-oss official, transformers Mxfp4Config"),
     Method("gpt_oss_mxfp4", "GptOssMxfp4Config", f"{_Q}mxfp4.py", Use.ALIAS),
-    Method("deepseek_v4_fp8", "DeepseekV4FP8Config", "../models/deepseek_v4/quant_config.py",
+    Method("deepseek_v4_fp8", "DeepseekV4FP8Config", "models/deepseek_v4/quant_config.py",
            Use.CHECKPOINT, "DeepSeek-V4 official (quant_method fp8 with model_type deepseek_v4)",
            "DeepSeek-V4's block-FP8 / MXFP4 / NVFP4 layout (by expert_dtype and"
            " moe_quant_algo) is not modelled"),
