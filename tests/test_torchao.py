@@ -5,11 +5,14 @@ config and the safetensors metadata are checked, the load itself stops at QS102.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from builders import Built, from_files
+from cli_runner import cli_forked, cli_in_process
+from hub_server import HubServer, files_of
 
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.errors import ConfigError, UnknownFormat
@@ -135,3 +138,24 @@ def test_cli_exit_code(run_cli):
     result = run_cli("check", str(FIXTURES / "llama-int8wo"), "--engine", "vllm==0.33.0")
     assert result.returncode == 2
     assert "QS102" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_hub_repo_reads_the_same_metadata(tmp_path, broken):
+    # the metadata lives in the safetensors headers, which a Hub check reads by range requests
+    built = from_files(FIXTURES / "llama-int8wo")
+    if broken:
+        built.drop(rf"{K_PROJ}\._weight_scale$")
+    folder = built.write(tmp_path)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "QSCALE_"))}
+    with HubServer() as hub:
+        hub.add("ao/llama-int8wo", files_of(folder))
+        env = {**{k: v for k, v in base.items() if "proxy" not in k.lower()},
+               "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_HUB_DISABLE_TELEMETRY": "1",
+               "NO_PROXY": "127.0.0.1,localhost"}
+        remote = cli_forked("check", "ao/llama-int8wo", "--engine", "vllm==0.33.0", env=env)
+    local = cli_in_process("check", str(folder), "--engine", "vllm==0.33.0")
+    assert remote.returncode == local.returncode == 2
+    assert remote.stderr == local.stderr
+    assert ("QS101" if broken else "QS102") in remote.stderr
