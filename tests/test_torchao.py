@@ -159,3 +159,19 @@ def test_hub_repo_reads_the_same_metadata(tmp_path, broken):
     assert remote.returncode == local.returncode == 2
     assert remote.stderr == local.stderr
     assert ("QS101" if broken else "QS102") in remote.stderr
+
+
+def test_plain_routed_expert_is_not_judged(tmp_path):
+    # vLLM builds routed experts as FusedMoE, which TorchAOConfig gives no method
+    built = from_files(FIXTURES / "llama-int8wo")
+    for layer in (0, 1):  # the same expert in two layers: a subclass in 0, plain in 1
+        src = f"model.layers.{layer}.mlp.down_proj"
+        dst = f"model.layers.{layer}.mlp.experts.0.down_proj"
+        for piece in ("qdata", "scale", "zero_point"):
+            built.tensors[f"{dst}._weight_{piece}"] = built.tensors[f"{src}._weight_{piece}"].clone()
+        meta(built)[f"{dst}.weight"] = meta(built)[f"{src}.weight"]
+        names = json.loads(meta(built)["tensor_names"])
+        meta(built)["tensor_names"] = json.dumps([*names, f"{dst}.weight"])
+    plain(built, "model.layers.1.mlp.experts.0.down_proj")
+    with pytest.raises(UnknownFormat, match="every piece present"):
+        run(built, tmp_path)

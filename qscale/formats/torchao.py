@@ -21,8 +21,9 @@ without ``tensor_names`` fails with "No tensors found", and a ``_type`` outside
 :data:`SUBCLASSES` with "Unsupported tensor type". Without a ``ModuleFqnToConfig``,
 ``TorchAOLinearMethod`` builds every Linear not skipped as the config's tensor subclass, so a
 weight stored as a plain tensor where another layer's same projection, or a projection merged
-with it, is a subclass fails in torchao's ``copy_`` (other plain Linear weights are not
-judged: whether vLLM builds them as Linear layers is not modelled here).
+with it, is a subclass fails in torchao's ``copy_`` (routed experts, which vLLM builds as
+``FusedMoE``, not ``LinearBase``, and other plain weights are not judged: whether vLLM builds
+them as Linear layers is not modelled here).
 
 Real vLLM 0.33.0 (CPU, load stage, torchao 0.18.0) loaded transformers' Int8 and Float8
 weight-only exports of a tiny Llama with every merged ``qkv_proj`` / ``gate_up_proj`` piece
@@ -165,8 +166,9 @@ def plain_siblings(stored: Mapping[str, str], skip: Iterable[str]) -> tuple[str,
     out = []
     for name, kind in sorted(stored.items()):
         module, _, param = name.rpartition(".")
-        if kind != "Tensor" or not module or should_skip(module, skip):
-            continue
+        if kind != "Tensor" or not module or ".experts." in f"{module}." \
+                or should_skip(module, skip):
+            continue  # routed experts are FusedMoE layers, which torchao leaves alone
         parent, _, leaf = module.rpartition(".")
         partners = next((g for g in MERGED if leaf in g), ())
         merged = [stored.get(f"{parent}.{p}.{param}") for p in partners if p != leaf]
