@@ -1,6 +1,6 @@
 """torchao fixtures (tests/fixtures/torchao/) and what real vLLM 0.33 loads from them.
 
-    make:   python torchao_oracle.py make OUT_DIR {int8wo,fp8wo}
+    make:   python torchao_oracle.py make OUT_DIR {int8wo,fp8wo,intx4wo}
             (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17; CPU is enough:
             Int4WeightOnlyConfig needs CUDA kernels and fails on CPU)
     oracle: VLLM_TARGET_DEVICE=cpu PYTHONPATH=<unzipped torchao 0.18.0 wheel> \\
@@ -16,8 +16,10 @@ loads without an error and qkv_proj's qdata differs (k_proj's rows never written
 file's `__metadata__` emptied, load_weights fails with "No tensors found"; with one o_proj
 (layer 1) or q_proj (layer 0) stored as a plain BF16 `weight` (`{"_type": "Tensor"}`), it
 fails with AttributeError "'Tensor' object has no attribute 'qdata'" (torchao's copy_).
-At TP=2 both exports load with each rank's qkv_proj rows and o_proj columns equal to its
-slice of the shards (o_proj keeps the full per-row scale, block_size [1, 32]).
+intx4wo (IntxWeightOnlyConfig, int4 in int8 storage, groups of 32) loads right at TP=1 too.
+At TP=2 all three load with each rank's qkv_proj rows and o_proj columns equal to its slice
+of the shards (o_proj keeps the full per-row scale of int8wo, block_size [1, 32]; intx4wo's
+group scales split with the columns).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ import tempfile
 
 def make(out: str, kind: str) -> None:
     import torch
-    from torchao.quantization import Float8WeightOnlyConfig, Int8WeightOnlyConfig
+    from torchao.quantization import (
+        Float8WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+        PerGroup,
+    )
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
 
     torch.manual_seed(0)
@@ -37,7 +44,9 @@ def make(out: str, kind: str) -> None:
                       head_dim=16, max_position_embeddings=64, tie_word_embeddings=False)
     base = tempfile.mkdtemp()
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)
-    ao = {"int8wo": Int8WeightOnlyConfig(), "fp8wo": Float8WeightOnlyConfig()}[kind]
+    ao = {"int8wo": Int8WeightOnlyConfig(), "fp8wo": Float8WeightOnlyConfig(),
+          "intx4wo": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+          }[kind]
     q = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
                                              quantization_config=TorchAoConfig(ao))
     q.save_pretrained(out)
@@ -114,12 +123,17 @@ def _tp2_rank(rank: int, ckpt: str, init: str) -> None:
     print(f"[rank {rank}] qkv_proj {type(qkv).__name__} qdata {list(qkv.qdata.shape)}"
           f" equal={qkv.qdata.shape == want.shape and torch.equal(qkv.qdata, want)}")
     o = params[p + "o_proj.weight"]
-    want = stored[p + "o_proj._weight_qdata"].chunk(2, 1)[rank]
-    scale = stored[p + "o_proj._weight_scale"]
-    print(f"[rank {rank}] o_proj qdata {list(o.qdata.shape)}"
-          f" equal={o.qdata.shape == want.shape and torch.equal(o.qdata, want)}"
-          f" scale_equal={o.scale.shape == scale.shape and torch.equal(o.scale, scale)}"
-          f" block_size={o.block_size}")
+    line = f"[rank {rank}] o_proj block_size={o.block_size}"
+    for piece in ("qdata", "scale", "zero_point"):
+        name = f"{p}o_proj._weight_{piece}"
+        if getattr(o, piece, None) is None or name not in stored:
+            continue
+        full = stored[name]  # a per-row scale spans both halves; group scales split with them
+        want = full if piece != "qdata" and full.shape[1] == 1 else full.chunk(2, 1)[rank]
+        got = getattr(o, piece)
+        same = got.shape == want.shape and torch.equal(got, want)
+        line += f" {piece} {list(got.shape)} equal={same}"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def meta(built: Built) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(("name", "subclass"), [("llama-int8wo", "14 Int8Tensor"),
-                                                ("llama-fp8wo", "14 Float8Tensor")])
+                                                ("llama-fp8wo", "14 Float8Tensor"),
+                                                ("llama-intx4wo", "14 IntxUnpackedToInt8Tensor")])
 def test_real_export_is_checked_then_not_modelled(name, subclass):
     with pytest.raises(UnknownFormat, match="every piece present") as err:
         check(read_checkpoint(FIXTURES / name), CheckOptions(engine="vllm==0.33.0"))
@@ -168,7 +169,8 @@ def test_plain_routed_expert_is_not_judged(tmp_path):
         src = f"model.layers.{layer}.mlp.down_proj"
         dst = f"model.layers.{layer}.mlp.experts.0.down_proj"
         for piece in ("qdata", "scale", "zero_point"):
-            built.tensors[f"{dst}._weight_{piece}"] = built.tensors[f"{src}._weight_{piece}"].clone()
+            stored = built.tensors[f"{src}._weight_{piece}"]
+            built.tensors[f"{dst}._weight_{piece}"] = stored.clone()
         meta(built)[f"{dst}.weight"] = meta(built)[f"{src}.weight"]
         names = json.loads(meta(built)["tensor_names"])
         meta(built)["tensor_names"] = json.dumps([*names, f"{dst}.weight"])
