@@ -28,12 +28,12 @@ them as Linear layers is not modelled here).
 Real vLLM 0.33.0 (CPU, load stage, torchao 0.18.0) loaded transformers' Int8 and Float8
 weight-only (per row) and Intx int4 weight-only (groups of 32) exports of a tiny Llama with
 every merged ``qkv_proj`` / ``gate_up_proj`` piece equal to the stored shards at TP=1, left
-``k_proj``'s rows of ``qkv_proj`` unwritten when ``k_proj._weight_scale`` was removed, failed with "No tensors found" on a file without the
-metadata, and with "'Tensor' object has no attribute 'qdata'" on a plain BF16 ``o_proj`` or
-``q_proj`` weight; at TP=2 all three loaded with each rank's ``qkv_proj`` rows and
-``o_proj`` columns (and group scales) equal to its slice (``oracle/torchao_oracle.py``).
-These are three weight-only subclasses on one architecture, which is why the load stays
-QS102.
+``k_proj``'s rows of ``qkv_proj`` unwritten when ``k_proj._weight_scale`` was removed, failed
+with "No tensors found" on a file without the metadata, and with "'Tensor' object has no
+attribute 'qdata'" on a plain BF16 ``o_proj`` or ``q_proj`` weight; at TP=2 all three loaded
+with each rank's ``qkv_proj`` rows and ``o_proj`` columns (and group scales) equal to its
+slice (``oracle/torchao_oracle.py``). These are three weight-only subclasses on one
+architecture, which is why the load stays QS102.
 """
 
 from __future__ import annotations
