@@ -43,6 +43,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
@@ -189,6 +190,13 @@ def _natural(name: str) -> list[Any]:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.rsplit("/", 1)[-1])]
 
 
+@lru_cache(maxsize=1024)
+def _entry(raw: str) -> Any:
+    """One metadata entry, decoded once per distinct text (a MoE repeats a few thousand
+    times over); read, never changed."""
+    return json.loads(raw)
+
+
 def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...]]:
     """What ``unflatten_tensor_state_dict`` makes of the files, file by file in vLLM's order:
     weight name -> tensor subclass for what it rebuilds, and one line per failure or loss."""
@@ -200,6 +208,7 @@ def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...
     done: set[str] = set()
     for header in sorted(files, key=lambda h: _natural(h.file)):
         state = waiting | {t.name for t in header.tensors}
+        flat = _pieces_by_module(state)
         raw = header.metadata.get("tensor_names")
         if raw is None:
             problems.append(f"{header.file}: vLLM fails on a torchao checkpoint whose file has"
@@ -207,7 +216,7 @@ def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...
             return stored, tuple(problems)
         try:
             names = json.loads(raw)
-            entries = {n: json.loads(header.metadata[n]) for n in names}
+            entries = {n: _entry(header.metadata[n]) for n in names}
         except (TypeError, KeyError, ValueError) as exc:
             problems.append(f"{header.file}: torchao metadata that unflatten_tensor_state_dict"
                             f" cannot read ({type(exc).__name__}: {exc})")
@@ -229,7 +238,8 @@ def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...
                 return stored, tuple(problems)
             module, param = name.rsplit(".", 1)
             prefix = f"{module}._{param}_"
-            pieces = {t[len(prefix):] for t in state if t.startswith(prefix)}
+            lead = f"_{param}_"
+            pieces = {leaf[len(lead):] for leaf in flat.get(module, ()) if leaf.startswith(lead)}
             want = entry.get("_tensor_data_names") or []
             if len(pieces) != len(want):
                 continue  # waits for a later file
@@ -239,19 +249,38 @@ def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...
                                 " fails (KeyError)")
                 return stored, tuple(problems)
             state -= {prefix + p for p in want}
+            flat[module] -= {lead + p for p in want}
             stored[name] = kind
             done.add(name)
         waiting = state
+    problems += _losses(files, listed, done, waiting)
+    return stored, tuple(problems)
+
+
+def _pieces_by_module(state: Iterable[str]) -> dict[str, set[str]]:
+    """module -> the last name components of its flattened pieces (``_weight_qdata``):
+    looking a weight's pieces up by module keeps the rebuild linear in a large MoE's tensors."""
+    flat: dict[str, set[str]] = {}
+    for t in state:
+        module, _, leaf = t.rpartition(".")
+        if leaf.startswith("_"):
+            flat.setdefault(module, set()).add(leaf)
+    return flat
+
+
+def _losses(files: tuple[FileHeader, ...], listed: Mapping[str, str], done: set[str],
+            waiting: set[str]) -> list[str]:
+    """After the last file: the listed names never rebuilt, and the tensors never handed on
+    that belong to none of them."""
+    problems: list[str] = []
     lost = [name for name in listed if name not in done]
     problems += [f"{listed[name]}: vLLM never loads `{name}` (its tensor, or a torchao piece of"
                  " it, is in no file) and does not say so: the engine's parameter keeps"
                  " whatever memory it was allocated with" for name in sorted(lost)]
     owned = tuple("{}._{}_".format(*n.rsplit(".", 1)) for n in lost if "." in n)
-    problems += [f"{_file_of(files, t)}: `{t}` is listed by no file's torchao `tensor_names`:"
-                 " vLLM never hands it to the model"
-                 for t in sorted(waiting) if not t.startswith(owned)]
-    return stored, tuple(problems)
-
-
-def _file_of(files: Iterable[FileHeader], tensor: str) -> str:
-    return next((h.file for h in files if any(t.name == tensor for t in h.tensors)), "?")
+    unlisted = sorted(t for t in waiting if not t.startswith(owned))
+    if unlisted:
+        file_of = {t.name: h.file for h in files for t in h.tensors}
+        problems += [f"{file_of[t]}: `{t}` is listed by no file's torchao `tensor_names`:"
+                     " vLLM never hands it to the model" for t in unlisted]
+    return problems
