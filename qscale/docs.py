@@ -93,7 +93,51 @@ def render_methods_doc() -> str:
         rest = sorted(set(names) - known)
         lines += ["", f"Not modelled, {title} ([QS102](rules/QS102.md), exit 2): "
                   + ", ".join(f"`{n}`" for n in rest) + "."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _registry_table()) + "\n"
+
+
+def _qscale_status(name: str) -> str:
+    """What qscale does with one registry name, read from the parsers it registers."""
+    from qscale import formats
+    from qscale.formats import auto_round, moe_wna16, runtime_only, torchao
+
+    if name in formats.ALIASES:
+        return f"modelled, as `{formats.ALIASES[name]}`"
+    parser = formats.FORMATS.get(name)
+    if parser in (runtime_only.parse_runtime_only, moe_wna16.parse_moe_wna16):
+        return "refused ([QS101](rules/QS101.md)): the engine refuses it in a checkpoint"
+    if parser is torchao.parse:
+        return ("config and safetensors metadata checked (QS101); the load is not modelled"
+                " ([QS102](rules/QS102.md))")
+    if parser is auto_round.parse_inc:
+        return "modelled, as `auto-round` (vLLM 0.33 only; QS102 elsewhere)"
+    if parser is not None:
+        return "modelled"
+    return f"[QS102](rules/QS102.md): {formats.registry.BY_NAME[name].why_not}"
+
+
+def _registry_table() -> list[str]:
+    """Every name of vLLM 0.33's registry: its config class, whether checkpoints carry it,
+    who writes it, and what qscale does with it."""
+    from qscale.formats import registry
+
+    lines = [
+        "",
+        "## vLLM 0.33's quantization registry",
+        "",
+        "Every name of `QUANTIZATION_METHODS` in vLLM 0.33.0"
+        " (`vllm/model_executor/layers/quantization/__init__.py`), plus `auto-round`, which"
+        " `INCConfig` takes over; from `qscale/formats/registry.py`. A runtime method quantizes"
+        " an unquantized checkpoint while it loads; a serve-time method is picked with"
+        " `--quantization` over another format's checkpoint.",
+        "",
+        "| quant_method | vLLM 0.33 config | in checkpoints | written by | qscale |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| `{m.name}` | `{m.config}` (`vllm/{m.source}`) | {m.use.value} |"
+              f" {_cell(m.written_by)} | {_cell(_qscale_status(m.name))} |"
+              for m in sorted(registry.VLLM_0_33, key=lambda m: m.name)]
+    return lines
 
 
 def main() -> None:

@@ -354,11 +354,19 @@ class Built:
     config: dict[str, Any]
     tensors: Tensors
     extra_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the safetensors ``__metadata__`` of every file written; a callable gets the shard's
+    #: index and tensor names (torchao keeps its tensor-subclass layout there)
+    metadata: dict[str, str] | Callable[[int, list[str]], dict[str, str]] | None = None
 
     def copy(self) -> Built:
         """An independent copy: configs deep-copied, every tensor cloned."""
         return Built(copy.deepcopy(self.config), {n: t.clone() for n, t in self.tensors.items()},
-                     copy.deepcopy(self.extra_files))
+                     copy.deepcopy(self.extra_files),
+                     copy.deepcopy(self.metadata) if isinstance(self.metadata, dict)
+                     else self.metadata)
+
+    def _metadata(self, index: int, names: list[str]) -> dict[str, str] | None:
+        return self.metadata(index, names) if callable(self.metadata) else self.metadata
 
     def _match(self, pattern: str) -> list[str]:
         found = [n for n in self.tensors if re.search(pattern, n)]
@@ -416,17 +424,32 @@ class Built:
         names = sorted(self.tensors)
         if shards == 1:
             save_file({n: self.tensors[n].contiguous() for n in names},
-                      str(out / "model.safetensors"))
+                      str(out / "model.safetensors"), metadata=self._metadata(0, names))
             return out
         weight_map = {}
         for i in range(shards):
             fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
             part = names[i::shards]
-            save_file({n: self.tensors[n].contiguous() for n in part}, str(out / fname))
+            save_file({n: self.tensors[n].contiguous() for n in part}, str(out / fname),
+                      metadata=self._metadata(i, part))
             weight_map.update(dict.fromkeys(part, fname))
         (out / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
         return out
+
+
+def from_files(folder: Path) -> Built:
+    """A one-file checkpoint read back from disk (a real tool's fixture), its
+    ``__metadata__`` kept, to break like any other."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        tensors = {n: f.get_tensor(n) for n in f.keys()}  # noqa: SIM118
+        metadata = dict(f.metadata() or {})
+    extra = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
+             if p.name != "config.json" and not p.name.endswith(".index.json")}
+    return Built(json.loads((folder / "config.json").read_text()), tensors, extra,
+                 metadata=metadata or None)
 
 
 _BUILT: dict[str, Built] = {}

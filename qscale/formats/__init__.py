@@ -28,6 +28,9 @@ from qscale.formats import (
     mxfp4,
     online,
     quark,
+    registry,
+    runtime_only,
+    torchao,
 )
 from qscale.formats._api import QuantFormat, Resolution
 from qscale.formats._layers import built_unquantized
@@ -49,6 +52,9 @@ FORMATS: Mapping[str, Parser] = {
     online.EXPERTS_INT8: online.parse_experts_int8,
     moe_wna16.METHOD: moe_wna16.parse_moe_wna16,
     deepseek_v4_fp8.METHOD: deepseek_v4_fp8.parse,
+    "inc": auto_round.parse_inc,
+    torchao.METHOD: torchao.parse,
+    **dict.fromkeys(runtime_only.METHODS, runtime_only.parse_runtime_only),
 }
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
@@ -57,15 +63,8 @@ ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
 
 #: vLLM 0.33 ``QUANTIZATION_METHODS`` (``vllm/model_executor/layers/quantization/__init__.py``,
 #: the ``QuantizationMethods`` literal), plus ``auto-round``, which its ``INCConfig``
-#: takes over (``inc/inc.py``, ``override_quantization_method``)
-VLLM_METHODS = frozenset({
-    "awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4",
-    "modelopt_mxfp8", "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin",
-    "humming", "compressed-tensors", "experts_int8", "quark", "moe_wna16", "torchao", "inc",
-    "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online", "fp8_per_tensor", "fp8_per_block",
-    "fp8_per_channel", "int8_per_channel_weight_only", "nvfp4_per_token", "mxfp8",
-    "auto-round",
-})
+#: takes over (``inc/inc.py``, ``override_quantization_method``): :data:`registry.VLLM_0_33`
+VLLM_METHODS = frozenset(registry.BY_NAME)
 #: methods SGLang 0.5.12 loads that vLLM 0.33 does not list: the keys of
 #: ``BASE_QUANTIZATION_METHODS`` in ``sglang/srt/layers/quantization/__init__.py`` (plus
 #: ``mlx_q4`` / ``mlx_q8``, registered only on Apple MPS) minus :data:`VLLM_METHODS`
@@ -77,6 +76,13 @@ SGLANG_ONLY_METHODS = frozenset({
 
 def not_modelled(key: str, method: str) -> UnknownFormat:
     """QS102 for a ``quant_method`` qscale has no parser for, saying who knows it."""
+    entry = registry.BY_NAME.get(method)
+    if entry is not None and entry.why_not:
+        return UnknownFormat(
+            f"{key}: quant_method {method!r} is known to vLLM 0.33 ({entry.config}), not"
+            f" modelled by qscale: {entry.why_not}",
+            hint=f"not checked; vLLM 0.33.0 vllm/{entry.source} has the rules",
+        )
     if method in VLLM_METHODS:
         who = "known to vLLM 0.33"
     elif method in SGLANG_ONLY_METHODS:
@@ -111,6 +117,8 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     parser = FORMATS.get(method)
     if parser is None:
         raise not_modelled(key, method)
+    if method == torchao.METHOD:  # its quantization metadata is in the safetensors headers
+        return torchao.parse(qc, config_key=key, files=ckpt.files)
     return parser(qc, config_key=key)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from qscale.engines import wna16
@@ -64,6 +64,9 @@ class AutoRoundConfig(SameInEveryRelease):
     raw: Mapping[str, Any] | None = None
     packing_format: str = INT_FORMATS[0]  #: as stored (the default when absent)
     backend: str = "auto"
+    #: the ``quant_method`` as stored: ``auto-round``, or ``inc`` (INCConfig's own name, which
+    #: vLLM 0.33 parses alike; ``method`` stays ``auto-round`` so every rule treats it alike)
+    spelling: str = METHOD
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
         """What ``engine`` (default: the newest vLLM) does with this config at start-up, on
@@ -72,6 +75,12 @@ class AutoRoundConfig(SameInEveryRelease):
         name, version = (engine.engine, engine.version) if engine else ("vllm", None)
         f = wna16.auto_round_facts(name, version)
         where = f"{self.config_key}: quantization_config"
+        if self.spelling != METHOD and (f is None or (version or (0, 33))[:2] != (0, 33)):
+            return UnknownFormat(f"{where}: quant_method {self.spelling!r} (INCConfig's own"
+                                 " name) is read as auto-round for vLLM 0.33 only; not checked"
+                                 f" for {engine.label if engine else name}",
+                                 hint="check with --engine vllm==0.33.0, or store"
+                                 " quant_method auto-round")
         if f is None:  # SGLang: modelled as vLLM's GPTQ / AWQ packings only
             if self.data_type == "int" and self.packing_format in INT_FORMATS \
                     and self.backend in wna16.AUTO_ROUND_BACKENDS:
@@ -210,6 +219,13 @@ def _float_refusal(cfg: AutoRoundConfig, where: str, who: str) -> QscaleError:
     return UnknownFormat(f"{where}: auto-round data_type {cfg.data_type!r} is built by {who}"
                          " (inc/schemes), not modelled by qscale",
                          hint="qscale models auto-round int")
+
+
+def parse_inc(qc: Mapping[str, Any], *, config_key: str = "config.json") -> AutoRoundConfig:
+    """``quant_method: inc``: vLLM 0.33 hands it to the same ``INCConfig.from_config`` as
+    ``auto-round`` (which it only renames to ``inc``, ``override_quantization_method``), and
+    that reads no ``quant_method``: parsed as auto-round, checked for vLLM 0.33 only."""
+    return replace(parse(qc, config_key=config_key), spelling="inc")
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> AutoRoundConfig:

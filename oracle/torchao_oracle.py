@@ -1,0 +1,147 @@
+"""torchao fixtures (tests/fixtures/torchao/) and what real vLLM 0.33 loads from them.
+
+    make:   python torchao_oracle.py make OUT_DIR {int8wo,fp8wo,intx4wo}
+            (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17; CPU is enough:
+            Int4WeightOnlyConfig needs CUDA kernels and fails on CPU)
+    oracle: VLLM_TARGET_DEVICE=cpu PYTHONPATH=<unzipped torchao 0.18.0 wheel> \\
+            <venv-vllm0330>/bin/python torchao_oracle.py {oracle,tp2} CKPT_DIR
+            (vLLM 0.33.0 on CPU, load stage only: builds the model, runs load_weights, and
+            compares every torchao piece of the merged qkv_proj / gate_up_proj and of
+            o_proj / down_proj with the stored shards; tp2: the same at TP=2, two gloo
+            processes, each rank's qkv_proj and o_proj against its slice of the shards)
+
+Results (2026-12-03, 2-layer Llama, layer 0 compared): int8wo and fp8wo load with every
+piece equal at TP=1 (Int8Tensor / Float8Tensor); with `k_proj._weight_scale` removed vLLM
+loads without an error and qkv_proj's qdata differs (k_proj's rows never written); with the
+file's `__metadata__` emptied, load_weights fails with "No tensors found"; with one o_proj
+(layer 1) or q_proj (layer 0) stored as a plain BF16 `weight` (`{"_type": "Tensor"}`), it
+fails with AttributeError "'Tensor' object has no attribute 'qdata'" (torchao's copy_).
+intx4wo (IntxWeightOnlyConfig, int4 in int8 storage, groups of 32) loads right at TP=1 too.
+At TP=2 all three load with each rank's qkv_proj rows and o_proj columns equal to its slice
+of the shards (o_proj keeps the full per-row scale of int8wo, block_size [1, 32]; intx4wo's
+group scales split with the columns).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+
+def make(out: str, kind: str) -> None:
+    import torch
+    from torchao.quantization import (
+        Float8WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+        PerGroup,
+    )
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      head_dim=16, max_position_embeddings=64, tie_word_embeddings=False)
+    base = tempfile.mkdtemp()
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)
+    ao = {"int8wo": Int8WeightOnlyConfig(), "fp8wo": Float8WeightOnlyConfig(),
+          "intx4wo": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+          }[kind]
+    q = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
+                                             quantization_config=TorchAoConfig(ao))
+    q.save_pretrained(out)
+
+
+def oracle(ckpt: str) -> None:
+    import torch
+    from safetensors import safe_open
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.model_loader import get_model_loader
+    from vllm.model_executor.model_loader.utils import initialize_model
+    from vllm.utils.torch_utils import set_default_torch_dtype
+
+    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64,
+                     skip_tokenizer_init=True, dtype="bfloat16").create_engine_config()
+    mc = cfg.model_config
+    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    with set_current_vllm_config(cfg):
+        init_distributed_environment(world_size=1, rank=0, local_rank=0, backend="gloo",
+                                     distributed_init_method=f"file://{tempfile.mkdtemp()}/pg")
+        initialize_model_parallel(1, 1)
+        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
+            model = initialize_model(vllm_config=cfg, model_config=mc)
+        get_model_loader(cfg.load_config).load_weights(model, mc)
+        params = dict(model.named_parameters())
+    p = "model.layers.0."
+    for merged, parts in (("self_attn.qkv_proj", ["q_proj", "k_proj", "v_proj"]),
+                          ("mlp.gate_up_proj", ["gate_proj", "up_proj"]),
+                          ("self_attn.o_proj", ["o_proj"]), ("mlp.down_proj", ["down_proj"])):
+        w = params[p + merged + ".weight"]
+        owner = merged.split(".")[0]
+        print(merged, type(w).__name__, getattr(w, "block_size", None))
+        for piece in ("qdata", "scale", "zero_point"):
+            got = getattr(w, piece, None)
+            names = [f"{p}{owner}.{q}._weight_{piece}" for q in parts]
+            if got is None or not all(n in stored for n in names):
+                print(f"  {piece}: not compared")
+                continue
+            want = torch.cat([stored[n] for n in names], 0)
+            same = got.shape == want.shape and torch.equal(got.to(want.dtype), want)
+            print(f"  {piece}: {list(got.shape)} {got.dtype} equal={same}")
+
+
+def _tp2_rank(rank: int, ckpt: str, init: str) -> None:
+    import torch
+    from safetensors import safe_open
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.model_loader import get_model_loader
+    from vllm.model_executor.model_loader.utils import initialize_model
+    from vllm.utils.torch_utils import set_default_torch_dtype
+
+    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
+                     dtype="bfloat16", tensor_parallel_size=2,
+                     distributed_executor_backend="mp").create_engine_config()
+    mc = cfg.model_config
+    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    with set_current_vllm_config(cfg):
+        init_distributed_environment(world_size=2, rank=rank, local_rank=rank, backend="gloo",
+                                     distributed_init_method=init)
+        initialize_model_parallel(2, 1)
+        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
+            model = initialize_model(vllm_config=cfg, model_config=mc)
+        get_model_loader(cfg.load_config).load_weights(model, mc)
+        params = dict(model.named_parameters())
+    p = "model.layers.0.self_attn."
+    qkv = params[p + "qkv_proj.weight"]
+    want = torch.cat([stored[f"{p}{n}_proj._weight_qdata"].chunk(2, 0)[rank] for n in "qkv"])
+    print(f"[rank {rank}] qkv_proj {type(qkv).__name__} qdata {list(qkv.qdata.shape)}"
+          f" equal={qkv.qdata.shape == want.shape and torch.equal(qkv.qdata, want)}")
+    o = params[p + "o_proj.weight"]
+    line = f"[rank {rank}] o_proj block_size={o.block_size}"
+    for piece in ("qdata", "scale", "zero_point"):
+        name = f"{p}o_proj._weight_{piece}"
+        if getattr(o, piece, None) is None or name not in stored:
+            continue
+        full = stored[name]  # a per-row scale spans both halves; group scales split with them
+        want = full if piece != "qdata" and full.shape[1] == 1 else full.chunk(2, 1)[rank]
+        got = getattr(o, piece)
+        same = got.shape == want.shape and torch.equal(got, want)
+        line += f" {piece} {list(got.shape)} equal={same}"
+    print(line)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make":
+        make(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "tp2":
+        import torch.multiprocessing as mp
+
+        mp.spawn(_tp2_rank, args=(sys.argv[2], f"file://{tempfile.mkdtemp()}/pg"), nprocs=2)
+    else:
+        oracle(sys.argv[2])

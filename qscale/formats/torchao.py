@@ -1,0 +1,286 @@
+"""torchao (``quant_method: torchao``, transformers' ``TorchAoConfig``): the config and the
+torchao safetensors metadata are checked as vLLM 0.33 reads them; the load into the engine's
+parameters is not modelled (QS102).
+
+vLLM 0.33.0 ``quantization/torchao.py`` ``TorchAOConfig.from_config`` needs ``quant_type`` to be
+a dict whose only key is ``default`` (transformers' string spellings, ``"int4_weight_only"``,
+fail that assertion) and rebuilds the torchao config from it with ``config_from_dict``, which
+needs ``_type`` and ``_data``; ``modules_to_not_convert`` and the ``None`` entries of a
+``ModuleFqnToConfig``'s ``module_fqn_to_config`` stay unquantized. A config read from the
+checkpoint always counts as torchao-serialized (``"torchao" in quant_method``), so
+``DefaultModelLoader.load_weights`` switches to ``safetensors_load_strategy = "torchao"``
+(torchao >= 0.15): file by file, in natural name order, ``unflatten_tensor_state_dict``
+(torchao 0.18.0 ``prototype/safetensors/safetensors_support.py``) rebuilds every name the
+file's ``__metadata__["tensor_names"]`` lists. A tensor subclass named ``<module>.weight``
+comes from the tensors ``<module>._weight_<piece>`` for every piece its metadata entry's
+``_tensor_data_names`` lists; a ``{"_type": "Tensor"}`` entry is the tensor of that name.
+Pieces not complete yet wait for a later file; what is still waiting after the last file is
+never handed to the model, and vLLM does not check that every weight was loaded for a
+quantized model, so a missing piece leaves its weight unwritten without an error. A file
+without ``tensor_names`` fails with "No tensors found", and a ``_type`` outside
+:data:`SUBCLASSES` with "Unsupported tensor type". Without a ``ModuleFqnToConfig``,
+``TorchAOLinearMethod`` builds every Linear not skipped as the config's tensor subclass, so a
+weight stored as a plain tensor where another layer's same projection, or a projection merged
+with it, is a subclass fails in torchao's ``copy_`` (routed experts, which vLLM builds as
+``FusedMoE``, not ``LinearBase``, and other plain weights are not judged: whether vLLM builds
+them as Linear layers is not modelled here).
+
+Real vLLM 0.33.0 (CPU, load stage, torchao 0.18.0) loaded transformers' Int8 and Float8
+weight-only (per row) and Intx int4 weight-only (groups of 32) exports of a tiny Llama with
+every merged ``qkv_proj`` / ``gate_up_proj`` piece equal to the stored shards at TP=1, left
+``k_proj``'s rows of ``qkv_proj`` unwritten when ``k_proj._weight_scale`` was removed, failed
+with "No tensors found" on a file without the metadata, and with "'Tensor' object has no
+attribute 'qdata'" on a plain BF16 ``o_proj`` or ``q_proj`` weight; at TP=2 all three loaded
+with each rank's ``qkv_proj`` rows and ``o_proj`` columns (and group scales) equal to its
+slice (``oracle/torchao_oracle.py``). These are three weight-only subclasses on one
+architecture, which is why the load stays QS102.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from qscale.errors import ConfigError, QscaleError, UnknownFormat
+from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.modules import ModuleInfo
+from qscale.safetensors_io import FileHeader
+
+if TYPE_CHECKING:
+    from qscale.engines import EngineSpec
+
+METHOD = "torchao"
+#: the tensor subclasses ``unflatten_tensor_state_dict`` rebuilds: ``ALLOWED_TENSORS_SUBCLASSES``
+#: of torchao 0.18.0 (``prototype/safetensors/safetensors_utils.py``)
+SUBCLASSES = frozenset({
+    "Float8Tensor", "Int4Tensor", "Int4TilePackedTo4dTensor", "IntxUnpackedToInt8Tensor",
+    "Int8Tensor", "Int4PlainInt32Tensor", "MXTensor", "NVFP4Tensor",
+})
+#: the release whose loader these facts come from; other vLLM releases are not checked
+READ_RELEASE = (0, 33)
+_WHERE = "vLLM 0.33 (model_loader/weight_utils.py, safetensors_load_strategy 'torchao')"
+
+
+@dataclass(frozen=True, slots=True)
+class TorchAoConfig(SameInEveryRelease):
+    """A parsed ``quant_method: torchao`` config and what its files' metadata say."""
+
+    ao_type: str  #: the torchao config class, e.g. ``Int8WeightOnlyConfig``
+    skip: tuple[str, ...]  #: modules_to_not_convert and the ``None`` module_fqn_to_config entries
+    stored: Mapping[str, str]  #: weight name -> tensor subclass, as the metadata lists them
+    problems: tuple[str, ...]  #: what vLLM 0.33 fails on or drops while rebuilding them
+    config_key: str = "config.json"
+    method: str = METHOD
+
+    def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
+        """The metadata problems vLLM 0.33 fails on or loads around (QS101, exit 2); else
+        QS102: the load itself is not modelled."""
+        name = engine.engine if engine is not None else "vllm"
+        if name != "vllm":
+            return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {name}: not"
+                                 " checked (qscale read vLLM's torchao loader only)",
+                                 hint="check with --engine vllm==0.33.0")
+        if engine is not None and engine.version is not None \
+                and engine.version[:2] != READ_RELEASE:
+            return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {engine.label}"
+                                 " is not checked: qscale read vLLM 0.33's torchao loader only",
+                                 hint="check with --engine vllm==0.33.0")
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            return ConfigError(f"{self.problems[0]}{more}",
+                               hint="re-save the checkpoint with transformers + torchao"
+                               " (save_pretrained writes the pieces and the metadata"
+                               " together); list the modules kept in full precision in"
+                               " modules_to_not_convert")
+        kinds = Counter(k for k in self.stored.values() if k != "Tensor")
+        stored = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no tensor subclass"
+        return UnknownFormat(
+            f"{self.config_key}: torchao {self.ao_type} checkpoint: the config and the"
+            f" safetensors metadata were checked as {_WHERE} rebuilds them ({stored}, every"
+            " piece present); how TorchAOLinearMethod's tensor subclasses load into the engine's"
+            " merged and TP-sharded parameters is not modelled, so the load is not checked",
+            hint="not checked past the metadata; real vLLM 0.33 loaded transformers' Int8,"
+            " Float8 and Intx-int4 weight-only Llama exports right at TP=1 and TP=2"
+            " (oracle/torchao_oracle.py), other subclasses and models were not tried",
+        )
+
+    def resolve(self, module: ModuleInfo) -> Resolution:
+        """Never asked (:meth:`refusal` always stops first): unquantized."""
+        return Resolution(None, "torchao: the load is not modelled")
+
+
+def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
+          files: Iterable[FileHeader] = ()) -> TorchAoConfig:
+    """Parse as ``TorchAOConfig.from_config`` and rebuild the files' metadata as
+    ``unflatten_tensor_state_dict`` does (names and metadata only)."""
+    where = f"{config_key}: quantization_config"
+    quant_type = qc.get("quant_type")
+    if quant_type is None:
+        raise ConfigError(f"{where}: vLLM refuses torchao without `quant_type`"
+                          " (\"quant_type must be specified\")")
+    if not isinstance(quant_type, dict) or len(quant_type) != 1 or "default" not in quant_type:
+        raise ConfigError(f"{where}: vLLM refuses torchao `quant_type` {quant_type!r}"
+                          " (\"Expected only one key 'default' in quant_type dictionary\")",
+                          hint="save with a transformers release that writes torchao configs"
+                          " as {\"default\": {\"_type\": ..., \"_data\": ...}}")
+    default = quant_type["default"]
+    if not isinstance(default, dict) or not isinstance(default.get("_type"), str) \
+            or "_data" not in default:
+        raise ConfigError(f"{where}: torchao's config_from_dict refuses quant_type.default"
+                          " (\"Input dictionary missing required '_type' or '_data' fields\")")
+    skip = list(qc.get("modules_to_not_convert") or [])
+    data = default.get("_data")
+    fqn = data.get("module_fqn_to_config") if isinstance(data, dict) else None
+    if isinstance(fqn, dict):
+        skip += [layer for layer, cfg in fqn.items() if cfg is None]
+    stored, problems = rebuild(files)
+    if "FqnToConfig" not in default["_type"]:  # one config for every Linear: siblings agree
+        problems += plain_siblings(stored, skip)
+    return TorchAoConfig(default["_type"], tuple(map(str, skip)), stored, problems, config_key)
+
+
+def should_skip(prefix: str, skip: Iterable[str]) -> bool:
+    """vLLM's ``should_skip``: an entry equal to the module name, or a run of its dotted
+    components."""
+    return any(prefix == s or f".{s}." in f".{prefix}." for s in skip)
+
+
+#: projections vLLM merges into one parameter (``qkv_proj``, ``gate_up_proj``)
+MERGED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def plain_siblings(stored: Mapping[str, str], skip: Iterable[str]) -> tuple[str, ...]:
+    """Weights stored as plain tensors where vLLM builds a torchao tensor subclass: the same
+    projection of another layer, or a projection merged with it, is a subclass and neither is
+    skipped (one config for every Linear: vLLM builds them alike), and copying a plain tensor
+    into a subclass parameter fails."""
+    skip = tuple(skip)
+
+    def generic(name: str) -> str:
+        return re.sub(r"\.\d+\.", ".#.", name)
+
+    by_kind = {generic(n): k for n, k in stored.items() if k != "Tensor"}
+    out = []
+    for name, kind in sorted(stored.items()):
+        module, _, param = name.rpartition(".")
+        if kind != "Tensor" or not module or ".experts." in f"{module}." \
+                or should_skip(module, skip):
+            continue  # routed experts are FusedMoE layers, which torchao leaves alone
+        parent, _, leaf = module.rpartition(".")
+        partners = next((g for g in MERGED if leaf in g), ())
+        merged = [stored.get(f"{parent}.{p}.{param}") for p in partners if p != leaf]
+        sibling = by_kind.get(generic(name)) or next(
+            (k for k in merged if k not in (None, "Tensor")), None)
+        if sibling is None:
+            continue
+        out.append(f"`{name}` is stored as a plain tensor while the same projection of"
+                   f" another layer, or one merged with it, is a torchao {sibling}: vLLM 0.33"
+                   " builds both as torchao tensor subclasses and fails copying the plain"
+                   " one in (torchao's copy_: \"'Tensor' object has no attribute 'qdata'\")")
+    return tuple(out)
+
+
+def _natural(name: str) -> list[Any]:
+    """vLLM's ``_natural_sort_key``: digits compare as numbers."""
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name.rsplit("/", 1)[-1])]
+
+
+@lru_cache(maxsize=1024)
+def _entry(raw: str) -> Any:
+    """One metadata entry, decoded once per distinct text (a MoE repeats a few thousand
+    times over); read, never changed."""
+    return json.loads(raw)
+
+
+def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What ``unflatten_tensor_state_dict`` makes of the files, file by file in vLLM's order:
+    weight name -> tensor subclass for what it rebuilds, and one line per failure or loss."""
+    files = tuple(files)
+    stored: dict[str, str] = {}
+    problems: list[str] = []
+    waiting: set[str] = set()  # tensors read and not handed on yet (the leftover state dict)
+    listed: dict[str, str] = {}  # every name a file lists -> the file that listed it
+    done: set[str] = set()
+    for header in sorted(files, key=lambda h: _natural(h.file)):
+        state = waiting | {t.name for t in header.tensors}
+        flat = _pieces_by_module(state)
+        raw = header.metadata.get("tensor_names")
+        if raw is None:
+            problems.append(f"{header.file}: vLLM fails on a torchao checkpoint whose file has"
+                            " no `tensor_names` in its `__metadata__` (\"No tensors found\")")
+            return stored, tuple(problems)
+        try:
+            names = json.loads(raw)
+            entries = {n: _entry(header.metadata[n]) for n in names}
+        except (TypeError, KeyError, ValueError) as exc:
+            problems.append(f"{header.file}: torchao metadata that unflatten_tensor_state_dict"
+                            f" cannot read ({type(exc).__name__}: {exc})")
+            return stored, tuple(problems)
+        for name in names:
+            listed.setdefault(name, header.file)
+            entry = entries[name]
+            kind = entry.get("_type") if isinstance(entry, dict) else None
+            if kind == "Tensor":
+                if name in state:
+                    state.discard(name)
+                    stored[name] = kind
+                    done.add(name)
+                continue
+            if kind not in SUBCLASSES or "." not in name:
+                problems.append(f"{header.file}: `{name}` has torchao _type {kind!r}, which"
+                                f" torchao 0.18 cannot rebuild (\"Unsupported tensor type\";"
+                                f" it rebuilds {', '.join(sorted(SUBCLASSES))})")
+                return stored, tuple(problems)
+            module, param = name.rsplit(".", 1)
+            prefix = f"{module}._{param}_"
+            lead = f"_{param}_"
+            pieces = {leaf[len(lead):] for leaf in flat.get(module, ()) if leaf.startswith(lead)}
+            want = entry.get("_tensor_data_names") or []
+            if len(pieces) != len(want):
+                continue  # waits for a later file
+            if set(want) != pieces:
+                problems.append(f"{header.file}: `{name}` stores pieces {sorted(pieces)}, its"
+                                f" metadata names {sorted(want)}: unflatten_tensor_state_dict"
+                                " fails (KeyError)")
+                return stored, tuple(problems)
+            state -= {prefix + p for p in want}
+            flat[module] -= {lead + p for p in want}
+            stored[name] = kind
+            done.add(name)
+        waiting = state
+    problems += _losses(files, listed, done, waiting)
+    return stored, tuple(problems)
+
+
+def _pieces_by_module(state: Iterable[str]) -> dict[str, set[str]]:
+    """module -> the last name components of its flattened pieces (``_weight_qdata``):
+    looking a weight's pieces up by module keeps the rebuild linear in a large MoE's tensors."""
+    flat: dict[str, set[str]] = {}
+    for t in state:
+        module, _, leaf = t.rpartition(".")
+        if leaf.startswith("_"):
+            flat.setdefault(module, set()).add(leaf)
+    return flat
+
+
+def _losses(files: tuple[FileHeader, ...], listed: Mapping[str, str], done: set[str],
+            waiting: set[str]) -> list[str]:
+    """After the last file: the listed names never rebuilt, and the tensors never handed on
+    that belong to none of them."""
+    problems: list[str] = []
+    lost = [name for name in listed if name not in done]
+    problems += [f"{listed[name]}: vLLM never loads `{name}` (its tensor, or a torchao piece of"
+                 " it, is in no file) and does not say so: the engine's parameter keeps"
+                 " whatever memory it was allocated with" for name in sorted(lost)]
+    owned = tuple("{}._{}_".format(*n.rsplit(".", 1)) for n in lost if "." in n)
+    unlisted = sorted(t for t in waiting if not t.startswith(owned))
+    if unlisted:
+        file_of = {t.name: h.file for h in files for t in h.tensors}
+        problems += [f"{file_of[t]}: `{t}` is listed by no file's torchao `tensor_names`:"
+                     " vLLM never hands it to the model" for t in unlisted]
+    return problems
