@@ -117,7 +117,7 @@ def unmodelled(spec: EngineSpec) -> str:
     modelled release: an extrapolation, so ``qscale check`` calls the check partial (QS010).
     """
     if spec.version is None:
-        return ""
+        return _format_gaps(spec)
     releases = modelled_releases(spec.engine)
     if not spec.exact:
         nearest = f"{spec.engine} {spec.profile.range_label}"
@@ -126,11 +126,26 @@ def unmodelled(spec: EngineSpec) -> str:
     elif releases and spec.version < parse_version(releases[0]):
         nearest = f"{spec.engine}=={releases[0]}, the oldest release read"
     else:
-        return ""
+        return _format_gaps(spec)
     return (
         f"{spec.label} is outside the versions qscale has read ({_modelled_text(spec.engine)});"
         f" modelled as {nearest}"
     )
+
+
+def _format_gaps(spec: EngineSpec) -> str:
+    """Why a catalogued release is not fully modelled: quantization-format facts its
+    catalogue has no entry for ("" when it has them all)."""
+    from qscale.engines import catalogue  # the catalogue module imports this one
+
+    gaps = catalogue.format_gaps(spec.engine, spec.version)
+    if not gaps:
+        return ""
+    cat = catalogue.load(spec.engine)
+    release = cat.release_for(spec.version) if cat is not None else None
+    return (f"the {spec.engine}=={release} catalogue has no entry for the quantization-format"
+            f" fact(s) {', '.join(gaps)} (not read in that release); the formats that use them"
+            " are modelled by the nearest release that has them")
 
 
 def _from_range(name: str, spec: str, clauses: list[tuple[str, Version]]) -> EngineSpec:
