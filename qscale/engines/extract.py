@@ -1558,12 +1558,12 @@ def _inc_defines(tree: SourceTree, method: str) -> Read | None:
 def _inc_imports_gptq(tree: SourceTree) -> Read | None:
     """Whether vLLM's INC (AutoRound) config imports the non-Marlin ``GPTQConfig`` to fall
     back to (``inc.py`` ``apply_gptq_quant_layer`` up to 0.21)."""
-    files = sorted(f for f in tree.files if f.startswith(f"{_QUANT}inc/") or f == f"{_QUANT}inc.py")
+    files = sorted(f for f in tree.files
+                   if f.startswith(f"{_QUANT}inc/") or f == f"{_QUANT}inc.py")
     if not files:
         return None
-    hits = [f for f in files
-            if "GPTQConfig" in (imported_from(tree, f, "vllm.model_executor.layers.quantization.gptq")
-                                or ([], ""))[0]]
+    gptq = "vllm.model_executor.layers.quantization.gptq"
+    hits = [f for f in files if "GPTQConfig" in (imported_from(tree, f, gptq) or ([], ""))[0]]
     return bool(hits), f"{hits[0] if hits else files[0]}:import GPTQConfig"
 
 
@@ -1660,15 +1660,18 @@ def _fbgemm_parameters(tree: SourceTree) -> Read | None:
         return None
     out: dict[str, dict[str, Any]] = {}
     for call in ast.walk(fn):
-        name = _dotted(call.func) if isinstance(call, ast.Call) else None
+        if not isinstance(call, ast.Call):
+            continue
+        name = _dotted(call.func)
         if name not in ("ModelWeightParameter", "ChannelQuantScaleParameter"):
             continue
-        data = next((k.value for k in call.keywords if k.arg == "data"), None)  # type: ignore[union-attr]
+        data = next((k.value for k in call.keywords if k.arg == "data"), None)
         if not isinstance(data, ast.Call):
             continue
         dtype = next((_dotted(k.value) for k in data.keywords if k.arg == "dtype"), None)
-        shape = data.args if not (len(data.args) == 1 and isinstance(data.args[0], ast.Tuple)) \
-            else data.args[0].elts  # type: ignore[attr-defined]
+        shape: list[ast.expr] = data.args
+        if len(shape) == 1 and isinstance(shape[0], ast.Tuple):
+            shape = shape[0].elts
         out[str(name)] = {"dtype": str(dtype), "rank": len(shape)}
     return out, f"{_FBGEMM}:FBGEMMFp8LinearMethod.create_weights"
 
@@ -1720,7 +1723,8 @@ HAND_FORMAT_FACTS: dict[str, tuple[tuple[str, str, Any, str, str], ...]] = {
          f"{_MARLIN_KERNEL}:MarlinLinearKernel.can_implement",
          "read in 0.24.0-0.29.0: tile misalignment is zero-padded at weight prep unless"
          " has_g_idx (a branch on the config, not a constant)"),
-        ("0.30.0", "0.33.0", "padded", f"{_MARLIN_KERNEL}:MarlinLinearKernel.process_weights_after_loading",
+        ("0.30.0", "0.33.0", "padded",
+         f"{_MARLIN_KERNEL}:MarlinLinearKernel.process_weights_after_loading",
          "read in 0.30.0-0.33.0: always zero-padded (act order is refused by"
          " utils/gptq_utils.py normalize_and_validate_gptq_desc_act)"),
     ),
@@ -1760,9 +1764,9 @@ def format_rows(per_release: Mapping[str, Mapping[str, Read]], releases: list[st
         rows_out: list[list[Any]] = []
         for release, value, source, how in cells[name]:
             prev = releases[releases.index(release) - 1] if releases.index(release) else None
-            last = rows_out[-1] if rows_out else None
-            if last is not None and last[1] == prev and last[2:] == [value, source, how]:
-                last[1] = release
+            tail = rows_out[-1] if rows_out else None
+            if tail is not None and tail[1] == prev and tail[2:] == [value, source, how]:
+                tail[1] = release
             else:
                 rows_out.append([release, release, value, source, how])
         out[name] = rows_out

@@ -85,6 +85,11 @@ class WNA16Facts:
 _MARLIN_TYPES = frozenset({(4, True), (8, True)})
 _MARLIN_GROUPS = (-1, 32, 64, 128)
 
+#: ``allow_tile_padding`` as the GPTQ config passes it to the fused-MoE Marlin check (None:
+#: not passed, the check's default False) -> how that check treats misaligned tiles
+_PADDING = {None: MarlinTiles.STRICT, "not self.desc_act": MarlinTiles.STRICT_WITH_ACT_ORDER,
+            "True": MarlinTiles.PADDED}
+
 #: WNA16Facts field -> the catalogue fact it is read from (``data/vllm.json`` ``formats``,
 #: generated from each release's wheel; ``extract.FORMAT_READERS`` / ``HAND_FORMAT_FACTS``
 #: say where) and how the JSON value becomes the field's
@@ -102,11 +107,6 @@ _VLLM_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "awq_marlin_bits": ("awq.marlin_bits", lambda v: frozenset(int(x) for x in v)),
     "moe_marlin_tiles": ("gptq.moe_tile_padding", lambda v: _PADDING[v]),
 }
-#: ``allow_tile_padding`` as the GPTQ config passes it to the fused-MoE Marlin check (None:
-#: not passed, the check's default False) -> how that check treats misaligned tiles
-_PADDING = {None: MarlinTiles.STRICT, "not self.desc_act": MarlinTiles.STRICT_WITH_ACT_ORDER,
-            "True": MarlinTiles.PADDED}
-
 
 def _rows(fields: Mapping[str, tuple[str, Callable[[Any], Any]]],
           make: Callable[[Version, Version, dict[str, Any], tuple[str, ...]], R]
