@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import zipfile
 from importlib import resources
 
 import pytest
@@ -15,7 +16,7 @@ from cli_runner import cli_subprocess
 
 from qscale.engines import catalogue, parse_version, wna16
 from qscale.engines.extract import FORMAT_READERS, HAND_FORMAT_FACTS, format_rows
-from qscale.engines.generate import build
+from qscale.engines.generate import build, main
 from qscale.formats import fbgemm_fp8, quark
 
 CAT = catalogue.load("vllm")
@@ -120,7 +121,8 @@ def test_a_fact_missing_from_a_release_leaves_a_gap_not_a_bridge():
 
 def _with_new_patch_release(tmp_path, new: str = "0.33.1"):
     """The committed catalogue as a regeneration that added ``new`` would leave it: every
-    architecture and extracted fact read again and unchanged, the hand-written facts not
+    architecture and extracted fact read again and unchanged but one, read as an
+    ``allow_tile_padding`` expression the rows do not know, and the hand-written facts not
     (yet) checked in it."""
     raw = json.loads(resources.files("qscale.engines").joinpath("data/vllm.json").read_text(
         encoding="utf-8"))
@@ -129,8 +131,10 @@ def _with_new_patch_release(tmp_path, new: str = "0.33.1"):
     for rows in raw["architectures"].values():
         if rows[-1][1] == last:
             rows[-1][1] = new
-    for rows in raw["formats"].values():
-        if rows[-1][1] == last and rows[-1][4] == "extracted":
+    for name, rows in raw["formats"].items():
+        if name == "gptq.moe_tile_padding":  # an expression the rows do not know
+            rows.append([new, new, "self.pad_ok(layer)", *rows[-1][3:]])
+        elif rows[-1][1] == last and rows[-1][4] == "extracted":
             rows[-1][1] = new
     (tmp_path / "vllm.json").write_text(json.dumps(raw), encoding="utf-8")
     return tmp_path
@@ -144,9 +148,63 @@ def test_a_release_missing_from_the_data_is_partial_not_the_newest(tmp_path):
     r = cli_subprocess("check", str(ckpt), "--engine", "vllm==0.33.1", "-f", "json", env=env)
     assert r.returncode == 2, r.stdout + r.stderr
     out = json.loads(r.stdout)
-    assert "wna16.marlin_tiles" in json.dumps(out)
-    assert "vllm==0.33.1 catalogue has no entry" in json.dumps(out)
+    text = json.dumps(out)
+    assert "vllm==0.33.1 catalogue has no entry" in text and "wna16.marlin_tiles" in text
+    assert "values qscale does not model for gptq.moe_tile_padding" in text
     # near miss: the release before it has every entry, in the same data, and is not partial
     r = cli_subprocess("check", str(ckpt), "--engine", "vllm==0.33.0", "-f", "json", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "catalogue has no entry" not in r.stdout
+
+
+_QUARK_PY = """
+from vllm.model_executor.layers.quantization.quark.schemes import (QuarkScheme, {extra})
+class QuarkConfig:
+    def _is_int8(self, weight_quant, input_quant):
+        return weight_quant.get("dtype") == "int8" and {dynamic}
+"""
+_GPTQ_PY = """
+class GPTQConfig:
+    def __init__(self, weight_bits):
+        if self.weight_bits not in [2, 3, 4, 8]:
+            raise ValueError(weight_bits)
+"""
+
+
+def _wheel(folder, version: str, *, nvfp4: bool, gptq: bool):
+    """A stand-in release wheel holding only the sources two format readers look at."""
+    q = "vllm/model_executor/layers/quantization/"
+    dynamic = 'input_quant.get("qscheme") == "per_channel"' if nvfp4 else "True"
+    with zipfile.ZipFile(folder / f"vllm-{version}-cp38-abi3-any.whl", "w") as z:
+        z.writestr(f"{q}quark/quark.py", _QUARK_PY.format(
+            extra="QuarkNVFP4" if nvfp4 else "QuarkW8A8Int8", dynamic=dynamic))
+        if gptq:
+            z.writestr(f"{q}gptq.py", _GPTQ_PY)
+
+
+def test_generate_formats_only_then_check_is_reproducible(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "0.1.0", nvfp4=False, gptq=True)
+    _wheel(wheels, "0.2.0", nvfp4=True, gptq=False)
+    out = tmp_path / "vllm.json"
+    out.write_text(json.dumps(build("vllm", {"0.1.0": {}, "0.2.0": {}})), encoding="utf-8")
+    args = ["vllm", "--formats-only", "--wheels", str(wheels), "--out", str(out)]
+    assert main(args) == 0
+    formats = json.loads(out.read_text(encoding="utf-8"))["formats"]
+    assert [r[:3] for r in formats["quark.schemes"]] == [
+        ["0.1.0", "0.1.0", ["QuarkScheme", "QuarkW8A8Int8"]],
+        ["0.2.0", "0.2.0", ["QuarkNVFP4", "QuarkScheme"]]]
+    assert [r[:3] for r in formats["quark.int8_dynamic_input"]] == [
+        ["0.1.0", "0.1.0", False], ["0.2.0", "0.2.0", True]]
+    assert [r[:3] for r in formats["gptq.fallback_bits"]] == [
+        ["0.1.0", "0.1.0", [2, 3, 4, 8]], ["0.2.0", "0.2.0", []]]
+    assert formats["gptq.fallback_bits"][1][3].endswith("gptq.py:GPTQConfig (absent)")
+    # a fact whose source neither release has is absent, not guessed
+    assert "marlin.group_sizes" not in formats
+    assert main([*args, "--check"]) == 0
+    # a committed file that is not what the wheels say fails the check
+    data = json.loads(out.read_text(encoding="utf-8"))
+    data["formats"]["quark.int8_dynamic_input"][0][2] = True
+    out.write_text(json.dumps(data), encoding="utf-8")
+    assert main([*args, "--check"]) == 1

@@ -135,17 +135,20 @@ def unmodelled(spec: EngineSpec) -> str:
 
 def _format_gaps(spec: EngineSpec) -> str:
     """Why a catalogued release is not fully modelled: quantization-format facts its
-    catalogue has no entry for ("" when it has them all)."""
-    from qscale.engines import catalogue  # the catalogue module imports this one
+    catalogue has no entry for, or values qscale's rows do not know ("" when neither)."""
+    from qscale.engines import catalogue, wna16  # both import this module
 
     gaps = catalogue.format_gaps(spec.engine, spec.version)
-    if not gaps:
+    unknown = wna16.unknown_values(spec.engine, spec.version)
+    if not gaps and not unknown:
         return ""
     cat = catalogue.load(spec.engine)
     release = cat.release_for(spec.version) if cat is not None else None
-    return (f"the {spec.engine}=={release} catalogue has no entry for the quantization-format"
-            f" fact(s) {', '.join(gaps)} (not read in that release); the formats that use them"
-            " are modelled by the nearest release that has them")
+    parts = [f"has no entry for the quantization-format fact(s) {', '.join(gaps)} (not read"
+             " in that release)"] if gaps else []
+    parts += [f"has values qscale does not model for {', '.join(unknown)}"] if unknown else []
+    return (f"the {spec.engine}=={release} catalogue {'; and '.join(parts)}; the formats that"
+            " use them are modelled by the nearest release that has them")
 
 
 def _from_range(name: str, spec: str, clauses: list[tuple[str, Version]]) -> EngineSpec:

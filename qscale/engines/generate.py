@@ -2,11 +2,15 @@
 
     python -m qscale.engines.generate vllm                 # every release 0.18.0 … newest
     python -m qscale.engines.generate vllm --versions 0.33.0,0.34.0 --wheels ~/wheels
+    python -m qscale.engines.generate vllm --formats-only --check --wheels ~/wheels
 
 Each release's wheel is fetched with ``pip download --no-deps vllm==X`` (kept in
 ``--wheels`` when given, else deleted after reading), its model registry and model files are
 read with :mod:`qscale.engines.extract`, and ``qscale/engines/data/vllm.json`` is rewritten:
-per architecture, the releases over which its facts stay the same. A new release is a
+per architecture, the releases over which its facts stay the same, and per quantization-format
+fact (``extract.FORMAT_READERS``, ``extract.HAND_FORMAT_FACTS``) the same.
+``--formats-only`` reads and rewrites only the format facts; ``--check`` writes nothing and
+exits 1 when the committed file is not what a regeneration gives. A new release is a
 regenerate and a commit; nothing else changes.
 """
 
@@ -218,11 +222,10 @@ def _formats_or_check(args: argparse.Namespace, versions: list[str], out: Path) 
             data = formats_only(args.engine, json.loads(committed_text), folder,
                                 keep=args.wheels is not None)
         else:  # a full regeneration, compared and not written
-            fresh = out.with_name(out.name + ".check")
+            fresh = Path(tmp) / f"{args.engine}.json"
             main([args.engine, "--versions", ",".join(versions), "--out", str(fresh),
                   *(["--wheels", str(args.wheels)] if args.wheels else [])])
             data = json.loads(fresh.read_text(encoding="utf-8"))
-            fresh.unlink()
     text = render(data)
     if not args.check:
         out.write_text(text, encoding="utf-8")

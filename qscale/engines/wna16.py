@@ -108,14 +108,32 @@ _VLLM_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "moe_marlin_tiles": ("gptq.moe_tile_padding", lambda v: _PADDING[v]),
 }
 
+
+def unknown_values(engine: str, version: Version | None) -> tuple[str, ...]:
+    """The catalogued facts at the release that models ``version`` whose value these rows
+    do not know (a new ``allow_tile_padding`` expression, say): that release's row is the
+    one before it, so :func:`qscale.engines.unmodelled` calls a check there partial."""
+    out = []
+    for fields in (_VLLM_FIELDS, _AUTO_ROUND_FIELDS):
+        for name, convert in fields.values():
+            fact = catalogue.format_fact(engine, name, version)
+            if fact is None:
+                continue
+            try:
+                convert(fact.value)
+            except (KeyError, TypeError, ValueError):
+                out.append(name)
+    return tuple(out)
+
+
 def _rows(fields: Mapping[str, tuple[str, Callable[[Any], Any]]],
           make: Callable[[Version, Version, dict[str, Any], tuple[str, ...]], R]
           ) -> tuple[R, ...]:
     """One row per run of catalogued vLLM releases whose facts agree, ``[low, high)`` (the
     next run's first release; the last row open-ended), citing every file its facts were
-    read from. A release some fact has no entry
-    for is left to the row before it (and :func:`qscale.engines.unmodelled` calls a check
-    at it partial)."""
+    read from. A release some fact has no entry for, or a value :func:`unknown_values`
+    names, is left to the row before it (and :func:`qscale.engines.unmodelled` calls a
+    check at it partial)."""
     cat = catalogue.load("vllm")
     if cat is None:
         return ()
