@@ -172,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="regenerate in memory and exit 1 when the data file differs (with"
                     " --formats-only: its formats section); write nothing")
+    ap.add_argument("--transformers-from", type=Path, help="a data file whose per-release"
+                    " transformers versions to read again (what --check does: an open"
+                    " requirement would otherwise resolve to whatever PyPI has newest)")
     args = ap.parse_args(argv)
     if args.changes:
         print_changes(args.engine)
@@ -185,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pins: dict[str, str] = {}  #: transformers requirement -> the version pip picked
     transformers: dict[str, dict[str, Any]] = {}
     formats: dict[str, dict[str, Any]] = {}
+    pinned: dict[str, Any] = {}  #: release -> the transformers version a data file records
+    if args.transformers_from is not None:
+        pinned = {r: i.get("transformers") for r, i in json.loads(
+            args.transformers_from.read_text(encoding="utf-8")).get("per_release", {}).items()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.wheels or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -193,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tree = SourceTree(wheel)
             extracted[v] = extract_vllm(tree)
             spec = requirement(tree, "transformers") or "transformers"
+            if pinned.get(v):
+                spec = f"transformers=={pinned[v]}"
             if spec not in pins:
                 tw = _download(spec, folder)
                 tt = SourceTree(tw)
@@ -224,7 +233,8 @@ def _formats_or_check(args: argparse.Namespace, versions: list[str], out: Path) 
         else:  # a full regeneration, compared and not written
             fresh = Path(tmp) / f"{args.engine}.json"
             main([args.engine, "--versions", ",".join(versions), "--out", str(fresh),
-                  *(["--wheels", str(args.wheels)] if args.wheels else [])])
+                  *(["--wheels", str(args.wheels)] if args.wheels else []),
+                  *(["--transformers-from", str(out)] if committed_text else [])])
             data = json.loads(fresh.read_text(encoding="utf-8"))
     text = render(data)
     if not args.check:
