@@ -117,7 +117,7 @@ def unmodelled(spec: EngineSpec) -> str:
     modelled release: an extrapolation, so ``qscale check`` calls the check partial (QS010).
     """
     if spec.version is None:
-        return ""
+        return _format_gaps(spec)
     releases = modelled_releases(spec.engine)
     if not spec.exact:
         nearest = f"{spec.engine} {spec.profile.range_label}"
@@ -126,11 +126,29 @@ def unmodelled(spec: EngineSpec) -> str:
     elif releases and spec.version < parse_version(releases[0]):
         nearest = f"{spec.engine}=={releases[0]}, the oldest release read"
     else:
-        return ""
+        return _format_gaps(spec)
     return (
         f"{spec.label} is outside the versions qscale has read ({_modelled_text(spec.engine)});"
         f" modelled as {nearest}"
     )
+
+
+def _format_gaps(spec: EngineSpec) -> str:
+    """Why a catalogued release is not fully modelled: quantization-format facts its
+    catalogue has no entry for, or values qscale's rows do not know ("" when neither)."""
+    from qscale.engines import catalogue, wna16  # both import this module
+
+    gaps = catalogue.format_gaps(spec.engine, spec.version)
+    unknown = wna16.unknown_values(spec.engine, spec.version)
+    if not gaps and not unknown:
+        return ""
+    cat = catalogue.load(spec.engine)
+    release = cat.release_for(spec.version) if cat is not None else None
+    parts = [f"has no entry for the quantization-format fact(s) {', '.join(gaps)} (not read"
+             " in that release)"] if gaps else []
+    parts += [f"has values qscale does not model for {', '.join(unknown)}"] if unknown else []
+    return (f"the {spec.engine}=={release} catalogue {'; and '.join(parts)}; the formats that"
+            " use them are modelled by the nearest release that has them")
 
 
 def _from_range(name: str, spec: str, clauses: list[tuple[str, Version]]) -> EngineSpec:

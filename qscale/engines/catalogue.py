@@ -14,10 +14,12 @@ vLLM) and take precedence where they exist.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qscale.engines.families import FAMILIES, NOT_PLANNED, ExpertNames, Family, Stacked
@@ -63,6 +65,8 @@ class Catalogue:
     per_release: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: transformers version -> {"map": {model_type: causal-LM class}, "classes": [...]}
     transformers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: quantization-format fact -> its ranges ``(first, last, value, source, how)``
+    formats: Mapping[str, tuple[FormatRange, ...]] = field(default_factory=dict)
 
     def info(self, release: str | None) -> dict[str, Any]:
         """What a release's registry says of other classes, with the transformers it takes."""
@@ -85,20 +89,112 @@ def _ver(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split("."))
 
 
+@dataclass(frozen=True, slots=True)
+class FormatRange:
+    """One quantization-format fact over the catalogued releases ``first`` … ``last``."""
+
+    first: str
+    last: str
+    value: Any
+    source: str  #: the file (``path:Symbol``) of the release wheels it was read from
+    #: ``extracted`` (read by the generator) or ``hand-written: <why>`` (cited, by hand)
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class FormatFact:
+    """A quantization-format fact as one release has it."""
+
+    name: str
+    value: Any
+    release: str  #: the catalogued release it was read in
+    source: str
+    how: str
+
+    @property
+    def cite(self) -> str:
+        """``vllm==0.33.0 vllm/…/quark.py:QuarkConfig``."""
+        return f"vllm=={self.release} {self.source}"
+
+
+#: the folder ``load`` reads ``<engine>.json`` from instead of the committed data (a
+#: regenerated catalogue tried before it is committed: ``generate --out DIR/vllm.json``)
+DATA_ENV = "QSCALE_ENGINE_DATA"
+
+
 @cache
 def load(engine: str) -> Catalogue | None:
-    """The committed catalogue of ``engine`` (None when there is none)."""
+    """The committed catalogue of ``engine`` (None when there is none), or the one in the
+    folder ``$QSCALE_ENGINE_DATA`` names."""
+    folder = os.environ.get(DATA_ENV)
     try:
-        text = resources.files("qscale.engines").joinpath(f"data/{engine}.json").read_text(
-            encoding="utf-8"
-        )
+        if folder:
+            text = Path(folder, f"{engine}.json").read_text(encoding="utf-8")
+        else:
+            text = resources.files("qscale.engines").joinpath(f"data/{engine}.json").read_text(
+                encoding="utf-8")
     except FileNotFoundError:
         return None
-    raw = json.loads(text)
+    return parse(json.loads(text))
+
+
+def parse(raw: Mapping[str, Any]) -> Catalogue:
+    """A catalogue from its data file's content."""
     ranges = {a: tuple((r[0], r[1], r[2]) for r in rows)
               for a, rows in raw["architectures"].items()}
+    formats = {name: tuple(FormatRange(*r) for r in rows)
+               for name, rows in raw.get("formats", {}).items()}
     return Catalogue(raw["engine"], tuple(raw["releases"]), ranges, raw["facts"],
-                     raw.get("per_release", {}), raw.get("transformers", {}))
+                     raw.get("per_release", {}), raw.get("transformers", {}), formats)
+
+
+def format_fact(engine: str, name: str, version: Version | None) -> FormatFact | None:
+    """A quantization-format fact at the catalogued release that models ``version`` (None:
+    the newest; before the first release: the first, which QS010 calls partial). None when
+    the catalogue has no entry for that release: the fact was not read there (a gap, which
+    :func:`format_gaps` reports), so no neighbouring release stands in for it."""
+    cat = load(engine)
+    if cat is None:
+        return None
+    release = cat.release_for(version) or cat.releases[0]
+    for r in cat.formats.get(name, ()):
+        if _ver(r.first) <= _ver(release) <= _ver(r.last):
+            return FormatFact(name, r.value, release, r.source, r.how)
+    return None
+
+
+def format_facts(engine: str, prefix: str) -> tuple[str, ...]:
+    """The names of the catalogued format facts that start with ``prefix`` (``wna16.``)."""
+    cat = load(engine)
+    return tuple(n for n in (cat.formats if cat else ()) if n.startswith(prefix))
+
+
+def format_gaps(engine: str, version: Version | None) -> tuple[str, ...]:
+    """The format facts with no entry for the release that models ``version``: not read in
+    it (a source the generator did not find, a hand-written fact not yet checked there)."""
+    cat = load(engine)
+    if cat is None or not cat.formats:
+        return ()
+    return tuple(n for n in cat.formats if format_fact(engine, n, version) is None)
+
+
+def format_since(engine: str, name: str, holds: Callable[[Any], bool]) -> Version:
+    """The first catalogued release from which ``holds(value)`` is true in every release
+    after it (``(0, 22)`` for 0.22.0: trailing zeros dropped, so ``version < since``
+    compares as a hand-written ``(0, 22)`` did). Raises when it never holds, or stops
+    holding again (a threshold cannot say that)."""
+    cat = load(engine)
+    if cat is None:
+        raise LookupError(f"no {engine} catalogue")
+    seen = [(r, f.value) for r in cat.releases
+            if (f := format_fact(engine, name, _ver(r))) is not None]
+    first = next((i for i, (_, v) in enumerate(seen) if holds(v)), None)
+    if first is None or not all(holds(v) for _, v in seen[first:]):
+        raise LookupError(f"{engine} format fact {name!r} is not a release threshold")
+    since = list(_ver(seen[first][0]))
+    while len(since) > 2 and since[-1] == 0:
+        since.pop()
+    return tuple(since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,3 +621,56 @@ def family_or_none(ckpt: Checkpoint, engine: str | EngineSpec | None = None) -> 
         return None
 
 
+
+
+class Since:
+    """A release threshold read from the catalogue when first compared (not at import: the
+    data file is loaded on the first check that needs it). Compares with version tuples as
+    the tuple :func:`format_since` gives: ``version < NVFP4_SINCE``."""
+
+    __slots__ = ("_engine", "_holds", "_name", "_value")
+
+    def __init__(self, engine: str, name: str, holds: Callable[[Any], bool]) -> None:
+        self._engine, self._name, self._holds = engine, name, holds
+        self._value: Version | None = None
+
+    @property
+    def value(self) -> Version:
+        """The threshold, ``(0, 22)``."""
+        if self._value is None:
+            self._value = format_since(self._engine, self._name, self._holds)
+        return self._value
+
+    @property
+    def fact(self) -> str:
+        """The catalogue fact it is read from."""
+        return self._name
+
+    def __lt__(self, other: tuple[int, ...]) -> bool:
+        return self.value < tuple(other)
+
+    def __le__(self, other: tuple[int, ...]) -> bool:
+        return self.value <= tuple(other)
+
+    def __gt__(self, other: tuple[int, ...]) -> bool:
+        return self.value > tuple(other)
+
+    def __ge__(self, other: tuple[int, ...]) -> bool:
+        return self.value >= tuple(other)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, tuple | Since) and self.value == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.value)
+
+    def __repr__(self) -> str:
+        return f"Since({self._name!r}: {self.value!r})"
+
+
+def since(engine: str, name: str, holds: Callable[[Any], bool]) -> Since:
+    """The first release from which ``holds`` is true of fact ``name`` (:class:`Since`)."""
+    return Since(engine, name, holds)

@@ -1460,3 +1460,405 @@ def causal_lm_names(tree: SourceTree) -> dict[str, str]:
             pairs = ast.literal_eval(node.value.args[0])
             return {k: v for k, v in pairs if isinstance(v, str)}
     return {}
+
+
+# --- quantization-format facts (per release) ---------------------------------------------
+#
+# What a release's quantization configs build, read from its ``layers/quantization`` source:
+# a release threshold in a format module (``qscale.formats.quark``) or a row of
+# ``qscale.engines.wna16`` is a lookup of these. Each reader returns ``(value, source)`` with
+# the file (and class or name) it read, or None when the release has no such source: the
+# catalogue then has no entry for that release, and a check at it is partial (QS010), not
+# modelled by a neighbour in silence.
+
+_QUANT = "vllm/model_executor/layers/quantization/"
+#: a fact's value and the file (``path:Symbol``) it was read from
+Read = tuple[Any, str]
+
+
+def _class_node(tree: SourceTree, path: str, cls: str) -> ast.ClassDef | None:
+    mod = _parse_path(tree, path)
+    if mod is None:
+        return None
+    return next((n for n in mod.body if isinstance(n, ast.ClassDef) and n.name == cls), None)
+
+
+def _parse_path(tree: SourceTree, path: str) -> ast.Module | None:
+    if path not in tree.files:
+        return None
+    return tree.parse(path[:-3].replace("/", "."))
+
+
+def _assigned(body: list[ast.stmt], name: str) -> ast.expr | None:
+    """The value of ``name = …`` / ``name: T = …`` among ``body``'s statements."""
+    for node in body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return value
+    return None
+
+
+def _json_literal(node: ast.expr) -> Any:
+    """A literal as JSON data: sets sorted into lists, a dict its sorted keys (``TYPE_MAP``:
+    what it maps from), tuples lists."""
+    if isinstance(node, ast.Dict):
+        return sorted(_json_literal(k) for k in node.keys if k is not None)
+    if isinstance(node, ast.Set):
+        return sorted(_json_literal(e) for e in node.elts)
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_json_literal(e) for e in node.elts]
+    value = ast.literal_eval(node)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    raise ValueError(f"not a JSON literal: {ast.unparse(node)}")
+
+
+def class_constant(tree: SourceTree, where: tuple[tuple[str, str], ...], attr: str
+                   ) -> Read | None:
+    """A class attribute's literal (``INCConfig.SUPPORTED_BITS``), from the first
+    ``(file, class)`` of ``where`` the release has."""
+    for path, cls in where:
+        node = _class_node(tree, path, cls)
+        value = _assigned(node.body, attr) if node is not None else None
+        if value is not None:
+            return _json_literal(value), f"{path}:{cls}.{attr}"
+    return None
+
+
+def module_constant(tree: SourceTree, paths: tuple[str, ...], name: str) -> Read | None:
+    """A module-level literal (``MARLIN_SUPPORTED_GROUP_SIZES``) from the first file that
+    has it."""
+    for path in paths:
+        mod = _parse_path(tree, path)
+        value = _assigned(mod.body, name) if mod is not None else None
+        if value is not None:
+            return _json_literal(value), f"{path}:{name}"
+    return None
+
+
+def defines(tree: SourceTree, path: str, qualname: str) -> Read | None:
+    """Whether the file defines ``name`` or ``Class.method`` (None: no such file)."""
+    mod = _parse_path(tree, path)
+    if mod is None:
+        return None
+    cls, _, name = qualname.rpartition(".")
+    body: list[ast.stmt] = mod.body
+    if cls:
+        node = _class_node(tree, path, cls)
+        body = node.body if node is not None else []
+    found = any(isinstance(n, ast.FunctionDef | ast.ClassDef) and n.name == name for n in body)
+    return found, f"{path}:{qualname}"
+
+
+def imported_from(tree: SourceTree, path: str, module: str) -> Read | None:
+    """The names ``path`` imports from ``module`` (or a submodule of it), sorted."""
+    mod = _parse_path(tree, path)
+    if mod is None:
+        return None
+    names = {a.name for n in ast.walk(mod) if isinstance(n, ast.ImportFrom) and n.module
+             and (n.module == module or n.module.startswith(module + "."))
+             for a in n.names}
+    return sorted(names), f"{path}:import {module}"
+
+
+def _bits_check(tree: SourceTree, path: str, cls: str) -> Read | None:
+    """The bit widths a config's ``__init__`` accepts: ``if self.weight_bits not in [2, 3,
+    4, 8]`` or ``if self.weight_bits != 4`` (raising otherwise); [] when the release has no
+    such class in that file (the config is gone: nothing falls back to it)."""
+    node = _class_node(tree, path, cls)
+    if node is None:
+        return [], f"{path}:{cls} (absent)"
+    init = next((n for n in node.body if isinstance(n, ast.FunctionDef)
+                 and n.name == "__init__"), None)
+    for test in (n.test for n in ast.walk(init) if isinstance(n, ast.If)) if init else ():
+        if (isinstance(test, ast.Compare) and len(test.ops) == 1
+                and ast.unparse(test.left) == "self.weight_bits"):
+            op, right = test.ops[0], test.comparators[0]
+            if isinstance(op, ast.NotIn) and isinstance(right, ast.List | ast.Tuple | ast.Set):
+                return sorted(_json_literal(right)), f"{path}:{cls}.__init__"
+            if isinstance(op, ast.NotEq) and isinstance(right, ast.Constant):
+                return [right.value], f"{path}:{cls}.__init__"
+    return None
+
+
+def _quark_int8_dynamic(tree: SourceTree) -> Read | None:
+    """Whether ``QuarkConfig`` matches int8 with dynamic per-token inputs: one of its int8
+    matchers (a method comparing a ``.get("dtype")`` with ``"int8"``) compares
+    ``input_quant.get("qscheme")`` with ``"per_channel"`` (``_is_dynamic_per_token_w8a8``
+    from 0.20, ``_is_w8a8_int8``'s ``is_dynamic_input`` from 0.30)."""
+    path = f"{_QUANT}quark/quark.py"
+    node = _class_node(tree, path, "QuarkConfig")
+    if node is None:
+        return None
+
+    def compares(fn: ast.AST, left: str, value: str) -> bool:
+        return any(isinstance(c, ast.Compare) and isinstance(c.ops[0], ast.Eq)
+                   and ast.unparse(c.left) == left and isinstance(c.comparators[0], ast.Constant)
+                   and c.comparators[0].value == value for c in ast.walk(fn))
+
+    matchers = [f for f in node.body if isinstance(f, ast.FunctionDef)
+                and compares(f, "weight_quant.get('dtype')", "int8")]
+    hits = [f.name for f in matchers if compares(f, "input_quant.get('qscheme')", "per_channel")]
+    return bool(hits), f"{path}:QuarkConfig.{hits[0] if hits else '_is_static_tensor_w8a8'}"
+
+
+def _quark_int8_channel_scale(tree: SourceTree) -> Read | None:
+    """``QuarkW8A8Int8.create_weights``' per-channel ``weight_scale``: the rank of the
+    parameter it registers and whether its ``weight_loader`` is a local function that
+    ``unsqueeze``s a 1-D checkpoint scale (``{"rank": 2, "unsqueezes_1d": true}`` from 0.22)."""
+    path = f"{_QUANT}quark/schemes/quark_w8a8_int8.py"
+    node = _class_node(tree, path, "QuarkW8A8Int8")
+    fn = next((n for n in node.body if isinstance(n, ast.FunctionDef)
+               and n.name == "create_weights"), None) if node is not None else None
+    if fn is None:
+        return None
+    local_fns = {n.name: n for n in ast.walk(fn) if isinstance(n, ast.FunctionDef)}
+    for call in ast.walk(fn):
+        if not (isinstance(call, ast.Call) and _dotted(call.func) == "ChannelQuantScaleParameter"):
+            continue
+        kw = {k.arg: k.value for k in call.keywords}
+        data = kw.get("data")
+        if not (isinstance(data, ast.Call) and data.args):
+            continue
+        shape = data.args[0]
+        rank = len(shape.elts) if isinstance(shape, ast.Tuple) else 1
+        loader = kw.get("weight_loader")
+        helper = local_fns.get(loader.id) if isinstance(loader, ast.Name) else None
+        unsqueezes = helper is not None and "unsqueeze" in ast.unparse(helper)
+        return ({"rank": rank, "unsqueezes_1d": unsqueezes},
+                f"{path}:QuarkW8A8Int8.create_weights")
+    return None
+
+
+def _inc_paths() -> tuple[tuple[str, str], ...]:
+    return ((f"{_QUANT}inc/inc.py", "INCConfig"), (f"{_QUANT}inc.py", "INCConfig"))
+
+
+def _inc_defines(tree: SourceTree, method: str) -> Read | None:
+    for path, cls in _inc_paths():
+        if path in tree.files:
+            return defines(tree, path, f"{cls}.{method}")
+    return None
+
+
+def _inc_imports_gptq(tree: SourceTree) -> Read | None:
+    """Whether vLLM's INC (AutoRound) config imports the non-Marlin ``GPTQConfig`` to fall
+    back to (``inc.py`` ``apply_gptq_quant_layer`` up to 0.21)."""
+    files = sorted(f for f in tree.files
+                   if f.startswith(f"{_QUANT}inc/") or f == f"{_QUANT}inc.py")
+    if not files:
+        return None
+    gptq = "vllm.model_executor.layers.quantization.gptq"
+    hits = [f for f in files if "GPTQConfig" in (imported_from(tree, f, gptq) or ([], ""))[0]]
+    return bool(hits), f"{hits[0] if hits else files[0]}:import GPTQConfig"
+
+
+_MARLIN_UTILS = (f"{_QUANT}utils/marlin_utils.py",)
+#: fact name -> its reader (one release's source -> (value, source) | None)
+FORMAT_READERS: dict[str, Any] = {
+    "quark.schemes": lambda t: imported_from(
+        t, f"{_QUANT}quark/quark.py", "vllm.model_executor.layers.quantization.quark.schemes"),
+    "quark.int8_dynamic_input": _quark_int8_dynamic,
+    "quark.int8_channel_scale": _quark_int8_channel_scale,
+    "gptq.marlin_types": lambda t: class_constant(
+        t, ((f"{_QUANT}auto_gptq.py", "AutoGPTQConfig"),
+            (f"{_QUANT}gptq_marlin.py", "GPTQMarlinConfig")), "TYPE_MAP"),
+    "gptq.fallback_bits": lambda t: _bits_check(t, f"{_QUANT}gptq.py", "GPTQConfig"),
+    "gptq.desc_act_refused": lambda t: defines(
+        t, f"{_QUANT}utils/gptq_utils.py", "normalize_and_validate_gptq_desc_act"),
+    "marlin.group_sizes": lambda t: module_constant(
+        t, _MARLIN_UTILS, "MARLIN_SUPPORTED_GROUP_SIZES"),
+    "awq.bits": lambda t: _bits_check(t, f"{_QUANT}awq.py", "AWQConfig") if
+    f"{_QUANT}awq.py" in t.files else class_constant(
+        t, ((f"{_QUANT}auto_awq.py", "AutoAWQConfig"),), "TYPE_MAP"),
+    "awq.marlin_bits": lambda t: class_constant(
+        t, ((f"{_QUANT}auto_awq.py", "AutoAWQConfig"),
+            (f"{_QUANT}awq_marlin.py", "AWQMarlinConfig")), "TYPE_MAP"),
+    "auto_round.bits": lambda t: class_constant(t, _inc_paths(), "SUPPORTED_BITS"),
+    "auto_round.data_types": lambda t: class_constant(t, _inc_paths(), "SUPPORTED_DTYPES"),
+    "auto_round.formats": lambda t: class_constant(t, _inc_paths(), "SUPPORTED_FORMATS"),
+    "auto_round.backends": lambda t: class_constant(t, _inc_paths(), "SUPPORTED_BACKENDS"),
+    "auto_round.gptq_fallback": _inc_imports_gptq,
+    "auto_round.humming_bits": lambda t: module_constant(
+        t, (f"{_QUANT}inc/schemes/inc_wna16_scheme.py",), "CUDA_HUMMING_SUPPORTED_BITS")
+    or ([], f"{_QUANT}inc/schemes/inc_wna16_scheme.py:CUDA_HUMMING_SUPPORTED_BITS (absent)")
+    if any(f.startswith(f"{_QUANT}inc") for f in t.files) else None,
+    "auto_round.int_packing_checked": lambda t: _inc_defines(t, "_validate_int_quantization"),
+    "auto_round.float_validated": lambda t: _inc_defines(
+        t, "_validate_fp8_block_quantization"),
+}
+
+
+def extract_formats(tree: SourceTree) -> dict[str, Read]:
+    """One release's quantization-format facts: name -> (value, source); a fact whose
+    source the release lacks is left out."""
+    out: dict[str, Read] = {}
+    for name, reader in FORMAT_READERS.items():
+        got = reader(tree)
+        if got is not None:
+            out[name] = (got[0], got[1])
+    return out
+
+
+_FBGEMM = f"{_QUANT}fbgemm_fp8.py"
+
+
+def _method(tree: SourceTree, path: str, cls: str, name: str) -> ast.FunctionDef | None:
+    node = _class_node(tree, path, cls)
+    return next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == name),
+                None) if node is not None else None
+
+
+def _fbgemm_required_keys(tree: SourceTree) -> Read | None:
+    """The keys ``FBGEMMFp8Config.from_config`` reads with ``get_from_keys`` (which refuses a
+    config without them)."""
+    fn = _method(tree, _FBGEMM, "FBGEMMFp8Config", "from_config")
+    if fn is None:
+        return None
+    keys = [_json_literal(c.args[1])[0] for c in ast.walk(fn) if isinstance(c, ast.Call)
+            and _dotted(c.func) == "cls.get_from_keys" and len(c.args) == 2]
+    return keys, f"{_FBGEMM}:FBGEMMFp8Config.from_config"
+
+
+def _fbgemm_layers(tree: SourceTree) -> Read | None:
+    """The layer classes ``FBGEMMFp8Config.get_quant_method`` gives a quantized method
+    (``isinstance(layer, …)`` tests that return something other than None)."""
+    fn = _method(tree, _FBGEMM, "FBGEMMFp8Config", "get_quant_method")
+    if fn is None:
+        return None
+    out = []
+    for node in ast.walk(fn):
+        if (isinstance(node, ast.If) and isinstance(node.test, ast.Call)
+                and _dotted(node.test.func) == "isinstance" and len(node.test.args) == 2):
+            returns = [r for r in ast.walk(node) if isinstance(r, ast.Return)]
+            if any(r.value is not None and not (isinstance(r.value, ast.Constant)
+                                                and r.value.value is None) for r in returns):
+                out.append(_dotted(node.test.args[1]))
+    return out, f"{_FBGEMM}:FBGEMMFp8Config.get_quant_method"
+
+
+def _fbgemm_parameters(tree: SourceTree) -> Read | None:
+    """What ``FBGEMMFp8LinearMethod.create_weights`` registers: per parameter class, the
+    torch dtype and the rank of its data (``ModelWeightParameter`` float8_e4m3fn rank 2,
+    ``ChannelQuantScaleParameter`` float32 rank 2: [out, 1])."""
+    fn = _method(tree, _FBGEMM, "FBGEMMFp8LinearMethod", "create_weights")
+    if fn is None:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for call in ast.walk(fn):
+        if not isinstance(call, ast.Call):
+            continue
+        name = _dotted(call.func)
+        if name not in ("ModelWeightParameter", "ChannelQuantScaleParameter"):
+            continue
+        data = next((k.value for k in call.keywords if k.arg == "data"), None)
+        if not isinstance(data, ast.Call):
+            continue
+        dtype = next((_dotted(k.value) for k in data.keywords if k.arg == "dtype"), None)
+        shape: list[ast.expr] = data.args
+        if len(shape) == 1 and isinstance(shape[0], ast.Tuple):
+            shape = shape[0].elts
+        out[str(name)] = {"dtype": str(dtype), "rank": len(shape)}
+    return out, f"{_FBGEMM}:FBGEMMFp8LinearMethod.create_weights"
+
+
+def _tile_padding(tree: SourceTree, where: tuple[tuple[str, str], ...], check: str
+                  ) -> Read | None:
+    """The ``allow_tile_padding`` a config's ``get_quant_method`` passes to a Marlin shape
+    check (``check_marlin_supports_layer`` / ``check_moe_marlin_supports_layer``), as source
+    text (``True``, ``not self.desc_act``), or None when it passes none (the check's default,
+    False: strict tiles); from the first ``(file, class)`` of ``where`` the release has."""
+    for path, cls in where:
+        fn = _method(tree, path, cls, "get_quant_method")
+        if fn is None:
+            continue
+        for call in ast.walk(fn):
+            if isinstance(call, ast.Call) and _dotted(call.func) == check:
+                kw = next((k.value for k in call.keywords if k.arg == "allow_tile_padding"),
+                          None)
+                return (ast.unparse(kw) if kw is not None else None,
+                        f"{path}:{cls}.get_quant_method")
+    return None
+
+
+_GPTQ_CONFIGS = ((f"{_QUANT}auto_gptq.py", "AutoGPTQConfig"),
+                 (f"{_QUANT}gptq_marlin.py", "GPTQMarlinConfig"))
+_AWQ_CONFIGS = ((f"{_QUANT}auto_awq.py", "AutoAWQConfig"),
+                (f"{_QUANT}awq_marlin.py", "AWQMarlinConfig"))
+
+FORMAT_READERS.update({
+    "fbgemm_fp8.required_keys": _fbgemm_required_keys,
+    "gptq.moe_tile_padding": lambda t: _tile_padding(
+        t, _GPTQ_CONFIGS, "check_moe_marlin_supports_layer"),
+    "awq.tile_padding": lambda t: _tile_padding(t, _AWQ_CONFIGS, "check_marlin_supports_layer"),
+    "fbgemm_fp8.layers": _fbgemm_layers,
+    "fbgemm_fp8.parameters": _fbgemm_parameters,
+})
+
+_MARLIN_KERNEL = "vllm/model_executor/kernels/linear/mixed_precision/marlin.py"
+#: facts the generator cannot read from the source: ``name -> ((first, last, value, source,
+#: why), …)`` over catalogued releases, each range cited to the releases it was read in by
+#: hand. A release past the last range has no entry (partial) until someone reads it.
+HAND_FORMAT_FACTS: dict[str, tuple[tuple[str, str, Any, str, str], ...]] = {
+    "wna16.marlin_tiles": (
+        ("0.18.0", "0.23.0", "strict", f"{_MARLIN_KERNEL}:MarlinLinearKernel.can_implement",
+         "read in 0.18.0, 0.20.0-0.23.0: can_implement returns check_marlin_supports_shape's"
+         " refusal, and choose_mp_linear_kernel tries the next kernel; the fall-through is"
+         " control flow, not a constant"),
+        ("0.24.0", "0.29.0", "strict-with-act-order",
+         f"{_MARLIN_KERNEL}:MarlinLinearKernel.can_implement",
+         "read in 0.24.0-0.29.0: tile misalignment is zero-padded at weight prep unless"
+         " has_g_idx (a branch on the config, not a constant)"),
+        ("0.30.0", "0.33.0", "padded",
+         f"{_MARLIN_KERNEL}:MarlinLinearKernel.process_weights_after_loading",
+         "read in 0.30.0-0.33.0: always zero-padded (act order is refused by"
+         " utils/gptq_utils.py normalize_and_validate_gptq_desc_act)"),
+    ),
+    "fbgemm_fp8.ignore_matching": (
+        ("0.18.0", "0.33.0", "exact", f"{_QUANT}utils/quant_utils.py:is_layer_skipped",
+         "read in 0.20.0 and 0.33.0: FBGEMMFp8Config calls is_layer_skipped in its default"
+         " exact mode over packed_modules_mapping (a call's default argument, in another"
+         " module)"),
+    ),
+    "fbgemm_fp8.input_scale_ub": (
+        ("0.18.0", "0.33.0", "parameter", f"{_FBGEMM}:FBGEMMFp8LinearMethod.create_weights",
+         "read in 0.20.0 and 0.33.0: a plain torch.nn.Parameter from activation_scale_ub, with"
+         " no weight_loader (not a checkpoint tensor)"),
+    ),
+}
+
+
+def format_rows(per_release: Mapping[str, Mapping[str, Read]], releases: list[str]
+                ) -> dict[str, list[list[Any]]]:
+    """The catalogue's ``formats`` section: per fact, ``[first, last, value, source, how]``
+    over consecutive releases that agree, from each release's extracted facts and the
+    hand-written table (a hand-written range only over releases it names)."""
+    def ver(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split("."))
+
+    cells: dict[str, list[tuple[str, Any, str, str]]] = {}
+    for release in releases:
+        for name, (value, source) in per_release.get(release, {}).items():
+            cells.setdefault(name, []).append((release, value, source, "extracted"))
+        for name, rows in HAND_FORMAT_FACTS.items():
+            for first, last, value, source, why in rows:
+                if ver(first) <= ver(release) <= ver(last):
+                    cells.setdefault(name, []).append(
+                        (release, value, source, f"hand-written: {why}"))
+    out: dict[str, list[list[Any]]] = {}
+    for name in sorted(cells):
+        rows_out: list[list[Any]] = []
+        for release, value, source, how in cells[name]:
+            prev = releases[releases.index(release) - 1] if releases.index(release) else None
+            tail = rows_out[-1] if rows_out else None
+            if tail is not None and tail[1] == prev and tail[2:] == [value, source, how]:
+                tail[1] = release
+            else:
+                rows_out.append([release, release, value, source, how])
+        out[name] = rows_out
+    return out

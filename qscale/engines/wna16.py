@@ -1,10 +1,13 @@
-"""What each engine release builds for GPTQ and AWQ (weight-only int, "WNA16"), as data.
+"""What each engine release builds for GPTQ and AWQ (weight-only int, "WNA16") and for
+AutoRound, as rows over release ranges.
 
-Every row holds over a release range ``[low, high)`` and cites the files of the released wheels
-it was read from (``vllm/model_executor/layers/quantization/…`` and, for the dense kernels,
-``vllm/model_executor/kernels/linear/mixed_precision/marlin.py``). Read in the wheels of
-0.18.0 and of every release from 0.20.0 to 0.33.0; a change between two releases read is
-pinned to the later one (0.19 was not read: 0.18.0 and 0.20.0 agree on every fact here).
+vLLM's rows are built from the engine catalogue (``qscale/engines/data/vllm.json``,
+``formats`` section): each field is one catalogued fact, read by the generator from every
+release's wheel (``TYPE_MAP``, ``MARLIN_SUPPORTED_GROUP_SIZES``, the bits ``GPTQConfig`` /
+``AWQConfig`` accept, ``INCConfig.SUPPORTED_*``, which validators exist) or, for the kernels'
+tile handling (control flow, not constants), a hand-written entry citing the releases and
+files it was read in (``extract.HAND_FORMAT_FACTS``). A row spans consecutive releases whose
+facts agree. SGLang is not catalogued: its row is written here, read in its 0.5.23 wheel.
 
 The formats (:mod:`qscale.formats.gptq`) ask :func:`facts` which configs the release refuses
 at start-up; the layout rules (:mod:`qscale.constraints`) ask whether its dense Marlin kernel
@@ -13,12 +16,17 @@ checks thread tiles per partition.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
+from typing import Any, TypeVar
 
+from qscale.engines import catalogue, parse_version
 from qscale.engines.profiles import INF_VERSION
 
 Version = tuple[int, ...]
+R = TypeVar("R")
 
 
 class MarlinTiles(str, Enum):
@@ -76,63 +84,91 @@ class WNA16Facts:
 
 _MARLIN_TYPES = frozenset({(4, True), (8, True)})
 _MARLIN_GROUPS = (-1, 32, 64, 128)
-_Q = "vllm/model_executor/layers/quantization/"
-_K = "vllm/model_executor/kernels/linear/mixed_precision/marlin.py"
 
-VLLM: tuple[WNA16Facts, ...] = (
-    # gptq_marlin.py: GPTQMarlinConfig.TYPE_MAP {(4, sym), (8, sym)}; override_quantization_method
-    # keeps `gptq` (gptq.py: GPTQConfig, bits 2/3/4/8, any group, asym) when
-    # is_gptq_marlin_compatible fails; MarlinLinearKernel.can_implement calls
-    # check_marlin_supports_shape; awq_marlin.py falls back to AWQConfig (awq.py, 4 bits only)
-    # per layer when check_marlin_supports_layer fails. Read: 0.18.0, 0.20.0, 0.21.0.
-    WNA16Facts(
-        "vllm", (0, 18), (0, 22), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset({2, 3, 4, 8}),
-        desc_act_refused=False, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.STRICT,
-        awq_tile_fallback=True,
-        sources=(f"{_Q}gptq_marlin.py", f"{_Q}gptq.py", f"{_Q}awq_marlin.py", f"{_Q}awq.py",
-                 f"{_Q}utils/marlin_utils.py", _K),
-    ),
-    # auto_gptq.py: AutoGPTQConfig serves `gptq` and `gptq_marlin` (no non-Marlin fallback:
-    # "Unsupported quantization config"; AutoGPTQLinearMethod calls verify_marlin_supported);
-    # the dense kernel still checks tiles. Read: 0.22.0, 0.23.0.
-    WNA16Facts(
-        "vllm", (0, 22), (0, 24), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
-        desc_act_refused=False, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.STRICT,
-        awq_tile_fallback=True,
-        sources=(f"{_Q}auto_gptq.py", f"{_Q}awq_marlin.py", f"{_Q}utils/marlin_utils.py", _K),
-    ),
-    # marlin.py: "Tile misalignment is fixed by zero-padding" unless has_g_idx; auto_awq.py
-    # passes allow_tile_padding=True. The fused-MoE check stays strict
-    # (check_moe_marlin_supports_layer(layer, group_size)). Read: 0.24.0.
-    WNA16Facts(
-        "vllm", (0, 24), (0, 25), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
-        desc_act_refused=False, awq_bits=frozenset({4}),
-        marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
-        sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
-    ),
-    # auto_gptq.py AutoGPTQConfig.get_quant_method: check_moe_marlin_supports_layer(...,
-    # allow_tile_padding=not self.desc_act); the rest as 0.24. Read: 0.25.0, 0.26.0, 0.27.0,
-    # 0.28.0, 0.29.0.
-    WNA16Facts(
-        "vllm", (0, 25), (0, 30), _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
-        desc_act_refused=False, awq_bits=frozenset({4}),
-        marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER, awq_tile_fallback=False,
-        moe_marlin_tiles=MarlinTiles.STRICT_WITH_ACT_ORDER,
-        sources=(f"{_Q}auto_gptq.py", f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
-    ),
-    # utils/gptq_utils.py: normalize_and_validate_gptq_desc_act refuses desc_act with a group
-    # size ("no longer supported"), also through `dynamic`; base_config.py
-    # QuantizationConfig.get_checkpoint_weight_mapper drops `.g_idx`; marlin.py always pads,
-    # and auto_gptq.py passes allow_tile_padding=True to the MoE check. Read: 0.30.0, 0.31.0,
-    # 0.32.0, 0.33.0.
-    WNA16Facts(
-        "vllm", (0, 30), INF_VERSION, _MARLIN_TYPES, _MARLIN_GROUPS, frozenset(),
-        desc_act_refused=True, awq_bits=frozenset({4}), marlin_tiles=MarlinTiles.PADDED,
-        awq_tile_fallback=False, moe_marlin_tiles=MarlinTiles.PADDED,
-        sources=(f"{_Q}auto_gptq.py", f"{_Q}utils/gptq_utils.py", f"{_Q}base_config.py",
-                 f"{_Q}auto_awq.py", f"{_Q}utils/marlin_utils.py", _K),
-    ),
-)
+#: ``allow_tile_padding`` as the GPTQ config passes it to the fused-MoE Marlin check (None:
+#: not passed, the check's default False) -> how that check treats misaligned tiles
+_PADDING = {None: MarlinTiles.STRICT, "not self.desc_act": MarlinTiles.STRICT_WITH_ACT_ORDER,
+            "True": MarlinTiles.PADDED}
+
+#: WNA16Facts field -> the catalogue fact it is read from (``data/vllm.json`` ``formats``,
+#: generated from each release's wheel; ``extract.FORMAT_READERS`` / ``HAND_FORMAT_FACTS``
+#: say where) and how the JSON value becomes the field's
+_VLLM_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "gptq_marlin_types": ("gptq.marlin_types",
+                          lambda v: frozenset((int(b), bool(s)) for b, s in v)),
+    "marlin_group_sizes": ("marlin.group_sizes", lambda v: tuple(int(x) for x in v)),
+    "gptq_fallback_bits": ("gptq.fallback_bits", lambda v: frozenset(int(x) for x in v)),
+    "desc_act_refused": ("gptq.desc_act_refused", bool),
+    "awq_bits": ("awq.bits", lambda v: frozenset(int(x) for x in v)),
+    "marlin_tiles": ("wna16.marlin_tiles", MarlinTiles),
+    # a layer the AWQ Marlin shape check refuses falls back to the AWQ kernel; with
+    # allow_tile_padding=True it refuses none
+    "awq_tile_fallback": ("awq.tile_padding", lambda v: v != "True"),
+    "awq_marlin_bits": ("awq.marlin_bits", lambda v: frozenset(int(x) for x in v)),
+    "moe_marlin_tiles": ("gptq.moe_tile_padding", lambda v: _PADDING[v]),
+}
+
+
+def unknown_values(engine: str, version: Version | None) -> tuple[str, ...]:
+    """The catalogued facts at the release that models ``version`` whose value these rows
+    do not know (a new ``allow_tile_padding`` expression, say): that release's row is the
+    one before it, so :func:`qscale.engines.unmodelled` calls a check there partial."""
+    out = []
+    for fields in (_VLLM_FIELDS, _AUTO_ROUND_FIELDS):
+        for name, convert in fields.values():
+            fact = catalogue.format_fact(engine, name, version)
+            if fact is None:
+                continue
+            try:
+                convert(fact.value)
+            except (KeyError, TypeError, ValueError):
+                out.append(name)
+    return tuple(out)
+
+
+def _rows(fields: Mapping[str, tuple[str, Callable[[Any], Any]]],
+          make: Callable[[Version, Version, dict[str, Any], tuple[str, ...]], R]
+          ) -> tuple[R, ...]:
+    """One row per run of catalogued vLLM releases whose facts agree, ``[low, high)`` (the
+    next run's first release; the last row open-ended), citing every file its facts were
+    read from. A release some fact has no entry for, or a value :func:`unknown_values`
+    names, is left to the row before it (and :func:`qscale.engines.unmodelled` calls a
+    check at it partial)."""
+    cat = catalogue.load("vllm")
+    if cat is None:
+        return ()
+    runs: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+    for release in cat.releases:
+        got = {f: catalogue.format_fact("vllm", name, parse_version(release))
+               for f, (name, _) in fields.items()}
+        try:
+            values = {f: fields[f][1](g.value) for f, g in got.items() if g is not None}
+        except (KeyError, TypeError, ValueError):  # a value this model does not know
+            continue
+        if len(values) < len(fields):
+            continue
+        sources = tuple(dict.fromkeys(g.source.split(":")[0] for g in got.values()
+                                      if g is not None))
+        if runs and runs[-1][1] == values:  # one row while the behaviour holds
+            runs[-1] = (runs[-1][0], values, tuple(dict.fromkeys(runs[-1][2] + sources)))
+        else:
+            runs.append((release, values, sources))
+    lows = [_threshold(r) for r, _, _ in runs]
+    return tuple(make(low, high, values, sources) for low, high, (_, values, sources)
+                 in zip(lows, [*lows[1:], INF_VERSION], runs, strict=True))
+
+
+def _threshold(release: str) -> Version:
+    """``0.22.0`` -> ``(0, 22)``: how the hand-written rows named their bounds."""
+    v = list(parse_version(release))
+    while len(v) > 2 and v[-1] == 0:
+        v.pop()
+    return tuple(v)
+
+
+@cache
+def _vllm_rows() -> tuple[WNA16Facts, ...]:
+    return _rows(_VLLM_FIELDS, lambda lo, hi, v, src: WNA16Facts("vllm", lo, hi, sources=src, **v))
 
 
 _SG = "python/sglang/srt/layers/quantization/"
@@ -154,16 +190,18 @@ SGLANG: tuple[WNA16Facts, ...] = (
                  "python/sglang/srt/hardware_backend/gpu/quantization/gptq_kernels.py"),
     ),
 )
-_BY_ENGINE = {"vllm": VLLM, "sglang": SGLANG}
+_BY_ENGINE: dict[str, Callable[[], tuple[WNA16Facts, ...]]] = {
+    "vllm": _vllm_rows, "sglang": lambda: SGLANG}
 
 
 def facts(engine: str, version: Version | None) -> WNA16Facts | None:
     """The row for a release (None: ``version`` is the newest); None for an engine without
     rows. Versions past the table use its last row, versions before it its first (QS010
     calls those checks partial)."""
-    rows = _BY_ENGINE.get(engine)
-    if rows is None:
+    table = _BY_ENGINE.get(engine)
+    if table is None:
         return None
+    rows = table()
     if version is None:
         return rows[-1]
     for row in rows:
@@ -204,53 +242,46 @@ class AutoRoundFacts:
         return f"{lo},<{'.'.join(map(str, self.high))}"
 
 
-#: ``SUPPORTED_BACKENDS``, the same in every release read (0.18.0, 0.20.0-0.33.0)
-AUTO_ROUND_BACKENDS = frozenset({"auto", "gptq", "gptq:marlin", "awq", "awq:marlin", "marlin"})
-_AR_INT = frozenset({"auto_round:auto_gptq", "auto_round:auto_awq"})
-_AR_LLMC = _AR_INT | {"auto_round:llm_compressor"}
+_AUTO_ROUND_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "bits": ("auto_round.bits", lambda v: frozenset(int(x) for x in v)),
+    "data_types": ("auto_round.data_types", frozenset),
+    "gptq_fallback": ("auto_round.gptq_fallback", bool),
+    "humming_bits": ("auto_round.humming_bits", lambda v: frozenset(int(x) for x in v)),
+    "formats": ("auto_round.formats", frozenset),
+    "int_packing_checked": ("auto_round.int_packing_checked", bool),
+    "float_validated": ("auto_round.float_validated", bool),
+}
 
 
-VLLM_AUTO_ROUND: tuple[AutoRoundFacts, ...] = (
-    # inc.py apply_gptq_quant_layer: GPTQMarlinConfig, else GPTQConfig. Read: 0.18.0, 0.20.0,
-    # 0.21.0.
-    AutoRoundFacts((0, 18), (0, 22), frozenset({2, 3, 4, 8}), frozenset({"int"}), True,
-                   frozenset(), (f"{_Q}inc.py",)),
-    # inc.py (0.22, 0.23) / inc/schemes/inc_wna16_linear.py (0.24-0.26): Marlin or
-    # NotImplementedError ("Only 4-bit and 8-bit symmetric quantization is supported with
-    # Marlin kernels"). Read: 0.22.0, 0.23.0, 0.24.0, 0.25.0, 0.26.0.
-    AutoRoundFacts((0, 22), (0, 27), frozenset({2, 3, 4, 8}), frozenset({"int"}), False,
-                   frozenset(), (f"{_Q}inc.py", f"{_Q}inc/inc.py",
-                                 f"{_Q}inc/schemes/inc_wna16_linear.py")),
-    # inc/inc.py: SUPPORTED_DTYPES gains "mx_fp" (also as a substring, MXFP8 constants) and
-    # SUPPORTED_FORMATS "auto_round:llm_compressor", without the field checks of 0.29 (not
-    # modelled). Read: 0.27.0, 0.28.0.
-    AutoRoundFacts((0, 27), (0, 29), frozenset({2, 3, 4, 8}), frozenset({"int", "mx_fp"}),
-                   False, frozenset(), (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/factory.py",
-                                        f"{_Q}inc/schemes/inc_wna16_linear.py"),
-                   formats=_AR_LLMC),
-    # inc/inc.py SUPPORTED_DTYPES gains "fp" (FP8 block) and SUPPORTED_FORMATS
-    # "auto_round:fp8"; _validate_int_quantization / _validate_fp8_block_quantization /
-    # _validate_mxfp8_quantization assert each data type's fields. Read: 0.29.0.
-    AutoRoundFacts((0, 29), (0, 30), frozenset({2, 3, 4, 8}), frozenset({"int", "mx_fp", "fp"}),
-                   False, frozenset(), (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/factory.py"),
-                   formats=_AR_LLMC | {"auto_round:fp8"}, int_packing_checked=True,
-                   float_validated=True),
-    # SUPPORTED_BITS 2–8; inc_wna16_scheme.py sends bits 2/3/5/6/7 to the Humming kernels on
-    # CUDA. Read: 0.30.0, 0.31.0, 0.32.0, 0.33.0.
-    AutoRoundFacts((0, 30), INF_VERSION, frozenset(range(2, 9)),
-                   frozenset({"int", "mx_fp", "fp"}), False, frozenset({2, 3, 5, 6, 7}),
-                   (f"{_Q}inc/inc.py", f"{_Q}inc/schemes/inc_wna16_scheme.py",
-                    f"{_Q}inc/schemes/inc_wna16_linear.py"),
-                   formats=_AR_LLMC | {"auto_round:fp8"}, int_packing_checked=True,
-                   float_validated=True),
-)
+@cache
+def _auto_round_rows() -> tuple[AutoRoundFacts, ...]:
+    return _rows(_AUTO_ROUND_FIELDS,
+                 lambda lo, hi, v, src: AutoRoundFacts(lo, hi, sources=src, **v))
+
+
+@cache
+def _auto_round_backends() -> frozenset[str]:
+    """``INCConfig.SUPPORTED_BACKENDS`` of the newest release (the same in every release
+    catalogued: tests/test_catalogue_formats.py)."""
+    fact = catalogue.format_fact("vllm", "auto_round.backends", None)
+    return frozenset(fact.value) if fact is not None else frozenset()
+
+
+def __getattr__(name: str) -> Any:
+    """``VLLM``, ``VLLM_AUTO_ROUND`` and ``AUTO_ROUND_BACKENDS``: built from the catalogue
+    when first asked for (the data file is not read at import)."""
+    built = {"VLLM": _vllm_rows, "VLLM_AUTO_ROUND": _auto_round_rows,
+             "AUTO_ROUND_BACKENDS": _auto_round_backends}.get(name)
+    if built is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return built()
 
 
 def auto_round_facts(engine: str, version: Version | None) -> AutoRoundFacts | None:
     """The AutoRound row for a vLLM release (as :func:`facts`); None for other engines."""
     if engine != "vllm":
         return None
-    rows = VLLM_AUTO_ROUND
+    rows = _auto_round_rows()
     if version is None:
         return rows[-1]
     for row in rows:

@@ -4,7 +4,7 @@ activations.
 
 Follows vLLM's ``FBGEMMFp8Config`` (``vllm/model_executor/layers/quantization/fbgemm_fp8.py``,
 the same in 0.20.0 and 0.33.0 but for how ``process_weights_after_loading`` replaces the
-parameters; :data:`FACTS` cites the files):
+parameters; the facts are engine-catalogue data, :func:`facts` cites the files):
 
 * ``from_config`` reads ``modules_to_not_convert`` and ``activation_scale_ub`` with
   ``get_from_keys``: a config without either key is refused ("Cannot find any of [...] in the
@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qscale.engines import EngineSpec
+from qscale.engines import EngineSpec, catalogue
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats._api import Resolution, SameInEveryRelease, require_list
 from qscale.formats._layers import is_lm_head
@@ -57,25 +57,53 @@ from qscale.schemes import (
 
 METHOD = "fbgemm_fp8"
 
-#: engine facts, each with the release file it is read from
-FACTS: Mapping[str, str] = {
-    "required keys": "modules_to_not_convert, activation_scale_ub (vLLM 0.20.0 and 0.33.0"
-                     " quantization/fbgemm_fp8.py FBGEMMFp8Config.from_config, get_from_keys;"
-                     " SGLang 0.5.12 quantization/fpgemm_fp8.py likewise)",
-    "layers quantized": "LinearBase only (FBGEMMFp8Config.get_quant_method); ParallelLMHead and"
-                        " FusedMoE get None (vLLM 0.33.0 fused_moe/routed_experts.py"
-                        " _get_quant_method: UnquantizedFusedMoEMethod)",
-    "ignore matching": "is_layer_skipped exact mode with packed_modules_mapping (vLLM 0.20.0"
-                       " and 0.33.0 quantization/utils/quant_utils.py); SGLang 0.5.12"
-                       " quantization/utils.py matches dotted path components",
-    "weight": "ModelWeightParameter float8_e4m3fn (out, in) (fbgemm_fp8.py create_weights)",
-    "weight_scale": "ChannelQuantScaleParameter float32 (sum(output_partition_sizes), 1),"
-                    " filled with finfo(float32).min (fbgemm_fp8.py create_weights); a BF16 or"
-                    " F16 scale is converted by copy_ (parameter.py has no dtype check)",
-    "input_scale_ub": "a plain Parameter from activation_scale_ub (fbgemm_fp8.py"
-                      " create_weights); transformers 4.57.1 and 5.25.0"
-                      " integrations/fbgemm_fp8.py register it as a non-persistent buffer",
+#: what this module models of vLLM, each a fact of the engine catalogue (``data/vllm.json``
+#: ``formats``: read from every release's ``quantization/fbgemm_fp8.py`` by the generator,
+#: or hand-written with the releases it was read in); :func:`facts` cites them
+CATALOGUE_FACTS: Mapping[str, str] = {
+    "required keys": "fbgemm_fp8.required_keys",  # from_config's get_from_keys
+    "layers quantized": "fbgemm_fp8.layers",  # get_quant_method's isinstance tests
+    "ignore matching": "fbgemm_fp8.ignore_matching",
+    "parameters": "fbgemm_fp8.parameters",  # create_weights: weight, weight_scale
+    "input_scale_ub": "fbgemm_fp8.input_scale_ub",
 }
+#: what other engines and the exporter do (not in vLLM's catalogue)
+ELSEWHERE: Mapping[str, str] = {
+    "required keys": "SGLang 0.5.12 quantization/fpgemm_fp8.py reads the same keys",
+    "layers quantized": "FusedMoE gets UnquantizedFusedMoEMethod (vLLM 0.33.0"
+                        " fused_moe/routed_experts.py _get_quant_method)",
+    "ignore matching": "SGLang 0.5.12 quantization/utils.py matches dotted path components",
+    "parameters": "a BF16 or F16 scale is converted by copy_ (parameter.py has no dtype check)",
+    "input_scale_ub": "transformers 4.57.1 and 5.25.0 integrations/fbgemm_fp8.py register it"
+                      " as a non-persistent buffer",
+}
+
+
+def facts(version: tuple[int, ...] | None = None) -> dict[str, str]:
+    """The engine facts at a vLLM release (None: the newest), each with its source."""
+    out = {}
+    for label, name in CATALOGUE_FACTS.items():
+        f = catalogue.format_fact("vllm", name, version)
+        read = f"{f.value} ({f.cite})" if f is not None else "not read in that release"
+        out[label] = f"{read}; {ELSEWHERE[label]}" if label in ELSEWHERE else read
+    return out
+
+
+def required_keys() -> tuple[str, ...]:
+    """The keys ``FBGEMMFp8Config.from_config`` requires (the same in every catalogued
+    release; tests/test_catalogue_formats.py)."""
+    f = catalogue.format_fact("vllm", "fbgemm_fp8.required_keys", None)
+    if f is None:
+        raise LookupError("the vllm catalogue has no fbgemm_fp8.required_keys")
+    return tuple(f.value)
+
+
+def __getattr__(name: str) -> Any:
+    """``FACTS``: :func:`facts` of the newest release (read from the catalogue when asked)."""
+    if name == "FACTS":
+        return facts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _NOT_CONVERTED = Resolution(None, "listed in modules_to_not_convert")
 _EXPERTS = Resolution(None, "FBGEMMFp8Config quantizes Linear layers only: the engine builds"
@@ -147,7 +175,7 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> FbgemmFp
     ub = qc.get("activation_scale_ub")
     if ub is not None and (isinstance(ub, bool) or not isinstance(ub, int | float)):
         raise ConfigError(f"{where}: activation_scale_ub must be a number, got {ub!r}")
-    missing = tuple(k for k in ("modules_to_not_convert", "activation_scale_ub") if k not in qc)
+    missing = tuple(k for k in required_keys() if k not in qc)
     return FbgemmFp8Config(
         frozenset(listed), config_key, missing=missing,
         activation_scale_ub=None if ub is None else float(ub),

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from qscale.engines import catalogue
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
 from qscale.formats._api import Resolution, first_match, require_list
 from qscale.modules import ModuleInfo, ModuleKind
@@ -96,16 +97,17 @@ I8 = frozenset({"I8"})
 #: zero points: the engine's int8 parameter takes any dtype (``copy_`` converts)
 ZERO_POINT = frozenset({"I8", "U8", "I32", "F32", "BF16", "F16"})
 #: vLLM builds dynamic per-token INT8 activations from 0.20.0 (``_is_dynamic_per_token_w8a8``
-#: in ``quark/quark.py``; 0.18.0 has only ``_is_static_tensor_w8a8``)
-INT8_DYNAMIC_SINCE: Version = (0, 20)
+#: in ``quark/quark.py``; 0.18.0 has only ``_is_static_tensor_w8a8``): catalogue data
+INT8_DYNAMIC_SINCE = catalogue.since("vllm", "quark.int8_dynamic_input", bool)
 #: ``quark_w8a8_int8.py`` registers the per-channel ``weight_scale`` as [out, 1] with a loader
 #: that unsqueezes a 1-D scale from 0.22.0 (0.18.0-0.21.0: a 1-D [out] parameter, loaded as is)
-INT8_SCALE_2D_SINCE: Version = (0, 22)
+INT8_SCALE_2D_SINCE = catalogue.since("vllm", "quark.int8_channel_scale",
+                                      lambda v: v == {"rank": 2, "unsqueezes_1d": True})
 #: ``QuarkNVFP4`` (``quark/schemes/quark_nvfp4.py``) from 0.22.0 (absent in 0.18.0-0.21.0)
-NVFP4_SINCE: Version = (0, 22)
+NVFP4_SINCE = catalogue.since("vllm", "quark.schemes", lambda v: "QuarkNVFP4" in v)
 NVFP4_GROUP = 16
 #: ``QuarkW4A16Int4`` (``quark/schemes/quark_w4a16_int4.py``) from 0.31.0 (unchanged to 0.33.0)
-INT4_SINCE: Version = (0, 31)
+INT4_SINCE = catalogue.since("vllm", "quark.schemes", lambda v: "QuarkW4A16Int4" in v)
 INT4_PACK = 8  #: int4 values per stored int32
 #: labels of the schemes modelled as vLLM builds them only (SGLang's Quark loader not read)
 _DENSE_ONLY = ("INT8 ", "NVFP4", "INT4 ", "FP8 per-block")

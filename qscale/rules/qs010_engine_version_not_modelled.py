@@ -5,7 +5,9 @@ Looks `--engine NAME==VERSION` up in qscale's engine profiles (version ranges wh
 source was read) and, for an engine with a generated catalogue (vLLM), its release list. A
 version outside every profile, or before the first or after the newest catalogued release, is
 modelled by the nearest one. A range (`--engine 'vllm>=0.19'`) checks the newest catalogued
-release inside it and never draws this note.
+release inside it and never draws this note. A catalogued release whose quantization-format
+facts (the catalogue's `formats` section) lack an entry for it draws the note too, naming
+the facts: the formats that read them are modelled by the nearest release that has them.
 
 ## Why it matters
 Loader behaviour changes between releases (vLLM 0.20.0 changed how tuple shard ids fill scale
