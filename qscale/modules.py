@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from qscale._fast import maker
 from qscale.safetensors_io import TensorInfo
 
 #: Module names whose 2-D ``weight`` is an embedding table, not a Linear.
@@ -55,10 +56,17 @@ class ModuleInfo:
 
 def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
     leaf = name.rpartition(".")[2]
+    return _kind_of(leaf, params, _weight(params))
+
+
+def _weight(params: Mapping[str, TensorInfo]) -> TensorInfo | None:
+    # WEIGHT_PARAMS, in order
+    return params.get("weight") or params.get("weight_packed") or params.get("qweight")
+
+
+def _kind_of(leaf: str, params: Mapping[str, TensorInfo], weight: TensorInfo | None) -> ModuleKind:
     if leaf == "experts" and not FUSED_EXPERT_PARAMS.isdisjoint(params):
         return ModuleKind.FUSED_EXPERTS
-    # WEIGHT_PARAMS, in order
-    weight = params.get("weight") or params.get("weight_packed") or params.get("qweight")
     if weight is None:
         return ModuleKind.OTHER
     if leaf in EMBEDDING_NAMES or leaf.endswith("_embed") or leaf.startswith("embed_"):
@@ -76,7 +84,7 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
     last: str | None = None
     params: dict[str, TensorInfo] = {}
     for t in tensors:
-        module, _, param = t.name.rpartition(".")
+        module, _, param = t[0].rpartition(".")  # t.name (a NamedTuple field: index is cheaper)
         if module != last:  # a module's tensors are often stored next to each other
             last = module
             found = grouped.get(module)  # (setdefault would build a dict per tensor)
@@ -85,7 +93,19 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
             params = found
         params[param] = t
     out: dict[str, ModuleInfo] = {}
+    #: a module's kind depends on its leaf, its parameter names and its weight's rank only:
+    #: the 10^5 experts of a large MoE share a handful of those
+    kinds: dict[tuple[str, tuple[str, ...], int], ModuleKind] = {}
     for name in sorted(grouped):
         params = grouped[name]
-        out[name] = ModuleInfo(name, _kind(name, params), params)
+        leaf = name[name.rfind(".") + 1 :]
+        weight = _weight(params)
+        key = (leaf, tuple(params), -1 if weight is None else len(weight.shape))
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = _kind_of(leaf, params, weight)
+        out[name] = _module_info(name, kind, params)
     return out
+
+
+_module_info = maker(ModuleInfo)  # ModuleInfo(name, kind, params), without __init__'s cost
