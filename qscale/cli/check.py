@@ -153,6 +153,7 @@ def _check(
     accepted = baselines.read_baseline(baseline) if baseline is not None else None
     with read_progress(fmt == CheckFormat.console) as progress:
         ckpt = read_checkpoint(model, progress=progress, header_only=header_only)
+    from qscale._exit import keep
     from qscale._files import refuse_overwrite
     from qscale.report import render
     from qscale.runner import CheckOptions, check
@@ -168,6 +169,7 @@ def _check(
         refuse_overwrite(write_baseline, ckpt.input_paths(), "--write-baseline")
         n = baselines.write_baseline(report, write_baseline)
         typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
+    keep(ckpt, report)  # the console script exits without freeing them (qscale._exit)
     color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
     emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output,
          ckpt.input_paths())  # fmt: skip
