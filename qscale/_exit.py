@@ -10,12 +10,23 @@ library caller) nothing is kept and nothing changes.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
 #: set by the console script only
 ENABLED = False
 _kept: list[object] = []
+
+
+def pause_gc() -> None:
+    """Turn the cyclic GC off for the rest of the process (only under the console script).
+
+    Between the read and the check, and after the check, each collection would visit the
+    10^5 to 10^6 records built so far (~0.09 s per check of a 400B-class MoE); they hold no
+    reference cycles, and the process ends with the command."""
+    if ENABLED:
+        gc.disable()
 
 
 def keep(*objects: object) -> None:

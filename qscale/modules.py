@@ -54,11 +54,6 @@ class ModuleInfo:
         return f"{self.name}.{param}" if self.name else param
 
 
-def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
-    leaf = name.rpartition(".")[2]
-    return _kind_of(leaf, params, _weight(params))
-
-
 def _weight(params: Mapping[str, TensorInfo]) -> TensorInfo | None:
     # WEIGHT_PARAMS, in order
     return params.get("weight") or params.get("weight_packed") or params.get("qweight")
@@ -93,17 +88,9 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
             params = found
         params[param] = t
     out: dict[str, ModuleInfo] = {}
-    #: a module's kind depends on its leaf, its parameter names and its weight's rank only:
-    #: the 10^5 experts of a large MoE share a handful of those
-    kinds: dict[tuple[str, tuple[str, ...], int], ModuleKind] = {}
     for name in sorted(grouped):
         params = grouped[name]
-        leaf = name[name.rfind(".") + 1 :]
-        weight = _weight(params)
-        key = (leaf, tuple(params), -1 if weight is None else len(weight.shape))
-        kind = kinds.get(key)
-        if kind is None:
-            kind = kinds[key] = _kind_of(leaf, params, weight)
+        kind = _kind_of(name[name.rfind(".") + 1 :], params, _weight(params))
         out[name] = _module_info(name, kind, params)
     return out
 
