@@ -1,6 +1,6 @@
-"""`python -m qscale` → cli.main."""
+"""`python -m qscale` → cli.run (the console script)."""
 
-from qscale.cli import main
+from qscale.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

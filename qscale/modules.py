@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from qscale._fast import maker
 from qscale.safetensors_io import TensorInfo
 
 #: Module names whose 2-D ``weight`` is an embedding table, not a Linear.
@@ -53,12 +54,14 @@ class ModuleInfo:
         return f"{self.name}.{param}" if self.name else param
 
 
-def _kind(name: str, params: Mapping[str, TensorInfo]) -> ModuleKind:
-    leaf = name.rpartition(".")[2]
+def _weight(params: Mapping[str, TensorInfo]) -> TensorInfo | None:
+    # WEIGHT_PARAMS, in order
+    return params.get("weight") or params.get("weight_packed") or params.get("qweight")
+
+
+def _kind_of(leaf: str, params: Mapping[str, TensorInfo], weight: TensorInfo | None) -> ModuleKind:
     if leaf == "experts" and not FUSED_EXPERT_PARAMS.isdisjoint(params):
         return ModuleKind.FUSED_EXPERTS
-    # WEIGHT_PARAMS, in order
-    weight = params.get("weight") or params.get("weight_packed") or params.get("qweight")
     if weight is None:
         return ModuleKind.OTHER
     if leaf in EMBEDDING_NAMES or leaf.endswith("_embed") or leaf.startswith("embed_"):
@@ -76,7 +79,7 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
     last: str | None = None
     params: dict[str, TensorInfo] = {}
     for t in tensors:
-        module, _, param = t.name.rpartition(".")
+        module, _, param = t[0].rpartition(".")  # t.name (a NamedTuple field: index is cheaper)
         if module != last:  # a module's tensors are often stored next to each other
             last = module
             found = grouped.get(module)  # (setdefault would build a dict per tensor)
@@ -87,5 +90,9 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
     out: dict[str, ModuleInfo] = {}
     for name in sorted(grouped):
         params = grouped[name]
-        out[name] = ModuleInfo(name, _kind(name, params), params)
+        kind = _kind_of(name[name.rfind(".") + 1 :], params, _weight(params))
+        out[name] = _module_info(name, kind, params)
     return out
+
+
+_module_info = maker(ModuleInfo)  # ModuleInfo(name, kind, params), without __init__'s cost

@@ -169,8 +169,23 @@ def _hint(exc: QscaleError) -> str:
     return f"{exc.hint}; {explain}" if exc.hint else explain
 
 
+def run() -> None:
+    """Console-script entry point: :func:`main`, then ``os._exit`` with its exit code, so that
+    what the command built is not freed object by object at shutdown (``qscale._exit``)."""
+    from qscale import _exit
+
+    _exit.ENABLED = True
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):
+            raise  # a message to print: the interpreter's own exit prints it
+        _exit.exit_now(exc.code or 0)
+    _exit.exit_now(0)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """The command line, in this process (``run`` is the console script)."""
     debug = _debugging(sys.argv)
     try:
         app()

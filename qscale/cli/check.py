@@ -145,8 +145,11 @@ def _check(
     )
     # each part imported where it is first needed, so that `qscale check --help`, a usage error
     # or a missing checkpoint stop before the rules (and numpy, but for a missing checkpoint) load
+    from qscale import _exit
     from qscale.progress import read_progress
     from qscale.source import read_checkpoint
+
+    _exit.pause_gc()
 
     if baseline is not None or write_baseline is not None:
         from qscale import baseline as baselines
@@ -168,6 +171,7 @@ def _check(
         refuse_overwrite(write_baseline, ckpt.input_paths(), "--write-baseline")
         n = baselines.write_baseline(report, write_baseline)
         typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
+    _exit.keep(ckpt, report)  # the console script exits without freeing them (qscale._exit)
     color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
     emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output,
          ckpt.input_paths())  # fmt: skip

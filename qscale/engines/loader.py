@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from qscale._fast import maker
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, TupleScale, parse_engine
 from qscale.engines.catalogue import family_for
@@ -353,7 +354,7 @@ def plan_load(
         if kind == "twice":
             renamed_away.append((name, pname))
             continue
-        slot = ShardSlot(name, shard, expert)
+        slot = _shard_slot(name, shard, expert)
         slots = groups.get(pname)
         if slots is None:
             groups[pname] = [slot]
@@ -795,6 +796,9 @@ def _expert_slots(
         col = 1 if (cols == 2 and s.shard_id == "w3") else 0
         slots[s.expert * cols + col] = value
     return MergedParam(pname, sources, parts, tuple(slots))
+
+
+_shard_slot = maker(ShardSlot)  # ShardSlot(source, shard_id, expert): one per tensor
 
 
 def unfilled_params(plan: LoadPlan, engine_params: Iterable[str]) -> list[str]:

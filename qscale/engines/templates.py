@@ -118,17 +118,21 @@ class ExpertMemo(Generic[R]):
         self._templates: dict[str, _Template[R]] = {}
 
     def __call__(self, name: str) -> R:
-        split = split_expert(name)
-        if split is None:
+        # split_expert, inline (once per tensor of the checkpoint)
+        i = name.find(_MARK)
+        if i < 0:
             return self._compute(name)
-        key, j, k = split
+        j = i + _MARK_LEN
+        k = name.find(".", j)
         digits = name[j:k]
-        t = self._templates.get(key)
+        if k <= j or k - j >= len(_HASHES) or not digits.isdigit():
+            return self._compute(name)
+        t = self._templates.get(f"{name[:j]}{_HASHES[k - j]}{name[k:]}")
         if t is not None and t.make is not None:
             return t.make(digits)
         if t is None:
             result = self._compute(name)
-            self._templates[key] = _Template(digits, result)
+            self._templates[f"{name[:j]}{_HASHES[k - j]}{name[k:]}"] = _Template(digits, result)
             return result
         if t.broken or digits == t.digits:
             return self._compute(name) if t.broken else t.result

@@ -8,9 +8,10 @@ Where the config lives follows vLLM: ``config.json:quantization_config`` (root o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from qscale._fast import maker
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
@@ -129,11 +130,12 @@ class ModuleQuant:
     module: ModuleInfo
     resolution: Resolution
     logical_shape: tuple[int, int] | None  #: (out, in) per expert for fused experts
+    #: the scheme, or None when unquantized (``resolution.scheme``, stored: rules read it
+    #: 10^6 times on a large MoE)
+    scheme: QuantScheme | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def scheme(self) -> QuantScheme | None:
-        """The scheme, or None when unquantized."""
-        return self.resolution.scheme
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scheme", self.resolution.scheme)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +206,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
                     res = Resolution(None, f"the engine builds `{child.rstrip('.')}` without"
                                      f" a quantization config under {fmt.method}")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
-        out[name] = ModuleQuant(module, res, logical_shape(module, spec, ckpt.values))
+        out[name] = _module_quant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
 
 
@@ -235,3 +237,17 @@ def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
         shown = " / ".join(f"`{n}`" for n in names)
         return Resolution(None, f"{compressed_tensors.NO_GROUP} (nor the engine's {shown})")
     return Resolution(found[0].scheme, f"{found[0].reason}, on the engine's name `{names[0]}`")
+
+
+_new_module_quant = maker(ModuleQuant)
+_set_scheme = vars(ModuleQuant)["scheme"].__set__  # the slot's descriptor
+
+
+def _module_quant(
+    module: ModuleInfo, res: Resolution, shape: tuple[int, int] | None
+) -> ModuleQuant:
+    """``ModuleQuant(module, res, shape)`` without the frozen ``__init__``'s cost (10^5 per
+    check)."""
+    mq = _new_module_quant(module, res, shape)
+    _set_scheme(mq, res.scheme)
+    return mq

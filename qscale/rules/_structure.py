@@ -257,23 +257,39 @@ class AcceptedShapes:
         #: (id of the spec, id of the scheme, expert count or None, basis shape) -> shapes;
         #: the specs and schemes outlive the check
         self._known: dict[tuple[int, int, int | None, Any], Shapes | None] = {}
+        #: (id of the spec, id of the scheme) -> the parameter whose stored shape sizes the
+        #: spec's tensor, or None when the module's logical shape does
+        self._refs: dict[tuple[int, int], str | None] = {}
 
     def __call__(self, mq: ModuleQuant, spec: TensorSpec) -> Shapes | None:
         """``accepted_shapes(mq, spec)``."""
         scheme = mq.scheme
         assert scheme is not None
-        tensors = mq.module.tensors
+        module = mq.module
         # what `accepted_shapes` reads, and nothing else
-        own = spec.logical is not None and spec is not scheme.weight_spec
-        ref = spec.ref or (spec.param if own else None)
+        pair = (id(spec), id(scheme))
+        try:
+            ref = self._refs[pair]
+        except KeyError:
+            own = spec.logical is not None and spec is not scheme.weight_spec
+            ref = self._refs[pair] = spec.ref or (spec.param if own else None)
         if ref is not None:
-            stored = tensors.get(ref)
+            stored = module.tensors.get(ref)
             basis: Any = None if stored is None else stored.shape
         else:
             basis = mq.logical_shape
-        n_exp = (next(iter(tensors.values())).shape[0]
-                 if mq.module.kind == ModuleKind.FUSED_EXPERTS else None)
-        key = (id(spec), id(scheme), n_exp, basis)
-        if key not in self._known:
-            self._known[key] = accepted_shapes(mq, spec)
-        return self._known[key]
+        n_exp = (next(iter(module.tensors.values())).shape[0]
+                 if module.kind == ModuleKind.FUSED_EXPERTS else None)
+        key = (*pair, n_exp, basis)
+        try:
+            return self._known[key]
+        except KeyError:
+            found = self._known[key] = accepted_shapes(mq, spec)
+            return found
+
+    def sized_by_module(self, mq: ModuleQuant, spec: TensorSpec) -> bool:
+        """Whether the shapes accepted for ``spec`` depend on the module's kind and logical
+        shape alone (no other stored tensor sizes them, no expert count), for a pair this
+        object has been called with."""
+        return (self._refs[id(spec), id(mq.scheme)] is None
+                and mq.module.kind != ModuleKind.FUSED_EXPERTS)

@@ -28,16 +28,20 @@ from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severi
 from qscale.rules._structure import (
     FLOAT_WEIGHTS,
     QUANT_PARAMS,
+    family,
     head_built_unquantized,
-    is_draft,
     stored_unquantized,
 )
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report draft-layer modules whose stored precision disagrees with the config."""
+    fam = family(ctx)
+    if fam is None:
+        return  # no family: no module is a draft layer's (`is_draft`)
+    text = ctx.checkpoint.config.text
     for name, mq in ctx.quant.modules.items():
-        if not is_draft(ctx, name):
+        if not fam.draft(name, text):  # `is_draft`, with the family and config looked up once
             continue
         first = next(iter(mq.module.tensors.values())).name
         if head_built_unquantized(ctx, mq):  # DeepSeek MTP `shared_head.head`

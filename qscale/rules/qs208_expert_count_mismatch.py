@@ -48,15 +48,16 @@ def check(ctx: Context) -> Iterator[Finding]:
     first: dict[str, str] = {}
     sized = names is not None and isinstance(inter, int)
     right: set[tuple[str, tuple[int, int] | None]] = set()  # (proj, logical shape) judged fine
+    words: dict[str, bool] = {}  # projection name -> whether it is all word characters
     for name, mq in ctx.quant.modules.items():
-        m = EXPERT.match(name) if ".experts." in name else None  # the test spares the regex
-        if m is not None:
-            layer, idx, proj = m.groups()
+        split = _split(name, words) if ".experts." in name else None  # the test spares it
+        if split is not None:
+            layer, digits, proj = split
             stored = layers.get(layer)
             if not isinstance(stored, set):
                 layers[layer] = stored = set()
                 first[layer] = next(iter(mq.module.tensors.values())).name
-            stored.add(int(idx))
+            stored.add(int(digits))
             if sized and (proj, mq.logical_shape) not in right:
                 assert names is not None and isinstance(inter, int)
                 wrong = _size(ctx, mq, proj, inter, names)
@@ -82,6 +83,24 @@ def check(ctx: Context) -> Iterator[Finding]:
             ctx.at(first[layer]),
             fix=FIX,
         )
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _split(name: str, words: dict[str, bool]) -> tuple[str, str, str] | None:
+    """``EXPERT.match(name).groups()``, or None where it does not match: by splitting off the
+    last two components (the regex's greedy head leaves exactly those), with the regex itself
+    for any name the split cannot judge (a newline, which ``.`` does not cross)."""
+    head, _, proj = name.rpartition(".")
+    layer, dot, idx = head.rpartition(".")
+    word = words.get(proj)
+    if word is None:
+        word = words[proj] = _WORD.fullmatch(proj) is not None
+    if word and dot and idx.isdecimal() and layer.endswith(".experts") and "\n" not in name:
+        return layer, idx, proj
+    m = EXPERT.match(name)
+    return None if m is None else (m[1], m[2], m[3])
 
 
 def _exactly(idx: set[int] | range, want: int) -> bool:
