@@ -109,6 +109,8 @@ class Deployment:
     #: None: not named (``--platform`` not given); CUDA is assumed, and a verdict that the
     #: platform would change says so (:attr:`platform_or_cuda`)
     platform: Platform | None = None
+    #: vLLM ``--allow-deprecated-quantization``: load a method its release lists as deprecated
+    allow_deprecated_quantization: bool = False
 
     def __post_init__(self) -> None:
         for flag, value in (("--tp", self.tp), ("--dp", self.dp), ("--ep", self.ep or 1)):

@@ -14,6 +14,7 @@ from builders import Built, dense
 from qscale import CheckOptions, check, read_checkpoint
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import resolve_quantization
+from qscale.layout import Deployment
 
 DOWN = "model.layers.0.mlp.down_proj"
 Q = "model.layers.0.self_attn.q_proj"
@@ -25,8 +26,14 @@ def llama(**qc: object) -> Built:
     return b
 
 
+#: vLLM lists fbgemm_fp8 as deprecated in every release read: it loads only when started with
+#: --allow-deprecated-quantization (QS106 otherwise), which these tests assume
+STARTED = Deployment(allow_deprecated_quantization=True)
+
+
 def errors(built: Built, tmp_path, engine: str = "vllm==0.33.0"):
-    report = check(read_checkpoint(built.write(tmp_path)), CheckOptions(engine=engine))
+    report = check(read_checkpoint(built.write(tmp_path)),
+                   CheckOptions(engine=engine, deployment=STARTED))
     return [f for f in report.findings if f.severity.name == "ERROR"]
 
 
@@ -51,12 +58,24 @@ def test_exporter_layout(tmp_path):
     assert quant.modules["lm_head"].scheme is None
 
 
-@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.20.0"])
-def test_clean_checkpoint_exits_0(tmp_path, engine):
+@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.20.0", "vllm==0.18.0"])
+def test_clean_checkpoint_exits_0_when_deprecated_methods_are_allowed(tmp_path, engine):
     path = llama().write(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--engine", engine],
+    proc = subprocess.run([sys.executable, "-m", "qscale", "check", str(path), "--engine", engine,
+                           "--allow-deprecated-quantization"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.18.0"])
+def test_without_the_flag_vllm_refuses_it_as_deprecated(run_cli, tmp_path, engine):
+    path = llama().write(tmp_path)
+    r = run_cli("check", str(path), "--engine", engine, "-f", "json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    [f] = __import__("json").loads(r.stdout)["findings"]
+    assert f["code"] == "QS106" and f["severity"] == "error"
+    assert "--allow-deprecated-quantization" in f["message"] and engine in f["message"]
+    assert f["location"]["key"] == "/quantization_config/quant_method"
 
 
 def test_missing_weight_scale_names_the_module(tmp_path):
@@ -165,13 +184,14 @@ def test_moe_experts_resolve_unquantized(tmp_path):
     expert = quant.modules["model.layers.0.mlp.experts.0.down_proj"]
     assert expert.scheme is None and "UnquantizedFusedMoEMethod" in expert.resolution.reason
     assert quant.modules["model.layers.0.self_attn.o_proj"].scheme is not None
-    found = check(ckpt, CheckOptions(engine="vllm==0.33.0")).findings
+    found = check(ckpt, CheckOptions(engine="vllm==0.33.0", deployment=STARTED)).findings
     assert any("experts.0.down_proj.weight_scale" in (f.location.tensor or "") for f in found)
 
 
 def test_entry_matching_nothing_warns(tmp_path):
     b = _bf16(llama(modules_to_not_convert=["lm_head", "mlp.down_proj"]), DOWN)
-    report = check(read_checkpoint(b.write(tmp_path)), CheckOptions(engine="vllm==0.33.0"))
+    report = check(read_checkpoint(b.write(tmp_path)),
+                   CheckOptions(engine="vllm==0.33.0", deployment=STARTED))
     warned = [f for f in report.findings if f.code == "QS204"]
     assert warned and "`mlp.down_proj`" in warned[0].message
     assert warned[0].location.key == "/quantization_config/modules_to_not_convert"

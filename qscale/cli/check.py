@@ -55,6 +55,7 @@ def check_cmd(
     disable_shared_experts_fusion: layout_opts.DisableFusionOpt = False,
     enforce_shared_experts_fusion: layout_opts.EnforceFusionOpt = False,
     enable_cuda_shared_expert_fusion: layout_opts.CudaFusionOpt = False,
+    allow_deprecated_quantization: layout_opts.AllowDeprecatedOpt = False,
     platform: Annotated[
         Platform | None,
         typer.Option(
@@ -122,6 +123,7 @@ def _check(
     disable_shared_experts_fusion: bool,
     enforce_shared_experts_fusion: bool,
     enable_cuda_shared_expert_fusion: bool,
+    allow_deprecated_quantization: bool,
     platform: Platform | None,
     allow_partial: bool,
     header_only: bool,
@@ -142,6 +144,7 @@ def _check(
         enforce_fusion=enforce_shared_experts_fusion,
         cuda_fusion=enable_cuda_shared_expert_fusion,
         platform=platform,
+        allow_deprecated=allow_deprecated_quantization,
     )
     # each part imported where it is first needed, so that `qscale check --help`, a usage error
     # or a missing checkpoint stop before the rules (and numpy, but for a missing checkpoint) load

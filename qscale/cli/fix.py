@@ -45,6 +45,7 @@ def fix_cmd(
     disable_shared_experts_fusion: layout_opts.DisableFusionOpt = False,
     enforce_shared_experts_fusion: layout_opts.EnforceFusionOpt = False,
     enable_cuda_shared_expert_fusion: layout_opts.CudaFusionOpt = False,
+    allow_deprecated_quantization: layout_opts.AllowDeprecatedOpt = False,
     platform: layout_opts.PlatformOpt = Platform.CUDA,
 ) -> None:
     """Rewrite a checkpoint so the engine loads it correctly, or reject it.
@@ -73,6 +74,7 @@ def fix_cmd(
         enforce_fusion=enforce_shared_experts_fusion,
         cuda_fusion=enable_cuda_shared_expert_fusion,
         platform=platform,
+        allow_deprecated=allow_deprecated_quantization,
     )
     result = fix(
         model,

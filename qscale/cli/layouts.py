@@ -71,6 +71,14 @@ CudaFusionOpt = Annotated[
         help="SGLang `enable_cuda_shared_expert_fusion`: fuse the shared expert on CUDA.",
     ),
 ]
+AllowDeprecatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-deprecated-quantization",
+        help="vLLM `--allow-deprecated-quantization`: the engine is started with it, so a"
+        " deprecated quantization method (fbgemm_fp8) loads.",
+    ),
+]
 PlatformOpt = Annotated[
     Platform,
     typer.Option("--platform", help="cuda, rocm, or rocm-aiter (AMD with AITER kernels)."),
@@ -144,6 +152,7 @@ def layouts_cmd(
     max_ep: Annotated[int, typer.Option("--max-ep", help="Largest EP to try.", min=1)] = 64,
     a2a_backend: A2aOpt = None,
     platform: PlatformOpt = Platform.CUDA,
+    allow_deprecated_quantization: AllowDeprecatedOpt = False,
     fmt: FormatOpt = OutputFormat.console,
     output: OutputOpt = None,
 ) -> None:
@@ -156,7 +165,8 @@ def layouts_cmd(
     from qscale.source import read_checkpoint
     from qscale.supported import supported_layouts
 
-    base = Deployment(a2a_backend=a2a_backend, platform=platform)
+    base = Deployment(a2a_backend=a2a_backend, platform=platform,
+                      allow_deprecated_quantization=allow_deprecated_quantization)
     ckpt = read_checkpoint(model)
     table = supported_layouts(ckpt, engine, max_tp=max_tp, max_ep=max_ep, base=base)
     if fmt == OutputFormat.json:
@@ -177,6 +187,7 @@ def deployment_from(
     enforce_fusion: bool,
     cuda_fusion: bool,
     platform: Platform | None,
+    allow_deprecated: bool = False,
 ) -> Deployment:
     """The Deployment `qscale check`'s layout options describe (UsageError if they clash)."""
     return Deployment(
@@ -190,4 +201,5 @@ def deployment_from(
         enforce_shared_experts_fusion=enforce_fusion,
         cuda_shared_expert_fusion=cuda_fusion,
         platform=platform,
+        allow_deprecated_quantization=allow_deprecated,
     )

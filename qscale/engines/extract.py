@@ -1694,6 +1694,24 @@ FORMAT_READERS: dict[str, Any] = {
 }
 
 
+_MODEL_CONFIG = "vllm/config/model.py"
+
+
+def _deprecated_methods(tree: SourceTree) -> Read | None:
+    """The ``quant_method`` names ``ModelConfig._verify_quantization`` refuses unless vLLM is
+    started with ``--allow-deprecated-quantization`` (``DEPRECATED_QUANTIZATION_METHODS``);
+    None when the release has the list but its model config does not test it."""
+    got = module_constant(tree, (f"{_QUANT}__init__.py",), "DEPRECATED_QUANTIZATION_METHODS")
+    if got is None or _MODEL_CONFIG not in tree.files:
+        return None
+    if "DEPRECATED_QUANTIZATION_METHODS" not in tree.read(_MODEL_CONFIG):
+        return None
+    return got
+
+
+FORMAT_READERS["registry.deprecated"] = _deprecated_methods
+
+
 def extract_formats(tree: SourceTree) -> dict[str, Read]:
     """One release's quantization-format facts: name -> (value, source); a fact whose
     source the release lacks is left out."""
