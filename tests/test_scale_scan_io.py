@@ -12,7 +12,14 @@ import torch
 from safetensors.torch import save_file
 
 from qscale.safetensors_io import read_header
-from qscale.scale_scan import PAGE, FileReader, resident_pages, scan_file, scan_tensors
+from qscale.scale_scan import (
+    PAGE,
+    FileReader,
+    cached_pages,
+    resident_pages,
+    scan_file,
+    scan_tensors,
+)
 
 needs_linux = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT here")
 
@@ -74,6 +81,8 @@ def test_every_range_reads_its_bytes(tmp_path, state):
                 os.pread(fd, 1, p)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_NORMAL)
         cached_before = _resident(path)
+        count = cached_pages(fd, 0, cached_before.size * PAGE)  # None before Linux 6.5
+        assert count is None or count == int(cached_before.sum())
         reader = FileReader(fd, path.name, chunk=4 * PAGE)
         try:
             for a, b in _ranges(len(data), rng):
