@@ -14,7 +14,9 @@ vLLM's `ModelConfig._verify_quantization` raises at start-up for such a method: 
 quantization method fbgemm_fp8 is deprecated and will be removed in future versions of vLLM.
 To bypass, set `--allow-deprecated-quantization`." The checkpoint may be perfectly valid
 (Meta's official Llama-3.1 FP8 checkpoints are `fbgemm_fp8`); the deployment still does not
-start. qscale checks everything else as if the engine had been started with the flag.
+start. qscale checks everything else as if the engine had been started with the flag. Real
+vLLM 0.33.0 on CPU refuses a tiny `fbgemm_fp8` Llama this way and builds its config with the
+flag (`oracle/deprecated_quantization.py`).
 
 ## Example
 ``vllm==0.33.0 refuses quant_method `fbgemm_fp8` as deprecated unless started with
