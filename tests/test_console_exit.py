@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import subprocess
-import sys
 
 import pytest
 from builders import qwen3_5_moe
+from cli_runner import cli_subprocess
 
 from qscale import _exit
 from qscale._fast import maker
@@ -26,10 +25,7 @@ from qscale.source import read_checkpoint
 P = "model.language_model.layers"
 
 
-def console(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qscale", *args], capture_output=True, text=True, timeout=60
-    )
+console = cli_subprocess  #: ``python -m qscale``: the console script's path (``qscale.cli.run``)
 
 
 @pytest.fixture(scope="module")
