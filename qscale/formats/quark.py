@@ -223,10 +223,13 @@ def _first_cite(since: catalogue.Since) -> str:
 def _moe_facts() -> Mapping[str, ReleaseFact]:
     out: dict[str, ReleaseFact] = {}
     for key, (builds, read, before, note) in _MOE_SPECS.items():
-        if read is None:
-            newest = catalogue.format_fact("vllm", "quark.moe_methods", None)
-            assert newest is not None and builds in newest.value, builds
-            out[key] = ReleaseFact(builds, None, newest.cite.split(":")[0], before, note)
+        if read is None:  # the newest catalogue entry whose dispatch names it
+            cat = catalogue.load("vllm")
+            rows = cat.formats.get("quark.moe_methods", ()) if cat is not None else ()
+            last = next((r for r in reversed(rows) if builds in r.value), None)
+            source = (f"vllm=={last.last} {last.source.split(':')[0]}" if last is not None
+                      else f"{_QUARK}/quark_moe.py (no catalogued release dispatches to it)")
+            out[key] = ReleaseFact(builds, None, source, before, note)
             continue
         since = catalogue.since("vllm", *read)
         out[key] = ReleaseFact(builds, since, _first_cite(since), before, note)
