@@ -166,6 +166,45 @@ def test_quark_moe_readers_read_the_dispatch_and_the_guard(tmp_path):
     assert "quark.exclude_children" not in got and "quark.fp8_block_scale" not in got
 
 
+_QUARK_CONFIG_PY = """
+class QuarkConfig:
+    def get_quant_method(self, layer, prefix):
+        if should_ignore_layer(prefix, ignore=[], check_children={children}):
+            return None
+"""
+_PER_BLOCK_PY = """
+class QuarkW8A8Fp8:
+    pass
+class QuarkW8A8Fp8PerBlock:
+    def create_weights(self, layer, weight_loader):
+        layer.register_parameter("weight", weight)
+        weight_scale = create_fp8_scale_parameter(BlockQuantScaleParameter, weight_loader)
+        layer.register_parameter("{name}", weight_scale)
+"""
+
+
+@pytest.mark.parametrize(("children", "name", "expect"), [
+    ("isinstance(layer, RoutedExperts)", "weight_scale_inv", (True, "weight_scale_inv")),
+    ("False", "weight_scale", (False, "weight_scale")),  # a literal False: not passed on
+])
+def test_quark_exclude_and_block_scale_readers(tmp_path, children, name, expect):
+    q = tmp_path / "vllm/model_executor/layers/quantization/quark"
+    (q / "schemes").mkdir(parents=True)
+    (q / "quark.py").write_text(_QUARK_CONFIG_PY.format(children=children), encoding="utf-8")
+    (q / "schemes/quark_w8a8_fp8.py").write_text(_PER_BLOCK_PY.format(name=name),
+                                                 encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    assert (got["quark.exclude_children"][0], got["quark.fp8_block_scale"][0]) == expect
+    assert got["quark.fp8_block_scale"][1].endswith(
+        "quark_w8a8_fp8.py:QuarkW8A8Fp8PerBlock.create_weights")
+    # a release whose scheme file has no per-block class: an entry of None, not a gap
+    (q / "schemes/quark_w8a8_fp8.py").write_text("class QuarkW8A8Fp8:\n    pass\n",
+                                                 encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    assert got["quark.fp8_block_scale"][0] is None
+    assert got["quark.fp8_block_scale"][1].endswith("QuarkW8A8Fp8PerBlock (absent)")
+
+
 def test_a_quark_moe_fact_missing_from_a_release_makes_its_check_partial(tmp_path):
     raw = json.loads(resources.files("qscale.engines").joinpath("data/vllm.json").read_text(
         encoding="utf-8"))
