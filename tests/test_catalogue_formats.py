@@ -11,11 +11,17 @@ import zipfile
 from importlib import resources
 
 import pytest
-from builders import dense
+from builders import dense, qwen3_moe
 from cli_runner import cli_subprocess
 
 from qscale.engines import catalogue, parse_version, wna16
-from qscale.engines.extract import FORMAT_READERS, HAND_FORMAT_FACTS, format_rows
+from qscale.engines.extract import (
+    FORMAT_READERS,
+    HAND_FORMAT_FACTS,
+    SourceTree,
+    extract_formats,
+    format_rows,
+)
 from qscale.engines.generate import build, main
 from qscale.formats import fbgemm_fp8, quark
 
@@ -24,6 +30,9 @@ assert CAT is not None
 #: every threshold quark.py reads from the catalogue, by its name there
 QUARK_SINCE = {n: getattr(quark, n) for n in ("INT8_DYNAMIC_SINCE", "INT8_SCALE_2D_SINCE",
                                                "NVFP4_SINCE", "INT4_SINCE")}
+QUARK_SINCE.update({f"MOE_FACTS[{k}]": f.since for k, f in quark.MOE_FACTS.items()
+                    if f.since is not None})
+QUARK_SINCE["FP8_BLOCK_FACT"] = quark.FP8_BLOCK_FACT.since
 #: every catalogue fact the modules read
 USED = sorted({s.fact for s in QUARK_SINCE.values()}
               | {name for name, _ in wna16._VLLM_FIELDS.values()}
@@ -72,6 +81,147 @@ def test_quark_thresholds_follow_the_entries(const):
     # compares as the version tuple it stands for, both ways
     assert since == since.value and tuple(since) == since.value
     assert not since.value < since and since.value <= since and since > (0, 17)
+
+
+def test_quark_moe_facts_cite_the_entry_their_threshold_starts_at():
+    # MOE_FACTS covers the MoE methods the catalogue's dispatch lists hold, and no others
+    newest = catalogue.format_fact("vllm", "quark.moe_methods", None)
+    assert newest is not None
+    builds = {f.builds.split()[0] for f in quark.MOE_FACTS.values()}
+    assert builds - set(newest.value) == {"should_ignore_layer(check_children=True)"}
+    for fact in (*quark.MOE_FACTS.values(), quark.FP8_BLOCK_FACT):
+        if fact.since is None:  # W4A8: modelled in no release; cites the newest dispatch
+            assert fact.builds in newest.value
+            assert fact.source == f"vllm=={newest.release} {newest.source.split(':')[0]}"
+            continue
+        first = next(r for r in CAT.releases if parse_version(r) >= fact.since)
+        entry = catalogue.format_fact("vllm", fact.since.fact, parse_version(first))
+        assert entry is not None and fact.since._holds(entry.value)
+        assert fact.source == f"vllm=={first} {entry.source.split(':')[0]}"
+        earlier = CAT.releases[CAT.releases.index(first) - 1]
+        before = catalogue.format_fact("vllm", fact.since.fact, parse_version(earlier))
+        assert before is not None and not fact.since._holds(before.value)
+
+
+_FP8_BLOCK_CFG = {
+    "weight": {"dtype": "fp8_e4m3", "qscheme": "per_block", "block_size": [128, 128],
+               "is_dynamic": False, "symmetric": True},
+    "input_tensors": {"dtype": "fp8_e4m3", "qscheme": "per_group", "group_size": 128,
+                      "is_dynamic": True, "symmetric": True},
+}
+
+
+def test_quark_fp8_block_scale_name_is_the_entry_of_every_release():
+    for release in CAT.releases:
+        entry = catalogue.format_fact("vllm", "quark.fp8_block_scale", parse_version(release))
+        assert entry is not None
+        got = quark._scheme(_FP8_BLOCK_CFG, "cfg", parse_version(release))
+        if entry.value is None:  # no QuarkW8A8Fp8PerBlock: the config is refused
+            assert isinstance(got, str) and "no Quark FP8 per-block scheme" in got, release
+        else:
+            assert isinstance(got, quark.QuantScheme), (release, got)
+            assert [t.param for t in got.tensors] == ["weight", entry.value], release
+    assert [name for _, name, _ in quark.FP8_BLOCK_SCALE_NAMES] == [
+        "weight_scale_inv", "weight_scale"]
+
+
+_QUARK_MOE_PY = """
+class QuarkMoEMethod:
+    @staticmethod
+    def get_moe_method(quant_config, module, layer_name):
+        if quant_config._is_fp8_w8a8(w, i):
+            return QuarkW8A8Fp8MoEMethod(w, i, module.moe_config)
+        {int8}
+        raise RuntimeError("Unsupported FusedMoe scheme")
+class QuarkW8A8Fp8MoEMethod(QuarkMoEMethod):
+    def __init__(self, weight_config, input_config, moe):
+        self.weight_qscheme = weight_config.get("qscheme")
+        per_tensor = self.weight_qscheme == "per_tensor" and self.input_qscheme == "per_tensor"
+        per_block = self.weight_qscheme == "per_block" and self.input_qscheme == "per_group"
+        if not ({guard}):
+            raise ValueError("For FP8 Fused MoE layers, ...")
+class QuarkW8A8Int8MoEMethod(QuarkMoEMethod):
+    pass
+"""
+
+
+def test_quark_moe_readers_read_the_dispatch_and_the_guard(tmp_path):
+    q = tmp_path / "vllm/model_executor/layers/quantization/quark"
+    q.mkdir(parents=True)
+    (q / "quark_moe.py").write_text(_QUARK_MOE_PY.format(
+        int8="elif x:\n            return QuarkW8A8Int8MoEMethod(w, i, module.moe_config)",
+        guard="per_tensor or per_block"), encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    assert got["quark.moe_methods"][0] == ["QuarkW8A8Fp8MoEMethod", "QuarkW8A8Int8MoEMethod"]
+    assert got["quark.moe_fp8_weight_qschemes"][0] == ["per_block", "per_tensor"]
+    assert got["quark.moe_fp8_weight_qschemes"][1].endswith(
+        "quark_moe.py:QuarkW8A8Fp8MoEMethod.__init__")
+    # near miss: the class is defined but not dispatched to, the local is not in the guard
+    (q / "quark_moe.py").write_text(_QUARK_MOE_PY.format(int8="", guard="per_tensor"),
+                                    encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    assert got["quark.moe_methods"][0] == ["QuarkW8A8Fp8MoEMethod"]
+    assert got["quark.moe_fp8_weight_qschemes"][0] == ["per_tensor"]
+    # no quark.py / schemes file in this release: those facts are absent (a gap), not False
+    assert "quark.exclude_children" not in got and "quark.fp8_block_scale" not in got
+
+
+_QUARK_CONFIG_PY = """
+class QuarkConfig:
+    def get_quant_method(self, layer, prefix):
+        if should_ignore_layer(prefix, ignore=[], check_children={children}):
+            return None
+"""
+_PER_BLOCK_PY = """
+class QuarkW8A8Fp8:
+    pass
+class QuarkW8A8Fp8PerBlock:
+    def create_weights(self, layer, weight_loader):
+        layer.register_parameter("weight", weight)
+        weight_scale = create_fp8_scale_parameter(BlockQuantScaleParameter, weight_loader)
+        layer.register_parameter("{name}", weight_scale)
+"""
+
+
+@pytest.mark.parametrize(("children", "name", "expect"), [
+    ("isinstance(layer, RoutedExperts)", "weight_scale_inv", (True, "weight_scale_inv")),
+    ("False", "weight_scale", (False, "weight_scale")),  # a literal False: not passed on
+])
+def test_quark_exclude_and_block_scale_readers(tmp_path, children, name, expect):
+    q = tmp_path / "vllm/model_executor/layers/quantization/quark"
+    (q / "schemes").mkdir(parents=True)
+    (q / "quark.py").write_text(_QUARK_CONFIG_PY.format(children=children), encoding="utf-8")
+    (q / "schemes/quark_w8a8_fp8.py").write_text(_PER_BLOCK_PY.format(name=name),
+                                                 encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    assert (got["quark.exclude_children"][0], got["quark.fp8_block_scale"][0]) == expect
+    assert got["quark.fp8_block_scale"][1].endswith(
+        "quark_w8a8_fp8.py:QuarkW8A8Fp8PerBlock.create_weights")
+    # a release whose scheme file has no per-block class: an entry of None, not a gap
+    (q / "schemes/quark_w8a8_fp8.py").write_text("class QuarkW8A8Fp8:\n    pass\n",
+                                                 encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    assert got["quark.fp8_block_scale"][0] is None
+    assert got["quark.fp8_block_scale"][1].endswith("QuarkW8A8Fp8PerBlock (absent)")
+
+
+def test_a_quark_moe_fact_missing_from_a_release_makes_its_check_partial(tmp_path):
+    raw = json.loads(resources.files("qscale.engines").joinpath("data/vllm.json").read_text(
+        encoding="utf-8"))
+    rows = raw["formats"]["quark.moe_methods"]
+    assert rows[-1][:2] == ["0.33.0", "0.33.0"]
+    rows.pop()  # 0.33.0 not read
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "vllm.json").write_text(json.dumps(raw), encoding="utf-8")
+    env = {catalogue.DATA_ENV: str(tmp_path / "data")}
+    ckpt = qwen3_moe("quark-int8").write(tmp_path / "ckpt")
+    r = cli_subprocess("check", str(ckpt), "--engine", "vllm==0.33.0", "-f", "json", env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "QS010" in r.stdout and "quark.moe_methods" in r.stdout
+    # the release before it has the entry, in the same data: clean
+    r = cli_subprocess("check", str(ckpt), "--engine", "vllm==0.32.0", "-f", "json", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "quark.moe_methods" not in r.stdout
 
 
 def test_wna16_rows_are_the_entries_of_every_release():

@@ -1635,6 +1635,91 @@ def _quark_int8_channel_scale(tree: SourceTree) -> Read | None:
     return None
 
 
+_QUARK_MOE = f"{_QUANT}quark/quark_moe.py"
+
+
+def _quark_moe_methods(tree: SourceTree) -> Read | None:
+    """The MoE method classes ``QuarkMoEMethod.get_moe_method`` (and, from 0.30,
+    ``get_moe_method_target``) can hand a routed-experts layer: the classes of
+    ``quark_moe.py`` those functions name, sorted (``QuarkW8A8Int8MoEMethod`` from 0.20,
+    ``QuarkNvfp4MoEMethod`` from 0.22, ``QuarkW4A16Int4MoEMethod`` from 0.31)."""
+    node = _class_node(tree, _QUARK_MOE, "QuarkMoEMethod")
+    mod = _parse_path(tree, _QUARK_MOE)
+    if node is None or mod is None:
+        return None
+    classes = {n.name for n in mod.body if isinstance(n, ast.ClassDef)} - {"QuarkMoEMethod"}
+    fns = [f for f in node.body if isinstance(f, ast.FunctionDef)
+           and f.name in ("get_moe_method", "get_moe_method_target")]
+    if not fns:
+        return None
+    named = {n.id for f in fns for n in ast.walk(f) if isinstance(n, ast.Name)}
+    return sorted(named & classes), f"{_QUARK_MOE}:QuarkMoEMethod.get_moe_method"
+
+
+def _quark_moe_fp8_weight_qschemes(tree: SourceTree) -> Read | None:
+    """The weight ``qscheme`` values ``QuarkW8A8Fp8MoEMethod.__init__`` accepts: those its
+    ``if not (per_tensor or per_channel …): raise ValueError`` guard tests, through the
+    locals it assigns from ``self.weight_qscheme == "…"`` (``per_block`` from 0.30)."""
+    fn = _method(tree, _QUARK_MOE, "QuarkW8A8Fp8MoEMethod", "__init__")
+    if fn is None:
+        return None
+    assigned = {t.id: n.value for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)}
+    for guard in (n for n in ast.walk(fn) if isinstance(n, ast.If)):
+        test = guard.test
+        if not (isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not)
+                and any(isinstance(s, ast.Raise) for s in guard.body)):
+            continue
+        names = [n.id for n in ast.walk(test.operand) if isinstance(n, ast.Name)]
+        found = {c.comparators[0].value for name in names if name in assigned
+                 for c in ast.walk(assigned[name]) if isinstance(c, ast.Compare)
+                 and isinstance(c.ops[0], ast.Eq) and ast.unparse(c.left) == "self.weight_qscheme"
+                 and isinstance(c.comparators[0], ast.Constant)}
+        if found:
+            return sorted(found), f"{_QUARK_MOE}:QuarkW8A8Fp8MoEMethod.__init__"
+    return None
+
+
+def _quark_exclude_children(tree: SourceTree) -> Read | None:
+    """Whether ``QuarkConfig`` calls ``should_ignore_layer`` with ``check_children`` (not a
+    literal False): from 0.26 a plain ``exclude`` entry naming part of a fused-MoE layer
+    (``….experts.*.down_proj``) excludes the whole layer (``quark/utils.py``)."""
+    path = f"{_QUANT}quark/quark.py"
+    node = _class_node(tree, path, "QuarkConfig")
+    if node is None:
+        return None
+    for fn in (f for f in node.body if isinstance(f, ast.FunctionDef)):
+        for call in ast.walk(fn):
+            if isinstance(call, ast.Call) and _dotted(call.func) == "should_ignore_layer":
+                kw = next((k.value for k in call.keywords if k.arg == "check_children"), None)
+                if kw is not None and not (isinstance(kw, ast.Constant) and kw.value is False):
+                    return True, f"{path}:QuarkConfig.{fn.name}"
+    return False, f"{path}:QuarkConfig"
+
+
+def _quark_fp8_block_scale(tree: SourceTree) -> Read | None:
+    """The name ``QuarkW8A8Fp8PerBlock.create_weights`` registers its
+    ``BlockQuantScaleParameter`` under (``weight_scale_inv`` in 0.28-0.29, ``weight_scale``
+    from 0.30); None when ``schemes/quark_w8a8_fp8.py`` has no such class (before 0.28)."""
+    path = f"{_QUANT}quark/schemes/quark_w8a8_fp8.py"
+    if path not in tree.files:
+        return None
+    if _class_node(tree, path, "QuarkW8A8Fp8PerBlock") is None:
+        return None, f"{path}:QuarkW8A8Fp8PerBlock (absent)"
+    fn = _method(tree, path, "QuarkW8A8Fp8PerBlock", "create_weights")
+    if fn is None:
+        return None
+    block = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign)
+             and "BlockQuantScaleParameter" in ast.unparse(n.value)
+             for t in n.targets if isinstance(t, ast.Name)}
+    for call in ast.walk(fn):
+        if (isinstance(call, ast.Call) and _dotted(call.func) == "layer.register_parameter"
+                and len(call.args) == 2 and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[1], ast.Name) and call.args[1].id in block):
+            return call.args[0].value, f"{path}:QuarkW8A8Fp8PerBlock.create_weights"
+    return None
+
+
 def _inc_paths() -> tuple[tuple[str, str], ...]:
     return ((f"{_QUANT}inc/inc.py", "INCConfig"), (f"{_QUANT}inc.py", "INCConfig"))
 
@@ -1665,6 +1750,10 @@ FORMAT_READERS: dict[str, Any] = {
         t, f"{_QUANT}quark/quark.py", "vllm.model_executor.layers.quantization.quark.schemes"),
     "quark.int8_dynamic_input": _quark_int8_dynamic,
     "quark.int8_channel_scale": _quark_int8_channel_scale,
+    "quark.moe_methods": _quark_moe_methods,
+    "quark.moe_fp8_weight_qschemes": _quark_moe_fp8_weight_qschemes,
+    "quark.exclude_children": _quark_exclude_children,
+    "quark.fp8_block_scale": _quark_fp8_block_scale,
     "gptq.marlin_types": lambda t: class_constant(
         t, ((f"{_QUANT}auto_gptq.py", "AutoGPTQConfig"),
             (f"{_QUANT}gptq_marlin.py", "GPTQMarlinConfig")), "TYPE_MAP"),

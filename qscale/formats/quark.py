@@ -1,8 +1,9 @@
 """AMD Quark (``quant_method: quark``): global, per-layer and per-type configs, ``exclude``;
 FP8 per-tensor / per-channel / per-block 128x128, OCP MX (MXFP4, MXFP6, MXFP8), W8A8 INT8,
 NVFP4 and W4A16 INT4 tensor by tensor, their routed experts included (vLLM
-``quark/quark_moe.py``, per release: ``MOE_FACTS``); other schemes (W4A8 two-level, FP8
-per-block with E8M0 scales, INT8 experts with asymmetric activations) stop at QS102.
+``quark/quark_moe.py``, per release: ``MOE_FACTS``, its thresholds engine-catalogue data);
+other schemes (W4A8 two-level, FP8 per-block with E8M0 scales, INT8 experts with asymmetric
+activations) stop at QS102.
 
 Follows vLLM's ``QuarkConfig``: ``exclude`` entries match exactly or as ``re:`` regexes
 (``quark/utils.py::should_ignore_layer``); a layer's config is looked up in
@@ -43,7 +44,7 @@ FP8 per-block (``QuarkW8A8Fp8PerBlock``, ``quark/schemes/quark_w8a8_fp8.py``, fr
 ``per_group`` 128 FP8 activations (``_is_fp8_w8a8``). A module stores ``weight`` (FP8 [out,
 in]) and a float ``weight_scale`` of one multiplier per 128x128 tile ([ceil(out/128),
 ceil(in/128)]; named ``weight_scale_inv`` in 0.28.0-0.29.0, ``weight_scale`` from 0.30.0:
-``FP8_BLOCK_SCALE_NAMES``). Its experts:
+``FP8_BLOCK_SCALE_NAMES``, from the catalogue's ``quark.fp8_block_scale``). Its experts:
 ``MOE_FACTS["fp8_block"]``. A ``scale_type: float8_e8m0fnu`` variant (E8M0 scale parameter)
 is not modelled (QS102).
 
@@ -121,12 +122,17 @@ _MX_PACK = {"fp4": 2}  # values per stored byte along the input dimension
 
 
 # --------------------------------------------------------------------------- per-release facts
-# Quark FP8 per-block and routed-expert (FusedMoE) facts, one entry per fact, each with the
-# release range it holds for and the wheel file it was read in. Read in the ``quark/`` folder
-# of every vLLM wheel 0.18.0 and 0.20.0-0.33.0 (``quark_moe.py`` create_weights and
-# get_moe_method / get_moe_method_target, ``quark.py`` _is_* matchers); unchanged in that
-# range unless the entry says otherwise. Kept apart from the constants above so they can move
-# into the engine catalogue as one table.
+# Quark FP8 per-block and routed-expert (FusedMoE) facts. The release each one starts at, and
+# the wheel file it was read in, are engine-catalogue data (``formats`` of
+# ``qscale/engines/data/vllm.json``, read from ``quark/quark_moe.py``, ``quark/quark.py`` and
+# ``quark/schemes/quark_w8a8_fp8.py`` of every catalogued wheel by
+# ``qscale.engines.extract.FORMAT_READERS``): ``quark.moe_methods`` (the classes
+# ``get_moe_method`` dispatches to), ``quark.moe_fp8_weight_qschemes``,
+# ``quark.exclude_children`` and ``quark.fp8_block_scale``. What stays written here is what
+# qscale says about them: the class that builds them, what earlier releases do instead and
+# what qscale does not model (read in the wheels the texts name). ``MOE_FACTS``,
+# ``FP8_BLOCK_FACT`` and ``FP8_BLOCK_SCALE_NAMES`` are built when first asked for (the data
+# file is not read at import).
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +140,23 @@ class ReleaseFact:
     """What one range of vLLM releases builds for a Quark config, and what earlier ones say."""
 
     builds: str  #: the vLLM class that builds it
-    since: Version | None  #: first release that builds it; None: qscale models no release
+    #: first release that builds it (a catalogue threshold); None: qscale models no release
+    since: catalogue.Since | None
     source: str  #: ``vllm==X path`` where ``since`` (or the refusal) was read
     before: str  #: what releases before ``since`` do instead (their error text)
     note: str = ""  #: what qscale does not model about it
 
 
 _QUARK = "vllm/model_executor/layers/quantization/quark"
-MOE_FACTS: Mapping[str, ReleaseFact] = {
+
+
+def _has(item: str) -> Any:
+    return lambda v: isinstance(v, list) and item in v
+
+
+#: key -> (builds, catalogue fact and what holds of it from ``since`` on, before, note);
+#: a fact of None: qscale models no release (its source: the newest release's dispatch)
+_MOE_SPECS: dict[str, tuple[str, tuple[str, Any] | None, str, str]] = {
     # Per expert: I8 `weight` [out, in]; per-channel `weight_scale` [out] (the w13/w2 slot is
     # [E, rows] and the loader copies a row vector into it, so [out, 1] fails copy_) or
     # per-tensor scalar ([E, 2] / [E] slots); static `input_scale` scalar ([E] slot);
@@ -149,8 +164,8 @@ MOE_FACTS: Mapping[str, ReleaseFact] = {
     # checked: with per-channel weights the w2 `input_zero_point` slot is 0-d and a [1]-shaped
     # one fails copy_). The same create_weights in 0.20.0-0.33.0 (0.28.0 spells 2 as
     # w13_num_shards).
-    "int8": ReleaseFact(
-        "QuarkW8A8Int8MoEMethod", (0, 20), f"vllm==0.20.0 {_QUARK}/quark_moe.py",
+    "int8": (
+        "QuarkW8A8Int8MoEMethod", ("quark.moe_methods", _has("QuarkW8A8Int8MoEMethod")),
         'vllm==0.18.0 get_moe_method has no INT8 branch: RuntimeError("Unsupported FusedMoe'
         ' scheme")',
         "asymmetric activations: the method drops the zero points and runs symmetric"
@@ -158,57 +173,117 @@ MOE_FACTS: Mapping[str, ReleaseFact] = {
     # Per expert, as the dense QuarkNVFP4: U8 `weight` [out, in/2], FP8 `weight_scale`
     # [out, in/16] (GROUP slot), scalars `weight_scale_2` (TENSOR, [E, 2] / [E]) and
     # `input_scale_2` (the loader's input-scale path: one value per expert).
-    "nvfp4": ReleaseFact(
-        "QuarkNvfp4MoEMethod", (0, 22), f"vllm==0.22.0 {_QUARK}/quark_moe.py",
-        "vllm==0.21.0: no QuarkNVFP4 at all (the whole config is refused)"),
+    "nvfp4": (
+        "QuarkNvfp4MoEMethod", ("quark.moe_methods", _has("QuarkNvfp4MoEMethod")),
+        "vllm==0.21.0: no QuarkNVFP4 at all (the whole config is refused)", ""),
     # Per expert, as the dense QuarkW4A16Int4: I32 `weight` [in, out/8], `weight_scale`
     # [in/group, out] (transposed on load into [E, rows, in/group]: no padded width),
     # I32 `weight_zero_point` [in/group, out/8] (asymmetric; registered either way).
-    "int4": ReleaseFact(
-        "QuarkW4A16Int4MoEMethod", (0, 31), f"vllm==0.31.0 {_QUARK}/quark_moe.py",
+    "int4": (
+        "QuarkW4A16Int4MoEMethod", ("quark.moe_methods", _has("QuarkW4A16Int4MoEMethod")),
         "vllm==0.30.0: no QuarkW4A16Int4 at all (the whole config is refused)",
         "create_weights halves the group until it divides the rank's intermediate and hidden"
         " sizes (assert group_size >= 32); that per-layout check is not modelled"),
     # Per expert, as the dense QuarkW8A8Fp8PerBlock: FP8 `weight` [out, in], float
     # `weight_scale` [ceil(out/128), ceil(in/128)] (BLOCK slot [E, rows/128, in/128]).
-    "fp8_block": ReleaseFact(
-        "QuarkW8A8Fp8MoEMethod (weight_qscheme per_block)", (0, 30),
-        f"vllm==0.30.0 {_QUARK}/quark_moe.py",
+    "fp8_block": (
+        "QuarkW8A8Fp8MoEMethod (weight_qscheme per_block)",
+        ("quark.moe_fp8_weight_qschemes", _has("per_block")),
         'vllm==0.28.0-0.29.0 QuarkW8A8Fp8MoEMethod.__init__: ValueError("For FP8 Fused MoE'
         ' layers, only per-tensor and per-channel scales for weights and activations are'
-        ' supported. Found per_block, per_group")'),
+        ' supported. Found per_block, per_group")', ""),
     # `exclude` for a fused-MoE layer: from 0.26.0 `should_ignore_layer(check_children=True)`
-    # also excludes the whole `….experts` layer when a plain (non-`re:`) entry names it or
-    # anything under it (`….experts.3.down_proj`, `….experts.*.down_proj`).
-    "exclude_children": ReleaseFact(
-        "should_ignore_layer(check_children=True)", (0, 26), f"vllm==0.26.0 {_QUARK}/utils.py",
-        "vllm==0.18.0-0.25.0: the exclude list is matched against `….experts` itself only"),
+    # (quark/utils.py) also excludes the whole `….experts` layer when a plain (non-`re:`)
+    # entry names it or anything under it (`….experts.3.down_proj`, `….experts.*.down_proj`).
+    "exclude_children": (
+        "should_ignore_layer(check_children=True)",
+        ("quark.exclude_children", lambda v: v is True),
+        "vllm==0.18.0-0.25.0: the exclude list is matched against `….experts` itself only", ""),
     # weight [fp8_e4m3 per_tensor, int4 per_channel ch_axis 0], fp8 inputs (`_is_fp8_w4a8`):
     # U32 `weight` [out, in/8], per-tensor `weight_scale`, per-channel `weight_scale_2`.
-    "w4a8": ReleaseFact(
-        "QuarkW4A8Fp8MoEMethod", None, f"vllm==0.33.0 {_QUARK}/quark_moe.py",
-        "",
+    "w4a8": (
+        "QuarkW4A8Fp8MoEMethod", None, "",
         "built on ROCm with AITER fused MoE only (assert \"W4A8 FP8 MoE requires ROCm AITER"
         " fused MoE support.\", 0.18.0-0.33.0); registers no input_scale for static"
         " activations; Linear layers under it are refused (\"Multi-entry weight or"
         " activation quantization configs are only supported for NVFP4.\", 0.30.0-0.33.0)"),
 }
-#: dense Quark FP8 per-block 128x128 (``QuarkW8A8Fp8PerBlock``); before it ``_is_fp8_w8a8``
-#: refuses ``per_block`` and the layer gets "No quark compatible scheme was found"
-FP8_BLOCK_FACT = ReleaseFact(
-    "QuarkW8A8Fp8PerBlock", (0, 28), f"vllm==0.28.0 {_QUARK}/schemes/quark_w8a8_fp8.py",
-    'vllm==0.27.0 quark.py: NotImplementedError("No quark compatible scheme was found")',
-    "scale_type float8_e8m0fnu (an E8M0 scale parameter, 0.28.0-0.33.0) is not modelled")
+
+
+def _first_cite(since: catalogue.Since) -> str:
+    """``vllm==X path`` of the catalogue entry a threshold starts at."""
+    at = since.value + (0,) * (3 - len(since.value))  # (0, 20) is 0.20.0, not before it
+    fact = catalogue.format_fact("vllm", since.fact, at)
+    if fact is None:
+        raise LookupError(f"vllm format fact {since.fact!r} has no entry at {since.value}")
+    return fact.cite.split(":")[0]
+
+
+@lru_cache(maxsize=1)
+def _moe_facts() -> Mapping[str, ReleaseFact]:
+    out: dict[str, ReleaseFact] = {}
+    for key, (builds, read, before, note) in _MOE_SPECS.items():
+        if read is None:  # the newest catalogue entry whose dispatch names it
+            cat = catalogue.load("vllm")
+            rows = cat.formats.get("quark.moe_methods", ()) if cat is not None else ()
+            last = next((r for r in reversed(rows) if builds in r.value), None)
+            source = (f"vllm=={last.last} {last.source.split(':')[0]}" if last is not None
+                      else f"{_QUARK}/quark_moe.py (no catalogued release dispatches to it)")
+            out[key] = ReleaseFact(builds, None, source, before, note)
+            continue
+        since = catalogue.since("vllm", *read)
+        out[key] = ReleaseFact(builds, since, _first_cite(since), before, note)
+    return out
+
+
+#: the dense Quark FP8 per-block scale: from ``quark.fp8_block_scale``'s first release on
+_FP8_BLOCK_SINCE = catalogue.since("vllm", "quark.fp8_block_scale", lambda v: v is not None)
+
+
+@lru_cache(maxsize=1)
+def _fp8_block_fact() -> ReleaseFact:
+    """Dense Quark FP8 per-block 128x128 (``QuarkW8A8Fp8PerBlock``); before it ``_is_fp8_w8a8``
+    refuses ``per_block`` and the layer gets "No quark compatible scheme was found"."""
+    return ReleaseFact(
+        "QuarkW8A8Fp8PerBlock", _FP8_BLOCK_SINCE, _first_cite(_FP8_BLOCK_SINCE),
+        'vllm==0.27.0 quark.py: NotImplementedError("No quark compatible scheme was found")',
+        "scale_type float8_e8m0fnu (an E8M0 scale parameter, 0.28.0-0.33.0) is not modelled")
+
+
+@lru_cache(maxsize=1)
+def _fp8_block_scale_names() -> tuple[tuple[Version, str, str], ...]:
+    """``(since, name, vllm==X path)``: the name ``QuarkW8A8Fp8PerBlock.create_weights``
+    registers the block scale under from each release on (``weight_scale_inv`` in
+    0.28.0-0.29.0, for DeepSeek V4's ``.scale`` mappers; Quark's ``weight_scale`` from
+    0.30.0), one row per catalogue entry that has one."""
+    cat = catalogue.load("vllm")
+    rows = cat.formats.get("quark.fp8_block_scale", ()) if cat is not None else ()
+    out: list[tuple[Version, str, str]] = []
+    for r in rows:
+        if r.value is None or (out and out[-1][1] == r.value):
+            continue
+        since = [int(x) for x in r.first.split(".")]
+        while len(since) > 2 and since[-1] == 0:
+            since.pop()
+        out.append((tuple(since), str(r.value), f"vllm=={r.first} {r.source.split(':')[0]}"))
+    if not out:
+        raise LookupError("the vllm catalogue has no quark.fp8_block_scale name")
+    return tuple(out)
+
+
+def __getattr__(name: str) -> Any:
+    """``MOE_FACTS``, ``FP8_BLOCK_FACT`` and ``FP8_BLOCK_SCALE_NAMES``: built from the
+    catalogue when first asked for."""
+    built = {"MOE_FACTS": _moe_facts, "FP8_BLOCK_FACT": _fp8_block_fact,
+             "FP8_BLOCK_SCALE_NAMES": _fp8_block_scale_names}.get(name)
+    if built is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return built()
+
+
 FP8_BLOCK = 128
 #: a per-expert module ``<moe>.experts.<e>.<proj>``: vLLM resolves its fused-MoE layer
 _EXPERT = re.compile(r"^(.*\.experts)\.\d+\.[^.]+$")
-#: the name ``QuarkW8A8Fp8PerBlock.create_weights`` registers the block scale under, from each
-#: release on: ``weight_scale_inv`` in 0.28.0-0.29.0 ("DeepSeek V4 weight mappers route
-#: checkpoint .scale tensors here"), Quark's own ``weight_scale`` from 0.30.0
-FP8_BLOCK_SCALE_NAMES: tuple[tuple[Version, str, str], ...] = (
-    ((0, 28), "weight_scale_inv", f"vllm==0.28.0 {_QUARK}/schemes/quark_w8a8_fp8.py"),
-    ((0, 30), "weight_scale", f"vllm==0.30.0 {_QUARK}/schemes/quark_w8a8_fp8.py"),
-)
 
 
 def _fp6_packed(o: int, i: int) -> Shapes:
@@ -393,11 +468,12 @@ def _fp8_block(wspec: Mapping[str, Any], ispec: Any, version: Version | None,
         return None
     if wspec.get("scale_type") == "float8_e8m0fnu":
         return None
-    fact = FP8_BLOCK_FACT
+    fact = _fp8_block_fact()
     if version is not None and fact.since is not None and version < fact.since:
-        return (f"{where}: vLLM < 0.28 has no Quark FP8 per-block scheme ({fact.builds}"
+        return (f"{where}: vLLM < {'.'.join(map(str, fact.since))} has no Quark FP8 per-block"
+                f" scheme ({fact.builds}"
                 f" appears in {fact.source}); {fact.before}")
-    scale = next(name for since, name, _ in reversed(FP8_BLOCK_SCALE_NAMES)
+    scale = next(name for since, name, _ in reversed(_fp8_block_scale_names())
                  if version is None or version >= since)
     w = QuantArgs("float", 8, Strategy.BLOCK, block=(FP8_BLOCK, FP8_BLOCK))
     inputs = QuantArgs("float", 8, Strategy.GROUP, group_size=FP8_BLOCK, dynamic=True)
@@ -569,7 +645,7 @@ class QuarkConfig:
             return why
         hit = first_match(layer, self.exclude)
         why = f"excluded by `{hit}`" if hit is not None else ""
-        since = MOE_FACTS["exclude_children"].since
+        since = _moe_facts()["exclude_children"].since
         children = self.engine_name == "vllm" and (
             self.version is None or since is None or self.version >= since)
         if not why and children:
@@ -593,7 +669,7 @@ class QuarkConfig:
         if scheme is None or isinstance(scheme, str):  # a refusal: reported by `refusal`
             return Resolution(None, why)
         if not scheme.tensors:
-            w4a8 = MOE_FACTS["w4a8"]
+            w4a8 = _moe_facts()["w4a8"]
             also = (f": vLLM builds it with {w4a8.builds}, {w4a8.note}"
                     if scheme.label.startswith("W4A8") else "")
             raise UnknownFormat(
@@ -612,7 +688,7 @@ class QuarkConfig:
         kind = _expert_kind(scheme.label)
         if kind is None:  # FP8 per-tensor / per-channel, OCP MX: the dense specs
             return scheme
-        fact = MOE_FACTS[kind]
+        fact = _moe_facts()[kind]
         fused = module.kind == ModuleKind.FUSED_EXPERTS
         refused = self.engine_name == "vllm" and self.version is not None \
             and fact.since is not None and self.version < fact.since
@@ -645,7 +721,8 @@ def _expert_kind(label: str) -> str | None:
     return next((k for prefix, k in _EXPERT_KINDS if label.startswith(prefix)), None)
 
 
-def _dotted(v: Version) -> str:
+def _dotted(v: Version | catalogue.Since) -> str:
+    v = tuple(v)
     return ".".join(map(str, v)) + (".0" if len(v) == 2 else "")
 
 
