@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from builders import deepseek_v4, dsv4_mxfp4
@@ -115,7 +117,10 @@ def test_moe_quant_algo_is_read_upper_cased(tmp_path):
     """vLLM upper-cases ``moe_quant_algo``: ``nvfp4`` builds NVFP4 experts, which the
     release's MXFP4 experts are not."""
     b = release().set_config("/quantization_config/moe_quant_algo", "nvfp4")
-    assert {f.code for f in errors(b, tmp_path)} >= {"QS201", "QS203"}
+    found = errors(b, tmp_path)
+    assert {f.code for f in found} == {"QS201", "QS301"}
+    assert any("`layers.1.ffn.experts.0.w1.weight_scale_2` is missing" in f.message
+               for f in found)
 
 
 def test_sglang_is_not_modelled(tmp_path):
@@ -195,6 +200,20 @@ def test_nvfp4_experts_are_clean(tmp_path, engine):
     report = check(read_checkpoint(nvfp4_experts().write(tmp_path)), CheckOptions(engine=engine))
     assert [f for f in report.findings if f.severity.name == "ERROR"] == []
     assert report.skipped == ()
+
+
+def test_nvfp4_block_scales_under_deepseeks_name_are_clean(tmp_path):
+    """The ``fp4`` mapper renames an expert's ``.scale`` to ``weight_scale``: vLLM loads the
+    NVFP4 block scale under either name; a wrong one is still checked."""
+    b = nvfp4_experts()
+    for n in [n for n in b.tensors if re.search(r"\.experts\.\d+\.w[123]\.weight_scale$", n)]:
+        b.tensors[n.removesuffix(".weight_scale") + ".scale"] = b.tensors.pop(n)
+    assert "layers.1.ffn.experts.0.w1.scale" in b.tensors
+    assert errors(b, tmp_path / "clean") == []
+    name = "layers.1.ffn.experts.0.w1.scale"
+    b.tensors[name] = release().tensors[name]  # MXFP4's E8M0 [out, in/32]
+    found = errors(b, tmp_path / "bad")
+    assert [f.code for f in found] == ["QS301"] and f"`{name}`" in found[0].message
 
 
 def test_nvfp4_experts_load_into_the_modelopt_parameters(tmp_path):

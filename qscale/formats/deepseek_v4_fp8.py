@@ -29,11 +29,12 @@ The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
   ``[E, out, in/16]``, F32 per-expert ``weight_scale_2`` and ``input_scale``; W4A4, so the
   input scales are read). The checkpoint keeps ModelOpt's names per expert
   (``experts.<e>.w1.weight``, ``.weight_scale``, ``.weight_scale_2``, ``.input_scale``),
-  which the mapper's rename of a trailing ``.scale`` leaves alone. From 0.32.0 the class CUDA builds
-  (``vllm/models/deepseek_v41/quant_config.py``, ``_is_nvfp4_expert_layer``) keeps a fused
-  expert layer MXFP4 when its name (``layers.<i>.ffn.experts`` or ``mtp.<k>.ffn.experts``)
-  matches an ``fnmatch`` pattern of the config's ``ignore`` list (ModelOpt's exclusions,
-  e.g. the bundled MTP layer).
+  which the mapper leaves alone; a block scale stored as DeepSeek's ``.scale`` loads into
+  the same parameter (the mapper renames it ``weight_scale``), so either is accepted. From
+  0.32.0 the class CUDA builds (``vllm/models/deepseek_v41/quant_config.py``,
+  ``_is_nvfp4_expert_layer``) keeps a fused expert layer MXFP4 when its name
+  (``layers.<i>.ffn.experts`` or ``mtp.<k>.ffn.experts``) matches an ``fnmatch`` pattern of
+  the config's ``ignore`` list (ModelOpt's exclusions, e.g. the bundled MTP layer).
 * From 0.30.0 vLLM builds that class on CUDA and ROCm (``quantization/__init__.py``); with
   ``weight_block_size: [32, 32]`` and E8M0 scales it makes every Linear MXFP8 through
   ``ModelOptLinearMethod`` (DeepSeek-V4.1's layout), which qscale does not model (QS102).
@@ -54,7 +55,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -127,6 +128,12 @@ MXFP4_EXPERTS = QuantScheme(
 #: ``moe_quant_algo: NVFP4``: ModelOpt's NVFP4 experts (``ModelOptNvFp4FusedMoE``, group 16)
 NVFP4_EXPERTS = replace(modelopt.scheme_for_algo("NVFP4", 16), format=METHOD,
                         label="NVFP4 experts (moe_quant_algo NVFP4, group 16)")
+#: the same with the block scale under DeepSeek's name: the mapper renames an expert's
+#: ``.scale`` to ``weight_scale`` (the ``fp4`` mapper), so vLLM loads either spelling
+NVFP4_EXPERTS_SCALE = replace(
+    NVFP4_EXPERTS,
+    tensors=tuple(replace(t, param="scale") if t.param == "weight_scale" else t
+                  for t in NVFP4_EXPERTS.tensors))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +161,9 @@ class DeepseekV4Fp8Config:
     def _since(self, release: tuple[int, int, int]) -> bool:
         return self.version is None or tuple(self.version) >= release
 
-    def expert_scheme(self, module: str) -> QuantScheme:
-        """The routed experts' scheme of this release, for one expert module."""
+    def expert_scheme(self, module: str, stored: Collection[str] = ()) -> QuantScheme:
+        """The routed experts' scheme of this release, for one expert module that stores
+        the parameters ``stored``."""
         if not (self.expert_dtype == "fp4" and self.moe_quant_algo == "NVFP4"
                 and self._since(NVFP4_SINCE)):
             return self.experts
@@ -163,6 +171,8 @@ class DeepseekV4Fp8Config:
             layer = _EXPERT.sub(".experts", module)
             if any(fnmatch.fnmatchcase(layer, p) for p in self.modelopt_ignore):
                 return self.experts
+        if "scale" in stored and "weight_scale" not in stored:
+            return NVFP4_EXPERTS_SCALE
         return NVFP4_EXPERTS
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
@@ -207,8 +217,8 @@ class DeepseekV4Fp8Config:
         if module.name in self.ignored:
             return Resolution(None, "listed in the config's ignored layers")
         if _EXPERT.search(module.name):
-            scheme = self.expert_scheme(module.name)
-            if scheme is NVFP4_EXPERTS:
+            scheme = self.expert_scheme(module.name, module.tensors.keys())
+            if scheme in (NVFP4_EXPERTS, NVFP4_EXPERTS_SCALE):
                 return Resolution(scheme, f"{METHOD} routed experts (moe_quant_algo NVFP4)")
             why = f"expert_dtype {self.expert_dtype}"
             if self.moe_quant_algo == "NVFP4" and self.expert_dtype == "fp4":
