@@ -154,8 +154,9 @@ class DeepseekV4Fp8Config:
     version: tuple[int, ...] | None = None
 
     def for_engine(self, engine: EngineSpec | None) -> DeepseekV4Fp8Config:
-        """The same config as ``engine``'s release builds it (the NVFP4 experts differ)."""
-        version = engine.version if engine is not None else None
+        """The same config as ``engine``'s release builds it (the NVFP4 experts differ); a
+        release of another engine (refused in :meth:`refusal`) reads as the newest vLLM."""
+        version = engine.version if engine is not None and engine.engine == "vllm" else None
         return self if version == self.version else replace(self, version=version)
 
     def _since(self, release: tuple[int, int, int]) -> bool:
