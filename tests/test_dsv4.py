@@ -89,8 +89,12 @@ def test_a_wrong_dtype_is_an_error(tmp_path, tensor, dtype, code, expected):
     assert expected in found[0].message
 
 
-def test_flash_base_fp8_experts_are_clean(tmp_path):
-    assert errors(flash_base(), tmp_path) == []
+@pytest.mark.parametrize("engine", [ENGINE, "vllm==0.21.0", "vllm==0.20.1"])
+def test_flash_base_fp8_experts_are_clean(tmp_path, engine):
+    """vLLM reads ``expert_dtype`` from 0.20.1 (``model_executor/models/deepseek_v4.py``)."""
+    assert errors(flash_base(), tmp_path, engine) == []
+    assert errors(flash_base().drop(r"^layers\.1\.ffn\.experts\.1\.w3\.scale$"),
+                  tmp_path / "bad", engine)
 
 
 def test_flash_base_with_e8m0_scales_is_an_error(tmp_path):

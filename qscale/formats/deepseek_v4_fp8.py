@@ -40,8 +40,9 @@ The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
   ``ModelOptLinearMethod`` (DeepSeek-V4.1's layout), which qscale does not model (QS102).
 * vLLM 0.20.0 (the first release with DeepSeek-V4) has no ``expert_dtype``: its
   ``DeepseekV4FP8Config`` (``model_executor/models/deepseek_v4.py``) sets
-  ``is_scale_e8m0 = True`` and builds every expert MXFP4. qscale knows 0.26.0 reads
-  ``expert_dtype``; an ``fp8`` one is not checked for releases before that (QS102).
+  ``is_scale_e8m0 = True`` and builds every expert MXFP4; an ``fp8`` one is not checked there
+  (QS102). 0.20.1 and 0.21.0 read ``expert_dtype`` in the same file, with the same mapper
+  per ``expert_dtype`` (``_make_deepseek_v4_weights_mapper``) as later releases.
 
 The released headers agree (as quoted in NVIDIA-NeMo/Automodel issue #2034): DeepSeek-V4-Flash
 ``w1.weight`` ``[2048, 2048]`` I8 (two E2M1 per byte), ``w1.scale`` ``[2048, 128]`` F8_E8M0;
@@ -87,8 +88,9 @@ from qscale.schemes import (
 ARCHITECTURE = "DeepseekV4ForCausalLM"
 #: ``_DEEPSEEK_V4_EXPERT_DTYPES`` (vLLM 0.33.0 ``quant_config.py``)
 EXPERT_DTYPES = ("fp4", "fp8")
-#: the oldest release known to read ``expert_dtype`` (0.20.0 does not)
-EXPERT_DTYPE_SINCE = (0, 26, 0)
+#: the first release that reads ``expert_dtype`` (0.20.1 ``model_executor/models/
+#: deepseek_v4.py``; 0.20.0 does not)
+EXPERT_DTYPE_SINCE = (0, 20, 1)
 #: the first release that reads ``moe_quant_algo`` (0.22.0 ``deepseek_v4/quant_config.py``;
 #: 0.20.0 and 0.21.0 ``model_executor/models/deepseek_v4.py`` build every fp4 expert MXFP4)
 NVFP4_SINCE = (0, 22, 0)
@@ -178,7 +180,7 @@ class DeepseekV4Fp8Config:
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """vLLM's ValueError for an unknown ``expert_dtype``; QS102 for what is not modelled
-        (SGLang, ``fp8`` experts before 0.26.0, MXFP8 ``[32, 32]`` Linear layers from
+        (SGLang, ``fp8`` experts on 0.20.0, MXFP8 ``[32, 32]`` Linear layers from
         0.30.0)."""
         if engine is not None and engine.engine != "vllm":
             return UnknownFormat(
@@ -207,8 +209,8 @@ class DeepseekV4Fp8Config:
             return UnknownFormat(
                 f"config.json: expert_dtype {self.expert_dtype!r} is not checked for"
                 f" {engine.label}: vLLM 0.20.0 ignores it (every expert MXFP4, E8M0"
-                " scales) and qscale knows it read from 0.26.0",
-                hint="check against vLLM >= 0.26.0",
+                " scales); 0.20.1 reads it",
+                hint="check against vLLM >= 0.20.1",
             )
         return None
 
