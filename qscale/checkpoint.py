@@ -46,7 +46,7 @@ from qscale.safetensors_io import (
     read_tensors,
 )
 from qscale.safetensors_scan import IndexLayout, index_lists_runs, scan_index
-from qscale.scale_scan import ScaleScan, scan_file
+from qscale.scale_scan import SCALES, ScaleScan, scale_names, scan_file
 
 if TYPE_CHECKING:
     from qscale.progress import ReadProgress
@@ -243,7 +243,7 @@ def _read_parts(
     if progress is not None:
         progress.start(len(files), remote=False)
     scans: list[ScaleScan] | None = None if header_only else []
-    headers, values = _read_files(root, files, progress, scans)
+    headers, values = _read_files(root, files, progress, scans, scale_names(config.raw))
     scan = None if scans is None else ScaleScan.merge(scans)
     return _Parts(config, extra, headers, values, _collect_tensors(headers), scan)
 
@@ -678,6 +678,7 @@ def _read_files(
     files: list[str],
     progress: ReadProgress | None = None,
     scans: list[ScaleScan] | None = None,
+    names: frozenset[str] = SCALES,
 ) -> tuple[list[FileHeader], dict[str, np.ndarray]]:
     """Every file's header and small tensors; with ``scans``, each file's deep scan of its
     scale tensors (:func:`qscale.scale_scan.scan_file`) is appended there, in the same open."""
@@ -691,7 +692,7 @@ def _read_files(
                 small = small_tensors(header)
                 values.update(read_tensors(fh, small))
                 decoded = {t.name for t in small}
-                scan = None if scans is None else scan_file(fh.fileno(), header, decoded)
+                scan = None if scans is None else scan_file(fh.fileno(), header, decoded, names)
         except OSError as exc:
             raise _unreadable(name, exc, HeaderError, "QS001") from None
         headers.append(header)

@@ -82,7 +82,7 @@ from qscale.errors import (
 )
 from qscale.progress import ReadProgress
 from qscale.safetensors_io import FileHeader, TensorInfo, read_header, read_tensors
-from qscale.scale_scan import ScaleScan, is_scale, scan_file, scan_tensors
+from qscale.scale_scan import SCALES, ScaleScan, is_scale, scale_names, scan_file, scan_tensors
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _read_remote(
     tensors = _collect_tensors(headers)
     if index is not None:
         _check_index_tensors(index[0], index[1], tensors)
-    scan = None if header_only else source.scan_scales(headers)
+    scan = None if header_only else source.scan_scales(headers, scale_names(config.raw))
     return Checkpoint(
         source=spec,
         root=None,
@@ -292,22 +292,25 @@ class HubFiles:
             out.update(values)
         return out
 
-    def scan_scales(self, headers: Sequence[FileHeader]) -> ScaleScan:
-        """The deep scan of every file's scale tensors: range reads of their bytes only,
-        coalesced across gaps under :data:`COALESCE_GAP` (or the cached file, when there)."""
-        with_scales = [h for h in headers if any(map(is_scale, h.tensors))]
+    def scan_scales(self, headers: Sequence[FileHeader],
+                    names: frozenset[str] = SCALES) -> ScaleScan:
+        """The deep scan of every file's scale tensors (leaf names in ``names``): range reads
+        of their bytes only, coalesced across gaps under :data:`COALESCE_GAP` (or the cached
+        file, when there)."""
+        with_scales = [h for h in headers if any(is_scale(t, names) for t in h.tensors)]
         # the small ones were decoded with the headers, and are judged from their values
         by_name = {h.file: h for h in with_scales}
-        parts = self._parallel([h.file for h in with_scales], lambda f: self._scan(by_name[f]))
+        parts = self._parallel([h.file for h in with_scales],
+                               lambda f: self._scan(by_name[f], names))
         return ScaleScan.merge(parts)
 
-    def _scan(self, header: FileHeader) -> ScaleScan:
+    def _scan(self, header: FileHeader, names: frozenset[str] = SCALES) -> ScaleScan:
         name = header.file
         small = {t.name for t in small_tensors(header)}
         cached = self._cached(name)
         if cached is not None:
             with _cache_errors(name), open(cached, "rb") as fh:
-                return scan_file(fh.fileno(), header, small)
+                return scan_file(fh.fileno(), header, small, names)
 
         def read(begin: int, end: int) -> bytes:
             data = self._fetch(name, begin, end)
@@ -316,7 +319,7 @@ class HubFiles:
             return data[: end - begin]
 
         with _hub_errors(self.spec, self.commit):
-            scales = [t for t in header.tensors if is_scale(t) and t.name not in small]
+            scales = [t for t in header.tensors if is_scale(t, names) and t.name not in small]
             return scan_tensors(read, scales, gap=COALESCE_GAP)
 
     def _parallel(

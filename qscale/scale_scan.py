@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from qscale._dsv4 import scale_params
 from qscale.errors import HeaderError
 from qscale.safetensors_io import FileHeader, TensorInfo, decode
 from qscale.schemes import KV_SCALE_PARAMS, SCALE_PARAMS
@@ -99,9 +100,20 @@ ENCODINGS: Mapping[str, Encoding] = {
 KINDS = ("NaN", "inf", "-inf", "sentinel", "zero", "negative")
 
 
-def is_scale(t: TensorInfo) -> bool:
-    """Whether the deep scan reads this tensor."""
-    return t.dtype in ENCODINGS and t.name.rpartition(".")[2] in SCALES
+def scale_names(config: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The leaf names of the tensors that hold scales in a checkpoint of this ``config.json``:
+    :data:`SCALES`, and the names its format adds (``scale`` in DeepSeek-V4's
+    ``deepseek_v4_fp8`` checkpoints, whose every ``<module>.scale`` vLLM's mapper renames to
+    a weight scale)."""
+    if not config:
+        return SCALES
+    extra = scale_params(config)
+    return SCALES | extra if extra else SCALES
+
+
+def is_scale(t: TensorInfo, names: Collection[str] = SCALES) -> bool:
+    """Whether the deep scan reads this tensor (``names``: :func:`scale_names`)."""
+    return t.dtype in ENCODINGS and t.name.rpartition(".")[2] in names
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,17 +571,18 @@ class FileReader:
         )
 
 
-def scan_file(fd: int, header: FileHeader, skip: Collection[str] = ()) -> ScaleScan:
-    """Scan every scale tensor of one open local file but those named in ``skip`` (the small
-    ones, decoded with the header and judged from their values), read into one reused
-    buffer by :class:`FileReader`: from the page cache what is there, the rest with
-    ``O_DIRECT``.
+def scan_file(fd: int, header: FileHeader, skip: Collection[str] = (),
+              names: Collection[str] = SCALES) -> ScaleScan:
+    """Scan every scale tensor (leaf name in ``names``, :func:`scale_names`) of one open
+    local file but those named in ``skip`` (the small ones, decoded with the header and
+    judged from their values), read into one reused buffer by :class:`FileReader`: from the
+    page cache what is there, the rest with ``O_DIRECT``.
 
     Not mapped: a 400B-class checkpoint holds tens of GB of group scales, more than the
     page cache holds, and faulting them in through a mapping cost more system time than
     reading them (full-scale Kimi-K2.5 INT4 layout, ~63 GB of group scales: 27 s and 84 s
     of system time mapped, 22 s and 23 s read, two runs each)."""
-    scales = [t for t in header.tensors if is_scale(t) and t.name not in skip]
+    scales = [t for t in header.tensors if is_scale(t, names) and t.name not in skip]
     if not scales:
         return ScaleScan()
     reader = FileReader(fd, header.file)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
-from builders import deepseek_v4
+from builders import deepseek_v4, dsv4_mxfp4
 
 from qscale import CheckOptions, check, plan_load, read_checkpoint
 from qscale.errors import ConfigError, UnknownFormat
@@ -87,8 +89,12 @@ def test_a_wrong_dtype_is_an_error(tmp_path, tensor, dtype, code, expected):
     assert expected in found[0].message
 
 
-def test_flash_base_fp8_experts_are_clean(tmp_path):
-    assert errors(flash_base(), tmp_path) == []
+@pytest.mark.parametrize("engine", [ENGINE, "vllm==0.21.0", "vllm==0.20.1"])
+def test_flash_base_fp8_experts_are_clean(tmp_path, engine):
+    """vLLM reads ``expert_dtype`` from 0.20.1 (``model_executor/models/deepseek_v4.py``)."""
+    assert errors(flash_base(), tmp_path, engine) == []
+    assert errors(flash_base().drop(r"^layers\.1\.ffn\.experts\.1\.w3\.scale$"),
+                  tmp_path / "bad", engine)
 
 
 def test_flash_base_with_e8m0_scales_is_an_error(tmp_path):
@@ -111,10 +117,14 @@ def test_an_unknown_expert_dtype_is_refused(tmp_path):
         errors(b, tmp_path)
 
 
-def test_nvfp4_experts_are_not_modelled(tmp_path):
+def test_moe_quant_algo_is_read_upper_cased(tmp_path):
+    """vLLM upper-cases ``moe_quant_algo``: ``nvfp4`` builds NVFP4 experts, which the
+    release's MXFP4 experts are not."""
     b = release().set_config("/quantization_config/moe_quant_algo", "nvfp4")
-    with pytest.raises(UnknownFormat, match="moe_quant_algo: NVFP4"):
-        errors(b, tmp_path)
+    found = errors(b, tmp_path)
+    assert {f.code for f in found} == {"QS201", "QS301"}
+    assert any("`layers.1.ffn.experts.0.w1.weight_scale_2` is missing" in f.message
+               for f in found)
 
 
 def test_sglang_is_not_modelled(tmp_path):
@@ -177,3 +187,173 @@ def test_sglang_loading_is_not_planned(tmp_path):
                    CheckOptions(engine="sglang==0.5.12"))
     assert report.skipped and all("QS103" in why and "sglang" in why
                                   for _, why in report.skipped)
+
+
+# --------------------------------------------------------------------------- NVFP4 experts
+
+
+def nvfp4_experts():
+    """NVIDIA's re-quantization: the release's block-FP8 Linear layers, ModelOpt NVFP4
+    routed experts (``moe_quant_algo: NVFP4`` in the fp8 config)."""
+    return deepseek_v4("dsv4-fp8", experts="modelopt-nvfp4").set_config(
+        "/quantization_config/moe_quant_algo", "NVFP4")
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.22.0"])
+def test_nvfp4_experts_are_clean(tmp_path, engine):
+    report = check(read_checkpoint(nvfp4_experts().write(tmp_path)), CheckOptions(engine=engine))
+    assert [f for f in report.findings if f.severity.name == "ERROR"] == []
+    assert report.skipped == ()
+
+
+def test_nvfp4_block_scales_under_deepseeks_name_are_clean(tmp_path):
+    """The ``fp4`` mapper renames an expert's ``.scale`` to ``weight_scale``: vLLM loads the
+    NVFP4 block scale under either name; a wrong one is still checked."""
+    b = nvfp4_experts()
+    for n in [n for n in b.tensors if re.search(r"\.experts\.\d+\.w[123]\.weight_scale$", n)]:
+        b.tensors[n.removesuffix(".weight_scale") + ".scale"] = b.tensors.pop(n)
+    assert "layers.1.ffn.experts.0.w1.scale" in b.tensors
+    assert errors(b, tmp_path / "clean") == []
+    name = "layers.1.ffn.experts.0.w1.scale"
+    b.tensors[name] = release().tensors[name]  # MXFP4's E8M0 [out, in/32]
+    found = errors(b, tmp_path / "bad")
+    assert [f.code for f in found] == ["QS301"] and f"`{name}`" in found[0].message
+
+
+def test_nvfp4_experts_load_into_the_modelopt_parameters(tmp_path):
+    plan = plan_load(read_checkpoint(nvfp4_experts().write(tmp_path)), ENGINE)
+    for param in ("w13_weight_scale", "w13_weight_scale_2", "w13_input_scale",
+                  "w2_weight_scale_2", "w2_input_scale"):
+        [p] = [p for n, p in plan.params.items()
+               if n.startswith("model.layers.1.ffn.experts.") and n.endswith(f".{param}")]
+        leaf = param.split("_", 1)[1]
+        expected = {f"layers.1.ffn.experts.{e}.{w}.{leaf}" for e in (0, 1)
+                    for w in (("w1", "w3") if param.startswith("w13") else ("w2",))}
+        assert {s.source for s in p.sources} == expected
+
+
+@pytest.mark.parametrize(("tensor", "codes"), [
+    # w3's slot of w13_weight_scale_2 stays unwritten: the kernel uses w1's (QS403)
+    ("layers.1.ffn.experts.0.w3.weight_scale_2", ["QS201", "QS403"]),
+    ("layers.0.ffn.experts.1.w2.input_scale", ["QS201"]),
+])
+def test_nvfp4_expert_without_its_global_scales_is_an_error(tmp_path, tensor, codes):
+    found = errors(nvfp4_experts().drop(rf"^{tensor.replace('.', '[.]')}$"), tmp_path)
+    assert sorted(f.code for f in found) == codes
+    missing = next(f for f in found if f.code == "QS201")
+    assert f"`{tensor}` is missing" in missing.message
+
+
+def test_nvfp4_expert_with_e8m0_block_scales_is_an_error(tmp_path):
+    """ModelOpt's NVFP4 block scales are F8_E4M3; MXFP4's E8M0 scale in their place is not
+    what ``w13_weight_scale`` (float8_e4m3fn) holds."""
+    b = nvfp4_experts()
+    b.tensors["layers.1.ffn.experts.0.w1.weight_scale"] = release().tensors[
+        "layers.1.ffn.experts.0.w1.scale"]
+    found = errors(b, tmp_path)
+    assert [f.code for f in found] == ["QS301"]
+    assert "`layers.1.ffn.experts.0.w1.weight_scale` is F8_E8M0, expected F8_E4M3" in (
+        found[0].message)
+
+
+def test_nvfp4_expert_with_group_32_scales_is_an_error(tmp_path):
+    """One block scale per 16 inputs (``ModelOptNvFp4Config(group_size=16)``), not 32."""
+    b = nvfp4_experts()
+    name = "layers.1.ffn.experts.1.w2.weight_scale"
+    b.tensors[name] = b.tensors[name][:, ::2].contiguous()
+    found = errors(b, tmp_path)
+    assert [f.code for f in found] == ["QS302"] and f"`{name}`" in found[0].message
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.21.0", "vllm==0.20.0"])
+def test_nvfp4_experts_before_moe_quant_algo_are_built_mxfp4(tmp_path, engine):
+    """vLLM 0.20.0 and 0.21.0 do not read ``moe_quant_algo``: they build MXFP4 experts, whose
+    ``scale`` the NVFP4 experts do not have."""
+    found = errors(nvfp4_experts(), tmp_path, engine)
+    assert "QS201" in {f.code for f in found}
+    missing = next(f for f in found if f.code == "QS201")
+    assert "not read before vLLM 0.22.0" in missing.message
+
+
+def test_nvfp4_config_ignore_keeps_experts_mxfp4_from_0_32(tmp_path):
+    """From 0.32.0 a fused expert layer that the config's ``ignore`` matches (fnmatch) stays
+    MXFP4 (``_is_nvfp4_expert_layer``); 0.31.0 builds it NVFP4 all the same."""
+    b = nvfp4_experts().set_config("/quantization_config/ignore", ["layers.1.ffn.experts"])
+    for e in range(2):
+        for w, out, inp in (("w1", 128, 128), ("w3", 128, 128), ("w2", 128, 128)):
+            name = f"layers.1.ffn.experts.{e}.{w}"
+            for leaf in ("weight", "weight_scale", "weight_scale_2", "input_scale"):
+                del b.tensors[f"{name}.{leaf}"]
+            b.tensors.update(dsv4_mxfp4(name, out, inp, torch.Generator().manual_seed(e)))
+    assert errors(b, tmp_path, "vllm==0.32.0") == []
+    assert errors(b, tmp_path / "old", "vllm==0.31.0")
+
+
+def test_mxfp8_linear_layout_is_not_modelled(tmp_path):
+    b = release().set_config("/quantization_config/weight_block_size", [32, 32])
+    with pytest.raises(UnknownFormat, match=r"MXFP8"):
+        errors(b, tmp_path)
+
+
+# --------------------------------------------------------------------------- DeepSeek-V4.1
+
+
+def test_deepseek_v41_is_not_planned(tmp_path):
+    """``DeepseekV41ForCausalLM``'s loader differs from V4's (a VL wrapper with a run-time
+    mapper, Engram modules): QS103 with why, not DeepSeek-V4's family."""
+    b = deepseek_v4("ct-fp8-block")
+    b.config["architectures"] = ["DeepseekV41ForCausalLM"]
+    b.config["model_type"] = "deepseek_v41"
+    report = check(read_checkpoint(b.write(tmp_path)), CheckOptions(engine=ENGINE))
+    assert report.skipped and all("QS103" in why and "Engram" in why
+                                  for _, why in report.skipped)
+
+
+def test_deepseek_v41_fp8_config_is_not_read_as_v4s(tmp_path):
+    """vLLM hands a ``deepseek_v41`` model's fp8 config to the same DeepseekV4FP8Config:
+    QS102, not a plain Fp8Config check of names it does not use."""
+    b = release()
+    b.config["architectures"] = ["DeepseekV41ForCausalLM"]
+    b.config["model_type"] = "deepseek_v41"
+    with pytest.raises(UnknownFormat, match="DeepseekV4ForCausalLM only"):
+        errors(b, tmp_path)
+
+
+# --------------------------------------------------------------------------- scale values
+
+
+def _e8m0_bytes(b, name):
+    return b.tensors[name].view(torch.uint8).clone()
+
+
+@pytest.mark.parametrize("tensor", [
+    "layers.1.ffn.experts.1.w2.scale",  # 512 values: the deep scan
+    "layers.0.attn.wq_b.scale",  # 2 values: decoded with the header
+])
+def test_a_nan_e8m0_scale_is_an_error(tmp_path, tensor):
+    b = release()
+    assert errors(b, tmp_path / "clean") == []
+    raw = _e8m0_bytes(b, tensor)
+    raw.view(-1)[-1] = 0xFF
+    b.tensors[tensor] = raw.view(torch.float8_e8m0fnu)
+    found = errors(b, tmp_path / "bad")
+    assert [f.code for f in found] == ["QS303"]
+    assert f"`{tensor}`" in found[0].message and "NaN (E8M0 byte 0xFF)" in found[0].message
+
+
+def test_a_zero_f32_block_scale_is_an_error(tmp_path):
+    """Flash-Base's F32 ``.scale`` tensors are read too: a zero block scale zeroes its tile."""
+    b = flash_base()
+    b.tensors["layers.1.ffn.experts.0.w1.scale"][0, 0] = 0.0
+    found = errors(b, tmp_path)
+    assert [f.code for f in found] == ["QS303"]
+    assert "`layers.1.ffn.experts.0.w1.scale`" in found[0].message and "= 0" in found[0].message
+
+
+def test_scale_is_read_as_a_scale_only_where_the_mapper_renames_it(tmp_path):
+    """``scale`` joins the names the deep scan reads for a ``deepseek_v4_fp8`` config only:
+    elsewhere a ``.scale`` need not be a quantization scale (a norm's, say)."""
+    from qscale.scale_scan import SCALES, scale_names
+
+    assert "scale" in scale_names(release().config)
+    assert scale_names(deepseek_v4("ct-fp8-block").config) == SCALES

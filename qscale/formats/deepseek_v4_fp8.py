@@ -20,31 +20,56 @@ The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
   ``[E, out, in/32]``, the loader viewing ``F8_E8M0`` scales as uint8); the checkpoint keeps
   one ``experts.<e>.w{1,2,3}.weight`` (packed E2M1, two per byte) and ``.scale`` per expert,
   the scale renamed ``weight_scale``. ``fp8`` falls through to ``Fp8MoEMethod`` (block FP8,
-  F32 scales, renamed ``weight_scale_inv``). ``moe_quant_algo: NVFP4`` in the
-  quantization config switches ``fp4`` experts to ModelOpt's NVFP4 MoE method: not modelled.
+  F32 scales, renamed ``weight_scale_inv``).
+* ``moe_quant_algo: NVFP4`` in the quantization config (NVIDIA's DeepSeek-V4-*-NVFP4
+  re-quantizations), read from 0.22.0 (0.20.0 and 0.21.0 build MXFP4 experts whatever it
+  says): ``fp4`` experts get ``ModelOptNvFp4FusedMoE`` with a ``ModelOptNvFp4Config`` of
+  group 16 (``modelopt.py`` ``create_weights``: ``w13_weight``/``w2_weight`` uint8
+  ``[E, out, in/2]``, ``w13_weight_scale``/``w2_weight_scale`` float8_e4m3fn
+  ``[E, out, in/16]``, F32 per-expert ``weight_scale_2`` and ``input_scale``; W4A4, so the
+  input scales are read). The checkpoint keeps ModelOpt's names per expert
+  (``experts.<e>.w1.weight``, ``.weight_scale``, ``.weight_scale_2``, ``.input_scale``),
+  which the mapper leaves alone; a block scale stored as DeepSeek's ``.scale`` loads into
+  the same parameter (the mapper renames it ``weight_scale``), so either is accepted. From
+  0.32.0 the class CUDA builds (``vllm/models/deepseek_v41/quant_config.py``,
+  ``_is_nvfp4_expert_layer``) keeps a fused expert layer MXFP4 when its name
+  (``layers.<i>.ffn.experts`` or ``mtp.<k>.ffn.experts``) matches an ``fnmatch`` pattern of
+  the config's ``ignore`` list (ModelOpt's exclusions, e.g. the bundled MTP layer).
+* From 0.30.0 vLLM builds that class on CUDA and ROCm (``quantization/__init__.py``); with
+  ``weight_block_size: [32, 32]`` and E8M0 scales it makes every Linear MXFP8 through
+  ``ModelOptLinearMethod`` (DeepSeek-V4.1's layout), which qscale does not model (QS102).
 * vLLM 0.20.0 (the first release with DeepSeek-V4) has no ``expert_dtype``: its
   ``DeepseekV4FP8Config`` (``model_executor/models/deepseek_v4.py``) sets
-  ``is_scale_e8m0 = True`` and builds every expert MXFP4. qscale knows 0.26.0 reads
-  ``expert_dtype``; an ``fp8`` one is not checked for releases before that (QS102).
+  ``is_scale_e8m0 = True`` and builds every expert MXFP4; an ``fp8`` one is not checked there
+  (QS102). 0.20.1 and 0.21.0 read ``expert_dtype`` in the same file, with the same mapper
+  per ``expert_dtype`` (``_make_deepseek_v4_weights_mapper``) as later releases.
 
 The released headers agree (as quoted in NVIDIA-NeMo/Automodel issue #2034): DeepSeek-V4-Flash
 ``w1.weight`` ``[2048, 2048]`` I8 (two E2M1 per byte), ``w1.scale`` ``[2048, 128]`` F8_E8M0;
 Flash-Base ``w1.weight`` ``[2048, 4096]`` F8_E4M3, ``w1.scale`` ``[16, 32]`` F32. vLLM copies
-the packed bytes into a uint8 parameter, so U8 is accepted too. ``.scale`` tensors are not among
-the scale names whose values the deep scan reads.
+the packed bytes into a uint8 parameter, so U8 is accepted too. The mapper renames every
+``.scale`` tensor to a weight scale, so the deep scan reads every ``.scale`` of such a
+checkpoint (:func:`qscale._dsv4.scale_params`), as it reads ``weight_scale`` elsewhere.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
+from qscale._dsv4 import METHOD as METHOD  # re-exported: the format's names live there
+from qscale._dsv4 import METHODS as METHODS
+from qscale._dsv4 import MODEL_TYPE as MODEL_TYPE
+from qscale._dsv4 import OTHER_MODEL_TYPES as OTHER_MODEL_TYPES
+from qscale._dsv4 import applies as applies
+from qscale._dsv4 import scale_params as scale_params
 from qscale.engines import EngineSpec
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import fp8
-from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.formats import fp8, modelopt
+from qscale.formats._api import Resolution
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -60,16 +85,21 @@ from qscale.schemes import (
     unpacked,
 )
 
-METHOD = "deepseek_v4_fp8"
-#: ``quant_method`` values vLLM hands to ``DeepseekV4FP8Config`` for ``model_type: deepseek_v4``
-METHODS = frozenset({"fp8", METHOD})
-#: the model type that override applies to, and the one model whose names are modelled
-MODEL_TYPE = "deepseek_v4"
 ARCHITECTURE = "DeepseekV4ForCausalLM"
 #: ``_DEEPSEEK_V4_EXPERT_DTYPES`` (vLLM 0.33.0 ``quant_config.py``)
 EXPERT_DTYPES = ("fp4", "fp8")
-#: the oldest release known to read ``expert_dtype`` (0.20.0 does not)
-EXPERT_DTYPE_SINCE = (0, 26, 0)
+#: the first release that reads ``expert_dtype`` (0.20.1 ``model_executor/models/
+#: deepseek_v4.py``; 0.20.0 does not)
+EXPERT_DTYPE_SINCE = (0, 20, 1)
+#: the first release that reads ``moe_quant_algo`` (0.22.0 ``deepseek_v4/quant_config.py``;
+#: 0.20.0 and 0.21.0 ``model_executor/models/deepseek_v4.py`` build every fp4 expert MXFP4)
+NVFP4_SINCE = (0, 22, 0)
+#: the first release whose CUDA config keeps the fused expert layers the config's ``ignore``
+#: list matches MXFP4 (``_is_nvfp4_expert_layer``, 0.32.0 ``deepseek_v41/quant_config.py``)
+NVFP4_IGNORE_SINCE = (0, 32, 0)
+#: the first release whose CUDA config builds ``[32, 32]`` E8M0 Linear layers MXFP8
+#: (``ModelOptLinearMethod``, 0.30.0 ``deepseek_v41/quant_config.py``)
+MXFP8_LINEAR_SINCE = (0, 30, 0)
 _F32 = frozenset({"F32"})
 _PACKED_FP4 = frozenset({"I8", "U8"})
 _EXPERT = re.compile(r"\.experts\.\d+\.w[123]$")
@@ -97,9 +127,19 @@ MXFP4_EXPERTS = QuantScheme(
      TensorSpec("scale", E8M0, groups(32))),
 )
 
+#: ``moe_quant_algo: NVFP4``: ModelOpt's NVFP4 experts (``ModelOptNvFp4FusedMoE``, group 16)
+NVFP4_EXPERTS = replace(modelopt.scheme_for_algo("NVFP4", 16), format=METHOD,
+                        label="NVFP4 experts (moe_quant_algo NVFP4, group 16)")
+#: the same with the block scale under DeepSeek's name: the mapper renames an expert's
+#: ``.scale`` to ``weight_scale`` (the ``fp4`` mapper), so vLLM loads either spelling
+NVFP4_EXPERTS_SCALE = replace(
+    NVFP4_EXPERTS,
+    tensors=tuple(replace(t, param="scale") if t.param == "weight_scale" else t
+                  for t in NVFP4_EXPERTS.tensors))
+
 
 @dataclass(frozen=True, slots=True)
-class DeepseekV4Fp8Config(SameInEveryRelease):
+class DeepseekV4Fp8Config:
     """A DeepSeek-V4 ``fp8`` / ``deepseek_v4_fp8`` config as ``DeepseekV4FP8Config`` reads it."""
 
     linear: QuantScheme
@@ -109,10 +149,39 @@ class DeepseekV4Fp8Config(SameInEveryRelease):
     moe_quant_algo: str
     config_key: str = "config.json"
     method: str = METHOD
+    #: the config's ``ignore`` list (ModelOpt's exclusions; fnmatch patterns)
+    modelopt_ignore: tuple[str, ...] = ()
+    block: tuple[int, int] = (128, 128)
+    #: the vLLM release it is built by (None: the newest)
+    version: tuple[int, ...] | None = None
+
+    def for_engine(self, engine: EngineSpec | None) -> DeepseekV4Fp8Config:
+        """The same config as ``engine``'s release builds it (the NVFP4 experts differ); a
+        release of another engine (refused in :meth:`refusal`) reads as the newest vLLM."""
+        version = engine.version if engine is not None and engine.engine == "vllm" else None
+        return self if version == self.version else replace(self, version=version)
+
+    def _since(self, release: tuple[int, int, int]) -> bool:
+        return self.version is None or tuple(self.version) >= release
+
+    def expert_scheme(self, module: str, stored: Collection[str] = ()) -> QuantScheme:
+        """The routed experts' scheme of this release, for one expert module that stores
+        the parameters ``stored``."""
+        if not (self.expert_dtype == "fp4" and self.moe_quant_algo == "NVFP4"
+                and self._since(NVFP4_SINCE)):
+            return self.experts
+        if self._since(NVFP4_IGNORE_SINCE) and self.modelopt_ignore:
+            layer = _EXPERT.sub(".experts", module)
+            if any(fnmatch.fnmatchcase(layer, p) for p in self.modelopt_ignore):
+                return self.experts
+        if "scale" in stored and "weight_scale" not in stored:
+            return NVFP4_EXPERTS_SCALE
+        return NVFP4_EXPERTS
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """vLLM's ValueError for an unknown ``expert_dtype``; QS102 for what is not modelled
-        (NVFP4 experts, SGLang, ``fp8`` experts before 0.26.0)."""
+        (SGLang, ``fp8`` experts on 0.20.0, MXFP8 ``[32, 32]`` Linear layers from
+        0.30.0)."""
         if engine is not None and engine.engine != "vllm":
             return UnknownFormat(
                 f"{self.config_key}: {engine.engine}'s loading of DeepSeek-V4's"
@@ -126,19 +195,22 @@ class DeepseekV4Fp8Config(SameInEveryRelease):
                 f" one of {EXPERT_DTYPES})",
                 hint="set expert_dtype to \"fp4\" (MXFP4 experts) or \"fp8\" (FP8 experts)",
             )
-        if self.expert_dtype == "fp4" and self.moe_quant_algo == "NVFP4":
+        version = engine.version if engine is not None else None
+        if (self.block == (32, 32) and self.expert_dtype == "fp4"
+                and (version is None or version >= MXFP8_LINEAR_SINCE)):
             return UnknownFormat(
-                f"{self.config_key}: `moe_quant_algo: NVFP4` builds DeepSeek-V4's experts"
-                " with ModelOpt's NVFP4 MoE method, which qscale does not model here",
-                hint="the FP8 Linear layers of such a checkpoint are not checked either",
+                f"{self.config_key}: `weight_block_size: [32, 32]` with E8M0 scales builds"
+                " every Linear layer MXFP8 (ModelOptLinearMethod, DeepSeek-V4.1's layout),"
+                " which qscale does not model",
+                hint="qscale checks DeepSeek-V4's [128, 128] block-FP8 layout",
             )
         if (self.expert_dtype != "fp4" and engine is not None and engine.version is not None
                 and engine.version < EXPERT_DTYPE_SINCE):
             return UnknownFormat(
                 f"config.json: expert_dtype {self.expert_dtype!r} is not checked for"
                 f" {engine.label}: vLLM 0.20.0 ignores it (every expert MXFP4, E8M0"
-                " scales) and qscale knows it read from 0.26.0",
-                hint="check against vLLM >= 0.26.0",
+                " scales); 0.20.1 reads it",
+                hint="check against vLLM >= 0.20.1",
             )
         return None
 
@@ -148,8 +220,15 @@ class DeepseekV4Fp8Config(SameInEveryRelease):
         if module.name in self.ignored:
             return Resolution(None, "listed in the config's ignored layers")
         if _EXPERT.search(module.name):
-            return Resolution(self.experts, f"{METHOD} routed experts (expert_dtype"
-                                            f" {self.expert_dtype})")
+            scheme = self.expert_scheme(module.name, module.tensors.keys())
+            if scheme in (NVFP4_EXPERTS, NVFP4_EXPERTS_SCALE):
+                return Resolution(scheme, f"{METHOD} routed experts (moe_quant_algo NVFP4)")
+            why = f"expert_dtype {self.expert_dtype}"
+            if self.moe_quant_algo == "NVFP4" and self.expert_dtype == "fp4":
+                why += (", moe_quant_algo NVFP4 not read before vLLM 0.22.0"
+                        if not self._since(NVFP4_SINCE) else
+                        ", kept MXFP4 by the config's `ignore`")
+            return Resolution(scheme, f"{METHOD} routed experts ({why})")
         return Resolution(self.linear, f"{METHOD} (all Linear layers)")
 
 
@@ -161,11 +240,6 @@ def other_model(key: str, method: str, architecture: str | None) -> UnknownForma
         " vLLM's DeepseekV4FP8Config, which qscale models for DeepseekV4ForCausalLM only",
         hint="the tensor names it expects come from that model's weight mapper",
     )
-
-
-def applies(method: str, model_type: str | None) -> bool:
-    """Whether vLLM loads a config of ``method`` for ``model_type`` as ``deepseek_v4_fp8``."""
-    return method == METHOD or (method in METHODS and model_type == MODEL_TYPE)
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
@@ -182,6 +256,7 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
     algo = qc.get("moe_quant_algo") or ""
     if not isinstance(algo, str):
         raise ConfigError(f"{config_key}: quantization_config.moe_quant_algo must be a string")
+    ignore = qc.get("ignore")
     dtype = expert_dtype if isinstance(expert_dtype, str) else repr(expert_dtype)
     return DeepseekV4Fp8Config(
         _linear(block, dtype),
@@ -190,4 +265,8 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
         dtype,
         algo.upper(),
         config_key,
+        modelopt_ignore=tuple(p for p in ignore if isinstance(p, str))
+        if isinstance(ignore, list) else (),
+        block=(block[0], block[1]),
     )
+

@@ -3,7 +3,8 @@
 ## What it checks
 Every element of every scale tensor: per-tensor and per-partition weight and input scales,
 NVFP4 global scales, KV-cache scales, and the per-channel, group and block scales, in every
-encoding (F32/BF16/F16, F8_E4M3 block scales, E8M0 stored as U8 or F8_E8M0). Each value must
+encoding (F32/BF16/F16, F8_E4M3 block scales, E8M0 stored as U8 or F8_E8M0), and DeepSeek-V4's
+`<module>.scale` block scales (E8M0 or F32), which vLLM renames to weight scales. Each value must
 be finite and positive, and not the float32 extreme `±3.4e38` an exporter or a loader uses as
 "never written"; an E8M0 byte `0xFF` is NaN. Small scales are decoded with the headers; the
 others are streamed once in file order (the deep scan), keeping only counts of bad values and
@@ -35,7 +36,7 @@ import numpy as np
 
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 from qscale.safetensors_io import decode
-from qscale.scale_scan import SCALES, SENTINEL_MAGNITUDE, ScaleStats
+from qscale.scale_scan import SENTINEL_MAGNITUDE, ScaleStats, scale_names
 
 _WORDS = {
     "NaN": "NaN",
@@ -76,8 +77,9 @@ def check(ctx: Context) -> Iterator[Finding]:
     """Report scale tensors with a non-finite, non-positive or sentinel value."""
     ckpt = ctx.checkpoint
     judged: set[str] = set()
+    names = scale_names(ckpt.config.raw)
     for name, arr in ckpt.values.items():
-        if name.rpartition(".")[2] not in SCALES:
+        if name.rpartition(".")[2] not in names:
             continue
         if arr.dtype == np.uint8:  # E8M0 exponent bytes stored as U8
             arr = decode("F8_E8M0", arr.shape, arr.tobytes())

@@ -90,11 +90,29 @@ DEEPSEEK_V4 = Family(
 #: architectures qscale cannot plan although the generated catalogue would compose them, and
 #: why: the VL wrapper's mapper is built at run time from the text model's (re-rooted under
 #: ``language_model.``, ``vision.``/``aligner.``/``image_`` dropped without images), which the
-#: generator does not see (``vllm/models/deepseek_v4/common/vl_model.py``, vLLM 0.33.0)
+#: generator does not see (``vllm/models/deepseek_v4/common/vl_model.py``, vLLM 0.33.0).
+#:
+#: ``DeepseekV41ForCausalLM`` (registered from 0.30.0, ``vllm.models.deepseek_v41``) is not
+#: DeepSeek-V4's loader under another name. On CUDA its class is the vision-language wrapper
+#: of ``deepseek_v41/nvidia/vl_model.py`` (0.33.0): ``__init__`` builds its mapper with
+#: ``_make_deepseek_v4_vl_weights_mapper(expert_dtype, _linear_scale_param_name(...))``,
+#: which re-roots every name under ``language_model.model.`` and renames ``.scale`` to the
+#: parameter name of the Linear method it picks at run time (MXFP8 ``[32, 32]`` Linear layers
+#: through ``ModelOptLinearMethod`` in ``deepseek_v41/quant_config.py``); the text model
+#: (``deepseek_v41/nvidia/model.py``) adds Engram modules (``common/engram.py``, with an FP8
+#: ``engram.embed`` table whose ``.scale`` is routed by its own rule) that DeepSeek-V4 lacks.
 NOT_PLANNED = {
     "DeepseekV4ForConditionalGeneration": (
         "its hf_to_vllm_mapper is built at run time from DeepseekV4ForCausalLM's"
         " (_make_deepseek_v4_vl_weights_mapper in vllm/models/deepseek_v4/common/vl_model.py),"
+        " which qscale does not model"
+    ),
+    "DeepseekV41ForCausalLM": (
+        "its loader is not DeepSeek-V4's: the class is a vision-language wrapper whose"
+        " hf_to_vllm_mapper is built at run time, re-rooted under language_model.model. and"
+        " renaming `.scale` to the name of the Linear method it picks (MXFP8 [32, 32] via"
+        " ModelOptLinearMethod), and the text model adds Engram modules"
+        " (vllm/models/deepseek_v41/nvidia/vl_model.py, nvidia/model.py, common/engram.py),"
         " which qscale does not model"
     ),
 }
