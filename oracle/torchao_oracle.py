@@ -93,7 +93,7 @@ def oracle(ckpt: str) -> None:
             print(f"  {piece}: {list(got.shape)} {got.dtype} equal={same}")
 
 
-def _tp2_rank(rank: int, ckpt: str, init: str) -> None:
+def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
     import torch
     from safetensors import safe_open
     from vllm.config import set_current_vllm_config
@@ -104,22 +104,22 @@ def _tp2_rank(rank: int, ckpt: str, init: str) -> None:
     from vllm.utils.torch_utils import set_default_torch_dtype
 
     cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
-                     dtype="bfloat16", tensor_parallel_size=2,
+                     dtype="bfloat16", tensor_parallel_size=tp,
                      distributed_executor_backend="mp").create_engine_config()
     mc = cfg.model_config
     with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
         stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     with set_current_vllm_config(cfg):
-        init_distributed_environment(world_size=2, rank=rank, local_rank=rank, backend="gloo",
+        init_distributed_environment(world_size=tp, rank=rank, local_rank=rank, backend="gloo",
                                      distributed_init_method=init)
-        initialize_model_parallel(2, 1)
+        initialize_model_parallel(tp, 1)
         with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
             model = initialize_model(vllm_config=cfg, model_config=mc)
         get_model_loader(cfg.load_config).load_weights(model, mc)
         params = dict(model.named_parameters())
     p = "model.layers.0.self_attn."
     qkv = params[p + "qkv_proj.weight"]
-    want = torch.cat([stored[f"{p}{n}_proj._weight_qdata"].chunk(2, 0)[rank] for n in "qkv"])
+    want = torch.cat([stored[f"{p}{n}_proj._weight_qdata"].chunk(tp, 0)[rank] for n in "qkv"])
     print(f"[rank {rank}] qkv_proj {type(qkv).__name__} qdata {list(qkv.qdata.shape)}"
           f" equal={qkv.qdata.shape == want.shape and torch.equal(qkv.qdata, want)}")
     o = params[p + "o_proj.weight"]
@@ -129,7 +129,7 @@ def _tp2_rank(rank: int, ckpt: str, init: str) -> None:
         if getattr(o, piece, None) is None or name not in stored:
             continue
         full = stored[name]  # a per-row scale spans both halves; group scales split with them
-        want = full if piece != "qdata" and full.shape[1] == 1 else full.chunk(2, 1)[rank]
+        want = full if piece != "qdata" and full.shape[1] == 1 else full.chunk(tp, 1)[rank]
         got = getattr(o, piece)
         same = got.shape == want.shape and torch.equal(got, want)
         line += f" {piece} {list(got.shape)} equal={same}"
@@ -139,9 +139,10 @@ def _tp2_rank(rank: int, ckpt: str, init: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
-    elif sys.argv[1] == "tp2":
+    elif sys.argv[1].startswith("tp"):  # tp2, tp4: that many gloo ranks
         import torch.multiprocessing as mp
 
-        mp.spawn(_tp2_rank, args=(sys.argv[2], f"file://{tempfile.mkdtemp()}/pg"), nprocs=2)
+        n = int(sys.argv[1][2:])
+        mp.spawn(_tp_rank, args=(sys.argv[2], f"file://{tempfile.mkdtemp()}/pg", n), nprocs=n)
     else:
         oracle(sys.argv[2])

@@ -433,6 +433,9 @@ def _group(
                 f' be divisible by the OCP MX group size {g}."')
     elif s.format == "modelopt":
         said = '"Unsupported model when in features size is not multiple of 16"'
+    elif s.format == "torchao":  # TorchAOLinearMethod.create_weights quantizes the empty slice
+        said = (f'"Expecting input size at 1 dimension: {k} to be divisible by block_size at 1'
+                f' dimension: {g}" (torchao quantize_, real vLLM 0.33)')
     else:
         said = ('"The input size is not aligned with the quantized weight shape. This can be'
                 ' caused by too large tensor parallel size."')

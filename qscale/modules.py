@@ -19,7 +19,8 @@ EMBEDDING_NAMES = frozenset(
     {"embed_tokens", "wte", "word_embeddings", "embeddings", "embedding", "tok_embeddings", "wpe"}
 )
 #: Parameters that hold a (possibly packed) Linear weight.
-WEIGHT_PARAMS = ("weight", "weight_packed", "qweight")  # qweight: GPTQ / AWQ
+#: qweight: GPTQ / AWQ; _weight_qdata: a torchao tensor subclass's flattened data
+WEIGHT_PARAMS = ("weight", "weight_packed", "qweight", "_weight_qdata")
 #: Fused 3-D expert parameters (transformers v5, gpt-oss): ``experts.<param>``.
 FUSED_EXPERT_PARAMS = frozenset(
     {"gate_up_proj", "down_proj", "gate_up_proj_blocks", "down_proj_blocks"}
@@ -56,7 +57,8 @@ class ModuleInfo:
 
 def _weight(params: Mapping[str, TensorInfo]) -> TensorInfo | None:
     # WEIGHT_PARAMS, in order
-    return params.get("weight") or params.get("weight_packed") or params.get("qweight")
+    return params.get("weight") or params.get("weight_packed") or params.get("qweight") \
+        or params.get("_weight_qdata")
 
 
 def _kind_of(leaf: str, params: Mapping[str, TensorInfo], weight: TensorInfo | None) -> ModuleKind:

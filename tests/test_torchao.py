@@ -1,6 +1,7 @@
 """``quant_method: torchao`` on transformers + torchao 0.18 exports of a tiny Llama
 (tests/fixtures/torchao/, made and loaded in real vLLM 0.33 by oracle/torchao_oracle.py): the
-config and the safetensors metadata are checked, the load itself stops at QS102."""
+config and the safetensors metadata are checked as vLLM 0.33 rebuilds them (the load into the
+merged and TP-sharded parameters: tests/test_torchao_load.py)."""
 
 from __future__ import annotations
 
@@ -21,24 +22,15 @@ FIXTURES = Path(__file__).parent / "fixtures" / "torchao"
 K_PROJ = "model.layers.0.self_attn.k_proj"
 
 
-def run(built: Built, tmp_path: Path, engine: str = "vllm==0.33.0", **write: int) -> None:
-    check(read_checkpoint(built.write(tmp_path, **write)), CheckOptions(engine=engine))
+def run(built: Built, tmp_path: Path, engine: str = "vllm==0.33.0", **write: int) -> list[str]:
+    """The codes of the findings ``check`` gives (it raises on a refusal)."""
+    report = check(read_checkpoint(built.write(tmp_path, **write)), CheckOptions(engine=engine))
+    return [f.code for f in report.findings]
 
 
 def meta(built: Built) -> dict[str, str]:
     assert isinstance(built.metadata, dict)
     return built.metadata
-
-
-@pytest.mark.parametrize(("name", "subclass"), [("llama-int8wo", "14 Int8Tensor"),
-                                                ("llama-fp8wo", "14 Float8Tensor"),
-                                                ("llama-intx4wo", "14 IntxUnpackedToInt8Tensor")])
-def test_real_export_is_checked_then_not_modelled(name, subclass):
-    with pytest.raises(UnknownFormat, match="every piece present") as err:
-        check(read_checkpoint(FIXTURES / name), CheckOptions(engine="vllm==0.33.0"))
-    assert err.value.code == "QS102"
-    assert subclass in err.value.message
-    assert "not modelled" in err.value.message
 
 
 def test_missing_piece_is_the_weight_vllm_never_loads(tmp_path):
@@ -74,8 +66,7 @@ def test_tensor_no_file_lists_is_never_handed_to_the_model(tmp_path):
 
 def test_pieces_split_over_shards_complete_in_a_later_file(tmp_path):
     built = from_files(FIXTURES / "llama-int8wo")  # every file lists every tensor
-    with pytest.raises(UnknownFormat, match="every piece present"):
-        run(built, tmp_path, shards=3)
+    assert run(built, tmp_path, shards=3) == []
 
 
 def test_pieces_after_the_only_file_listing_them_are_lost(tmp_path):
@@ -108,8 +99,7 @@ def test_plain_weight_where_vllm_builds_a_subclass_fails_like_vllm(tmp_path, mod
 def test_plain_weight_the_config_skips_is_fine(tmp_path):
     built = plain(from_files(FIXTURES / "llama-int8wo"), "model.layers.1.self_attn.o_proj")
     built.config["quantization_config"]["modules_to_not_convert"] = ["layers.1.self_attn.o_proj"]
-    with pytest.raises(UnknownFormat, match="13 Int8Tensor, every piece present"):
-        run(built, tmp_path)
+    assert run(built, tmp_path) == []
 
 
 @pytest.mark.parametrize(("quant_type", "words"), [
@@ -137,8 +127,8 @@ def test_other_engines_are_not_checked(tmp_path, engine):
 
 def test_cli_exit_code(run_cli):
     result = run_cli("check", str(FIXTURES / "llama-int8wo"), "--engine", "vllm==0.33.0")
-    assert result.returncode == 2
-    assert "QS102" in result.stderr + result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "no findings" in result.stdout
 
 
 @pytest.mark.parametrize("broken", [False, True])
@@ -157,9 +147,9 @@ def test_hub_repo_reads_the_same_metadata(tmp_path, broken):
                "NO_PROXY": "127.0.0.1,localhost"}
         remote = cli_forked("check", "ao/llama-int8wo", "--engine", "vllm==0.33.0", env=env)
     local = cli_in_process("check", str(folder), "--engine", "vllm==0.33.0")
-    assert remote.returncode == local.returncode == 2
+    assert remote.returncode == local.returncode == (2 if broken else 0)
     assert remote.stderr == local.stderr
-    assert ("QS101" if broken else "QS102") in remote.stderr
+    assert ("QS101" in remote.stderr) is broken
 
 
 def test_plain_routed_expert_is_not_judged(tmp_path):
@@ -175,5 +165,4 @@ def test_plain_routed_expert_is_not_judged(tmp_path):
         names = json.loads(meta(built)["tensor_names"])
         meta(built)["tensor_names"] = json.dumps([*names, f"{dst}.weight"])
     plain(built, "model.layers.1.mlp.experts.0.down_proj")
-    with pytest.raises(UnknownFormat, match="every piece present"):
-        run(built, tmp_path)
+    assert run(built, tmp_path) == []  # no refusal: the plain expert weight is not judged

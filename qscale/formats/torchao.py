@@ -50,6 +50,7 @@ from qscale.errors import ConfigError, QscaleError, UnknownFormat
 from qscale.formats._api import Resolution, SameInEveryRelease
 from qscale.modules import ModuleInfo
 from qscale.safetensors_io import FileHeader
+from qscale.schemes import FLOAT_SCALE, QuantArgs, QuantScheme, Strategy, TensorSpec, blocks, full
 
 if TYPE_CHECKING:
     from qscale.engines import EngineSpec
@@ -73,8 +74,12 @@ class TorchAoConfig(SameInEveryRelease):
     ao_type: str  #: the torchao config class, e.g. ``Int8WeightOnlyConfig``
     skip: tuple[str, ...]  #: modules_to_not_convert and the ``None`` module_fqn_to_config entries
     stored: Mapping[str, str]  #: weight name -> tensor subclass, as the metadata lists them
+    #: weight name -> (tensor subclass, block_size, piece names) of every rebuilt subclass
+    layout: Mapping[str, tuple[str, tuple[int, int], tuple[str, ...]]]
     problems: tuple[str, ...]  #: what vLLM 0.33 fails on or drops while rebuilding them
     config_key: str = "config.json"
+    #: why the load is not modelled (QS102); None: it is (vLLM 0.33, the subclasses above)
+    unmodelled: str | None = None
     method: str = METHOD
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
@@ -90,6 +95,8 @@ class TorchAoConfig(SameInEveryRelease):
             return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {engine.label}"
                                  " is not checked: qscale read vLLM 0.33's torchao loader only",
                                  hint="check with --engine vllm==0.33.0")
+        if not self.problems and self.unmodelled is None:
+            return None
         if self.problems:
             more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             return ConfigError(f"{self.problems[0]}{more}",
@@ -102,16 +109,24 @@ class TorchAoConfig(SameInEveryRelease):
         return UnknownFormat(
             f"{self.config_key}: torchao {self.ao_type} checkpoint: the config and the"
             f" safetensors metadata were checked as {_WHERE} rebuilds them ({stored}, every"
-            " piece present); how TorchAOLinearMethod's tensor subclasses load into the engine's"
-            " merged and TP-sharded parameters is not modelled, so the load is not checked",
-            hint="not checked past the metadata; real vLLM 0.33 loaded transformers' Int8,"
-            " Float8 and Intx-int4 weight-only Llama exports right at TP=1 and TP=2"
-            " (oracle/torchao_oracle.py), other subclasses and models were not tried",
+            f" piece present); the load of its {self.unmodelled} into the engine's merged and"
+            " TP-sharded parameters is not modelled, so the load is not checked",
+            hint="not checked past the metadata; qscale models the load of Int8 and Float8"
+            " weight-only (per row) and Intx weight-only (unpacked to int8) configs, whose"
+            " transformers exports real vLLM 0.33 loaded (oracle/torchao_oracle.py)",
         )
 
     def resolve(self, module: ModuleInfo) -> Resolution:
-        """Never asked (:meth:`refusal` always stops first): unquantized."""
-        return Resolution(None, "torchao: the load is not modelled")
+        """The scheme of the tensor subclass the module's weight was saved as; a plain weight
+        stays unquantized."""
+        found = self.layout.get(f"{module.name}.weight")
+        if found is None:
+            return Resolution(None, "torchao: weight stored as a plain tensor")
+        kind, block, pieces = found
+        qdata = module.tensors.get("_weight_qdata")
+        per_row = qdata is not None and len(qdata.shape) == 2 and block == (1, qdata.shape[1])
+        return Resolution(scheme(kind, block, pieces, per_row),
+                          f"torchao {kind} (metadata of `{module.name}.weight`)")
 
 
 def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
@@ -138,10 +153,112 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
     fqn = data.get("module_fqn_to_config") if isinstance(data, dict) else None
     if isinstance(fqn, dict):
         skip += [layer for layer, cfg in fqn.items() if cfg is None]
-    stored, problems = rebuild(files)
+    files = tuple(files)
+    layout: dict[str, tuple[str, tuple[int, int], tuple[str, ...]]] = {}
+    stored, problems = rebuild(files, layout)
     if "FqnToConfig" not in default["_type"]:  # one config for every Linear: siblings agree
         problems += plain_siblings(stored, skip)
-    return TorchAoConfig(default["_type"], tuple(map(str, skip)), stored, problems, config_key)
+    built, unmodelled = built_as(default)
+    if built is not None:
+        kinds = {k for k in stored.values() if k != "Tensor"}
+        if kinds - set(PIECES):
+            built, unmodelled = None, f"stored subclass {', '.join(sorted(kinds - set(PIECES)))}"
+    if built is not None and not problems:
+        widths = {t.name: t.shape[1] for h in files for t in h.tensors
+                  if t.name.endswith("._weight_qdata") and len(t.shape) == 2}
+        problems += mismatches(built, layout, widths, skip)
+    return TorchAoConfig(default["_type"], tuple(map(str, skip)), stored, layout, problems,
+                         config_key, unmodelled)
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """The tensor subclass ``TorchAOLinearMethod.create_weights`` makes every Linear's weight
+    (``torchao_quantize_param_data``: the config's ``quantize_`` on an empty weight)."""
+
+    kind: str  #: e.g. ``Int8Tensor``
+    group: int | None  #: block_size (1, group); None: one block per row, (1, input per rank)
+    pieces: frozenset[str]  #: the component tensors it holds
+
+
+def _type_of(obj: Any) -> str | None:
+    return obj.get("_type") if isinstance(obj, dict) else None
+
+
+def _data_of(obj: Any) -> dict[str, Any]:
+    data = obj.get("_data") if isinstance(obj, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def built_as(default: Mapping[str, Any]) -> tuple[Built | None, str | None]:
+    """What vLLM 0.33 builds from the configs the fixtures cover (torchao 0.18.0
+    ``quant_api.py``: ``_int8_weight_only_quantize_tensor``, ``_float8_weight_only_quant_tensor``,
+    ``_intx_weight_only_quantize_tensor``); (None, why) for any other config."""
+    ao_type, data = str(default.get("_type")), _data_of(default)
+    gran = data.get("granularity")
+    gran_type, gran_data = _type_of(gran), _data_of(gran)
+    if ao_type in ("Int8WeightOnlyConfig", "Float8WeightOnlyConfig") and gran_type == "PerRow" \
+            and data.get("group_size") is None:
+        if ao_type == "Int8WeightOnlyConfig":
+            return Built("Int8Tensor", None, frozenset({"qdata", "scale", "zero_point"})), None
+        if _data_of_str(data.get("weight_dtype"), "float8_e4m3fn") == "float8_e4m3fn":
+            return Built("Float8Tensor", None, frozenset({"qdata", "scale"})), None
+    if ao_type == "IntxWeightOnlyConfig" and _data_of_str(data.get("intx_packing_format"),
+                                                          "UNPACKED_TO_INT8") == "UNPACKED_TO_INT8":
+        pieces = frozenset({"qdata", "scale", "zero_point"})
+        if gran_type == "PerGroup" and isinstance(gran_data.get("group_size"), int) \
+                and gran_data["group_size"] > 0:
+            return Built("IntxUnpackedToInt8Tensor", gran_data["group_size"], pieces), None
+        if gran_type == "PerAxis" and gran_data.get("axis", 0) == 0:
+            return Built("IntxUnpackedToInt8Tensor", None, pieces), None
+    return None, f"config {ao_type} ({gran_type or 'no'} granularity)"
+
+
+def _data_of_str(obj: Any, default: str | None = None) -> str | None:
+    """``{"_type": ..., "_data": "int4"}`` -> ``int4``."""
+    data = obj.get("_data") if isinstance(obj, dict) else None
+    return data if isinstance(data, str) else default
+
+
+def _merged_name(module: str) -> str:
+    parent, _, leaf = module.rpartition(".")
+    merged = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj",
+              "gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}.get(leaf)
+    return f"`{parent}.{merged}`" if merged else f"`{module}`"
+
+
+def mismatches(built: Built, layout: Mapping[str, tuple[str, tuple[int, int], tuple[str, ...]]],
+               widths: Mapping[str, int], skip: Iterable[str]) -> tuple[str, ...]:
+    """Stored subclasses that differ from the one vLLM builds the parameter as: torchao's
+    ``copy_`` (``_same_metadata``) wants the same type, the same shape of every component
+    tensor and equal attributes (``block_size``, ``target_dtype``), and fails otherwise. The
+    parameter of a merged layer (``qkv_proj``) is one subclass over all its shards: a shard of
+    another type, block or set of pieces fails the same way."""
+    skip = tuple(skip)
+    out: list[str] = []
+    for name, (kind, block, pieces) in sorted(layout.items()):
+        module = name.rpartition(".")[0]
+        if ".experts." in f"{module}." or should_skip(module, skip):
+            continue
+        width = widths.get(f"{module}._weight_qdata")
+        want_block = (1, built.group) if built.group is not None else (1, width)
+        why = []
+        if kind != built.kind:
+            why.append(f"it is stored as {kind}")
+        elif block != want_block:
+            why.append(f"its block_size is {list(block)}, the config's is {list(want_block)}")
+        elif set(pieces) != built.pieces:
+            why.append(f"it stores pieces {sorted(pieces)}, {built.kind} has"
+                       f" {sorted(built.pieces)}")
+        if not why:
+            continue
+        out.append(f"`{name}`: vLLM 0.33 builds {_merged_name(module)} as a torchao"
+                   f" {built.kind} (block_size {list(want_block)}, pieces"
+                   f" {sorted(built.pieces)}) and {why[0]}: torchao's copy_ refuses it"
+                   " (_same_metadata; real vLLM 0.33 with an Int8 qkv_proj and a Float8 k_proj"
+                   " shard: \"AttributeError: 'Float8Tensor' object has no attribute"
+                   " 'zero_point'\")")
+    return tuple(out)
 
 
 def should_skip(prefix: str, skip: Iterable[str]) -> bool:
@@ -197,9 +314,12 @@ def _entry(raw: str) -> Any:
     return json.loads(raw)
 
 
-def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...]]:
+def rebuild(files: Iterable[FileHeader],
+            layout: dict[str, tuple[str, tuple[int, int], tuple[str, ...]]] | None = None,
+            ) -> tuple[dict[str, str], tuple[str, ...]]:
     """What ``unflatten_tensor_state_dict`` makes of the files, file by file in vLLM's order:
-    weight name -> tensor subclass for what it rebuilds, and one line per failure or loss."""
+    weight name -> tensor subclass for what it rebuilds, and one line per failure or loss;
+    ``layout`` gets each rebuilt subclass's type, ``block_size`` and piece names."""
     files = tuple(files)
     stored: dict[str, str] = {}
     problems: list[str] = []
@@ -252,6 +372,10 @@ def rebuild(files: Iterable[FileHeader]) -> tuple[dict[str, str], tuple[str, ...
             flat[module] -= {lead + p for p in want}
             stored[name] = kind
             done.add(name)
+            block = (entry.get("_data") or {}).get("block_size")
+            if layout is not None and kind in PIECES and isinstance(block, list) \
+                    and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block):
+                layout[name] = (kind, (block[0], block[1]), tuple(want))
         waiting = state
     problems += _losses(files, listed, done, waiting)
     return stored, tuple(problems)
@@ -284,3 +408,33 @@ def _losses(files: tuple[FileHeader, ...], listed: Mapping[str, str], done: set[
         problems += [f"{file_of[t]}: `{t}` is listed by no file's torchao `tensor_names`:"
                      " vLLM never hands it to the model" for t in unlisted]
     return problems
+
+
+#: per subclass: the quantized weight's torchao type and bits, and each piece's stored dtypes
+PIECES: Mapping[str, tuple[str, int, Mapping[str, frozenset[str]]]] = {
+    "Int8Tensor": ("int", 8, {"qdata": frozenset({"I8"}), "scale": FLOAT_SCALE,
+                              "zero_point": frozenset({"I8"})}),
+    "Float8Tensor": ("float", 8, {"qdata": frozenset({"F8_E4M3"}),
+                                  "scale": FLOAT_SCALE}),
+    "IntxUnpackedToInt8Tensor": ("int", 4, {"qdata": frozenset({"I8"}), "scale": FLOAT_SCALE,
+                                            "zero_point": frozenset({"I8"})}),
+}
+
+
+@lru_cache(maxsize=256)
+def scheme(kind: str, block: tuple[int, int], pieces: tuple[str, ...],
+           per_row: bool = False) -> QuantScheme:
+    """The flattened pieces ``_weight_<piece>`` of one subclass: ``qdata`` the weight's shape,
+    every other piece one value per ``block_size`` tile."""
+    typ, bits, dtypes = PIECES[kind]
+    bn, bk = block
+    if per_row:  # one block per row of whatever width: vLLM's slices keep it one per row
+        args = QuantArgs(typ, bits, Strategy.CHANNEL)
+        rule = blocks(1, 10**9)
+    elif bn == 1:
+        args, rule = QuantArgs(typ, bits, Strategy.GROUP, group_size=bk), blocks(1, bk)
+    else:
+        args, rule = QuantArgs(typ, bits, Strategy.BLOCK, block=(bn, bk)), blocks(bn, bk)
+    specs = [TensorSpec("_weight_qdata", dtypes["qdata"], full, logical=lambda s: (s[0], s[1]))]
+    specs += [TensorSpec(f"_weight_{p}", dtypes[p], rule) for p in pieces if p != "qdata"]
+    return QuantScheme("torchao", f"torchao {kind}", args, None, tuple(specs))
