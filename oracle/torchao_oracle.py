@@ -4,11 +4,14 @@
             (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17; CPU is enough:
             Int4WeightOnlyConfig needs CUDA kernels and fails on CPU)
     oracle: VLLM_TARGET_DEVICE=cpu PYTHONPATH=<unzipped torchao 0.18.0 wheel> \\
-            <venv-vllm0330>/bin/python torchao_oracle.py {oracle,tp2} CKPT_DIR
+            <venv-vllm0330>/bin/python torchao_oracle.py {oracle,tp2,tp4} CKPT_DIR
             (vLLM 0.33.0 on CPU, load stage only: builds the model, runs load_weights, and
             compares every torchao piece of the merged qkv_proj / gate_up_proj and of
             o_proj / down_proj with the stored shards; tp2: the same at TP=2, two gloo
             processes, each rank's qkv_proj and o_proj against its slice of the shards)
+    golden: the same environment, torchao_oracle.py golden CKPT_DIR TP OUT.json
+            (tests/fixtures/vllm_golden/torchao/: per rank, every decoder layer's torchao
+            parameters, their subclass, block_size and each component's shape and dtype)
 
 Results (2026-12-03, 2-layer Llama, layer 0 compared): int8wo and fp8wo load with every
 piece equal at TP=1 (Int8Tensor / Float8Tensor); with `k_proj._weight_scale` removed vLLM
@@ -136,9 +139,99 @@ def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
     print(line)
 
 
+#: the merged (column-parallel) and row-parallel layers of a Llama decoder layer, and their shards
+LAYERS = {"self_attn.qkv_proj": ("self_attn", ["q_proj", "k_proj", "v_proj"], 0),
+          "mlp.gate_up_proj": ("mlp", ["gate_proj", "up_proj"], 0),
+          "self_attn.o_proj": ("self_attn", ["o_proj"], 1), "mlp.down_proj": ("mlp", ["down_proj"], 1)}
+
+
+def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
+    """One rank's torchao parameters: subclass, block_size, and every component's shape and
+    dtype, with whether it equals this rank's slice of the stored shards."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.model_loader import get_model_loader
+    from vllm.model_executor.model_loader.utils import initialize_model
+    from vllm.utils.torch_utils import set_default_torch_dtype
+
+    extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
+    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
+                     dtype="bfloat16", **extra).create_engine_config()
+    mc = cfg.model_config
+    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    with set_current_vllm_config(cfg):
+        init_distributed_environment(world_size=tp, rank=rank, local_rank=rank, backend="gloo",
+                                     distributed_init_method=init)
+        initialize_model_parallel(tp, 1)
+        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
+            model = initialize_model(vllm_config=cfg, model_config=mc)
+        get_model_loader(cfg.load_config).load_weights(model, mc)
+        params = dict(model.named_parameters())
+    got: dict[str, object] = {}
+    for layer in range(mc.hf_config.num_hidden_layers):
+        for merged, (owner, parts, dim) in LAYERS.items():
+            name = f"model.layers.{layer}.{merged}.weight"
+            w = params[name]
+            entry: dict[str, object] = {"type": type(w).__name__,
+                                        "block_size": list(getattr(w, "block_size", []))}
+            pieces = {}
+            for piece in ("qdata", "scale", "zero_point"):
+                t = getattr(w, piece, None)
+                if not isinstance(t, torch.Tensor):
+                    continue
+                shards = [stored.get(f"model.layers.{layer}.{owner}.{q}._weight_{piece}")
+                          for q in parts]
+                same = None
+                if all(x is not None for x in shards):
+                    if dim == 1 and piece != "qdata" and shards[0].shape[1] == 1:
+                        want = shards[0]  # a per-row scale spans every rank's columns
+                    else:
+                        want = torch.cat([x.chunk(tp, dim)[rank] for x in shards], 0)
+                    same = t.shape == want.shape and torch.equal(t.to(want.dtype), want)
+                pieces[piece] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix(
+                    "torch."), "equal_to_stored_slice": same}
+            entry["components"] = pieces
+            got[name] = entry
+    with open(f"{out}.rank{rank}", "w") as fh:
+        json.dump(got, fh)
+
+
+def golden(ckpt: str, tp: int, out: str) -> None:
+    """Write ``out``: what every rank's torchao parameters hold after real vLLM's load."""
+    import json
+    import os
+
+    import torch.multiprocessing as mp
+    import vllm
+
+    init = f"file://{tempfile.mkdtemp()}/pg"
+    if tp == 1:
+        _golden_rank(0, ckpt, init, 1, out)
+    else:
+        mp.spawn(_golden_rank, args=(ckpt, init, tp, out), nprocs=tp)
+    ranks = []
+    for r in range(tp):
+        with open(f"{out}.rank{r}") as fh:
+            ranks.append(json.load(fh))
+        os.remove(f"{out}.rank{r}")
+    data = {"vllm_version": vllm.__version__, "checkpoint": f"torchao/{os.path.basename(ckpt)}",
+            "load": "ok", "tp": tp, "ranks": ranks}
+    with open(out, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "golden":  # golden CKPT_DIR TP OUT.json
+        golden(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1].startswith("tp"):  # tp2, tp4: that many gloo ranks
         import torch.multiprocessing as mp
 

@@ -107,8 +107,9 @@ def _qscale_status(name: str) -> str:
     if parser in (runtime_only.parse_runtime_only, moe_wna16.parse_moe_wna16):
         return "refused ([QS101](rules/QS101.md)): the engine refuses it in a checkpoint"
     if parser is torchao.parse:
-        return ("config and safetensors metadata checked (QS101); the load is not modelled"
-                " ([QS102](rules/QS102.md))")
+        return ("modelled on vLLM 0.33 for Int8 / Float8 weight-only (per row) and Intx"
+                " weight-only (unpacked to int8) configs; other configs and releases:"
+                " config and metadata checked, the load not ([QS102](rules/QS102.md))")
     if parser is auto_round.parse_inc:
         return "modelled, as `auto-round` (vLLM 0.33 only; QS102 elsewhere)"
     if parser is not None:

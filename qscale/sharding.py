@@ -156,7 +156,8 @@ def _layers(quant: QuantMap, plan: LoadPlan) -> tuple[LayerShape, ...]:
     for p in plan.params.values():
         module = p.name.rpartition(".")[0]
         leaf = module.rsplit(".", 1)[-1]
-        if p.leaf not in ("weight", "weight_packed", "qweight", "_weight_qdata") or p.sources[0].expert is not None:
+        if p.leaf not in ("weight", "weight_packed", "qweight", "_weight_qdata") \
+                or p.sources[0].expert is not None:  # _weight_qdata: torchao
             continue
         if module.startswith(SKIPPED) or leaf in SKIPPED_LEAVES or ".experts" in module:
             continue

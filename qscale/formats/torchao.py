@@ -1,6 +1,8 @@
 """torchao (``quant_method: torchao``, transformers' ``TorchAoConfig``): the config and the
-torchao safetensors metadata are checked as vLLM 0.33 reads them; the load into the engine's
-parameters is not modelled (QS102).
+torchao safetensors metadata are checked as vLLM 0.33 reads them, and for Int8 / Float8
+weight-only (per row) and Intx weight-only (unpacked to int8) configs the load into the
+engine's merged and TP-sharded parameters is modelled; other configs, other subclasses and
+other releases stop at QS102.
 
 vLLM 0.33.0 ``quantization/torchao.py`` ``TorchAOConfig.from_config`` needs ``quant_type`` to be
 a dict whose only key is ``default`` (transformers' string spellings, ``"int4_weight_only"``,
@@ -25,15 +27,31 @@ with it, is a subclass fails in torchao's ``copy_`` (routed experts, which vLLM 
 ``FusedMoE``, not ``LinearBase``, and other plain weights are not judged: whether vLLM builds
 them as Linear layers is not modelled here).
 
+The load (vLLM 0.33.0 ``quantization/torchao.py``, torchao 0.18.0 ``utils.py``):
+``TorchAOLinearMethod.create_weights`` registers one ``weight`` per Linear, an empty
+``(sum(output partitions), input per rank)`` tensor quantized with the config
+(``torchao_quantize_param_data``), so a merged ``qkv_proj`` / ``gate_up_proj`` is one subclass
+whose components (``qdata``, ``scale``, ``zero_point``) stack its shards' rows. The layer's
+``weight_loader`` narrows that parameter to the shard's rows (and the stored weight to the
+rank's slice: torchao's ``aten.slice`` cuts ``qdata`` and, by ``block_size``, the scale and
+zero point; a per-row scale stays whole along the input) and copies the rebuilt subclass
+in; torchao's ``copy_`` requires ``_same_metadata``: the same type, the same shape of every
+component and equal ``block_size`` / ``dtype`` attributes. So every stored shard must be the
+config's subclass, with its pieces and block size (:func:`mismatches`, QS101); the flattened
+pieces ``_weight_<piece>`` resolve to a scheme (:func:`scheme`) that the load plan stacks like
+any other shard. A row-parallel layer whose input per rank is not a multiple of the group
+fails in ``create_weights`` (torchao's ``_get_reduction_params`` assertion), QS505.
+
 Real vLLM 0.33.0 (CPU, load stage, torchao 0.18.0) loaded transformers' Int8 and Float8
 weight-only (per row) and Intx int4 weight-only (groups of 32) exports of a tiny Llama with
-every merged ``qkv_proj`` / ``gate_up_proj`` piece equal to the stored shards at TP=1, left
-``k_proj``'s rows of ``qkv_proj`` unwritten when ``k_proj._weight_scale`` was removed, failed
-with "No tensors found" on a file without the metadata, and with "'Tensor' object has no
-attribute 'qdata'" on a plain BF16 ``o_proj`` or ``q_proj`` weight; at TP=2 all three loaded
-with each rank's ``qkv_proj`` rows and ``o_proj`` columns (and group scales) equal to its
-slice (``oracle/torchao_oracle.py``). These are three weight-only subclasses on one
-architecture, which is why the load stays QS102.
+every merged ``qkv_proj`` / ``gate_up_proj`` piece equal to the stored shards at TP=1 and
+TP=2 (tests/fixtures/vllm_golden/torchao/: the subclass, block_size and component shapes
+qscale's plan predicts), left ``k_proj``'s rows of ``qkv_proj`` unwritten when
+``k_proj._weight_scale`` was removed, failed with "No tensors found" on a file without the
+metadata, with "'Tensor' object has no attribute 'qdata'" on a plain BF16 ``o_proj`` or
+``q_proj`` weight, with "'Float8Tensor' object has no attribute 'zero_point'" on a Float8
+``k_proj`` in the Int8 export, and at TP=4 on the Intx export with "Expecting input size at 1
+dimension: 16 to be divisible by block_size at 1 dimension: 32" (``oracle/torchao_oracle.py``).
 """
 
 from __future__ import annotations
