@@ -101,8 +101,9 @@ class TorchAoConfig(SameInEveryRelease):
     method: str = METHOD
 
     def refusal(self, engine: EngineSpec | None) -> QscaleError | None:
-        """The metadata problems vLLM 0.33 fails on or loads around (QS101, exit 2); else
-        QS102: the load itself is not modelled."""
+        """The metadata and shard problems vLLM 0.33 fails on or loads around (QS101, exit 2);
+        QS102 for another engine or release, or a config or subclass whose load is not
+        modelled; else None: the load plan takes it from here."""
         name = engine.engine if engine is not None else "vllm"
         if name != "vllm":
             return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {name}: not"
