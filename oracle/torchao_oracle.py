@@ -22,7 +22,10 @@ fails with AttributeError "'Tensor' object has no attribute 'qdata'" (torchao's 
 intx4wo (IntxWeightOnlyConfig, int4 in int8 storage, groups of 32) loads right at TP=1 too.
 At TP=2 all three load with each rank's qkv_proj rows and o_proj columns equal to its slice
 of the shards (o_proj keeps the full per-row scale of int8wo, block_size [1, 32]; intx4wo's
-group scales split with the columns).
+group scales split with the columns). intx4wo at TP=4 fails in create_weights (o_proj's 16
+input columns per rank, groups of 32: "Expecting input size at 1 dimension: 16 to be
+divisible by block_size at 1 dimension: 32"); int8wo with layer 0's k_proj taken from fp8wo
+fails in qkv_proj's copy_ with "'Float8Tensor' object has no attribute 'zero_point'".
 """
 
 from __future__ import annotations
