@@ -145,7 +145,8 @@ def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
 #: the merged (column-parallel) and row-parallel layers of a Llama decoder layer, and their shards
 LAYERS = {"self_attn.qkv_proj": ("self_attn", ["q_proj", "k_proj", "v_proj"], 0),
           "mlp.gate_up_proj": ("mlp", ["gate_proj", "up_proj"], 0),
-          "self_attn.o_proj": ("self_attn", ["o_proj"], 1), "mlp.down_proj": ("mlp", ["down_proj"], 1)}
+          "self_attn.o_proj": ("self_attn", ["o_proj"], 1),
+          "mlp.down_proj": ("mlp", ["down_proj"], 1)}
 
 
 def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
