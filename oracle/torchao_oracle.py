@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from typing import Any
 
 
 def make(out: str, kind: str) -> None:
@@ -99,7 +100,9 @@ def oracle(ckpt: str) -> None:
             print(f"  {piece}: {list(got.shape)} {got.dtype} equal={same}")
 
 
-def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
+def _load_rank(rank: int, ckpt: str, init: str, tp: int) -> tuple[Any, dict, dict]:
+    """This rank's vLLM model config, the stored tensors, and the parameters real vLLM holds
+    after ``load_weights`` at tensor parallel size ``tp`` (CPU, gloo)."""
     import torch
     from safetensors import safe_open
     from vllm.config import set_current_vllm_config
@@ -109,9 +112,9 @@ def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
     from vllm.model_executor.model_loader.utils import initialize_model
     from vllm.utils.torch_utils import set_default_torch_dtype
 
+    extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
     cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
-                     dtype="bfloat16", tensor_parallel_size=tp,
-                     distributed_executor_backend="mp").create_engine_config()
+                     dtype="bfloat16", **extra).create_engine_config()
     mc = cfg.model_config
     with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
         stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
@@ -122,7 +125,12 @@ def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
         with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
             model = initialize_model(vllm_config=cfg, model_config=mc)
         get_model_loader(cfg.load_config).load_weights(model, mc)
-        params = dict(model.named_parameters())
+        return mc, stored, dict(model.named_parameters())
+
+
+def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:
+    import torch
+    _, stored, params = _load_rank(rank, ckpt, init, tp)
     p = "model.layers.0.self_attn."
     qkv = params[p + "qkv_proj.weight"]
     want = torch.cat([stored[f"{p}{n}_proj._weight_qdata"].chunk(tp, 0)[rank] for n in "qkv"])
@@ -155,28 +163,7 @@ def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
     import json
 
     import torch
-    from safetensors import safe_open
-    from vllm.config import set_current_vllm_config
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.model_executor.model_loader import get_model_loader
-    from vllm.model_executor.model_loader.utils import initialize_model
-    from vllm.utils.torch_utils import set_default_torch_dtype
-
-    extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
-    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
-                     dtype="bfloat16", **extra).create_engine_config()
-    mc = cfg.model_config
-    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
-        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    with set_current_vllm_config(cfg):
-        init_distributed_environment(world_size=tp, rank=rank, local_rank=rank, backend="gloo",
-                                     distributed_init_method=init)
-        initialize_model_parallel(tp, 1)
-        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
-            model = initialize_model(vllm_config=cfg, model_config=mc)
-        get_model_loader(cfg.load_config).load_weights(model, mc)
-        params = dict(model.named_parameters())
+    mc, stored, params = _load_rank(rank, ckpt, init, tp)
     got: dict[str, object] = {}
     for layer in range(mc.hf_config.num_hidden_layers):
         for merged, (owner, parts, dim) in LAYERS.items():
