@@ -132,6 +132,22 @@ def test_sglang_is_not_modelled(tmp_path):
         errors(release(), tmp_path, "sglang==0.5.12")
 
 
+@pytest.mark.parametrize("engine", ["vllm==0.19.1", "vllm==0.18.0"])
+@pytest.mark.parametrize("method", ["fp8", "deepseek_v4_fp8"])
+def test_releases_before_deepseek_v4_fp8_config_are_not_modelled(tmp_path, engine, method):
+    """vLLM 0.19.1 has no DeepseekV4FP8Config: QS102 (exit 2), not findings on the release's
+    names as if it had one."""
+    b = release().set_config("/quantization_config/quant_method", method)
+    with pytest.raises(UnknownFormat, match=rf"{engine} has no DeepseekV4FP8Config"):
+        errors(b, tmp_path, engine)
+
+
+def test_release_format_before_0_20_exits_2(tmp_path, run_cli):
+    r = run_cli("check", str(release().write(tmp_path)), "--engine", "vllm==0.19.1")
+    assert r.returncode == 2 and "QS102" in r.stderr, r.stdout + r.stderr
+    assert "QS202" not in r.stdout
+
+
 def test_quant_method_deepseek_v4_fp8_reads_the_same(tmp_path):
     b = release().set_config("/quantization_config/quant_method", "deepseek_v4_fp8")
     assert errors(b, tmp_path) == []
