@@ -231,7 +231,7 @@ def test_direct_reads_refused_at_read_time_fall_back_to_buffered(tmp_path, monke
     path = _scales_file(tmp_path / "s.safetensors")
     if not _supports_direct(path):
         pytest.skip("this file system refuses O_DIRECT at open")
-    buffered, header, _ = _scan(path, direct=False)
+    buffered, _, _ = _scan(path, direct=False)
     _drop(path)
     done = _refusing_direct_reads(monkeypatch, after)
     scan, _, reader = _scan(path, direct=True)
