@@ -220,6 +220,10 @@ def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
     return res
 
 
+#: how a resolution that also tried the engine's names for a module says so (QS203's fix)
+ENGINE_NAMES = "the engine's names"
+
+
 def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
                      version: tuple[int, ...] | None) -> Resolution | None:
     """A compressed-tensors scheme found on the engine's names of a module its checkpoint
@@ -235,7 +239,8 @@ def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
     found = [fmt.resolve(replace(module, name=n)) for n in names]
     if found[0].scheme is None or any(r.scheme != found[0].scheme for r in found[1:]):
         shown = " / ".join(f"`{n}`" for n in names)
-        return Resolution(None, f"{compressed_tensors.NO_GROUP} (nor the engine's {shown})")
+        return Resolution(None, f"{compressed_tensors.NO_GROUP} on its checkpoint name or on"
+                          f" {ENGINE_NAMES} {shown}")
     return Resolution(found[0].scheme, f"{found[0].reason}, on the engine's name `{names[0]}`")
 
 
