@@ -181,6 +181,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     if family is not None and family.engines:  # that engine's own loader facts
         family = family.for_engine(parse_engine(engine).engine if isinstance(engine, str)
                                    else (engine or parse_engine(None)).engine)
+    _refuse_startup(family, ckpt, release)
     never = family.never_quantized if family else ()
     plain = built_unquantized(ckpt.config.architecture)
     #: the resolutions that do not depend on the module's name, made once (they are frozen)
@@ -208,6 +209,16 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
         out[name] = _module_quant(module, res, logical_shape(module, spec, ckpt.values))
     return QuantMap(fmt, out)
+
+
+def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec) -> None:
+    """Raise the engine's failure to build the model from this config.json, where the
+    family has one (DeepSeek-V4's ``scale_fmt`` on vLLM 0.20-0.22)."""
+    if family is not None and family.name == "deepseek_v4":
+        from qscale.engines.families.deepseek_v4 import startup_refusal
+
+        if (err := startup_refusal(ckpt.config.raw, release)) is not None:
+            raise err
 
 
 def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
