@@ -150,8 +150,7 @@ def startup_refusal(raw: Mapping[str, Any], engine: EngineSpec) -> ConfigError |
     return ConfigError(
         f"config.json: {engine.label} builds DeepSeek-V4's attention with"
         f" `config.quantization_config[\"scale_fmt\"]` (DeepseekV4Attention.__init__); this"
-        f" config {observed}, so the model fails to build"
-        f" ({'AttributeError' if not isinstance(qc, Mapping) else 'KeyError'})",
+        f" config {observed}, so the model fails to build",
         hint="serve it with vLLM 0.23.0 or later (which uses ue8m0 without reading it), or"
              " add \"scale_fmt\": \"ue8m0\" to quantization_config",
     )
