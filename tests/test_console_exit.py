@@ -108,3 +108,20 @@ def test_console_script_with_stdout_closed_exits_with_the_command_s_code():
                        timeout=120, preexec_fn=lambda: os.close(1))
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_console_script_with_stdout_and_stderr_closed_writes_the_output_file(broken, tmp_path):
+    """A check run from cron with ``>&- 2>&-``: the report goes to ``-o`` and the exit code is
+    the verdict's (no colour or progress probe of a missing stream)."""
+    out = tmp_path / "report.json"
+
+    def closed() -> None:
+        os.close(1)
+        os.close(2)
+
+    for args, code in ((("check", str(broken), "-f", "json", "-o", str(out)), 1),
+                       (("check", str(broken), "--select", "QS001"), 0)):
+        r = subprocess.run([sys.executable, "-m", "qscale", *args], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120, preexec_fn=closed)
+        assert r.returncode == code
+    assert json.loads(out.read_text())["findings"][0]["code"] == "QS201"
