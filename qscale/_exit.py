@@ -44,6 +44,8 @@ def exit_now(code: int) -> None:
 
 
 def _flushed(stream: object) -> bool:
+    if stream is None:  # the descriptor was closed when the process started: nothing to flush
+        return True
     try:
         stream.flush()  # type: ignore[attr-defined]
     except (OSError, ValueError):

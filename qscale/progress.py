@@ -82,7 +82,7 @@ class RichReadProgress:
 def read_progress(enabled: bool) -> Iterator[ReadProgress | None]:
     """The CLI's progress hook: a bar on stderr when ``enabled`` (console format) and stderr is
     a terminal; otherwise None, so that pipes, files and JSON output get no progress output."""
-    if not enabled or not sys.stderr.isatty():
+    if not enabled or sys.stderr is None or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console

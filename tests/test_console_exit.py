@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from builders import qwen3_5_moe
@@ -94,3 +97,31 @@ def test_maker_builds_what_the_constructor_builds(broken):
     assert any(mq.scheme is not None for mq in quant.modules.values())
     res = Resolution(None, "why")
     assert ModuleQuant(some, res, None).scheme is None
+
+
+
+def test_console_script_with_stdout_closed_exits_with_the_command_s_code():
+    """Started with descriptor 1 closed (``qscale check X >&-``), Python has no sys.stdout:
+    the exit flushes what there is instead of failing on the missing stream."""
+    r = subprocess.run([sys.executable, "-m", "qscale", "check", "/nonexistent/qscale-ckpt"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       timeout=120, preexec_fn=lambda: os.close(1))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_console_script_with_stdout_and_stderr_closed_writes_the_output_file(broken, tmp_path):
+    """A check run from cron with ``>&- 2>&-``: the report goes to ``-o`` and the exit code is
+    the verdict's (no colour or progress probe of a missing stream)."""
+    out = tmp_path / "report.json"
+
+    def closed() -> None:
+        os.close(1)
+        os.close(2)
+
+    for args, code in ((("check", str(broken), "-f", "json", "-o", str(out)), 1),
+                       (("check", str(broken), "--select", "QS001"), 0)):
+        r = subprocess.run([sys.executable, "-m", "qscale", *args], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120, preexec_fn=closed)
+        assert r.returncode == code
+    assert json.loads(out.read_text())["findings"][0]["code"] == "QS201"

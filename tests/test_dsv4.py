@@ -132,6 +132,22 @@ def test_sglang_is_not_modelled(tmp_path):
         errors(release(), tmp_path, "sglang==0.5.12")
 
 
+@pytest.mark.parametrize("engine", ["vllm==0.19.1", "vllm==0.18.0"])
+@pytest.mark.parametrize("method", ["fp8", "deepseek_v4_fp8"])
+def test_releases_before_deepseek_v4_fp8_config_are_not_modelled(tmp_path, engine, method):
+    """vLLM 0.19.1 has no DeepseekV4FP8Config: QS102 (exit 2), not findings on the release's
+    names as if it had one."""
+    b = release().set_config("/quantization_config/quant_method", method)
+    with pytest.raises(UnknownFormat, match=rf"{engine} has no DeepseekV4FP8Config"):
+        errors(b, tmp_path, engine)
+
+
+def test_release_format_before_0_20_exits_2(tmp_path, run_cli):
+    r = run_cli("check", str(release().write(tmp_path)), "--engine", "vllm==0.19.1")
+    assert r.returncode == 2 and "QS102" in r.stderr, r.stdout + r.stderr
+    assert "QS202" not in r.stdout
+
+
 def test_quant_method_deepseek_v4_fp8_reads_the_same(tmp_path):
     b = release().set_config("/quantization_config/quant_method", "deepseek_v4_fp8")
     assert errors(b, tmp_path) == []
@@ -169,6 +185,32 @@ def test_tp_2_as_vllm_splits_it(tmp_path):
     assert bad(ENGINE) == []
     [old] = bad("vllm==0.20.0")
     assert old.code == "QS503" and "shared_experts.down_proj" in old.message
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.20.0", "vllm==0.21.0", "vllm==0.22.1"])
+@pytest.mark.parametrize(("scheme", "observed"), [
+    ("ct-fp8-block", "a `quantization_config` without `scale_fmt`"),
+    ("bf16", "no `quantization_config`"),
+])
+def test_a_config_without_scale_fmt_fails_to_build_before_0_23(tmp_path, engine, scheme,
+                                                                observed):
+    """vLLM 0.20.0-0.22.1 build DeepSeek-V4's attention with
+    ``config.quantization_config["scale_fmt"]``: a compressed-tensors or BF16 checkpoint
+    does not load there (QS101, exit 2); 0.23.0 on set ue8m0 themselves."""
+    path = deepseek_v4(scheme).write(tmp_path)
+    with pytest.raises(ConfigError, match="scale_fmt") as exc:
+        check(read_checkpoint(path), CheckOptions(engine=engine))
+    assert observed in exc.value.message and engine in exc.value.message
+    for later in ("vllm==0.23.0", ENGINE):
+        report = check(read_checkpoint(path), CheckOptions(engine=later))
+        assert [f for f in report.findings if f.severity.name == "ERROR"] == []
+
+
+def test_the_release_format_names_scale_fmt_and_loads_on_0_20(tmp_path, run_cli):
+    path = release().write(tmp_path)
+    assert errors(release(), tmp_path / "b", "vllm==0.20.0") == []
+    r = run_cli("check", str(path), "--engine", "vllm==0.22.1")
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_the_vl_wrapper_is_not_planned(tmp_path):

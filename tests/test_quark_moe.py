@@ -290,3 +290,14 @@ def test_exclude_naming_part_of_the_experts_skips_the_layer_from_0_26(tmp_path):
     assert "QS202" in r.stdout and "`model.layers.1.mlp.experts.0." in r.stdout
     r = cli_in_process("inspect", str(path), "-k", "layers.1.mlp.experts.3.up_proj")
     assert f"excluded by `{entry}`" in r.stdout, _out(r)
+
+
+@pytest.mark.parametrize("engine", ["sglang==0.5.12", "sglang==0.5.23"])
+@pytest.mark.parametrize("scheme", ["quark-int8", "quark-nvfp4", "quark-int4", "quark-fp8-block"])
+def test_sglang_is_not_modelled_and_not_told_vllm_thresholds(tmp_path, scheme, engine):
+    """SGLang's version is not compared with the vLLM release a scheme appeared in (0.5.12 <
+    0.22 told SGLang users "vLLM < 0.22 has no Quark NVFP4 scheme"): QS102, exit 2."""
+    r = _cli(qwen3_moe(scheme).write(tmp_path), "--engine", engine)
+    assert r.returncode == 2
+    assert "QS102" in r.stderr and "sglang's Quark loader was not read" in r.stderr, r.stderr
+    assert "vLLM <" not in r.stderr

@@ -105,8 +105,15 @@ def test_redhat_deepseek_v4_experts_are_not_built_quantized_by_0_32(built):
         assert bad and {f.code for f in bad} == {"QS203"}
         assert all(".ffn.experts." in (f.location.tensor or "") for f in bad)
         assert "model.layers.0.ffn.experts.0.w1" in bad[0].message
+        # the fix points at the engine's names, which the targets must match
+        assert all(f.fix is not None and "its own module names" in f.fix.title for f in bad)
         assert not any(".shared_experts." in (f.location.tensor or "") or ".attn." in (
             f.location.tensor or "") for f in bad)
+    # where the engine's names are not known (SGLang: no family), the rule's default fix
+    report = check(ckpt, CheckOptions(engine="sglang==0.5.12"))
+    assert {f.code for f in report.findings} == {"QS203"}
+    titles = {f.fix.title if f.fix else "" for f in report.findings}
+    assert not any("its own module names" in t for t in titles)
 
 
 def test_redhat_deepseek_v4_splits_over_tp_8_as_vllm_does(built):

@@ -203,3 +203,52 @@ def test_deep_scan_leaves_the_page_cache_as_it_found_it(tmp_path):
     assert (after >= before).all()
     assert int(after.sum()) - int(before.sum()) <= (2 << 20) // PAGE
     assert int(after.sum()) < after.size // 2
+
+
+def _refusing_direct_reads(monkeypatch, after: int) -> list[int]:
+    """``os.preadv`` as on a file system that opens with O_DIRECT but refuses such reads
+    (EINVAL) from the ``after``-th one on; returns the list of direct reads let through."""
+    import errno
+    import fcntl
+
+    real = os.preadv
+    done: list[int] = []
+
+    def preadv(fd, buffers, offset, *rest):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            if len(done) >= after:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            done.append(offset)
+        return real(fd, buffers, offset, *rest)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    return done
+
+
+@needs_linux
+@pytest.mark.parametrize("after", [0, 1, 3])
+def test_direct_reads_refused_at_read_time_fall_back_to_buffered(tmp_path, monkeypatch, after):
+    path = _scales_file(tmp_path / "s.safetensors")
+    if not _supports_direct(path):
+        pytest.skip("this file system refuses O_DIRECT at open")
+    buffered, _, _ = _scan(path, direct=False)
+    _drop(path)
+    done = _refusing_direct_reads(monkeypatch, after)
+    scan, _, reader = _scan(path, direct=True)
+    assert len(done) == after  # the refusal was met, and nothing was read direct after it
+    assert reader.direct_bytes <= after * 64 * PAGE + 2 * PAGE
+    assert {k: repr(v) for k, v in scan.bad.items()} == {
+        k: repr(v) for k, v in buffered.bad.items()}
+    assert scan.tensors == buffered.tensors == 7 and scan.nbytes == buffered.nbytes
+    # and byte for byte, at odd offsets, on a fresh reader that is refused straight away
+    data = path.read_bytes()
+    _drop(path)
+    done.clear()  # refused again after `after` direct reads
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        r = FileReader(fd, path.name, chunk=8 * PAGE)
+        for a, b in _ranges(len(data), np.random.default_rng(after)):
+            assert bytes(r(a, b)) == data[a:b]
+        r.close()
+    finally:
+        os.close(fd)

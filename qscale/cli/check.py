@@ -175,7 +175,8 @@ def _check(
         n = baselines.write_baseline(report, write_baseline)
         typer.echo(f"wrote {n} accepted finding(s) to {write_baseline}", err=True)
     _exit.keep(ckpt, report)  # the console script exits without freeing them (qscale._exit)
-    color = output is None and fmt == CheckFormat.console and sys.stdout.isatty()
+    color = (output is None and fmt == CheckFormat.console and sys.stdout is not None
+             and sys.stdout.isatty())
     emit(render(report, fmt.value, color=color, allow_partial=allow_partial), output,
          ckpt.input_paths())  # fmt: skip
     if report.crashed or (not report.complete and not allow_partial):

@@ -181,6 +181,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     if family is not None and family.engines:  # that engine's own loader facts
         family = family.for_engine(parse_engine(engine).engine if isinstance(engine, str)
                                    else (engine or parse_engine(None)).engine)
+    _refuse_startup(family, ckpt, release)
     never = family.never_quantized if family else ()
     plain = built_unquantized(ckpt.config.architecture)
     #: the resolutions that do not depend on the module's name, made once (they are frozen)
@@ -210,6 +211,16 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     return QuantMap(fmt, out)
 
 
+def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec) -> None:
+    """Raise the engine's failure to build the model from this config.json, where the
+    family has one (DeepSeek-V4's ``scale_fmt`` on vLLM 0.20-0.22)."""
+    if family is not None and family.name == "deepseek_v4":
+        from qscale.engines.families.deepseek_v4 import startup_refusal
+
+        if (err := startup_refusal(ckpt.config.raw, release)) is not None:
+            raise err
+
+
 def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
              version: tuple[int, ...] | None) -> Resolution:
     """The format's resolution of one module, tried on the engine's names too where the
@@ -218,6 +229,10 @@ def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
     if family is not None and res.reason == compressed_tensors.NO_GROUP:
         return _on_engine_names(fmt, family, module, version) or res
     return res
+
+
+#: how a resolution that also tried the engine's names for a module says so (QS203's fix)
+ENGINE_NAMES = "the engine's names"
 
 
 def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
@@ -235,7 +250,8 @@ def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
     found = [fmt.resolve(replace(module, name=n)) for n in names]
     if found[0].scheme is None or any(r.scheme != found[0].scheme for r in found[1:]):
         shown = " / ".join(f"`{n}`" for n in names)
-        return Resolution(None, f"{compressed_tensors.NO_GROUP} (nor the engine's {shown})")
+        return Resolution(None, f"{compressed_tensors.NO_GROUP} on its checkpoint name or on"
+                          f" {ENGINE_NAMES} {shown}")
     return Resolution(found[0].scheme, f"{found[0].reason}, on the engine's name `{names[0]}`")
 
 

@@ -88,6 +88,10 @@ from qscale.schemes import (
 ARCHITECTURE = "DeepseekV4ForCausalLM"
 #: ``_DEEPSEEK_V4_EXPERT_DTYPES`` (vLLM 0.33.0 ``quant_config.py``)
 EXPERT_DTYPES = ("fp4", "fp8")
+#: the first release with ``DeepseekV4FP8Config`` (0.20.0 ``quantization/__init__.py`` registers
+#: ``deepseek_v4_fp8`` from ``model_executor/models/deepseek_v4.py``; 0.19.1 has neither, nor
+#: a DeepSeek-V4 model class)
+CONFIG_SINCE = (0, 20, 0)
 #: the first release that reads ``expert_dtype`` (0.20.1 ``model_executor/models/
 #: deepseek_v4.py``; 0.20.0 does not)
 EXPERT_DTYPE_SINCE = (0, 20, 1)
@@ -180,8 +184,8 @@ class DeepseekV4Fp8Config:
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """vLLM's ValueError for an unknown ``expert_dtype``; QS102 for what is not modelled
-        (SGLang, ``fp8`` experts on 0.20.0, MXFP8 ``[32, 32]`` Linear layers from
-        0.30.0)."""
+        (SGLang, releases before ``DeepseekV4FP8Config``, ``fp8`` experts on 0.20.0, MXFP8
+        ``[32, 32]`` Linear layers from 0.30.0)."""
         if engine is not None and engine.engine != "vllm":
             return UnknownFormat(
                 f"{self.config_key}: {engine.engine}'s loading of DeepSeek-V4's"
@@ -196,6 +200,13 @@ class DeepseekV4Fp8Config:
                 hint="set expert_dtype to \"fp4\" (MXFP4 experts) or \"fp8\" (FP8 experts)",
             )
         version = engine.version if engine is not None else None
+        if engine is not None and version is not None and version < CONFIG_SINCE:
+            return UnknownFormat(
+                f"{self.config_key}: {engine.label} has no DeepseekV4FP8Config (vLLM reads"
+                f" DeepSeek-V4's fp8 configs with it from 0.20.0); what this release makes of"
+                " the config is not modelled",
+                hint="check against the vLLM release you serve it with, 0.20.0 or later",
+            )
         if (self.block == (32, 32) and self.expert_dtype == "fp4"
                 and (version is None or version >= MXFP8_LINEAR_SINCE)):
             return UnknownFormat(

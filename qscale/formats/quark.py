@@ -581,8 +581,12 @@ class QuarkConfig:
             for p, c in self.layer_cfgs))
 
     def for_engine(self, engine: EngineSpec | None) -> QuarkConfig:
-        """The same config as ``engine``'s release builds it."""
+        """The same config as ``engine``'s release builds it; another engine's version is
+        not compared with vLLM's releases (its schemes read as the newest vLLM's, and
+        :meth:`refusal` says which of them that engine's loader was not read for)."""
         name, version = (engine.engine, engine.version) if engine else ("vllm", None)
+        if name != "vllm":
+            version = None
         if (name, version) == (self.engine_name, self.version):
             return self
         return QuarkConfig(self.global_cfg, self.layer_cfgs, self.exclude, self.config_key,

@@ -21,6 +21,7 @@ Exclude the module from quantization and re-export, or dequantize it (`qscale fi
 
 from collections.abc import Iterator
 
+from qscale.formats import ENGINE_NAMES
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 from qscale.rules._structure import BENIGN, QUANT_PARAMS, structure
 
@@ -51,7 +52,18 @@ def check(ctx: Context) -> Iterator[Finding]:
                 what = f"{scheme.label} does not write `{param}`"
             else:
                 what = f"the module is not quantized ({mq.resolution.reason})"
-            yield RULE.finding(f"`{t.name}` is unexpected: {what}", ctx.at(t.name))
+            fix = ENGINE_NAME_FIX if scheme is None and ENGINE_NAMES in mq.resolution.reason \
+                else None
+            yield RULE.finding(f"`{t.name}` is unexpected: {what}", ctx.at(t.name), fix=fix)
+
+
+#: the fix where the targets miss both the checkpoint's and the engine's names for a module
+ENGINE_NAME_FIX = Fix(
+    "the engine matches the config's targets against its own module names (those named):"
+    " add a target that matches them, or list the module in `ignore` and store it"
+    " unquantized",
+    Applicability.MANUAL,
+)
 
 
 RULE = Rule(
