@@ -24,6 +24,7 @@ Torch is never imported.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import mmap
@@ -437,7 +438,8 @@ def _reopen(fd: int) -> tuple[int, int] | None:
     except OSError:
         os.close(direct)
         return None
-    os.posix_fadvise(cached, 0, 0, os.POSIX_FADV_RANDOM)
+    with contextlib.suppress(OSError):  # a hint: without it readahead caches a little more
+        os.posix_fadvise(cached, 0, 0, os.POSIX_FADV_RANDOM)
     return direct, cached
 
 
