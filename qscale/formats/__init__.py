@@ -213,11 +213,11 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
 
 def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec) -> None:
     """Raise the engine's failure to build the model from this config.json, where the
-    family has one (DeepSeek-V4's ``scale_fmt`` on vLLM 0.20-0.22)."""
-    if family is not None and family.name == "deepseek_v4":
-        from qscale.engines.families.deepseek_v4 import startup_refusal
-
-        if (err := startup_refusal(ckpt.config.raw, release)) is not None:
+    family says the release reads a key the config lacks (``Family.reads_quant_config``)."""
+    if family is not None and family.reads_quant_config:
+        err = family.build_refusal(ckpt.config.raw, release.engine, release.version,
+                                   release.label)
+        if err is not None:
             raise err
 
 

@@ -25,6 +25,18 @@ class Stacked:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigRead:
+    """A ``quantization_config`` key the engine's model code reads while it builds the model:
+    a config without it fails to build in the releases ``since`` <= v < ``until``."""
+
+    key: str
+    since: tuple[int, ...]
+    until: tuple[int, ...]  #: the first release that no longer reads it
+    where: str  #: the code that reads it, e.g. ``DeepSeek-V4's attention (…__init__)``
+    value: str  #: what the releases that stopped reading it use instead (the fix's value)
+
+
+@dataclass(frozen=True, slots=True)
 class ExpertNames:
     """Per-expert checkpoint names mapped onto fused ``w13``/``w2`` parameters."""
 
@@ -90,11 +102,39 @@ class Family:
     #: checkpoint names (vLLM ``FusedMoE(ckpt_names=…)``, which its compressed-tensors MoE
     #: method probes) instead of the expert mapping's
     moe_layer_names_before: tuple[tuple[int, int, int], ExpertNames] | None = None
+    #: ``quantization_config`` keys vLLM's model code reads while building (a config without
+    #: one fails to build in those releases; :class:`ConfigRead`)
+    reads_quant_config: tuple[ConfigRead, ...] = ()
     #: the engines whose loaders this family was read from (empty: every profiled engine);
     #: another engine's load of the architecture is not planned (QS103)
     read_from: tuple[str, ...] = ()
     #: engine name -> the fields that differ in that engine's loader (its own vocabulary)
     engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def build_refusal(self, raw: Mapping[str, Any], engine: str,
+                      version: tuple[int, ...] | None, label: str) -> ConfigError | None:
+        """The engine's failure to build the model from ``raw`` (config.json), where the
+        release reads a :attr:`reads_quant_config` key the config lacks."""
+        if engine != "vllm" or version is None:
+            return None
+        qc = raw.get("quantization_config")
+        for read in self.reads_quant_config:
+            if not read.since <= tuple(version) < read.until:
+                continue
+            if isinstance(qc, Mapping) and read.key in qc:
+                continue
+            observed = ("has no `quantization_config`" if not isinstance(qc, Mapping) else
+                        f"has a `quantization_config` without `{read.key}`")
+            until = ".".join(map(str, read.until))
+            return ConfigError(
+                f"config.json: {label} builds {read.where} with"
+                f" `config.quantization_config[\"{read.key}\"]`; this config {observed}, so"
+                " the model fails to build",
+                hint=f"serve it with vLLM {until} or later (which uses {read.value} without"
+                     f" reading it), or add \"{read.key}\": \"{read.value}\" to"
+                     " quantization_config",
+            )
+        return None
 
     def for_engine(self, engine: str) -> Family:
         """This family as ``engine``'s loader sees it (its overrides applied)."""

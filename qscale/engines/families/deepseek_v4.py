@@ -36,18 +36,18 @@ hand-written family stops at its first prefix rule and treats a suffix rename as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from qscale.engines.families._api import ExpertNames, Family, Stacked
-from qscale.errors import ConfigError
-
-if TYPE_CHECKING:
-    from qscale.engines import EngineSpec
+from qscale.engines.families._api import ConfigRead, ExpertNames, Family, Stacked
 
 DEEPSEEK_V4 = Family(
     name="deepseek_v4",
     architectures=("DeepseekV4ForCausalLM",),
+    # DeepseekV4Attention.__init__ reads config.quantization_config["scale_fmt"] in 0.20.0-0.21.0
+    # (vllm/model_executor/models/deepseek_v4.py) and 0.22.0-0.22.1
+    # (vllm/models/deepseek_v4/nvidia/model.py); from 0.23.0 attention.py sets "ue8m0" itself
+    # (read in every wheel from 0.20.0 to 0.33.0)
+    reads_quant_config=(ConfigRead("scale_fmt", (0, 20, 0), (0, 23, 0),
+                                   "DeepSeek-V4's attention (DeepseekV4Attention.__init__)",
+                                   "ue8m0"),),
     stacked=(
         # DeepseekV4Model.load_weights, in its order (first match wins)
         Stacked("gate_up_proj", "w1", 0),
@@ -125,32 +125,3 @@ NOT_PLANNED = {
         " which qscale does not model"
     ),
 }
-
-#: the vLLM releases whose ``DeepseekV4Attention.__init__`` reads
-#: ``config.quantization_config["scale_fmt"]`` (0.20.0-0.21.0
-#: ``vllm/model_executor/models/deepseek_v4.py``, 0.22.0-0.22.1
-#: ``vllm/models/deepseek_v4/nvidia/model.py``); from 0.23.0 ``attention.py`` sets
-#: ``"ue8m0"`` itself. Read in every wheel from 0.20.0 to 0.33.0: ``[first, first not)``
-SCALE_FMT_READ = ((0, 20, 0), (0, 23, 0))
-
-
-def startup_refusal(raw: Mapping[str, Any], engine: EngineSpec) -> ConfigError | None:
-    """vLLM's failure to build the model where the release reads ``scale_fmt`` from a
-    config.json that has no ``quantization_config`` or none with ``scale_fmt`` (a BF16 or
-    compressed-tensors checkpoint; deepseek-ai's fp8 configs carry ``"ue8m0"``)."""
-    first, fixed = SCALE_FMT_READ
-    if engine.engine != "vllm" or engine.version is None or not (
-            first <= tuple(engine.version) < fixed):
-        return None
-    qc = raw.get("quantization_config")
-    if isinstance(qc, Mapping) and "scale_fmt" in qc:
-        return None
-    observed = ("has no `quantization_config`" if not isinstance(qc, Mapping) else
-                "has a `quantization_config` without `scale_fmt`")
-    return ConfigError(
-        f"config.json: {engine.label} builds DeepSeek-V4's attention with"
-        f" `config.quantization_config[\"scale_fmt\"]` (DeepseekV4Attention.__init__); this"
-        f" config {observed}, so the model fails to build",
-        hint="serve it with vLLM 0.23.0 or later (which uses ue8m0 without reading it), or"
-             " add \"scale_fmt\": \"ue8m0\" to quantization_config",
-    )
