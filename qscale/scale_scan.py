@@ -380,6 +380,17 @@ _CACHESTAT = {"x86_64": 451, "aarch64": 451}.get(os.uname().machine if hasattr(o
 _no_cachestat: list[bool] = []  #: set once the kernel said ENOSYS (or another refusal)
 
 
+@cache
+def _cachestat_range() -> type:
+    """``struct cachestat_range`` (made once: one read window after another asks)."""
+    import ctypes
+
+    class Range(ctypes.Structure):
+        _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+    return Range
+
+
 def cached_pages(fd: int, begin: int, end: int) -> int | None:
     """How many pages of ``begin .. end`` of the open file are in the page cache
     (``cachestat``, one call whatever the length: ~75× faster than :func:`resident_pages`),
@@ -389,11 +400,9 @@ def cached_pages(fd: int, begin: int, end: int) -> int | None:
         return None
     import ctypes
 
-    class Range(ctypes.Structure):
-        _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
     stat = (ctypes.c_uint64 * 5)()  # nr_cache, nr_dirty, nr_writeback, nr_evicted, ...
-    if libc.syscall(_CACHESTAT, fd, ctypes.byref(Range(begin, end - begin)), stat, 0) != 0:
+    span = _cachestat_range()(begin, end - begin)
+    if libc.syscall(_CACHESTAT, fd, ctypes.byref(span), stat, 0) != 0:
         _no_cachestat.append(True)
         return None
     return int(stat[0])
