@@ -374,9 +374,30 @@ def _dsv4_layer(b: Builder, p: str, i: int, tc: JSON) -> None:
 
 def deepseek_v4(b: Builder, tc: JSON) -> None:
     """DeepSeek-V4 text model in its release naming: ``embed``, ``layers.<i>``, ``norm``,
-    ``head`` and the ``hc_head_{fn,base,scale}`` parameters (vLLM 0.33
-    ``_make_deepseek_v4_weights_mapper`` maps exactly these names). No ``mtp.*``: the MTP
-    layer is not written (see :func:`r_redhat_deepseek_v4`)."""
+    ``head`` and the ``hc_head_{fn,base,scale}`` parameters. No ``mtp.*``: the MTP layer is
+    not written (see :func:`r_redhat_deepseek_v4`).
+
+    Evidence for the names (no header of a DeepSeek-V4 release was read):
+
+    * transformers 5.19.0 ``transformers/conversion_mapping.py``, entry ``deepseek_v4``: the
+      checkpoint-side patterns it renames on load and writes back on save are exactly these
+      (``^embed.weight``, ``^head.weight``, ``^hc_head_{fn,base,scale}``, ``.attn.``,
+      ``.ffn.``, ``.attn_norm.``, ``.ffn_norm.``, ``.hc_{attn,ffn}_{fn,base,scale}``,
+      ``.attn_sink``, ``.wq_a.``, ``.wq_b.``, ``.wkv.``, ``.wo_a.``, ``.wo_b.``, ``.wgate.``,
+      ``.q_norm.``, ``.norm.``, ``.ape``, ``.indexer.compressor.``, ``.indexer.wq_b.``,
+      ``.indexer.weights_proj.``, ``.gate.bias``, ``.shared_experts.w{1,2,3}.``,
+      ``.experts.*.w{1,3,2}.weight``), no ``model.`` prefix;
+    * vLLM 0.33.0 ``vllm/models/deepseek_v4/nvidia/model.py`` takes no other input names:
+      ``_make_deepseek_v4_weights_mapper`` (prefixes ``layers.``/``embed.``/``norm.``/
+      ``hc_head``/``mtp.``), ``DeepseekV4Model.load_weights``'s ``stacked_params_mapping``
+      (``w1``/``w3``, ``attn.wq_a``/``attn.wkv``, ``compressor.wkv``/``compressor.wgate``)
+      and expert mapping (``get_expert_mapping``: ``experts.<e>.w1``/``w2``/``w3``); a
+      routed-expert tensor under another name matches no mapping entry and loads nowhere;
+    * the official DeepSeek-V4.1-Flash index (not replicated: its class is not planned),
+      read by a third party (github.com/EfficientMoE/MoE-Infinity/pull/210, comment of
+      2026-09-12, revision ``dba1be0a40aa45a94ad051997016db3960a90277``, 96,085 keys):
+      ``layers.<L>.ffn.experts.<E>.w{1,2,3}.{weight,scale}``,
+      ``layers.<L>.ffn.shared_experts.w{1,2,3}.{weight,scale}``, ``mtp.<M>.ffn.experts…``."""
     h, v, hc = tc["hidden_size"], tc["vocab_size"], tc["hc_mult"]
     b.add("embed.weight", "BF16", v, h)
     for i in range(tc["num_hidden_layers"]):
@@ -1008,17 +1029,31 @@ def r_redhat_deepseek_v4(config: JSON, extra: dict[str, JSON]) -> Layout:
     (:func:`ct_fp8_block`) and NVFP4 experts, routed and shared (:func:`ct_nvfp4`).
 
     Inferred, not seen: no header or index of the release was found. The names are DeepSeek's
-    own (``layers.<i>.attn.wq_a``, ``ffn.experts.<e>.w1``), the only ones vLLM's DeepSeek-V4
-    loader maps (its mapper and ``stacked_params_mapping`` name no other; a checkpoint in
-    transformers' names, ``model.layers.<i>.self_attn.q_a_proj``, would not load at all);
-    the config's targets name vLLM's modules (``fused_wqa_wkv`` exists only there). Which
+    own (``layers.<i>.attn.wq_a``, ``ffn.experts.<e>.w1``; evidence in :func:`deepseek_v4`):
+
+    * the release is served by vLLM (third-party evaluations on vLLM compare against
+      "RedHat (no MTP)": the canada-quant/DeepSeek-V4-Flash-NVFP4-FP8-MTP model card), and
+      vLLM's DeepSeek-V4 loader maps no other names (:func:`deepseek_v4`): a checkpoint in
+      transformers' module names (``model.layers.<i>.self_attn.q_a_proj``,
+      ``mlp.experts.<e>.gate_proj``) would not load;
+    * it was written by llm-compressor through transformers' ``DeepseekV4ForCausalLM`` with
+      the experts linearized (vllm-project/llm-compressor
+      ``examples/quantizing_moe/deepseek_v4_example.py``; the card above names that example
+      as RedHat's recipe), and llm-compressor's save mapping for it
+      (``src/llmcompressor/modeling/moe/deepseek_v4.py`` @ ``31c27dc8``,
+      ``modify_save_with_linearized_experts_deepseek_v4``) renames the per-expert modules
+      ``mlp.experts.<e>.gate_proj``/``up_proj``/``down_proj`` back to ``w1``/``w3``/``w2``,
+      the rest through transformers' ``deepseek_v4`` conversion mapping.
+
+    The config's targets name vLLM's modules (``fused_wqa_wkv`` exists only there). Which
     modules are quantized is what vLLM <= 0.31.0 builds quantized under the config (see
     ``_RH_FP8``/``_RH_NVFP4``): a checkpoint that loads there must store those and only
     those. The shared experts under NVFP4 follow from ``group_1`` matching
-    ``shared_experts.gate_up_proj``. The MTP layer is absent: the checkpoint was written
-    through transformers' ``DeepseekV4ForCausalLM``, which drops ``mtp.*`` on load (a
-    third-party note says so; not seen). File names and split: transformers' 5 GB default.
-    Full scale: 133,918 tensors."""
+    ``shared_experts.gate_up_proj``. The MTP layer is absent: transformers'
+    ``DeepseekV4PreTrainedModel._keys_to_ignore_on_load_unexpected`` matches every ``mtp.*``
+    key (5.19.0 ``models/deepseek_v4/modeling_deepseek_v4.py``), so the calibration load
+    drops them, and the card above says RedHat's release has none. File names
+    and split: transformers' 5 GB default. Full scale: 133,918 tensors."""
     tc = config
 
     def emit(m: str, o: int, i: int) -> list[Tensor]:

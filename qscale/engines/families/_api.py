@@ -102,6 +102,10 @@ class Family:
     #: checkpoint names (vLLM ``FusedMoE(ckpt_names=…)``, which its compressed-tensors MoE
     #: method probes) instead of the expert mapping's
     moe_layer_names_before: tuple[tuple[int, int, int], ExpertNames] | None = None
+    #: the engine code that builds the fused routed-experts layer with the expert mapping's
+    #: checkpoint names (from :attr:`moe_layer_names_before`'s release on, where set): QS203
+    #: names it where the config's targets match none of the names the layer is probed on
+    moe_layer_built_by: str | None = None
     #: ``quantization_config`` keys vLLM's model code reads while building (a config without
     #: one fails to build in those releases; :class:`ConfigRead`)
     reads_quant_config: tuple[ConfigRead, ...] = ()
@@ -200,20 +204,33 @@ class Family:
         is built with: the expert mapping's, or :attr:`moe_layer_names_before` in older
         releases)."""
         eng = self.engine_name(f"{module}.weight").removesuffix(".weight")
-        ex = self.experts
+        ex = self.expert_layer_names(eng, version)
         if ex is not None:
-            head, sep, tail = eng.partition(".experts.")
-            idx, _, proj = tail.partition(".")
-            if sep and idx.isdigit() and proj in (ex.gate, ex.up, ex.down):
-                old = self.moe_layer_names_before
-                if old is not None and version is not None and version < old[0]:
-                    ex = old[1]
-                return tuple(f"{head}.experts.0.{p}" for p in (ex.gate, ex.up, ex.down))
+            head = eng.partition(".experts.")[0]
+            return tuple(f"{head}.experts.0.{p}" for p in (ex.gate, ex.up, ex.down))
         for st in self.stacked:  # the loader's ``if weight_name not in name: continue``
             if st.weight in eng and eng.startswith(st.scope):
                 head, rest = eng[: len(st.scope)], eng[len(st.scope):]
                 return (head + rest.replace(st.weight, st.param, 1),)
         return (eng,)
+
+    def expert_layer_names(self, engine_module: str,
+                           version: tuple[int, ...] | None = None) -> ExpertNames | None:
+        """The checkpoint names the engine builds the fused-MoE layer of a routed expert with
+        (``engine_module`` in the engine's naming, ``<…>.experts.<i>.<projection>``): the
+        expert mapping's, or :attr:`moe_layer_names_before`'s in older releases. None where
+        the module is no routed expert."""
+        ex = self.experts
+        if ex is None:
+            return None
+        _, sep, tail = engine_module.partition(".experts.")
+        idx, _, proj = tail.partition(".")
+        if not (sep and idx.isdigit() and proj in (ex.gate, ex.up, ex.down)):
+            return None
+        old = self.moe_layer_names_before
+        if old is not None and version is not None and version < old[0]:
+            return old[1]
+        return ex
 
     def partition_sizes(self, leaf: str, text: Mapping[str, Any]) -> tuple[int, ...] | None:
         """Sizes of the fused parameter's partitions from the config, if the family says."""

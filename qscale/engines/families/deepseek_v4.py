@@ -93,6 +93,11 @@ DEEPSEEK_V4 = Family(
     # (``DeepseekV4MoE._init_fused_moe_experts``); 0.20.0 to 0.31.0 with FusedMoE's default
     # names, which compressed-tensors then probes (``experts.0.gate_proj``)
     moe_layer_names_before=((0, 32, 0), ExpertNames()),
+    # real vLLM 0.32.0 and 0.33.0 on CPU build this class's routed experts with
+    # UnquantizedFusedMoEMethod under RedHatAI/DeepSeek-V4-Flash-NVFP4-FP8's targets
+    # (oracle/dsv4_moe_oracle.py, tests/fixtures/vllm_golden/dsv4/)
+    moe_layer_built_by="vllm/models/deepseek_v4/nvidia/model.py,"
+                       " `DeepseekV4MoE._init_fused_moe_experts`",
     read_from=("vllm",),  # SGLang's DeepSeek-V4 loader is not read
 )
 
