@@ -10,6 +10,7 @@ shapes, MTP and vision parts kept); bench/bench_replicas.py checks every one at 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,11 @@ def test_redhat_deepseek_v4_layout():
     assert names["layers.3.attn.compressor.wkv.weight"] == ("BF16", (512, 4096))
     assert names["layers.2.ffn.gate.tid2eid"][0] == "I32" and "layers.3.ffn.gate.bias" in names
     assert "head.weight" in names and not any(n.startswith("mtp.") for n in names)
+    # DeepSeek's release names (evidence: replicas.deepseek_v4), not transformers' module names
+    assert not any(n.startswith("model.") or ".mlp." in n or ".self_attn." in n
+                   or re.search(r"\.(?:gate|up|down|q_a|kv|o_a)_proj\.", n) for n in names)
+    experts = {n.split(".")[5] for n in names if ".ffn.experts." in n}
+    assert experts == {"w1", "w2", "w3"}
 
 
 def test_nbytes_of_packed_and_0d():
