@@ -393,6 +393,11 @@ def deepseek_v4(b: Builder, tc: JSON) -> None:
       (``w1``/``w3``, ``attn.wq_a``/``attn.wkv``, ``compressor.wkv``/``compressor.wgate``)
       and expert mapping (``get_expert_mapping``: ``experts.<e>.w1``/``w2``/``w3``); a
       routed-expert tensor under another name matches no mapping entry and loads nowhere;
+    * nvidia/DeepSeek-V4-Flash-NVFP4's ``hf_quant_config.json`` (not replicated; vendored by
+      ai-dynamo/aiconfigurator @ ``1808d648``,
+      ``model_configs/nvidia--DeepSeek-V4-Flash-NVFP4_hf_quant_config.json``) names its
+      modules so: ``quantized_layers`` ``layers.<i>.ffn.experts``, ``exclude_modules``
+      ``*.attn.*``, ``*.ffn.shared_experts.*``, ``head``, ``mtp.*``;
     * the official DeepSeek-V4.1-Flash index (not replicated: its class is not planned),
       read by a third party (github.com/EfficientMoE/MoE-Infinity/pull/210, comment of
       2026-09-12, revision ``dba1be0a40aa45a94ad051997016db3960a90277``, 96,085 keys):
