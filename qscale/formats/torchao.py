@@ -1,9 +1,11 @@
 """torchao (``quant_method: torchao``, transformers' ``TorchAoConfig``): the config and the
-torchao safetensors metadata are checked as vLLM 0.18.0-0.33.x reads them (one load path in
-every release read: :data:`READ_RELEASES`), and for the configs of :data:`MODELLED` (the
-pytorch/* Hub org's -FP8 and -INT4 recipes among them) the load into the engine's merged and
-TP-sharded parameters is modelled; other configs (Int4 plain / preshuffled, per-module
-``FqnToConfig``), routed experts, other subclasses and other releases stop at QS102.
+torchao safetensors metadata are checked as vLLM 0.18.0-0.33.x reads them (one torchao load
+path in every release read), and for Int8 / Float8 weight-only and Float8 dynamic-activation
+(per row), Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8) and Int4
+weight-only tile-packed configs (the pytorch/* Hub org's -FP8 and -INT4 recipes) the load into
+the engine's merged and TP-sharded parameters is modelled; other configs (Int4 plain /
+preshuffled, a per-module ``FqnToConfig``), routed experts, other subclasses and other
+releases stop at QS102.
 
 vLLM 0.33.0 ``quantization/torchao.py`` ``TorchAOConfig.from_config`` needs ``quant_type`` to be
 a dict whose only key is ``default`` (transformers' string spellings, ``"int4_weight_only"``,
@@ -83,7 +85,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
 from qscale.formats._api import Resolution, SameInEveryRelease
-from qscale.modules import ModuleInfo
+from qscale.modules import EMBEDDING_NAMES, ModuleInfo
 from qscale.safetensors_io import FileHeader
 from qscale.schemes import FLOAT_SCALE, QuantArgs, QuantScheme, Strategy, TensorSpec, blocks, full
 
@@ -221,6 +223,7 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
     stored, problems = rebuild(files, layout)
     if "FqnToConfig" not in default["_type"]:  # one config for every Linear: siblings agree
         problems += plain_siblings(stored, skip)
+    problems += quantized_vocab(stored)
     built, unmodelled = built_as(default)
     if built is not None:
         kinds = {k for k in stored.values() if k != "Tensor"}
@@ -270,40 +273,64 @@ def built_as(default: Mapping[str, Any]) -> tuple[Built | None, str | None]:
     ``_int4_weight_only_quantize_tensor``); (None, why) for any other config."""
     ao_type, data = str(default.get("_type")), _data_of(default)
     gran = data.get("granularity")
-    if ao_type == "Int8DynamicActivationIntxWeightConfig":
-        gran = data.get("weight_granularity")
-    gran_type, gran_data = _type_of(gran), _data_of(gran)
     e4m3 = _data_of_str(data.get("weight_dtype"), "float8_e4m3fn") == "float8_e4m3fn"
-    if ao_type in ("Int8WeightOnlyConfig", "Float8WeightOnlyConfig") and gran_type == "PerRow" \
-            and data.get("group_size") is None:
+    if ao_type in ("Int8WeightOnlyConfig", "Float8WeightOnlyConfig") \
+            and _type_of(gran) == "PerRow" and data.get("group_size") is None:
         if ao_type == "Int8WeightOnlyConfig":
             return Built("Int8Tensor", None, frozenset({"qdata", "scale", "zero_point"})), None
         if e4m3:
             return Built("Float8Tensor", None, frozenset({"qdata", "scale"})), None
     if ao_type == "Float8DynamicActivationFloat8WeightConfig":
-        # granularity: one PerRow, or [activation, weight] both PerRow (the pytorch/*-FP8 recipe)
-        grans = gran if isinstance(gran, list) else [gran, gran]
-        if e4m3 and len(grans) == 2 and all(_type_of(g) == "PerRow" for g in grans) \
-                and _data_of_str(data.get("activation_dtype"), "float8_e4m3fn") \
-                == "float8_e4m3fn" \
-                and _data_of_str(data.get("packing_format"), "PLAIN") == "PLAIN":
-            return Built("Float8Tensor", None, frozenset({"qdata", "scale"}),
-                         "float8 PerRow"), None
-        gran_type = "/".join(str(_type_of(g)) for g in grans)
-    intx = ("IntxWeightOnlyConfig", "Int8DynamicActivationIntxWeightConfig")
-    if ao_type in intx and _data_of_str(data.get("intx_packing_format"),
-                                        "UNPACKED_TO_INT8") == "UNPACKED_TO_INT8":
-        pieces = frozenset({"qdata", "scale", "zero_point"})
-        act = "int8_asym_per_token" if ao_type == intx[1] else None
-        if act and _data_of_str(data.get("act_mapping_type"), "ASYMMETRIC") != "ASYMMETRIC":
-            return None, f"config {ao_type} (symmetric activations, which torchao asserts against)"
-        if gran_type == "PerGroup" and isinstance(gran_data.get("group_size"), int) \
-                and gran_data["group_size"] > 0:
-            return Built("IntxUnpackedToInt8Tensor", gran_data["group_size"], pieces, act), None
-        if gran_type == "PerAxis" and gran_data.get("axis", 0) == 0:
-            return Built("IntxUnpackedToInt8Tensor", None, pieces, act), None
+        return _float8_dynamic_built(data, e4m3)
+    if ao_type in INTX:
+        return _intx_built(ao_type, data)
     if ao_type == "Int4WeightOnlyConfig":
         return _int4_built(data)
+    if ao_type == "AWQConfig":  # torchao/prototype/awq/api.py
+        base = _type_of(data.get("base_config")) or "no base config"
+        return None, (f"config AWQConfig (torchao AWQ, the -AWQ-INT4 recipe, over {base}: the"
+                      " weights carry an act_pre_scale, and vLLM quantizes each parameter with"
+                      f" AWQConfig's step {_data_of_str(data.get('step')) or data.get('step')!r})")
+    fqn = data.get("fqn_to_config") or data.get("module_fqn_to_config")
+    if "FqnToConfig" in ao_type and isinstance(fqn, dict):
+        per = ", ".join(f"`{k}`: {_type_of(v) or 'none'}" for k, v in list(fqn.items())[:4])
+        return None, (f"per-module config {ao_type} ({per}{', ...' if len(fqn) > 4 else ''};"
+                      " vLLM builds each Linear with the config its name matches)")
+    return None, f"config {ao_type} ({_type_of(gran) or 'no'} granularity)"
+
+
+def _float8_dynamic_built(data: Mapping[str, Any], e4m3: bool) -> tuple[Built | None, str | None]:
+    """granularity: one PerRow, or [activation, weight] both PerRow (the pytorch/*-FP8
+    recipe); the weight is a Float8Tensor carrying ``act_quant_kwargs``."""
+    gran = data.get("granularity")
+    grans = gran if isinstance(gran, list) else [gran, gran]
+    if e4m3 and len(grans) == 2 and all(_type_of(g) == "PerRow" for g in grans) \
+            and _data_of_str(data.get("activation_dtype"), "float8_e4m3fn") == "float8_e4m3fn" \
+            and _data_of_str(data.get("packing_format"), "PLAIN") == "PLAIN":
+        return Built("Float8Tensor", None, frozenset({"qdata", "scale"}), "float8 PerRow"), None
+    kinds = "/".join(str(_type_of(g)) for g in grans)
+    return None, f"config Float8DynamicActivationFloat8WeightConfig ({kinds} granularity)"
+
+
+#: the Intx configs vLLM builds as IntxUnpackedToInt8Tensor (unpacked to int8)
+INTX = ("IntxWeightOnlyConfig", "Int8DynamicActivationIntxWeightConfig")
+
+
+def _intx_built(ao_type: str, data: Mapping[str, Any]) -> tuple[Built | None, str | None]:
+    gran = data.get("weight_granularity" if ao_type == INTX[1] else "granularity")
+    gran_type, gran_data = _type_of(gran), _data_of(gran)
+    packing = _data_of_str(data.get("intx_packing_format"), "UNPACKED_TO_INT8")
+    if packing != "UNPACKED_TO_INT8":
+        return None, f"config {ao_type} (intx_packing_format {packing})"
+    pieces = frozenset({"qdata", "scale", "zero_point"})
+    act = "int8_asym_per_token" if ao_type == INTX[1] else None
+    if act and _data_of_str(data.get("act_mapping_type"), "ASYMMETRIC") != "ASYMMETRIC":
+        return None, f"config {ao_type} (symmetric activations, which torchao asserts against)"
+    if gran_type == "PerGroup" and isinstance(gran_data.get("group_size"), int) \
+            and gran_data["group_size"] > 0:
+        return Built("IntxUnpackedToInt8Tensor", gran_data["group_size"], pieces, act), None
+    if gran_type == "PerAxis" and gran_data.get("axis", 0) == 0:
+        return Built("IntxUnpackedToInt8Tensor", None, pieces, act), None
     return None, f"config {ao_type} ({gran_type or 'no'} granularity)"
 
 
@@ -451,6 +478,27 @@ def should_skip(prefix: str, skip: Iterable[str]) -> bool:
 
 #: projections vLLM merges into one parameter (``qkv_proj``, ``gate_up_proj``)
 MERGED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def quantized_vocab(stored: Mapping[str, str]) -> tuple[str, ...]:
+    """Token embeddings and LM heads stored as a torchao subclass (transformers'
+    ``include_input_output_embeddings``, the -INT8-INT4 recipe): vLLM builds them as
+    ``VocabParallelEmbedding`` / ``ParallelLMHead``, which TorchAOConfig does not quantize
+    (``get_quant_method`` answers ``LinearBase`` layers only), and their ``weight_loader``
+    copies the subclass into the plain parameter, which fails."""
+    out = []
+    for name, kind in sorted(stored.items()):
+        module, _, param = name.rpartition(".")
+        leaf = module.rpartition(".")[2]
+        if kind == "Tensor" or param != "weight" or not (leaf in EMBEDDING_NAMES
+                                                         or leaf == "lm_head"):
+            continue
+        out.append(f"`{name}` is stored as a torchao {kind}: vLLM builds `{module}` as a"
+                   " vocabulary-parallel embedding, which TorchAOConfig does not quantize"
+                   " (get_quant_method answers Linear layers only), and copying the subclass"
+                   " into its plain parameter fails (real vLLM 0.33 on the -INT8-INT4 recipe:"
+                   " \"AttributeError: 'Tensor' object has no attribute 'tensor_data_names'\")")
+    return tuple(out)
 
 
 def plain_siblings(stored: Mapping[str, str], skip: Iterable[str]) -> tuple[str, ...]:
