@@ -1,7 +1,7 @@
 """torchao fixtures (tests/fixtures/torchao/) and what real vLLM 0.33 loads from them.
 
     make:   python torchao_oracle.py make OUT_DIR KIND (int8wo fp8wo intx4wo fp8dyn int8int4
-            int4hqq int8int4-card)
+            int4hqq int8int4-card qwen3moe-int8wo)
             (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17 or 5.19; CPU is
             enough: fp8dyn and int4hqq need CUDA and run with :func:`cuda_only_stubs`, so
             int4hqq's qdata bytes inside a tile are the stand-in's, not tinygemm's)
@@ -48,7 +48,11 @@ TP=4 and K 64 at TP=2 (groups of 32) "metadata mismatch", K 1536 at TP=2 loads t
 tiles silently, merged shards of 12 and 4 rows "metadata mismatch" at TP=1. int8int4-card
 (the -INT8-INT4 cards' FqnToConfig, embed_tokens and lm_head quantized) at TP=1:
 "AttributeError: 'Tensor' object has no attribute 'tensor_data_names'" in
-VocabParallelEmbedding.weight_loader.
+VocabParallelEmbedding.weight_loader. qwen3moe-int8wo (transformers 5.19: experts stored per
+expert in BF16, the metadata listing the fused experts.gate_up_proj / down_proj names) at
+TP=1: "AttributeError: 'Tensor' object has no attribute 'qdata'" in the router's
+weight_loader (linear.py: vLLM builds Qwen3-MoE's GateLinear with the quant config, so as an
+Int8Tensor, and transformers kept the router in BF16).
 """
 
 from __future__ import annotations
@@ -117,10 +121,29 @@ def make(out: str, kind: str) -> None:
         PerGroup,
         PerRow,
     )
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+    from transformers import (
+        AutoModelForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen3MoeConfig,
+        Qwen3MoeForCausalLM,
+        TorchAoConfig,
+    )
 
     cuda_only_stubs()
     torch.manual_seed(0)
+    if kind == "qwen3moe-int8wo":  # a MoE: transformers keeps the router and experts in BF16
+        base = tempfile.mkdtemp()
+        Qwen3MoeForCausalLM(Qwen3MoeConfig(
+            vocab_size=128, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+            num_experts=4, num_experts_per_tok=2, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+            tie_word_embeddings=False, decoder_sparse_step=1, mlp_only_layers=[],
+        )).to(torch.bfloat16).save_pretrained(base)
+        AutoModelForCausalLM.from_pretrained(
+            base, dtype=torch.bfloat16,
+            quantization_config=TorchAoConfig(Int8WeightOnlyConfig())).save_pretrained(out)
+        return
     small = kind == "int4hqq"  # 512 bytes of qdata per row (padded to 1024 columns)
     cfg = LlamaConfig(vocab_size=64 if small else 128, hidden_size=64,
                       intermediate_size=64 if small else 128,
