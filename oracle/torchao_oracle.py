@@ -52,7 +52,10 @@ VocabParallelEmbedding.weight_loader. qwen3moe-int8wo (transformers 5.19: expert
 expert in BF16, the metadata listing the fused experts.gate_up_proj / down_proj names) at
 TP=1: "AttributeError: 'Tensor' object has no attribute 'qdata'" in the router's
 weight_loader (linear.py: vLLM builds Qwen3-MoE's GateLinear with the quant config, so as an
-Int8Tensor, and transformers kept the router in BF16).
+Int8Tensor, and transformers kept the router in BF16). int4hqq-2048 (hidden and intermediate
+2048, groups of 128; 13 MB, not a fixture) at TP=2: every piece of qkv_proj, gate_up_proj,
+o_proj and down_proj on both ranks equal to its slice of the shards (1024 input columns per
+rank); at TP=4 (512): "ValueError: Not supported args for copy_ due to metadata mismatch".
 """
 
 from __future__ import annotations
@@ -144,12 +147,13 @@ def make(out: str, kind: str) -> None:
             base, dtype=torch.bfloat16,
             quantization_config=TorchAoConfig(Int8WeightOnlyConfig())).save_pretrained(out)
         return
-    small = kind == "int4hqq"  # 512 bytes of qdata per row (padded to 1024 columns)
-    cfg = LlamaConfig(vocab_size=64 if small else 128, hidden_size=64,
-                      intermediate_size=64 if small else 128,
-                      num_hidden_layers=1 if small else 2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
-                      tie_word_embeddings=False)
+    small = kind.startswith("int4hqq")  # 512 bytes of qdata per row (padded to 1024 columns)
+    wide = kind == "int4hqq-2048"  # 2048 columns: 1024 per rank at TP=2 (not a fixture: 13 MB)
+    cfg = LlamaConfig(vocab_size=64 if small else 128, hidden_size=2048 if wide else 64,
+                      intermediate_size=2048 if wide else 64 if small else 128,
+                      num_hidden_layers=1 if small else 2, num_attention_heads=16 if wide else 4,
+                      num_key_value_heads=8 if wide else 2, head_dim=128 if wide else 16,
+                      max_position_embeddings=64, tie_word_embeddings=False)
     base = tempfile.mkdtemp()
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)
     if kind == "int8int4-card":  # the pytorch/*-INT8-INT4 cards: embeddings quantized too
@@ -172,6 +176,9 @@ def make(out: str, kind: str) -> None:
           # the pytorch/*-INT4 recipe (group 64 here: hidden 64)
           "int4hqq": Int4WeightOnlyConfig(group_size=64, int4_packing_format="tile_packed_to_4d",
                                           int4_choose_qparams_algorithm="hqq"),
+          "int4hqq-2048": Int4WeightOnlyConfig(group_size=128,
+                                               int4_packing_format="tile_packed_to_4d",
+                                               int4_choose_qparams_algorithm="hqq"),
           }[kind]
     q = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
                                              quantization_config=TorchAoConfig(ao))

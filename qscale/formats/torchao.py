@@ -70,7 +70,8 @@ a GPU that has it). Int4WeightOnlyConfig tile-packed (HQQ, groups of 64) loads w
 per rank, groups of 64) torchao leaves the rank's parameter plain and the copy fails with
 "'Tensor' object has no attribute 'tensor_data_names'" (QS505). Every weight is padded to
 1024 input columns, so a row-parallel rank's input must be a multiple of 1024 at TP > 1
-(:func:`tile_packed_refusal`, QS506; ``oracle/torchao_oracle.py replay``).
+(:func:`tile_packed_refusal`, QS506; ``oracle/torchao_oracle.py replay``, and real vLLM 0.33
+on a 2048-wide export: right at TP=2, "metadata mismatch" at TP=4).
 """
 
 from __future__ import annotations
