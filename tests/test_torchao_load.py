@@ -322,6 +322,8 @@ def _wide_down_proj(tmp_path: Path, inter: int) -> Path:
     # torchao): K 1536 at TP=2 loads the wrong tiles silently, K 2048 at TP=4 fails in copy_
     (1536, 2, "the load succeeds with the wrong weights, silently"),
     (2048, 4, "metadata mismatch"),
+    # real vLLM 0.33 on make int4hqq-2048: right at TP=2 (1024 columns per rank)
+    (2048, 2, None), (3072, 3, None),
 ])
 def test_tile_packed_input_per_rank_not_a_multiple_of_1024(inter, tp, said, tmp_path):
     folder = _wide_down_proj(tmp_path, inter)
@@ -329,6 +331,9 @@ def test_tile_packed_input_per_rank_not_a_multiple_of_1024(inter, tp, said, tmp_
     report = check(read_checkpoint(folder),
                    CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=tp)))
     down = [f for f in report.findings if "down_proj" in f.message]
+    if said is None:
+        assert down == []
+        return
     assert [f.code for f in down] == ["QS506"]
     assert f"input per rank {inter // tp} at TP={tp}" in down[0].message
     assert said in down[0].message
