@@ -375,3 +375,12 @@ def test_awq_config_is_not_modelled():
         "base_config": base, "step": "prepare_for_loading"}})
     assert built is None and why is not None
     assert "over Int4WeightOnlyConfig" in why and "'prepare_for_loading'" in why
+
+
+def test_tile_packed_without_its_shape_is_not_modelled(tmp_path):
+    built = from_files(FIXTURES / "torchao" / "llama-int4hqq")
+    entry = json.loads(meta(built)[f"{K_PROJ}.weight"])
+    del entry["_data"]["shape"]
+    meta(built)[f"{K_PROJ}.weight"] = json.dumps(entry)
+    with pytest.raises(UnknownFormat, match=rf"`{K_PROJ}\.weight` without a `shape` attribute"):
+        codes(built.write(tmp_path))

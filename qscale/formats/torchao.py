@@ -230,8 +230,13 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
         kinds = {k for k in stored.values() if k != "Tensor"}
         experts = sorted({n.rpartition(".experts.")[0] for n, k in stored.items()
                           if ".experts." in n})
+        shapeless = sorted(n for n, st in layout.items()
+                           if st.kind == "Int4TilePackedTo4dTensor" and st.shape is None)
         if kinds - set(PIECES):
             built, unmodelled = None, f"stored subclass {', '.join(sorted(kinds - set(PIECES)))}"
+        elif shapeless:
+            built, unmodelled = None, (f"Int4TilePackedTo4dTensor `{shapeless[0]}` without a"
+                                       " `shape` attribute (its padded pieces do not give it)")
         elif experts:
             more = " and more" if len(experts) > 1 else ""
             built, unmodelled = None, (
