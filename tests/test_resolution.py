@@ -28,6 +28,9 @@ def test_unknown_architecture_keeps_config_semantics(tmp_path):
     b.config["architectures"] = ["SomethingNewForCausalLM"]
     ckpt = read_checkpoint(b.write(tmp_path))
     assert resolve_quantization(ckpt).modules[f"{P}.gate"].scheme is not None
+    # whether the engine builds the gate quantized is not known without a family: QS202
+    # reports nothing from the config's semantics alone, and says it did not run
     report = check(ckpt, CheckOptions(select=["QS202", "QS401"]))
-    assert {f.location.tensor for f in report.findings} >= {f"{P}.gate.weight"}
-    assert [code for code, _ in report.skipped] == ["QS401"]
+    assert report.findings == ()
+    assert [code for code, _ in report.skipped] == ["QS202", "QS401"]
+
