@@ -11,6 +11,8 @@ Run on 2026-12-03 with vLLM 0.33.0 (compressed-tensors 0.17.0):
 * a ``Linear`` W4A16 group plus a group targeting ``re:.*qkv_proj$`` (FP8 per-channel):
   ``model.layers.0.self_attn.qkv_proj`` -> float8 channel (the regex on vLLM's fused name
   wins over the ``Linear`` class), ``self_attn.o_proj`` and ``mlp.gate_up_proj`` -> int4 group;
+  with ``re:.*self_attn\\.(q|k|v|o)_proj$`` added to the W4A16 group (the checkpoint's
+  ``q_proj`` names), ``qkv_proj`` is still float8 channel: vLLM's own name is tried first;
 * Kimi-K2.5's ``text_config.quantization_config`` (``targets: ["Linear"]``, ``ignore:
   ["lm_head", …]``): ``get_quant_method`` of a ``ParallelLMHead`` named
   ``language_model.lm_head`` is None (built unquantized; the entry ``lm_head`` does not match
@@ -61,6 +63,12 @@ def main() -> int:
                       (RowParallelLinear, "model.layers.0.self_attn.o_proj"),
                       (MergedColumnParallelLinear, "model.layers.0.mlp.gate_up_proj")):
         out[name] = scheme(cfg, cls, name)
+    # the checkpoint's q/k/v names match one group, vLLM's fused name another
+    qc["config_groups"]["group_0"]["targets"] = [r"re:.*self_attn\.(q|k|v|o)_proj$", "Linear"]
+    cfg = CompressedTensorsConfig.from_config(qc)
+    cfg.packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"]}
+    out["shard-named group_0: model.layers.0.self_attn.qkv_proj"] = scheme(
+        cfg, QKVParallelLinear, "model.layers.0.self_attn.qkv_proj")
     kimi = json.loads(KIMI.read_text())["text_config"]["quantization_config"]
     kc = CompressedTensorsConfig.from_config(kimi)
     head = object.__new__(ParallelLMHead)

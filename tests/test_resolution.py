@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from builders import dense, qwen3_5_moe
 
 from qscale import CheckOptions, check, read_checkpoint, resolve_quantization
@@ -43,16 +44,23 @@ _QKV_FP8 = {
 }
 
 
-def test_a_target_on_the_engines_name_wins_over_the_linear_class_as_in_vllm(tmp_path):
+@pytest.mark.parametrize("shard_targets", [["Linear"],
+                                           [r"re:.*self_attn\.(q|k|v|o)_proj$", "Linear"]],
+                         ids=["linear-class", "shard-names"])
+def test_a_target_on_the_engines_name_wins_over_the_linear_class_as_in_vllm(tmp_path,
+                                                                            shard_targets):
     """vLLM 0.33's ``find_matched_target`` tries every exact and ``re:`` target on its own
     layer name (``…self_attn.qkv_proj``) before the shard names and the class name: real
     vLLM 0.33.0's ``CompressedTensorsConfig.get_scheme_dict`` gives this config's FP8 group to
     ``model.layers.0.self_attn.qkv_proj`` and the W4A16 ``Linear`` group to ``o_proj`` and
     ``gate_up_proj`` (``oracle/ct_match_oracle.py``). A quantizer that matches the
     checkpoint's ``q_proj`` writes it W4A16, so vLLM builds FP8 parameters for W4A16 tensors:
-    a load failure, not a clean check."""
+    a load failure, not a clean check. The same where the W4A16 group also names the
+    checkpoint's ``q_proj`` / ``k_proj`` / ``v_proj``: vLLM's own name is tried first."""
     b = dense("LlamaForCausalLM", "ct-w4a16")
-    b.config["quantization_config"]["config_groups"]["group_1"] = _QKV_FP8
+    groups = b.config["quantization_config"]["config_groups"]
+    groups["group_0"]["targets"] = shard_targets
+    groups["group_1"] = _QKV_FP8
     ckpt = read_checkpoint(b.write(tmp_path))
     q = resolve_quantization(ckpt, "vllm==0.33.0")
     for proj in ("q_proj", "k_proj", "v_proj"):

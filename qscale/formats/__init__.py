@@ -241,8 +241,8 @@ def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
     if names not in memo:  # the experts of a layer share their probe names
         memo[names] = _named_on_engine(fmt, names)
     engine = memo[names]
-    if engine is not None:
-        return engine
+    if engine is not None and engine.scheme != res.scheme:
+        return engine  # the same scheme: the checkpoint name's reason is kept
     if res.reason == compressed_tensors.NO_GROUP:
         return _on_engine_names(fmt, family, module, version) or res
     return res
