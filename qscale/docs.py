@@ -21,7 +21,10 @@ def render_rule_docs() -> dict[str, str]:
         "*Without a family*: what the rule does where qscale has no family for the"
         " architecture on the engine version (QS103, QS105: no load plan). Rules that follow"
         " the load plan, or whose verdict depends on how the engine builds the modules, do not"
-        " run; some run the part that does not; the check is then partial (exit 2).",
+        " run; some run the part that does not; the check is then partial (exit 2). Those"
+        " that run judge the stored tensors against the config as it resolves on the"
+        " checkpoint's own names (what the quantizer wrote): headers, config validity, and"
+        " the dtypes, shapes and values of the tensors a scheme declares.",
         "",
         "| code | name | severity | without a family | summary |",
         "|---|---|---|---|---|",
