@@ -9,18 +9,44 @@ from qscale import rules
 from qscale.cli.models import catalogued_releases, models_dict, served_architectures
 from qscale.cli.rule import rule_doc
 from qscale.engines import PROFILES, parse_engine
+from qscale.rules._api import Rule
 
 
 def render_rule_docs() -> dict[str, str]:
     """File name -> Markdown, one per rule, plus an index."""
     out = {f"{r.code}.md": rule_doc(r) for r in rules.ALL_RULES}
-    lines = ["# qscale rules", "", "| code | name | severity | summary |", "|---|---|---|---|"]
+    lines = [
+        "# qscale rules",
+        "",
+        "*Without a family*: what the rule does where qscale has no family for the"
+        " architecture on the engine version (QS103, QS105: no load plan). Rules that follow"
+        " the load plan, or whose verdict depends on how the engine builds the modules, do not"
+        " run; some run the part that does not; the check is then partial (exit 2). Those"
+        " that run judge the stored tensors against the config as it resolves on the"
+        " checkpoint's own names (what the quantizer wrote): headers, config validity, and"
+        " the dtypes, shapes and values of the tensors a scheme declares.",
+        "",
+        "| code | name | severity | without a family | summary |",
+        "|---|---|---|---|---|",
+    ]
     lines += [
-        f"| [{r.code}]({r.code}.md) | {r.name} | {r.severity.label} | {r.summary} |"
+        f"| [{r.code}]({r.code}.md) | {r.name} | {r.severity.label} | {_without_family(r)}"
+        f" | {r.summary} |"
         for r in rules.ALL_RULES
     ]
     out["README.md"] = "\n".join(lines) + "\n"
     return out
+
+
+def _without_family(rule: Rule) -> str:
+    """What a rule does without a load plan: ``runs``, ``not run``, or ``runs; not: …``."""
+    if rule.check is None:
+        return "input (reader)"
+    if rule.needs_plan or rule.needs_family:
+        return "not run"
+    if rule.family_part:
+        return f"runs, but not: {_cell(rule.family_part)}"
+    return "runs"
 
 
 def _cell(text: str) -> str:

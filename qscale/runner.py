@@ -64,9 +64,11 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
     skipped: list[tuple[str, str]] = []
     for rule in rules.select(options.select, options.ignore):
         assert rule.check is not None
-        if rule.needs_plan and plan is None:
+        if plan is None and (rule.needs_plan or rule.needs_family):
             skipped.append((rule.code, why))
             continue
+        if plan is None and rule.family_part:  # ran in part: the report says which part not
+            skipped.append((rule.code, f"{rule.family_part} not checked: {why}"))
         if rule.reads_scan and ckpt.header_only:  # judged the small tensors only: partial
             skipped.append((rule.code, HEADER_ONLY))
         try:

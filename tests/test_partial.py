@@ -16,7 +16,7 @@ import pytest
 from builders import qwen3_5_moe
 from test_report_formats import assert_valid_sarif
 
-from qscale import CheckOptions, check, read_checkpoint
+from qscale import CheckOptions, check, read_checkpoint, rules
 from qscale.engines import catalogue, parse_engine
 from qscale.errors import UnknownFormat
 from qscale.findings import Report
@@ -27,6 +27,17 @@ P = "model.language_model.layers"
 UNPLANNED = next(a for a in catalogue.architectures(parse_engine(None)) if not a.planned)
 #: the rules that follow the load plan (needs_plan): the ones an unplannable class skips
 PLAN_RULES = {"QS401", "QS402", "QS403", "QS404", "QS501", "QS502"}
+#: rules whose verdict depends on how the engine builds the modules (needs_family): skipped too
+FAMILY_RULES = {"QS202", "QS207"}
+#: rules that run without a family but for one part (family_part), which the report names
+PARTLY = {"QS203", "QS204", "QS208"}
+
+
+def _why(code: str, reason: str) -> str:
+    """The reason the report gives for a rule that did not run, or ran in part, without a
+    family: the planner's error, after the part not checked for a rule that ran in part."""
+    part = rules.BY_CODE[code].family_part
+    return f"{part} not checked: {reason}" if part else reason
 
 
 def _retarget(root: Path, arch: str = UNPLANNED.name) -> Path:
@@ -70,8 +81,11 @@ def test_unplannable_architecture_skips_the_plan_rules_with_the_reason(unplanned
     report = check(read_checkpoint(unplanned))
     assert not report.complete
     skipped = dict(report.skipped)
-    assert set(skipped) >= PLAN_RULES and set(skipped.values()) == {reason}
-    assert report.not_run() == {reason: tuple(code for code, _ in report.skipped)}
+    assert set(skipped) >= PLAN_RULES | FAMILY_RULES | PARTLY
+    assert all(why == _why(code, reason) for code, why in report.skipped)
+    not_run = report.not_run()
+    assert not_run[reason] == tuple(c for c, _ in report.skipped if c not in PARTLY)
+    assert {codes for why, codes in not_run.items() if why != reason} == {(c,) for c in PARTLY}
 
 
 def test_selecting_only_rules_that_need_no_plan_is_complete(unplanned):
@@ -95,9 +109,10 @@ def test_console_says_partial_and_exits_2(run_cli, unplanned, reason):
     assert head.startswith(
         f"{unplanned} (vllm==0.33.0, TP=1 EP=1 (MoE TP=1)): no findings from the rules that ran"
     )
-    assert last.startswith("partial check: ") and last.endswith(f"({reason}), exit 2")
+    assert last.startswith("partial check: ") and last.endswith(f"{reason}), exit 2")
     n = len(check(read_checkpoint(unplanned)).skipped)
-    assert f" {n} rules did not run: QS205, QS401, " in last
+    assert f" {n} rules did not run: QS202, QS205, QS207, QS401, " in last
+    assert f"; QS203 ({_why('QS203', reason)}); QS204 (" in last
 
 
 def test_json_says_partial_and_lists_what_did_not_run(run_cli, unplanned, clean, reason):
@@ -105,8 +120,9 @@ def test_json_says_partial_and_lists_what_did_not_run(run_cli, unplanned, clean,
     assert r.returncode == 2, r.stderr
     data = json.loads(r.stdout)
     assert data["schema_version"] == 3 and data["complete"] is False
-    assert {s["rule"] for s in data["skipped"]} >= PLAN_RULES
-    assert all(s == {"rule": s["rule"], "why": reason} for s in data["skipped"])
+    assert {s["rule"] for s in data["skipped"]} >= PLAN_RULES | FAMILY_RULES | PARTLY
+    assert all(s == {"rule": s["rule"], "why": _why(s["rule"], reason)}
+               for s in data["skipped"])
     ok = json.loads(run_cli("check", str(clean), "-f", "json").stdout)
     assert ok["complete"] is True and ok["skipped"] == []
 
@@ -125,7 +141,8 @@ def test_sarif_says_partial_with_one_notification_per_rule(run_cli, unplanned, c
     assert [n["associatedRule"]["id"] for n in notes] == skipped
     for n in notes:
         assert n["level"] == "error"
-        assert n["message"]["text"] == f"{n['associatedRule']['id']} did not run: {reason}"
+        code = n["associatedRule"]["id"]
+        assert n["message"]["text"] == f"{code} did not run: {_why(code, reason)}"
         rule = run["tool"]["driver"]["rules"][n["associatedRule"]["index"]]
         assert rule["id"] == n["associatedRule"]["id"]
     ok = json.loads(run_cli("check", str(clean), "-f", "sarif").stdout)
@@ -138,7 +155,8 @@ def test_github_says_partial_in_an_error_annotation(run_cli, unplanned):
     *annotations, summary = r.stdout.splitlines()
     [partial] = [a for a in annotations if "partial check" in a]
     assert partial.startswith("::error title=qscale%3A partial check::")
-    assert "rules did not run: QS205, QS401" in partial and UNPLANNED.name in partial
+    assert "rules did not run: QS202, QS205, QS207, QS401" in partial
+    assert UNPLANNED.name in partial
     assert summary == (
         f"qscale: {unplanned} (vllm==0.33.0, TP=1 EP=1 (MoE TP=1)): 0 error, 0 warning, 0 info;"
         " partial check"
@@ -158,7 +176,7 @@ def test_allow_partial_exits_on_the_findings_and_still_says_partial(
     assert strict.returncode == 2
     if fmt == "console":
         assert r.stdout.splitlines()[-1].endswith(
-            f"({reason}), exit code from the findings alone (--allow-partial)"
+            f"{reason}), exit code from the findings alone (--allow-partial)"
         )
     else:  # the report itself is the same: partial, whatever the exit policy
         assert r.stdout == strict.stdout
@@ -207,10 +225,9 @@ def test_an_engine_without_a_catalogue_and_no_family_is_partial(run_cli, tmp_pat
     assert r.returncode == 2, r.stderr
     data = json.loads(r.stdout)
     assert data["complete"] is False and data["findings"] == []
-    assert {s["why"] for s in data["skipped"]} == {
-        "QS103 config.json: architecture 'SomethingNewForCausalLM' has no qscale family for"
-        " sglang==0.5.12"
-    }
+    reason = ("QS103 config.json: architecture 'SomethingNewForCausalLM' has no qscale family"
+              " for sglang==0.5.12")
+    assert {s["why"] for s in data["skipped"]} == {_why(c, reason) for c in rules.BY_CODE}
 
 
 def test_an_architecture_the_engine_does_not_serve_is_a_finding_and_partial(run_cli, tmp_path):

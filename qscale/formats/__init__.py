@@ -33,7 +33,7 @@ from qscale.formats import (
     runtime_only,
     torchao,
 )
-from qscale.formats._api import QuantFormat, Resolution
+from qscale.formats._api import QuantFormat, Resolution, first_match
 from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
 from qscale.schemes import QuantScheme, TensorSpec
@@ -189,11 +189,12 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
     for kind in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
         fixed[kind] = Resolution(None, "no quantization config")
     out: dict[str, ModuleQuant] = {}
+    memo: dict[tuple[str, ...], Resolution | None] = {}  # engine names -> their named scheme
     for name, module in group_modules(ckpt).items():
         if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
             res = fixed[module.kind]
         else:
-            res = _resolve(fmt, family, module, release)
+            res = _resolve(fmt, family, module, release, memo)
             if plain is not None and res.scheme is not None and (why := plain(name)):
                 res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
@@ -222,13 +223,43 @@ def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec
 
 
 def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
-             release: EngineSpec) -> Resolution:
-    """The format's resolution of one module, tried on the engine's names too where the
-    checkpoint name matches no compressed-tensors group."""
+             release: EngineSpec, memo: dict[tuple[str, ...], Resolution | None]
+             ) -> Resolution:
+    """The format's resolution of one module, compressed-tensors' in the engine's order:
+    vLLM (``find_matched_target``, 0.33) and SGLang (0.5.13) try the config's exact and
+    ``re:`` targets on the engine's own module name first (the fused ``qkv_proj``, the
+    expert probe ``experts.0.gate_proj``), and only then the shard (checkpoint) names and
+    the class name ``Linear``: a name target that matches the engine's name wins over a
+    ``Linear`` target or another group matching the checkpoint name."""
     res = fmt.resolve(module)
-    if family is not None and res.reason == compressed_tensors.NO_GROUP:
+    if family is None or not isinstance(fmt, compressed_tensors.CompressedTensorsConfig) \
+            or res.reason.startswith(compressed_tensors.IGNORED_BY):
+        return res
+    names = family.engine_modules(module.name, release.version)
+    if names == (module.name,):
+        return res
+    if names not in memo:  # the experts of a layer share their probe names
+        memo[names] = _named_on_engine(fmt, names)
+    engine = memo[names]
+    if engine is not None and engine.scheme != res.scheme:
+        return engine  # the same scheme: the checkpoint name's reason is kept
+    if res.reason == compressed_tensors.NO_GROUP:
         return _on_engine_names(fmt, family, module, release) or res
     return res
+
+
+def _named_on_engine(fmt: compressed_tensors.CompressedTensorsConfig,
+                     names: tuple[str, ...]) -> Resolution | None:
+    """The scheme a name target gives every one of the engine's names (one scheme: a MoE
+    layer's projections must agree), or None."""
+    if any(first_match(n, fmt.ignore) for n in names):
+        return None  # the engine skips it under its own name: left to the checkpoint name
+    found = [fmt.by_name(n) for n in names]
+    first = found[0]
+    if first is None or first.scheme is None or any(
+            r is None or r.scheme != first.scheme for r in found[1:]):
+        return None
+    return Resolution(first.scheme, f"{first.reason}, on the engine's name `{names[0]}`")
 
 
 #: how a resolution that also tried the engine's names for a module says so (QS203's fix)

@@ -62,6 +62,8 @@ UNMODELLED_FORMATS = frozenset(
 )
 #: the reason of a module no ignore entry, target or class name matches
 NO_GROUP = "matched by no config group"
+#: how the reason of a module an ignore entry matches begins
+IGNORED_BY = "ignored by"
 #: first vLLM release that refuses ``sparsity_config`` (0.21.0 builds it; 0.22.0 refuses)
 SPARSITY_REFUSED_SINCE = (0, 22, 0)
 _ARG_KEYS = frozenset(
@@ -450,15 +452,23 @@ class CompressedTensorsConfig(BuiltByEveryRelease):
             )
         return None
 
+    def by_name(self, name: str) -> Resolution | None:
+        """The first group whose exact or ``re:`` target matches ``name`` (ignore entries and
+        class targets not applied), or None."""
+        for g in self.groups:
+            t = first_match(name, g.targets)
+            if t is not None:
+                return Resolution(g.scheme, f"config_groups.{g.name} (target `{t}`)")
+        return None
+
     def resolve(self, module: ModuleInfo) -> Resolution:
         """vLLM's order: ignore, then exact/regex targets, then the class name ``Linear``."""
         hit = first_match(module.name, self.ignore)
         if hit is not None:
-            return Resolution(None, f"ignored by `{hit}`")
-        for g in self.groups:
-            t = first_match(module.name, g.targets)
-            if t is not None:
-                return Resolution(g.scheme, f"config_groups.{g.name} (target `{t}`)")
+            return Resolution(None, f"{IGNORED_BY} `{hit}`")
+        named = self.by_name(module.name)
+        if named is not None:
+            return named
         if module.kind == ModuleKind.LINEAR:
             for g in self.groups:
                 t = next(

@@ -90,6 +90,13 @@ class Rule:
     check: Check | None = None
     reads_values: bool = False
     needs_plan: bool = False  #: skipped (with a reason) when there is no load plan
+    #: its verdict depends on how the engine builds the modules (which it quantizes, under
+    #: which names, which it skips as draft layers): skipped (with the reason) where qscale
+    #: has no family for the architecture on the engine, rather than judged on assumed facts
+    needs_family: bool = False
+    #: the part of the check that needs the family, where the rest does not: without a
+    #: family the rule runs that rest and the report lists the part as not checked
+    family_part: str | None = None
     #: judges the deep scan of scale values; partial (skipped) when the read was header-only
     reads_scan: bool = False
     fixable: Applicability | None = None

@@ -136,7 +136,7 @@ def head_built_unquantized(ctx: Context, mq: ModuleQuant) -> bool | None:
         return None
     if fmt.method in HEAD_NEVER_QUANTIZED:
         return True
-    spec = ctx.plan.engine if ctx.plan else parse_engine(None)
+    spec = ctx.plan.engine if ctx.plan else ctx.engine or parse_engine(None)
     allowed = spec.profile.quantized_lm_head
     if allowed is None:
         return None

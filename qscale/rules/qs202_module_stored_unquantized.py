@@ -9,6 +9,11 @@ config says (a `ParallelLMHead` under `quant_method: fp8`, `quark`, a compressed
 `Linear` class target, or a method the release does not apply to heads) is not reported: BF16
 is what it loads.
 
+Whether a module is built quantized is the engine's decision as much as the config's (a
+vision tower or an MTP layer the engine builds without the quantization config, a head it
+never quantizes): where qscale has no family for the architecture on the engine version
+(QS103), this rule does not run and the check is partial.
+
 ## Why it matters
 The engine builds the module quantized from the config and then meets a float weight:
 vLLM fails with a shape or dtype error, or (ModelOpt NVFP4) with "weight_scale … was never
@@ -58,4 +63,5 @@ RULE = Rule(
     doc=__doc__ or "",
     check=check,
     fixable=Applicability.SAFE,
+    needs_family=True,
 )

@@ -18,6 +18,19 @@ that matches nothing in either naming is a warning, with the closest module name
 the part of the model that the checkpoint does not hold at all (`model.visual` when the
 vision tower was left out).
 
+An exact entry that names an LM head by a shorter name than the checkpoint's
+(Kimi-K2.5's `lm_head` for `language_model.lm_head`) is not reported when the head is stored
+unquantized and the engine builds it unquantized: neither the quantizer nor vLLM matches
+the entry (compressed-tensors and vLLM compare exact entries for equality), but nothing
+would change if they did. vLLM builds a `ParallelLMHead` quantized under compressed-tensors
+only when a target names it by name or `re:` regex (`CompressedTensorsConfig.get_quant_method`;
+the `Linear` class target does not reach it); real vLLM 0.33.0 returns no quantization
+method for Kimi-K2.5's `language_model.lm_head`.
+
+The engine's names are the family's: where qscale has no family for the architecture on
+the engine version (QS103), `re:` entries are judged on the checkpoint's names only, and the
+report lists the engine-name part as not checked.
+
 ## Why it matters
 Ignore lists that do not match are the most frequent reason a quantized checkpoint fails to
 load or loads garbage: prefix drift after a fine-tune or a VLM wrapper, fused names
@@ -38,16 +51,26 @@ import difflib
 import heapq
 from collections.abc import Callable, Collection, Iterator, Sequence
 
-from qscale.engines.catalogue import family_or_none
 from qscale.engines.families import Family
 from qscale.engines.loader import engine_name
 from qscale.formats._api import equal_or_regex, wildcard
+from qscale.formats._layers import is_lm_head
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fbgemm_fp8 import FbgemmFp8Config
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
-from qscale.rules._api import Applicability, Context, Finding, Fix, Location, Rule, Severity
+from qscale.rules._api import (
+    Applicability,
+    Context,
+    Finding,
+    Fix,
+    Location,
+    ModuleQuant,
+    Rule,
+    Severity,
+)
+from qscale.rules._structure import FLOAT_WEIGHTS, QUANT_PARAMS, head_built_unquantized
 
 Matcher = Callable[[str, str], bool]
 
@@ -74,7 +97,9 @@ def check(ctx: Context) -> Iterator[Finding]:
     if found is None:
         return
     key, entries, match = found
-    fam = ctx.plan.family if ctx.plan else family_or_none(ctx.checkpoint)
+    # the engine's names are the family's: without one (QS103) the `re:` entries are judged on
+    # the checkpoint's names alone (FAMILY_PART), not on another engine's or release's names
+    fam = ctx.plan.family if ctx.plan else None
     names = list(ctx.quant.modules)  # every module: an exclude may name a conv or a norm
     known = ctx.quant.modules
     # `wildcard` also matches names with `language_model.` dropped: those, sorted, for
@@ -114,6 +139,8 @@ def check(ctx: Context) -> Iterator[Finding]:
             continue
         if hits or entry.startswith("re:") or entry in acting:
             continue
+        if _harmless_head_entry(ctx, entry):
+            continue  # the head it names loads as BF16 whether the entry matches or not
         shards = _shards(fam, entry, known) if fam else []
         close = shards or near.drifted(entry)
         absent = None
@@ -341,6 +368,25 @@ class _Near:
         return out
 
 
+def _harmless_head_entry(ctx: Context, entry: str) -> bool:
+    """Whether an exact entry that matches no module names an LM head (``lm_head``) that is
+    stored unquantized under a longer name (``language_model.lm_head``) and that the engine
+    builds unquantized: matched or not, the head is BF16 on disk and in the engine."""
+    if not is_lm_head(entry):
+        return False
+    tail = "." + entry
+    heads = [mq for name, mq in ctx.quant.modules.items() if name.endswith(tail)]
+    return bool(heads) and all(_unquantized_head(ctx, mq) for mq in heads)
+
+
+def _unquantized_head(ctx: Context, mq: ModuleQuant) -> bool:
+    """An LM head stored as a plain float weight that the engine builds unquantized."""
+    w = mq.module.tensors.get("weight")
+    return (is_lm_head(mq.module.name) and w is not None and w.dtype in FLOAT_WEIGHTS
+            and not QUANT_PARAMS & mq.module.tensors.keys()
+            and (mq.scheme is None or head_built_unquantized(ctx, mq) is True))
+
+
 def _shards(fam: Family, entry: str, names: Collection[str]) -> list[str]:
     """The checkpoint modules a fused engine name (``…qkv_proj``) is built from."""
     out = []
@@ -357,6 +403,9 @@ FIX = Fix(
     Applicability.SAFE,
 )
 
+#: what this rule cannot judge without the engine's family (the report lists it as not checked)
+FAMILY_PART = "`re:` entries against the engine's module names"
+
 RULE = Rule(
     code="QS204",
     name="ignore-entry-mismatch",
@@ -364,4 +413,5 @@ RULE = Rule(
     doc=__doc__ or "",
     check=check,
     fixable=Applicability.SAFE,
+    family_part=FAMILY_PART,
 )

@@ -70,7 +70,7 @@ def _engine_quantizes(ctx: Context, spec: EngineSpec, mq: ModuleQuant) -> bool |
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report quantized heads/embeddings the engine builds unquantized."""
-    spec = ctx.plan.engine if ctx.plan else parse_engine(None)
+    spec = ctx.plan.engine if ctx.plan else ctx.engine or parse_engine(None)
     for mq in ctx.quant.modules.values():
         head = mq.module.name.endswith("lm_head") and _is_head(mq)  # endswith: a cheap sieve
         if not (head or mq.module.kind == ModuleKind.EMBEDDING):

@@ -6,6 +6,8 @@ skips and the MTP draft model loads with the **same** quantization config: a mod
 BF16 that the config quantizes (it is missing from `ignore`/`exclude`), or a module stored
 quantized that the config leaves unquantized. An MTP head (DeepSeek's `shared_head.head`) is
 judged as the engine builds it, a `ParallelLMHead`: unquantized under `quant_method: fp8`.
+The draft prefixes are the family's: without a family for the architecture on the engine
+version (QS103) the rule does not run and the check is partial.
 
 ## Why it matters
 Without speculative decoding nothing happens. With `--speculative-config '{"method": "mtp"}'`
@@ -38,7 +40,7 @@ def check(ctx: Context) -> Iterator[Finding]:
     """Report draft-layer modules whose stored precision disagrees with the config."""
     fam = family(ctx)
     if fam is None:
-        return  # no family: no module is a draft layer's (`is_draft`)
+        return  # the runner skips the rule without a plan; no family: no draft prefixes
     text = ctx.checkpoint.config.text
     for name, mq in ctx.quant.modules.items():
         if not fam.draft(name, text):  # `is_draft`, with the family and config looked up once
@@ -85,4 +87,5 @@ RULE = Rule(
     severity=Severity.WARNING,
     doc=__doc__ or "",
     check=check,
+    needs_family=True,
 )

@@ -4,7 +4,9 @@
 For every MoE layer: the experts stored (per-expert `experts.{e}.…` tensors or the leading
 dimension of fused 3-D `experts.gate_up_proj`) against the config's expert count
 (`num_experts`, `n_routed_experts` or `num_local_experts`) — indices must be exactly
-0 … N−1 — and each expert's gate/up/down shape against `moe_intermediate_size`.
+0 … N−1 — and each expert's gate/up/down shape against `moe_intermediate_size`. Which
+projection is gate, up or down is the family's: without a family for the architecture on
+the engine version (QS103) the sizes are not checked (the report says so), the count is.
 
 ## Why it matters
 The engine builds every MoE layer with the config's count and size. Extra experts fail the
@@ -153,4 +155,5 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    family_part="expert sizes against `moe_intermediate_size`",
 )

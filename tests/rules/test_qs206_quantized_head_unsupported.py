@@ -38,6 +38,18 @@ def test_named_head_needs_vllm_0_20(tmp_path):
     assert "vllm==0.19.1 builds it unquantized for compressed-tensors" in f.message
 
 
+def test_without_a_load_plan_the_head_is_judged_for_the_engine_checked(tmp_path):
+    # an architecture vLLM 0.19.1 serves but qscale cannot plan (QS103): the head is judged
+    # by 0.19.1's profile (no quantized heads), not by the newest release's
+    built = quantized_head(targets=("Linear", "lm_head"))
+    built.config["architectures"] = ["ApertusForCausalLM"]
+    report = check(read_checkpoint(built.write(tmp_path)),
+                   CheckOptions(select=["QS206", "QS401"], engine="vllm==0.19.1"))
+    assert [c for c, _ in report.skipped] == ["QS401"]  # no plan
+    [f] = report.findings
+    assert "vllm==0.19.1 builds it unquantized for compressed-tensors" in f.message
+
+
 @pytest.mark.parametrize("engine", ["vllm==0.20.0", "vllm==0.33.0"])
 def test_near_miss_named_head_on_a_version_that_quantizes_it(tmp_path, engine):
     assert findings(quantized_head(targets=("Linear", "lm_head")), tmp_path, engine) == []
