@@ -99,7 +99,7 @@ def render_methods_doc() -> str:
 def _qscale_status(name: str) -> str:
     """What qscale does with one registry name, read from the parsers it registers."""
     from qscale import formats
-    from qscale.formats import auto_round, moe_wna16, runtime_only, torchao
+    from qscale.formats import auto_round, fp_quant, moe_wna16, runtime_only, torchao
 
     if name in formats.ALIASES:
         return f"modelled, as `{formats.ALIASES[name]}`"
@@ -110,6 +110,9 @@ def _qscale_status(name: str) -> str:
         return ("modelled on vLLM 0.33 for Int8 / Float8 weight-only (per row) and Intx"
                 " weight-only (unpacked to int8) configs; other configs and releases:"
                 " config and metadata checked, the load not ([QS102](rules/QS102.md))")
+    if parser is fp_quant.parse:
+        return ("modelled on vLLM 0.18.0-0.33.0 tensor by tensor (MXFP4 / NVFP4, the"
+                " merged layers' one global scale, TP); SGLang: [QS102](rules/QS102.md)")
     if parser is auto_round.parse_inc:
         return "modelled, as `auto-round` (vLLM 0.33 only; QS102 elsewhere)"
     if parser is not None:

@@ -49,7 +49,8 @@ def check(ctx: Context) -> Iterator[Finding]:
             if scheme is not None and param == "weight":
                 what = f"{scheme.label} stores its weight as `{scheme.weight_spec.param}`"
             elif scheme is not None:
-                what = f"{scheme.label} does not write `{param}`"
+                what = dict(scheme.unregistered).get(param) \
+                    or f"{scheme.label} does not write `{param}`"
             else:
                 what = f"the module is not quantized ({mq.resolution.reason})"
             fix = ENGINE_NAME_FIX if scheme is None and ENGINE_NAMES in mq.resolution.reason \
