@@ -244,3 +244,16 @@ def test_a_release_without_the_facts_is_qs102(monkeypatch):
     monkeypatch.setattr(fp_quant, "release", lambda version: None)
     cfg = fp_quant.parse(json.loads((CLEAN / "config.json").read_text())["quantization_config"])
     assert isinstance(cfg.refusal(None), UnknownFormat)
+
+
+def test_an_entry_naming_one_shard_of_a_fused_layer_is_qs204(tmp_path):
+    # vLLM tests `prefix.endswith(entry)` on its own layer names: `q_proj` is part of
+    # `qkv_proj`, which it builds FP-Quant, while the checkpoint stores q_proj in BF16
+    q = f"{L0}.self_attn.q_proj"
+    built = from_files(CLEAN).drop(rf"^{q}\.").add(f"{q}.weight",
+                                                   torch.zeros(64, 64, dtype=torch.bfloat16))
+    built.set_config("/quantization_config/modules_to_not_convert", ["lm_head", q, "nowhere"])
+    found = [f for f in report(built.write(tmp_path)).findings if f.code == "QS204"]
+    assert [f.severity for f in found] == [Severity.ERROR, Severity.WARNING]
+    assert f"`{L0}.self_attn.qkv_proj`, which does not end with it" in found[0].message
+    assert "`nowhere` matches no module" in found[1].message
