@@ -257,3 +257,29 @@ def test_an_entry_naming_one_shard_of_a_fused_layer_is_qs204(tmp_path):
     assert [f.severity for f in found] == [Severity.ERROR, Severity.WARNING]
     assert f"`{L0}.self_attn.qkv_proj`, which does not end with it" in found[0].message
     assert "`nowhere` matches no module" in found[1].message
+
+
+def test_the_value_kept_is_the_shard_vllm_loads_last_across_files(tmp_path):
+    # files in natural order (model-2 before model-10), names sorted within a file: with
+    # v_proj in the first file and q_proj in the last, q_proj's scale is the one kept
+    from safetensors.torch import save_file
+
+    built = from_files(QKV)
+    out = tmp_path / "sharded"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(built.config))
+    v = f"{L0}.self_attn.v_proj."
+    q = f"{L0}.self_attn.q_proj."
+    files = {"model-2.safetensors": {}, "model-10.safetensors": {}}
+    for name, t in built.tensors.items():
+        files["model-10.safetensors" if name.startswith(q) else "model-2.safetensors"][name] = t
+    weight_map = {}
+    for fname, part in files.items():
+        save_file({n: t.contiguous() for n, t in part.items()}, str(out / fname))
+        weight_map.update(dict.fromkeys(part, fname))
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    ckpt = read_checkpoint(out)
+    p = plan_load(ckpt, ENGINE).param(f"{L0}.self_attn.qkv_proj.weight_global_scale")
+    assert p.kept_from == f"{q}weight_global_scale" and p.slots == (3.0,)
+    assert v + "weight_global_scale" in {s.source for s in p.sources}
