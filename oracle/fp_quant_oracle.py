@@ -1,6 +1,6 @@
 """fp_quant fixtures (tests/fixtures/fp_quant/) and what real vLLM loads from them.
 
-    make:   python fp_quant_oracle.py make OUT_DIR {exporter,no-backward,qkv-scales}
+    make:   python fp_quant_oracle.py make OUT_DIR {exporter,no-backward,qkv-scales,nvfp4}
             (any venv with torch, safetensors, transformers; no GPU)
     golden: VLLM_TARGET_DEVICE=cpu <venv-vllm0330>/bin/python fp_quant_oracle.py golden \\
             CKPT_DIR TP OUT.json
@@ -27,7 +27,9 @@ on CUDA or XPU), so ``make`` writes the layout their source writes, with random 
 
 Variants: ``exporter`` (the layout above), ``no-backward`` (without
 ``backward_hadamard_matrix``, the parameter vLLM 0.33.0 no longer registers), ``qkv-scales``
-(``no-backward`` with q/k/v and gate/up global scales that differ in layer 0).
+(``no-backward`` with q/k/v and gate/up global scales that differ in layer 0), ``nvfp4``
+(``no-backward`` as NVFP4: ``forward_dtype: nvfp4``, Hadamard group 16, ``scales`` U8
+[out, in/16] holding E4M3 bytes, global scales 10.0 as ``pre_forward`` sets them).
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def make(out: str, kind: str) -> None:
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    had = torch.tensor(_hadamard(H) / H ** 0.5, dtype=torch.bfloat16)
+    nv = kind == "nvfp4"
+    h, g = (16, 16) if nv else (H, 32)
+    had = torch.tensor(_hadamard(h) / h ** 0.5, dtype=torch.bfloat16)
     t: dict[str, torch.Tensor] = {
         "model.embed_tokens.weight": (torch.randn(VOCAB, HIDDEN) * 0.02).to(torch.bfloat16),
         "model.norm.weight": torch.ones(HIDDEN, dtype=torch.bfloat16),
@@ -74,15 +78,17 @@ def make(out: str, kind: str) -> None:
         for name, o, n in LINEARS:
             m = p + name
             t[m + ".qweight"] = torch.randint(0, 256, (o, n // 2), dtype=torch.uint8)
-            t[m + ".scales"] = torch.randint(118, 128, (o, n // 32), dtype=torch.uint8)
-            w, a = 3.0, 3.0
+            # E8M0 2^-9..2^0 (MXFP4); E4M3 bytes 0x30..0x3f, 0.5..1.875 (NVFP4)
+            lo, hi = (0x30, 0x40) if nv else (118, 128)
+            t[m + ".scales"] = torch.randint(lo, hi, (o, n // g), dtype=torch.uint8)
+            w, a = (10.0, 10.0) if nv else (3.0, 3.0)
             leaf = name.rsplit(".", 1)[1]
             if kind == "qkv-scales" and i == 0 and leaf in SHARD_SCALES:
                 w, a = SHARD_SCALES[leaf]
             t[m + ".weight_global_scale"] = torch.tensor([w], dtype=torch.bfloat16)
             t[m + ".act_global_scale"] = torch.tensor([a], dtype=torch.bfloat16)
             # each module its own matrix, so the golden can tell which shard vLLM kept
-            sign = torch.tensor(np.where(np.arange(H) % 7 == (len(t) % 7), -1.0, 1.0),
+            sign = torch.tensor(np.where(np.arange(h) % 7 == (len(t) % 7), -1.0, 1.0),
                                 dtype=torch.bfloat16)
             t[m + ".forward_hadamard_matrix"] = (had * sign).contiguous()
             if kind == "exporter":
@@ -95,7 +101,9 @@ def make(out: str, kind: str) -> None:
            "head_dim": HEAD_DIM, "vocab_size": VOCAB, "max_position_embeddings": 64,
            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
            "tie_word_embeddings": False, "torch_dtype": "bfloat16",
-           "bos_token_id": 1, "eos_token_id": 2, "quantization_config": QCFG}
+           "bos_token_id": 1, "eos_token_id": 2, "quantization_config": dict(QCFG)}
+    if nv:
+        cfg["quantization_config"].update(forward_dtype="nvfp4", hadamard_group_size=16)
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
         fh.write("\n")

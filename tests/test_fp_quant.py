@@ -25,6 +25,7 @@ GOLDEN = FIXTURES / "vllm_golden" / "fp_quant"
 CLEAN = FP / "llama-mxfp4-no-backward"  # what vLLM >= 0.23 registers, and nothing else
 EXPORTER = FP / "llama-mxfp4-exporter"  # with backward_hadamard_matrix, as the exporters write
 QKV = FP / "llama-mxfp4-qkv-scales"  # layer 0's q/k/v and gate/up global scales differ
+NVFP4 = FP / "llama-nvfp4-no-backward"  # NVFP4, Hadamard group 16
 ENGINE = "vllm==0.33.0"
 L0 = "model.layers.0"
 
@@ -38,15 +39,18 @@ def codes(folder: Path, engine: str = ENGINE, tp: int = 1, allow: bool = True) -
     return sorted({f.code for f in report(folder, engine, tp, allow).findings})
 
 
-def golden(name: str, tp: int) -> dict:
-    return json.loads((GOLDEN / f"{name}@vllm-0.33.0-tp{tp}.json").read_text())
+def golden(name: str, tp: int, version: str = "0.33.0") -> dict:
+    g = json.loads((GOLDEN / f"{name}@vllm-{version}-tp{tp}.json").read_text())
+    assert g["vllm_version"] == version and g["tp"] == tp
+    return g
 
 
 @pytest.mark.parametrize("tp", [1, 2])
-def test_clean_fixture_exits_0_with_the_flag_as_real_vllm_loaded_it(tp, run_cli):
-    g = golden("llama-mxfp4-no-backward", tp)
-    assert [r["load"] for r in g["ranks"]] == ["ok"] * tp and g["vllm_version"] == "0.33.0"
-    result = run_cli("check", str(CLEAN), "--engine", ENGINE, "--tp", str(tp),
+@pytest.mark.parametrize("folder", [CLEAN, NVFP4], ids=lambda f: f.name)
+def test_clean_fixture_exits_0_with_the_flag_as_real_vllm_loaded_it(folder, tp, run_cli):
+    g = golden(folder.name, tp)
+    assert [r["load"] for r in g["ranks"]] == ["ok"] * tp
+    result = run_cli("check", str(folder), "--engine", ENGINE, "--tp", str(tp),
                      "--allow-deprecated-quantization")
     assert result.returncode == 0, result.stdout
 
@@ -57,12 +61,15 @@ def test_without_the_flag_vllm_033_refuses_it_as_deprecated(run_cli):
     assert "QS106" in result.stdout and "fp_quant" in result.stdout
 
 
-def test_plan_holds_what_real_vllm_loaded():
+@pytest.mark.parametrize(("folder", "version"), [(QKV, "0.33.0"), (QKV, "0.32.0"),
+                                                 (NVFP4, "0.33.0")])
+def test_plan_holds_what_real_vllm_loaded(folder, version):
     """Every FP-Quant parameter real vLLM built is in the plan, fed by the shards it took, and
     its one-element global scales hold the value real vLLM kept."""
-    ckpt = read_checkpoint(QKV)
-    plan = plan_load(ckpt, ENGINE, resolve_quantization(ckpt, ENGINE))
-    (rank,) = golden("llama-mxfp4-qkv-scales", 1)["ranks"]
+    ckpt = read_checkpoint(folder)
+    engine = f"vllm=={version}"
+    plan = plan_load(ckpt, engine, resolve_quantization(ckpt, engine))
+    (rank,) = golden(folder.name, 1, version)["ranks"]
     seen = 0
     for name, got in rank["params"].items():
         if got is None:  # backward_hadamard_matrix: vLLM 0.33 registers none
@@ -109,11 +116,9 @@ def test_differing_qkv_global_scales_keep_v_projs_and_are_qs403():
 
 def test_nvfp4_act_global_scale_differing_is_not_an_error(tmp_path):
     # NVFP4 quantizes the one input with act_global_scale and divides by it again
-    built = from_files(QKV).set_config("/quantization_config/forward_dtype", "nvfp4")
-    for name, t in list(built.tensors.items()):
-        if name.endswith(".scales"):  # [out, in/16]: E4M3 bytes of 1.0
-            built.tensors[name] = torch.full((t.shape[0], t.shape[1] * 2), 0x38,
-                                             dtype=torch.uint8)
+    built = from_files(NVFP4)
+    for leaf in ("weight_global_scale", "act_global_scale"):
+        built.set_value(f"{L0}.self_attn.k_proj.{leaf}", 8.0)
     got = [f for f in report(built.write(tmp_path)).findings if f.code == "QS403"]
     assert {f.location.param.rpartition(".")[2] for f in got} == {"weight_global_scale"}
 
@@ -128,8 +133,9 @@ def test_one_removed_scales_is_an_error_naming_the_module(tmp_path):
 def test_exporter_layout_fails_on_023_and_later_and_loads_before():
     # real vLLM 0.33.0: "There is no module or parameter named
     # 'layers.0.mlp.down_proj.backward_hadamard_matrix' in LlamaModel"
-    (rank,) = golden("llama-mxfp4-exporter", 1)["ranks"]
-    assert rank["load"] == "error" and "backward_hadamard_matrix" in rank["message"]
+    for version in ("0.32.0", "0.33.0"):
+        (rank,) = golden("llama-mxfp4-exporter", 1, version)["ranks"]
+        assert rank["load"] == "error" and "backward_hadamard_matrix" in rank["message"]
     found = report(EXPORTER).findings
     assert {f.code for f in found} == {"QS203"}
     assert all(f.location.tensor.endswith(".backward_hadamard_matrix") for f in found)

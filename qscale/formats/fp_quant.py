@@ -23,11 +23,11 @@ facts that differ by release are engine-catalogue data read from every wheel (``
   [h, h] in the model dtype; up to 0.22.1 also ``backward_hadamard_matrix`` [h, h]. From
   0.23.0 a checkpoint that stores ``backward_hadamard_matrix`` (FP-Quant's exporter and
   fp_quant's ``FPQuantLinear`` write it) fails to load: "There is no module or parameter
-  named '….backward_hadamard_matrix'" (QS203; real vLLM 0.33.0).
+  named '….backward_hadamard_matrix'" (QS203; real vLLM 0.32.0 and 0.33.0).
 * the global scales and the Hadamard matrix have no ``output_dim``: in a fused layer
   (``qkv_proj``, ``gate_up_proj``) the loader copies each shard's tensor over the whole
-  parameter and the shard loaded last stays (``MergedParam.overwritten``; real vLLM 0.33.0
-  kept ``v_proj``'s and ``up_proj``'s). Shards whose global scales differ are QS403.
+  parameter and the shard loaded last stays (``MergedParam.overwritten``; real vLLM 0.32.0
+  and 0.33.0 kept ``v_proj``'s and ``up_proj``'s). Shards whose global scales differ are QS403.
   ``act_global_scale`` divides the output of MXFP4 layers like the weight's (the activations
   are quantized without it); NVFP4 quantizes the activations with it, so there one value for
   the layer stays correct.
@@ -279,7 +279,8 @@ def _unregistered(param: str, label: str) -> str:
     last = _last_registering(param)
     since = f" ({last} was the last release to register it)" if last else ""
     return (f"{label} FPQuantLinearMethod registers no `{param}`{since}; the load stops with"
-            f" \"There is no module or parameter named '….{param}'\" (real vLLM 0.33.0)")
+            f" \"There is no module or parameter named '….{param}'\" (real vLLM 0.32.0 and"
+            " 0.33.0)")
 
 
 def _last_registering(param: str) -> str | None:
