@@ -289,3 +289,14 @@ def test_the_value_kept_is_the_shard_vllm_loads_last_across_files(tmp_path):
     p = plan_load(ckpt, ENGINE).param(f"{L0}.self_attn.qkv_proj.weight_global_scale")
     assert p.kept_from == f"{q}weight_global_scale" and p.slots == (3.0,)
     assert v + "weight_global_scale" in {s.source for s in p.sources}
+
+
+def test_plan_command_names_the_shard_kept(run_cli):
+    result = run_cli("plan", str(QKV), "--engine", ENGINE, "-p",
+                     f"{L0}.self_attn.qkv_proj.weight_global_scale")
+    assert result.returncode == 0
+    assert f"kept {L0}.self_attn.v_proj.weight_global_scale" in result.stdout
+    data = json.loads(run_cli("plan", str(QKV), "--engine", ENGINE, "-f", "json").stdout)
+    qkv = next(p for p in data["params"] if p["name"] == f"{L0}.self_attn.qkv_proj")
+    assert qkv["kept_from"]["weight_global_scale"] == f"{L0}.self_attn.v_proj.weight_global_scale"
+    assert qkv["slots"]["weight_global_scale"] == [1.5]
