@@ -300,3 +300,21 @@ def test_plan_command_names_the_shard_kept(run_cli):
     qkv = next(p for p in data["params"] if p["name"] == f"{L0}.self_attn.qkv_proj")
     assert qkv["kept_from"]["weight_global_scale"] == f"{L0}.self_attn.v_proj.weight_global_scale"
     assert qkv["slots"]["weight_global_scale"] == [1.5]
+
+
+def test_fix_drops_backward_hadamard_matrix_for_023_and_later(tmp_path):
+    # real vLLM 0.33.0 loaded the output (oracle/README.md); vLLM 0.22.1 does not need it
+    from safetensors.torch import load_file
+
+    from qscale.fix import Status, fix
+
+    out = tmp_path / "out"
+    result = fix(EXPORTER, out, engine=ENGINE,
+                 deployment=Deployment(allow_deprecated_quantization=True))
+    assert result.status == Status.FIXED
+    assert [c.fixer for c in result.plan.applied] == ["drop-unregistered"]
+    got, src = load_file(out / "model.safetensors"), load_file(EXPORTER / "model.safetensors")
+    assert set(src) - set(got) == {n for n in src if n.endswith(".backward_hadamard_matrix")}
+    assert len(set(src) - set(got)) == 14
+    assert all(torch.equal(got[n], src[n]) for n in got)
+    assert codes(out) == [] == codes(out, "vllm==0.22.1")
