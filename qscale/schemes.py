@@ -171,12 +171,6 @@ def per_channel_1d(o: int, _i: int) -> Shapes:
     return ((o,),)
 
 
-def one_element(_o: int, _i: int) -> Shapes:
-    """A ``[1]`` tensor (vLLM's merged-layer loaders assert the loaded shape equals the
-    parameter's, so a 0-d one is refused there)."""
-    return ((1,),)
-
-
 def square(n: int) -> ShapeRule:
     """An ``[n, n]`` matrix, whatever the module's shape (a rotation applied per group)."""
     return lambda _o, _i: ((n, n),)

@@ -318,3 +318,18 @@ def test_fix_drops_backward_hadamard_matrix_for_023_and_later(tmp_path):
     assert len(set(src) - set(got)) == 14
     assert all(torch.equal(got[n], src[n]) for n in got)
     assert codes(out) == [] == codes(out, "vllm==0.22.1")
+
+
+def test_a_0d_global_scale_loads_alone_and_is_refused_in_a_fused_layer(tmp_path):
+    # ColumnParallel / RowParallel weight_loader reshape a 0-d tensor to [1]; the merged
+    # (QKV, MergedColumn) ones assert the shapes are equal (real vLLM 0.33.0 on these two
+    # variants of the clean fixture: loads; AssertionError)
+    built = from_files(CLEAN)
+    o = f"{L0}.self_attn.o_proj.weight_global_scale"
+    built.tensors[o] = built.tensors[o].reshape(())
+    assert codes(built.write(tmp_path)) == []
+    q = f"{L0}.self_attn.q_proj.act_global_scale"
+    built.tensors[q] = built.tensors[q].reshape(())
+    found = report(built.write(tmp_path, name="fused")).findings
+    assert [f.code for f in found] == ["QS402"]
+    assert f"`{q}` is 0-d" in found[0].message

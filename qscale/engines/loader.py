@@ -747,6 +747,12 @@ def _overwritten(
     with differing q/k/v global scales kept v_proj's)."""
     order = tuple(sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0]))
     last = max(sources, key=lambda s: load_order(ckpt, s.source))
+    scalar = next((s.source for s in order if ckpt.tensors[s.source].shape == ()), None)
+    if scalar is not None:  # the merged loaders reshape nothing (Column/Row ones do)
+        return MergedParam(pname, order, parts, overwritten=role, errors=(
+            f"`{scalar}` is 0-d; the merged layer's weight_loader asserts"
+            " `param_data.shape == loaded_weight.shape` (torch.Size([1]) against"
+            " torch.Size([])): store it as [1]",))
     if any(ckpt.tensors[s.source].numel != 1 for s in sources):
         return MergedParam(pname, order, parts, overwritten=role, kept_from=last.source)
     values = tuple(_scalar(ckpt, s.source)[0] for s in order)

@@ -55,8 +55,8 @@ from qscale.schemes import (
     Strategy,
     TensorSpec,
     groups,
-    one_element,
     packed_in,
+    per_tensor,
     square,
     unpacked,
 )
@@ -124,7 +124,7 @@ def release(version: Version | None) -> Release | None:
 #: the shape rule of every parameter qscale knows, given (scale group, Hadamard group)
 def _shape(param: str, g: int, h: int) -> ShapeRule | None:
     return {"qweight": packed_in(2), "scales": groups(g),
-            "weight_global_scale": one_element, "act_global_scale": one_element,
+            "weight_global_scale": per_tensor, "act_global_scale": per_tensor,
             "forward_hadamard_matrix": square(h),
             "backward_hadamard_matrix": square(h)}.get(param)
 
