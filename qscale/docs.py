@@ -112,7 +112,8 @@ def _qscale_status(name: str) -> str:
                 " config and metadata checked, the load not ([QS102](rules/QS102.md))")
     if parser is fp_quant.parse:
         return ("modelled on vLLM 0.18.0-0.33.0 tensor by tensor (MXFP4 / NVFP4, the"
-                " merged layers' one global scale, TP); SGLang: [QS102](rules/QS102.md)")
+                " merged layers' one global scale, TP); SGLang refuses it"
+                " ([QS101](rules/QS101.md))")
     if parser is auto_round.parse_inc:
         return "modelled, as `auto-round` (vLLM 0.33 only; QS102 elsewhere)"
     if parser is not None:

@@ -231,7 +231,10 @@ def test_modules_to_not_convert_and_head(tmp_path):
     assert "QS206" in codes(built.write(tmp_path))
 
 
-def test_sglang_and_unread_releases_are_qs102(run_cli):
+def test_sglang_refuses_it_and_unread_releases_are_partial(run_cli):
+    # SGLang 0.5.12 / 0.5.23: fp_quant is not in QUANTIZATION_METHODS
+    with pytest.raises(ConfigError, match="Unknown quantization method: fp_quant"):
+        codes(CLEAN, "sglang==0.5.12")
     for engine in ("sglang==0.5.12", "vllm==0.34.0"):
         result = run_cli("check", str(CLEAN), "--engine", engine,
                          "--allow-deprecated-quantization")

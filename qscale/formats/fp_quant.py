@@ -31,7 +31,9 @@ facts that differ by release are engine-catalogue data read from every wheel (``
   ``act_global_scale`` divides the output of MXFP4 layers like the weight's (the activations
   are quantized without it); NVFP4 quantizes the activations with it, so there one value for
   the layer stays correct.
-* SGLang has no FP-Quant loader qscale has read: QS102.
+* SGLang (0.5.12, 0.5.23) has no ``fp_quant`` in its ``QUANTIZATION_METHODS`` and refuses it
+  at start-up ("Unknown quantization method: fp_quant", ``srt/configs/model_config.py``):
+  QS101.
 """
 
 from __future__ import annotations
@@ -176,6 +178,13 @@ class FpQuantConfig:
         """What the release stops on at start-up or while building the layers."""
         built = self.for_engine(engine)
         label = engine.label if engine is not None else "vLLM"
+        if built.engine_name == "sglang":
+            return ConfigError(
+                f"{self.config_key}: quant_method fp_quant; SGLang has no FP-Quant config"
+                " (not in QUANTIZATION_METHODS of srt/layers/quantization/__init__.py, read in"
+                " 0.5.12 and 0.5.23) and refuses it at start-up (\"Unknown quantization method:"
+                " fp_quant. Must be one of [...]\", srt/configs/model_config.py)",
+                hint="serve it with vLLM (--allow-deprecated-quantization from 0.18.0)")
         if built.engine_name != "vllm":
             return UnknownFormat(
                 f"{self.config_key}: {built.engine_name}'s FP-Quant loader was not read;"
