@@ -125,7 +125,7 @@ def render_methods_doc() -> str:
 def _qscale_status(name: str) -> str:
     """What qscale does with one registry name, read from the parsers it registers."""
     from qscale import formats
-    from qscale.formats import auto_round, moe_wna16, runtime_only, torchao
+    from qscale.formats import auto_round, fp_quant, moe_wna16, runtime_only, torchao
 
     if name in formats.ALIASES:
         return f"modelled, as `{formats.ALIASES[name]}`"
@@ -137,6 +137,10 @@ def _qscale_status(name: str) -> str:
                 " (Int4 plain / preshuffled / plain_int32 packing, other granularities),"
                 " routed experts (FusedMoE) and other releases: config and metadata checked,"
                 " the load not ([QS102](rules/QS102.md))")
+    if parser is fp_quant.parse:
+        return ("modelled on vLLM 0.18.0-0.33.0 tensor by tensor (MXFP4 / NVFP4, the"
+                " merged layers' one global scale, TP); SGLang refuses it"
+                " ([QS101](rules/QS101.md))")
     if parser is auto_round.parse_inc:
         return "modelled, as `auto-round` (vLLM 0.33 only; QS102 elsewhere)"
     if parser is not None:

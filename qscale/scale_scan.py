@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from qscale import _fpquant
 from qscale._dsv4 import scale_params
 from qscale.errors import HeaderError
 from qscale.safetensors_io import FileHeader, TensorInfo, decode
@@ -105,10 +106,10 @@ def scale_names(config: Mapping[str, Any] | None = None) -> frozenset[str]:
     """The leaf names of the tensors that hold scales in a checkpoint of this ``config.json``:
     :data:`SCALES`, and the names its format adds (``scale`` in DeepSeek-V4's
     ``deepseek_v4_fp8`` checkpoints, whose every ``<module>.scale`` vLLM's mapper renames to
-    a weight scale)."""
+    a weight scale; FP-Quant's ``act_global_scale`` and MXFP4 ``scales``)."""
     if not config:
         return SCALES
-    extra = scale_params(config)
+    extra = scale_params(config) | _fpquant.scale_params(config)
     return SCALES | extra if extra else SCALES
 
 

@@ -94,6 +94,11 @@ class TensorSpec:
     shapes: ShapeRule  #: accepted shapes, given the logical weight shape (out, in)
     logical: Logical | None = None  #: set on weights: (out, in) from the stored shape
     ref: str | None = None  #: the weight whose logical shape sizes this tensor (default: first)
+    #: how a fused layer's loader fills it: None, one slot or row range per shard; "weight" or
+    #: "act", one value for the whole layer that each shard's copy replaces (a parameter
+    #: without ``output_dim``: the shard loaded last stays), acting on the output like a
+    #: weight scale ("weight") or quantizing and dequantizing the one input alike ("act")
+    overwritten: str | None = None
 
     def accepted(self, out: int, inp: int) -> Shapes:
         """Accepted shapes for a module of logical shape (out, in)."""
@@ -109,8 +114,12 @@ class QuantScheme:
     weights: QuantArgs
     inputs: QuantArgs | None
     tensors: tuple[TensorSpec, ...]
-    #: tensors a checkpoint may carry that the engine drops on load (GPTQ ``g_idx``)
+    #: tensors a checkpoint may carry that the engine drops on load (GPTQ ``g_idx``) or
+    #: loads and never reads (vLLM 0.18-0.22 FP-Quant ``backward_hadamard_matrix``)
     tolerated: frozenset[str] = frozenset()
+    #: (param, why) for tensors an exporter writes that the engine has no parameter for
+    #: (QS203 says why instead of "does not write")
+    unregistered: tuple[tuple[str, str], ...] = ()
     #: the ``param`` of each of its tensors (derived from ``tensors``)
     params: frozenset[str] = field(init=False, repr=False, compare=False)
     #: ``params`` and ``tolerated``: what a module under this scheme may store
@@ -160,6 +169,11 @@ def per_channel_1d(o: int, _i: int) -> Shapes:
     ``(sum(output_partition_sizes),)`` ("quark's scale is 1 dim", also for MoE), so ``[out, 1]``
     fails the same shape asserts."""
     return ((o,),)
+
+
+def square(n: int) -> ShapeRule:
+    """An ``[n, n]`` matrix, whatever the module's shape (a rotation applied per group)."""
+    return lambda _o, _i: ((n, n),)
 
 
 def full(o: int, i: int) -> Shapes:

@@ -23,7 +23,7 @@ from qscale.engines.extract import (
     format_rows,
 )
 from qscale.engines.generate import build, main
-from qscale.formats import fbgemm_fp8, quark
+from qscale.formats import fbgemm_fp8, fp_quant, quark
 
 CAT = catalogue.load("vllm")
 assert CAT is not None
@@ -37,7 +37,8 @@ QUARK_SINCE["FP8_BLOCK_FACT"] = quark.FP8_BLOCK_FACT.since
 USED = sorted({s.fact for s in QUARK_SINCE.values()}
               | {name for name, _ in wna16._VLLM_FIELDS.values()}
               | {name for name, _ in wna16._AUTO_ROUND_FIELDS.values()}
-              | set(fbgemm_fp8.CATALOGUE_FACTS.values()) | {"auto_round.backends"})
+              | set(fbgemm_fp8.CATALOGUE_FACTS.values()) | set(fp_quant.CATALOGUE_FACTS.values())
+              | {"auto_round.backends"})
 
 
 @pytest.mark.parametrize("name", USED)

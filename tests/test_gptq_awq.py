@@ -146,7 +146,7 @@ def test_awq_8bit_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("method", "who"), [
-    ("fp_quant", "known to vLLM 0.33"), ("humming", "known to vLLM 0.33"),
+    ("humming", "known to vLLM 0.33"),
     ("gguf", "known to SGLang"), ("made_up_q", "unknown to vLLM 0.33 and SGLang")])
 def test_not_modelled_methods_say_who_knows_them(tmp_path, method, who):
     b = dense("LlamaForCausalLM", "gptq").set_config("/quantization_config/quant_method", method)

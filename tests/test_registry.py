@@ -42,9 +42,6 @@ def test_runtime_method_in_a_checkpoint_is_refused(tmp_path, method, run_cli):
 
 
 @pytest.mark.parametrize(("method", "extra", "words"), [
-    ("fp_quant", {"forward_dtype": "mxfp4", "forward_method": "abs_max",
-                  "hadamard_group_size": 32, "modules_to_not_convert": ["lm_head"]},
-     "deprecated"),
     ("humming", {}, "serve-time kernel backend"),
 ])
 def test_unmodelled_checkpoint_names_say_why(tmp_path, method, extra, words, run_cli):

@@ -80,6 +80,8 @@ def plan_dict(plan: LoadPlan, params: list[MergedParam]) -> dict[str, Any]:
             }
             for s in p.sources
         ]
+        if p.kept_from is not None:
+            entry.setdefault("kept_from", {})[leaf] = p.kept_from
         entry["errors"] += list(p.errors)
     return {
         "schema_version": 1,
@@ -130,6 +132,9 @@ def plan_cmd(
         lines.append(f"{p.name}{parts}")
         if p.slots is not None:
             lines.append("    slots: [" + ", ".join(_slot_text(v) for v in p.slots) + "]")
+        if p.kept_from is not None:
+            lines.append(f"    one value for the layer, each shard's copy over the last: kept"
+                         f" {p.kept_from}")
         done = processed.get(p.name)
         if done is not None and any(o.effect.value != "exact" for o in done.partitions):
             effects = ", ".join(f"{o.index}: {o.effect.value}" for o in done.partitions[:8])

@@ -1821,21 +1821,21 @@ def _method(tree: SourceTree, path: str, cls: str, name: str) -> ast.FunctionDef
                 None) if node is not None else None
 
 
-def _fbgemm_required_keys(tree: SourceTree) -> Read | None:
-    """The keys ``FBGEMMFp8Config.from_config`` reads with ``get_from_keys`` (which refuses a
-    config without them)."""
-    fn = _method(tree, _FBGEMM, "FBGEMMFp8Config", "from_config")
+def _required_keys(tree: SourceTree, path: str, cls: str) -> Read | None:
+    """The keys ``cls.from_config`` reads with ``get_from_keys`` (which refuses a config
+    without them)."""
+    fn = _method(tree, path, cls, "from_config")
     if fn is None:
         return None
     keys = [_json_literal(c.args[1])[0] for c in ast.walk(fn) if isinstance(c, ast.Call)
             and _dotted(c.func) == "cls.get_from_keys" and len(c.args) == 2]
-    return keys, f"{_FBGEMM}:FBGEMMFp8Config.from_config"
+    return keys, f"{path}:{cls}.from_config"
 
 
-def _fbgemm_layers(tree: SourceTree) -> Read | None:
-    """The layer classes ``FBGEMMFp8Config.get_quant_method`` gives a quantized method
-    (``isinstance(layer, …)`` tests that return something other than None)."""
-    fn = _method(tree, _FBGEMM, "FBGEMMFp8Config", "get_quant_method")
+def _quantized_layers(tree: SourceTree, path: str, cls: str) -> Read | None:
+    """The layer classes ``cls.get_quant_method`` gives a quantized method (``isinstance(layer,
+    …)`` tests that return something other than None)."""
+    fn = _method(tree, path, cls, "get_quant_method")
     if fn is None:
         return None
     out = []
@@ -1846,7 +1846,17 @@ def _fbgemm_layers(tree: SourceTree) -> Read | None:
             if any(r.value is not None and not (isinstance(r.value, ast.Constant)
                                                 and r.value.value is None) for r in returns):
                 out.append(_dotted(node.test.args[1]))
-    return out, f"{_FBGEMM}:FBGEMMFp8Config.get_quant_method"
+    return out, f"{path}:{cls}.get_quant_method"
+
+
+def _fbgemm_required_keys(tree: SourceTree) -> Read | None:
+    """``FBGEMMFp8Config.from_config``'s required keys."""
+    return _required_keys(tree, _FBGEMM, "FBGEMMFp8Config")
+
+
+def _fbgemm_layers(tree: SourceTree) -> Read | None:
+    """The layer classes ``FBGEMMFp8Config.get_quant_method`` quantizes."""
+    return _quantized_layers(tree, _FBGEMM, "FBGEMMFp8Config")
 
 
 def _fbgemm_parameters(tree: SourceTree) -> Read | None:
@@ -1905,6 +1915,109 @@ FORMAT_READERS.update({
     "awq.tile_padding": lambda t: _tile_padding(t, _AWQ_CONFIGS, "check_marlin_supports_layer"),
     "fbgemm_fp8.layers": _fbgemm_layers,
     "fbgemm_fp8.parameters": _fbgemm_parameters,
+})
+
+_FP_QUANT = f"{_QUANT}fp_quant.py"
+
+
+def _fp_quant_parameters(tree: SourceTree) -> Read | None:
+    """What ``FPQuantLinearMethod.create_weights`` registers, in order: parameter name ->
+    the ``dtype=`` of its ``torch.empty`` (``torch.uint8``, ``torch.float32``, or
+    ``params_dtype``: the model's) and the rank of its shape."""
+    fn = _method(tree, _FP_QUANT, "FPQuantLinearMethod", "create_weights")
+    if fn is None:
+        return None
+    made: dict[str, tuple[str | None, int]] = {}
+    for node in ast.walk(fn):
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Call)
+                and _dotted(node.value.func) == "Parameter" and node.value.args):
+            continue
+        empty = node.value.args[0]
+        if isinstance(empty, ast.Call) and _dotted(empty.func) == "torch.empty":
+            dtype = next((_dotted(k.value) for k in empty.keywords if k.arg == "dtype"), None)
+            made[node.targets[0].id] = (dtype, len(empty.args))
+    out: dict[str, dict[str, Any]] = {}
+    for call in ast.walk(fn):
+        if (isinstance(call, ast.Call) and _dotted(call.func) == "layer.register_parameter"
+                and len(call.args) == 2 and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[1], ast.Name) and call.args[1].id in made):
+            dtype, rank = made[call.args[1].id]
+            out[str(call.args[0].value)] = {"dtype": str(dtype), "rank": rank}
+    return out, f"{_FP_QUANT}:FPQuantLinearMethod.create_weights"
+
+
+def _fp_quant_group_sizes(tree: SourceTree) -> Read | None:
+    """``forward_dtype`` -> the scale group ``FPQuantLinearMethod.create_weights`` sizes
+    ``scales`` with (``if … forward_dtype == "mxfp4": group_size = 32``); a forward dtype
+    not in it is refused there."""
+    fn = _method(tree, _FP_QUANT, "FPQuantLinearMethod", "create_weights")
+    if fn is None:
+        return None
+    out: dict[str, int] = {}
+    for node in ast.walk(fn):
+        if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                and len(node.test.comparators) == 1
+                and isinstance(node.test.ops[0], ast.Eq)
+                and (_dotted(node.test.left) or "").endswith("forward_dtype")
+                and isinstance(node.test.comparators[0], ast.Constant)):
+            continue
+        for stmt in node.body:
+            if (isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
+                    and isinstance(stmt.value.value, int)
+                    and any(isinstance(t, ast.Name) and t.id == "group_size"
+                            for t in stmt.targets)):
+                out[str(node.test.comparators[0].value)] = stmt.value.value
+    return out, f"{_FP_QUANT}:FPQuantLinearMethod.create_weights"
+
+
+def _fp_quant_checks(tree: SourceTree) -> Read | None:
+    """What vLLM refuses an FP-Quant model for, as data: the one ``params_dtype``
+    ``FPQuantLinearMethod.create_weights`` takes (``if params_dtype != torch.bfloat16:
+    raise``), the config attribute the per-rank input size must be a multiple of there
+    (``input_size_per_partition % … != 0``), and ``FPQuantConfig.get_supported_act_dtypes``
+    (``VllmConfig._get_quantization_config`` refuses another model dtype at start-up)."""
+    fn = _method(tree, _FP_QUANT, "FPQuantLinearMethod", "create_weights")
+    if fn is None:
+        return None
+    out: dict[str, Any] = {"params_dtype": None, "input_multiple_of": None,
+                           "act_dtypes": None}
+    acts = _method(tree, _FP_QUANT, "FPQuantConfig", "get_supported_act_dtypes")
+    ret = next((n.value for n in ast.walk(acts) if isinstance(n, ast.Return)), None) \
+        if acts is not None else None
+    if isinstance(ret, ast.List):
+        out["act_dtypes"] = [_dotted(e) for e in ret.elts]
+    for node in ast.walk(fn):
+        if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+                and any(isinstance(s, ast.Raise) for s in node.body)):
+            continue
+        left, right = node.test.left, node.test.comparators[0]
+        if _dotted(left) == "params_dtype" and isinstance(node.test.ops[0], ast.NotEq):
+            out["params_dtype"] = _dotted(right)
+        if (isinstance(left, ast.BinOp) and isinstance(left.op, ast.Mod)
+                and _dotted(left.left) == "input_size_per_partition"):
+            out["input_multiple_of"] = (_dotted(left.right) or "").rpartition(".")[2]
+    return out, f"{_FP_QUANT}:FPQuantLinearMethod.create_weights"
+
+
+def _fp_quant_refuses_pseudoquantization(tree: SourceTree) -> Read | None:
+    """Whether ``FPQuantConfig.__init__`` raises for ``pseudoquantization`` (vLLM runs real
+    quantized weights only; later releases no longer read the key)."""
+    fn = _method(tree, _FP_QUANT, "FPQuantConfig", "__init__")
+    if fn is None:
+        return None
+    refused = any(isinstance(n, ast.If) and "pseudoquantization" in ast.unparse(n.test)
+                  and any(isinstance(s, ast.Raise) for s in n.body) for n in ast.walk(fn))
+    return refused, f"{_FP_QUANT}:FPQuantConfig.__init__"
+
+
+FORMAT_READERS.update({
+    "fp_quant.required_keys": lambda t: _required_keys(t, _FP_QUANT, "FPQuantConfig"),
+    "fp_quant.layers": lambda t: _quantized_layers(t, _FP_QUANT, "FPQuantConfig"),
+    "fp_quant.parameters": _fp_quant_parameters,
+    "fp_quant.group_sizes": _fp_quant_group_sizes,
+    "fp_quant.checks": _fp_quant_checks,
+    "fp_quant.refuses_pseudoquantization": _fp_quant_refuses_pseudoquantization,
 })
 
 _MARLIN_KERNEL = "vllm/model_executor/kernels/linear/mixed_precision/marlin.py"

@@ -57,6 +57,10 @@ class MergedParam:
     #: per-tensor scales the loader keeps fewer of than there are shards (SGLang's DeepSeek
     #: concatenation keeps the first 0-d scale): each shard's own value, in partition order
     shard_values: tuple[Slot, ...] | None = None
+    #: the scheme's :attr:`TensorSpec.overwritten` role when every shard's copy replaces the
+    #: last (``slots`` then holds the one value kept: the shard loaded last)
+    overwritten: str | None = None
+    kept_from: str | None = None  #: with ``overwritten``: the source whose value stays
 
     @property
     def leaf(self) -> str:
@@ -666,6 +670,9 @@ def _build(
     conflicts = _scheme_conflicts(quant, pname, sources)
     if not conflicts and pname.rpartition(".")[0].rpartition(".")[2] in fam.concatenated:
         return _concatenated(ckpt, quant, spec, pname, sources, parts)
+    role = _overwritten_role(quant, sources[0].source) if sources and not conflicts else None
+    if role is not None and len(sources) > 1:
+        return _overwritten(ckpt, pname, sources, parts, role)
     if conflicts or not sources or not _is_per_tensor(quant, sources[0].source):
         return MergedParam(pname, sources, parts, errors=tuple(conflicts))
     if sources[0].expert is not None:
@@ -701,6 +708,57 @@ def _build(
             if i < n:
                 slots[i] = value
     return MergedParam(pname, sources, parts, tuple(slots), tuple(errors))
+
+
+def _overwritten_role(quant: QuantMap, source: str) -> str | None:
+    module, _, param = source.rpartition(".")
+    mq = quant.modules.get(module)
+    sp = mq.scheme.spec(param) if mq and mq.scheme else None
+    return sp.overwritten if sp is not None else None
+
+
+def _natural(name: str) -> tuple[tuple[int, int | str], ...]:
+    """vLLM's ``_natural_sort_key`` of a file name (``model-00002-of-00010.safetensors``),
+    as a tuple that compares numbers with numbers."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name))
+
+
+def load_order(ckpt: Checkpoint, source: str) -> tuple[Any, ...]:
+    """Where vLLM's default loader yields a tensor: files in natural order
+    (``weight_utils.safetensors_weights_iterator`` sorts them with ``_natural_sort_key``),
+    then by name within a file (``safe_open(...).keys()`` is sorted; safetensors 0.8.0).
+    Read in vLLM 0.33.0, and seen in its real load of ``tests/fixtures/fp_quant``."""
+    return (_natural(ckpt.tensors[source].file.rpartition("/")[2]), source)
+
+
+def _overwritten(
+    ckpt: Checkpoint,
+    pname: str,
+    sources: tuple[ShardSlot, ...],
+    parts: tuple[int, ...] | None,
+    role: str,
+) -> MergedParam:
+    """A parameter that holds one value for the whole fused layer and no ``output_dim``:
+    vLLM 0.33 ``MergedColumnParallelLinear.weight_loader`` / ``QKVParallelLinear.weight_loader``
+    (``layers/linear.py``, the branch for a parameter with neither ``output_dim`` nor
+    ``needs_scalar_to_array``) copy each shard's tensor over all of it, so the shard loaded
+    last (:func:`load_order`) is what stays. For one-element tensors ``slots`` is that value
+    and ``shard_values`` each shard's own, in partition order (real vLLM 0.33 on the fixture
+    with differing q/k/v global scales kept v_proj's)."""
+    order = tuple(sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0]))
+    last = max(sources, key=lambda s: load_order(ckpt, s.source))
+    scalar = next((s.source for s in order if ckpt.tensors[s.source].shape == ()), None)
+    if scalar is not None:  # the merged loaders reshape nothing (Column/Row ones do)
+        return MergedParam(pname, order, parts, overwritten=role, errors=(
+            f"`{scalar}` is 0-d; the merged layer's weight_loader asserts"
+            " `param_data.shape == loaded_weight.shape` (torch.Size([1]) against"
+            " torch.Size([])): store it as [1]",))
+    if any(ckpt.tensors[s.source].numel != 1 for s in sources):
+        return MergedParam(pname, order, parts, overwritten=role, kept_from=last.source)
+    values = tuple(_scalar(ckpt, s.source)[0] for s in order)
+    kept = _scalar(ckpt, last.source)[0]
+    return MergedParam(pname, order, parts, slots=(kept,), shard_values=values,
+                       overwritten=role, kept_from=last.source)
 
 
 def _fused_on_disk(fam: Family, pname: str, sources: tuple[ShardSlot, ...]) -> int:

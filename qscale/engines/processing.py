@@ -16,7 +16,9 @@ left unfilled is harmless or ruins the layer. The step per scale name is profile
   wrongly by the ratio;
 - fused-MoE ``w13`` global scales ``[E, 2]``: w1's column serves w3 too;
 - SGLang DeepSeek ``fused_qkv_a_proj_with_mqa``: the loader already kept ``q_a_proj``'s 0-d
-  scale for both shards (``MergedParam.shard_values`` holds each shard's own).
+  scale for both shards (``MergedParam.shard_values`` holds each shard's own);
+- vLLM FP-Quant global scales (``[1]`` parameters without ``output_dim``): the loader already
+  kept the value of the shard it loaded last (``MergedParam.overwritten``).
 """
 
 from __future__ import annotations
@@ -143,26 +145,31 @@ def process_param(param: MergedParam, step: PostLoad) -> Processed | None:
 
 
 def _first_shard(param: MergedParam) -> Processed | None:
-    """A parameter whose loader kept one shard's scale for every shard (``shard_values``)."""
+    """A parameter whose loader kept one shard's scale for every shard (``shard_values``:
+    the first shard's, concatenated; or, ``overwritten``, the shard loaded last)."""
     own, slots = param.shard_values, param.slots
     if own is None or not slots or len(own) < 2:
         return None
-    act = param.leaf.endswith("input_scale")
-    step = PostLoad.ACT_FIRST_SHARD if act else PostLoad.WEIGHT_FIRST_SHARD
+    step = step_for_kept(param)
     kept = slots[0]
     return Processed(
         param, step, kept, tuple(_outcome(i, v, kept, step) for i, v in enumerate(own))
     )
 
 
+def step_for_kept(param: MergedParam) -> PostLoad:
+    """The step of a parameter whose loader kept one shard's scale (``shard_values``)."""
+    if param.overwritten is not None:
+        return (PostLoad.ACT_LAST_LOADED_DIVISOR if param.overwritten == "act"
+                else PostLoad.WEIGHT_LAST_LOADED_DIVISOR)
+    return (PostLoad.ACT_FIRST_SHARD if param.leaf.endswith("input_scale")
+            else PostLoad.WEIGHT_FIRST_SHARD)
+
+
 def step_for(plan: LoadPlan, param: MergedParam) -> PostLoad | None:
     """The profile's processing step for this parameter's scale leaf, if modelled."""
     if param.shard_values is not None:
-        return (
-            PostLoad.ACT_FIRST_SHARD
-            if param.leaf.endswith("input_scale")
-            else (PostLoad.WEIGHT_FIRST_SHARD)
-        )
+        return step_for_kept(param)
     table = plan.engine.profile.post_load
     return None if table is None else table.get(param.leaf)
 

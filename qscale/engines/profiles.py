@@ -47,6 +47,14 @@ class PostLoad(str, Enum):
     #: ``fused_qkv_a_proj_with_mqa``); weights are used with it, not requantized
     WEIGHT_FIRST_SHARD = "weight-first-shard"
     ACT_FIRST_SHARD = "activation-first-shard"  #: the same for static input scales
+    #: loading kept one value for all shards: the parameter has no ``output_dim``, so the
+    #: merged layer's loader copies each shard's ``[1]`` tensor over the whole parameter and
+    #: the shard loaded last stays (vLLM FP-Quant ``weight_global_scale``); weights are used
+    #: with 1 / it, not requantized
+    WEIGHT_LAST_LOADED_DIVISOR = "weight-last-loaded-divisor"
+    #: the same for a divisor the activations are quantized and dequantized with (FP-Quant
+    #: NVFP4 ``act_global_scale``: one input, one scale, still correct)
+    ACT_LAST_LOADED_DIVISOR = "activation-last-loaded-divisor"
 
     @property
     def requantizes(self) -> bool:
@@ -56,12 +64,14 @@ class PostLoad(str, Enum):
             PostLoad.ACT_MAX,
             PostLoad.ACT_MAX_DIVISOR,
             PostLoad.ACT_FIRST_SHARD,  # one input, quantized and dequantized with one scale
+            PostLoad.ACT_LAST_LOADED_DIVISOR,
         )
 
     @property
     def divisor(self) -> bool:
         """Whether the stored scale divides (compressed-tensors NVFP4 global scales)."""
-        return self in (PostLoad.ACT_MAX_DIVISOR, PostLoad.WEIGHT_MAX_DIVISOR)
+        return self in (PostLoad.ACT_MAX_DIVISOR, PostLoad.WEIGHT_MAX_DIVISOR,
+                        PostLoad.WEIGHT_LAST_LOADED_DIVISOR, PostLoad.ACT_LAST_LOADED_DIVISOR)
 
 
 #: Parameters vLLM creates and fills itself, never from a checkpoint tensor of that name:

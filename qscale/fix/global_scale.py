@@ -46,6 +46,13 @@ def plan(ctx: FixContext) -> Iterator[Change | Refusal]:
     for f in ctx.findings("QS403"):
         p = ctx.plan.params.get(f.location.param or "")
         leaf = p.leaf.removeprefix("w13_").removeprefix("w2_") if p else ""
+        if p is not None and p.overwritten is not None:
+            yield Refusal(
+                f,
+                "FP-Quant global scales have no block scales to move the ratio into: the FP4"
+                " codes would have to be requantized with one scale, which is not modelled",
+            )
+            continue
         if p is None or leaf not in LEAVES:
             yield Refusal(
                 f,

@@ -26,6 +26,7 @@ from qscale.fix import (
     scalar_input,
     scale_format,
     shared_expert,
+    unregistered,
 )
 from qscale.fix.context import FixContext, Fixer
 from qscale.fix.layout import file_size, layout_file
@@ -52,6 +53,7 @@ FIXERS: tuple[Fixer, ...] = (
     shared_expert.plan,
     global_scale.plan,
     dequant_head.plan,
+    unregistered.plan,
 )
 
 

@@ -23,6 +23,7 @@ from qscale.formats import (
     deepseek_v4_fp8,
     fbgemm_fp8,
     fp8,
+    fp_quant,
     gptq,
     modelopt,
     moe_wna16,
@@ -44,6 +45,7 @@ FORMATS: Mapping[str, Parser] = {
     compressed_tensors.METHOD: compressed_tensors.parse,
     fp8.METHOD: fp8.parse,
     fbgemm_fp8.METHOD: fbgemm_fp8.parse,
+    fp_quant.METHOD: fp_quant.parse,
     quark.METHOD: quark.parse,
     mxfp4.METHOD: mxfp4.parse,
     modelopt.METHOD: modelopt.parse,
@@ -120,7 +122,19 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
         raise not_modelled(key, method)
     if method == torchao.METHOD:  # its quantization metadata is in the safetensors headers
         return torchao.parse(qc, config_key=key, files=ckpt.files)
+    if method == fp_quant.METHOD:  # vLLM builds it for one model dtype only
+        return fp_quant.parse(qc, config_key=key, model_dtype=_model_dtype(ckpt))
     return parser(qc, config_key=key)
+
+
+def _model_dtype(ckpt: Checkpoint) -> str | None:
+    """config.json's ``torch_dtype`` (or ``dtype``), text config first: what vLLM's
+    ``--dtype auto`` keeps (float32 aside, which it downcasts)."""
+    for cfg in (ckpt.config.text, ckpt.config.raw):
+        for key in ("torch_dtype", "dtype"):
+            if isinstance(cfg.get(key), str):
+                return str(cfg[key]).removeprefix("torch.")
+    return None
 
 
 @dataclass(frozen=True, slots=True)

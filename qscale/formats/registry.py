@@ -55,10 +55,8 @@ VLLM_0_33: tuple[Method, ...] = (
     Method("fbgemm_fp8", "FBGEMMFp8Config", f"{_Q}fbgemm_fp8.py", Use.CHECKPOINT,
            "transformers FbgemmFp8Config (Meta's Llama-3.1 FP8); deprecated in vLLM 0.33"),
     Method("fp_quant", "FPQuantConfig", f"{_Q}fp_quant.py", Use.CHECKPOINT,
-           "transformers FPQuantConfig (IST-DASLab FP-Quant); deprecated in vLLM 0.33",
-           "a checkpoint format (MXFP4 / NVFP4 weights behind a Hadamard rotation, QuTLASS"
-           " kernels, compute capability 10.0) that vLLM 0.33 lists as deprecated: it refuses"
-           " it unless --allow-deprecated-quantization is given; its tensors are not modelled"),
+           "transformers FPQuantConfig, IST-DASLab FP-Quant (MXFP4 / NVFP4 behind a Hadamard"
+           " rotation); deprecated in vLLM 0.33"),
     Method("modelopt", "ModelOptFp8Config", f"{_Q}modelopt.py", Use.CHECKPOINT,
            "NVIDIA ModelOpt (hf_quant_config.json or inline)"),
     Method("modelopt_fp4", "ModelOptNvFp4Config", f"{_Q}modelopt.py", Use.CHECKPOINT,

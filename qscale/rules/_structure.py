@@ -120,8 +120,8 @@ def loaded_by_main_model(ctx: Context, name: str) -> bool:
 #: vLLM ``Fp8Config`` / ``QuarkConfig`` / ``Mxfp4Config`` (``quantization/fp8.py``,
 #: ``quark/quark.py``, ``mxfp4.py``) handle ``LinearBase``, ``FusedMoE`` and ``Attention``
 #: only, and SGLang's ``Fp8Config`` likewise; ``FBGEMMFp8Config`` (``fbgemm_fp8.py``) handles
-#: ``LinearBase`` only
-HEAD_NEVER_QUANTIZED = frozenset({"fp8", "quark", "mxfp4", "fbgemm_fp8"})
+#: ``LinearBase`` only, and so does ``FPQuantConfig`` (``fp_quant.py``)
+HEAD_NEVER_QUANTIZED = frozenset({"fp8", "quark", "mxfp4", "fbgemm_fp8", "fp_quant"})
 
 
 def head_built_unquantized(ctx: Context, mq: ModuleQuant) -> bool | None:

@@ -24,6 +24,9 @@ A Quark export that quantizes `linear_attn.conv1d` is refused this way.
 
 ## Fix
 Exclude the module from quantization and re-export, or dequantize it (`qscale fix`, later).
+Tensors the scheme names as written by the exporter but never read by the engine (FP-Quant's
+`backward_hadamard_matrix`, which vLLM ≥ 0.23 has no parameter for) are dropped by
+`qscale fix` (safe).
 """
 
 from collections.abc import Iterator
@@ -59,14 +62,19 @@ def check(ctx: Context) -> Iterator[Finding]:
             if scheme is not None and param == "weight":
                 what = f"{scheme.label} stores its weight as `{scheme.weight_spec.param}`"
             elif scheme is not None:
-                what = f"{scheme.label} does not write `{param}`"
+                what = dict(scheme.unregistered).get(param) \
+                    or f"{scheme.label} does not write `{param}`"
             else:
                 what = f"the module is not quantized ({mq.resolution.reason})"
             fix = ENGINE_NAME_FIX if scheme is None and ENGINE_NAMES in mq.resolution.reason \
                 else None
+            if scheme is not None and param in dict(scheme.unregistered):
+                fix = UNREAD_FIX
             yield RULE.finding(f"`{t.name}` is unexpected: {what}", ctx.at(t.name), fix=fix)
 
 
+#: the fix of a tensor the exporter writes and the engine never reads (qscale/fix/unregistered.py)
+UNREAD_FIX = Fix("drop the tensor: the engine never reads it (qscale fix)", Applicability.SAFE)
 #: the fix where the targets miss both the checkpoint's and the engine's names for a module
 ENGINE_NAME_FIX = Fix(
     "the engine matches the config's targets against its own module names (those named):"

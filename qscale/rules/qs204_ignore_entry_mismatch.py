@@ -3,8 +3,8 @@
 ## What it checks
 Every entry of the quantization config's skip list — compressed-tensors `ignore`, Quark
 `exclude`, ModelOpt `exclude_modules`, `quant_method: fp8` `ignored_layers` /
-`modules_to_not_convert`, `fbgemm_fp8` `modules_to_not_convert` — against the checkpoint's
-modules, in both namings that matter:
+`modules_to_not_convert`, `fbgemm_fp8` and `fp_quant` `modules_to_not_convert` — against the
+checkpoint's modules, in both namings that matter:
 
 - the checkpoint's own names, which the quantizer matched when it exported;
 - the engine's names. vLLM renames exact entries with the model's name mapper (so
@@ -13,7 +13,11 @@ modules, in both namings that matter:
   class `model.layers.…`, never `model.language_model.layers.…`.
 
 A regex that skips modules under the checkpoint's names but not under the engine's is an
-error: the engine builds those modules quantized while they are stored unquantized. An entry
+error: the engine builds those modules quantized while they are stored unquantized. FP-Quant
+entries are name suffixes, which vLLM's `FPQuantConfig.get_quant_method` tests against its own
+layer prefixes (`prefix.endswith(entry)`, `fp_quant.py`): an entry that ends a shard's name
+(`self_attn.q_proj`) but not its fused layer's (`self_attn.qkv_proj`), or the other way round,
+is an error. An entry
 that matches nothing in either naming is a warning, with the closest module names, or with
 the part of the model that the checkpoint does not hold at all (`model.visual` when the
 vision tower was left out).
@@ -58,8 +62,10 @@ from qscale.formats._layers import is_lm_head
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fbgemm_fp8 import FbgemmFp8Config
 from qscale.formats.fp8 import Fp8Config
+from qscale.formats.fp_quant import FpQuantConfig
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
+from qscale.modules import ModuleKind
 from qscale.rules._api import (
     Applicability,
     Context,
@@ -93,6 +99,14 @@ def skip_list(ctx: Context) -> tuple[str, Sequence[str], Matcher] | None:
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report skip-list entries that match nothing, or match differently in the engine."""
+    if isinstance(ctx.quant.format, FpQuantConfig):
+        yield from _suffix_entries(ctx, ctx.quant.format)
+    else:
+        yield from _skip_list_entries(ctx)
+
+
+def _skip_list_entries(ctx: Context) -> Iterator[Finding]:
+    """The skip-list entries of every other format, matched as the engine matches them."""
     found = skip_list(ctx)
     if found is None:
         return
@@ -156,6 +170,38 @@ def check(ctx: Context) -> Iterator[Finding]:
             fix=FIX,
             severity=Severity.WARNING,
         )
+
+
+def _suffix_entries(ctx: Context, fmt: FpQuantConfig) -> Iterator[Finding]:
+    """FP-Quant's ``modules_to_not_convert``: suffixes of the checkpoint's module names (what
+    fp_quant's ``replace_with_fp_quant_linear`` tests) and of vLLM's layer names (what
+    ``FPQuantConfig.get_quant_method`` tests; a fused layer is one name for its shards)."""
+    at = Location(file=fmt.config_key, key="/quantization_config/modules_to_not_convert")
+    engine: dict[str, str] = {}  # checkpoint module -> the engine layer it loads into
+    for p in (ctx.plan.params.values() if ctx.plan is not None else ()):
+        layer = p.name.rpartition(".")[0]
+        for src in p.sources:
+            if src.expert is None:
+                engine.setdefault(src.source.rpartition(".")[0], layer)
+    names = [n for n, mq in ctx.quant.modules.items() if mq.module.kind == ModuleKind.LINEAR]
+    for entry in fmt.modules_to_not_convert:
+        ours = [n for n in names if n.endswith(entry)]
+        lost = [n for n in ours if n in engine and not engine[n].endswith(entry)]
+        gained = [n for n in names if n not in ours and engine.get(n, "").endswith(entry)]
+        for n, how in ((lost[:1], "skips `{n}` by its checkpoint name, but vLLM tests its own"
+                        " layer name, `{e}`, which does not end with it: the layer is built"
+                        " FP-Quant while `{n}` is stored for an unquantized one"),
+                       (gained[:1], "ends vLLM's layer name `{e}` but not the checkpoint's"
+                        " `{n}`: vLLM builds the layer unquantized while `{n}` is stored for"
+                        " an FP-Quant one")):
+            if n:
+                yield RULE.finding(
+                    f"`{entry}` " + how.format(n=n[0], e=engine[n[0]]), at,
+                    fix=Fix("list the engine's layer name (the fused one) and store all its"
+                            " shards alike", Applicability.MANUAL))
+        if not ours and not gained:
+            yield RULE.finding(f"`{entry}` matches no module of the checkpoint", at, fix=FIX,
+                               severity=Severity.WARNING)
 
 
 def _wildcard_hit(

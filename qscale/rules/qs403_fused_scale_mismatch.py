@@ -10,6 +10,12 @@ partition's scale, without requantization:
   gate/up, Qwen3.5 `in_proj_qkv` + `in_proj_z`, `in_proj_b` + `in_proj_a`: vLLM takes the
   maximum and does not rescale the FP8 block scales;
 - fused-MoE `w13` global scales whose w1 and w3 columns differ: vLLM uses column 0 for both;
+- FP-Quant (`quant_method: fp_quant`) `weight_global_scale`, and `act_global_scale` of MXFP4
+  layers (it divides their output; MXFP4 quantizes the activations without it), that differ
+  across the shards of a fused layer: vLLM's parameter is one `[1]` value without
+  `output_dim`, each shard's copy replaces the last, and the shard loaded last (`v_proj`,
+  `up_proj` in a single-file checkpoint: files in natural order, names sorted within one)
+  is used for all (real vLLM 0.33.0);
 - on SGLang, DeepSeek `q_a_proj` + `kv_a_proj_with_mqa` FP8 per-tensor scales stored as 0-d
   scalars (ModelOpt, Quark): SGLang concatenates the two shards into its `ReplicatedLinear`
   `fused_qkv_a_proj_with_mqa` and, for two 0-d scales, loads `q_a_proj`'s alone, so
@@ -77,6 +83,8 @@ def check(ctx: Context) -> Iterator[Finding]:
             continue
         severity = Severity.ERROR if worst >= ERROR_DEVIATION else Severity.WARNING
         how, fix = _HOW.get(done.step, (_MAX, FIX))
+        if done.param.kept_from is not None:
+            how = f"{how} (`{done.param.kept_from}`)"
         yield RULE.finding(
             f"`{done.param.name}` on {ctx.plan.engine.label}: {text}; the shards' scales differ"
             f" and {how}",
@@ -94,6 +102,16 @@ FIX = Fix(
 _MAX = "the engine keeps the maximum and does not rescale the block scales"
 _HOW = {
     PostLoad.WEIGHT_FIRST_COLUMN: ("w1's column is used for w3", FIX),
+    PostLoad.WEIGHT_LAST_LOADED_DIVISOR: (
+        "the engine has one value for the fused layer: each shard's `[1]` tensor is copied"
+        " over the last, and the shard loaded last is used for all",
+        Fix(
+            "give the fused shards one global scale and requantize their weights with it"
+            " (FP-Quant's exporter: --fuse_global_scale), or deploy an engine that keeps one"
+            " per shard",
+            Applicability.MANUAL,
+        ),
+    ),
     PostLoad.WEIGHT_FIRST_SHARD: (
         "the engine loads the concatenated shards with the first shard's 0-d scale alone",
         Fix(

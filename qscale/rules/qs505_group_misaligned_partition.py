@@ -2,7 +2,8 @@
 
 ## What it checks
 For group-quantized weights — NVFP4 (group 16), MXFP4 and AMD Quark OCP-MX (32), W4A16 / int4
-(the config's `group_size`, typically 128) — the input of every row-parallel layer per TP rank,
+(the config's `group_size`, typically 128), FP-Quant (its `hadamard_group_size`, which vLLM's
+`FPQuantLinearMethod.create_weights` tests) — the input of every row-parallel layer per TP rank,
 and the routed experts' intermediate size per MoE-TP rank (the down projection's input), must be
 a multiple of the group size. For vLLM ≥ 0.33 and Qwen3-Next / Qwen3.5, a Quark OCP-MX shared
 expert whose TP slice breaks the group is replicated under expert parallel or sequence-parallel
