@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from typing import Any
 
 HIDDEN, INTER, HEADS, KV_HEADS, HEAD_DIM, LAYERS, VOCAB, H = 64, 128, 4, 2, 16, 2, 128, 32
@@ -193,19 +192,10 @@ def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
 
 def golden(ckpt: str, tp: int, out: str) -> None:
     """Write ``out``: what every rank's FP-Quant parameters hold after real vLLM's load."""
-    import torch.multiprocessing as mp
     import vllm
+    from vllm_load import run_ranks
 
-    init = f"file://{tempfile.mkdtemp()}/pg"
-    if tp == 1:
-        _golden_rank(0, ckpt, init, 1, out)
-    else:
-        mp.spawn(_golden_rank, args=(ckpt, init, tp, out), nprocs=tp)
-    ranks = []
-    for r in range(tp):
-        with open(f"{out}.rank{r}") as fh:
-            ranks.append(json.load(fh))
-        os.remove(f"{out}.rank{r}")
+    ranks = run_ranks(_golden_rank, ckpt, tp, out)
     data = {"vllm_version": vllm.__version__, "checkpoint": f"fp_quant/{os.path.basename(ckpt)}",
             "allow_deprecated_quantization": True, "tp": tp, "ranks": ranks}
     with open(out, "w") as fh:

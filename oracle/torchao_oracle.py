@@ -339,19 +339,10 @@ def golden(ckpt: str, tp: int, out: str) -> None:
     import json
     import os
 
-    import torch.multiprocessing as mp
     import vllm
+    from vllm_load import run_ranks
 
-    init = f"file://{tempfile.mkdtemp()}/pg"
-    if tp == 1:
-        _golden_rank(0, ckpt, init, 1, out)
-    else:
-        mp.spawn(_golden_rank, args=(ckpt, init, tp, out), nprocs=tp)
-    ranks = []
-    for r in range(tp):
-        with open(f"{out}.rank{r}") as fh:
-            ranks.append(json.load(fh))
-        os.remove(f"{out}.rank{r}")
+    ranks = run_ranks(_golden_rank, ckpt, tp, out)
     errors = sorted({r["error"] for r in ranks if "error" in r})
     data = {"vllm_version": vllm.__version__, "checkpoint": f"torchao/{os.path.basename(ckpt)}",
             "load": errors[0] if errors else "ok", "tp": tp, "ranks": [] if errors else ranks}

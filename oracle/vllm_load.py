@@ -70,3 +70,25 @@ def load_in_vllm(
 
         params = load_file(str(out))
     return status, params
+
+
+def run_ranks(rank_fn: Any, ckpt: str, tp: int, out: str) -> list[dict[str, Any]]:
+    """Run ``rank_fn(rank, ckpt, init, tp, out)`` on every tensor-parallel rank (in this
+    process at TP=1, else spawned processes sharing a file store ``init``) and return what
+    each wrote to ``<out>.rank<r>`` (JSON), removing those files. For the oracle scripts that
+    dump real vLLM's loaded parameters per rank (``torchao_oracle.py``, ``fp_quant_oracle.py``)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    init = f"file://{tempfile.mkdtemp()}/pg"
+    if tp == 1:
+        rank_fn(0, ckpt, init, 1, out)
+    else:
+        mp.spawn(rank_fn, args=(ckpt, init, tp, out), nprocs=tp)
+    ranks = []
+    for r in range(tp):
+        with open(f"{out}.rank{r}") as fh:
+            ranks.append(json.load(fh))
+        os.remove(f"{out}.rank{r}")
+    return ranks
