@@ -80,21 +80,31 @@ def _kind_of(leaf: str, params: Mapping[str, TensorInfo], weight: TensorInfo | N
 def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
     """Group tensors by owning module, in name order."""
     grouped: dict[str, dict[str, TensorInfo]] = {}
-    last: str | None = None
-    params: dict[str, TensorInfo] = {}
+    get = grouped.get
     for t in tensors:
         module, _, param = t[0].rpartition(".")  # t.name (a NamedTuple field: index is cheaper)
-        if module != last:  # a module's tensors are often stored next to each other
-            last = module
-            found = grouped.get(module)  # (setdefault would build a dict per tensor)
-            if found is None:
-                found = grouped[module] = {}
-            params = found
-        params[param] = t
+        found = get(module)  # (setdefault would build a dict per tensor)
+        if found is None:
+            grouped[module] = {param: t}
+        else:
+            found[param] = t
     out: dict[str, ModuleInfo] = {}
+    # A module's kind is a function of its leaf and its weight's rank alone, unless the leaf
+    # is `experts` (fused parameters decide): memoized on that pair, as the 10^5 experts of a
+    # large MoE share a handful of leaves.
+    kinds: dict[tuple[str, int], ModuleKind] = {}
     for name in sorted(grouped):
         params = grouped[name]
-        kind = _kind_of(name[name.rfind(".") + 1 :], params, _weight(params))
+        leaf = name[name.rfind(".") + 1 :]
+        weight = _weight(params)
+        if leaf == "experts":
+            kind = _kind_of(leaf, params, weight)
+        else:
+            key = (leaf, -1 if weight is None else len(weight[2]))  # weight.shape
+            known = kinds.get(key)
+            if known is None:
+                known = kinds[key] = _kind_of(leaf, params, weight)
+            kind = known
         out[name] = _module_info(name, kind, params)
     return out
 

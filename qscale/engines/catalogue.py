@@ -85,6 +85,7 @@ class Catalogue:
         return best
 
 
+@cache  # a handful of release strings, compared once per release_for call
 def _ver(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split("."))
 

@@ -345,12 +345,15 @@ def plan_load(
         pname, slot = map_tensor(fam, spec, name, eng)
         return ("map", pname, slot.shard_id, slot.expert)
 
-    routed = ExpertMemo(route, _bind_route) if _index_blind(fam) else route
+    kept = [n for n in ckpt.tensors if not _dropped(quant, leaves, n)] if leaves else ckpt.tensors
+    # every kept tensor's route, in order (a memo per expert template where that is sound)
+    routes = iter(ExpertMemo(route, _bind_route).each(kept) if _index_blind(fam)
+                  else map(route, kept))
     for name in ckpt.tensors:
         if leaves and _dropped(quant, leaves, name):
             skipped.append(name)
             continue
-        kind, pname, shard, expert = routed(name)
+        kind, pname, shard, expert = next(routes)
         if kind == "skip":
             skipped.append(name)
             continue

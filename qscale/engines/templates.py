@@ -117,6 +117,27 @@ class ExpertMemo(Generic[R]):
         self._bind = bind
         self._templates: dict[str, _Template[R]] = {}
 
+    def each(self, names: Iterable[str]) -> list[R]:
+        """``[self(name) for name in names]``, the path of a verified template inline (the
+        call of a 10^5-tensor checkpoint's every name)."""
+        out: list[R] = []
+        add = out.append
+        get = self._templates.get
+        mark, after, hashes, top = _MARK, _MARK_LEN, _HASHES, len(_HASHES)
+        for name in names:
+            i = name.find(mark)
+            if i >= 0:
+                j = i + after
+                k = name.find(".", j)
+                if j < k < j + top:
+                    digits = name[j:k]
+                    t = get(f"{name[:j]}{hashes[k - j]}{name[k:]}")
+                    if t is not None and t.make is not None and digits.isdigit():
+                        add(t.make(digits))
+                        continue
+            add(self(name))
+        return out
+
     def __call__(self, name: str) -> R:
         # split_expert, inline (once per tensor of the checkpoint)
         i = name.find(_MARK)

@@ -204,6 +204,7 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         fixed[kind] = Resolution(None, "no quantization config")
     out: dict[str, ModuleQuant] = {}
     memo: dict[tuple[str, ...], Resolution | None] = {}  # engine names -> their named scheme
+    shape_of = _LogicalShapes(ckpt.values)
     for name, module in group_modules(ckpt).items():
         if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
             res = fixed[module.kind]
@@ -222,8 +223,31 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
                     res = Resolution(None, f"the engine builds `{child.rstrip('.')}` without"
                                      f" a quantization config under {fmt.method}")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
-        out[name] = _module_quant(module, res, logical_shape(module, spec, ckpt.values))
+        out[name] = _module_quant(module, res, shape_of(module, spec))
     return QuantMap(fmt, out)
+
+
+class _LogicalShapes:
+    """:func:`logical_shape` over one checkpoint's modules, memoized where it reads no more
+    than the weight spec, whether the module holds fused experts, and the stored weight's
+    shape (no ``weight_shape`` tensor): the 10^5 experts of a large MoE share a handful."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+        #: (id of the spec, fused, stored shape) -> logical shape; the specs outlive the check
+        self._known: dict[tuple[int, bool, tuple[int, ...]], tuple[int, int] | None] = {}
+
+    def __call__(self, module: ModuleInfo, spec: TensorSpec | None) -> tuple[int, int] | None:
+        stored = module.tensors
+        w = None if spec is None or spec.logical is None else stored.get(spec.param)
+        if w is None or "weight_shape" in stored:
+            return logical_shape(module, spec, self._values)
+        key = (id(spec), module.kind == ModuleKind.FUSED_EXPERTS, w[2])  # w.shape
+        known = self._known
+        if key in known:
+            return known[key]
+        found = known[key] = logical_shape(module, spec, self._values)
+        return found
 
 
 def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec) -> None:

@@ -176,6 +176,9 @@ class Structure:
     misnamed: Mapping[str, Mapping[str, str]]
 
 
+_present = tuple.__new__  # Present(mq, spec, t) without the NamedTuple's Python __new__
+
+
 def structure(ctx: Context) -> Structure:
     """The structural facts of this check (computed by the first rule that asks)."""
     return ctx.shared(_structure)
@@ -194,14 +197,14 @@ def _structure(ctx: Context) -> Structure:
             continue  # none of the facts applies to it
         stored = mq.module.tensors
         w = stored.get("weight")  # stored_unquantized needs a float weight: a cheap sieve
-        if w is not None and w.dtype in FLOAT_WEIGHTS and stored_unquantized(mq):
+        if w is not None and w[1] in FLOAT_WEIGHTS and stored_unquantized(mq):  # w.dtype
             unquantized.append(mq)
         else:
             checked.append(mq)
             for spec in scheme.tensors:
                 t = stored.get(spec.param)
                 if t is not None:
-                    pairs.append(Present(mq, spec, t))
+                    pairs.append(_present(Present, (mq, spec, t)))  # Present(mq, spec, t)
                 else:
                     absent.append((mq, spec))
         if not (stored.keys() >= scheme.params):  # misnamed needs an absent one

@@ -26,7 +26,7 @@ from qscale.rules._structure import present
 def check(ctx: Context) -> Iterator[Finding]:
     """Report tensors whose dtype the scheme does not accept."""
     for p in present(ctx):
-        if p.tensor.dtype not in p.spec.dtypes:
+        if p[2][1] not in p[1].dtypes:  # p.tensor.dtype not in p.spec.dtypes
             assert p.mq.scheme is not None
             yield RULE.finding(
                 f"`{p.tensor.name}` is {p.tensor.dtype}, expected"

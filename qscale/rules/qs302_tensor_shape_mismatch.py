@@ -33,26 +33,25 @@ def check(ctx: Context) -> Iterator[Finding]:
     #: verdict reads when the module's logical shape sizes the spec (`sized_by_module`); the
     #: 10^5 experts of a large MoE share a handful
     fine: set[tuple[int, int, object, object, str, tuple[int, ...]]] = set()
-    for p in present(ctx):
-        t, mq = p.tensor, p.mq
-        key = (id(p.spec), id(mq.scheme), mq.module.kind, mq.logical_shape, t.dtype, t.shape)
-        if key in fine:
+    for mq, spec, t in present(ctx):  # each a Present
+        key = (id(spec), id(mq.scheme), mq.module.kind, mq.logical_shape, t[1], t[2])
+        if key in fine:  # (t[1], t[2]: the tensor's dtype and shape)
             continue
-        if t.dtype not in p.spec.dtypes:
+        if t.dtype not in spec.dtypes:
             fine.add(key)
             continue  # QS301 already reports it; its shape is meaningless
-        shapes = accepted_shapes(mq, p.spec)
+        shapes = accepted_shapes(mq, spec)
         if shapes is None or t.shape in shapes:
-            if accepted_shapes.sized_by_module(mq, p.spec):
+            if accepted_shapes.sized_by_module(mq, spec):
                 fine.add(key)
             continue
-        assert p.mq.scheme is not None
+        assert mq.scheme is not None
         expected = " or ".join(fmt_shape(s) for s in shapes)
         yield RULE.finding(
-            f"`{p.tensor.name}` has shape {fmt_shape(p.tensor.shape)}, expected {expected}"
-            f" for {p.mq.scheme.label} with weight {fmt_shape(p.mq.logical_shape or ())}",
-            ctx.at(p.tensor.name),
-            fix=RESHAPE if _unit_dims_only(p.tensor.shape, shapes) else None,
+            f"`{t.name}` has shape {fmt_shape(t.shape)}, expected {expected}"
+            f" for {mq.scheme.label} with weight {fmt_shape(mq.logical_shape or ())}",
+            ctx.at(t.name),
+            fix=RESHAPE if _unit_dims_only(t.shape, shapes) else None,
         )
 
 
