@@ -123,6 +123,31 @@ def test_header_only_check_does_not_import_torch(broken):
     assert r.returncode == 0, r.stderr
 
 
+def test_check_imports_only_its_own_formats_renderer(broken):
+    # a console check renders without the JSON/SARIF/GitHub renderers and the baseline module;
+    # a JSON check imports its renderer (and the baseline fingerprints) when it renders
+    others = (
+        "qscale.report.json_report",
+        "qscale.report.sarif",
+        "qscale.report.github",
+        "qscale.baseline",
+    )
+    for fmt, loaded in (
+        ("console", []),
+        ("json", ["qscale.baseline", "qscale.report.json_report"]),
+    ):
+        code = (
+            "import sys\n"
+            "from qscale.cli import app\n"
+            f"try:\n    app(['check', {str(broken)!r}, '-f', {fmt!r}])\n"
+            "except SystemExit as e:\n    assert e.code == 1, e.code\n"
+            f"print(sorted(m for m in {others!r} if m in sys.modules))\n"
+        )
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == str(loaded), fmt
+
+
 def test_help_does_not_import_torch():
     code = (
         "import sys\nfrom qscale.cli import app\ntry:\n    app(['--help'])\n"

@@ -1,15 +1,19 @@
-"""render(report, format) -> str; one module per output format."""
+"""render(report, format) -> str; one module per output format, imported when it renders."""
 
 from __future__ import annotations
 
-from qscale.findings import Report
-from qscale.report import console, github, json_report, sarif
+import importlib
 
+from qscale.findings import Report
+
+#: format -> the module under qscale.report whose ``render(report)`` writes it; a check
+#: imports its own format's alone (the JSON, SARIF and GitHub renderers bring the baseline
+#: fingerprints, hashlib and the rule registry's SARIF metadata with them)
 RENDERERS = {
-    "console": console.render,
-    "json": json_report.render,
-    "sarif": sarif.render,
-    "github": github.render,
+    "console": "console",
+    "json": "json_report",
+    "sarif": "sarif",
+    "github": "github",
 }
 
 
@@ -18,6 +22,7 @@ def render(
 ) -> str:
     """Render a report in the named format (``allow_partial`` only changes the console's
     closing line: every format says a check is partial)."""
+    module = importlib.import_module(f"qscale.report.{RENDERERS[fmt]}")
     if fmt == "console":
-        return console.render(report, color=color, width=width, allow_partial=allow_partial)
-    return RENDERERS[fmt](report)
+        return str(module.render(report, color=color, width=width, allow_partial=allow_partial))
+    return str(module.render(report))
