@@ -137,9 +137,10 @@ def _mslk_stand_ins() -> None:
     ``int4_row_quantize_zp`` (asymmetric int4 per group of the last dimension: int8 values in
     [-8, 7], scale and zero point ``[K / group, N]`` float), ``pack_int4`` (two int4 per int8
     along the last dimension: ``[N, K / 2]``) and the ``mslk::bf16i4bf16_rowwise`` matmul that
-    AWQ's scale search and the forward call (dequantize, then a plain matmul). Shapes and
-    dtypes are the mslk ones (torchao's Int4Tensor docstring and slicing code); the values
-    follow the same min/max formula but are computed here, and nothing else changes."""
+    AWQ's scale search and the forward call (dequantize, then a plain matmul). The formula,
+    shapes and dtypes are those of mslk-cuda 1.1.0's ``mslk/quantize/shuffle.py`` (read in
+    the wheel: scale (max - min) / 15, zero point min + 8 * scale, values recentred by 8,
+    scale and zero point transposed; low nibble first), written here; nothing else changes."""
     import importlib
 
     import torch

@@ -490,3 +490,12 @@ def test_int4_plain_group_split_by_tp_fails_like_vllm():
                    CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=4)))
     assert [f.code for f in report.findings] == ["QS505", "QS505"]
     assert all(FAILED["llama-int4plain@vllm-0.33.0-tp4"] in f.message for f in report.findings)
+
+
+def test_fix_rejects_the_awq_pre_scale_mismatch(run_cli, tmp_path):
+    result = run_cli("fix", str(AWQ), "--out", str(tmp_path / "out"), "--engine", "vllm==0.33.0",
+                     "--unsafe-fixes")
+    assert result.returncode == 1
+    assert result.stdout.count("reject QS403") == 2
+    assert "AWQ pre-scales are folded into the int4 weights" in result.stdout
+    assert not (tmp_path / "out").exists()
