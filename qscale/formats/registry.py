@@ -88,8 +88,9 @@ VLLM_0_33: tuple[Method, ...] = (
     Method("torchao", "TorchAOConfig", f"{_Q}torchao.py", Use.CHECKPOINT,
            "transformers TorchAoConfig (safetensors holding torchao's flattened tensor"
            " subclasses): the pytorch/* Hub org's -INT4 (Int4WeightOnlyConfig, tile-packed,"
-           " HQQ), -FP8 (Float8DynamicActivationFloat8WeightConfig, per row) and -INT8-INT4"
-           " (Int8DynamicActivationIntxWeightConfig) checkpoints"),
+           " HQQ), -FP8 (Float8DynamicActivationFloat8WeightConfig, per row), -INT8-INT4"
+           " (Int8DynamicActivationIntxWeightConfig) and -AWQ-INT4 (AWQConfig over plain"
+           " Int4WeightOnlyConfig) checkpoints"),
     Method("inc", "INCConfig", f"{_Q}inc/inc.py", Use.ALIAS,
            "none known (INCConfig's own name; AutoRound writes auto-round)"),
     Method("auto-round", "INCConfig", f"{_Q}inc/inc.py", Use.CHECKPOINT,

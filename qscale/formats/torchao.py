@@ -2,10 +2,11 @@
 torchao safetensors metadata are checked as vLLM 0.18.0-0.33.x reads them (one torchao load
 path in every release read), and for Int8 / Float8 weight-only and Float8 dynamic-activation
 (per row), Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8) and Int4
-weight-only tile-packed configs (the pytorch/* Hub org's -FP8 and -INT4 recipes) the load into
-the engine's merged and TP-sharded parameters is modelled; other configs (Int4 plain /
-preshuffled, a per-module ``FqnToConfig``), routed experts, other subclasses and other
-releases stop at QS102.
+weight-only tile-packed and plain configs and AWQ over plain Int4 (the pytorch/* Hub org's
+-FP8, -INT4 and -AWQ-INT4 recipes) the load into the engine's merged and TP-sharded parameters
+is modelled; other configs (Int4 preshuffled / plain_int32, AWQ over another base, a
+per-module ``FqnToConfig``), routed experts, other subclasses and other releases stop at
+QS102.
 
 vLLM 0.33.0 ``quantization/torchao.py`` ``TorchAOConfig.from_config`` needs ``quant_type`` to be
 a dict whose only key is ``default`` (transformers' string spellings, ``"int4_weight_only"``,
@@ -72,6 +73,30 @@ per rank, groups of 64) torchao leaves the rank's parameter plain and the copy f
 1024 input columns, so a row-parallel rank's input must be a multiple of 1024 at TP > 1
 (:func:`tile_packed_refusal`, QS506; ``oracle/torchao_oracle.py replay``, and real vLLM 0.33
 on a 2048-wide export: right at TP=2, "metadata mismatch" at TP=4).
+
+Int4 plain (``Int4Tensor``, Int4WeightOnlyConfig's default packing; :func:`_int4_plain_scheme`)
+and AWQ (``AWQConfig``, the -AWQ-INT4 recipe: torchao's AWQ over
+``Int4WeightOnlyConfig(group_size=128, version=2)``, saved with step ``prepare_for_loading``)
+need the mslk kernels: torchao's ``Int4Tensor.from_hp`` raises "Requires mslk >= 1.0.0"
+without them, in vLLM's ``create_weights`` as in the export (mslk is CUDA-only; an
+environment fact qscale does not judge). ``create_weights`` runs AWQ's prepare-for-loading on
+the rank's empty weight (observer, one forward on random input, the scale search, the base
+config) and gets an Int4Tensor carrying an ``act_pre_scale`` ``[in per rank]``; the stored one
+is ``[in]`` whole and torchao's ``aten.slice`` never cuts it, so every row-parallel layer fails
+``copy_`` at TP > 1 (QS506), and a merged layer keeps the shard loaded last's (each shard's
+``copy_`` copies every component; AWQ searched each projection's scales alone, so q/k/gate
+run with v's/up's: QS403). The recipe's ``quantize_`` has no filter, so ``lm_head`` is an
+Int4Tensor too, which vLLM cannot load (QS101, :func:`quantized_vocab`). Real vLLM 0.33.0
+(CPU, mslk stood in for by ``oracle/torchao_oracle.py`` ``_mslk_stand_ins``): the plain
+Int4 export loads with every piece equal at TP=1 and 2; the AWQ export fails on ``lm_head``
+("'Tensor' object has no attribute 'tensor_data_names'"); without the quantized head it loads
+at TP=1 with ``qkv_proj``'s ``act_pre_scale`` equal to ``v_proj``'s and ``gate_up_proj``'s to
+``up_proj``'s, and fails at TP=2 with "Not supported args for copy_ due to metadata mismatch".
+transformers 5.19's ``save_pretrained`` of the recipe's model (quantized by ``quantize_``,
+no quantizer attached) fails ("Attempted to access the data pointer on an invalid python
+storage"); the upload script of the recipe saves with ``safe_serialization=False``
+(``pytorch_model.bin``, which qscale does not read); the fixtures are saved with
+transformers' torchao quantizer attached, whose ``save_pretrained`` flattens the subclasses.
 """
 
 from __future__ import annotations
@@ -112,8 +137,9 @@ SUBCLASSES = frozenset({
 READ_RELEASES = ((0, 18), (0, 33))
 #: the configs whose load is modelled (messages, docs/methods.md)
 MODELLED = ("Int8 and Float8 weight-only (per row), Float8 dynamic-activation (per row),"
-            " Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8) and Int4"
-            " weight-only tile-packed (tinygemm or HQQ qparams) configs")
+            " Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8), Int4"
+            " weight-only tile-packed (tinygemm or HQQ qparams) and plain (Int4Tensor) configs,"
+            " and AWQ over plain Int4 (Int4Tensor with an act_pre_scale)")
 _WHERE = "vLLM 0.33 (model_loader/weight_utils.py, safetensors_load_strategy 'torchao')"
 
 
@@ -190,7 +216,8 @@ class TorchAoConfig(SameInEveryRelease):
             return Resolution(None, "torchao: weight stored as a plain tensor")
         kind, block, pieces, _, shape = found
         qdata = module.tensors.get("_weight_qdata")
-        per_row = qdata is not None and len(qdata.shape) == 2 and block == (1, qdata.shape[1])
+        per_row = kind != "Int4Tensor" and qdata is not None and len(qdata.shape) == 2 \
+            and block == (1, qdata.shape[1])
         return Resolution(scheme(kind, block, pieces, per_row, shape),
                           f"torchao {kind} (metadata of `{module.name}.weight`)")
 
@@ -293,10 +320,7 @@ def built_as(default: Mapping[str, Any]) -> tuple[Built | None, str | None]:
     if ao_type == "Int4WeightOnlyConfig":
         return _int4_built(data)
     if ao_type == "AWQConfig":  # torchao/prototype/awq/api.py
-        base = _type_of(data.get("base_config")) or "no base config"
-        return None, (f"config AWQConfig (torchao AWQ, the -AWQ-INT4 recipe, over {base}: the"
-                      " weights carry an act_pre_scale, and vLLM quantizes each parameter with"
-                      f" AWQConfig's step {_data_of_str(data.get('step')) or data.get('step')!r})")
+        return _awq_built(data)
     fqn = data.get("fqn_to_config") or data.get("module_fqn_to_config")
     if "FqnToConfig" in ao_type and isinstance(fqn, dict):
         per = ", ".join(f"`{k}`: {_type_of(v) or 'none'}" for k, v in list(fqn.items())[:4])
@@ -343,19 +367,39 @@ def _intx_built(ao_type: str, data: Mapping[str, Any]) -> tuple[Built | None, st
 #: Int4WeightOnlyConfig's packing formats vLLM 0.33 + torchao 0.18 build, and why the others
 #: are not modelled
 INT4_UNMODELLED = {
-    "plain": "Int4Tensor: torchao quantizes it with the mslk kernels (int4_row_quantize_zp,"
-             " ImportError without them) and vLLM 0.33 converts it to Int4PreshuffledTensor"
-             " after the load on sm90 (convert_to_packed_tensor_based_on_current_hardware)",
+    "plain": "Int4Tensor with a qparams algorithm other than tinygemm",
     "preshuffled": "Int4PreshuffledTensor, which torchao 0.18's safetensors support does not"
                    " save or rebuild",
     "plain_int32": "Int4PlainInt32Tensor (the XPU / NPU layout)",
 }
 
 
+def _awq_built(data: Mapping[str, Any]) -> tuple[Built | None, str | None]:
+    """AWQConfig (the pytorch/*-AWQ-INT4 recipe: over Int4WeightOnlyConfig, plain packing),
+    saved with step ``prepare_for_loading``: vLLM's ``create_weights`` runs AWQ's
+    prepare-for-loading on the empty weight (an observer, one forward on random input, the
+    scale search) and gets the base config's Int4Tensor with an ``act_pre_scale`` (one value
+    per input column) that the load then overwrites."""
+    base = data.get("base_config")
+    step = _data_of_str(data.get("step")) or data.get("step")
+    what = f"over {_type_of(base) or 'no base config'}, step {step!r}"
+    if str(step).lower() != "prepare_for_loading" or _type_of(base) != "Int4WeightOnlyConfig":
+        return None, (f"config AWQConfig ({what}: qscale models AWQ over Int4WeightOnlyConfig"
+                      " saved with step 'prepare_for_loading', the -AWQ-INT4 recipe)")
+    built, why = _int4_built(_data_of(base))
+    if built is None or built.kind != "Int4Tensor":
+        return None, f"config AWQConfig ({what}; {why or 'tile-packed base'})"
+    return Built(built.kind, built.group, built.pieces | {"act_pre_scale"}), None
+
+
 def _int4_built(data: Mapping[str, Any]) -> tuple[Built | None, str | None]:
     packing = _data_of_str(data.get("int4_packing_format")) or data.get("int4_packing_format")
     packing = str(packing if packing is not None else "plain").lower()
     group = data.get("group_size", 128)
+    algo = data.get("int4_choose_qparams_algorithm")  # an enum dict, or a plain string
+    algo = str(_data_of_str(algo) or algo or "tinygemm").lower()
+    if packing == "plain" and isinstance(group, int) and group > 0 and algo == "tinygemm":
+        return Built("Int4Tensor", group, frozenset({"qdata", "scale", "zero_point"})), None
     if packing != "tile_packed_to_4d":
         why = INT4_UNMODELLED.get(packing, f"packing format {packing!r}")
         return None, f"config Int4WeightOnlyConfig with int4_packing_format {packing!r} ({why})"
@@ -462,12 +506,17 @@ def tile_packed_refusal(row_parallel: bool, inp: int, parts: tuple[int, ...], tp
     return None
 
 
-def group_refusal(label: str, k: int, group: int) -> str:
+def group_refusal(label: str, k: int, group: int, awq: bool = False) -> str:
     """What vLLM 0.33 fails with where a row-parallel rank's input ``k`` is not a multiple of
     the group: ``create_weights`` quantizes the rank's empty slice, which the Int4 configs
     leave a plain tensor (``_int4_weight_only_quantize_tensor`` skips a weight whose input the
     group does not divide) and the others assert on."""
-    if label == "torchao Int4TilePackedTo4dTensor":
+    if awq:
+        return ("torchao's AWQ prepare-for-loading gets a plain tensor back from"
+                " Int4WeightOnlyConfig (\"Skipping quantizing weight ... not compatible with"
+                f" group_size {group}\") and asserts: \"weight must support activation scaling"
+                " through implementing `SupportsActivationPreScaling`\"")
+    if label in ("torchao Int4TilePackedTo4dTensor", "torchao Int4Tensor"):
         return ("torchao's Int4WeightOnlyConfig leaves the rank's parameter a plain tensor"
                 f" (\"Skipping quantizing weight ... not compatible with group_size {group}\")"
                 " and copying the stored subclass into it fails: \"AttributeError: 'Tensor'"
@@ -672,6 +721,8 @@ PIECES: Mapping[str, tuple[str, int, Mapping[str, frozenset[str]]]] = {
                                             "zero_point": frozenset({"I8"})}),
     "Int4TilePackedTo4dTensor": ("int", 4, {"qdata": frozenset({"I32"}),
                                             "scale_and_zero": frozenset({"BF16"})}),
+    "Int4Tensor": ("int", 4, {"qdata": frozenset({"I8"}), "scale": FLOAT_SCALE,
+                              "zero_point": FLOAT_SCALE, "act_pre_scale": FLOAT_SCALE}),
 }
 #: Int4TilePackedTo4dTensor (torchao 0.18.0 ``int4_tile_packed_to_4d_tensor.py`` ``from_hp``):
 #: the weight is zero-padded to a multiple of TILE_K input columns and TILE_N rows before
@@ -697,6 +748,8 @@ def scheme(kind: str, block: tuple[int, int], pieces: tuple[str, ...],
     tiles (:func:`tile_packed_rule`), its logical shape from the metadata's ``shape``."""
     typ, bits, dtypes = PIECES[kind]
     bn, bk = block
+    if kind == "Int4Tensor":
+        return _int4_plain_scheme(kind, bk, pieces, shape)
     if kind == "Int4TilePackedTo4dTensor" and shape is not None:
         args = QuantArgs(typ, bits, Strategy.GROUP, group_size=bk)
         specs = [TensorSpec("_weight_qdata", dtypes["qdata"], tile_packed_rule("qdata", bk),
@@ -713,4 +766,26 @@ def scheme(kind: str, block: tuple[int, int], pieces: tuple[str, ...],
         args, rule = QuantArgs(typ, bits, Strategy.BLOCK, block=(bn, bk)), blocks(bn, bk)
     specs = [TensorSpec("_weight_qdata", dtypes["qdata"], full, logical=lambda s: (s[0], s[1]))]
     specs += [TensorSpec(f"_weight_{p}", dtypes[p], rule) for p in pieces if p != "qdata"]
+    return QuantScheme("torchao", f"torchao {kind}", args, None, tuple(specs))
+
+
+def _int4_plain_scheme(kind: str, group: int, pieces: tuple[str, ...],
+                       shape: tuple[int, int] | None) -> QuantScheme:
+    """Int4Tensor (torchao 0.18.0 ``int4_tensor.py``): ``qdata`` int8 ``[out, in / 2]`` (two
+    int4 per byte along the input), ``scale`` and ``zero_point`` ``[in / group, out]``
+    (transposed), AWQ's ``act_pre_scale`` ``[in]``: one value per input column for the whole
+    layer, which torchao's ``aten.slice`` never cuts and every shard's ``copy_`` into a
+    merged parameter replaces (the shard loaded last stays, real vLLM 0.33)."""
+    args = QuantArgs("int", 4, Strategy.GROUP, group_size=group)
+    specs = [TensorSpec("_weight_qdata", PIECES[kind][2]["qdata"],
+                        lambda o, i: ((o, i // 2),),
+                        logical=(lambda _s: shape) if shape is not None
+                        else (lambda s: (s[0], s[1] * 2)))]
+    for p in pieces:
+        if p in ("scale", "zero_point"):
+            specs.append(TensorSpec(f"_weight_{p}", FLOAT_SCALE,
+                                    lambda o, i: ((-(-i // group), o),)))
+        elif p == "act_pre_scale":
+            specs.append(TensorSpec("_weight_act_pre_scale", FLOAT_SCALE, lambda o, i: ((i,),),
+                                    overwritten="act"))
     return QuantScheme("torchao", f"torchao {kind}", args, None, tuple(specs))

@@ -16,6 +16,11 @@ partition's scale, without requantization:
   `output_dim`, each shard's copy replaces the last, and the shard loaded last (`v_proj`,
   `up_proj` in a single-file checkpoint: files in natural order, names sorted within one)
   is used for all (real vLLM 0.33.0);
+- torchao AWQ (`AWQConfig`, the pytorch/*-AWQ-INT4 recipe) `act_pre_scale` vectors (one value
+  per input column, multiplying the activations; the weights were scaled by its inverse) that
+  differ across the shards of a fused layer: the merged Int4Tensor holds one, each shard's
+  `copy_` replaces it, and the shard loaded last (`v_proj`, `up_proj`) is used for all (real
+  vLLM 0.33.0 + torchao 0.18.0 on an AWQ export: `qkv_proj` kept `v_proj`'s);
 - on SGLang, DeepSeek `q_a_proj` + `kv_a_proj_with_mqa` FP8 per-tensor scales stored as 0-d
   scalars (ModelOpt, Quark): SGLang concatenates the two shards into its `ReplicatedLinear`
   `fused_qkv_a_proj_with_mqa` and, for two 0-d scales, loads `q_a_proj`'s alone, so
@@ -72,9 +77,53 @@ def _describe(done: Processed) -> tuple[str, float]:
     return "; ".join(parts), worst
 
 
+def _kept_vectors(ctx: Context) -> Iterator[Finding]:
+    """torchao AWQ's ``act_pre_scale`` (one vector per shard, overwritten in the merged
+    Int4Tensor): each shard against the one loaded last."""
+    assert ctx.plan is not None
+    for p in ctx.plan.params.values():
+        if p.leaf != "_weight_act_pre_scale" or p.overwritten is None or p.kept_from is None \
+                or len(p.sources) < 2:
+            continue
+        names = [s.source for s in p.sources]
+        values = ctx.checkpoint.read_values(names)
+        kept = values[p.kept_from].astype("float64").reshape(-1)
+        worst: dict[str, float] = {}
+        for n in names:
+            own = values[n].astype("float64").reshape(-1)
+            if own.shape != kept.shape or n == p.kept_from:
+                continue
+            dev = float(abs(kept / own - 1.0).max()) if (own != 0).all() else 1.0
+            if dev > 0.0:
+                worst[n] = dev
+        if not worst:
+            continue
+        top = max(worst.values())
+        shards = ", ".join(f"`{n.rpartition('.')[0].rsplit('.', 1)[-1]}` (up to {d:+.2%})"
+                           for n, d in worst.items())
+        yield RULE.finding(
+            f"`{p.name}` on {ctx.plan.engine.label}: {shards} run with the activation"
+            f" pre-scale of `{p.kept_from}`: the shards' per-column vectors differ, the merged"
+            " tensor holds one, and each shard's copy replaces it (the shard loaded last is"
+            " used for all)",
+            ctx.at_param(p),
+            fix=_VECTOR_FIX,
+            severity=Severity.ERROR if top >= ERROR_DEVIATION else Severity.WARNING,
+        )
+
+
+_VECTOR_FIX = Fix(
+    "re-quantize with one activation pre-scale for the shards of each fused layer (AWQ"
+    " searched per projection; q/k/v and gate/up read the same input), or deploy an engine"
+    " that keeps one per shard",
+    Applicability.MANUAL,
+)
+
+
 def check(ctx: Context) -> Iterator[Finding]:
     """Report partitions processing leaves with another partition's scale."""
     assert ctx.plan is not None
+    yield from _kept_vectors(ctx)
     for done in process(ctx.plan):
         if not any(o.effect == Effect.WRONG_SCALE for o in done.partitions):
             continue

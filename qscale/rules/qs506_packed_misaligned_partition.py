@@ -8,7 +8,10 @@ rank of row-parallel layers must be a multiple of the input pack factor, and eve
 output partition of a column-parallel layer must be a multiple of the zero-point pack factor.
 torchao's tile-packed Int4 (`Int4TilePackedTo4dTensor`, the pytorch/*-INT4 checkpoints) pads
 every weight to 1024 input columns and 8 rows: at TP > 1 a row-parallel rank's input must be
-a multiple of 1024, and the shards of a merged layer (per rank) multiples of 8.
+a multiple of 1024, and the shards of a merged layer (per rank) multiples of 8. torchao AWQ
+(`AWQConfig`, the pytorch/*-AWQ-INT4 checkpoints) packs one `act_pre_scale` per input column
+into the Int4Tensor, which torchao's slice never cuts: no row-parallel layer loads at TP > 1
+(real vLLM 0.33.0 at TP=2: "Not supported args for copy_ due to metadata mismatch").
 
 ## Why it matters
 The loader narrows packed parameters by `shard_size // packed_factor`: a slice that does not
