@@ -124,30 +124,11 @@ MERGED = {"self_attn.qkv_proj": ("self_attn", ["q_proj", "k_proj", "v_proj"], 0)
 
 
 def _load_rank(rank: int, ckpt: str, init: str, tp: int) -> tuple[Any, dict, dict]:
-    import torch
-    from safetensors import safe_open
-    from vllm.config import set_current_vllm_config
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.model_executor.model_loader import get_model_loader
-    from vllm.model_executor.model_loader.utils import initialize_model
-    from vllm.utils.torch_utils import set_default_torch_dtype
+    """This rank's model config, stored tensors and loaded parameters (``vllm_load.load_rank``),
+    FP-Quant being deprecated in vLLM 0.33: started with ``allow_deprecated_quantization``."""
+    from vllm_load import load_rank
 
-    extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
-    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
-                     dtype="bfloat16", allow_deprecated_quantization=True,
-                     **extra).create_engine_config()
-    mc = cfg.model_config
-    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
-        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    with set_current_vllm_config(cfg):
-        init_distributed_environment(world_size=tp, rank=rank, local_rank=rank, backend="gloo",
-                                     distributed_init_method=init)
-        initialize_model_parallel(tp, 1)
-        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
-            model = initialize_model(vllm_config=cfg, model_config=mc)
-        get_model_loader(cfg.load_config).load_weights(model, mc)
-        return mc, stored, dict(model.named_parameters())
+    return load_rank(rank, ckpt, init, tp, allow_deprecated_quantization=True)
 
 
 def _golden_rank(rank: int, ckpt: str, init: str, tp: int, out: str) -> None:

@@ -339,32 +339,12 @@ def oracle(ckpt: str) -> None:
 
 def _load_rank(rank: int, ckpt: str, init: str, tp: int) -> tuple[Any, dict, dict]:
     """This rank's vLLM model config, the stored tensors, and the parameters real vLLM holds
-    after ``load_weights`` at tensor parallel size ``tp`` (CPU, gloo)."""
-    import torch
-    from safetensors import safe_open
-    from vllm.config import set_current_vllm_config
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.model_executor.model_loader import get_model_loader
-    from vllm.model_executor.model_loader.utils import initialize_model
-    from vllm.utils.torch_utils import set_default_torch_dtype
+    after ``load_weights`` at tensor parallel size ``tp`` (``vllm_load.load_rank``)."""
+    from vllm_load import load_rank
 
     if os.environ.get("QSCALE_ORACLE_STUBS") == "1":  # the Int4 / FP8-activation fixtures
         cuda_only_stubs()
-    extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
-    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
-                     dtype="bfloat16", **extra).create_engine_config()
-    mc = cfg.model_config
-    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
-        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    with set_current_vllm_config(cfg):
-        init_distributed_environment(world_size=tp, rank=rank, local_rank=rank, backend="gloo",
-                                     distributed_init_method=init)
-        initialize_model_parallel(tp, 1)
-        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
-            model = initialize_model(vllm_config=cfg, model_config=mc)
-        get_model_loader(cfg.load_config).load_weights(model, mc)
-        return mc, stored, dict(model.named_parameters())
+    return load_rank(rank, ckpt, init, tp)
 
 
 def _tp_rank(rank: int, ckpt: str, init: str, tp: int = 2) -> None:

@@ -92,3 +92,34 @@ def run_ranks(rank_fn: Any, ckpt: str, tp: int, out: str) -> list[dict[str, Any]
             ranks.append(json.load(fh))
         os.remove(f"{out}.rank{r}")
     return ranks
+
+
+def load_rank(rank: int, ckpt: str, init: str, tp: int,
+              **engine_args: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """This rank's vLLM model config, the checkpoint's stored tensors (one
+    ``model.safetensors``), and the parameters real vLLM holds right after ``load_weights`` at
+    tensor parallel size ``tp`` (CPU, gloo; ``engine_args`` go to ``EngineArgs``, e.g.
+    ``allow_deprecated_quantization=True``). Run in an oracle venv."""
+    import torch
+    from safetensors import safe_open
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.model_executor.model_loader import get_model_loader
+    from vllm.model_executor.model_loader.utils import initialize_model
+    from vllm.utils.torch_utils import set_default_torch_dtype
+
+    extra = {"tensor_parallel_size": tp, "distributed_executor_backend": "mp"} if tp > 1 else {}
+    cfg = EngineArgs(model=ckpt, enforce_eager=True, max_model_len=64, skip_tokenizer_init=True,
+                     dtype="bfloat16", **engine_args, **extra).create_engine_config()
+    mc = cfg.model_config
+    with safe_open(f"{ckpt}/model.safetensors", "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    with set_current_vllm_config(cfg):
+        init_distributed_environment(world_size=tp, rank=rank, local_rank=rank, backend="gloo",
+                                     distributed_init_method=init)
+        initialize_model_parallel(tp, 1)
+        with set_default_torch_dtype(mc.dtype), torch.device("cpu"):
+            model = initialize_model(vllm_config=cfg, model_config=mc)
+        get_model_loader(cfg.load_config).load_weights(model, mc)
+        return mc, stored, dict(model.named_parameters())
