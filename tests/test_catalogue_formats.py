@@ -23,7 +23,7 @@ from qscale.engines.extract import (
     format_rows,
 )
 from qscale.engines.generate import build, main
-from qscale.formats import fbgemm_fp8, fp_quant, quark
+from qscale.formats import deepseek_v4_fp8, fbgemm_fp8, fp_quant, quark, torchao
 
 CAT = catalogue.load("vllm")
 assert CAT is not None
@@ -38,7 +38,9 @@ USED = sorted({s.fact for s in QUARK_SINCE.values()}
               | {name for name, _ in wna16._VLLM_FIELDS.values()}
               | {name for name, _ in wna16._AUTO_ROUND_FIELDS.values()}
               | set(fbgemm_fp8.CATALOGUE_FACTS.values()) | set(fp_quant.CATALOGUE_FACTS.values())
-              | {"auto_round.backends"})
+              | {"auto_round.backends"}
+              | {name for name, _ in torchao.CATALOGUE_FACTS.values()}
+              | set(torchao.CITED_FACTS.values()) | set(deepseek_v4_fp8.CATALOGUE_FACTS.values()))
 
 
 @pytest.mark.parametrize("name", USED)

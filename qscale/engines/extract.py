@@ -2082,3 +2082,171 @@ def format_rows(per_release: Mapping[str, Mapping[str, Read]], releases: list[st
                 rows_out.append([release, release, value, source, how])
         out[name] = rows_out
     return out
+
+
+_TORCHAO = f"{_QUANT}torchao.py"
+_DEFAULT_LOADER = "vllm/model_executor/model_loader/default_loader.py"
+_WEIGHT_UTILS = "vllm/model_executor/model_loader/weight_utils.py"
+
+
+def _torchao_quant_type_keys(tree: SourceTree) -> Read | None:
+    """The keys ``TorchAOConfig.from_config`` asserts ``quant_type`` has (``assert
+    len(hf_config) == 1 and "default" in hf_config``): the ``"…" in`` tests of its asserts."""
+    fn = _method(tree, _TORCHAO, "TorchAOConfig", "from_config")
+    if fn is None:
+        return None
+    keys = sorted({c.left.value for a in ast.walk(fn) if isinstance(a, ast.Assert)
+                   for c in ast.walk(a.test) if isinstance(c, ast.Compare)
+                   and isinstance(c.ops[0], ast.In) and isinstance(c.left, ast.Constant)
+                   and isinstance(c.left.value, str)})
+    return keys, f"{_TORCHAO}:TorchAOConfig.from_config"
+
+
+def _torchao_serialized(tree: SourceTree) -> Read | None:
+    """When ``TorchAOConfig.from_config`` calls a config torchao-serialized: the source text
+    of its ``is_checkpoint_torchao_serialized = …``."""
+    fn = _method(tree, _TORCHAO, "TorchAOConfig", "from_config")
+    value = _assigned([n for n in ast.walk(fn) if isinstance(n, ast.stmt)],
+                      "is_checkpoint_torchao_serialized") if fn is not None else None
+    if value is None:
+        return None
+    return ast.unparse(value), f"{_TORCHAO}:TorchAOConfig.from_config"
+
+
+def _torchao_layers(tree: SourceTree) -> Read | None:
+    """The layer class ``TorchAOConfig.get_quant_method`` builds with torchao (``if not
+    isinstance(layer, LinearBase): return None``)."""
+    fn = _method(tree, _TORCHAO, "TorchAOConfig", "get_quant_method")
+    if fn is None:
+        return None
+    out = [_dotted(n.test.operand.args[1]) for n in ast.walk(fn)
+           if isinstance(n, ast.If) and isinstance(n.test, ast.UnaryOp)
+           and isinstance(n.test.op, ast.Not) and isinstance(n.test.operand, ast.Call)
+           and _dotted(n.test.operand.func) == "isinstance" and len(n.test.operand.args) == 2
+           and any(isinstance(s, ast.Return) for s in n.body)]
+    return out, f"{_TORCHAO}:TorchAOConfig.get_quant_method"
+
+
+def _torchao_load_strategy(tree: SourceTree) -> Read | None:
+    """The ``safetensors_load_strategy`` ``DefaultModelLoader`` switches a torchao-serialized
+    checkpoint to, and the torchao version that branch needs (``torchao_version_at_least``):
+    ``{"strategy": "torchao", "torchao_at_least": "0.15.0"}``."""
+    mod = _parse_path(tree, _DEFAULT_LOADER)
+    if mod is None:
+        return None
+    for node in ast.walk(mod):
+        if not (isinstance(node, ast.If)
+                and "is_checkpoint_torchao_serialized" in ast.unparse(node.test)):
+            continue
+        for stmt in node.body:
+            if (isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
+                    and any(_dotted(t) == "self.load_config.safetensors_load_strategy"
+                            for t in stmt.targets)):
+                need = next((c.args[0].value for c in ast.walk(node.test)
+                             if isinstance(c, ast.Call)
+                             and _dotted(c.func) == "torchao_version_at_least"
+                             and c.args and isinstance(c.args[0], ast.Constant)), None)
+                fn = next((f.name for f in ast.walk(mod) if isinstance(f, ast.FunctionDef)
+                           and node in ast.walk(f)), "")
+                return ({"strategy": stmt.value.value, "torchao_at_least": need},
+                        f"{_DEFAULT_LOADER}:DefaultModelLoader.{fn}")
+    return None
+
+
+FORMAT_READERS.update({
+    "torchao.quant_type_keys": _torchao_quant_type_keys,
+    "torchao.serialized": _torchao_serialized,
+    "torchao.layers": _torchao_layers,
+    "torchao.load_strategy": _torchao_load_strategy,
+    "torchao.unflatten": lambda t: imported_from(t, _WEIGHT_UTILS,
+                                                 "torchao.prototype.safetensors"),
+    "torchao.fp8_activation_check": lambda t: defines(
+        t, _TORCHAO, "_check_torchao_fp8_activation_capability"),
+})
+
+
+_DSV4_CLASS = "DeepseekV4FP8Config"
+_QUANT_INIT = f"{_QUANT}__init__.py"
+
+
+def _dsv4_configs(tree: SourceTree) -> list[str]:
+    """The files defining the ``DeepseekV4FP8Config`` classes ``quantization/__init__.py``
+    imports (the ``deepseek_v4`` one and, from 0.30, the CUDA/ROCm ``deepseek_v41`` one),
+    in import order; [] where it imports none (before 0.20)."""
+    mod = _parse_path(tree, _QUANT_INIT)
+    out: list[str] = []
+    for node in ast.walk(mod) if mod is not None else ():
+        if not (isinstance(node, ast.ImportFrom) and node.module
+                and any(a.name == _DSV4_CLASS for a in node.names)):
+            continue
+        base = node.module.replace(".", "/")
+        for cand in (f"{base}.py", f"{base}/quant_config.py", f"{base}/__init__.py"):
+            if _class_node(tree, cand, _DSV4_CLASS) is not None and cand not in out:
+                out.append(cand)
+                break
+    return out
+
+
+def _dsv4_config_files(tree: SourceTree) -> Read | None:
+    """The files of the DeepSeek-V4 fp8 config classes vLLM builds (sorted; [] before the
+    release that has one)."""
+    if _QUANT_INIT not in tree.files:
+        return None
+    return sorted(_dsv4_configs(tree)), f"{_QUANT_INIT}:import {_DSV4_CLASS}"
+
+
+def _dsv4_expert_dtypes(tree: SourceTree) -> Read | None:
+    """``_DEEPSEEK_V4_EXPERT_DTYPES``: the hf_config ``expert_dtype`` values the config
+    accepts (anything else is a ValueError); [] where it reads no ``expert_dtype`` (0.20.0:
+    every expert MXFP4) or there is no such config."""
+    if _QUANT_INIT not in tree.files:
+        return None
+    paths = tuple(_dsv4_configs(tree))
+    got = module_constant(tree, paths, "_DEEPSEEK_V4_EXPERT_DTYPES")
+    if got is not None:
+        return got
+    return [], f"{paths[0] if paths else _QUANT_INIT}:{_DSV4_CLASS} (no _DEEPSEEK_V4_EXPERT_DTYPES)"
+
+
+def _dsv4_any(tree: SourceTree, what: str, test: Any) -> Read | None:
+    """Whether one of the DeepSeek-V4 config classes passes ``test(class node)``, citing the
+    first that does (or the first class)."""
+    if _QUANT_INIT not in tree.files:
+        return None
+    paths = _dsv4_configs(tree)
+    for path in paths:
+        node = _class_node(tree, path, _DSV4_CLASS)
+        if node is not None and test(node):
+            return True, f"{path}:{_DSV4_CLASS}{what}"
+    return False, f"{paths[0] if paths else _QUANT_INIT}:{_DSV4_CLASS}"
+
+
+def _reads_key(key: str) -> Any:
+    return lambda node: any(isinstance(c, ast.Call) and _dotted(c.func) is not None
+                            and str(_dotted(c.func)).endswith(".get") and c.args
+                            and isinstance(c.args[0], ast.Constant) and c.args[0].value == key
+                            for c in ast.walk(node))
+
+
+def _names_in(method: str, name: str) -> Any:
+    return lambda node: any(
+        isinstance(f, ast.FunctionDef) and f.name == method
+        and any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(f))
+        for f in node.body)
+
+
+FORMAT_READERS.update({
+    "deepseek_v4.configs": _dsv4_config_files,
+    "deepseek_v4.expert_dtypes": _dsv4_expert_dtypes,
+    # quantization_config.get("moe_quant_algo"): NVFP4 experts (ModelOpt's re-quantizations)
+    "deepseek_v4.moe_quant_algo": lambda t: _dsv4_any(
+        t, "._resolved_moe_quant_algo", _reads_key("moe_quant_algo")),
+    # _is_nvfp4_expert_layer: the config's `ignore` list keeps fused expert layers MXFP4
+    "deepseek_v4.nvfp4_ignore": lambda t: _dsv4_any(
+        t, "._is_nvfp4_expert_layer", lambda n: any(
+            isinstance(f, ast.FunctionDef) and f.name == "_is_nvfp4_expert_layer"
+            for f in n.body)),
+    # get_quant_method builds MXFP8 Linear layers with ModelOptLinearMethod
+    "deepseek_v4.mxfp8_linear": lambda t: _dsv4_any(
+        t, ".get_quant_method", _names_in("get_quant_method", "ModelOptLinearMethod")),
+})

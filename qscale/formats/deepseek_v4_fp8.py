@@ -66,7 +66,7 @@ from qscale._dsv4 import MODEL_TYPE as MODEL_TYPE
 from qscale._dsv4 import OTHER_MODEL_TYPES as OTHER_MODEL_TYPES
 from qscale._dsv4 import applies as applies
 from qscale._dsv4 import scale_params as scale_params
-from qscale.engines import EngineSpec
+from qscale.engines import EngineSpec, catalogue
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import fp8, modelopt
 from qscale.formats._api import Resolution
@@ -86,24 +86,57 @@ from qscale.schemes import (
 )
 
 ARCHITECTURE = "DeepseekV4ForCausalLM"
-#: ``_DEEPSEEK_V4_EXPERT_DTYPES`` (vLLM 0.33.0 ``quant_config.py``)
-EXPERT_DTYPES = ("fp4", "fp8")
-#: the first release with ``DeepseekV4FP8Config`` (0.20.0 ``quantization/__init__.py`` registers
-#: ``deepseek_v4_fp8`` from ``model_executor/models/deepseek_v4.py``; 0.19.1 has neither, nor
-#: a DeepSeek-V4 model class)
-CONFIG_SINCE = (0, 20, 0)
+#: the engine-catalogue facts (``data/vllm.json`` ``formats``, ``deepseek_v4.*``, read from
+#: every release's wheel: the ``DeepseekV4FP8Config`` classes ``quantization/__init__.py``
+#: imports) the thresholds below stand on
+CATALOGUE_FACTS: Mapping[str, str] = {
+    "config classes": "deepseek_v4.configs",
+    "expert dtypes": "deepseek_v4.expert_dtypes",  # _DEEPSEEK_V4_EXPERT_DTYPES
+    "moe_quant_algo read": "deepseek_v4.moe_quant_algo",
+    "ignore keeps experts MXFP4": "deepseek_v4.nvfp4_ignore",  # _is_nvfp4_expert_layer
+    "MXFP8 Linear layers": "deepseek_v4.mxfp8_linear",  # ModelOptLinearMethod
+}
+#: the first release with ``DeepseekV4FP8Config`` (0.20.0 ``quantization/__init__.py`` imports
+#: it from ``model_executor/models/deepseek_v4.py``; 0.19.1 has neither, nor a DeepSeek-V4
+#: model class)
+CONFIG_SINCE = catalogue.since("vllm", "deepseek_v4.configs", bool)
 #: the first release that reads ``expert_dtype`` (0.20.1 ``model_executor/models/
-#: deepseek_v4.py``; 0.20.0 does not)
-EXPERT_DTYPE_SINCE = (0, 20, 1)
+#: deepseek_v4.py`` ``_DEEPSEEK_V4_EXPERT_DTYPES``; 0.20.0 has none)
+EXPERT_DTYPE_SINCE = catalogue.since("vllm", "deepseek_v4.expert_dtypes", bool)
 #: the first release that reads ``moe_quant_algo`` (0.22.0 ``deepseek_v4/quant_config.py``;
 #: 0.20.0 and 0.21.0 ``model_executor/models/deepseek_v4.py`` build every fp4 expert MXFP4)
-NVFP4_SINCE = (0, 22, 0)
+NVFP4_SINCE = catalogue.since("vllm", "deepseek_v4.moe_quant_algo", bool)
 #: the first release whose CUDA config keeps the fused expert layers the config's ``ignore``
 #: list matches MXFP4 (``_is_nvfp4_expert_layer``, 0.32.0 ``deepseek_v41/quant_config.py``)
-NVFP4_IGNORE_SINCE = (0, 32, 0)
+NVFP4_IGNORE_SINCE = catalogue.since("vllm", "deepseek_v4.nvfp4_ignore", bool)
 #: the first release whose CUDA config builds ``[32, 32]`` E8M0 Linear layers MXFP8
 #: (``ModelOptLinearMethod``, 0.30.0 ``deepseek_v41/quant_config.py``)
-MXFP8_LINEAR_SINCE = (0, 30, 0)
+MXFP8_LINEAR_SINCE = catalogue.since("vllm", "deepseek_v4.mxfp8_linear", bool)
+
+
+def expert_dtypes(version: tuple[int, ...] | None = None) -> tuple[str, ...]:
+    """``_DEEPSEEK_V4_EXPERT_DTYPES`` of the release (None: the newest); () where the release
+    reads no ``expert_dtype``."""
+    f = catalogue.format_fact("vllm", "deepseek_v4.expert_dtypes", version)
+    return tuple(f.value) if f is not None else ()
+
+
+def facts(version: tuple[int, ...] | None = None) -> dict[str, str]:
+    """The engine facts at a vLLM release (None: the newest), each with its source."""
+    out = {}
+    for label, name in CATALOGUE_FACTS.items():
+        f = catalogue.format_fact("vllm", name, version)
+        out[label] = f"{f.value} ({f.cite})" if f is not None else "not read in that release"
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    """``EXPERT_DTYPES``: :func:`expert_dtypes` of the newest release."""
+    if name == "EXPERT_DTYPES":
+        return expert_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _F32 = frozenset({"F32"})
 _PACKED_FP4 = frozenset({"I8", "U8"})
 _EXPERT = re.compile(r"\.experts\.\d+\.w[123]$")
@@ -165,8 +198,8 @@ class DeepseekV4Fp8Config:
         version = engine.version if engine is not None and engine.engine == "vllm" else None
         return self if version == self.version else replace(self, version=version)
 
-    def _since(self, release: tuple[int, int, int]) -> bool:
-        return self.version is None or tuple(self.version) >= release
+    def _since(self, release: catalogue.Since) -> bool:
+        return self.version is None or release <= tuple(self.version)
 
     def expert_scheme(self, module: str, stored: Collection[str] = ()) -> QuantScheme:
         """The routed experts' scheme of this release, for one expert module that stores
@@ -192,14 +225,15 @@ class DeepseekV4Fp8Config:
                 f" {METHOD} checkpoints is not modelled",
                 hint="check it against vLLM (`--engine vllm==0.33.0`)",
             )
-        if self.expert_dtype not in EXPERT_DTYPES:
+        version = engine.version if engine is not None else None
+        accepted = expert_dtypes(version)
+        if accepted and self.expert_dtype not in accepted:
             return ConfigError(
                 f"config.json: expert_dtype {self.expert_dtype!r} is refused by vLLM's"
                 f" DeepseekV4FP8Config (\"Unsupported DeepSeek V4 expert_dtype\"; expected"
-                f" one of {EXPERT_DTYPES})",
+                f" one of {accepted})",
                 hint="set expert_dtype to \"fp4\" (MXFP4 experts) or \"fp8\" (FP8 experts)",
             )
-        version = engine.version if engine is not None else None
         if engine is not None and version is not None and version < CONFIG_SINCE:
             return UnknownFormat(
                 f"{self.config_key}: {engine.label} has no DeepseekV4FP8Config (vLLM reads"

