@@ -9,6 +9,10 @@ and, in the class CUDA and ROCm build from 0.30.0 (``deepseek_v41/quant_config.p
 ``deepseek_v4_text``, ``deepseek_v41`` and ``deepseek_v41_text`` too. The model's mapper
 (``_make_deepseek_v4_weights_mapper``, ``nvidia/model.py``) renames every tensor whose name
 ends in ``.scale`` to ``weight_scale_inv`` or ``weight_scale``.
+
+The names claimed are the engine catalogue's ``deepseek_v4.claims`` of the newest release
+(read from the wheels; tests/test_catalogue_torchao_dsv4.py holds these constants to it):
+constants here because this module imports nothing of qscale.
 """
 
 from __future__ import annotations

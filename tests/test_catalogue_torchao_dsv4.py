@@ -146,3 +146,73 @@ def test_a_torchao_fact_missing_or_otherwise_is_not_checked(tmp_path, last):
     # near miss: the release before it reads every fact as modelled, in the same data
     r = cli_subprocess("check", ckpt, "--engine", "vllm==0.32.0", "-f", "json", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dsv4_claims_are_the_catalogues():
+    """``qscale._dsv4`` imports nothing of qscale (the checkpoint reader uses it), so its
+    names are constants; they are the newest release's ``override_quantization_method``
+    claims, and a release before the config class claims nothing."""
+    from qscale import _dsv4
+
+    newest = catalogue.format_fact("vllm", "deepseek_v4.claims", None)
+    assert newest is not None and newest.source.startswith("vllm/models/deepseek_v41/")
+    assert set(newest.value["methods"]) == _dsv4.METHODS
+    assert set(newest.value["model_types"]) == {_dsv4.MODEL_TYPE} | _dsv4.OTHER_MODEL_TYPES
+    for release in CAT.releases:
+        fact = catalogue.format_fact("vllm", "deepseek_v4.claims", parse_version(release))
+        assert fact is not None
+        has_config = parse_version(release) >= deepseek_v4_fp8.CONFIG_SINCE
+        assert bool(fact.value["model_types"]) == has_config, release
+        if has_config:
+            assert _dsv4.MODEL_TYPE in fact.value["model_types"]
+            assert set(fact.value["methods"]) == _dsv4.METHODS
+
+
+_DSV4_INIT = """
+def get_quantization_config(name):
+    if current_platform.is_cuda():
+        from vllm.models.deepseek_v41 import {name} as DeepseekV41FP8Config
+    from vllm.models.deepseek_v4 import {name}
+"""
+_DSV4_CONFIG = """
+_DEEPSEEK_V4_EXPERT_DTYPES = ("fp4", "fp8")
+class {name}(Fp8Config):
+    @classmethod
+    def override_quantization_method(cls, hf_quant_cfg, user_quant, hf_config=None):
+        if hf_quant_cfg.get("quant_method") in ("fp8", "deepseek_v4_fp8"):
+            model_type = getattr(hf_config, "model_type", None)
+            if model_type {test}:
+                return "deepseek_v4_fp8"
+    def _resolve(self, quant_cfg):
+        return quant_cfg.get("moe_quant_algo")
+    def get_quant_method(self, layer, prefix):
+        return ModelOptLinearMethod(self) if {mxfp8} else None
+"""
+
+
+@pytest.mark.parametrize("name", ["DeepseekV4FP8Config", "DeepseekV5FP8Config"])
+def test_dsv4_readers_follow_the_imported_classes(tmp_path, name):
+    q = tmp_path / "vllm/model_executor/layers/quantization"
+    q.mkdir(parents=True)
+    (q / "__init__.py").write_text(_DSV4_INIT.format(name=name), encoding="utf-8")
+    for pkg, test, mxfp8 in (("deepseek_v4", '== "deepseek_v4"', "False"),
+                             ("deepseek_v41", 'in ("deepseek_v4", "deepseek_v41")', "True")):
+        d = tmp_path / "vllm/models" / pkg
+        d.mkdir(parents=True)
+        (d / "__init__.py").write_text(f"from .quant_config import {name}\n", encoding="utf-8")
+        (d / "quant_config.py").write_text(_DSV4_CONFIG.format(
+            name=name, test=test, mxfp8=mxfp8), encoding="utf-8")
+    got = extract_formats(SourceTree(tmp_path))
+    if name != "DeepseekV4FP8Config":  # near miss: another class name is no V4 config
+        assert got["deepseek_v4.configs"][0] == [] and got["deepseek_v4.expert_dtypes"][0] == []
+        assert got["deepseek_v4.claims"][0] == {"methods": [], "model_types": []}
+        return
+    assert got["deepseek_v4.configs"][0] == ["vllm/models/deepseek_v4/quant_config.py",
+                                             "vllm/models/deepseek_v41/quant_config.py"]
+    assert got["deepseek_v4.expert_dtypes"][0] == ["fp4", "fp8"]
+    assert got["deepseek_v4.moe_quant_algo"][0] is True
+    assert got["deepseek_v4.mxfp8_linear"][0] is True  # the v41 class names it
+    assert got["deepseek_v4.nvfp4_ignore"][0] is False
+    assert got["deepseek_v4.claims"][0] == {"methods": ["deepseek_v4_fp8", "fp8"],
+                                            "model_types": ["deepseek_v4", "deepseek_v41"]}
+    assert got["deepseek_v4.claims"][1].startswith("vllm/models/deepseek_v41/")

@@ -2250,3 +2250,42 @@ FORMAT_READERS.update({
     "deepseek_v4.mxfp8_linear": lambda t: _dsv4_any(
         t, ".get_quant_method", _names_in("get_quant_method", "ModelOptLinearMethod")),
 })
+
+
+def _dsv4_claims(tree: SourceTree) -> Read | None:
+    """What the DeepSeek-V4 config classes' ``override_quantization_method`` claim: the
+    ``quant_method`` values (``hf_quant_cfg.get("quant_method") in (…)``) and the
+    ``model_type`` values (``model_type == …`` / ``model_type in (…)``), each the union over
+    the classes, sorted; empty where there is no such class."""
+    if _QUANT_INIT not in tree.files:
+        return None
+    methods: set[str] = set()
+    types: set[str] = set()
+    paths = _dsv4_configs(tree)
+    widest, most = (paths[0] if paths else None), -1
+    for path in paths:
+        own: set[str] = set()
+        fn = _method(tree, path, _DSV4_CLASS, "override_quantization_method")
+        for c in ast.walk(fn) if fn is not None else ():
+            if not (isinstance(c, ast.Compare) and len(c.ops) == 1):
+                continue
+            left, right = ast.unparse(c.left), c.comparators[0]
+            if isinstance(c.ops[0], ast.Eq) and isinstance(right, ast.Constant):
+                values = {str(right.value)}
+            elif isinstance(c.ops[0], ast.In) and isinstance(right, ast.Tuple | ast.List):
+                values = {str(e.value) for e in right.elts if isinstance(e, ast.Constant)}
+            else:
+                continue
+            if left == "model_type":
+                own |= values
+            elif left == "hf_quant_cfg.get('quant_method')":
+                methods |= values - {"quark"}  # Quark configs are handed back (None)
+        types |= own
+        if len(own) > most:  # cite the class that claims the most model types
+            widest, most = path, len(own)
+    cite = f"{widest}:{_DSV4_CLASS}.override_quantization_method" if widest else \
+        f"{_QUANT_INIT}:import {_DSV4_CLASS}"
+    return {"methods": sorted(methods), "model_types": sorted(types)}, cite
+
+
+FORMAT_READERS["deepseek_v4.claims"] = _dsv4_claims

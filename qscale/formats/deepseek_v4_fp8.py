@@ -6,7 +6,9 @@ The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
 ``scale_fmt: ue8m0``); vLLM hands any ``fp8`` or ``deepseek_v4_fp8`` config of a
 ``model_type: deepseek_v4`` model to ``DeepseekV4FP8Config``
 (``override_quantization_method``), a subclass of ``Fp8Config``. Facts from vLLM 0.33.0
-``vllm/models/deepseek_v4/quant_config.py`` (0.26.0 and 0.32.0 read the same):
+``vllm/models/deepseek_v4/quant_config.py`` (0.26.0 and 0.32.0 read the same); what differs
+by release (the thresholds below, the expert dtypes, the model types claimed) is
+engine-catalogue data read from every wheel (``deepseek_v4.*``; :func:`facts` cites them):
 
 * Every Linear the model builds with the config is block FP8 (``Fp8LinearMethod``); the
   checkpoint stores ``<module>.weight`` F8_E4M3 and ``<module>.scale``
@@ -40,9 +42,9 @@ The checkpoints say ``quant_method: fp8`` (``weight_block_size: [128, 128]``,
   ``ModelOptLinearMethod`` (DeepSeek-V4.1's layout), which qscale does not model (QS102).
 * vLLM 0.20.0 (the first release with DeepSeek-V4) has no ``expert_dtype``: its
   ``DeepseekV4FP8Config`` (``model_executor/models/deepseek_v4.py``) sets
-  ``is_scale_e8m0 = True`` and builds every expert MXFP4; an ``fp8`` one is not checked there
-  (QS102). 0.20.1 and 0.21.0 read ``expert_dtype`` in the same file, with the same mapper
-  per ``expert_dtype`` (``_make_deepseek_v4_weights_mapper``) as later releases.
+  ``is_scale_e8m0 = True`` and builds every expert MXFP4; an ``fp8`` or unknown one is not
+  checked there (QS102). 0.20.1 and 0.21.0 read ``expert_dtype`` in the same file, with the
+  same mapper per ``expert_dtype`` (``_make_deepseek_v4_weights_mapper``) as later releases.
 
 The released headers agree (as quoted in NVIDIA-NeMo/Automodel issue #2034): DeepSeek-V4-Flash
 ``w1.weight`` ``[2048, 2048]`` I8 (two E2M1 per byte), ``w1.scale`` ``[2048, 128]`` F8_E8M0;
