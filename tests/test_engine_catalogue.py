@@ -410,3 +410,21 @@ def test_remote_code_config_goes_to_the_transformers_backend(tmp_path):
     with pytest.raises(UnknownFormat) as exc:
         family_for(read_checkpoint(built.write(tmp_path)), V33)
     assert exc.value.code == "QS103" and "auto_map" in exc.value.message
+
+
+@pytest.mark.parametrize(("short", "full"), [("0.20", "0.20.0"), ("0.33", "0.33.0"),
+                                             ("0", "0.0.0")])
+def test_short_version_is_the_zero_padded_release(short, full):
+    # PEP 440: 0.20 == 0.20.0. Compared as (0, 20) it sorted before (0, 20, 0), so
+    # `--engine vllm==0.20` read 0.19.1's catalogue facts
+    cat = catalogue.load("vllm")
+    assert cat is not None
+    a, b = parse_engine(f"vllm=={short}"), parse_engine(f"vllm=={full}")
+    assert a.version == b.version
+    assert cat.release_for(a.version) == cat.release_for(b.version)
+
+
+def test_short_version_range_includes_its_release():
+    # `<=0.20` holds 0.20.0 (it used to pick 0.19.1)
+    spec = parse_engine("vllm>=0.19,<=0.20")
+    assert spec.version == (0, 20, 0)

@@ -37,11 +37,14 @@ __all__ = [
 
 
 def parse_version(text: str) -> Version:
-    """``0.19.1`` -> (0, 19, 1); suffixes like ``.post1``, ``rc1`` or ``+cu128`` are dropped."""
+    """``0.19.1`` -> (0, 19, 1); suffixes like ``.post1``, ``rc1`` or ``+cu128`` are dropped.
+    Padded with zeros to three parts, as PEP 440 compares them: ``0.20`` is ``0.20.0`` (not
+    a version before it, which would select 0.19.1's facts)."""
     m = re.match(r"(\d+(?:\.\d+)*)", text.strip())
     if not m:
         raise UnknownEngine(f"cannot read engine version {text!r}")
-    return tuple(int(x) for x in m.group(1).split("."))
+    parts = tuple(int(x) for x in m.group(1).split("."))
+    return parts + (0,) * (3 - len(parts))
 
 
 @dataclass(frozen=True, slots=True)
