@@ -69,7 +69,7 @@ from qscale._dsv4 import scale_params as scale_params
 from qscale.engines import EngineSpec
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import fp8, modelopt
-from qscale.formats._api import Resolution
+from qscale.formats._api import NoSkipList, Resolution
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -143,7 +143,7 @@ NVFP4_EXPERTS_SCALE = replace(
 
 
 @dataclass(frozen=True, slots=True)
-class DeepseekV4Fp8Config:
+class DeepseekV4Fp8Config(NoSkipList):
     """A DeepSeek-V4 ``fp8`` / ``deepseek_v4_fp8`` config as ``DeepseekV4FP8Config`` reads it."""
 
     linear: QuantScheme
