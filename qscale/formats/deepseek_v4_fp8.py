@@ -281,3 +281,15 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
         block=(block[0], block[1]),
     )
 
+
+
+def parse_for_model(qc: Mapping[str, Any], *, config_key: str = "config.json",
+                    architecture: str | None = None,
+                    hf_config: Mapping[str, Any] | None = None) -> DeepseekV4Fp8Config:
+    """Parse a config vLLM hands to ``DeepseekV4FP8Config`` (:func:`applies`): on the model
+    ``architecture`` of ``hf_config`` (config.json), whose ``expert_dtype`` it reads too; QS102
+    on a model other than :data:`ARCHITECTURE`."""
+    if architecture != ARCHITECTURE:
+        raise other_model(config_key, str(qc.get("quant_method", METHOD)).lower(), architecture)
+    return parse(qc, config_key=config_key,
+                 expert_dtype=(hf_config or {}).get("expert_dtype", "fp4"))
