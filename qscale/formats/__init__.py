@@ -283,10 +283,23 @@ def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec
     """Raise the engine's failure to build the model from this config.json, where the
     family says the release reads a key the config lacks (``Family.reads_quant_config``)."""
     if family is not None and family.reads_quant_config:
-        err = family.build_refusal(ckpt.config.raw, release.engine, release.version,
-                                   release.label)
+        where, qc = engine_quant_config(ckpt)
+        err = family.build_refusal(qc, where, release.engine, release.version, release.label)
         if err is not None:
             raise err
+
+
+def engine_quant_config(ckpt: Checkpoint) -> tuple[str, Any]:
+    """(file, value): the quantization config vLLM sets on its model config, which its model
+    code reads as ``config.quantization_config``. ``get_config`` (vLLM 0.20.0, 0.22.1 and 0.33.0
+    ``vllm/transformers_utils/config.py``) takes config.json's top-level
+    ``quantization_config`` and, where that is absent or null, the whole of
+    ``hf_quant_config.json`` (ModelOpt 0.29 and before); ``text_config``'s and the other
+    quantization files are not read there. ``("config.json", None)`` when neither is present."""
+    qc = ckpt.config.raw.get("quantization_config")
+    if qc is None and "hf_quant_config.json" in ckpt.extra_configs:
+        return "hf_quant_config.json", ckpt.extra_configs["hf_quant_config.json"]
+    return "config.json", qc
 
 
 def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
