@@ -107,7 +107,7 @@ def render_methods_doc() -> str:
     ]
     for method, parser in sorted(formats.FORMATS.items()):
         aliases = sorted(a for a, m in formats.ALIASES.items() if m == method)
-        module = inspect.getmodule(parser)
+        module = inspect.getmodule(parser.parse)
         doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else ""
         also = ", ".join(f"`{a}`" for a in aliases)
         lines.append(f"| `{method}` | {also} | {_cell(doc.replace('``', '`'))} |")
@@ -129,7 +129,8 @@ def _qscale_status(name: str) -> str:
 
     if name in formats.ALIASES:
         return f"modelled, as `{formats.ALIASES[name]}`"
-    parser = formats.FORMATS.get(name)
+    entry = formats.FORMATS.get(name)
+    parser = entry.parse if entry is not None else None
     if parser in (runtime_only.parse_runtime_only, moe_wna16.parse_moe_wna16):
         return "refused ([QS101](rules/QS101.md)): the engine refuses it in a checkpoint"
     if parser is torchao.parse:

@@ -399,3 +399,34 @@ def test_scale_is_read_as_a_scale_only_where_the_mapper_renames_it(tmp_path):
 
     assert "scale" in scale_names(release().config)
     assert scale_names(deepseek_v4("ct-fp8-block").config) == SCALES
+
+
+def modelopt_file(scale_fmt: str | None):
+    """A DeepSeek-V4 checkpoint whose only quantization config is a ModelOpt
+    ``hf_quant_config.json`` (every module excluded: it loads as stored, BF16)."""
+    b = deepseek_v4("bf16")
+    q: dict = {"producer": {"name": "modelopt"},
+               "quantization": {"quant_algo": "FP8", "exclude_modules": ["*"]}}
+    if scale_fmt is not None:
+        q["scale_fmt"] = scale_fmt
+    b.extra_files["hf_quant_config.json"] = q
+    return b
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.20.0", "vllm==0.22.1"])
+def test_scale_fmt_is_read_where_vllm_reads_it(tmp_path, engine):
+    """vLLM's ``get_config`` (0.20.0-0.33.0 ``transformers_utils/config.py``) sets
+    ``hf_config.quantization_config`` to ``hf_quant_config.json`` where config.json has none,
+    and DeepSeek-V4's attention reads ``scale_fmt`` from that: present there, the model
+    builds; absent, the refusal names that file."""
+    path = modelopt_file("ue8m0").write(tmp_path / "with")
+    report = check(read_checkpoint(path), CheckOptions(engine=engine))
+    assert not report.findings and not report.skipped
+    path = modelopt_file(None).write(tmp_path / "without")
+    with pytest.raises(ConfigError, match="scale_fmt") as exc:
+        check(read_checkpoint(path), CheckOptions(engine=engine))
+    assert exc.value.message.startswith("hf_quant_config.json: ")
+    assert "a `quantization_config` without `scale_fmt`" in exc.value.message
+    assert "hf_quant_config.json" in (exc.value.hint or "")
+    report = check(read_checkpoint(path), CheckOptions(engine=ENGINE))  # sets ue8m0 itself
+    assert not report.findings

@@ -39,26 +39,68 @@ from qscale.formats._layers import built_unquantized
 from qscale.modules import ModuleInfo, ModuleKind, group_modules
 from qscale.schemes import QuantScheme, TensorSpec
 
-Parser = Callable[..., QuantFormat]
+
+@dataclass(frozen=True, slots=True)
+class Parser:
+    """How one ``quant_method``'s config is recognised in a checkpoint and parsed."""
+
+    #: ``parse(config, config_key=…, **inputs)``
+    parse: Callable[..., QuantFormat]
+    #: what it reads of the checkpoint besides the config: keyword arguments, each named
+    #: after one of :data:`INPUTS` (the safetensors headers, config.json, its dtype, …)
+    reads: tuple[str, ...] = ()
+    #: ``claims(quant_method, model_type)``: whether it takes over a config written with
+    #: another ``quant_method`` (vLLM's ``override_quantization_method``); tried before the
+    #: ``quant_method`` lookup
+    claims: Callable[[str, str | None], bool] | None = None
+    #: files besides config.json that hold its config, read when config.json has none
+    config_files: tuple[str, ...] = ()
+
+
+def _model_dtype(ckpt: Checkpoint) -> str | None:
+    """config.json's ``torch_dtype`` (or ``dtype``), text config first: what vLLM's
+    ``--dtype auto`` keeps (float32 aside, which it downcasts)."""
+    for cfg in (ckpt.config.text, ckpt.config.raw):
+        for key in ("torch_dtype", "dtype"):
+            if isinstance(cfg.get(key), str):
+                return str(cfg[key]).removeprefix("torch.")
+    return None
+
+
+#: what a parser may read of the checkpoint besides its config (:attr:`Parser.reads`)
+INPUTS: Mapping[str, Callable[[Checkpoint], Any]] = {
+    "files": lambda ckpt: ckpt.files,  # the safetensors headers (torchao's metadata)
+    "model_dtype": _model_dtype,  # vLLM builds FP-Quant for one model dtype only
+    "architecture": lambda ckpt: ckpt.config.architecture,
+    "hf_config": lambda ckpt: ckpt.config.raw,  # config.json, as vLLM's hf_config
+}
 
 FORMATS: Mapping[str, Parser] = {
-    compressed_tensors.METHOD: compressed_tensors.parse,
-    fp8.METHOD: fp8.parse,
-    fbgemm_fp8.METHOD: fbgemm_fp8.parse,
-    fp_quant.METHOD: fp_quant.parse,
-    quark.METHOD: quark.parse,
-    mxfp4.METHOD: mxfp4.parse,
-    modelopt.METHOD: modelopt.parse,
-    gptq.GPTQ: gptq.parse_gptq,
-    gptq.AWQ: gptq.parse_awq,
-    auto_round.METHOD: auto_round.parse,
-    online.EXPERTS_INT8: online.parse_experts_int8,
-    moe_wna16.METHOD: moe_wna16.parse_moe_wna16,
-    deepseek_v4_fp8.METHOD: deepseek_v4_fp8.parse,
-    "inc": auto_round.parse_inc,
-    torchao.METHOD: torchao.parse,
-    **dict.fromkeys(runtime_only.METHODS, runtime_only.parse_runtime_only),
+    compressed_tensors.METHOD: Parser(compressed_tensors.parse),
+    fp8.METHOD: Parser(fp8.parse),
+    fbgemm_fp8.METHOD: Parser(fbgemm_fp8.parse),
+    fp_quant.METHOD: Parser(fp_quant.parse, reads=("model_dtype",)),
+    quark.METHOD: Parser(quark.parse),
+    mxfp4.METHOD: Parser(mxfp4.parse),
+    modelopt.METHOD: Parser(modelopt.parse, config_files=("hf_quant_config.json",)),
+    gptq.GPTQ: Parser(gptq.parse_gptq),
+    gptq.AWQ: Parser(gptq.parse_awq),
+    auto_round.METHOD: Parser(auto_round.parse),
+    online.EXPERTS_INT8: Parser(online.parse_experts_int8),
+    moe_wna16.METHOD: Parser(moe_wna16.parse_moe_wna16),
+    # vLLM's DeepseekV4FP8Config.override_quantization_method; it reads hf_config too
+    deepseek_v4_fp8.METHOD: Parser(deepseek_v4_fp8.parse_for_model,
+                                   reads=("architecture", "hf_config"),
+                                   claims=deepseek_v4_fp8.applies),
+    "inc": Parser(auto_round.parse_inc),
+    # its quantization metadata is in the safetensors headers
+    torchao.METHOD: Parser(torchao.parse, reads=("files",)),
+    **dict.fromkeys(runtime_only.METHODS, Parser(runtime_only.parse_runtime_only)),
 }
+#: the parsers that take over other methods' configs, tried first (:attr:`Parser.claims`)
+_CLAIMING = tuple(p for p in FORMATS.values() if p.claims is not None)
+#: (file, parser) for configs kept outside config.json (:attr:`Parser.config_files`)
+_CONFIG_FILES = tuple((f, p) for p in FORMATS.values() for f in p.config_files)
 #: Spellings engines accept for the same parser.
 ALIASES = {"modelopt_fp4": "modelopt", "modelopt_mixed": "modelopt",
            "modelopt_mxfp8": "modelopt", "mxfp8": "modelopt", "gpt_oss_mxfp4": "mxfp4",
@@ -102,39 +144,26 @@ def detect_format(ckpt: Checkpoint) -> QuantFormat | None:
     """Parse the checkpoint's quantization config; None for an unquantized checkpoint."""
     qc = ckpt.config.quantization_config
     key = "config.json"
-    if qc is None and "hf_quant_config.json" in ckpt.extra_configs:
-        qc, key = ckpt.extra_configs["hf_quant_config.json"], "hf_quant_config.json"
-        return modelopt.parse(qc, config_key=key)
     if qc is None:
+        for name, in_file in _CONFIG_FILES:
+            if name in ckpt.extra_configs:
+                return _parse(in_file, ckpt.extra_configs[name], name, ckpt)
         return None
     method = qc.get("quant_method")
     if not isinstance(method, str):
         raise ConfigError(f"{key}: quantization_config has no `quant_method`")
     method = ALIASES.get(method.lower(), method.lower())
-    if deepseek_v4_fp8.applies(method, ckpt.config.model_type):
-        # vLLM's DeepseekV4FP8Config.override_quantization_method; it reads hf_config too
-        if ckpt.config.architecture != deepseek_v4_fp8.ARCHITECTURE:
-            raise deepseek_v4_fp8.other_model(key, method, ckpt.config.architecture)
-        return deepseek_v4_fp8.parse(qc, config_key=key,
-                                     expert_dtype=ckpt.config.raw.get("expert_dtype", "fp4"))
-    parser = FORMATS.get(method)
+    model_type = ckpt.config.model_type
+    parser = next((p for p in _CLAIMING if p.claims and p.claims(method, model_type)),
+                  None) or FORMATS.get(method)
     if parser is None:
         raise not_modelled(key, method)
-    if method == torchao.METHOD:  # its quantization metadata is in the safetensors headers
-        return torchao.parse(qc, config_key=key, files=ckpt.files)
-    if method == fp_quant.METHOD:  # vLLM builds it for one model dtype only
-        return fp_quant.parse(qc, config_key=key, model_dtype=_model_dtype(ckpt))
-    return parser(qc, config_key=key)
+    return _parse(parser, qc, key, ckpt)
 
 
-def _model_dtype(ckpt: Checkpoint) -> str | None:
-    """config.json's ``torch_dtype`` (or ``dtype``), text config first: what vLLM's
-    ``--dtype auto`` keeps (float32 aside, which it downcasts)."""
-    for cfg in (ckpt.config.text, ckpt.config.raw):
-        for key in ("torch_dtype", "dtype"):
-            if isinstance(cfg.get(key), str):
-                return str(cfg[key]).removeprefix("torch.")
-    return None
+def _parse(parser: Parser, qc: Mapping[str, Any], key: str, ckpt: Checkpoint) -> QuantFormat:
+    """``parser`` on the config, given the checkpoint inputs it reads."""
+    return parser.parse(qc, config_key=key, **{r: INPUTS[r](ckpt) for r in parser.reads})
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,10 +283,23 @@ def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec
     """Raise the engine's failure to build the model from this config.json, where the
     family says the release reads a key the config lacks (``Family.reads_quant_config``)."""
     if family is not None and family.reads_quant_config:
-        err = family.build_refusal(ckpt.config.raw, release.engine, release.version,
-                                   release.label)
+        where, qc = engine_quant_config(ckpt)
+        err = family.build_refusal(qc, where, release.engine, release.version, release.label)
         if err is not None:
             raise err
+
+
+def engine_quant_config(ckpt: Checkpoint) -> tuple[str, Any]:
+    """(file, value): the quantization config vLLM sets on its model config, which its model
+    code reads as ``config.quantization_config``. ``get_config`` (vLLM 0.20.0, 0.22.1 and 0.33.0
+    ``vllm/transformers_utils/config.py``) takes config.json's top-level
+    ``quantization_config`` and, where that is absent or null, the whole of
+    ``hf_quant_config.json`` (ModelOpt 0.29 and before); ``text_config``'s and the other
+    quantization files are not read there. ``("config.json", None)`` when neither is present."""
+    qc = ckpt.config.raw.get("quantization_config")
+    if qc is None and "hf_quant_config.json" in ckpt.extra_configs:
+        return "hf_quant_config.json", ckpt.extra_configs["hf_quant_config.json"]
+    return "config.json", qc
 
 
 def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -23,6 +23,25 @@ class Resolution:
 
     scheme: QuantScheme | None  #: None: the module stays unquantized
     reason: str  #: e.g. "ignored by `re:.*mlp.gate$`", "config_groups.group_0 (target `Linear`)"
+
+
+#: how an engine matches a skip-list entry against a module name: ``match(name, entry)``
+Matcher = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SkipList:
+    """A config's list of modules left unquantized, as the engine reads it (QS204)."""
+
+    key: str  #: its key under ``quantization_config`` (``ignore``, ``exclude_modules``, …)
+    entries: Sequence[str]
+    match: Matcher  #: how the engine matches an entry against a module name
+    #: entries that match no module and still act (Quark's that skip a whole fused-MoE
+    #: layer by naming part of it), among the modules resolved so far
+    acting: frozenset[str] = frozenset()
+    #: entries are name suffixes, which the engine tests against its own layer names (a
+    #: fused layer is one name for its shards: FP-Quant), not against the checkpoint's
+    on_engine_layers: bool = False
 
 
 class QuantFormat(Protocol):
@@ -53,6 +72,22 @@ class QuantFormat(Protocol):
         """This config as ``engine``'s release (None: the newest vLLM) builds it: the one
         :meth:`resolve` and :meth:`refusal` answer for (Quark's schemes differ by release)."""
         ...
+
+    def skip_list(self) -> SkipList | None:
+        """The config's list of modules the engine leaves unquantized, with the engine's way
+        of matching it; None for a format with no such list (or one QS204 does not judge)."""
+        ...
+
+
+class NoSkipList:
+    """``skip_list`` for formats whose configs list no modules to skip (or whose list QS204
+    does not judge)."""
+
+    __slots__ = ()
+
+    def skip_list(self) -> SkipList | None:
+        """None."""
+        return None
 
 
 class SameInEveryRelease:
@@ -92,6 +127,11 @@ def equal_or_regex(name: str, pattern: str) -> bool:
     if pattern.startswith("re:"):
         return _compile(pattern[3:]).match(name) is not None
     return name == pattern
+
+
+def ends_with(name: str, entry: str) -> bool:
+    """FP-Quant / vLLM matching: the entry ends the name (``prefix.endswith(entry)``)."""
+    return name.endswith(entry)
 
 
 def first_match(name: str, patterns: Iterable[str]) -> str | None:

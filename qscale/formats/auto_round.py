@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from qscale.engines import wna16
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
-from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.formats._api import NoSkipList, Resolution, SameInEveryRelease
 from qscale.formats._layers import is_lm_head
 from qscale.formats.gptq import AWQ, GPTQ, wna16_scheme
 
@@ -48,7 +48,7 @@ _REGEX_CHARS = frozenset(r"*+?^$()[]{}|\\")
 
 
 @dataclass(frozen=True, slots=True)
-class AutoRoundConfig(SameInEveryRelease):
+class AutoRoundConfig(NoSkipList, SameInEveryRelease):
     """A parsed integer AutoRound config."""
 
     packing: str  #: ``gptq`` or ``awq``: how qweight is packed

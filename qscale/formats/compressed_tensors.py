@@ -18,7 +18,14 @@ from typing import Any
 
 from qscale.engines import EngineSpec
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import BuiltByEveryRelease, Resolution, first_match, require_list
+from qscale.formats._api import (
+    BuiltByEveryRelease,
+    Resolution,
+    SkipList,
+    equal_or_regex,
+    first_match,
+    require_list,
+)
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     E8M0,
@@ -427,6 +434,10 @@ class CompressedTensorsConfig(BuiltByEveryRelease):
     sparse_targets: tuple[str, ...] = ()
     #: formats in the config whose tensors qscale does not model (sparse, marlin-24, mxfp6)
     unmodelled_formats: tuple[str, ...] = ()
+
+    def skip_list(self) -> SkipList:
+        """``ignore``: exact names and ``re:`` regexes."""
+        return SkipList("ignore", self.ignore, equal_or_regex)
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """vLLM >= 0.22 refuses any ``sparsity_config`` with targets

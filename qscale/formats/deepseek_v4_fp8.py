@@ -71,7 +71,7 @@ from qscale._dsv4 import scale_params as scale_params
 from qscale.engines import EngineSpec, catalogue
 from qscale.errors import ConfigError, UnknownFormat
 from qscale.formats import fp8, modelopt
-from qscale.formats._api import Resolution
+from qscale.formats._api import NoSkipList, Resolution
 from qscale.modules import ModuleInfo
 from qscale.schemes import (
     E8M0,
@@ -178,7 +178,7 @@ NVFP4_EXPERTS_SCALE = replace(
 
 
 @dataclass(frozen=True, slots=True)
-class DeepseekV4Fp8Config:
+class DeepseekV4Fp8Config(NoSkipList):
     """A DeepSeek-V4 ``fp8`` / ``deepseek_v4_fp8`` config as ``DeepseekV4FP8Config`` reads it."""
 
     linear: QuantScheme
@@ -317,3 +317,15 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json",
         block=(block[0], block[1]),
     )
 
+
+
+def parse_for_model(qc: Mapping[str, Any], *, config_key: str = "config.json",
+                    architecture: str | None = None,
+                    hf_config: Mapping[str, Any] | None = None) -> DeepseekV4Fp8Config:
+    """Parse a config vLLM hands to ``DeepseekV4FP8Config`` (:func:`applies`): on the model
+    ``architecture`` of ``hf_config`` (config.json), whose ``expert_dtype`` it reads too; QS102
+    on a model other than :data:`ARCHITECTURE`."""
+    if architecture != ARCHITECTURE:
+        raise other_model(config_key, str(qc.get("quant_method", METHOD)).lower(), architecture)
+    return parse(qc, config_key=config_key,
+                 expert_dtype=(hf_config or {}).get("expert_dtype", "fp4"))

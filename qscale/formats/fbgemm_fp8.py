@@ -40,7 +40,7 @@ from typing import Any
 
 from qscale.engines import EngineSpec, catalogue
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import Resolution, SameInEveryRelease, require_list
+from qscale.formats._api import Resolution, SameInEveryRelease, SkipList, require_list
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
@@ -136,6 +136,10 @@ class FbgemmFp8Config(SameInEveryRelease):
     def __post_init__(self) -> None:
         why = "quant_method fbgemm_fp8 (all Linear layers)"
         object.__setattr__(self, "quantized", Resolution(SCHEME, why))
+
+    def skip_list(self) -> SkipList:
+        """``modules_to_not_convert``: exact names (vLLM's match, as for fp8)."""
+        return SkipList("modules_to_not_convert", sorted(self.ignored), str.__eq__)
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """The missing-key refusal of every release, or QS102 on SGLang."""

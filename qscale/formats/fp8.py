@@ -25,7 +25,7 @@ from typing import Any
 
 from qscale.engines import EngineSpec
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import BuiltByEveryRelease, Resolution, require_list
+from qscale.formats._api import BuiltByEveryRelease, Resolution, SkipList, require_list
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     FLOAT_SCALE,
@@ -64,6 +64,10 @@ class Fp8Config(BuiltByEveryRelease):
     def __post_init__(self) -> None:
         resolution = Resolution(self.scheme, "quant_method fp8 (all Linear layers)")
         object.__setattr__(self, "quantized", resolution)
+
+    def skip_list(self) -> SkipList:
+        """``ignored_layers`` (or ``modules_to_not_convert``): exact names, as vLLM matches."""
+        return SkipList("ignored_layers", sorted(self.ignored), str.__eq__)
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """What stops ``engine`` building this config, or QS102 where qscale cannot say."""

@@ -45,7 +45,7 @@ from typing import Any
 
 from qscale.engines import EngineSpec, Version, catalogue, parse_version
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import Resolution, require_list
+from qscale.formats._api import Resolution, SkipList, ends_with, require_list
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
@@ -163,6 +163,12 @@ class FpQuantConfig:
             scheme = _scheme(self.forward_dtype, g, self.hadamard_group_size, rel.parameters,
                              rel.label)
         object.__setattr__(self, "scheme", scheme)
+
+    def skip_list(self) -> SkipList:
+        """``modules_to_not_convert``: name suffixes, which vLLM tests against its own layer
+        names (``FPQuantConfig.get_quant_method``)."""
+        return SkipList("modules_to_not_convert", self.modules_to_not_convert, ends_with,
+                        on_engine_layers=True)
 
     def for_engine(self, engine: EngineSpec | None) -> FpQuantConfig:
         """The config as ``engine``'s release builds it (another engine: the newest vLLM's

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from qscale.engines import wna16
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
-from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.formats._api import NoSkipList, Resolution, SameInEveryRelease
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleInfo
 from qscale.schemes import FLOAT_SCALE, QuantArgs, QuantScheme, Shapes, Strategy, TensorSpec
@@ -126,7 +126,7 @@ def _quantized_by_storage(module: ModuleInfo) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class WNA16Config(SameInEveryRelease):
+class WNA16Config(NoSkipList, SameInEveryRelease):
     """A parsed GPTQ or AWQ config."""
 
     method: str  #: ``gptq`` or ``awq``

@@ -35,7 +35,14 @@ from typing import Any
 
 from qscale.engines import EngineSpec
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats._api import BuiltByEveryRelease, Resolution, Wildcards, require_list
+from qscale.formats._api import (
+    BuiltByEveryRelease,
+    Resolution,
+    SkipList,
+    Wildcards,
+    require_list,
+    wildcard,
+)
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     E8M0,
@@ -178,6 +185,10 @@ class ModelOptConfig(BuiltByEveryRelease):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "excluded", Wildcards(self.exclude))
+
+    def skip_list(self) -> SkipList:
+        """``exclude_modules``: fnmatch wildcards or substrings (vLLM's ``is_layer_excluded``)."""
+        return SkipList("exclude_modules", self.exclude, wildcard)
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """What stops ``engine`` building this config, or QS102 for an algo qscale does not

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qscale.formats._api import BuiltByEveryRelease, Resolution
+from qscale.formats._api import BuiltByEveryRelease, NoSkipList, Resolution
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import E8M0, U8, QuantArgs, QuantScheme, Shapes, Strategy, TensorSpec
 
@@ -49,7 +49,7 @@ SCHEME = QuantScheme(
 
 
 @dataclass(frozen=True, slots=True)
-class Mxfp4Config(BuiltByEveryRelease):
+class Mxfp4Config(NoSkipList, BuiltByEveryRelease):
     """gpt-oss MXFP4: experts quantized, everything else BF16."""
 
     config_key: str = "config.json"

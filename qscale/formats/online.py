@@ -18,7 +18,7 @@ from typing import Any
 
 from qscale.engines import EngineSpec
 from qscale.errors import UnknownFormat
-from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.formats._api import NoSkipList, Resolution, SameInEveryRelease
 from qscale.modules import ModuleInfo
 
 EXPERTS_INT8 = "experts_int8"
@@ -26,7 +26,7 @@ _ONLINE = Resolution(None, "experts_int8: the engine quantizes the experts onlin
 
 
 @dataclass(frozen=True, slots=True)
-class ExpertsInt8Config(SameInEveryRelease):
+class ExpertsInt8Config(NoSkipList, SameInEveryRelease):
     """A parsed ``quant_method: experts_int8`` config (it has no keys)."""
 
     config_key: str = "config.json"

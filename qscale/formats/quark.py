@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 from qscale.engines import catalogue
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
-from qscale.formats._api import Resolution, first_match, require_list
+from qscale.formats._api import Resolution, SkipList, equal_or_regex, first_match, require_list
 from qscale.modules import ModuleInfo, ModuleKind
 from qscale.schemes import (
     E8M0,
@@ -667,6 +667,11 @@ class QuarkConfig:
         they name part of it (``….experts.*.down_proj``), among the modules resolved so far:
         they match no module, and still act."""
         return frozenset(self._child_entries)
+
+    def skip_list(self) -> SkipList:
+        """``exclude``: exact names and ``re:`` regexes; the entries that skipped a fused-MoE
+        layer by naming part of it act though they match no module (vLLM >= 0.26)."""
+        return SkipList("exclude", self.exclude, equal_or_regex, acting=self.child_entries())
 
     def _checked(self, module: ModuleInfo, scheme: Scheme, why: str) -> Resolution:
         """The resolution, or QS102 where qscale does not model what the engine builds."""

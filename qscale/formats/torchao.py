@@ -111,7 +111,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from qscale.engines import catalogue, parse_version
 from qscale.errors import ConfigError, QscaleError, UnknownFormat
-from qscale.formats._api import Resolution, SameInEveryRelease
+from qscale.formats._api import NoSkipList, Resolution, SameInEveryRelease
 from qscale.modules import EMBEDDING_NAMES, ModuleInfo
 from qscale.safetensors_io import FileHeader
 from qscale.schemes import FLOAT_SCALE, QuantArgs, QuantScheme, Strategy, TensorSpec, blocks, full
@@ -217,7 +217,7 @@ class Stored(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class TorchAoConfig(SameInEveryRelease):
+class TorchAoConfig(NoSkipList, SameInEveryRelease):
     """A parsed ``quant_method: torchao`` config and what its files' metadata say."""
 
     ao_type: str  #: the torchao config class, e.g. ``Int8WeightOnlyConfig``

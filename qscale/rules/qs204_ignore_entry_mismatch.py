@@ -57,14 +57,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 from qscale.engines.families import Family
 from qscale.engines.loader import engine_name
-from qscale.formats._api import equal_or_regex, wildcard
+from qscale.formats._api import SkipList, wildcard
 from qscale.formats._layers import is_lm_head
-from qscale.formats.compressed_tensors import CompressedTensorsConfig
-from qscale.formats.fbgemm_fp8 import FbgemmFp8Config
-from qscale.formats.fp8 import Fp8Config
-from qscale.formats.fp_quant import FpQuantConfig
-from qscale.formats.modelopt import ModelOptConfig
-from qscale.formats.quark import QuarkConfig
 from qscale.modules import ModuleKind
 from qscale.rules._api import (
     Applicability,
@@ -78,39 +72,23 @@ from qscale.rules._api import (
 )
 from qscale.rules._structure import FLOAT_WEIGHTS, QUANT_PARAMS, head_built_unquantized
 
-Matcher = Callable[[str, str], bool]
-
-
-def skip_list(ctx: Context) -> tuple[str, Sequence[str], Matcher] | None:
-    """(config key, entries, matcher) of the format's skip list."""
-    fmt = ctx.quant.format
-    if isinstance(fmt, CompressedTensorsConfig):
-        return "ignore", fmt.ignore, equal_or_regex
-    if isinstance(fmt, QuarkConfig):
-        return "exclude", fmt.exclude, equal_or_regex
-    if isinstance(fmt, ModelOptConfig):
-        return "exclude_modules", fmt.exclude, wildcard
-    if isinstance(fmt, Fp8Config):
-        return "ignored_layers", sorted(fmt.ignored), str.__eq__
-    if isinstance(fmt, FbgemmFp8Config):  # vLLM's exact match, as for fp8
-        return "modules_to_not_convert", sorted(fmt.ignored), str.__eq__
-    return None
-
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report skip-list entries that match nothing, or match differently in the engine."""
-    if isinstance(ctx.quant.format, FpQuantConfig):
-        yield from _suffix_entries(ctx, ctx.quant.format)
-    else:
-        yield from _skip_list_entries(ctx)
-
-
-def _skip_list_entries(ctx: Context) -> Iterator[Finding]:
-    """The skip-list entries of every other format, matched as the engine matches them."""
-    found = skip_list(ctx)
-    if found is None:
+    fmt = ctx.quant.format
+    skips = fmt.skip_list() if fmt is not None else None
+    if skips is None:
         return
-    key, entries, match = found
+    if skips.on_engine_layers:
+        yield from _suffix_entries(ctx, fmt.config_key if fmt else None, skips)
+    else:
+        yield from _skip_list_entries(ctx, skips)
+
+
+def _skip_list_entries(ctx: Context, skips: SkipList) -> Iterator[Finding]:
+    """The skip-list entries matched against the checkpoint's and the engine's module names,
+    as the engine matches them."""
+    key, entries, match = skips.key, skips.entries, skips.match
     # the engine's names are the family's: without one (QS103) the `re:` entries are judged on
     # the checkpoint's names alone (FAMILY_PART), not on another engine's or release's names
     fam = ctx.plan.family if ctx.plan else None
@@ -125,8 +103,7 @@ def _skip_list_entries(ctx: Context) -> Iterator[Finding]:
     at = Location(file=fmt.config_key if fmt else None, key=f"/quantization_config/{key}")
     near = _Near(names, known)
     parts: _Parts | None = None  # built for the first entry that needs it
-    # Quark: entries that skip a whole fused-MoE layer by naming part of it (vLLM >= 0.26)
-    acting = fmt.child_entries() if isinstance(fmt, QuarkConfig) else frozenset()
+    acting = skips.acting  # entries that match no module and still act (Quark's)
     for entry in entries:
         if match is not wildcard and not entry.startswith("re:"):
             hits = [entry] if entry in known else []  # exact names: a set lookup
@@ -172,11 +149,13 @@ def _skip_list_entries(ctx: Context) -> Iterator[Finding]:
         )
 
 
-def _suffix_entries(ctx: Context, fmt: FpQuantConfig) -> Iterator[Finding]:
-    """FP-Quant's ``modules_to_not_convert``: suffixes of the checkpoint's module names (what
-    fp_quant's ``replace_with_fp_quant_linear`` tests) and of vLLM's layer names (what
+def _suffix_entries(ctx: Context, config_key: str | None, skips: SkipList) -> Iterator[Finding]:
+    """Entries tested against the engine's layer names (FP-Quant's ``modules_to_not_convert``):
+    suffixes of the checkpoint's module names (what fp_quant's
+    ``replace_with_fp_quant_linear`` tests) and of vLLM's layer names (what
     ``FPQuantConfig.get_quant_method`` tests; a fused layer is one name for its shards)."""
-    at = Location(file=fmt.config_key, key="/quantization_config/modules_to_not_convert")
+    match = skips.match
+    at = Location(file=config_key, key=f"/quantization_config/{skips.key}")
     engine: dict[str, str] = {}  # checkpoint module -> the engine layer it loads into
     for p in (ctx.plan.params.values() if ctx.plan is not None else ()):
         layer = p.name.rpartition(".")[0]
@@ -184,10 +163,10 @@ def _suffix_entries(ctx: Context, fmt: FpQuantConfig) -> Iterator[Finding]:
             if src.expert is None:
                 engine.setdefault(src.source.rpartition(".")[0], layer)
     names = [n for n, mq in ctx.quant.modules.items() if mq.module.kind == ModuleKind.LINEAR]
-    for entry in fmt.modules_to_not_convert:
-        ours = [n for n in names if n.endswith(entry)]
-        lost = [n for n in ours if n in engine and not engine[n].endswith(entry)]
-        gained = [n for n in names if n not in ours and engine.get(n, "").endswith(entry)]
+    for entry in skips.entries:
+        ours = [n for n in names if match(n, entry)]
+        lost = [n for n in ours if n in engine and not match(engine[n], entry)]
+        gained = [n for n in names if n not in ours and match(engine.get(n, ""), entry)]
         for n, how in ((lost[:1], "skips `{n}` by its checkpoint name, but vLLM tests its own"
                         " layer name, `{e}`, which does not end with it: the layer is built"
                         " FP-Quant while `{n}` is stored for an unquantized one"),

@@ -115,13 +115,14 @@ class Family:
     #: engine name -> the fields that differ in that engine's loader (its own vocabulary)
     engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def build_refusal(self, raw: Mapping[str, Any], engine: str,
+    def build_refusal(self, qc: Any, where: str, engine: str,
                       version: tuple[int, ...] | None, label: str) -> ConfigError | None:
-        """The engine's failure to build the model from ``raw`` (config.json), where the
-        release reads a :attr:`reads_quant_config` key the config lacks."""
+        """The engine's failure to build the model, where the release reads a
+        :attr:`reads_quant_config` key that ``qc`` lacks: the quantization config as the
+        engine sets it on its model config (``hf_config.quantization_config``), read from the
+        file ``where``."""
         if engine != "vllm" or version is None:
             return None
-        qc = raw.get("quantization_config")
         for read in self.reads_quant_config:
             if not read.since <= tuple(version) < read.until:
                 continue
@@ -131,12 +132,13 @@ class Family:
                         f"has a `quantization_config` without `{read.key}`")
             until = ".".join(map(str, read.until))
             return ConfigError(
-                f"config.json: {label} builds {read.where} with"
+                f"{where}: {label} builds {read.where} with"
                 f" `config.quantization_config[\"{read.key}\"]`; this config {observed}, so"
                 " the model fails to build",
                 hint=f"serve it with vLLM {until} or later (which uses {read.value} without"
                      f" reading it), or add \"{read.key}\": \"{read.value}\" to"
-                     " quantization_config",
+                     + (" quantization_config" if where == "config.json" else
+                        f" the top level of {where}"),
             )
         return None
 
