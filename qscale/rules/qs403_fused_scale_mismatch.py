@@ -81,12 +81,16 @@ def _kept_vectors(ctx: Context) -> Iterator[Finding]:
     """torchao AWQ's ``act_pre_scale`` (one vector per shard, overwritten in the merged
     Int4Tensor): each shard against the one loaded last."""
     assert ctx.plan is not None
-    for p in ctx.plan.params.values():
-        if p.leaf != "_weight_act_pre_scale" or p.overwritten is None or p.kept_from is None \
-                or len(p.sources) < 2:
-            continue
+    params = [p for p in ctx.plan.params.values()
+              if p.leaf == "_weight_act_pre_scale" and p.overwritten is not None
+              and p.kept_from is not None and len(p.sources) >= 2]
+    if not params:
+        return
+    # one read for every parameter's shards: each file is opened once
+    values = ctx.checkpoint.read_values([s.source for p in params for s in p.sources])
+    for p in params:
+        assert p.kept_from is not None
         names = [s.source for s in p.sources]
-        values = ctx.checkpoint.read_values(names)
         kept = values[p.kept_from].astype("float64").reshape(-1)
         worst: dict[str, float] = {}
         for n in names:
