@@ -17,7 +17,8 @@ from qscale.findings import Finding, Location, Report, Severity
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.layout import Deployment, Layout, Platform
 from qscale.layout import resolve as resolve_layout
-from qscale.rules._api import Context
+from qscale.rules._api import Context, Rule
+from qscale.rules._experts import reduced_context
 from qscale.rules.qs010_engine_version_not_modelled import RULE as ENGINE_NOTE
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
     )
     crashed: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
-    for rule in rules.select(options.select, options.ignore):
+    chosen = rules.select(options.select, options.ignore)
+    # the rules that judge each routed expert by its own module see alike experts once
+    reduced = reduced_context(ctx) if any(r.expert_symmetric for r in chosen) else None
+    for rule in chosen:
         assert rule.check is not None
         if plan is None and (rule.needs_plan or rule.needs_family):
             skipped.append((rule.code, why))
@@ -72,7 +76,7 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         if rule.reads_scan and ckpt.header_only:  # judged the small tensors only: partial
             skipped.append((rule.code, HEADER_ONLY))
         try:
-            findings.extend(rule.check(ctx))
+            findings.extend(_judge(rule, ctx, reduced))
         except Exception as exc:  # a rule bug must not hide the other rules' findings
             log.debug("rule %s crashed", rule.code, exc_info=True)
             crashed.append((rule.code, f"{type(exc).__name__}: {exc}"))
@@ -97,6 +101,21 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         layout=_layout_label(layout, options.deployment),
         unmodelled=not_modelled,
     )
+
+
+def _judge(rule: Rule, ctx: Context, reduced: Context | None) -> list[Finding]:
+    """The rule's findings on ``ctx``. An expert-symmetric rule runs on ``reduced`` first:
+    clean there is clean on ``ctx`` (its verdict on an expert is that of any alike one);
+    anything else (a finding, a crash) is judged again on every module, so each finding
+    names its own tensor."""
+    assert rule.check is not None
+    if reduced is not None and rule.expert_symmetric:
+        try:
+            if not any(True for _ in rule.check(reduced)):
+                return []
+        except Exception:  # judged again below, where a crash is reported as itself
+            log.debug("rule %s crashed on the reduced map", rule.code, exc_info=True)
+    return list(rule.check(ctx))
 
 
 def _layout_label(layout: Layout, d: Deployment) -> str:

@@ -57,6 +57,10 @@ class Context:
             self._facts[compute] = compute(self)
         return cast(T, self._facts[compute])
 
+    def share(self, compute: Callable[[Context], T], value: T) -> None:
+        """Give ``shared(compute)`` a value computed elsewhere (one the runner already has)."""
+        self._facts[compute] = value
+
     def file_of(self, tensor: str) -> str | None:
         """The file a tensor is stored in."""
         t = self.checkpoint.tensors.get(tensor)
@@ -99,6 +103,13 @@ class Rule:
     family_part: str | None = None
     #: judges the deep scan of scale values; partial (skipped) when the read was header-only
     reads_scan: bool = False
+    #: its verdict on a routed expert's module (``….experts.{e}.{proj}``) depends on what
+    #: that module holds alone (resolution, scheme, logical shape, kind, the names, dtypes
+    #: and shapes of its tensors), never on the expert's index, on the other experts, or on
+    #: tensor values; counts come from ``rules._experts.expert_layers``. The runner judges
+    #: a layer whose experts are alike by its first expert, and runs the rule on every
+    #: module again when it reports anything there (qscale/rules/_experts.py)
+    expert_symmetric: bool = False
     fixable: Applicability | None = None
     tags: tuple[str, ...] = field(default=())
     #: the remedy a finding carries when the check gives none of its own

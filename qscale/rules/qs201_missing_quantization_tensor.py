@@ -52,4 +52,5 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    expert_symmetric=True,
 )

@@ -62,6 +62,7 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    expert_symmetric=True,
     fixable=Applicability.SAFE,
     needs_family=True,
 )

@@ -98,5 +98,6 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    expert_symmetric=True,
     family_part=FAMILY_PART,
 )

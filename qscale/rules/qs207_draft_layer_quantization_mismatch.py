@@ -87,5 +87,6 @@ RULE = Rule(
     severity=Severity.WARNING,
     doc=__doc__ or "",
     check=check,
+    expert_symmetric=True,
     needs_family=True,
 )

@@ -22,15 +22,14 @@ Make `config.json` agree with the tensors (after pruning, update `num_experts` a
 shape), or re-export the checkpoint.
 """
 
-import re
 from collections.abc import Iterator
 
 from qscale.engines.families import ExpertNames
 from qscale.modules import ModuleKind
 from qscale.rules._api import Applicability, Context, Finding, Fix, ModuleQuant, Rule, Severity
+from qscale.rules._experts import expert_layers, split_expert
 
 COUNT_KEYS = ("num_experts", "n_routed_experts", "num_local_experts")
-EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)$")
 
 
 def _config_count(ctx: Context) -> tuple[str, int] | None:
@@ -46,20 +45,19 @@ def check(ctx: Context) -> Iterator[Finding]:
     cfg = _config_count(ctx)
     inter = ctx.checkpoint.config.get("moe_intermediate_size")
     names = ctx.plan.family.experts if ctx.plan else None
-    layers: dict[str, set[int] | range] = {}
-    first: dict[str, str] = {}
+    experts = expert_layers(ctx)  # every layer's indices, also where the map is reduced
+    modules = ctx.quant.modules
+    layers: dict[str, set[int] | range] = {
+        layer: set(map(int, idx)) for layer, idx in experts.indices.items()}
+    first = {layer: next(iter(modules[name].module.tensors.values())).name
+             for layer, name in experts.first.items()}
     sized = names is not None and isinstance(inter, int)
     right: set[tuple[str, tuple[int, int] | None]] = set()  # (proj, logical shape) judged fine
     words: dict[str, bool] = {}  # projection name -> whether it is all word characters
-    for name, mq in ctx.quant.modules.items():
-        split = _split(name, words) if ".experts." in name else None  # the test spares it
+    for name, mq in modules.items():
+        split = split_expert(name, words) if ".experts." in name else None  # the test spares it
         if split is not None:
-            layer, digits, proj = split
-            stored = layers.get(layer)
-            if not isinstance(stored, set):
-                layers[layer] = stored = set()
-                first[layer] = next(iter(mq.module.tensors.values())).name
-            stored.add(int(digits))
+            proj = split[2]
             if sized and (proj, mq.logical_shape) not in right:
                 assert names is not None and isinstance(inter, int)
                 wrong = _size(ctx, mq, proj, inter, names)
@@ -69,8 +67,9 @@ def check(ctx: Context) -> Iterator[Finding]:
                     yield wrong
         elif mq.module.kind == ModuleKind.FUSED_EXPERTS:
             n = next(iter(mq.module.tensors.values())).shape[0]
-            layers[name] = range(n)  # never a set: n comes from the header, unbounded
-            first[name] = next(iter(mq.module.tensors.values())).name
+            if name not in experts.indices:  # per-expert modules under the name win
+                layers[name] = range(n)  # never a set: n comes from the header, unbounded
+                first[name] = next(iter(mq.module.tensors.values())).name
     if cfg is None:
         return
     key, want = cfg
@@ -85,24 +84,6 @@ def check(ctx: Context) -> Iterator[Finding]:
             ctx.at(first[layer]),
             fix=FIX,
         )
-
-
-_WORD = re.compile(r"\w+")
-
-
-def _split(name: str, words: dict[str, bool]) -> tuple[str, str, str] | None:
-    """``EXPERT.match(name).groups()``, or None where it does not match: by splitting off the
-    last two components (the regex's greedy head leaves exactly those), with the regex itself
-    for any name the split cannot judge (a newline, which ``.`` does not cross)."""
-    head, _, proj = name.rpartition(".")
-    layer, dot, idx = head.rpartition(".")
-    word = words.get(proj)
-    if word is None:
-        word = words[proj] = _WORD.fullmatch(proj) is not None
-    if word and dot and idx.isdecimal() and layer.endswith(".experts") and "\n" not in name:
-        return layer, idx, proj
-    m = EXPERT.match(name)
-    return None if m is None else (m[1], m[2], m[3])
 
 
 def _exactly(idx: set[int] | range, want: int) -> bool:
@@ -155,5 +136,6 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    expert_symmetric=True,  # counts from `expert_layers`, which keeps every index
     family_part="expert sizes against `moe_intermediate_size`",
 )

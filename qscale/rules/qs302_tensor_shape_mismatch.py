@@ -69,5 +69,6 @@ RULE = Rule(
     severity=Severity.ERROR,
     doc=__doc__ or "",
     check=check,
+    expert_symmetric=True,
     fixable=Applicability.SAFE,
 )
