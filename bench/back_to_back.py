@@ -3,8 +3,9 @@
     .venv/bin/python bench/back_to_back.py --base /tmp/qscale-base DIR [DIR ...] -n 5
 
 ``--base`` is another checkout (``git archive <commit> | tar -x -C DIR``); the other tree is
-this script's own. Each run is ``qscale.cli.main`` as the console script runs it (``qscale._exit``
-on, stdout to /dev/null) and reports its process CPU time (user + system, start-up included).
+this script's own. Each run is bench_check's measured child (``qscale.cli.main`` as the
+console script runs it, stdout to /dev/null), reporting its process CPU time (user + system,
+start-up included).
 Runs alternate between the trees, so load on a shared machine falls on both alike; it prints
 the best of ``-n`` per tree and folder and their ratio. Build the folders with
 ``bench_check.build`` (e.g. the full ``qwen3.5-397b-fp8-text`` layout).
@@ -13,42 +14,35 @@ the best of ``-n`` per tree and folder and their ratio. Build the folders with
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+import bench_check  # noqa: E402
 
-_CHILD = r"""
-import os, resource, sys
-tree, d, engine = sys.argv[1:4]
+#: picks the tree to import, then runs bench_check's measured child (mode ``check``)
+_PRELUDE = r"""
+import sys
+tree = sys.argv.pop(1)
 sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__.lower()
                     and "editable" not in type(f).__name__.lower()]
 sys.path.insert(0, tree)
 import qscale
 assert qscale.__file__.startswith(tree), (qscale.__file__, tree)
-from qscale import _exit
-from qscale.cli import main
-_exit.ENABLED = True
-sys.argv = ["qscale", "check", d, "--engine", engine]
-os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-try:
-    main()
-except SystemExit:
-    pass
-sys.stdout.flush()
-ru = resource.getrusage(resource.RUSAGE_SELF)
-print(ru.ru_utime + ru.ru_stime, file=sys.stderr)
-sys.stderr.flush()
-os._exit(0)
 """
+_CHILD = _PRELUDE + bench_check._CHILD.format(bench=str(HERE))
 
 
 def _cpu(tree: Path, folder: Path, engine: str) -> float:
-    r = subprocess.run([sys.executable, "-c", _CHILD, str(tree), str(folder), engine],
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(tree), "check", str(folder), engine],
                        capture_output=True, text=True, check=True)
-    return float(r.stderr.strip().splitlines()[-1])
+    return float(json.loads(r.stderr.strip().splitlines()[-1])["cpu"])
 
 
 def main() -> None:
@@ -59,6 +53,9 @@ def main() -> None:
     ap.add_argument("--repeat", "-n", type=int, default=5)
     args = ap.parse_args()
     trees = {"base": args.base.resolve(), "this": ROOT}
+    for tree in trees.values():  # as `pip install` does (see bench_check._compile_bytecode)
+        if not compileall.compile_dir(tree / "qscale", quiet=1):
+            raise SystemExit(f"could not compile {tree / 'qscale'}")
     out = {}
     for folder in args.folders:
         best = {k: float("inf") for k in trees}
