@@ -65,7 +65,7 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
     skipped: list[tuple[str, str]] = []
     chosen = rules.select(options.select, options.ignore)
     # the rules that judge each routed expert by its own module see alike experts once
-    reduced = reduced_context(ctx) if any(r.expert_symmetric for r in chosen) else None
+    reduced = _reduced(ctx) if any(r.expert_symmetric for r in chosen) else None
     for rule in chosen:
         assert rule.check is not None
         if plan is None and (rule.needs_plan or rule.needs_family):
@@ -101,6 +101,15 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
         layout=_layout_label(layout, options.deployment),
         unmodelled=not_modelled,
     )
+
+
+def _reduced(ctx: Context) -> Context | None:
+    """``reduced_context(ctx)``; None (every rule on every module) should grouping fail."""
+    try:
+        return reduced_context(ctx)
+    except Exception:  # a bug in the grouping must cost speed, never the report
+        log.debug("grouping the experts failed", exc_info=True)
+        return None
 
 
 def _judge(rule: Rule, ctx: Context, reduced: Context | None) -> list[Finding]:

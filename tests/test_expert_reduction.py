@@ -174,3 +174,19 @@ def test_experts_stored_in_another_order_are_alike(tmp_path):
               for e in range(2)}
     assert len(orders) == 2  # the case this test is about
     assert all(group_experts(quant.modules).alike.values())
+
+
+def test_a_failing_grouping_costs_speed_not_the_report(tmp_path, monkeypatch):
+    import qscale.runner
+
+    def boom(ctx):
+        raise RuntimeError("grouping bug")
+
+    monkeypatch.setattr(qscale.runner, "reduced_context", boom)
+    b = qwen3_5_moe("ct-fp8")
+    b.drop(rf"{UP}\.input_scale$")
+    path = b.write(tmp_path)
+    report = check(read_checkpoint(path), CheckOptions(engine="vllm==0.33.0"))
+    assert not report.crashed
+    assert list(report.findings) == _every_rule_on_every_module(path, "vllm==0.33.0")
+    assert any(f.code == "QS201" for f in report.findings)
