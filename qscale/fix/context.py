@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from qscale.checkpoint import Checkpoint, ModelConfig
 from qscale.engines import EngineSpec
 from qscale.engines.loader import LoadPlan
 from qscale.findings import Finding, Report
 from qscale.fix.model import Change, ConfigEdit, Refusal
-from qscale.formats import QuantMap, resolve_quantization
+from qscale.formats import QuantConfigRef, QuantMap, quant_config_ref, resolve_quantization
 from qscale.formats.compressed_tensors import CompressedTensorsConfig
 from qscale.formats.fp8 import Fp8Config
 from qscale.formats.modelopt import ModelOptConfig
 from qscale.formats.quark import QuarkConfig
 from qscale.layout import Deployment
-
-
-@dataclass(frozen=True, slots=True)
-class QuantConfigRef:
-    """Where the quantization config is stored: file, JSON pointer, and its raw object."""
-
-    file: str  #: "config.json" or "hf_quant_config.json"
-    pointer: (
-        str  #: e.g. "/quantization_config", "/text_config/quantization_config", "/quantization"
-    )
-    raw: Mapping[str, Any]
-
-    def at(self, key: str) -> str:
-        """The JSON pointer of one key of the config."""
-        return f"{self.pointer}/{key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +40,7 @@ class FixContext:
 
     def quant_config(self) -> QuantConfigRef | None:
         """The quantization config as stored (None for an unquantized checkpoint)."""
-        raw = self.checkpoint.config.raw
-        if isinstance(raw.get("quantization_config"), dict):
-            return QuantConfigRef("config.json", "/quantization_config", raw["quantization_config"])
-        text = raw.get("text_config")
-        if isinstance(text, dict) and isinstance(text.get("quantization_config"), dict):
-            return QuantConfigRef(
-                "config.json", "/text_config/quantization_config", text["quantization_config"]
-            )
-        hf = self.checkpoint.extra_configs.get("hf_quant_config.json")
-        if hf is None:
-            return None
-        if isinstance(hf.get("quantization"), dict):
-            return QuantConfigRef("hf_quant_config.json", "/quantization", hf["quantization"])
-        return QuantConfigRef("hf_quant_config.json", "", hf)
+        return quant_config_ref(self.checkpoint)
 
 
 def ignore_key(ctx: FixContext) -> str | None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from qscale.findings import Applicability, Severity
-from qscale.fix.context import FixContext, QuantConfigRef, ignore_key, simulate
+from qscale.fix.context import FixContext, ignore_key, simulate
 from qscale.fix.ignores import find_ignore_mismatches
 from qscale.fix.model import Change, ConfigAction, ConfigEdit, Refusal, finding_key
-from qscale.formats import ModuleQuant
+from qscale.formats import ModuleQuant, QuantConfigRef
 from qscale.rules._structure import QUANT_PARAMS, stored_unquantized
 
 NAME = "ignore-names"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from functools import partial
 
 from qscale.findings import Applicability, Finding, Severity
-from qscale.fix.context import FixContext, QuantConfigRef, edited, ignore_key
+from qscale.fix.context import FixContext, edited, ignore_key
 from qscale.fix.model import (
     Change,
     Computed,
@@ -31,7 +31,7 @@ from qscale.fix.model import (
     error_fields,
 )
 from qscale.fix.tensors import TensorSource, from_torch
-from qscale.formats import ModuleQuant, resolve_quantization
+from qscale.formats import ModuleQuant, QuantConfigRef, resolve_quantization
 from qscale.formats._api import equal_or_regex
 from qscale.rules._structure import QUANT_PARAMS
 from qscale.schemes import QuantScheme

@@ -289,6 +289,40 @@ def _refuse_startup(family: Family | None, ckpt: Checkpoint, release: EngineSpec
             raise err
 
 
+@dataclass(frozen=True, slots=True)
+class QuantConfigRef:
+    """Where the quantization config is stored: file, JSON pointer, and its raw object."""
+
+    file: str  #: "config.json" or "hf_quant_config.json"
+    #: e.g. "/quantization_config", "/text_config/quantization_config", "/quantization"
+    pointer: str
+    raw: Mapping[str, Any]
+
+    def at(self, key: str) -> str:
+        """The JSON pointer of one key of the config."""
+        return f"{self.pointer}/{key}"
+
+
+def quant_config_ref(ckpt: Checkpoint) -> QuantConfigRef | None:
+    """Where the config :func:`detect_format` parses is stored (None for an unquantized
+    checkpoint): config.json's ``quantization_config``, then its ``text_config``'s, then
+    ModelOpt's ``hf_quant_config.json`` (its ``quantization`` object when nested)."""
+    raw = ckpt.config.raw
+    if isinstance(raw.get("quantization_config"), dict):
+        return QuantConfigRef("config.json", "/quantization_config", raw["quantization_config"])
+    text = raw.get("text_config")
+    if isinstance(text, dict) and isinstance(text.get("quantization_config"), dict):
+        return QuantConfigRef(
+            "config.json", "/text_config/quantization_config", text["quantization_config"]
+        )
+    hf = ckpt.extra_configs.get("hf_quant_config.json")
+    if hf is None:
+        return None
+    if isinstance(hf.get("quantization"), dict):
+        return QuantConfigRef("hf_quant_config.json", "/quantization", hf["quantization"])
+    return QuantConfigRef("hf_quant_config.json", "", hf)
+
+
 def engine_quant_config(ckpt: Checkpoint) -> tuple[str, Any]:
     """(file, value): the quantization config vLLM sets on its model config, which its model
     code reads as ``config.quantization_config``. ``get_config`` (vLLM 0.20.0, 0.22.1 and 0.33.0

@@ -58,6 +58,9 @@ class Fp8Config(BuiltByEveryRelease):
     #: ``ignored_layers`` empty while ``modules_to_not_convert`` is not (SGLang reads the former)
     ignore_keys_differ: bool = False
     store_dtype: str | None = None
+    #: the key ``ignored`` was read from: ``ignored_layers``, or ``modules_to_not_convert``
+    #: where vLLM falls back to it (Qwen3.5-397B-A17B-FP8 writes only that one)
+    skip_key: str = "ignored_layers"
     #: the resolution of every Linear it quantizes, made once (a large MoE has 10^5)
     quantized: Resolution = field(init=False, repr=False, compare=False)
 
@@ -67,7 +70,7 @@ class Fp8Config(BuiltByEveryRelease):
 
     def skip_list(self) -> SkipList:
         """``ignored_layers`` (or ``modules_to_not_convert``): exact names, as vLLM matches."""
-        return SkipList("ignored_layers", sorted(self.ignored), str.__eq__)
+        return SkipList(self.skip_key, sorted(self.ignored), str.__eq__)
 
     def refusal(self, engine: EngineSpec | None) -> ConfigError | UnknownFormat | None:
         """What stops ``engine`` building this config, or QS102 where qscale cannot say."""
@@ -148,4 +151,5 @@ def parse(qc: Mapping[str, Any], *, config_key: str = "config.json") -> Fp8Confi
         no_activation_scheme="activation_scheme" not in qc,
         ignore_keys_differ="ignored_layers" in qc and not listed and bool(fallback),
         store_dtype=store,
+        skip_key="modules_to_not_convert" if fallback and not listed else "ignored_layers",
     )

@@ -57,6 +57,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 
 from qscale.engines.families import Family
 from qscale.engines.loader import engine_name
+from qscale.formats import quant_config_ref
 from qscale.formats._api import SkipList, wildcard
 from qscale.formats._layers import is_lm_head
 from qscale.modules import ModuleKind
@@ -85,6 +86,17 @@ def check(ctx: Context) -> Iterator[Finding]:
         yield from _skip_list_entries(ctx, skips)
 
 
+def _list_location(ctx: Context, key: str, config_key: str | None = None) -> Location:
+    """Where the skip list is stored: its file and JSON pointer (``/quantization_config/…``,
+    ``/text_config/quantization_config/…``, hf_quant_config.json's ``/quantization/…``)."""
+    ref = quant_config_ref(ctx.checkpoint)
+    if ref is None:  # a format parsed from elsewhere: the format's own file
+        fmt = ctx.quant.format
+        return Location(file=config_key or (fmt.config_key if fmt else None),
+                        key=f"/quantization_config/{key}")
+    return Location(file=ref.file, key=ref.at(key))
+
+
 def _skip_list_entries(ctx: Context, skips: SkipList) -> Iterator[Finding]:
     """The skip-list entries matched against the checkpoint's and the engine's module names,
     as the engine matches them."""
@@ -99,8 +111,7 @@ def _skip_list_entries(ctx: Context, skips: SkipList) -> Iterator[Finding]:
     stripped = sorted(
         (n.replace("language_model.", "", 1), n) for n in names if "language_model." in n
     ) if match is wildcard else []
-    fmt = ctx.quant.format
-    at = Location(file=fmt.config_key if fmt else None, key=f"/quantization_config/{key}")
+    at = _list_location(ctx, key)
     near = _Near(names, known)
     parts: _Parts | None = None  # built for the first entry that needs it
     acting = skips.acting  # entries that match no module and still act (Quark's)
@@ -155,7 +166,7 @@ def _suffix_entries(ctx: Context, config_key: str | None, skips: SkipList) -> It
     ``replace_with_fp_quant_linear`` tests) and of vLLM's layer names (what
     ``FPQuantConfig.get_quant_method`` tests; a fused layer is one name for its shards)."""
     match = skips.match
-    at = Location(file=config_key, key=f"/quantization_config/{skips.key}")
+    at = _list_location(ctx, skips.key, config_key)
     engine: dict[str, str] = {}  # checkpoint module -> the engine layer it loads into
     for p in (ctx.plan.params.values() if ctx.plan is not None else ()):
         layer = p.name.rpartition(".")[0]
