@@ -432,14 +432,22 @@ def test_awq_with_one_pre_scale_per_fused_layer_loads_clean(tmp_path):
     assert codes(built.write(tmp_path)) == []
 
 
+#: the row-parallel layers of the AWQ fixture, which TP splits along their input
+AWQ_ROW_PARALLEL = {"model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"}
+
+
+def _awq_at_tp(tp: int, code: str) -> tuple[list, list]:
+    """(the AWQ fixture's findings with ``code`` on vLLM 0.33 at TP=``tp``, all of them)."""
+    report = check(read_checkpoint(AWQ),
+                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=tp)))
+    return [f for f in report.findings if f.code == code], list(report.findings)
+
+
 def test_awq_row_parallel_at_tp_2_is_refused_like_vllm():
     # real vLLM 0.33 at TP=2: o_proj / down_proj's rank parameter has a 64-column
     # act_pre_scale, torchao's slice keeps all 128, copy_ refuses
-    report = check(read_checkpoint(AWQ),
-                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=2)))
-    refused = [f for f in report.findings if f.code == "QS506"]
-    assert {f.message.split("`")[1] for f in refused} == {
-        "model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"}
+    refused, _ = _awq_at_tp(2, "QS506")
+    assert {f.message.split("`")[1] for f in refused} == AWQ_ROW_PARALLEL
     assert all(FAILED["llama-awq-nohead@vllm-0.33.0-tp2"].startswith(
         f.message.split('copy_ fails with "')[1].split('"')[0]) for f in refused)
 
@@ -473,14 +481,11 @@ def test_tile_packed_without_its_shape_is_not_modelled(tmp_path):
 def test_awq_group_split_by_tp_is_the_awq_assertion():
     # real vLLM 0.33 at TP=4: 32 input columns per rank, groups of 64: Int4WeightOnlyConfig
     # leaves the weight plain and AWQ's prepare-for-loading asserts on it
-    report = check(read_checkpoint(AWQ),
-                   CheckOptions(engine="vllm==0.33.0", deployment=Deployment(tp=4)))
-    split = [f for f in report.findings if f.code == "QS505"]
-    assert {f.message.split("`")[1] for f in split} == {
-        "model.layers.0.self_attn.o_proj", "model.layers.0.mlp.down_proj"}
+    split, findings = _awq_at_tp(4, "QS505")
+    assert {f.message.split("`")[1] for f in split} == AWQ_ROW_PARALLEL
     said = FAILED["llama-awq-nohead@vllm-0.33.0-tp4"].removeprefix("AssertionError: ")
     assert all(said in f.message for f in split)
-    assert not [f for f in report.findings if f.code == "QS506"]  # the group fails first
+    assert not [f for f in findings if f.code == "QS506"]  # the group fails first
 
 
 def test_int4_plain_group_split_by_tp_fails_like_vllm():
