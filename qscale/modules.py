@@ -77,8 +77,8 @@ def _kind_of(leaf: str, params: Mapping[str, TensorInfo], weight: TensorInfo | N
     return ModuleKind.OTHER
 
 
-def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
-    """Group tensors by owning module, in name order."""
+def by_module(tensors: Iterable[TensorInfo]) -> dict[str, dict[str, TensorInfo]]:
+    """Tensors by owning module name, then parameter name, in the tensors' order."""
     grouped: dict[str, dict[str, TensorInfo]] = {}
     get = grouped.get
     for t in tensors:
@@ -88,24 +88,36 @@ def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
             grouped[module] = {param: t}
         else:
             found[param] = t
+    return grouped
+
+
+def kind_of(leaf: str, params: Mapping[str, TensorInfo],
+            memo: dict[tuple[str, int], ModuleKind]) -> ModuleKind:
+    """A module's kind. It is a function of its leaf and its weight's rank alone, unless the
+    leaf is `experts` (fused parameters decide): memoized on that pair in ``memo``, as the
+    10^5 experts of a large MoE share a handful of leaves."""
+    weight = _weight(params)
+    if leaf == "experts":
+        return _kind_of(leaf, params, weight)
+    key = (leaf, -1 if weight is None else len(weight[2]))  # weight.shape
+    known = memo.get(key)
+    if known is None:
+        known = memo[key] = _kind_of(leaf, params, weight)
+    return known
+
+
+def group_modules(tensors: Iterable[TensorInfo]) -> dict[str, ModuleInfo]:
+    """Group tensors by owning module, in name order."""
+    return modules_of(by_module(tensors))
+
+
+def modules_of(grouped: Mapping[str, Mapping[str, TensorInfo]]) -> dict[str, ModuleInfo]:
+    """:func:`by_module`'s groups as modules, in name order."""
     out: dict[str, ModuleInfo] = {}
-    # A module's kind is a function of its leaf and its weight's rank alone, unless the leaf
-    # is `experts` (fused parameters decide): memoized on that pair, as the 10^5 experts of a
-    # large MoE share a handful of leaves.
     kinds: dict[tuple[str, int], ModuleKind] = {}
     for name in sorted(grouped):
         params = grouped[name]
-        leaf = name[name.rfind(".") + 1 :]
-        weight = _weight(params)
-        if leaf == "experts":
-            kind = _kind_of(leaf, params, weight)
-        else:
-            key = (leaf, -1 if weight is None else len(weight[2]))  # weight.shape
-            known = kinds.get(key)
-            if known is None:
-                known = kinds[key] = _kind_of(leaf, params, weight)
-            kind = known
-        out[name] = _module_info(name, kind, params)
+        out[name] = _module_info(name, kind_of(name[name.rfind(".") + 1 :], params, kinds), params)
     return out
 
 

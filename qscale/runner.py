@@ -86,7 +86,7 @@ def _run_rules(ckpt: Checkpoint, quant: QuantMap, options: CheckOptions) -> Repo
     findings.sort(key=Finding.sort_key)
     summary = {
         "modules": len(quant.modules),
-        "quantized_modules": len(quant.quantized()),
+        "quantized_modules": quant.count_quantized(),
         "tensors": len(ckpt.tensors),
         "files": len(ckpt.files),
         **{s.label: sum(f.severity == s for f in findings) for s in Severity},

@@ -16,6 +16,7 @@ from typing import Any
 from qscale.checkpoint import Checkpoint
 from qscale.engines.families import Family
 from qscale.engines.loader import LoadPlan, ShardSlot
+from qscale.engines.templates import index_blind_literals
 from qscale.formats import ModuleQuant, QuantMap
 from qscale.formats.gptq import WNA16Config
 from qscale.modules import ModuleKind
@@ -216,7 +217,9 @@ def _experts(
         return ()
     hidden = _int(text, "hidden_size")
     seen: dict[str, ExpertShape] = {}
-    for name, mq in quant.modules.items():
+    # the first expert of each layer: a block's members share its layer and its verdict,
+    # unless a skip prefix could name an expert index
+    for name, mq, _ in quant.walk(index_blind_literals(family.skip_prefixes)):
         head, sep, _ = name.partition(".experts")
         if (not sep or head in seen or not is_expert(mq)
                 or not family.loaded_by_main_model(name, text)):

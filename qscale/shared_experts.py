@@ -15,6 +15,7 @@ from qscale.advisories import Gate, fusion_rule
 from qscale.checkpoint import ModelConfig
 from qscale.engines import EngineSpec
 from qscale.engines.families import Family
+from qscale.engines.templates import index_blind_literals
 from qscale.formats import ModuleQuant, QuantMap
 from qscale.formats.quark import QuarkConfig
 from qscale.layout import Layout, Platform
@@ -64,21 +65,36 @@ def _float_only(mq: ModuleQuant) -> str | None:
     return w.dtype
 
 
+def _shared_and_routed(
+    quant: QuantMap, marker: str, skip: tuple[str, ...], blind: bool
+) -> tuple[list[ModuleQuant], ModuleQuant | None] | None:
+    """The shared-expert modules and the first routed expert, in name order; None when
+    ``blind`` met a block of routed experts under ``marker`` (each member is shared then)."""
+    shared: list[ModuleQuant] = []
+    routed: ModuleQuant | None = None
+    for name, mq, n in quant.walk(blind):
+        if name.startswith(skip):
+            continue
+        if marker in name + "." and mq.module.kind == ModuleKind.LINEAR:
+            if n > 1:
+                return None
+            shared.append(mq)
+        elif routed is None and is_expert(mq):
+            routed = mq
+    return shared, routed
+
+
 def read_shared_experts(quant: QuantMap, family: Family) -> SharedExperts | None:
     """The shared experts, or None when the checkpoint has none (or no routed experts)."""
     marker = family.shared_expert
     if marker is None:
         return None
     skip = family.skip_prefixes
-    shared: list[ModuleQuant] = []
-    routed: ModuleQuant | None = None
-    for name, mq in quant.modules.items():
-        if name.startswith(skip):
-            continue
-        if marker in name + "." and mq.module.kind == ModuleKind.LINEAR:
-            shared.append(mq)
-        elif routed is None and is_expert(mq):
-            routed = mq
+    found = _shared_and_routed(quant, marker, skip, index_blind_literals(skip))
+    if found is None:  # a block of routed experts under the marker: every module read
+        found = _shared_and_routed(quant, marker, skip, False)
+    assert found is not None
+    shared, routed = found
     if not shared or routed is None:
         return None
     floats = [(mq.module.name, d) for mq in shared if (d := _float_only(mq))]

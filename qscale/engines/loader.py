@@ -267,8 +267,7 @@ def _droppable_leaves(spec: EngineSpec, quant: QuantMap) -> frozenset[str]:
     rel = wna16_facts(spec.engine, spec.version)
     if rel is None or not rel.desc_act_refused:
         return frozenset()
-    return frozenset(t for sch in {id(m.scheme): m.scheme for m in quant.modules.values()
-                                   if m.scheme is not None}.values() for t in sch.tolerated)
+    return frozenset(t for sch in quant.schemes() for t in sch.tolerated)
 
 
 def _dropped(quant: QuantMap, leaves: frozenset[str], name: str) -> bool:

@@ -7,7 +7,7 @@ Where the config lives follows vLLM: ``config.json:quantization_config`` (root o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,8 +35,9 @@ from qscale.formats import (
     torchao,
 )
 from qscale.formats._api import QuantFormat, Resolution, first_match
-from qscale.formats._layers import built_unquantized
-from qscale.modules import ModuleInfo, ModuleKind, group_modules
+from qscale.formats._layers import built_unquantized, built_unquantized_texts
+from qscale.module_map import Grouped, ModuleMap, group_blocks
+from qscale.modules import ModuleInfo, ModuleKind, by_module, modules_of
 from qscale.schemes import QuantScheme, TensorSpec
 
 
@@ -192,6 +193,40 @@ class QuantMap:
         """Modules with a scheme."""
         return [m for m in self.modules.values() if m.scheme is not None]
 
+    def walk(self, blind: bool = True) -> Iterator[tuple[str, ModuleQuant, int]]:
+        """``(name, record, n)`` of the modules in name order. Where ``blind`` (the caller's
+        verdict on a module does not depend on its expert index), an alike block of routed
+        experts comes once, as its first member with ``n`` its size, and no other member's
+        record is built; every other module, and every module when not ``blind``, with 1."""
+        mods = self.modules
+        if blind and isinstance(mods, ModuleMap):
+            for mq, n in mods.units():
+                yield mq.module.name, mq, n
+        else:
+            for name, mq in mods.items():
+                yield name, mq, 1
+
+    def where(self, keep: Callable[[ModuleQuant], bool]) -> list[ModuleQuant]:
+        """``[m for m in modules.values() if keep(m)]``, for a ``keep`` that judges a module
+        only by what an alike block's members share (resolution, scheme, logical shape,
+        kind, parameter names, dtypes and shapes; not the name): a block whose first member
+        it drops is dropped whole, without building its members' records."""
+        mods = self.modules
+        if isinstance(mods, ModuleMap) and not any(n > 1 and keep(mq) for mq, n in mods.units()):
+            return [mq for mq, _ in mods.units() if keep(mq)]
+        return [m for m in mods.values() if keep(m)]
+
+    def schemes(self) -> list[QuantScheme]:
+        """Every distinct scheme of the modules, in the order first met."""
+        each = (mq for _, mq, _ in self.walk())
+        return list({id(m.scheme): m.scheme for m in each if m.scheme is not None}.values())
+
+    def count_quantized(self) -> int:
+        """``len(self.quantized())``, without building a record per expert."""
+        if isinstance(self.modules, ModuleMap):
+            return self.modules.count_quantized()
+        return sum(m.scheme is not None for m in self.modules.values())
+
 
 def logical_shape(
     module: ModuleInfo, spec: TensorSpec | None, values: Mapping[str, Any]
@@ -211,9 +246,15 @@ def logical_shape(
     return None
 
 
-def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = None) -> QuantMap:
+def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = None, *,
+                         share_experts: bool = True) -> QuantMap:
     """Assign each module its scheme (only Linear and fused-expert modules can be quantized),
-    as ``engine``'s loader builds them (default: the newest vLLM)."""
+    as ``engine``'s loader builds them (default: the newest vLLM).
+
+    Where it is sound (:func:`_may_share`, :func:`_format_alike`), each alike block of routed
+    experts is resolved by its first member and held as one record in a
+    :class:`~qscale.module_map.ModuleMap`; ``share_experts=False`` resolves every module on
+    its own (the map that one must equal, record for record)."""
     fmt = detect_format(ckpt)
     release = parse_engine(engine) if isinstance(engine, str) else engine or parse_engine(None)
     if fmt is not None:
@@ -225,24 +266,51 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
         family = family.for_engine(parse_engine(engine).engine if isinstance(engine, str)
                                    else (engine or parse_engine(None)).engine)
     _refuse_startup(family, ckpt, release)
-    never = family.never_quantized if family else ()
-    plain = built_unquantized(ckpt.config.architecture)
-    #: the resolutions that do not depend on the module's name, made once (they are frozen)
-    fixed = {kind: Resolution(None, f"{kind.value} module") for kind in ModuleKind}
-    for kind in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
-        fixed[kind] = Resolution(None, "no quantization config")
-    out: dict[str, ModuleQuant] = {}
-    memo: dict[tuple[str, ...], Resolution | None] = {}  # engine names -> their named scheme
-    shape_of = _LogicalShapes(ckpt.values)
-    for name, module in group_modules(ckpt).items():
+    one = _Resolver(fmt, family, release, ckpt)
+    params = by_module(ckpt)
+    grouped = group_blocks(params) if share_experts and _may_share(fmt, family, ckpt) else None
+    if grouped is not None and _format_alike(fmt, grouped):
+        # each block by its first member, in name order with the other modules (the first
+        # module that fails to resolve is the one the module-by-module path meets first)
+        known: dict[str, ModuleQuant] = {}
+        loose, firsts = grouped.loose, grouped.firsts
+        for name in sorted((*loose, *firsts)):
+            block = firsts.get(name)
+            if block is None:
+                known[name] = one(name, loose[name])
+            else:
+                known[name] = block.quant = one(name, block.first)
+        return QuantMap(fmt, ModuleMap(grouped.order, known, grouped.blocks))
+    return QuantMap(fmt, {name: one(name, module) for name, module in modules_of(params).items()})
+
+
+class _Resolver:
+    """One module's record: the format's resolution, then the engine's and architecture's
+    unquantized builds, and the logical shape."""
+
+    def __init__(self, fmt: QuantFormat | None, family: Family | None, release: EngineSpec,
+                 ckpt: Checkpoint) -> None:
+        self.fmt, self.family, self.release = fmt, family, release
+        self.never = family.never_quantized if family else ()
+        self.plain = built_unquantized(ckpt.config.architecture)
+        #: the resolutions that do not depend on the module's name, made once (they are frozen)
+        fixed = {kind: Resolution(None, f"{kind.value} module") for kind in ModuleKind}
+        for kind in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
+            fixed[kind] = Resolution(None, "no quantization config")
+        self.fixed = fixed
+        self.memo: dict[tuple[str, ...], Resolution | None] = {}  # engine names -> scheme
+        self.shape_of = _LogicalShapes(ckpt.values)
+
+    def __call__(self, name: str, module: ModuleInfo) -> ModuleQuant:
+        fmt, family = self.fmt, self.family
         if fmt is None or module.kind not in (ModuleKind.LINEAR, ModuleKind.FUSED_EXPERTS):
-            res = fixed[module.kind]
+            res = self.fixed[module.kind]
         else:
-            res = _resolve(fmt, family, module, release, memo)
-            if plain is not None and res.scheme is not None and (why := plain(name)):
+            res = _resolve(fmt, family, module, self.release, self.memo)
+            if self.plain is not None and res.scheme is not None and (why := self.plain(name)):
                 res = Resolution(None, why)
             # endswith(never) first: a cheap test that rules out almost every module
-            if family is not None and res.scheme is not None and name.endswith(never):
+            if family is not None and res.scheme is not None and name.endswith(self.never):
                 why = family.builds_unquantized(name)
                 if why is not None:
                     res = Resolution(None, f"the engine builds `*{why}` unquantized")
@@ -252,8 +320,38 @@ def resolve_quantization(ckpt: Checkpoint, engine: EngineSpec | str | None = Non
                     res = Resolution(None, f"the engine builds `{child.rstrip('.')}` without"
                                      f" a quantization config under {fmt.method}")
         spec = res.scheme.weight_spec if res.scheme and res.scheme.tensors else None
-        out[name] = _module_quant(module, res, shape_of(module, spec))
-    return QuantMap(fmt, out)
+        return _module_quant(module, res, self.shape_of(module, spec))
+
+
+def _may_share(fmt: QuantFormat | None, family: Family | None, ckpt: Checkpoint) -> bool:
+    """Whether alike routed experts can resolve as their first one does, as far as the format
+    (it says how, ``resolves_experts_alike``: a format without it is resolved module by
+    module), the family and the architecture go: no name test of theirs
+    (``never_quantized``, ``unquantized_prefixes`` after the family's renames,
+    :func:`built_unquantized`) holds text that could tell one expert index from another
+    (:func:`qscale.engines.templates.index_blind_literals`). The members of a block store the
+    same parameters, dtypes and shapes (:func:`qscale.module_map.group_blocks`), so nothing
+    else a resolution reads differs."""
+    from qscale.engines.loader import _index_blind
+    from qscale.engines.templates import index_blind_literals
+
+    if fmt is not None and getattr(fmt, "resolves_experts_alike", None) is None:
+        return False
+    if not index_blind_literals(built_unquantized_texts(ckpt.config.architecture)):
+        return False
+    if family is None:
+        return True
+    return (index_blind_literals(family.never_quantized)
+            and index_blind_literals(p for p, _ in family.unquantized_prefixes)
+            and (not family.unquantized_prefixes or _index_blind(family)))
+
+
+def _format_alike(fmt: QuantFormat | None, grouped: Grouped) -> bool:
+    """Whether the format's config resolves every member of each block alike."""
+    if fmt is None:
+        return True
+    alike = getattr(fmt, "resolves_experts_alike")  # noqa: B009 (checked by _may_share)
+    return bool(alike({b.layer for b in grouped.blocks.values()}))
 
 
 class _LogicalShapes:

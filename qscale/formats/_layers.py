@@ -55,6 +55,11 @@ def is_lm_head(name: str) -> bool:
     return name == "lm_head" or name.endswith((".lm_head", ".shared_head.head"))
 
 
+def built_unquantized_texts(architecture: str | None) -> tuple[str, ...]:
+    """Every suffix and prefix :func:`built_unquantized` matches module names against."""
+    return tuple(t for r in BUILT_UNQUANTIZED.get(architecture or "", ()) for t in (*r[0], *r[1]))
+
+
 def built_unquantized(architecture: str | None) -> Callable[[str], str | None] | None:
     """For an architecture with such modules: module name -> why the engine builds it
     unquantized (None: it does not); None when the architecture has none."""

@@ -19,7 +19,7 @@ read them the same way, but ``store_dtype`` only from 0.24.0):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,15 @@ class Fp8Config(BuiltByEveryRelease):
                 hint="keep one of the two keys",
             )
         return None
+
+    def resolves_experts_alike(self, layers: Collection[str]) -> bool:
+        """Whether every routed expert of these MoE layers (``….experts``) resolves as the
+        layer's first does: :meth:`resolve` reads a module's name only through the exact
+        names of ``ignored``, so it does unless one of those names a module under one of
+        the layers (the ``store_dtype`` refusal names no index)."""
+        named = [e for e in self.ignored if ".experts." in e]  # every expert's name has it
+        heads = tuple(f"{layer}." for layer in layers)
+        return not any(e.startswith(heads) for e in named)
 
     def resolve(self, module: ModuleInfo) -> Resolution:
         """Every Linear is FP8 unless listed."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from qscale.formats import ModuleQuant, QuantMap
+from qscale.module_map import ExpertBlock, ModuleMap
 from qscale.rules._api import Context
 
 #: a tensor's (dtype, shape): all of a TensorInfo an expert-symmetric rule may judge it by
@@ -70,6 +71,8 @@ def group_experts(modules: Mapping[str, ModuleQuant]) -> ExpertLayers:
     shape, kind, parameter names, and each tensor's dtype and shape; and the scheme's
     tensors are all stored under their own names (a module that lacks one is judged against
     tensors outside it, QS209's other spellings, so its layer is kept whole)."""
+    if isinstance(modules, ModuleMap):
+        return _from_blocks(modules)
     by_layer: dict[str, dict[str, tuple[list[str], list[ModuleQuant]]]] = {}
     first: dict[str, str] = {}
     reduced: dict[str, ModuleQuant] = {}
@@ -110,6 +113,50 @@ def group_experts(modules: Mapping[str, ModuleQuant]) -> ExpertLayers:
                 for mq in mqs:
                     reduced[mq.module.name] = mq
     return ExpertLayers(indices, first, alike, reduced)
+
+
+def _from_blocks(modules: ModuleMap) -> ExpertLayers:
+    """:func:`group_experts` of a map that holds alike blocks (every per-expert module is in
+    one, :func:`qscale.module_map.group_blocks`): the same layers, indices and reduced map in
+    the same order, reading each block's first member only. A block's members share its
+    first one's resolution, logical shape, kind, parameters, dtypes and shapes, so a layer is
+    alike when its projections store the same indices and each stores its scheme's tensors."""
+    blocks = modules.blocks
+    firsts = {b.first.name for b in blocks.values()}
+    reduced = {n: mq for n, mq in modules.known.items() if n not in firsts}
+    by_layer: dict[str, list[ExpertBlock]] = {}
+    for b in blocks.values():  # in name order of first members: the rules' layer order
+        found = by_layer.get(b.layer)
+        if found is None:
+            by_layer[b.layer] = [b]
+        else:
+            found.append(b)
+    first = {layer: bs[0].first.name for layer, bs in by_layer.items()}
+    indices = {layer: [i for b in bs for i in b.indices] for layer, bs in by_layer.items()}
+    alike = {layer: _blocks_alike(bs) for layer, bs in by_layer.items()}
+    for layer, bs in by_layer.items():
+        for b in bs:
+            if alike[layer]:
+                assert b.quant is not None
+                reduced[b.first.name] = b.quant
+            else:
+                for idx in b.indices:
+                    name = b.name(idx)
+                    reduced[name] = modules[name]
+    return ExpertLayers(indices, first, alike, reduced)
+
+
+def _blocks_alike(blocks: list[ExpertBlock]) -> bool:
+    expected = set(blocks[0].indices)
+    for b in blocks:
+        if len(b.indices) != len(expected) or not expected.issuperset(b.indices):
+            return False
+        rep = b.quant
+        assert rep is not None
+        scheme = rep.scheme
+        if scheme is not None and scheme.tensors and not rep.module.tensors.keys() >= scheme.params:
+            return False
+    return True
 
 
 def _alike(projs: Mapping[str, tuple[list[str], list[ModuleQuant]]]) -> bool:

@@ -82,16 +82,18 @@ def _judge(mq: ModuleQuant, arr: np.ndarray, act_order: bool, desc: str) -> str 
             " module's outputs are silently wrong")
 
 
+def _with_g_idx(mq: ModuleQuant) -> bool:
+    s = mq.scheme
+    return (s is not None and s.format == GPTQ and "g_idx" in mq.module.tensors
+            and mq.logical_shape is not None)
+
+
 def check(ctx: Context) -> Iterator[Finding]:
     """Report GPTQ ``g_idx`` tensors the engine would misread or ignore."""
     ckpt, fmt = ctx.checkpoint, ctx.quant.format
     todo: list[tuple[ModuleQuant, bool]] = []
-    for mq in ctx.quant.modules.values():
-        s = mq.scheme
-        if s is None or s.format != GPTQ or "g_idx" not in mq.module.tensors:
-            continue
-        if mq.logical_shape is None:
-            continue  # no weight to size it by: QS201/QS302 report the module
+    # no weight to size it by (no logical shape): QS201/QS302 report the module
+    for mq in ctx.quant.where(_with_g_idx):
         act = isinstance(fmt, WNA16Config) and fmt.act_order(mq.module.name, ctx.engine)
         todo.append((mq, act))
     if not todo:

@@ -1,0 +1,182 @@
+"""Alike routed experts resolved once per (layer, projection) (qscale/module_map.py): the map
+must equal resolving every module on its own, record for record, and every report must equal
+the one the module-by-module map gives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytest
+import torch
+from builders import Built, qwen3_5_moe, qwen3_moe
+
+from qscale import CheckOptions, read_checkpoint
+from qscale.checkpoint import Checkpoint
+from qscale.engines import parse_engine
+from qscale.formats import ModuleQuant, QuantMap, resolve_quantization
+from qscale.module_map import ModuleMap
+from qscale.rules._experts import group_experts
+from qscale.runner import run_rules
+
+P = "model.language_model.layers"
+UP = rf"^{P}\.0\.mlp\.experts\.\d+\.up_proj"  # layer 0's up_proj of every expert
+
+
+def _ignore(b: Built, name: str) -> None:
+    b.config["text_config"]["quantization_config"]["modules_to_not_convert"].append(name) \
+        if "quantization_config" in b.config["text_config"] \
+        else b.config["quantization_config"]["modules_to_not_convert"].append(name)
+
+
+def _extra_expert(b: Built) -> None:
+    for k, t in list(b.tensors.items()):
+        if k.startswith(f"{P}.0.mlp.experts.0."):
+            b.tensors[k.replace(".experts.0.", ".experts.2.")] = t.clone()
+
+
+#: mutation -> (edit, whether the map still holds blocks)
+MUTATIONS: dict[str, tuple[Callable[[Built], object], bool]] = {
+    "none": (lambda b: None, True),
+    "every-expert-scale-dropped": (lambda b: b.drop(rf"{UP}\.weight_scale_inv$"), True),
+    "every-expert-retyped": (lambda b: b.retype(rf"{UP}\.weight$", torch.bfloat16), True),
+    "every-expert-extra-tensor": (lambda b: [b.add(
+        f"{P}.1.mlp.experts.{e}.down_proj.input_scale", torch.ones(1)) for e in range(2)], True),
+    "extra-expert": (_extra_expert, True),
+    "one-projection-of-one-expert-dropped": (
+        lambda b: b.drop(rf"^{P}\.1\.mlp\.experts\.1\.down_proj\."), True),
+    "one-scale-dropped": (
+        lambda b: b.drop(rf"^{P}\.0\.mlp\.experts\.1\.up_proj\.weight_scale_inv$"), False),
+    "one-expert-retyped": (
+        lambda b: b.retype(rf"^{P}\.0\.mlp\.experts\.1\.up_proj\.weight$", torch.bfloat16),
+        False),
+    "one-expert-ignored": (
+        lambda b: _ignore(b, f"{P}.0.mlp.experts.1.up_proj"), False),
+    "a-layer-ignored": (lambda b: _ignore(b, f"{P}.0.mlp.experts"), True),
+}
+
+
+def _maps(ckpt: Checkpoint, engine: str) -> tuple[QuantMap, QuantMap]:
+    spec = parse_engine(engine)
+    return (resolve_quantization(ckpt, spec),
+            resolve_quantization(ckpt, spec, share_experts=False))
+
+
+def _record(mq: ModuleQuant) -> tuple[object, ...]:
+    """A record as a value (two parses of one config give schemes that hold distinct but
+    identical shape functions, so schemes compare by what they are)."""
+    s = mq.scheme
+    scheme = None if s is None else (s.format, s.label, s.weights, s.inputs,
+                                     tuple(t.param for t in s.tensors))
+    return mq.module, mq.resolution.reason, scheme, mq.logical_shape
+
+
+def _records(mqs: Iterable[ModuleQuant]) -> list[tuple[object, ...]]:
+    return [_record(mq) for mq in mqs]
+
+
+def _built() -> Built:
+    return qwen3_5_moe("fp8-block")
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_map_equals_every_module_resolved_on_its_own(tmp_path, mutation):
+    b = _built()
+    edit, blocks = MUTATIONS[mutation]
+    edit(b)
+    shared, alone = _maps(read_checkpoint(b.write(tmp_path)), "vllm==0.33.0")
+    assert isinstance(shared.modules, ModuleMap) is blocks
+    assert not isinstance(alone.modules, ModuleMap)
+    assert list(shared.modules) == list(alone.modules)
+    assert len(shared.modules) == len(alone.modules)
+    assert shared.count_quantized() == len(alone.quantized())
+    assert [s.label for s in shared.schemes()] == [s.label for s in alone.schemes()]
+    assert _records(shared.modules.values()) == _records(alone.modules.values())
+
+
+@pytest.mark.parametrize("engine", ["vllm==0.33.0", "vllm==0.19.1", "sglang==0.5.13"])
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_report_equals_the_module_by_module_report(tmp_path, mutation, engine):
+    b = _built()
+    MUTATIONS[mutation][0](b)
+    ckpt = read_checkpoint(b.write(tmp_path))
+    shared, alone = _maps(ckpt, engine)
+    options = CheckOptions(engine=engine)
+    got, want = run_rules(ckpt, shared, options), run_rules(ckpt, alone, options)
+    assert got == want
+    if mutation not in ("none", "a-layer-ignored") and engine.startswith("vllm"):
+        assert got.findings  # each mutation is a defect some rule reports
+
+
+def test_rules_grouping_from_blocks_equals_grouping_every_module(tmp_path):
+    b = _built()
+    b.drop(rf"^{P}\.1\.mlp\.experts\.1\.down_proj\.")  # layer 1 not alike, layer 0 alike
+    shared, alone = _maps(read_checkpoint(b.write(tmp_path)), "vllm==0.33.0")
+    assert isinstance(shared.modules, ModuleMap)
+    got, want = group_experts(shared.modules), group_experts(alone.modules)
+    assert got.alike == want.alike == {f"{P}.0.mlp.experts": True, f"{P}.1.mlp.experts": False}
+    assert got.indices == want.indices
+    assert got.first == want.first
+    assert list(got.reduced) == list(want.reduced)
+    assert _records(got.reduced.values()) == _records(want.reduced.values())
+
+
+def test_a_member_is_built_once_and_only_when_asked_for(tmp_path):
+    shared, alone = _maps(read_checkpoint(qwen3_moe("fp8-block", experts=4).write(tmp_path)),
+                          "vllm==0.33.0")
+    mods = shared.modules
+    assert isinstance(mods, ModuleMap)
+    member = "model.layers.1.mlp.experts.3.gate_proj"
+    assert member not in mods.known and member in mods
+    assert "model.layers.1.mlp.experts.4.gate_proj" not in mods
+    assert mods.get("model.layers.1.mlp.experts.4.gate_proj") is None
+    assert mods[member] is mods[member]
+    assert _record(mods[member]) == _record(alone.modules[member])
+    # a block's size counts every member; the walk gives each block once
+    units = list(shared.walk())
+    assert sum(n for *_, n in units) == len(mods)
+    assert len(units) < len(mods)
+    assert [n for n, *_ in shared.walk(blind=False)] == list(alone.modules)
+
+
+def test_where_builds_a_block_only_when_its_first_member_is_kept(tmp_path):
+    shared, alone = _maps(read_checkpoint(qwen3_moe("fp8-block", experts=4).write(tmp_path)),
+                          "vllm==0.33.0")
+    mods = shared.modules
+    assert isinstance(mods, ModuleMap)
+
+    def fp8(mq):
+        return mq.scheme is not None
+
+    def untouched(mq):
+        return mq.scheme is None
+
+    assert _records(shared.where(untouched)) == _records(alone.where(untouched))
+    assert len(mods._built) == 0
+    assert _records(shared.where(fp8)) == _records(alone.where(fp8))
+    assert len(mods._built) > 0
+
+
+def test_a_format_that_cannot_say_resolves_module_by_module(tmp_path):
+    """compressed-tensors has no ``resolves_experts_alike``: its targets are resolved on
+    every module's own name."""
+    ckpt = read_checkpoint(qwen3_5_moe("ct-fp8").write(tmp_path))
+    assert not isinstance(resolve_quantization(ckpt, "vllm==0.33.0").modules, ModuleMap)
+
+
+def test_check_reads_no_member_record_on_a_clean_moe(tmp_path):
+    """The rules that walk every module read blocks: a clean check builds no member."""
+    from qscale.engines.loader import plan_load
+    from qscale.rules import select
+    from qscale.rules._api import Context
+    from qscale.runner import _judge, _reduced
+
+    ckpt = read_checkpoint(_built().write(tmp_path))
+    spec = parse_engine("vllm==0.33.0")
+    quant = resolve_quantization(ckpt, spec)
+    mods = quant.modules
+    assert isinstance(mods, ModuleMap)
+    ctx = Context(ckpt, quant, plan_load(ckpt, spec, quant), engine=spec)
+    reduced = _reduced(ctx)
+    found = [f for rule in select((), ()) for f in _judge(rule, ctx, reduced)]
+    assert not found
+    assert len(mods._built) == 0
