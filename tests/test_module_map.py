@@ -180,3 +180,54 @@ def test_check_reads_no_member_record_on_a_clean_moe(tmp_path):
     found = [f for rule in select((), ()) for f in _judge(rule, ctx, reduced)]
     assert not found
     assert len(mods._built) == 0
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_plan_equals_the_tensor_by_tensor_plan(tmp_path, mutation, shards):
+    """Three shards deal the names out in turn: an expert's tensors come in another order in
+    each file, so a parameter's first source is not its first expert's."""
+    from qscale.engines.loader import ExpertSources, plan_load
+
+    b = _built()
+    MUTATIONS[mutation][0](b)
+    ckpt = read_checkpoint(b.write(tmp_path, shards=shards))
+    spec = parse_engine("vllm==0.33.0")
+    shared, alone = _maps(ckpt, "vllm==0.33.0")
+    got, want = plan_load(ckpt, spec, shared), plan_load(ckpt, spec, alone)
+    by_block = [p for p in got.params.values() if isinstance(p.sources, ExpertSources)]
+    assert bool(by_block) is MUTATIONS[mutation][1]
+    # the first source and the length, as read before the sources are built
+    assert [(p.sources[0], len(p.sources)) for p in by_block] \
+        == [(want.params[p.name].sources[0], len(want.params[p.name].sources)) for p in by_block]
+    assert got == want
+    assert all(tuple(p.sources) == want.params[p.name].sources for p in by_block)
+
+
+def test_expert_sources_by_shard_reads_the_experts_without_building_them(tmp_path):
+    from qscale.engines.loader import ExpertSources, plan_load
+
+    b = _built()
+    b.drop(rf"^{P}\.1\.mlp\.experts\.1\.down_proj\.")
+    ckpt = read_checkpoint(b.write(tmp_path))
+    plan = plan_load(ckpt, parse_engine("vllm==0.33.0"), resolve_quantization(ckpt))
+    layer = "language_model.model.layers.1.mlp.experts.routed_experts"  # vLLM 0.33's names
+    w13 = plan.params[f"{layer}.w13_weight"].sources
+    w2 = plan.params[f"{layer}.w2_weight"].sources
+    assert isinstance(w13, ExpertSources) and isinstance(w2, ExpertSources)
+    assert w13.by_shard() == {"w1": {0, 1}, "w3": {0, 1}}
+    assert w2.by_shard() == {"w2": {0}}
+    assert w13._items is None  # noqa: SLF001 (what this test is about)
+    assert {s.expert for s in w13} == {0, 1}
+
+
+def test_a_parameter_fed_by_blocks_and_other_tensors_lists_every_source_in_order():
+    from qscale.engines.loader import ShardSlot, _every_source
+
+    pos = {"a": 0, "x.experts.0.w1.weight": 1, "b": 2, "x.experts.1.w1.weight": 3}
+    groups = {"p": [ShardSlot("a", "w3", 0), ShardSlot("b", "w3", 1)]}
+    lazy = {"p": [("w1", ["x.experts.0.w1.weight", "x.experts.1.w1.weight"], ["0", "1"])]}
+    got = _every_source(groups, lazy, pos)["p"]
+    assert [s.source for s in got] == ["a", "x.experts.0.w1.weight", "b",
+                                       "x.experts.1.w1.weight"]
+    assert got[1] == ShardSlot("x.experts.0.w1.weight", "w1", 0)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from operator import itemgetter
+from typing import Any, overload
 
 from qscale._fast import maker
 from qscale.checkpoint import Checkpoint
@@ -30,6 +31,7 @@ from qscale.engines.templates import (
 from qscale.engines.wna16 import facts as wna16_facts
 from qscale.formats import QuantMap, resolve_quantization
 from qscale.formats.modelopt import ModelOptConfig
+from qscale.module_map import ExpertBlock, ModuleMap
 from qscale.schemes import QuantScheme, per_tensor
 
 #: Slot values: a float, or None for memory the engine never wrote (torch.empty).
@@ -45,12 +47,82 @@ class ShardSlot:
     expert: int | None = None
 
 
+class ExpertSources(Sequence[ShardSlot]):
+    """The sources of an engine parameter that only alike routed experts feed (the fused
+    ``w13_weight`` of a MoE layer: 10^3 tensors), as the sequence of :class:`ShardSlot` the
+    tensor-by-tensor plan gives, in checkpoint order, built on first use past its length and
+    first element. :meth:`by_shard` reads the experts each shard id covers without building
+    it. Equal to the tuple of the same slots."""
+
+    __slots__ = ("_first", "_items", "_len", "_parts", "_pos")
+
+    def __init__(self, parts: list[tuple[ShardId | None, list[str], list[str]]],
+                 pos: Mapping[str, int]) -> None:
+        #: (shard id, tensor names, their expert index digits) of each block feeding it
+        self._parts = parts
+        self._pos = pos
+        self._len = sum(len(names) for _, names, _ in parts)
+        best: tuple[int, ShardId | None, str, str] | None = None
+        for shard, names, idxs in parts:
+            at = list(map(pos.__getitem__, names))
+            p = min(at)
+            if best is None or p < best[0]:
+                i = at.index(p)
+                best = (p, shard, names[i], idxs[i])
+        assert best is not None
+        self._first = _shard_slot(best[2], best[1], int(best[3]))
+        self._items: tuple[ShardSlot, ...] | None = None
+
+    def _all(self) -> tuple[ShardSlot, ...]:
+        if self._items is None:
+            pos = self._pos
+            rows = sorted((pos[n], n, shard, int(i)) for shard, names, idxs in self._parts
+                          for n, i in zip(names, idxs, strict=True))
+            self._items = tuple(_shard_slot(n, shard, e) for _, n, shard, e in rows)
+        return self._items
+
+    def by_shard(self) -> dict[ShardId | None, set[int]]:
+        """Shard id -> the experts whose tensor feeds it."""
+        out: dict[ShardId | None, set[int]] = {}
+        for shard, _, idxs in self._parts:
+            out.setdefault(shard, set()).update(map(int, idxs))
+        return out
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> ShardSlot: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[ShardSlot, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> ShardSlot | tuple[ShardSlot, ...]:
+        if i == 0 and self._items is None:
+            return self._first
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[ShardSlot]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (ExpertSources, tuple)):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 @dataclass(frozen=True, slots=True)
 class MergedParam:
     """One engine parameter and what loads into it."""
 
     name: str  #: engine parameter name
-    sources: tuple[ShardSlot, ...]
+    #: a tuple, or :class:`ExpertSources` where only alike routed experts feed it
+    sources: Sequence[ShardSlot]
     partitions: tuple[int, ...] | None = None  #: output sizes of the merged layer
     slots: tuple[Slot, ...] | None = None  #: per-tensor scales: value per partition
     errors: tuple[str, ...] = ()  #: what makes the engine refuse this parameter
@@ -304,6 +376,98 @@ def _bind_route(r: _Route, digits: str) -> Callable[[str], _Route] | None:
     return lambda d: (kind, f"{pre}.experts.{d}.{post}", shard, int(d))
 
 
+#: engine parameter -> (shard id, tensor names, expert index digits) of each block part
+_Parts = dict[str, list[tuple[ShardId | None, list[str], list[str]]]]
+
+
+def _block_parts(blocks: Iterable[ExpertBlock], route: Callable[[str], _Route]
+                 ) -> tuple[_Parts, list[str]]:
+    """Engine parameter -> ``(shard id, tensor names, expert index digits)`` of each alike
+    expert block's parameter that maps into it whole, for a family whose renames and skips
+    are index-blind (:func:`_index_blind`): one shard id and one parameter name for every
+    member, which names no index, and each member's own index as its expert. That is decided
+    as :class:`ExpertMemo` decides it, per number of index digits: the first member's route
+    and the second's computed, the second's equal to the first's re-instantiated
+    (:func:`_bind_route`). Any other block parameter's tensors are left to the
+    tensor-by-tensor routes: the second list."""
+    out: _Parts = {}
+    rest: list[str] = []
+    lengths: dict[tuple[str, ...], list[list[str]]] = {}  # the layers share their indices
+    for b in blocks:
+        key = tuple(b.indices)
+        by_len = lengths.get(key)
+        if by_len is None:
+            groups: dict[int, list[str]] = {}
+            for idx in b.indices:
+                groups.setdefault(len(idx), []).append(idx)
+            by_len = lengths[key] = list(groups.values())
+        for param in b.first.tensors:
+            into = _block_route(b, param, by_len, route)
+            # each member's TensorInfo.name, in index order (members are kept so)
+            names = list(map(_NAME0, map(itemgetter(param), b.members.values())))
+            if into is None:
+                rest.extend(names)
+            else:
+                out.setdefault(into[0], []).append((into[1], names, b.indices))
+    return out, rest
+
+
+_NAME0 = itemgetter(0)  # a TensorInfo's name
+
+
+def _by_block(ckpt: Checkpoint, quant: QuantMap, route: Callable[[str], _Route]
+              ) -> tuple[_Parts, Iterable[str], dict[str, int]]:
+    """:func:`_block_parts` of the map's expert blocks, the tensors left to route one by one
+    in checkpoint order, and every tensor's place in that order (empty when nothing is
+    routed by block)."""
+    if not isinstance(quant.modules, ModuleMap):
+        return {}, ckpt.tensors, {}
+    lazy, rest = _block_parts(quant.modules.blocks.values(), route)
+    if not lazy:
+        return {}, ckpt.tensors, {}
+    pos = dict(zip(ckpt.tensors, range(len(ckpt.tensors)), strict=True))
+    # every other tensor, in checkpoint order (10^3: sorted, not filtered from 10^5)
+    return lazy, sorted([*_loose_tensors(quant.modules), *rest], key=pos.__getitem__), pos
+
+
+def _every_source(groups: Mapping[str, list[ShardSlot]], lazy: _Parts, pos: Mapping[str, int]
+                  ) -> dict[str, Sequence[ShardSlot]]:
+    """Each engine parameter's sources: those routed one by one, those of the block parts
+    (:class:`ExpertSources`), or both merged in checkpoint order."""
+    every: dict[str, Sequence[ShardSlot]] = {p: tuple(s) for p, s in groups.items()}
+    for p, parts in lazy.items():
+        fed_by = ExpertSources(parts, pos)
+        every[p] = fed_by if p not in every else tuple(
+            sorted((*every[p], *fed_by), key=lambda slot: pos[slot.source]))
+    return every
+
+
+def _loose_tensors(modules: ModuleMap) -> list[str]:
+    """The tensors of every module outside the expert blocks."""
+    firsts = {b.first.name for b in modules.blocks.values()}
+    return [t.name for name, mq in modules.known.items() if name not in firsts
+            for t in mq.module.tensors.values()]
+
+
+def _block_route(b: ExpertBlock, param: str, by_len: Iterable[list[str]],
+                 route: Callable[[str], _Route]) -> tuple[str, ShardId | None] | None:
+    """The (engine parameter, shard id) every member's ``param`` maps into, or None."""
+    into: tuple[str, ShardId | None] | None = None
+    for idxs in by_len:
+        first = idxs[0]
+        r = route(b.members[first][param][0])
+        kind, pname, shard, expert = r
+        if kind != "map" or pname is None or expert != int(first) \
+                or f".experts.{first}." in pname or (into is not None and into != (pname, shard)):
+            return None
+        if len(idxs) > 1:
+            make = _bind_route(r, first)
+            if make is None or make(idxs[1]) != route(b.members[idxs[1]][param][0]):
+                return None
+        into = (pname, shard)
+    return into
+
+
 def _index_blind(fam: Family) -> bool:
     """Whether none of the family's renames and skips can tell one expert index from another,
     so that a tensor's route can be computed once per expert template."""
@@ -344,11 +508,14 @@ def plan_load(
         pname, slot = map_tensor(fam, spec, name, eng)
         return ("map", pname, slot.shard_id, slot.expert)
 
-    kept = [n for n in ckpt.tensors if not _dropped(quant, leaves, n)] if leaves else ckpt.tensors
+    blind = _index_blind(fam)
+    # the parameters only alike expert blocks feed, routed once per block and parameter
+    lazy, tensors, pos = _by_block(ckpt, quant, route) if blind and not leaves \
+        else ({}, ckpt.tensors, {})
+    kept = [n for n in tensors if not _dropped(quant, leaves, n)] if leaves else tensors
     # every kept tensor's route, in order (a memo per expert template where that is sound)
-    routes = iter(ExpertMemo(route, _bind_route).each(kept) if _index_blind(fam)
-                  else map(route, kept))
-    for name in ckpt.tensors:
+    routes = iter(ExpertMemo(route, _bind_route).each(kept) if blind else map(route, kept))
+    for name in tensors:
         if leaves and _dropped(quant, leaves, name):
             skipped.append(name)
             continue
@@ -366,7 +533,8 @@ def plan_load(
             groups[pname] = [slot]
         else:
             slots.append(slot)
-    params = {p: _build(ckpt, quant, fam, spec, p, tuple(s)) for p, s in sorted(groups.items())}
+    params = {p: _build(ckpt, quant, fam, spec, p, s)
+              for p, s in sorted(_every_source(groups, lazy, pos).items())}
     notes = (
         ()
         if spec.exact
@@ -599,6 +767,8 @@ def _partitions(
     sizes = fam.partition_sizes(leaf, ckpt.config.text)
     if sizes is not None:
         return sizes
+    if isinstance(sources, ExpertSources):
+        return None  # every source is an expert's (read without building them)
     if all(s.shard_id is None for s in sources) or any(s.expert is not None for s in sources):
         return None
     order = sorted(sources, key=lambda s: expand_shard_id(s.shard_id, 1)[0])
@@ -631,7 +801,7 @@ def _scalar(ckpt: Checkpoint, source: str) -> tuple[float | None, int]:
     return (float(v.reshape(-1)[0]) if v.size else None), int(v.size)
 
 
-def _scheme_conflicts(quant: QuantMap, pname: str, sources: tuple[ShardSlot, ...]) -> list[str]:
+def _scheme_conflicts(quant: QuantMap, pname: str, sources: Sequence[ShardSlot]) -> list[str]:
     """vLLM resolves one scheme per fused layer from its shards (``should_ignore_layer`` and
     ``find_matched_target`` over ``packed_modules_mapping``)."""
     if len(sources) < 2 or sources[0].expert is not None:
@@ -666,7 +836,7 @@ def _build(
     fam: Family,
     spec: EngineSpec,
     pname: str,
-    sources: tuple[ShardSlot, ...],
+    sources: Sequence[ShardSlot],
 ) -> MergedParam:
     parts = _partitions(ckpt, fam, pname, sources, quant)
     conflicts = _scheme_conflicts(quant, pname, sources)
@@ -736,7 +906,7 @@ def load_order(ckpt: Checkpoint, source: str) -> tuple[Any, ...]:
 def _overwritten(
     ckpt: Checkpoint,
     pname: str,
-    sources: tuple[ShardSlot, ...],
+    sources: Sequence[ShardSlot],
     parts: tuple[int, ...] | None,
     role: str,
 ) -> MergedParam:
@@ -763,7 +933,7 @@ def _overwritten(
                        overwritten=role, kept_from=last.source)
 
 
-def _fused_on_disk(fam: Family, pname: str, sources: tuple[ShardSlot, ...]) -> int:
+def _fused_on_disk(fam: Family, pname: str, sources: Sequence[ShardSlot]) -> int:
     """Slots of a parameter loaded whole (shard id None): the logical shards the engine
     builds the fused module with (``packed_modules_mapping``), each filled with the one
     value (seen in real vLLM 0.32/0.33: Phi-3 ``qkv_proj.weight_scale`` = [s, s, s])."""
@@ -783,7 +953,7 @@ def _concatenated(
     quant: QuantMap,
     spec: EngineSpec,
     pname: str,
-    sources: tuple[ShardSlot, ...],
+    sources: Sequence[ShardSlot],
     parts: tuple[int, ...] | None,
 ) -> MergedParam:
     """A parameter loaded whole from the concatenation of its shards' tensors (SGLang DeepSeek
@@ -839,7 +1009,7 @@ def _expert_slots(
     ckpt: Checkpoint,
     quant: QuantMap,
     pname: str,
-    sources: tuple[ShardSlot, ...],
+    sources: Sequence[ShardSlot],
     parts: tuple[int, ...] | None,
 ) -> MergedParam:
     """Fused-MoE per-tensor scales start at 1.0. w13 scales are [E, 2] (w1, w3) — except FP8

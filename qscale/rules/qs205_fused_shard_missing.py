@@ -24,7 +24,7 @@ Re-export the checkpoint with the missing shard; a pruning or merge script usual
 from collections.abc import Iterator
 
 from qscale.engines.families import ShardId
-from qscale.engines.loader import MergedParam
+from qscale.engines.loader import ExpertSources, MergedParam
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
 WEIGHTS = ("weight", "weight_packed", "qweight")
@@ -70,24 +70,29 @@ def _experts(ctx: Context) -> Iterator[Finding]:
     fam = ctx.plan.family
     if fam.experts is None:
         return
-    have: dict[str, dict[int, set[str]]] = {}
+    #: layer -> shard id -> the experts whose tensor feeds it
+    have: dict[str, dict[str, set[int]]] = {}
     where: dict[str, MergedParam] = {}
     for p in ctx.plan.params.values():
         if p.leaf.partition("_")[2] not in WEIGHTS or p.sources[0].expert is None:
             continue
         layer = p.name.rpartition(".")[0]
         where.setdefault(layer, p)
-        experts = have.setdefault(layer, {})
+        shards = have.setdefault(layer, {})
+        if isinstance(p.sources, ExpertSources):  # alike experts: read by block
+            for sid, experts in p.sources.by_shard().items():
+                if isinstance(sid, str):
+                    shards.setdefault(sid, set()).update(experts)
+            continue
         for s in p.sources:
             if s.expert is not None and isinstance(s.shard_id, str):
-                shards = experts.get(s.expert)
-                if shards is None:
-                    experts[s.expert] = shards = set()
-                shards.add(s.shard_id)
+                shards.setdefault(s.shard_id, set()).add(s.expert)
     names = {"w1": fam.experts.gate, "w3": fam.experts.up, "w2": fam.experts.down}
-    for layer, experts in sorted(have.items()):
-        for e, shards in sorted(experts.items()):
-            lost = sorted(set(names) - shards)
+    for layer, shards in sorted(have.items()):
+        seen = set().union(*shards.values())
+        missing = {x: seen - shards.get(x, set()) for x in names}
+        for e in sorted(set().union(*missing.values())):
+            lost = sorted(x for x in names if e in missing[x])
             if lost:
                 yield RULE.finding(
                     f"`{layer}` expert {e} has no {', '.join(names[x] for x in lost)} weight:"
