@@ -217,7 +217,7 @@ def test_expert_sources_by_shard_reads_the_experts_without_building_them(tmp_pat
     assert isinstance(w13, ExpertSources) and isinstance(w2, ExpertSources)
     assert w13.by_shard() == {"w1": {0, 1}, "w3": {0, 1}}
     assert w2.by_shard() == {"w2": {0}}
-    assert w13._items is None  # noqa: SLF001 (what this test is about)
+    assert w13._items is None
     assert {s.expert for s in w13} == {0, 1}
 
 
