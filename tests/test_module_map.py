@@ -231,3 +231,22 @@ def test_a_parameter_fed_by_blocks_and_other_tensors_lists_every_source_in_order
     assert [s.source for s in got] == ["a", "x.experts.0.w1.weight", "b",
                                        "x.experts.1.w1.weight"]
     assert got[1] == ShardSlot("x.experts.0.w1.weight", "w1", 0)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("never_quantized", (".experts.1.up_proj",)),  # a suffix that names one expert
+    ("unquantized_prefixes", (("model.language_model.layers.0.mlp.experts.1", ("*",)),)),
+])
+def test_a_family_name_test_that_can_tell_experts_apart_resolves_module_by_module(
+        tmp_path, field, value):
+    from dataclasses import replace
+
+    from qscale.engines.catalogue import family_or_none
+    from qscale.formats import _may_share, detect_format
+
+    ckpt = read_checkpoint(_built().write(tmp_path))
+    family = family_or_none(ckpt, "vllm==0.33.0")
+    assert family is not None
+    fmt = detect_format(ckpt)
+    assert _may_share(fmt, family, ckpt)
+    assert not _may_share(fmt, replace(family, **{field: value}), ckpt)
