@@ -81,9 +81,9 @@ def group_blocks(grouped: Mapping[str, dict[str, TensorInfo]]) -> Grouped | None
     firsts: dict[str, ExpertBlock] = {}
     kinds: dict[tuple[str, int], ModuleKind] = {}
     words: dict[str, bool] = {}
-    #: block -> its first member's parameter names, (dtype, shape) of each in header order,
-    #: and the same by name
-    sigs: dict[tuple[str, str], tuple[object, list[Any], dict[str, Any]]] = {}
+    #: block -> its first member's parameter names and their (dtype, shape)s in header
+    #: order, and the same by name
+    sigs: dict[tuple[str, str], tuple[list[str], list[Any], dict[str, Any]]] = {}
     for name in order:
         params = grouped[name]
         if ".experts." in name:
@@ -103,14 +103,15 @@ def group_blocks(grouped: Mapping[str, dict[str, TensorInfo]]) -> Grouped | None
                     block = blocks[key] = ExpertBlock(layer, proj, first.kind, [idx],
                                                       {idx: params}, first)
                     firsts[name] = block
-                    sigs[key] = (params.keys(), list(map(_DTYPE_SHAPE, params.values())),
-                                 {k: _DTYPE_SHAPE(t) for k, t in params.items()})
+                    sig = list(map(_DTYPE_SHAPE, params.values()))
+                    sigs[key] = (list(params), sig, dict(zip(params, sig, strict=True)))
                     continue
-                keys, sig, by_param = sigs[key]
-                # in header order first (one C comparison); a file may order dtypes otherwise
-                if params.keys() != keys or (list(map(_DTYPE_SHAPE, params.values())) != sig
-                                             and any(_DTYPE_SHAPE(t) != by_param[k]
-                                                     for k, t in params.items())):
+                names, sig, by_param = sigs[key]
+                # names and (dtype, shape)s in header order first; a file may order them
+                # otherwise, then they are compared by parameter
+                now = list(map(_DTYPE_SHAPE, params.values()))
+                if (now != sig or list(params) != names) \
+                        and dict(zip(params, now, strict=True)) != by_param:
                     return None
                 block.indices.append(idx)
                 block.members[idx] = params

@@ -250,3 +250,54 @@ def test_a_family_name_test_that_can_tell_experts_apart_resolves_module_by_modul
     fmt = detect_format(ckpt)
     assert _may_share(fmt, family, ckpt)
     assert not _may_share(fmt, replace(family, **{field: value}), ckpt)
+
+
+def test_a_member_whose_names_and_dtypes_swap_places_is_not_alike():
+    """Header order alone would see the same (dtype, shape)s: the weight is judged by name."""
+    from qscale.module_map import group_blocks
+    from qscale.safetensors_io import TensorInfo
+
+    def t(name, dtype, shape):
+        return TensorInfo(name, dtype, shape, "m.safetensors", 0, 0)
+
+    head = "model.layers.0.mlp.experts"
+    big, small = ("F8_E4M3", (256, 256)), ("F32", (2, 2))
+    first = {"weight": t(f"{head}.0.w1.weight", *big),
+             "weight_scale_inv": t(f"{head}.0.w1.weight_scale_inv", *small)}
+    swapped = {"weight_scale_inv": t(f"{head}.1.w1.weight_scale_inv", *big),
+               "weight": t(f"{head}.1.w1.weight", *small)}
+    reordered = {"weight_scale_inv": t(f"{head}.1.w1.weight_scale_inv", *small),
+                 "weight": t(f"{head}.1.w1.weight", *big)}
+    other = {"model.norm": {"weight": t("model.norm.weight", "BF16", (256,))}}
+    assert group_blocks({**other, f"{head}.0.w1": first, f"{head}.1.w1": swapped}) is None
+    grouped = group_blocks({**other, f"{head}.0.w1": first, f"{head}.1.w1": reordered})
+    assert grouped is not None
+    assert grouped.blocks[(head, "w1")].indices == ["0", "1"]
+
+
+def test_the_rules_grouping_judges_a_swapped_member_by_name_too():
+    from qscale.formats import _module_quant
+    from qscale.formats._api import Resolution
+    from qscale.modules import ModuleInfo, ModuleKind
+    from qscale.safetensors_io import TensorInfo
+
+    def t(name, dtype, shape):
+        return TensorInfo(name, dtype, shape, "m.safetensors", 0, 0)
+
+    head = "model.layers.0.mlp.experts"
+    big, small = ("F8_E4M3", (256, 256)), ("F32", (2, 2))
+    res = Resolution(None, "no quantization config")
+
+    def mq(name, params):
+        return _module_quant(ModuleInfo(name, ModuleKind.LINEAR, params), res, None)
+
+    first = mq(f"{head}.0.w1", {"weight": t(f"{head}.0.w1.weight", *big),
+                                "weight_scale_inv": t(f"{head}.0.w1.weight_scale_inv", *small)})
+    swapped = mq(f"{head}.1.w1", {"weight_scale_inv": t(f"{head}.1.w1.weight_scale_inv", *big),
+                                  "weight": t(f"{head}.1.w1.weight", *small)})
+    reordered = mq(f"{head}.1.w1", {"weight_scale_inv": t(f"{head}.1.w1.weight_scale_inv", *small),
+                                    "weight": t(f"{head}.1.w1.weight", *big)})
+    assert group_experts({first.module.name: first, swapped.module.name: swapped}).alike \
+        == {head: False}
+    assert group_experts({first.module.name: first, reordered.module.name: reordered}).alike \
+        == {head: True}

@@ -172,6 +172,7 @@ def _alike(projs: Mapping[str, tuple[list[str], list[ModuleQuant]]]) -> bool:
         if scheme is not None and scheme.tensors and not stored.keys() >= scheme.params:
             return False
         keys = stored.keys()
+        names = list(stored)
         sig = list(map(_DTYPE_SHAPE, stored.values()))
         by_param = dict(zip(keys, sig, strict=True))
         for mq in members:
@@ -180,8 +181,8 @@ def _alike(projs: Mapping[str, tuple[list[str], list[ModuleQuant]]]) -> bool:
                     or mq.logical_shape != shape or mq.module.kind is not kind
                     or t.keys() != keys):
                 return False
-            # in header order, which differs where a file orders dtypes otherwise
-            if list(map(_DTYPE_SHAPE, t.values())) != sig \
+            # in header order (names and dtypes alike), which a file may choose otherwise
+            if (list(map(_DTYPE_SHAPE, t.values())) != sig or list(t) != names) \
                     and dict(zip(t, map(_DTYPE_SHAPE, t.values()), strict=True)) != by_param:
                 return False
     return True
