@@ -142,3 +142,30 @@ def test_a_check_keeps_no_load_plan_alive(tmp_path):
     assert report.findings is not None
     del report
     assert plans() == before
+
+
+_BLAS_PROBE = """
+import os, sys
+sys.argv = ["qscale", "check", sys.argv[1], "--engine", "vllm==0.33.0"]
+from qscale.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("preset, want", [(None, "1"), ("3", "3")])
+def test_the_command_line_starts_one_blas_thread_unless_told_otherwise(preset, want):
+    """numpy's OpenBLAS reads the variable when numpy loads, which the check does."""
+    import os
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    fixture = Path(__file__).parent / "fixtures" / "real" / "autoround-llama-auto_awq"
+    p = subprocess.run([sys.executable, "-c", _BLAS_PROBE, str(fixture)], capture_output=True,
+                       text=True, env=env, check=False)
+    assert p.stderr.strip().splitlines()[-1] == f"{want} True"

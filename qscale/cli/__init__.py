@@ -184,8 +184,18 @@ def run() -> None:
     _exit.exit_now(0)
 
 
+#: numpy's OpenBLAS starts a pool of worker threads when numpy is imported, and they spin
+#: for a while: ~0.1 s of CPU on every command, which multiplies no matrix (2-core VM, the
+#: numpy 2 wheel). The command line asks for one thread; a value the user set is kept.
+#: (torch's CPU build multiplies with its own MKL / OpenMP threads, which this leaves alone.)
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS",)
+
+
 def main() -> None:
     """The command line, in this process (``run`` is the console script)."""
+    if "numpy" not in sys.modules:  # read once, when numpy's BLAS loads
+        for var in _BLAS_THREADS:
+            os.environ.setdefault(var, "1")
     debug = _debugging(sys.argv)
     try:
         app()
