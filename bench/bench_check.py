@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import replicas  # noqa: E402
+from floor import floor  # noqa: E402,F401  (bench_check.floor, as before)
 
 OUT = HERE / "out"
 FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
@@ -134,7 +135,7 @@ import json, os, resource, sys
 mode, d, engine = sys.argv[1:4]
 if mode == "floor":
     sys.path.insert(0, {bench!r})
-    from bench_check import floor
+    from floor import floor  # the standard library only (bench/floor.py)
     floor(d)
 else:
     from qscale import _exit
@@ -168,31 +169,6 @@ def _compile_bytecode() -> None:
               else compileall.compile_file(path, quiet=1))
         if not ok:
             raise SystemExit(f"could not compile {path}")
-
-
-def floor(d: str) -> None:
-    """Every header (length, bytes, ``json.loads``), the index parsed, every scale byte read."""
-    folder = Path(d)
-    json.loads((folder / replicas.INDEX).read_bytes())
-    buf = bytearray(1 << 24)
-    view = memoryview(buf)
-    for path in sorted(folder.glob("*.safetensors")):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            n = int.from_bytes(os.pread(fd, 8, 0), "little")
-            header = json.loads(os.pread(fd, n, 8))
-            base = 8 + n
-            for name, info in header.items():
-                if name == "__metadata__" or "scale" not in name.rpartition(".")[2]:
-                    continue
-                lo, hi = info["data_offsets"]
-                while lo < hi:
-                    k = os.preadv(fd, [view[: min(hi - lo, len(buf))]], base + lo)
-                    if k <= 0:
-                        raise OSError(f"{path}: short read")
-                    lo += k
-        finally:
-            os.close(fd)
 
 
 def measure(mode: str, d: Path, engine: str) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from qscale.safetensors_io import (
     read_tensors,
 )
 from qscale.safetensors_scan import IndexLayout, index_lists_runs, scan_index
-from qscale.scale_scan import SCALES, ScaleScan, scale_names, scan_file
+from qscale.scale_scan import SCALES, Buffer, ScaleScan, scale_names, scan_file
 
 if TYPE_CHECKING:
     from qscale.progress import ReadProgress
@@ -684,6 +684,7 @@ def _read_files(
     scale tensors (:func:`qscale.scale_scan.scan_file`) is appended there, in the same open."""
     headers: list[FileHeader] = []
     values: dict[str, np.ndarray] = {}
+    buffer = Buffer()  # one read buffer for every file's scan
     for name in files:
         fd = open_regular(root / name, name, HeaderError, "QS001")
         try:
@@ -692,7 +693,8 @@ def _read_files(
                 small = small_tensors(header)
                 values.update(read_tensors(fh, small))
                 decoded = {t.name for t in small}
-                scan = None if scans is None else scan_file(fh.fileno(), header, decoded, names)
+                scan = None if scans is None else scan_file(fh.fileno(), header, decoded, names,
+                                                          buffer)
         except OSError as exc:
             raise _unreadable(name, exc, HeaderError, "QS001") from None
         headers.append(header)

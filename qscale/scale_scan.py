@@ -453,8 +453,27 @@ def _reopen(fd: int) -> tuple[int, int] | None:
     return direct, cached
 
 
+class Buffer:
+    """One page-aligned read buffer (anonymous memory, as O_DIRECT needs) that grows on
+    demand, shared by the :class:`FileReader` of every file of a checkpoint: a fresh buffer
+    per file faulted its pages in again for each one (DeepSeek-R1's 163 files: ~60k page
+    faults per check). A buffer given out before stays valid until its last view goes."""
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self._chunk = chunk
+        self._buf = mmap.mmap(-1, PAGE)
+
+    def room(self, n: int) -> memoryview:
+        """The buffer, at least ``n`` bytes."""
+        if len(self._buf) < n:
+            size = max(n, min(self._chunk + 2 * PAGE, 2 * len(self._buf)))
+            self._buf = mmap.mmap(-1, -(-size // PAGE) * PAGE)
+        return memoryview(self._buf)
+
+
 class FileReader:
-    """``read(begin, end)`` on an open local file, into one reused, page-aligned buffer.
+    """``read(begin, end)`` on an open local file, into one reused, page-aligned buffer
+    (``buffer``, shared with the other files' readers where given).
 
     Pages already in the page cache (``cachestat``, then ``mincore`` for a window that is
     partly cached) are read from it, on a descriptor without
@@ -479,10 +498,10 @@ class FileReader:
     every page counts as not cached.
     """
 
-    def __init__(self, fd: int, file: str, chunk: int = CHUNK, *, direct: bool = True) -> None:
+    def __init__(self, fd: int, file: str, chunk: int = CHUNK, *, direct: bool = True,
+                 buffer: Buffer | None = None) -> None:
         self.fd, self.file = fd, file
-        self._chunk = chunk
-        self._buf = mmap.mmap(-1, PAGE)
+        self._buffer = buffer or Buffer(chunk)
         fds = _reopen(fd) if direct else None
         self._direct: int | None = None if fds is None else fds[0]
         self._cached: int | None = None if fds is None else fds[1]
@@ -497,12 +516,8 @@ class FileReader:
         self._direct = self._cached = None
 
     def _room(self, n: int) -> memoryview:
-        """The buffer, at least ``n`` bytes (anonymous memory: page-aligned, as O_DIRECT needs;
-        a buffer given out before stays valid until its last view goes)."""
-        if len(self._buf) < n:
-            size = max(n, min(self._chunk + 2 * PAGE, 2 * len(self._buf)))
-            self._buf = mmap.mmap(-1, -(-size // PAGE) * PAGE)
-        return memoryview(self._buf)
+        """The buffer, at least ``n`` bytes."""
+        return self._buffer.room(n)
 
     def __call__(self, begin: int, end: int) -> memoryview:
         if end <= begin:
@@ -584,7 +599,7 @@ class FileReader:
 
 
 def scan_file(fd: int, header: FileHeader, skip: Collection[str] = (),
-              names: Collection[str] = SCALES) -> ScaleScan:
+              names: Collection[str] = SCALES, buffer: Buffer | None = None) -> ScaleScan:
     """Scan every scale tensor (leaf name in ``names``, :func:`scale_names`) of one open
     local file but those named in ``skip`` (the small ones, decoded with the header and
     judged from their values), read into one reused buffer by :class:`FileReader`: from the
@@ -597,7 +612,7 @@ def scan_file(fd: int, header: FileHeader, skip: Collection[str] = (),
     scales = [t for t in header.tensors if is_scale(t, names) and t.name not in skip]
     if not scales:
         return ScaleScan()
-    reader = FileReader(fd, header.file)
+    reader = FileReader(fd, header.file, buffer=buffer)
     try:
         return scan_tensors(reader, scales)
     finally:

@@ -165,3 +165,26 @@ def test_small_u8_e8m0_scale_is_judged_from_its_decoded_bytes(tmp_path):
     assert QKV in ckpt.values and QKV not in ckpt.scale_scan.bad  # decoded, not streamed
     [f] = report.findings
     assert "[6] = NaN (E8M0 byte 0xFF)" in f.message
+
+
+def test_files_scanned_through_one_buffer_give_what_each_gives_alone(tmp_path):
+    """The readers of a checkpoint's files share one read buffer; a later, smaller file
+    reads into the start of what an earlier one filled, and is judged by its own bytes."""
+    from qscale.scale_scan import Buffer, scan_file
+
+    big = torch.full((4096,), float("nan"))  # every value bad, in the shared buffer first
+    small = torch.tensor([1.0, 0.0, 2.0])  # one zero
+    paths = []
+    for i, t in enumerate((big, small)):
+        path = tmp_path / f"{i}.safetensors"
+        save_file({f"m{i}.weight_scale": t, f"m{i}.weight": torch.zeros(4)}, str(path))
+        paths.append(path)
+    shared = Buffer()
+    alone, together = [], []
+    for path in paths:
+        with open(path, "rb") as fh:
+            header = read_header(fh, file=path.name, file_size=path.stat().st_size)
+            alone.append(scan_file(fh.fileno(), header))
+            together.append(scan_file(fh.fileno(), header, buffer=shared))
+    assert [repr(s.bad) for s in together] == [repr(s.bad) for s in alone]  # NaN != NaN
+    assert together[1].bad["m1.weight_scale"].counts == {"zero": 1}
