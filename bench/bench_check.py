@@ -11,7 +11,9 @@ the MoE layers), at 1/8, 1/4, 1/2 and all of the decoder layers:
 - **floor**: in a fresh interpreter, read every safetensors header (8-byte length, header,
   ``json.loads``), parse ``model.safetensors.index.json``, and read every byte of every scale
   tensor (each tensor whose last name component contains ``scale``): the least any tool that
-  checks every scale value must do;
+  checks every scale value must do (``bench/floor.py``, which imports the standard library
+  only; until 2026-12-03 the child imported this module, and through ``tests/replicas.py``
+  numpy, whose import and BLAS threads added 0.13-0.18 s to every floor);
 - **check**: in a fresh interpreter, ``qscale check DIR --engine E`` through the CLI entry point
   (read, resolve, plan, every rule, console render to /dev/null).
 
