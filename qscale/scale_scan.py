@@ -609,7 +609,9 @@ def scan_file(fd: int, header: FileHeader, skip: Collection[str] = (),
     page cache holds, and faulting them in through a mapping cost more system time than
     reading them (full-scale Kimi-K2.5 INT4 layout, ~63 GB of group scales: 27 s and 84 s
     of system time mapped, 22 s and 23 s read, two runs each)."""
-    scales = [t for t in header.tensors if is_scale(t, names) and t.name not in skip]
+    # is_scale(t, names), inline (10^5 tensors): dtype, then the name's last component
+    scales = [t for t in header.tensors if t[1] in ENCODINGS
+              and t[0].rpartition(".")[2] in names and t[0] not in skip]
     if not scales:
         return ScaleScan()
     reader = FileReader(fd, header.file, buffer=buffer)
