@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qscale.modules import ModuleInfo, ModuleKind, _module_info, kind_of
 from qscale.safetensors_io import TensorInfo
@@ -74,55 +74,79 @@ def group_blocks(grouped: Mapping[str, dict[str, TensorInfo]]) -> Grouped | None
     """:func:`qscale.modules.by_module`'s groups as modules, the per-expert ones in alike
     blocks; None when some per-expert module does not fit a block (a projection whose experts
     differ, a name only the rules' regex splits, a stored ``weight_shape``) or there are none,
-    so that the caller takes the module-by-module path."""
-    order = sorted(grouped)
-    loose: dict[str, ModuleInfo] = {}
-    blocks: dict[tuple[str, str], ExpertBlock] = {}
-    firsts: dict[str, ExpertBlock] = {}
-    kinds: dict[tuple[str, int], ModuleKind] = {}
-    words: dict[str, bool] = {}
-    #: block -> its first member's parameter names and their (dtype, shape)s in header
-    #: order, and the same by name
-    sigs: dict[tuple[str, str], tuple[list[str], list[Any], dict[str, Any]]] = {}
-    for name in order:
-        params = grouped[name]
+    so that the caller takes the module-by-module path.
+
+    One pass splits the names (in the groups' order); each block's members are then compared
+    a parameter at a time, across all of them at once (:func:`_alike`)."""
+    split: dict[tuple[str, str], dict[str, dict[str, TensorInfo]]] = {}
+    others: list[str] = []
+    for name, params in grouped.items():
         if ".experts." in name:
             head, _, proj = name.rpartition(".")
-            layer, dot, idx = head.rpartition(".")
-            word = words.get(proj)
-            if word is None:
-                word = words[proj] = _WORD.fullmatch(proj) is not None
-            if word and dot and idx.isdecimal() and layer.endswith(".experts") \
-                    and "\n" not in name:
-                key = (layer, proj)
-                block = blocks.get(key)
-                if block is None:
-                    if "weight_shape" in params:
-                        return None  # its logical shape is a value: module by module
-                    first = _module_info(name, kind_of(proj, params, kinds), params)
-                    block = blocks[key] = ExpertBlock(layer, proj, first.kind, [idx],
-                                                      {idx: params}, first)
-                    firsts[name] = block
-                    sig = list(map(_DTYPE_SHAPE, params.values()))
-                    sigs[key] = (list(params), sig, dict(zip(params, sig, strict=True)))
+            layer, _, idx = head.rpartition(".")
+            members = split.get((layer, proj))
+            if members is not None:  # a layer and projection _opens_block accepted
+                if idx.isdecimal():
+                    members[idx] = params
                     continue
-                names, sig, by_param = sigs[key]
-                # names and (dtype, shape)s in header order first; a file may order them
-                # otherwise, then they are compared by parameter
-                now = list(map(_DTYPE_SHAPE, params.values()))
-                if (now != sig or list(params) != names) \
-                        and dict(zip(params, now, strict=True)) != by_param:
-                    return None
-                block.indices.append(idx)
-                block.members[idx] = params
+            elif _opens_block(layer, idx, proj):
+                split[layer, proj] = {idx: params}
                 continue
             if EXPERT.match(name) is not None:
                 return None  # a per-expert name the split above cannot judge
-        leaf = name[name.rfind(".") + 1 :]
-        loose[name] = _module_info(name, kind_of(leaf, params, kinds), params)
-    if len(loose) == len(order):
+        others.append(name)
+    if not split:
         return None  # no routed experts: nothing to gain
-    return Grouped(order, loose, blocks, firsts)
+    kinds: dict[tuple[str, int], ModuleKind] = {}
+    made: list[ExpertBlock] = []
+    for (layer, proj), members in split.items():
+        if not _alike(members):
+            return None
+        # digit strings sort as the member names do (a name goes on with `.`, below a digit)
+        indices = sorted(members)
+        params = members[indices[0]]
+        if "weight_shape" in params:
+            return None  # its logical shape is a value: module by module
+        first = _module_info(f"{layer}.{indices[0]}.{proj}", kind_of(proj, params, kinds), params)
+        made.append(ExpertBlock(layer, proj, first.kind, indices,
+                                {i: members[i] for i in indices}, first))
+    made.sort(key=_FIRST_NAME)
+    loose: dict[str, ModuleInfo] = {}
+    for name in sorted(others):
+        params = grouped[name]
+        loose[name] = _module_info(name, kind_of(name[name.rfind(".") + 1 :], params, kinds),
+                                   params)
+    return Grouped(sorted(grouped), loose, {(b.layer, b.proj): b for b in made},
+                   {b.first.name: b for b in made})
+
+
+def _opens_block(layer: str, idx: str, proj: str) -> bool:
+    """Whether ``{layer}.{idx}.{proj}`` is a per-expert module name a block can hold: a layer
+    ending in ``.experts``, index digits, a one-word projection, no line break."""
+    return layer.endswith(".experts") and idx.isdecimal() and _WORD.fullmatch(proj) is not None \
+        and "\n" not in layer
+
+
+def _alike(members: dict[str, dict[str, TensorInfo]]) -> bool:
+    """Whether every member stores the same parameters with the same dtypes and shapes (in
+    whatever order its files list them)."""
+    each = members.values()
+    if len(set(map(len, each))) != 1:
+        return False
+    try:
+        for param in next(iter(each)):  # every member has it (KeyError) with one spec
+            if len(set(map(_DTYPE_SHAPE, map(itemgetter(param), each)))) != 1:
+                return False
+    except KeyError:
+        return False
+    return True
+
+
+def _first_name(block: ExpertBlock) -> str:  # sort key: blocks in their first members' order
+    return block.first.name
+
+
+_FIRST_NAME = _first_name
 
 
 class ModuleMap(Mapping[str, "ModuleQuant"]):
