@@ -110,7 +110,7 @@ def group_blocks(grouped: Mapping[str, dict[str, TensorInfo]]) -> Grouped | None
         first = _module_info(f"{layer}.{indices[0]}.{proj}", kind_of(proj, params, kinds), params)
         made.append(ExpertBlock(layer, proj, first.kind, indices,
                                 {i: members[i] for i in indices}, first))
-    made.sort(key=_FIRST_NAME)
+    made.sort(key=_first_name)
     loose: dict[str, ModuleInfo] = {}
     for name in sorted(others):
         params = grouped[name]
@@ -145,8 +145,6 @@ def _alike(members: dict[str, dict[str, TensorInfo]]) -> bool:
 def _first_name(block: ExpertBlock) -> str:  # sort key: blocks in their first members' order
     return block.first.name
 
-
-_FIRST_NAME = _first_name
 
 
 class ModuleMap(Mapping[str, "ModuleQuant"]):
