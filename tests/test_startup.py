@@ -169,3 +169,48 @@ def test_the_command_line_starts_one_blas_thread_unless_told_otherwise(preset, w
     p = subprocess.run([sys.executable, "-c", _BLAS_PROBE, str(fixture)], capture_output=True,
                        text=True, env=env, check=False)
     assert p.stderr.strip().splitlines()[-1] == f"{want} True"
+
+
+_MALLOC_PROBE = """
+import ctypes, sys
+from qscale.cli import main
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+sys.argv = ["qscale", "--version"]
+try:
+    main()
+except SystemExit:
+    pass
+before = libc.mallinfo2().hblkhd
+block = bytearray(4 << 20)
+print(libc.mallinfo2().hblkhd - before >= 4 << 20, file=sys.stderr)
+"""
+
+
+def _has_mallinfo2() -> bool:
+    import ctypes
+
+    try:
+        return hasattr(ctypes.CDLL(None), "mallinfo2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not _has_mallinfo2(),
+                    reason="glibc malloc only")
+@pytest.mark.parametrize("preset, mmapped", [(None, False), ("MALLOC_ARENA_MAX", True)])
+def test_the_command_line_keeps_mid_sized_blocks_on_the_heap_unless_malloc_is_tuned(preset,
+                                                                                   mmapped):
+    """A 4 MiB block (a header scan's temporaries are 0.1-1 MB) comes from the heap once the
+    command line has raised glibc's mmap threshold; a user's own MALLOC_* setting wins."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUN"))}
+    if preset is not None:
+        env[preset] = "4"
+    p = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], capture_output=True, text=True,
+                       env=env, check=False)
+    assert p.stderr.strip().splitlines()[-1] == str(mmapped)

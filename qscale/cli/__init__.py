@@ -14,7 +14,7 @@ import typer._click as click  # the click typer is built on (vendored by this ty
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from qscale import __version__
+from qscale import __version__, _malloc
 from qscale.cli import _coerce
 from qscale.errors import QscaleError
 
@@ -196,6 +196,7 @@ def main() -> None:
     if "numpy" not in sys.modules:  # read once, when numpy's BLAS loads
         for var in _BLAS_THREADS:
             os.environ.setdefault(var, "1")
+    _malloc.tune()
     debug = _debugging(sys.argv)
     try:
         app()
