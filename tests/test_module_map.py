@@ -222,15 +222,29 @@ def test_expert_sources_by_shard_reads_the_experts_without_building_them(tmp_pat
 
 
 def test_a_parameter_fed_by_blocks_and_other_tensors_lists_every_source_in_order():
-    from qscale.engines.loader import ShardSlot, _every_source
+    from qscale.engines.loader import Places, ShardSlot, _every_source
+    from qscale.module_map import ExpertBlock
+    from qscale.modules import ModuleInfo, ModuleKind
+    from qscale.safetensors_io import TensorInfo
 
-    pos = {"a": 0, "x.experts.0.w1.weight": 1, "b": 2, "x.experts.1.w1.weight": 3}
+    def tensor(name: str) -> TensorInfo:
+        return TensorInfo(name, "BF16", (4, 4), "f.safetensors", 0, 32)
+
+    members = {i: {"weight": tensor(f"x.experts.{i}.w1.weight")} for i in ("0", "1")}
+    first = ModuleInfo("x.experts.0.w1", ModuleKind.LINEAR, members["0"])
+    block = ExpertBlock("x.experts", "w1", ModuleKind.LINEAR, ["0", "1"], members, first)
+    places = Places(["a", "x.experts.0.w1.weight", "b", "x.experts.1.w1.weight"])
     groups = {"p": [ShardSlot("a", "w3", 0), ShardSlot("b", "w3", 1)]}
-    lazy = {"p": [("w1", ["x.experts.0.w1.weight", "x.experts.1.w1.weight"], ["0", "1"])]}
-    got = _every_source(groups, lazy, pos)["p"]
+    got = _every_source(groups, {"p": [("w1", block, "weight")]}, places)["p"]
     assert [s.source for s in got] == ["a", "x.experts.0.w1.weight", "b",
                                        "x.experts.1.w1.weight"]
     assert got[1] == ShardSlot("x.experts.0.w1.weight", "w1", 0)
+    # fed by the block alone: the sources in checkpoint order, the first without sorting
+    alone = _every_source({}, {"p": [("w1", block, "weight")]},
+                          Places(["x.experts.1.w1.weight", "x.experts.0.w1.weight"]))["p"]
+    assert alone[0] == ShardSlot("x.experts.1.w1.weight", "w1", 1)
+    assert list(alone) == [ShardSlot("x.experts.1.w1.weight", "w1", 1),
+                           ShardSlot("x.experts.0.w1.weight", "w1", 0)]
 
 
 @pytest.mark.parametrize("field, value", [
@@ -301,3 +315,41 @@ def test_the_rules_grouping_judges_a_swapped_member_by_name_too():
         == {head: False}
     assert group_experts({first.module.name: first, reordered.module.name: reordered}).alike \
         == {head: True}
+
+
+def test_alike_experts_read_their_scheme_off_the_first_source_when_their_blocks_differ():
+    """Blocks of one scheme: any member's source reads it (no tensor is placed); blocks of
+    two schemes: the source first in checkpoint order, as the tensor-by-tensor plan reads."""
+    from types import SimpleNamespace
+
+    from qscale.engines.loader import ExpertSources, Places
+    from qscale.module_map import ExpertBlock
+    from qscale.modules import ModuleInfo, ModuleKind
+    from qscale.safetensors_io import TensorInfo
+
+    def block(proj: str, scheme: object) -> ExpertBlock:
+        members = {i: {"weight": TensorInfo(f"x.experts.{i}.{proj}.weight", "BF16", (4, 4),
+                                            "f.safetensors", 0, 32)} for i in ("0", "1")}
+        first = ModuleInfo(f"x.experts.0.{proj}", ModuleKind.LINEAR, members["0"])
+        b = ExpertBlock("x.experts", proj, ModuleKind.LINEAR, ["0", "1"], members, first)
+        b.quant = SimpleNamespace(scheme=scheme)  # type: ignore[assignment]
+        return b
+
+    order = ["x.experts.1.w3.weight", "x.experts.0.w1.weight", "x.experts.1.w1.weight",
+             "x.experts.0.w3.weight"]
+
+    class Counting(Places):
+        calls = 0
+
+        def __call__(self):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().__call__()
+
+    one = object()
+    same = ExpertSources([("w1", block("w1", one), "weight"), ("w3", block("w3", one), "weight")],
+                         Counting(order))
+    assert same.scheme_source() == "x.experts.0.w1.weight" and Counting.calls == 0
+    two = ExpertSources([("w1", block("w1", one), "weight"),
+                         ("w3", block("w3", object()), "weight")], Counting(order))
+    assert two.scheme_source() == "x.experts.1.w3.weight" == two[0].source
+    assert len(two) == 4 and [s.source for s in two] == order

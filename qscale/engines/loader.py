@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
@@ -47,45 +47,86 @@ class ShardSlot:
     expert: int | None = None
 
 
+#: one alike expert block's parameter feeding an engine parameter whole: (shard id, block,
+#: the block's parameter)
+BlockPart = tuple[ShardId | None, ExpertBlock, str]
+
+
+class Places:
+    """Each checkpoint tensor's place in checkpoint order, the map built on first use: a plan
+    whose routed experts all come in alike blocks never needs it."""
+
+    __slots__ = ("_names", "_pos")
+
+    def __init__(self, names: Collection[str]) -> None:
+        self._names = names
+        self._pos: dict[str, int] | None = None
+
+    def __call__(self) -> Mapping[str, int]:
+        if self._pos is None:
+            self._pos = dict(zip(self._names, range(len(self._names)), strict=True))
+        return self._pos
+
+
 class ExpertSources(Sequence[ShardSlot]):
     """The sources of an engine parameter that only alike routed experts feed (the fused
     ``w13_weight`` of a MoE layer: 10^3 tensors), as the sequence of :class:`ShardSlot` the
-    tensor-by-tensor plan gives, in checkpoint order, built on first use past its length and
-    first element. :meth:`by_shard` reads the experts each shard id covers without building
-    it. Equal to the tuple of the same slots."""
+    tensor-by-tensor plan gives, in checkpoint order. Built on first use past its length;
+    :meth:`by_shard` reads the experts each shard id covers and :meth:`scheme_source` a
+    source to read the scheme by, neither building it nor placing a tensor. Equal to the
+    tuple of the same slots."""
 
-    __slots__ = ("_first", "_items", "_len", "_parts", "_pos")
+    __slots__ = ("_first", "_items", "_len", "_parts", "_places")
 
-    def __init__(self, parts: list[tuple[ShardId | None, list[str], list[str]]],
-                 pos: Mapping[str, int]) -> None:
-        #: (shard id, tensor names, their expert index digits) of each block feeding it
+    def __init__(self, parts: list[BlockPart], places: Callable[[], Mapping[str, int]]) -> None:
         self._parts = parts
-        self._pos = pos
-        self._len = sum(len(names) for _, names, _ in parts)
-        best: tuple[int, ShardId | None, str, str] | None = None
-        for shard, names, idxs in parts:
-            at = list(map(pos.__getitem__, names))
-            p = min(at)
-            if best is None or p < best[0]:
-                i = at.index(p)
-                best = (p, shard, names[i], idxs[i])
-        assert best is not None
-        self._first = _shard_slot(best[2], best[1], int(best[3]))
+        self._places = places
+        self._len = sum(len(b.indices) for _, b, _ in parts)
+        self._first: ShardSlot | None = None
         self._items: tuple[ShardSlot, ...] | None = None
 
     def _all(self) -> tuple[ShardSlot, ...]:
         if self._items is None:
-            pos = self._pos
-            rows = sorted((pos[n], n, shard, int(i)) for shard, names, idxs in self._parts
-                          for n, i in zip(names, idxs, strict=True))
+            pos = self._places()
+            rows = sorted((pos[n], n, shard, int(i)) for shard, b, param in self._parts
+                          for n, i in zip(_member_names(b, param), b.indices, strict=True))
             self._items = tuple(_shard_slot(n, shard, e) for _, n, shard, e in rows)
         return self._items
+
+    def _head(self) -> ShardSlot:
+        """The first source in checkpoint order, without sorting the others."""
+        if self._first is None:
+            pos = self._places()
+            best: tuple[int, ShardId | None, str, str] | None = None
+            for shard, b, param in self._parts:
+                names = _member_names(b, param)
+                at = list(map(pos.__getitem__, names))
+                p = min(at)
+                if best is None or p < best[0]:
+                    i = at.index(p)
+                    best = (p, shard, names[i], b.indices[i])
+            assert best is not None
+            self._first = _shard_slot(best[2], best[1], int(best[3]))
+        return self._first
+
+    def scheme_source(self) -> str:
+        """A source whose module has the first source's scheme: the first member of the first
+        block where every block feeding the parameter resolved to one scheme (the loader's
+        verdicts on a source read its scheme and its parameter name, which every part
+        shares), else the first source itself."""
+        _, b, param = self._parts[0]
+        quant = b.quant
+        assert quant is not None
+        if all(p[1].quant is not None and p[1].quant.scheme is quant.scheme
+               for p in self._parts):
+            return b.members[b.indices[0]][param][0]
+        return self._head().source
 
     def by_shard(self) -> dict[ShardId | None, set[int]]:
         """Shard id -> the experts whose tensor feeds it."""
         out: dict[ShardId | None, set[int]] = {}
-        for shard, _, idxs in self._parts:
-            out.setdefault(shard, set()).update(map(int, idxs))
+        for shard, b, _ in self._parts:
+            out.setdefault(shard, set()).update(map(int, b.indices))
         return out
 
     def __len__(self) -> int:
@@ -98,7 +139,7 @@ class ExpertSources(Sequence[ShardSlot]):
 
     def __getitem__(self, i: int | slice) -> ShardSlot | tuple[ShardSlot, ...]:
         if i == 0 and self._items is None:
-            return self._first
+            return self._head()
         return self._all()[i]
 
     def __iter__(self) -> Iterator[ShardSlot]:
@@ -376,17 +417,22 @@ def _bind_route(r: _Route, digits: str) -> Callable[[str], _Route] | None:
     return lambda d: (kind, f"{pre}.experts.{d}.{post}", shard, int(d))
 
 
-#: engine parameter -> (shard id, tensor names, expert index digits) of each block part
-_Parts = dict[str, list[tuple[ShardId | None, list[str], list[str]]]]
+#: engine parameter -> the block parts that feed it
+_Parts = dict[str, list[BlockPart]]
+
+
+def _member_names(b: ExpertBlock, param: str) -> list[str]:
+    """Each member's ``param`` tensor name, in index order (members are kept so)."""
+    return list(map(_NAME0, map(itemgetter(param), b.members.values())))
 
 
 def _block_parts(blocks: Iterable[ExpertBlock], route: Callable[[str], _Route]
                  ) -> tuple[_Parts, list[str]]:
-    """Engine parameter -> ``(shard id, tensor names, expert index digits)`` of each alike
-    expert block's parameter that maps into it whole, for a family whose renames and skips
-    are index-blind (:func:`_index_blind`): one shard id and one parameter name for every
-    member, which names no index, and each member's own index as its expert. That is decided
-    as :class:`ExpertMemo` decides it, per number of index digits: the first member's route
+    """Engine parameter -> the (shard id, block, parameter) of each alike expert block's
+    parameter that maps into it whole, for a family whose renames and skips are index-blind
+    (:func:`_index_blind`): one shard id and one parameter name for every member, which names
+    no index, and each member's own index as its expert. That is decided as
+    :class:`ExpertMemo` decides it, per number of index digits: the first member's route
     and the second's computed, the second's equal to the first's re-instantiated
     (:func:`_bind_route`). Any other block parameter's tensors are left to the
     tensor-by-tensor routes: the second list."""
@@ -403,12 +449,10 @@ def _block_parts(blocks: Iterable[ExpertBlock], route: Callable[[str], _Route]
             by_len = lengths[key] = list(groups.values())
         for param in b.first.tensors:
             into = _block_route(b, param, by_len, route)
-            # each member's TensorInfo.name, in index order (members are kept so)
-            names = list(map(_NAME0, map(itemgetter(param), b.members.values())))
             if into is None:
-                rest.extend(names)
+                rest.extend(_member_names(b, param))
             else:
-                out.setdefault(into[0], []).append((into[1], names, b.indices))
+                out.setdefault(into[0], []).append((into[1], b, param))
     return out, rest
 
 
@@ -416,30 +460,38 @@ _NAME0 = itemgetter(0)  # a TensorInfo's name
 
 
 def _by_block(ckpt: Checkpoint, quant: QuantMap, route: Callable[[str], _Route]
-              ) -> tuple[_Parts, Iterable[str], dict[str, int]]:
-    """:func:`_block_parts` of the map's expert blocks, the tensors left to route one by one
-    in checkpoint order, and every tensor's place in that order (empty when nothing is
-    routed by block)."""
+              ) -> tuple[_Parts, Iterable[str]]:
+    """:func:`_block_parts` of the map's expert blocks, and the tensors left to route one by
+    one, in checkpoint order."""
     if not isinstance(quant.modules, ModuleMap):
-        return {}, ckpt.tensors, {}
+        return {}, ckpt.tensors
     lazy, rest = _block_parts(quant.modules.blocks.values(), route)
     if not lazy:
-        return {}, ckpt.tensors, {}
-    pos = dict(zip(ckpt.tensors, range(len(ckpt.tensors)), strict=True))
-    # every other tensor, in checkpoint order (10^3: sorted, not filtered from 10^5)
-    return lazy, sorted([*_loose_tensors(quant.modules), *rest], key=pos.__getitem__), pos
+        return {}, ckpt.tensors
+    # every other tensor (10^3), in checkpoint order: one C-speed pass over the names, where
+    # sorting them would need the place of every tensor
+    wanted = {*_loose_tensors(quant.modules), *rest}
+    return lazy, [n for n in ckpt.tensors if n in wanted]
 
 
-def _every_source(groups: Mapping[str, list[ShardSlot]], lazy: _Parts, pos: Mapping[str, int]
+def _every_source(groups: Mapping[str, list[ShardSlot]], lazy: _Parts, places: Places
                   ) -> dict[str, Sequence[ShardSlot]]:
     """Each engine parameter's sources: those routed one by one, those of the block parts
     (:class:`ExpertSources`), or both merged in checkpoint order."""
     every: dict[str, Sequence[ShardSlot]] = {p: tuple(s) for p, s in groups.items()}
     for p, parts in lazy.items():
-        fed_by = ExpertSources(parts, pos)
-        every[p] = fed_by if p not in every else tuple(
-            sorted((*every[p], *fed_by), key=lambda slot: pos[slot.source]))
+        fed_by = ExpertSources(parts, places)
+        if p in every:
+            pos = places()
+            every[p] = tuple(sorted((*every[p], *fed_by), key=lambda slot: pos[slot.source]))
+        else:
+            every[p] = fed_by
     return every
+
+
+def fed_by_experts(sources: Sequence[ShardSlot]) -> bool:
+    """Whether the parameter's first source (in checkpoint order) is a routed expert's."""
+    return isinstance(sources, ExpertSources) or (bool(sources) and sources[0].expert is not None)
 
 
 def _loose_tensors(modules: ModuleMap) -> list[str]:
@@ -510,8 +562,8 @@ def plan_load(
 
     blind = _index_blind(fam)
     # the parameters only alike expert blocks feed, routed once per block and parameter
-    lazy, tensors, pos = _by_block(ckpt, quant, route) if blind and not leaves \
-        else ({}, ckpt.tensors, {})
+    lazy, tensors = _by_block(ckpt, quant, route) if blind and not leaves \
+        else ({}, ckpt.tensors)
     kept = [n for n in tensors if not _dropped(quant, leaves, n)] if leaves else tensors
     # every kept tensor's route, in order (a memo per expert template where that is sound)
     routes = iter(ExpertMemo(route, _bind_route).each(kept) if blind else map(route, kept))
@@ -534,7 +586,7 @@ def plan_load(
         else:
             slots.append(slot)
     params = {p: _build(ckpt, quant, fam, spec, p, s)
-              for p, s in sorted(_every_source(groups, lazy, pos).items())}
+              for p, s in sorted(_every_source(groups, lazy, Places(ckpt.tensors)).items())}
     notes = (
         ()
         if spec.exact
@@ -804,7 +856,7 @@ def _scalar(ckpt: Checkpoint, source: str) -> tuple[float | None, int]:
 def _scheme_conflicts(quant: QuantMap, pname: str, sources: Sequence[ShardSlot]) -> list[str]:
     """vLLM resolves one scheme per fused layer from its shards (``should_ignore_layer`` and
     ``find_matched_target`` over ``packed_modules_mapping``)."""
-    if len(sources) < 2 or sources[0].expert is not None:
+    if len(sources) < 2 or fed_by_experts(sources):
         return []
     if pname.rsplit(".", 1)[-1] not in ("weight", "weight_packed"):
         return []
@@ -842,12 +894,15 @@ def _build(
     conflicts = _scheme_conflicts(quant, pname, sources)
     if not conflicts and pname.rpartition(".")[0].rpartition(".")[2] in fam.concatenated:
         return _concatenated(ckpt, quant, spec, pname, sources, parts)
-    role = _overwritten_role(quant, sources[0].source) if sources and not conflicts else None
+    # the first source's scheme decides (any source of the scheme, for alike experts)
+    first = (sources.scheme_source() if isinstance(sources, ExpertSources)
+             else sources[0].source if sources else "")
+    role = _overwritten_role(quant, first) if sources and not conflicts else None
     if role is not None and len(sources) > 1:
         return _overwritten(ckpt, pname, sources, parts, role)
-    if conflicts or not sources or not _is_per_tensor(quant, sources[0].source):
+    if conflicts or not sources or not _is_per_tensor(quant, first):
         return MergedParam(pname, sources, parts, errors=tuple(conflicts))
-    if sources[0].expert is not None:
+    if fed_by_experts(sources):
         return _expert_slots(ckpt, quant, pname, sources, parts)
     n = len(parts) if parts else _fused_on_disk(fam, pname, sources)
     prof = spec.profile

@@ -24,7 +24,7 @@ Re-export the checkpoint with the missing shard; a pruning or merge script usual
 from collections.abc import Iterator
 
 from qscale.engines.families import ShardId
-from qscale.engines.loader import ExpertSources, MergedParam
+from qscale.engines.loader import ExpertSources, MergedParam, fed_by_experts
 from qscale.rules._api import Applicability, Context, Finding, Fix, Rule, Severity
 
 WEIGHTS = ("weight", "weight_packed", "qweight")
@@ -74,7 +74,7 @@ def _experts(ctx: Context) -> Iterator[Finding]:
     have: dict[str, dict[str, set[int]]] = {}
     where: dict[str, MergedParam] = {}
     for p in ctx.plan.params.values():
-        if p.leaf.partition("_")[2] not in WEIGHTS or p.sources[0].expert is None:
+        if p.leaf.partition("_")[2] not in WEIGHTS or not fed_by_experts(p.sources):
             continue
         layer = p.name.rpartition(".")[0]
         where.setdefault(layer, p)
