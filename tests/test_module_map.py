@@ -353,3 +353,29 @@ def test_alike_experts_read_their_scheme_off_the_first_source_when_their_blocks_
                          ("w3", block("w3", object()), "weight")], Counting(order))
     assert two.scheme_source() == "x.experts.1.w3.weight" == two[0].source
     assert len(two) == 4 and [s.source for s in two] == order
+
+
+def test_qs204_closest_names_by_block_equal_those_of_every_name(tmp_path):
+    """QS204's prefix-drift hint (`closest:`) judges alike experts a block at a time: the
+    same two names as a bisection of every module name."""
+    from qscale.rules.qs204_ignore_entry_mismatch import _Near
+
+    shared, alone = _maps(read_checkpoint(_built().write(tmp_path)), "vllm==0.33.0")
+    assert isinstance(shared.modules, ModuleMap) and shared.modules.blocks
+    names = list(alone.modules)
+    experts = [n for n in names if ".experts." in n]
+    layer = experts[0].rsplit(".", 2)[0]  # …layers.0.mlp.experts
+    entries = [
+        "drift." + experts[-1],  # one expert's name, one component cut
+        "drift.more." + experts[0].split(".", 1)[1],  # two cut
+        "x.y." + experts[0].split(".", 2)[-1],  # a tail that ends some layer's expert
+        "x." + ".".join(experts[1].split(".")[-2:]),  # `{idx}.{proj}`: every layer's
+        f"x.{layer}.999.gate_proj", "x.mlp.experts.0.no_such_proj",  # absent index, proj
+        "drift." + names[0], "x.y.mlp.gate", "x.y.self_attn.q_proj",  # outside the blocks
+    ]
+    by_block = _Near(list(shared.modules), shared.modules)
+    every = _Near(names, set(names))
+    got = [by_block.drifted(e) for e in entries]
+    assert got == [every.drifted(e) for e in entries]
+    assert got[0] == [experts[-1]] and got[1] == [experts[0]] and len(got[3]) == 2
+    assert got[4] == got[5] == []

@@ -53,13 +53,14 @@ modules by their exact Hugging Face names (`qscale fix` rewrites the list).
 import bisect
 import difflib
 import heapq
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 
 from qscale.engines.families import Family
 from qscale.engines.loader import engine_name
 from qscale.formats import quant_config_ref
 from qscale.formats._api import SkipList, wildcard
 from qscale.formats._layers import is_lm_head
+from qscale.module_map import ExpertBlock, ModuleMap
 from qscale.modules import ModuleKind
 from qscale.rules._api import (
     Applicability,
@@ -318,6 +319,8 @@ class _Near:
         self.names = names
         self._known = known
         self._reversed: list[str] | None = None
+        #: alike expert blocks by projection, whose members :meth:`_ending` matches by block
+        self._blocks: dict[str, list[ExpertBlock]] | None = None
 
     def drifted(self, entry: str) -> list[str]:
         """Modules whose name ends like the entry once its first one or two components are
@@ -332,13 +335,42 @@ class _Near:
 
     def _ending(self, rtail: str) -> list[str]:
         """The first two names (in name order) that end with the reversed ``rtail``: a
-        bisection of the reversed names, sorted once per check."""
+        bisection of the reversed names, sorted once per check, and, for the members of alike
+        expert blocks (10^5 names that are not sorted so), a test per block."""
         if self._reversed is None:
-            self._reversed = sorted(n[::-1] for n in self.names)
+            self._reversed = sorted(n[::-1] for n in self._outside_blocks())
         rev = self._reversed
         lo = bisect.bisect_left(rev, rtail)
         hi = bisect.bisect_left(rev, rtail[:-1] + chr(ord(rtail[-1]) + 1), lo)
-        return [r[::-1] for r in heapq.nsmallest(2, rev[lo:hi], key=lambda r: r[::-1])]
+        hits = [r[::-1] for r in heapq.nsmallest(2, rev[lo:hi], key=lambda r: r[::-1])]
+        return heapq.nsmallest(2, [*hits, *self._members_ending(rtail[::-1])])
+
+    def _outside_blocks(self) -> Iterable[str]:
+        """The names :meth:`_members_ending` does not judge: every name, or, for a map that
+        holds alike expert blocks, the names of the modules outside them."""
+        known = self._known
+        if not isinstance(known, ModuleMap) or not known.blocks:
+            self._blocks = {}
+            return self.names
+        self._blocks = {}
+        for b in known.blocks.values():
+            self._blocks.setdefault(b.proj, []).append(b)
+        firsts = {b.first.name for b in known.blocks.values()}
+        return [n for n in known.known if n not in firsts]
+
+    def _members_ending(self, tail: str) -> list[str]:
+        """The block members whose name ends with ``tail`` (``.`` then two or more
+        components): a member ``{layer}.{idx}.{proj}`` does when the tail's last component
+        is its projection, the one before its index, and any before that end its layer."""
+        head, _, proj = tail[1:].rpartition(".")
+        pre, _, idx = head.rpartition(".")
+        out = []
+        for b in (self._blocks or {}).get(proj, ()):
+            if not head:  # one component: every member ends so, the first two suffice
+                out += [b.name(i) for i in b.indices[:2]]
+            elif idx in b.members and (not pre or b.layer.endswith("." + pre)):
+                out.append(b.name(idx))
+        return out
 
     def _range(self, prefix: str) -> tuple[int, int]:
         """The names equal to ``prefix`` or under ``prefix.``, as a slice of ``names``."""
@@ -411,7 +443,8 @@ def _harmless_head_entry(ctx: Context, entry: str) -> bool:
     if not is_lm_head(entry):
         return False
     tail = "." + entry
-    heads = [mq for name, mq in ctx.quant.modules.items() if name.endswith(tail)]
+    mods = ctx.quant.modules  # the names first: an alike expert's record is built on demand
+    heads = [mods[name] for name in mods if name.endswith(tail)]
     return bool(heads) and all(_unquantized_head(ctx, mq) for mq in heads)
 
 
