@@ -50,10 +50,18 @@ class ExpertBlock:
     first: ModuleInfo
     #: the first member's record, once resolved
     quant: ModuleQuant | None = field(default=None)
+    _numbers: frozenset[int] | None = field(default=None, repr=False, compare=False)
 
     def name(self, idx: str) -> str:
         """A member's module name."""
         return f"{self.layer}.{idx}.{self.proj}"
+
+    def numbers(self) -> frozenset[int]:
+        """The members' expert indices as numbers (converted once: each block feeds several
+        engine parameters)."""
+        if self._numbers is None:
+            self._numbers = frozenset(map(int, self.indices))
+        return self._numbers
 
 
 @dataclass(slots=True)

@@ -126,7 +126,7 @@ class ExpertSources(Sequence[ShardSlot]):
         """Shard id -> the experts whose tensor feeds it."""
         out: dict[ShardId | None, set[int]] = {}
         for shard, b, _ in self._parts:
-            out.setdefault(shard, set()).update(map(int, b.indices))
+            out.setdefault(shard, set()).update(b.numbers())
         return out
 
     def __len__(self) -> int:

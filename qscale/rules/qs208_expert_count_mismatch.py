@@ -22,7 +22,7 @@ Make `config.json` agree with the tensors (after pruning, update `num_experts` a
 shape), or re-export the checkpoint.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from qscale.engines.families import ExpertNames
 from qscale.modules import ModuleKind
@@ -47,8 +47,7 @@ def check(ctx: Context) -> Iterator[Finding]:
     names = ctx.plan.family.experts if ctx.plan else None
     experts = expert_layers(ctx)  # every layer's indices, also where the map is reduced
     modules = ctx.quant.modules
-    layers: dict[str, set[int] | range] = {
-        layer: set(map(int, idx)) for layer, idx in experts.indices.items()}
+    layers = _numbers(experts.indices, cfg[1] if cfg else None)
     first = {layer: next(iter(modules[name].module.tensors.values())).name
              for layer, name in experts.first.items()}
     sized = names is not None and isinstance(inter, int)
@@ -84,6 +83,25 @@ def check(ctx: Context) -> Iterator[Finding]:
             ctx.at(first[layer]),
             fix=FIX,
         )
+
+
+def _numbers(indices: Mapping[str, Sequence[str]], want: int | None
+             ) -> dict[str, set[int] | range]:
+    """Each layer's expert indices as numbers: ``range(want)`` for a layer that stores
+    exactly ``0`` … ``want−1``, spelt as decimals are (compared as text: 10^5 indices on a
+    400B-class MoE), else the set of their values."""
+    canonical: set[str] | None = None  # str(0) … str(want-1), once a layer has want indices
+    out: dict[str, set[int] | range] = {}
+    for layer, idx in indices.items():  # an index once per projection that stores it
+        texts = set(idx)
+        if want is not None and len(texts) == want:
+            if canonical is None:
+                canonical = {str(i) for i in range(want)}  # bounded: want indices are stored
+            if canonical.issuperset(texts):  # want distinct canonical texts: 0 … want-1
+                out[layer] = range(want)
+                continue
+        out[layer] = set(map(int, texts))
+    return out
 
 
 def _exactly(idx: set[int] | range, want: int) -> bool:
