@@ -24,7 +24,7 @@ from qscale.checkpoint import Checkpoint
 from qscale.engines import wna16
 from qscale.engines.loader import LoadPlan
 from qscale.findings import Location, Severity
-from qscale.formats import QuantMap, torchao
+from qscale.formats import QuantMap
 from qscale.layout import Deployment, Layout, resolve
 from qscale.schemes import QuantScheme, Strategy
 from qscale.sharding import ExpertShape, LayerShape, Shapes, Split, read_shapes
@@ -436,6 +436,8 @@ def _group(
     elif s.format == "modelopt":
         said = '"Unsupported model when in features size is not multiple of 16"'
     elif s.format == "torchao":  # TorchAOLinearMethod.create_weights quantizes the empty slice
+        from qscale.formats import torchao  # loaded: a torchao scheme comes from its config
+
         said = torchao.group_refusal(s.label, k, g, s.spec("_weight_act_pre_scale") is not None)
     else:
         said = ('"The input size is not aligned with the quantized weight shape. This can be'
@@ -481,6 +483,8 @@ def _torchao_tiles(layer: LayerShape, tp: int, name: str, at: Mapping[str, str])
     row, g = layer.split == Split.ROW, s.weights.group_size
     if row and (layer.inp // tp) % g:
         return []  # the group fails first (QS505)
+    from qscale.formats import torchao  # loaded: a torchao scheme comes from its config
+
     why = torchao.tile_packed_refusal(row, layer.inp, layer.parts, tp, g)
     if why is None:
         return []

@@ -107,7 +107,7 @@ def render_methods_doc() -> str:
     ]
     for method, parser in sorted(formats.FORMATS.items()):
         aliases = sorted(a for a, m in formats.ALIASES.items() if m == method)
-        module = inspect.getmodule(parser.parse)
+        module = inspect.getmodule(parser.function())
         doc = (module.__doc__ or "").strip().split("\n\n")[0] if module else ""
         also = ", ".join(f"`{a}`" for a in aliases)
         lines.append(f"| `{method}` | {also} | {_cell(doc.replace('``', '`'))} |")
@@ -130,7 +130,7 @@ def _qscale_status(name: str) -> str:
     if name in formats.ALIASES:
         return f"modelled, as `{formats.ALIASES[name]}`"
     entry = formats.FORMATS.get(name)
-    parser = entry.parse if entry is not None else None
+    parser = entry.function() if entry is not None else None
     if parser in (runtime_only.parse_runtime_only, moe_wna16.parse_moe_wna16):
         return "refused ([QS101](rules/QS101.md)): the engine refuses it in a checkpoint"
     if parser is torchao.parse:

@@ -11,16 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qscale.checkpoint import Checkpoint
 from qscale.engines.families import Family
 from qscale.engines.loader import LoadPlan, ShardSlot
 from qscale.engines.templates import index_blind_literals
 from qscale.formats import ModuleQuant, QuantMap
-from qscale.formats.gptq import WNA16Config
+from qscale.formats._api import loaded_instance
 from qscale.modules import ModuleKind
 from qscale.schemes import QuantScheme
+
+if TYPE_CHECKING:
+    from qscale.formats.gptq import WNA16Config
 
 #: Engine leaves that split their input over TP (RowParallelLinear).
 ROW_LEAVES = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2"})
@@ -113,8 +116,7 @@ def read_shapes(ckpt: Checkpoint, quant: QuantMap, plan: LoadPlan) -> Shapes:
         layers=layers,
         experts=_experts(quant, text, plan.family),
         heads_param=next((x.name for x in layers if x.split == Split.QKV), None),
-        act_order=isinstance(quant.format, WNA16Config) and quant.format.desc_act
-        and quant.format.group_size != -1,
+        act_order=(w := _wna16(quant.format)) is not None and w.desc_act and w.group_size != -1,
         act_dtype=_dtype(ckpt.config.raw, text),
     )
     return shapes
@@ -252,3 +254,8 @@ def _weight_of(mq: ModuleQuant) -> str:
     return t[key].name
 
 
+
+
+def _wna16(fmt: object) -> WNA16Config | None:
+    """A GPTQ / AWQ config (its parser is loaded only for such a checkpoint)."""
+    return cast("WNA16Config | None", loaded_instance(fmt, "gptq", "WNA16Config"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, cast
 
 from qscale.advisories import Gate, fusion_rule
 from qscale.checkpoint import ModelConfig
@@ -17,10 +18,13 @@ from qscale.engines import EngineSpec
 from qscale.engines.families import Family
 from qscale.engines.templates import index_blind_literals
 from qscale.formats import ModuleQuant, QuantMap
-from qscale.formats.quark import QuarkConfig
+from qscale.formats._api import loaded_instance
 from qscale.layout import Layout, Platform
 from qscale.modules import ModuleKind
 from qscale.sharding import is_expert
+
+if TYPE_CHECKING:
+    from qscale.formats.quark import QuarkConfig
 
 FLOAT = frozenset({"BF16", "F16", "F32"})
 #: model types for which SGLang 0.5.23 converts a BF16 shared expert to MXFP4 online
@@ -109,9 +113,9 @@ def read_shared_experts(quant: QuantMap, family: Family) -> SharedExperts | None
         excluded=tuple(mq.module.name for mq in unq),
         reasons=tuple(dict.fromkeys(mq.resolution.reason for mq in unq)),
         stored_float=tuple(n for n, _ in floats),
-        quark_gate_sees=isinstance(fmt, QuarkConfig) and any(
+        quark_gate_sees=(quark := _quark(fmt)) is not None and any(
             "shared_expert" in e and "shared_expert_gate" not in e and not e.startswith("mtp.")
-            for e in fmt.exclude
+            for e in quark.exclude
         ),
         method=fmt.method if fmt else None,
     )
@@ -240,3 +244,8 @@ def _gate(
                     f" code, not run) ({ref})", "Pass --disable-shared-experts-fusion, or run a"
                     " canary eval first")
 
+
+
+def _quark(fmt: object) -> QuarkConfig | None:
+    """An AMD Quark config (its parser is loaded only for such a checkpoint)."""
+    return cast("QuarkConfig | None", loaded_instance(fmt, "quark", "QuarkConfig"))

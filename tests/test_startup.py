@@ -214,3 +214,53 @@ def test_the_command_line_keeps_mid_sized_blocks_on_the_heap_unless_malloc_is_tu
     p = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], capture_output=True, text=True,
                        env=env, check=False)
     assert p.stderr.strip().splitlines()[-1] == str(mmapped)
+
+
+def test_each_parser_is_registered_under_its_modules_own_method_name():
+    """FORMATS names each parser by a literal (its module is imported when a checkpoint
+    needs it); the literal is the module's own constant."""
+    import importlib
+
+    from qscale.formats import FORMATS
+    from qscale.formats.registry import RUNTIME_ONLY
+    from qscale.rules import qs304_group_index_mismatch
+
+    own = {"awq": "AWQ", "gptq": "GPTQ", "experts_int8": "EXPERTS_INT8"}
+    for method, parser in FORMATS.items():
+        module = importlib.import_module(parser.function().__module__)
+        if method in RUNTIME_ONLY:
+            assert method in module.METHODS
+        elif method == "inc":  # INCConfig's own name, parsed as auto-round
+            assert module.METHOD == "auto-round"
+        else:
+            assert getattr(module, own.get(method, "METHOD")) == method, method
+    from qscale.formats import gptq
+
+    assert qs304_group_index_mismatch.GPTQ == gptq.GPTQ
+
+
+_FORMATS_PROBE = """
+import sys
+sys.argv = ["qscale", "check", sys.argv[1], "--engine", "vllm==0.33.0"]
+from qscale.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(sorted(m.rpartition(".")[2] for m in sys.modules
+             if m.startswith("qscale.formats.") and not m.rpartition(".")[2].startswith("_")),
+      file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("fixture, parsers", [
+    ("autoround-llama-auto_awq", "['gptq', 'registry']"),
+    ("autoround-llama-auto_round", "['auto_round', 'gptq', 'registry']"),
+])
+def test_a_check_imports_its_own_formats_parser_alone(fixture, parsers):
+    from pathlib import Path
+
+    path = Path(__file__).parent / "fixtures" / "real" / fixture
+    p = subprocess.run([sys.executable, "-c", _FORMATS_PROBE, str(path)], capture_output=True,
+                       text=True, check=False)
+    assert p.stderr.strip().splitlines()[-1] == parsers

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from qscale._fast import maker
 from qscale.checkpoint import Checkpoint
@@ -30,9 +30,12 @@ from qscale.engines.templates import (
 )
 from qscale.engines.wna16 import facts as wna16_facts
 from qscale.formats import QuantMap, resolve_quantization
-from qscale.formats.modelopt import ModelOptConfig
+from qscale.formats._api import loaded_instance
 from qscale.module_map import ExpertBlock, ModuleMap
 from qscale.schemes import QuantScheme, per_tensor
+
+if TYPE_CHECKING:
+    from qscale.formats.modelopt import ModelOptConfig
 
 #: Slot values: a float, or None for memory the engine never wrote (torch.empty).
 Slot = float | None
@@ -665,8 +668,8 @@ def _refusals(ckpt: Checkpoint, spec: EngineSpec, quant: QuantMap) -> tuple[Refu
     if broken is not None:
         out.append(Refusal(f"cannot build {arch}: {broken}", "config.json", "/architectures"))
     algos = spec.profile.modelopt_algos
-    fmt = quant.format
-    if isinstance(fmt, ModelOptConfig) and algos is not None and fmt.algo not in algos:
+    fmt = cast("ModelOptConfig | None", loaded_instance(quant.format, "modelopt", "ModelOptConfig"))
+    if fmt is not None and algos is not None and fmt.algo not in algos:
         reason = (
             f"{spec.engine}'s ModelOpt loader does not support quant_algo {fmt.algo}"
             f" (it supports {', '.join(sorted(algos))})"

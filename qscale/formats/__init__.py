@@ -7,46 +7,38 @@ Where the config lives follows vLLM: ``config.json:quantization_config`` (root o
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from qscale._dsv4 import applies as _dsv4_applies
 from qscale._fast import maker
 from qscale.checkpoint import Checkpoint
 from qscale.engines import EngineSpec, parse_engine
 from qscale.engines.catalogue import family_or_none
 from qscale.engines.families import Family
 from qscale.errors import ConfigError, UnknownFormat
-from qscale.formats import (
-    auto_round,
-    compressed_tensors,
-    deepseek_v4_fp8,
-    fbgemm_fp8,
-    fp8,
-    fp_quant,
-    gptq,
-    modelopt,
-    moe_wna16,
-    mxfp4,
-    online,
-    quark,
-    registry,
-    runtime_only,
-    torchao,
-)
-from qscale.formats._api import QuantFormat, Resolution, first_match
+from qscale.formats import registry
+from qscale.formats._api import QuantFormat, Resolution, first_match, loaded_instance
 from qscale.formats._layers import built_unquantized, built_unquantized_texts
 from qscale.module_map import Grouped, ModuleMap, group_blocks
 from qscale.modules import ModuleInfo, ModuleKind, by_module, modules_of
 from qscale.schemes import QuantScheme, TensorSpec
 
+if TYPE_CHECKING:
+    from qscale.formats.compressed_tensors import CompressedTensorsConfig
+
 
 @dataclass(frozen=True, slots=True)
 class Parser:
-    """How one ``quant_method``'s config is recognised in a checkpoint and parsed."""
+    """How one ``quant_method``'s config is recognised in a checkpoint and parsed. The module
+    that parses it is imported when a checkpoint needs it: a check imports its own format's
+    parser alone."""
 
-    #: ``parse(config, config_key=…, **inputs)``
-    parse: Callable[..., QuantFormat]
+    #: ``module:function`` under ``qscale.formats``; ``function(config, config_key=…,
+    #: **inputs)`` gives the format
+    target: str
     #: what it reads of the checkpoint besides the config: keyword arguments, each named
     #: after one of :data:`INPUTS` (the safetensors headers, config.json, its dtype, …)
     reads: tuple[str, ...] = ()
@@ -56,6 +48,15 @@ class Parser:
     claims: Callable[[str, str | None], bool] | None = None
     #: files besides config.json that hold its config, read when config.json has none
     config_files: tuple[str, ...] = ()
+
+    def function(self) -> Callable[..., QuantFormat]:
+        """The parsing function (its module imported now)."""
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(f"qscale.formats.{module}"), name)  # type: ignore[no-any-return]
+
+    def parse(self, config: Mapping[str, Any], **kwargs: Any) -> QuantFormat:
+        """The format of ``config``."""
+        return self.function()(config, **kwargs)
 
 
 def _model_dtype(ckpt: Checkpoint) -> str | None:
@@ -76,27 +77,28 @@ INPUTS: Mapping[str, Callable[[Checkpoint], Any]] = {
     "hf_config": lambda ckpt: ckpt.config.raw,  # config.json, as vLLM's hf_config
 }
 
+#: quant_method -> its parser (each key is its module's own method constant: tests hold the
+#: two together)
 FORMATS: Mapping[str, Parser] = {
-    compressed_tensors.METHOD: Parser(compressed_tensors.parse),
-    fp8.METHOD: Parser(fp8.parse),
-    fbgemm_fp8.METHOD: Parser(fbgemm_fp8.parse),
-    fp_quant.METHOD: Parser(fp_quant.parse, reads=("model_dtype",)),
-    quark.METHOD: Parser(quark.parse),
-    mxfp4.METHOD: Parser(mxfp4.parse),
-    modelopt.METHOD: Parser(modelopt.parse, config_files=("hf_quant_config.json",)),
-    gptq.GPTQ: Parser(gptq.parse_gptq),
-    gptq.AWQ: Parser(gptq.parse_awq),
-    auto_round.METHOD: Parser(auto_round.parse),
-    online.EXPERTS_INT8: Parser(online.parse_experts_int8),
-    moe_wna16.METHOD: Parser(moe_wna16.parse_moe_wna16),
+    "compressed-tensors": Parser("compressed_tensors:parse"),
+    "fp8": Parser("fp8:parse"),
+    "fbgemm_fp8": Parser("fbgemm_fp8:parse"),
+    "fp_quant": Parser("fp_quant:parse", reads=("model_dtype",)),
+    "quark": Parser("quark:parse"),
+    "mxfp4": Parser("mxfp4:parse"),
+    "modelopt": Parser("modelopt:parse", config_files=("hf_quant_config.json",)),
+    "gptq": Parser("gptq:parse_gptq"),
+    "awq": Parser("gptq:parse_awq"),
+    "auto-round": Parser("auto_round:parse"),
+    "experts_int8": Parser("online:parse_experts_int8"),
+    "moe_wna16": Parser("moe_wna16:parse_moe_wna16"),
     # vLLM's DeepseekV4FP8Config.override_quantization_method; it reads hf_config too
-    deepseek_v4_fp8.METHOD: Parser(deepseek_v4_fp8.parse_for_model,
-                                   reads=("architecture", "hf_config"),
-                                   claims=deepseek_v4_fp8.applies),
-    "inc": Parser(auto_round.parse_inc),
+    "deepseek_v4_fp8": Parser("deepseek_v4_fp8:parse_for_model",
+                              reads=("architecture", "hf_config"), claims=_dsv4_applies),
+    "inc": Parser("auto_round:parse_inc"),
     # its quantization metadata is in the safetensors headers
-    torchao.METHOD: Parser(torchao.parse, reads=("files",)),
-    **dict.fromkeys(runtime_only.METHODS, Parser(runtime_only.parse_runtime_only)),
+    "torchao": Parser("torchao:parse", reads=("files",)),
+    **dict.fromkeys(registry.RUNTIME_ONLY, Parser("runtime_only:parse_runtime_only")),
 }
 #: the parsers that take over other methods' configs, tried first (:attr:`Parser.claims`)
 _CLAIMING = tuple(p for p in FORMATS.values() if p.claims is not None)
@@ -444,14 +446,19 @@ def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
     the class name ``Linear``: a name target that matches the engine's name wins over a
     ``Linear`` target or another group matching the checkpoint name."""
     res = fmt.resolve(module)
-    if family is None or not isinstance(fmt, compressed_tensors.CompressedTensorsConfig) \
-            or res.reason.startswith(compressed_tensors.IGNORED_BY):
+    ct = cast("CompressedTensorsConfig | None",
+              loaded_instance(fmt, "compressed_tensors", "CompressedTensorsConfig"))
+    if family is None or ct is None:
+        return res
+    from qscale.formats import compressed_tensors  # loaded: its config is fmt
+
+    if res.reason.startswith(compressed_tensors.IGNORED_BY):
         return res
     names = family.engine_modules(module.name, release.version)
     if names == (module.name,):
         return res
     if names not in memo:  # the experts of a layer share their probe names
-        memo[names] = _named_on_engine(fmt, names)
+        memo[names] = _named_on_engine(ct, names)
     engine = memo[names]
     if engine is not None and engine.scheme != res.scheme:
         return engine  # the same scheme: the checkpoint name's reason is kept
@@ -460,7 +467,7 @@ def _resolve(fmt: QuantFormat, family: Family | None, module: ModuleInfo,
     return res
 
 
-def _named_on_engine(fmt: compressed_tensors.CompressedTensorsConfig,
+def _named_on_engine(fmt: CompressedTensorsConfig,
                      names: tuple[str, ...]) -> Resolution | None:
     """The scheme a name target gives every one of the engine's names (one scheme: a MoE
     layer's projections must agree), or None."""
@@ -491,6 +498,8 @@ def _on_engine_names(fmt: QuantFormat, family: Family, module: ModuleInfo,
     if names == (module.name,):
         return None
     found = _on_names(fmt, module, names)
+    from qscale.formats import compressed_tensors  # the only format that asks
+
     if found is None:
         shown = " / ".join(f"`{n}`" for n in names)
         return Resolution(None, f"{compressed_tensors.NO_GROUP} on its checkpoint name or on"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -272,3 +273,11 @@ def require_list(obj: Mapping[str, Any], key: str, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: `{key}` must be a list of strings")
     return value
+
+
+def loaded_instance(obj: object, module: str, cls: str) -> object | None:
+    """``obj`` if it is an instance of ``qscale.formats.<module>.<cls>``, else None, without
+    importing that module: a config of the class exists only once its module is loaded, and
+    a check imports the parser of its own format alone (:data:`qscale.formats.FORMATS`)."""
+    mod = sys.modules.get(f"qscale.formats.{module}")
+    return obj if mod is not None and isinstance(obj, getattr(mod, cls)) else None

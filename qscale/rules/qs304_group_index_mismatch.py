@@ -32,11 +32,18 @@ export: re-export the module.
 """
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from qscale.formats.gptq import GPTQ, WNA16Config
+from qscale.formats._api import loaded_instance
 from qscale.rules._api import Applicability, Context, Finding, Fix, ModuleQuant, Rule, Severity
+
+if TYPE_CHECKING:
+    from qscale.formats.gptq import WNA16Config
+
+#: the scheme format of GPTQ checkpoints (qscale.formats.gptq.GPTQ; tests hold the two together)
+GPTQ = "gptq"
 
 
 def _expected(n: int, group: int | None) -> np.ndarray:
@@ -90,11 +97,12 @@ def _with_g_idx(mq: ModuleQuant) -> bool:
 
 def check(ctx: Context) -> Iterator[Finding]:
     """Report GPTQ ``g_idx`` tensors the engine would misread or ignore."""
-    ckpt, fmt = ctx.checkpoint, ctx.quant.format
+    ckpt = ctx.checkpoint
+    fmt = cast("WNA16Config | None", loaded_instance(ctx.quant.format, "gptq", "WNA16Config"))
     todo: list[tuple[ModuleQuant, bool]] = []
     # no weight to size it by (no logical shape): QS201/QS302 report the module
     for mq in ctx.quant.where(_with_g_idx):
-        act = isinstance(fmt, WNA16Config) and fmt.act_order(mq.module.name, ctx.engine)
+        act = fmt is not None and fmt.act_order(mq.module.name, ctx.engine)
         todo.append((mq, act))
     if not todo:
         return
@@ -103,8 +111,9 @@ def check(ctx: Context) -> Iterator[Finding]:
     missing = [n for n in names if n not in values]
     if missing:
         values.update(ckpt.read_values(missing))
-    if not isinstance(fmt, WNA16Config):
-        desc = f"{fmt.method if fmt else 'the'} config has no act order"
+    if fmt is None:
+        other = ctx.quant.format
+        desc = f"{other.method if other else 'the'} config has no act order"
     elif fmt.desc_act:
         desc = "this module is built without act order (desc_act with group_size -1, or a"
         desc += " `dynamic` override)"
