@@ -144,7 +144,8 @@ def test_a_check_keeps_no_load_plan_alive(tmp_path):
     assert plans() == before
 
 
-_BLAS_PROBE = """
+#: a check of the folder in argv[1] through the command line, then the probe's own lines
+_CHECK_PROBE = """
 import os, sys
 sys.argv = ["qscale", "check", sys.argv[1], "--engine", "vllm==0.33.0"]
 from qscale.cli import main
@@ -152,6 +153,8 @@ try:
     main()
 except SystemExit:
     pass
+"""
+_BLAS_PROBE = _CHECK_PROBE + """
 print(os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules, file=sys.stderr)
 """
 
@@ -239,14 +242,7 @@ def test_each_parser_is_registered_under_its_modules_own_method_name():
     assert qs304_group_index_mismatch.GPTQ == gptq.GPTQ
 
 
-_FORMATS_PROBE = """
-import sys
-sys.argv = ["qscale", "check", sys.argv[1], "--engine", "vllm==0.33.0"]
-from qscale.cli import main
-try:
-    main()
-except SystemExit:
-    pass
+_FORMATS_PROBE = _CHECK_PROBE + """
 print(sorted(m.rpartition(".")[2] for m in sys.modules
              if m.startswith("qscale.formats.") and not m.rpartition(".")[2].startswith("_")),
       file=sys.stderr)
