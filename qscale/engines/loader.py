@@ -113,14 +113,14 @@ class ExpertSources(Sequence[ShardSlot]):
         return self._first
 
     def scheme_source(self) -> str:
-        """A source whose module has the first source's scheme: the first member of the first
-        block where every block feeding the parameter resolved to one scheme (the loader's
-        verdicts on a source read its scheme and its parameter name, which every part
-        shares), else the first source itself."""
+        """A source whose module has the first source's scheme and whose parameter is the
+        first source's (what the loader's verdicts on a source read): the first block's first
+        member where every block feeding the parameter resolved to one scheme and feeds it
+        the same parameter, else the first source itself."""
         _, b, param = self._parts[0]
         quant = b.quant
         assert quant is not None
-        if all(p[1].quant is not None and p[1].quant.scheme is quant.scheme
+        if all(p[2] == param and p[1].quant is not None and p[1].quant.scheme is quant.scheme
                for p in self._parts):
             return b.members[b.indices[0]][param][0]
         return self._head().source
