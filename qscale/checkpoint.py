@@ -39,6 +39,7 @@ from qscale.errors import (
     UnsafePathError,
 )
 from qscale.safetensors_io import (
+    _WHOLE_BYTES,
     LFS_POINTER,
     FileHeader,
     TensorInfo,
@@ -661,16 +662,18 @@ def _check_index_path(root: Path, index_file: str, name: str) -> None:
         raise UnsafePathError(f"{name}: link points outside the checkpoint folder", code="QS009")
 
 
+#: per dtype that fills whole bytes, the most bytes :data:`SMALL_NUMEL` elements take: the header
+#: pass proved every tensor's bytes are its elements' (QS003), so the bytes alone decide
+_SMALL_BYTES_OF = {d: min(SMALL_NUMEL * size, SMALL_BYTES) for d, size in _WHOLE_BYTES.items()}
+
+
 def small_tensors(header: FileHeader) -> list[TensorInfo]:
-    """The tensors of a file that are decoded while its header is read."""
-    # byte size first: it bounds numel and costs no multiplication
-    return [
-        t
-        for t in header.tensors
-        if t.end - t.begin <= SMALL_BYTES
-        and t.numel <= SMALL_NUMEL
-        and t.dtype not in ("F4", "F6_E2M3", "F6_E3M2")
-    ]
+    """The tensors of a file that are decoded while its header is read (never F4 / F6)."""
+    # bytes (t[5] - t[4]) against the dtype's bound: no element count per tensor; a dtype of
+    # no whole bytes has no bound (0), and is never decoded here
+    bound = _SMALL_BYTES_OF.get
+    return [t for t in header.tensors if t[5] - t[4] <= bound(t[1], 0)
+            and t[1] not in ("F4", "F6_E2M3", "F6_E3M2")]
 
 
 def _read_files(
