@@ -260,3 +260,14 @@ def test_a_check_imports_its_own_formats_parser_alone(fixture, parsers):
     p = subprocess.run([sys.executable, "-c", _FORMATS_PROBE, str(path)], capture_output=True,
                        text=True, check=False)
     assert p.stderr.strip().splitlines()[-1] == parsers
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["qscale", "check", "x"], "check"), (["qscale", "--debug", "check", "x"], "check"),
+    (["qscale", "fix", "check"], "fix"), (["qscale", "--version"], None),
+])
+def test_the_subcommand_is_the_first_word_that_is_not_an_option(argv, command):
+    """A check keeps the GC off from start-up (under the console script): only `check`."""
+    from qscale.cli import _command
+
+    assert _command(argv) == command

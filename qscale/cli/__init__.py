@@ -14,7 +14,7 @@ import typer._click as click  # the click typer is built on (vendored by this ty
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
-from qscale import __version__, _malloc
+from qscale import __version__, _exit, _malloc
 from qscale.cli import _coerce
 from qscale.errors import QscaleError
 
@@ -153,6 +153,11 @@ def _root(
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line (its first word that is not an option)."""
+    return next((a for a in argv[1:] if not a.startswith("-")), None)
+
+
 def _debugging(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("QSCALE_DEBUG") == "1"
 
@@ -172,8 +177,6 @@ def _hint(exc: QscaleError) -> str:
 def run() -> None:
     """Console-script entry point: :func:`main`, then ``os._exit`` with its exit code, so that
     what the command built is not freed object by object at shutdown (``qscale._exit``)."""
-    from qscale import _exit
-
     _exit.ENABLED = True
     try:
         main()
@@ -197,6 +200,8 @@ def main() -> None:
         for var in _BLAS_THREADS:
             os.environ.setdefault(var, "1")
     _malloc.tune()
+    if _command(sys.argv) == "check":  # off from start-up: the imports collect nothing
+        _exit.pause_gc()
     debug = _debugging(sys.argv)
     try:
         app()
