@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 #: a per-expert module name: (layer, expert index, projection); the rules' own pattern
 EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)$")
 _WORD = re.compile(r"\w+")
-_DTYPE_SHAPE = itemgetter(1, 2)  # a TensorInfo's (dtype, shape)
+_DTYPE, _SHAPE = itemgetter(1), itemgetter(2)  # a TensorInfo's dtype, shape
 
 
 @dataclass(slots=True)
@@ -139,12 +139,18 @@ def _alike(members: dict[str, dict[str, TensorInfo]]) -> bool:
     """Whether every member stores the same parameters with the same dtypes and shapes (in
     whatever order its files list them)."""
     each = members.values()
-    if len(set(map(len, each))) != 1:
+    sizes = list(map(len, each))
+    if sizes.count(sizes[0]) != len(sizes):
         return False
     try:
         for param in next(iter(each)):  # every member has it (KeyError) with one spec
-            if len(set(map(_DTYPE_SHAPE, map(itemgetter(param), each)))) != 1:
-                return False
+            col = list(map(itemgetter(param), each))
+            # list.count compares each with the first, identity first: the header scan
+            # gives equal specs one dtype and one shape object, so this is a C loop of
+            # pointer tests (another reader's equal objects compare by value)
+            for field in (list(map(_DTYPE, col)), list(map(_SHAPE, col))):
+                if field.count(field[0]) != len(field):
+                    return False
     except KeyError:
         return False
     return True
