@@ -371,6 +371,7 @@ def test_qs204_closest_names_by_block_equal_those_of_every_name(tmp_path):
         "x.y." + experts[0].split(".", 2)[-1],  # a tail that ends some layer's expert
         "x." + ".".join(experts[1].split(".")[-2:]),  # `{idx}.{proj}`: every layer's
         f"x.{layer}.999.gate_proj", "x.mlp.experts.0.no_such_proj",  # absent index, proj
+        "x.y.xperts." + ".".join(experts[0].split(".")[-2:]),  # a layer tail cut mid-word
         "drift." + names[0], "x.y.mlp.gate", "x.y.self_attn.q_proj",  # outside the blocks
     ]
     by_block = _Near(list(shared.modules), shared.modules)

@@ -319,8 +319,9 @@ class _Near:
         self.names = names
         self._known = known
         self._reversed: list[str] | None = None
-        #: alike expert blocks by projection, whose members :meth:`_ending` matches by block
-        self._blocks: dict[str, list[ExpertBlock]] | None = None
+        #: alike expert blocks by (projection, each tail of their layer that follows a dot,
+        #: and ""), built with the reversed names: :meth:`_members_ending` looks them up
+        self._blocks: dict[tuple[str, str], list[ExpertBlock]] = {}
 
     def drifted(self, entry: str) -> list[str]:
         """Modules whose name ends like the entry once its first one or two components are
@@ -338,39 +339,35 @@ class _Near:
         bisection of the reversed names, sorted once per check, and, for the members of alike
         expert blocks (10^5 names that are not sorted so), a test per block."""
         if self._reversed is None:
-            self._reversed = sorted(n[::-1] for n in self._outside_blocks())
+            self._reversed = sorted(n[::-1] for n in self._index_blocks())
         rev = self._reversed
         lo = bisect.bisect_left(rev, rtail)
         hi = bisect.bisect_left(rev, rtail[:-1] + chr(ord(rtail[-1]) + 1), lo)
         hits = [r[::-1] for r in heapq.nsmallest(2, rev[lo:hi], key=lambda r: r[::-1])]
         return heapq.nsmallest(2, [*hits, *self._members_ending(rtail[::-1])])
 
-    def _outside_blocks(self) -> Iterable[str]:
-        """The names :meth:`_members_ending` does not judge: every name, or, for a map that
-        holds alike expert blocks, the names of the modules outside them."""
+    def _index_blocks(self) -> Iterable[str]:
+        """Index the alike expert blocks a map holds, and give the names outside them (every
+        name, for a map without blocks)."""
         known = self._known
         if not isinstance(known, ModuleMap) or not known.blocks:
-            self._blocks = {}
             return self.names
-        self._blocks = {}
         for b in known.blocks.values():
-            self._blocks.setdefault(b.proj, []).append(b)
+            parts = b.layer.split(".")
+            for tail in ("", *(".".join(parts[k:]) for k in range(1, len(parts)))):
+                self._blocks.setdefault((b.proj, tail), []).append(b)
         firsts = {b.first.name for b in known.blocks.values()}
         return [n for n in known.known if n not in firsts]
 
     def _members_ending(self, tail: str) -> list[str]:
-        """The block members whose name ends with ``tail`` (``.`` then two or more
-        components): a member ``{layer}.{idx}.{proj}`` does when the tail's last component
-        is its projection, the one before its index, and any before that end its layer."""
+        """The block members whose name ends with ``tail``: ``.`` then two or more components
+        (:meth:`drifted` keeps at least two). A member ``{layer}.{idx}.{proj}`` does when the
+        tail's last component is its projection, the one before its index, and any before
+        that a tail of its layer that follows a dot: one lookup, whatever the block count."""
         head, _, proj = tail[1:].rpartition(".")
+        assert head, tail
         pre, _, idx = head.rpartition(".")
-        out = []
-        for b in (self._blocks or {}).get(proj, ()):
-            if not head:  # one component: every member ends so, the first two suffice
-                out += [b.name(i) for i in b.indices[:2]]
-            elif idx in b.members and (not pre or b.layer.endswith("." + pre)):
-                out.append(b.name(idx))
-        return out
+        return [b.name(idx) for b in self._blocks.get((proj, pre), ()) if idx in b.members]
 
     def _range(self, prefix: str) -> tuple[int, int]:
         """The names equal to ``prefix`` or under ``prefix.``, as a slice of ``names``."""
