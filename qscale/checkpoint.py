@@ -669,11 +669,10 @@ _SMALL_BYTES_OF = {d: min(SMALL_NUMEL * size, SMALL_BYTES) for d, size in _WHOLE
 
 def small_tensors(header: FileHeader) -> list[TensorInfo]:
     """The tensors of a file that are decoded while its header is read (never F4 / F6)."""
-    # bytes (t[5] - t[4]) against the dtype's bound: no element count per tensor; a dtype of
-    # no whole bytes has no bound (0), and is never decoded here
+    # bytes (t[5] - t[4]) against the dtype's bound: no element count per tensor; a dtype
+    # of no whole bytes (F4, F6) has none (-1), so not even an empty one is decoded here
     bound = _SMALL_BYTES_OF.get
-    return [t for t in header.tensors if t[5] - t[4] <= bound(t[1], 0)
-            and t[1] not in ("F4", "F6_E2M3", "F6_E3M2")]
+    return [t for t in header.tensors if t[5] - t[4] <= bound(t[1], -1)]
 
 
 def _read_files(
