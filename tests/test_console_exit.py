@@ -125,3 +125,34 @@ def test_console_script_with_stdout_and_stderr_closed_writes_the_output_file(bro
                            stderr=subprocess.DEVNULL, timeout=120, preexec_fn=closed)
         assert r.returncode == code
     assert json.loads(out.read_text())["findings"][0]["code"] == "QS201"
+
+
+_GC_PROBE = """
+import gc, os, sys
+from qscale import _exit, cli
+_exit.ENABLED = True  # as the console script (qscale.cli.run)
+seen = []
+real = cli.app
+def app():
+    seen.append(gc.isenabled())  # before the command's modules are imported
+    real()
+cli.app = app
+sys.argv = ["qscale", *sys.argv[1:]]
+try:
+    cli.main()
+except SystemExit:
+    pass
+print(seen, file=sys.stderr)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("args, gc_on", [
+    (["check", "/nonexistent/qscale-checkpoint"], False), (["rule", "QS204"], True)])
+def test_console_script_check_keeps_the_gc_off_from_start_up(args, gc_on):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _GC_PROBE, *args], capture_output=True,
+                       text=True, check=False)
+    assert p.stderr.strip().splitlines()[-1] == f"[{gc_on}]"

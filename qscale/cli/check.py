@@ -152,8 +152,6 @@ def _check(
     from qscale.progress import read_progress
     from qscale.source import read_checkpoint
 
-    _exit.pause_gc()
-
     if baseline is not None or write_baseline is not None:
         from qscale import baseline as baselines
     accepted = baselines.read_baseline(baseline) if baseline is not None else None
